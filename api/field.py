@@ -1,0 +1,146 @@
+"""Field paths and validation errors shaped like ``k8s.io/apimachinery/pkg/util/validation/field``.
+
+An error prints as Kubernetes prints it, path first::
+
+    spec.extensions[0].providerConfig.caches[1].upstream: Invalid value: "https://ghcr.io": upstream must not include a scheme
+
+Values that must stay secret are built with ``hidden=True`` and never printed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Iterable
+
+
+class Path:
+    """An immutable field path: ``Path("spec").child("extensions").index(0).child("providerConfig")``."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, *names: str):
+        self._parts: tuple[str, ...] = tuple(names)
+
+    def child(self, name: str, *more: str) -> "Path":
+        p = Path()
+        p._parts = self._parts + (name,) + more
+        return p
+
+    def index(self, i: int) -> "Path":
+        p = Path()
+        p._parts = self._parts + (f"[{i}]",)
+        return p
+
+    def key(self, k: str) -> "Path":
+        p = Path()
+        p._parts = self._parts + (f"[{k}]",)
+        return p
+
+    def __str__(self) -> str:
+        out = ""
+        for part in self._parts:
+            if part.startswith("[") or not out:
+                out += part
+            else:
+                out += "." + part
+        return out
+
+    def __repr__(self) -> str:
+        return f"Path({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Path) and self._parts == other._parts
+
+    def __hash__(self) -> int:
+        return hash(self._parts)
+
+
+class ErrorType(str, Enum):
+    REQUIRED = "Required value"
+    INVALID = "Invalid value"
+    DUPLICATE = "Duplicate value"
+    FORBIDDEN = "Forbidden"
+    NOT_SUPPORTED = "Unsupported value"
+    TOO_LONG = "Too long"
+    NOT_FOUND = "Not found"
+
+
+_OMIT = object()
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if value is None:
+        return "null"
+    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class FieldError:
+    type: ErrorType
+    path: str
+    detail: str = ""
+    value: Any = _OMIT
+
+    def __str__(self) -> str:
+        head = f"{self.path}: {self.type.value}"
+        if self.type in (ErrorType.REQUIRED, ErrorType.FORBIDDEN, ErrorType.TOO_LONG):
+            return f"{head}: {self.detail}" if self.detail else head
+        parts = [head]
+        if self.value is not _OMIT:
+            parts.append(_format_value(self.value))
+        if self.detail:
+            parts.append(self.detail)
+        return ": ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"type": self.type.name, "field": self.path, "detail": self.detail}
+        if self.value is not _OMIT:
+            out["value"] = self.value
+        return out
+
+
+def required(path: Path, detail: str = "") -> FieldError:
+    return FieldError(ErrorType.REQUIRED, str(path), detail)
+
+
+def invalid(path: Path, value: Any, detail: str, hidden: bool = False) -> FieldError:
+    return FieldError(ErrorType.INVALID, str(path), detail, "(hidden)" if hidden else value)
+
+
+def duplicate(path: Path, value: Any) -> FieldError:
+    return FieldError(ErrorType.DUPLICATE, str(path), "", value)
+
+
+def forbidden(path: Path, detail: str) -> FieldError:
+    return FieldError(ErrorType.FORBIDDEN, str(path), detail)
+
+
+def not_found(path: Path, value: Any, detail: str = "") -> FieldError:
+    return FieldError(ErrorType.NOT_FOUND, str(path), detail, value)
+
+
+def not_supported(path: Path, value: Any, supported: Iterable[str]) -> FieldError:
+    detail = "supported values: " + ", ".join(json.dumps(s) for s in supported)
+    return FieldError(ErrorType.NOT_SUPPORTED, str(path), detail, value)
+
+
+def too_long(path: Path, max_length: int) -> FieldError:
+    return FieldError(ErrorType.TOO_LONG, str(path), f"may not be more than {max_length} bytes")
+
+
+@dataclass
+class ValidationFailed(Exception):
+    """Raised with every error found, never with a secret value in it."""
+
+    errors: list[FieldError] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "; ".join(str(e) for e in self.errors)

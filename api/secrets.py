@@ -1,0 +1,166 @@
+"""Credential Secrets: reading them from manifests and checking them as the Gardener extension does.
+
+Values of a Secret never appear in an error: errors name the Secret and the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field as dc_field
+from typing import Any
+
+from . import field
+from .field import FieldError, Path
+
+USERNAME_KEY = "username"
+PASSWORD_KEY = "password"
+JSON_KEY_USERNAME = "_json_key"
+SERVICE_ACCOUNT_FIELDS = frozenset({
+    "type", "project_id", "client_email", "universe_domain", "auth_uri", "auth_provider_x509_cert_url",
+    "client_x509_cert_url", "client_id", "private_key_id", "private_key", "token_uri",
+})
+
+
+@dataclass(frozen=True)
+class SecretData:
+    namespace: str
+    name: str
+    immutable: bool | None
+    data: dict[str, bytes] = dc_field(default_factory=dict)
+    type: str = "Opaque"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+    def __repr__(self) -> str:  # never show the data
+        return f"SecretData({self.key!r}, keys={sorted(self.data)})"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return "Credentials(<hidden>)"
+
+    __str__ = __repr__
+
+
+class SecretFormatError(ValueError):
+    """A Secret manifest that cannot be read; the message names the key, never a value."""
+
+
+def secret_from_manifest(obj: Any, source: str = "Secret") -> SecretData:
+    """A Secret as ``kubectl get secret -o yaml`` prints it (``data`` in base64) or as written with
+    ``stringData``; ``stringData`` wins over ``data`` for the same key, as the API server does."""
+    if not isinstance(obj, dict) or obj.get("kind") != "Secret" or obj.get("apiVersion", "v1") != "v1":
+        raise SecretFormatError(f"{source}: expected a v1 Secret (apiVersion: v1, kind: Secret)")
+    meta = obj.get("metadata") or {}
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not name:
+        raise SecretFormatError(f"{source}: metadata.name is required")
+    namespace = meta.get("namespace") or ""
+    data: dict[str, bytes] = {}
+    raw_data = obj.get("data") or {}
+    if not isinstance(raw_data, dict):
+        raise SecretFormatError(f"{source}: data must be a map of key to base64 value")
+    for key, value in raw_data.items():
+        if not isinstance(value, str):
+            raise SecretFormatError(f"{source}: data[{key}] must be a base64 string")
+        try:
+            data[str(key)] = base64.b64decode(value.replace("\n", ""), validate=True)
+        except (binascii.Error, ValueError):
+            raise SecretFormatError(f"{source}: data[{key}] is not valid base64") from None
+    string_data = obj.get("stringData") or {}
+    if not isinstance(string_data, dict):
+        raise SecretFormatError(f"{source}: stringData must be a map of key to string")
+    for key, value in string_data.items():
+        if not isinstance(value, str):
+            raise SecretFormatError(f"{source}: stringData[{key}] must be a string")
+        data[str(key)] = value.encode()
+    immutable = obj.get("immutable")
+    return SecretData(namespace=str(namespace), name=name,
+                      immutable=immutable if isinstance(immutable, bool) else None,
+                      data=data, type=str(obj.get("type") or "Opaque"))
+
+
+def _go_is_space(ch: str) -> bool:
+    """Go's ``unicode.IsSpace``."""
+    return ch in "\t\n\v\f\r \x85\xa0" or (ord(ch) > 0xFF and ch.isspace())
+
+
+def _go_trim_space(text: str) -> str:
+    start, end = 0, len(text)
+    while start < end and _go_is_space(text[start]):
+        start += 1
+    while end > start and _go_is_space(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def validate_upstream_secret(secret: SecretData, path: Path, reference_name: str) -> list[FieldError]:
+    """``ValidateUpstreamRegistrySecret``: immutable, exactly ``username`` and ``password``, a username
+    without whitespace, a non-empty password, and for ``_json_key`` a service account key."""
+    errs: list[FieldError] = []
+
+    def bad(detail: str) -> None:
+        errs.append(field.invalid(path, reference_name, detail))
+
+    key = json.dumps(secret.key)
+    if not secret.immutable:
+        bad(f"the referenced secret {key} should be immutable")
+    if len(secret.data) != 2:
+        bad(f"the referenced secret {key} should have only two data entries")
+    texts: dict[str, str] = {}
+    for entry in (USERNAME_KEY, PASSWORD_KEY):
+        if entry not in secret.data:
+            bad(f'missing "{entry}" data entry in the referenced secret {key}')
+            continue
+        try:
+            texts[entry] = secret.data[entry].decode("utf-8")
+        except UnicodeDecodeError:
+            bad(f'the data entry "{entry}" in the referenced secret {key} is not valid UTF-8')
+            continue
+        if not _go_trim_space(texts[entry]):
+            bad(f'the data entry "{entry}" in the referenced secret {key} is empty')
+    username = texts.get(USERNAME_KEY)
+    if username is not None and any(_go_is_space(ch) for ch in username):
+        bad(f'the data entry "username" in the referenced secret {key} contains whitespace')
+    if username == JSON_KEY_USERNAME and PASSWORD_KEY in texts:
+        errs += _validate_service_account_json(texts[PASSWORD_KEY], path, reference_name, key)
+    return errs
+
+
+def _validate_service_account_json(password: str, path: Path, reference_name: str, key: str) -> list[FieldError]:
+    try:
+        document = json.loads(password)
+    except ValueError as exc:
+        # The JSON error says where, not what: it carries no part of the password.
+        return [field.invalid(path, reference_name,
+                              "failed to unmarshal ServiceAccount json from the password data entry in the "
+                              f"referenced secret {key}: invalid JSON at line {exc.lineno} column {exc.colno}")]
+    if not isinstance(document, dict):
+        return [field.invalid(path, reference_name,
+                              "failed to unmarshal ServiceAccount json from the password data entry in the "
+                              f"referenced secret {key}: expected a JSON object, got {type(document).__name__}")]
+    errs = []
+    for name in sorted(document):
+        value = document[name]
+        if value is not None and not isinstance(value, str):
+            errs.append(field.invalid(path, reference_name,
+                                      "failed to unmarshal ServiceAccount json from the password data entry in "
+                                      f"the referenced secret {key}: field {json.dumps(name)} must be a string"))
+        if name not in SERVICE_ACCOUNT_FIELDS:
+            errs.append(field.invalid(path, reference_name,
+                                      f"forbidden ServiceAccount field {json.dumps(name)} present in the password "
+                                      f"data entry in the referenced secret {key}"))
+    return errs
+
+
+def credentials_of(secret: SecretData) -> Credentials:
+    """The username and password of a Secret that passed :func:`validate_upstream_secret`."""
+    return Credentials(secret.data[USERNAME_KEY].decode("utf-8"), secret.data[PASSWORD_KEY].decode("utf-8"))

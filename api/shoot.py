@@ -1,0 +1,73 @@
+"""The parts of a ``core.gardener.cloud/v1beta1`` Shoot this extension reads, as plain functions on dicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from .field import Path
+
+EXTENSION_TYPE = "registry-cache"
+SHOOT_API_VERSION = "core.gardener.cloud/v1beta1"
+SHOOT_KIND = "Shoot"
+
+
+@dataclass(frozen=True)
+class ExtensionEntry:
+    index: int
+    provider_config: Any
+    path: Path  # spec.extensions[i]
+
+
+def _spec(shoot: dict[str, Any]) -> dict[str, Any]:
+    spec = shoot.get("spec") if isinstance(shoot, dict) else None
+    return spec if isinstance(spec, dict) else {}
+
+
+def registry_cache_extensions(shoot: dict[str, Any]) -> Iterator[ExtensionEntry]:
+    """Every enabled ``registry-cache`` entry of ``spec.extensions``."""
+    extensions = _spec(shoot).get("extensions") or []
+    if not isinstance(extensions, list):
+        return
+    for i, ext in enumerate(extensions):
+        if isinstance(ext, dict) and ext.get("type") == EXTENSION_TYPE and ext.get("disabled") is not True:
+            yield ExtensionEntry(i, ext.get("providerConfig"), Path("spec", "extensions").index(i))
+
+
+def find_registry_cache_extension(shoot: dict[str, Any]) -> ExtensionEntry | None:
+    return next(registry_cache_extensions(shoot), None)
+
+
+def resources(shoot: dict[str, Any]) -> list[dict[str, Any]]:
+    items = _spec(shoot).get("resources") or []
+    return [r for r in items if isinstance(r, dict)] if isinstance(items, list) else []
+
+
+def resource_index(shoot: dict[str, Any], name: str) -> int | None:
+    for i, res in enumerate(_spec(shoot).get("resources") or []):
+        if isinstance(res, dict) and res.get("name") == name:
+            return i
+    return None
+
+
+def workers(shoot: dict[str, Any]) -> list[Any]:
+    provider = _spec(shoot).get("provider")
+    items = provider.get("workers") if isinstance(provider, dict) else None
+    return items if isinstance(items, list) else []
+
+
+def is_hibernated(shoot: dict[str, Any]) -> bool:
+    hibernation = _spec(shoot).get("hibernation")
+    return isinstance(hibernation, dict) and hibernation.get("enabled") is True
+
+
+def technical_namespace(project: str, name: str) -> str:
+    """The seed namespace of a shoot: ``shoot--<project>--<name>``."""
+    return f"shoot--{project}--{name}"
+
+
+def project_of_namespace(namespace: str) -> str:
+    """Gardener's project namespaces are ``garden-<project>`` (``garden`` is the project ``garden``)."""
+    if namespace == "garden":
+        return "garden"
+    return namespace[len("garden-"):] if namespace.startswith("garden-") else namespace

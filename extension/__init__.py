@@ -1,0 +1,1 @@
+"""The registry-cache operator: decoding, reference resolution, rendering, delivery, handlers, CLI."""

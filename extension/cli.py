@@ -1,0 +1,186 @@
+"""``registry-cache``: the command line.
+
+Exit codes: 0 success; 1 the Shoot is invalid (one error per line on stdout, field path first);
+2 an input cannot be used (not a file, not YAML, not a Shoot) or the command line is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from api import names
+from api.field import ValidationFailed
+from api.validation import remote_url, tls_enabled, validate_shoot
+from . import certs
+from .manifests import InputError, load_inputs, load_old_shoot
+from .render import (CA_BUNDLE_PATH, DEFAULT_IMAGE, RenderOptions, endpoint, provider_status,
+                     render_hosts_toml, render_shoot)
+from .resolve import resolve_credentials
+
+
+def _print_errors(errors) -> None:
+    for err in errors:
+        print(str(err))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    inputs = load_inputs(args.shoot, args.secret)
+    old = load_old_shoot(args.old) if args.old else None
+    result = validate_shoot(inputs.shoot, old, inputs.secret_getter())
+    if result.extension_path is None:
+        print(f"{args.shoot}: the Shoot does not enable the registry-cache extension; nothing to validate",
+              file=sys.stderr)
+        return 0
+    if result.errors:
+        _print_errors(result.errors)
+        return 1
+    caches = ", ".join(c.upstream for c in result.config.caches)
+    print(f"{args.shoot}: valid ({len(result.config.caches)} caches: {caches})", file=sys.stderr)
+    return 0
+
+
+def _parse_endpoints(values: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        upstream, sep, url = value.partition("=")
+        if not sep or not upstream or not url.startswith(("http://", "https://")):
+            raise InputError(f"--endpoint {value!r}: expected UPSTREAM=URL, e.g. docker.io=https://10.4.0.12:5000")
+        out[upstream] = url
+    return out
+
+
+def _host_of(url: str) -> str:
+    rest = url.split("://", 1)[1].split("/", 1)[0]
+    if rest.startswith("["):
+        return rest[1:rest.index("]")]
+    return rest.rsplit(":", 1)[0] if ":" in rest else rest
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    inputs = load_inputs(args.shoot, args.secret)
+    endpoints = _parse_endpoints(args.endpoint)
+    result = validate_shoot(inputs.shoot, None, inputs.secret_getter())
+    if result.extension_path is None:
+        print(f"{args.shoot}: the Shoot does not enable the registry-cache extension; nothing to render",
+              file=sys.stderr)
+        return 1
+    if result.errors:
+        _print_errors(result.errors)
+        return 1
+    config = result.config
+    unknown = sorted(set(endpoints) - {c.upstream for c in config.caches})
+    if unknown:
+        raise InputError(f"--endpoint given for {', '.join(unknown)}, which no cache of the Shoot has")
+    namespace = (inputs.shoot.get("metadata") or {}).get("namespace") or ""
+    credentials = resolve_credentials(inputs.shoot, config, inputs.secret_getter(), namespace,
+                                      result.extension_path.child("providerConfig"))
+    options = RenderOptions(image=args.image, vpa=args.vpa)
+
+    ca = certs.generate_ca()
+    tls = {}
+    for cache in config.caches:
+        if tls_enabled(cache):
+            service = names.service_name(cache.upstream, cache.service_name_suffix)
+            ips = [h for h in [_host_of(endpoints[cache.upstream])] if _is_ip(h)] if cache.upstream in endpoints else []
+            tls[cache.upstream] = certs.generate_server_cert(
+                ca, f"{names.resource_name(cache.upstream)}-tls",
+                certs.service_dns_names(service, options.namespace), ips)
+    rendered = render_shoot(config, credentials, tls, options)
+
+    out = Path(args.output)
+    shoot_dir, nodes_dir = out / "shoot", out / "nodes"
+    shoot_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*shoot_dir.glob("*.yaml"), *nodes_dir.glob("*/hosts.toml")]:
+        stale.unlink()  # what an earlier render wrote: content-hashed names change
+    for i, obj in enumerate(rendered.objects):
+        (shoot_dir / f"{i:02d}-{obj.filename}").write_text(obj.text, encoding="utf-8")
+
+    status_caches = []
+    for cache in config.caches:
+        scheme = "https" if tls_enabled(cache) else "http"
+        note = None
+        if cache.upstream in endpoints:
+            url = endpoints[cache.upstream]
+        else:
+            service = rendered.services[cache.upstream]
+            url = f"{scheme}://{service}.{options.namespace}.svc.cluster.local:{names.SERVER_PORT}"
+            note = ("endpoint is the Service DNS name: nodes usually cannot resolve it; set the cluster IP with "
+                    f"--endpoint {cache.upstream}={scheme}://<clusterIP>:{names.SERVER_PORT}")
+            print(f"note: {cache.upstream}: no --endpoint given, hosts.toml points at {url} (the Service's DNS "
+                  "name); nodes reach the cache by its cluster IP, which only the API server assigns: pass "
+                  f"--endpoint {cache.upstream}={scheme}://<clusterIP>:{names.SERVER_PORT}", file=sys.stderr)
+        status_caches.append((cache.upstream, url, remote_url(cache)))
+        upstream_dir = nodes_dir / cache.upstream
+        upstream_dir.mkdir(parents=True, exist_ok=True)
+        (upstream_dir / "hosts.toml").write_text(
+            render_hosts_toml(cache.upstream, remote_url(cache), url, CA_BUNDLE_PATH, note), encoding="utf-8")
+    if tls:
+        (nodes_dir / "ca-bundle.pem").write_text(ca.cert_pem, encoding="utf-8")
+    status = provider_status(status_caches, "ca-extension-registry-cache-bundle" if tls else None)
+    (out / "provider-status.yaml").write_text(yaml.safe_dump(status.to_wire(), sort_keys=False), encoding="utf-8")
+    print(f"rendered {len(rendered.objects)} objects to {shoot_dir}/ and {len(config.caches)} hosts.toml to "
+          f"{nodes_dir}/", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="registry-cache",
+        description="Pull-through registry caches for Gardener shoots: validate, render, run.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="validate a Shoot's registry-cache configuration as admission does",
+                       description="Exit 0 when valid; 1 with one error per line (field path first); "
+                                   "2 when a file cannot be used.")
+    p.add_argument("shoot", metavar="SHOOT.yaml")
+    p.add_argument("--secret", action="append", default=[], metavar="SECRET.yaml",
+                   help="a referenced credentials Secret (repeatable; kubectl get secret -o yaml output works)")
+    p.add_argument("--old", metavar="OLD_SHOOT.yaml", help="validate as an update of this Shoot")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("render", help="render the cache objects and each upstream's hosts.toml offline",
+                       description="Writes DIR/shoot/*.yaml, DIR/nodes/<upstream>/hosts.toml, "
+                                   "DIR/nodes/ca-bundle.pem and DIR/provider-status.yaml.")
+    p.add_argument("shoot", metavar="SHOOT.yaml")
+    p.add_argument("--secret", action="append", default=[], metavar="SECRET.yaml",
+                   help="a referenced credentials Secret (repeatable)")
+    p.add_argument("--output", "-o", required=True, metavar="DIR")
+    p.add_argument("--endpoint", action="append", default=[], metavar="UPSTREAM=URL",
+                   help="the URL nodes reach a cache at, e.g. docker.io=https://10.4.0.12:5000 (repeatable)")
+    p.add_argument("--image", default=DEFAULT_IMAGE, help=f"the registry image (default {DEFAULT_IMAGE})")
+    p.add_argument("--vpa", action="store_true", help="also render a VerticalPodAutoscaler per cache")
+    p.set_defaults(func=cmd_render)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationFailed as exc:
+        _print_errors(exc.errors)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Resolving ``caches[].secretReferenceName`` through the Shoot's ``spec.resources`` to credentials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.secrets import Credentials, credentials_of, validate_upstream_secret
+from api.field import Path, ValidationFailed
+from api.v1alpha3 import RegistryConfig
+from api.validation import SecretGetter, referenced_secret_name
+from api import field
+
+# gardenlet copies every Secret of spec.resources into the seed namespace as ref-<resourceRef.name>.
+REFERENCED_RESOURCE_PREFIX = "ref-"
+
+
+def resolve_credentials(shoot: dict[str, Any], config: RegistryConfig, get_secret: SecretGetter,
+                        namespace: str, config_path: Path | None = None) -> dict[str, Credentials]:
+    """Credentials per upstream for every cache with a ``secretReferenceName``.
+
+    ``get_secret(namespace, name)`` is asked for the Secret that ``spec.resources`` names. Raises
+    :class:`ValidationFailed` naming the reference when it cannot be followed or the Secret is unusable.
+    """
+    path = config_path or Path("providerConfig")
+    out: dict[str, Credentials] = {}
+    errors = []
+    for i, cache in enumerate(config.caches):
+        reference = cache.secret_reference_name
+        if not reference:
+            continue
+        p = path.child("caches").index(i).child("secretReferenceName")
+        name = referenced_secret_name(shoot, reference)
+        if name is None:
+            errors.append(field.invalid(p, reference,
+                                        f"failed to find referenced resource with name {reference} and kind Secret"))
+            continue
+        secret = get_secret(namespace, name)
+        if secret is None:
+            errors.append(field.not_found(p, reference, f"the Secret {namespace}/{name} that spec.resources "
+                                                        f"entry {reference!r} refers to does not exist"))
+            continue
+        problems = validate_upstream_secret(secret, p, reference)
+        if problems:
+            errors += problems
+            continue
+        out[cache.upstream] = credentials_of(secret)
+    if errors:
+        raise ValidationFailed(errors)
+    return out
