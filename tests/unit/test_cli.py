@@ -1,0 +1,131 @@
+"""The command line as a user runs it: exit codes, messages, files written."""
+
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from extension.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOOT = ROOT / "examples" / "shoot.yaml"
+SECRET = ROOT / "examples" / "quay-credentials-v1.yaml"
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_validate_docs_example(capsys):
+    code, out, err = run(capsys, "validate", SHOOT, "--secret", SECRET)
+    assert (code, out) == (0, "")
+    assert "valid (4 caches: docker.io, ghcr.io, quay.io, my-registry.io:5000)" in err
+
+
+def test_validate_without_the_secret_names_what_is_missing(capsys):
+    code, out, _ = run(capsys, "validate", SHOOT)
+    assert code == 1
+    assert out.splitlines() == [
+        'spec.extensions[0].providerConfig.caches[2].secretReferenceName: Invalid value: "quay-credentials": failed '
+        'to get secret garden-dev/quay-credentials-v1 for secretReferenceName quay-credentials: secrets '
+        '"quay-credentials-v1" not found']
+
+
+def test_validate_invalid_one_error_per_line_path_first(capsys, tmp_path):
+    doc = yaml.safe_load(SHOOT.read_text())
+    caches = doc["spec"]["extensions"][0]["providerConfig"]["caches"]
+    caches[0]["upstream"] = "https://docker.io"
+    caches[1]["volume"] = {"size": "0"}
+    caches.append({"upstream": "ghcr.io"})
+    doc["spec"]["provider"]["workers"][0]["cri"]["name"] = "docker"
+    code, out, _ = run(capsys, "validate", write(tmp_path, "s.yaml", yaml.safe_dump(doc)), "--secret", SECRET)
+    assert code == 1
+    paths = [line.split(":")[0] for line in out.splitlines()]
+    assert paths == ["spec.provider.workers[0].cri.name", "spec.extensions[0].providerConfig.caches[0].upstream",
+                     "spec.extensions[0].providerConfig.caches[1].volume.size",
+                     "spec.extensions[0].providerConfig.caches[4].upstream"]
+
+
+def test_validate_update_with_old(capsys, tmp_path):
+    doc = yaml.safe_load(SHOOT.read_text())
+    doc["spec"]["extensions"][0]["providerConfig"]["caches"][0]["volume"]["size"] = "200Gi"
+    code, out, _ = run(capsys, "validate", write(tmp_path, "new.yaml", yaml.safe_dump(doc)), "--old", SHOOT,
+                       "--secret", SECRET)
+    assert code == 1
+    assert out == 'spec.extensions[0].providerConfig.caches[0].volume.size: Invalid value: "200Gi": field is immutable\n'
+
+
+def test_validate_input_errors_exit_2(capsys, tmp_path):
+    code, _, err = run(capsys, "validate", tmp_path / "nope.yaml")
+    assert code == 2 and "nope.yaml: no such file" in err
+    code, _, err = run(capsys, "validate", write(tmp_path, "bad.yaml", "a: [1, 2\nb: c"))
+    assert code == 2 and "bad.yaml: not valid YAML at line" in err
+    code, _, err = run(capsys, "validate", write(tmp_path, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\n"))
+    assert code == 2 and "expected a core.gardener.cloud/v1beta1 Shoot, found apiVersion 'v1', kind 'ConfigMap'" in err
+    code, _, err = run(capsys, "validate", SHOOT, "--secret", write(tmp_path, "s.yaml",
+                       "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\ndata: {password: '!!!'}\n"))
+    assert code == 2 and "data[password] is not valid base64" in err and "!!!" not in err
+
+
+def test_shoot_and_secret_in_one_file(capsys, tmp_path):
+    combined = write(tmp_path, "all.yaml", SHOOT.read_text() + "\n---\n" + SECRET.read_text())
+    assert run(capsys, "validate", combined)[0] == 0
+
+
+def test_render_writes_objects_hosts_and_ca(capsys, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "render", SHOOT, "--secret", SECRET, "--output", out,
+                            "--endpoint", "docker.io=https://10.4.0.12:5000")
+    assert code == 0, err
+    objects = [yaml.safe_load(p.read_text()) for p in sorted((out / "shoot").glob("*.yaml"))]
+    assert [o["kind"] for o in objects].count("StatefulSet") == 4
+    assert sorted(p.name for p in (out / "nodes").iterdir()) == [
+        "ca-bundle.pem", "docker.io", "ghcr.io", "my-registry.io:5000", "quay.io"]
+    docker = tomllib.loads((out / "nodes" / "docker.io" / "hosts.toml").read_text())
+    assert docker == {"server": "https://registry-1.docker.io",
+                      "host": {"https://10.4.0.12:5000": {"capabilities": ["pull", "resolve"],
+                                                         "ca": ["/etc/containerd/certs.d/ca-bundle.pem"]}}}
+    ghcr = (out / "nodes" / "ghcr.io" / "hosts.toml").read_text()
+    assert '[host."https://registry-ghcr-io.kube-system.svc.cluster.local:5000"]' in ghcr
+    assert "note: ghcr.io: no --endpoint given, hosts.toml points at" in err and "--endpoint ghcr.io=" in err
+    assert "note: docker.io" not in err
+    assert "not-a-real-password" not in err + stdout
+    status = yaml.safe_load((out / "provider-status.yaml").read_text())
+    assert status["caches"][0] == {"upstream": "docker.io", "endpoint": "https://10.4.0.12:5000",
+                                   "remoteURL": "https://registry-1.docker.io"}
+    # a second render replaces the first one's files
+    assert run(capsys, "render", SHOOT, "--secret", SECRET, "--output", out)[0] == 0
+    assert len(list((out / "shoot").glob("*.yaml"))) == len(objects)
+
+
+def test_render_invalid_renders_nothing(capsys, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, _ = run(capsys, "render", SHOOT, "--output", out)
+    assert code == 1 and "secretReferenceName" in stdout
+    assert not out.exists()
+
+
+def test_render_bad_endpoint(capsys, tmp_path):
+    code, _, err = run(capsys, "render", SHOOT, "--secret", SECRET, "-o", tmp_path, "--endpoint", "docker.io")
+    assert code == 2 and "expected UPSTREAM=URL" in err
+    code, _, err = run(capsys, "render", SHOOT, "--secret", SECRET, "-o", tmp_path, "--endpoint", "x.io=https://1.2.3.4:5000")
+    assert code == 2 and "x.io, which no cache of the Shoot has" in err
+
+
+def test_runs_as_a_process():
+    command = [shutil.which("registry-cache")] if shutil.which("registry-cache") else [sys.executable, "-m", "extension.cli"]
+    done = subprocess.run([*command, "validate", str(SHOOT), "--secret", str(SECRET)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([*command, "validate", "/nonexistent.yaml"], capture_output=True, text=True)
+    assert done.returncode == 2 and "no such file" in done.stderr

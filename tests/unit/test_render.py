@@ -1,0 +1,193 @@
+"""Rendering: golden files for the docs example, and the shape of every object."""
+
+import base64
+import os
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from api.secrets import Credentials
+from api.validation import decode_and_default
+from extension.certs import KeyPair
+from extension.render import (RenderOptions, endpoint, hosts_toml_for_status, provider_status, render_config_yml,
+                              render_hosts_toml, render_shoot, unique_name)
+
+from .helpers import PC, config
+
+GOLDEN = Path(__file__).parent / "golden" / "docs-example"
+UPDATE = os.environ.get("REGISTRY_CACHE_UPDATE_GOLDEN") == "1"
+DOCS_EXAMPLE = config(
+    {"upstream": "docker.io", "volume": {"size": "100Gi"}},
+    {"upstream": "ghcr.io"},
+    {"upstream": "quay.io", "garbageCollection": {"ttl": "0s"}, "secretReferenceName": "quay-credentials"},
+    {"upstream": "my-registry.io:5000", "remoteURL": "http://my-registry.io:5000", "serviceNameSuffix": "static-name"},
+)
+CREDS = {"quay.io": Credentials("example+robot", "not-a-real-password")}
+FAKE_TLS = KeyPair("-----BEGIN CERTIFICATE-----\nfixture\n-----END CERTIFICATE-----\n",
+                   "-----BEGIN PRIVATE KEY-----\nfixture\n-----END PRIVATE KEY-----\n")
+ENDPOINTS = {"docker.io": "10.4.0.12", "ghcr.io": "10.4.0.13", "quay.io": "10.4.0.14", "my-registry.io:5000": "10.4.0.15"}
+
+
+def docs_config():
+    return decode_and_default(DOCS_EXAMPLE, PC)
+
+
+def rendered():
+    cfg = docs_config()
+    return cfg, render_shoot(cfg, CREDS, {c.upstream: FAKE_TLS for c in cfg.caches})
+
+
+def check_golden(name: str, text: str):
+    path = GOLDEN / name
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"{path} is missing: run with REGISTRY_CACHE_UPDATE_GOLDEN=1 to create it"
+    assert text == path.read_text(encoding="utf-8"), f"{name} differs from its golden file"
+
+
+def test_golden_config_yml():
+    for cache in docs_config().caches:
+        check_golden(f"config/{cache.upstream}.yml", render_config_yml(cache, CREDS.get(cache.upstream)))
+
+
+def test_golden_shoot_objects():
+    _, out = rendered()
+    check_golden("shoot-objects.yaml", "---\n".join(o.text for o in out.objects))
+
+
+def test_golden_hosts_toml():
+    cfg = docs_config()
+    status = provider_status([(c.upstream, endpoint("https", ENDPOINTS[c.upstream]),
+                               c.remote_url or ("https://registry-1.docker.io" if c.upstream == "docker.io"
+                                                else f"https://{c.upstream}")) for c in cfg.caches],
+                             "ca-extension-registry-cache-bundle")
+    for upstream, text in hosts_toml_for_status(status).items():
+        check_golden(f"hosts/{upstream}/hosts.toml", text)
+
+
+def test_config_yml_content():
+    cfg, _ = rendered()
+    by_upstream = {c.upstream: yaml.safe_load(render_config_yml(c, CREDS.get(c.upstream))) for c in cfg.caches}
+    docker = by_upstream["docker.io"]
+    assert docker["proxy"] == {"remoteurl": "https://registry-1.docker.io", "ttl": "168h0m0s"}
+    assert docker["storage"]["delete"] == {"enabled": True} and "cache" not in docker["storage"]
+    assert docker["storage"]["filesystem"] == {"rootdirectory": "/var/lib/registry"}
+    assert docker["http"]["addr"] == ":5000" and docker["http"]["debug"]["addr"] == ":5001"
+    assert docker["http"]["debug"]["prometheus"] == {"enabled": True, "path": "/metrics"}
+    assert docker["http"]["tls"] == {"certificate": "/etc/distribution/certs/tls.crt",
+                                     "key": "/etc/distribution/certs/tls.key"}
+    assert docker["health"]["storagedriver"]["enabled"] is True
+    assert by_upstream["quay.io"]["proxy"] == {"remoteurl": "https://quay.io", "ttl": "0s",
+                                               "username": "example+robot", "password": "not-a-real-password"}
+    assert by_upstream["my-registry.io:5000"]["proxy"]["remoteurl"] == "http://my-registry.io:5000"
+
+
+def test_tls_off_renders_no_tls():
+    cfg = decode_and_default(config({"upstream": "a.io", "http": {"tls": False}}), PC)
+    assert "tls" not in yaml.safe_load(render_config_yml(cfg.caches[0]))["http"]
+    out = render_shoot(cfg)
+    assert [o.kind for o in out.objects] == ["NetworkPolicy", "Secret", "StatefulSet", "Service"]
+    svc = out.by_kind("Service")[0]
+    assert svc["metadata"]["annotations"]["scheme"] == "http"
+    sts = out.by_kind("StatefulSet")[0]
+    assert [v["name"] for v in sts["spec"]["template"]["spec"]["volumes"]] == ["config-volume"]
+    assert render_hosts_toml("a.io", "https://a.io", "http://10.0.0.1:5000").count("ca =") == 0
+
+
+def test_tls_on_requires_a_certificate():
+    cfg = decode_and_default(config({"upstream": "a.io"}), PC)
+    with pytest.raises(ValueError, match="no server certificate"):
+        render_shoot(cfg)
+
+
+def test_objects_shape():
+    cfg, out = rendered()
+    kinds = [o.kind for o in out.objects]
+    assert kinds == ["NetworkPolicy"] + ["Secret", "Secret", "StatefulSet", "Service"] * 4
+    sts = {s["metadata"]["name"]: s for s in out.by_kind("StatefulSet")}
+    docker = sts["registry-docker-io"]
+    pod = docker["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert docker["spec"]["replicas"] == 1
+    assert docker["spec"]["selector"]["matchLabels"] == {"app": "registry-docker-io", "upstream-host": "docker.io"}
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                                            "runAsUser": 65532, "runAsGroup": 65532,
+                                            "capabilities": {"drop": ["ALL"]}}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/debug/health", "port": 5001, "scheme": "HTTP"}
+    assert container["resources"] == {"requests": {"cpu": "20m", "memory": "50Mi"}}
+    vct = docker["spec"]["volumeClaimTemplates"][0]
+    assert vct["metadata"]["name"] == "cache-volume"
+    assert vct["spec"]["resources"]["requests"]["storage"] == "100Gi" and "storageClassName" not in vct["spec"]
+    services = {s["metadata"]["name"]: s for s in out.by_kind("Service")}
+    assert set(services) == {"registry-docker-io", "registry-ghcr-io", "registry-quay-io", "registry-static-name"}
+    static = services["registry-static-name"]
+    assert static["metadata"]["annotations"] == {"upstream": "my-registry.io:5000",
+                                                 "remote-url": "http://my-registry.io:5000", "scheme": "https"}
+    assert static["metadata"]["labels"]["upstream-host"] == "my-registry.io-5000"
+    assert static["spec"]["selector"] == {"app": "registry-my-registry-io-5000", "upstream-host": "my-registry.io-5000"}
+    assert [p["port"] for p in static["spec"]["ports"]] == [5000, 5001]
+    secrets = out.by_kind("Secret")
+    assert all(s["immutable"] is True for s in secrets)
+    quay_config = next(s for s in secrets if s["metadata"]["name"].startswith("registry-quay-io-config-"))
+    text = base64.b64decode(quay_config["data"]["config.yml"]).decode()
+    assert quay_config["metadata"]["name"] == unique_name("registry-quay-io-config", {"config.yml": text})
+    volumes = {v["name"]: v["secret"] for v in sts["registry-quay-io"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config-volume"]["secretName"] == quay_config["metadata"]["name"]
+    assert volumes["certs-volume"]["defaultMode"] == 0o640
+
+
+def test_config_secret_name_changes_with_credentials():
+    cfg = docs_config()
+    quay = next(c for c in cfg.caches if c.upstream == "quay.io")
+    a = render_shoot(cfg, {"quay.io": Credentials("u", "p1")}, {c.upstream: FAKE_TLS for c in cfg.caches})
+    b = render_shoot(cfg, {"quay.io": Credentials("u", "p2")}, {c.upstream: FAKE_TLS for c in cfg.caches})
+    names = lambda out: sorted(o.name for o in out.objects if o.name.startswith("registry-quay-io-config"))
+    assert names(a) != names(b)
+    assert quay.upstream == "quay.io"
+
+
+def test_ha_proxy_storage_class_vpa():
+    cfg = decode_and_default(config({"upstream": "a.io", "highAvailability": {"enabled": True},
+                                     "proxy": {"httpProxy": "http://p:3128", "httpsProxy": "http://p:3129"},
+                                     "volume": {"storageClassName": "premium", "size": "1.5Gi"}}), PC)
+    out = render_shoot(cfg, tls={"a.io": FAKE_TLS}, options=RenderOptions(vpa=True, image="example.org/registry:3"))
+    sts = out.by_kind("StatefulSet")[0]
+    assert sts["metadata"]["labels"]["high-availability-config.resources.gardener.cloud/type"] == "server"
+    assert sts["spec"]["replicas"] == 2
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "example.org/registry:3"
+    assert container["env"] == [{"name": "HTTP_PROXY", "value": "http://p:3128"},
+                                {"name": "HTTPS_PROXY", "value": "http://p:3129"}]
+    vct = sts["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert vct["storageClassName"] == "premium" and vct["resources"]["requests"]["storage"] == "1536Mi"
+    pdb = out.by_kind("PodDisruptionBudget")[0]
+    assert pdb["spec"]["maxUnavailable"] == 1 and pdb["spec"]["selector"]["matchLabels"]["app"] == "registry-a-io"
+    vpa = out.by_kind("VerticalPodAutoscaler")[0]
+    assert vpa["spec"]["targetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "registry-a-io"}
+
+
+def test_hosts_toml():
+    text = render_hosts_toml("docker.io", "https://registry-1.docker.io", "https://10.4.0.12:5000")
+    assert tomllib.loads(text) == {"server": "https://registry-1.docker.io",
+                                   "host": {"https://10.4.0.12:5000": {"capabilities": ["pull", "resolve"],
+                                                                      "ca": ["/etc/containerd/certs.d/ca-bundle.pem"]}}}
+
+
+def test_endpoint_brackets_ipv6():
+    assert endpoint("https", "10.0.0.1") == "https://10.0.0.1:5000"
+    assert endpoint("http", "fd00::1") == "http://[fd00::1]:5000"
+
+
+def test_provider_status_wire_format():
+    status = provider_status([("docker.io", "https://10.0.0.1:5000", "https://registry-1.docker.io")], "ca-bundle")
+    assert status.to_wire() == {
+        "apiVersion": "registry.extensions.gardener.cloud/v1alpha3", "kind": "RegistryStatus",
+        "caches": [{"upstream": "docker.io", "endpoint": "https://10.0.0.1:5000",
+                    "remoteURL": "https://registry-1.docker.io"}],
+        "caSecretName": "ca-bundle"}
+    assert "caSecretName" not in provider_status([], None).to_wire()
