@@ -102,16 +102,20 @@ def _go_trim_space(text: str) -> str:
     return text[start:end]
 
 
-def validate_upstream_secret(secret: SecretData, path: Path, reference_name: str) -> list[FieldError]:
+def validate_upstream_secret(secret: SecretData, path: Path, reference_name: str,
+                             require_immutable: bool = True) -> list[FieldError]:
     """``ValidateUpstreamRegistrySecret``: immutable, exactly ``username`` and ``password``, a username
-    without whitespace, a non-empty password, and for ``_json_key`` a service account key."""
+    without whitespace, a non-empty password, and for ``_json_key`` a service account key.
+
+    Immutability is asked of the Secret a user creates; gardenlet's ``ref-`` copy in the seed is checked
+    with ``require_immutable=False``."""
     errs: list[FieldError] = []
 
     def bad(detail: str) -> None:
         errs.append(field.invalid(path, reference_name, detail))
 
     key = json.dumps(secret.key)
-    if not secret.immutable:
+    if require_immutable and not secret.immutable:
         bad(f"the referenced secret {key} should be immutable")
     if len(secret.data) != 2:
         bad(f"the referenced secret {key} should have only two data entries")

@@ -137,6 +137,43 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fault_from_env():
+    """Fault injection for the restart tests: REGISTRY_CACHE_FAULT=crash:<point> ends the process there."""
+    import os
+    spec = os.environ.get("REGISTRY_CACHE_FAULT", "")
+    if not spec.startswith("crash:"):
+        return None
+    point = spec.split(":", 1)[1]
+
+    def fault(here: str) -> None:
+        if here == point:
+            print(f"REGISTRY_CACHE_FAULT: crashing at {here}", file=sys.stderr, flush=True)
+            os._exit(3)
+    return fault
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from . import operator, targets
+    from .actuator import Settings
+    from .kube import Kube
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    seed = Kube.from_kubeconfig(args.kubeconfig)
+    if args.shoot_kubeconfig:
+        target = targets.kubeconfig_file(args.shoot_kubeconfig)
+    elif args.shoot_kubeconfig_secret:
+        target = targets.kubeconfig_secret(seed, args.shoot_kubeconfig_secret)
+    else:
+        target = targets.same_cluster(seed)
+    runtime = operator.build_runtime(seed, target, Settings(image=args.image, vpa=args.vpa),
+                                     standalone=args.standalone, fault=_fault_from_env())
+    operator.run(runtime, liveness=args.liveness)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="registry-cache",
@@ -164,6 +201,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", default=DEFAULT_IMAGE, help=f"the registry image (default {DEFAULT_IMAGE})")
     p.add_argument("--vpa", action="store_true", help="also render a VerticalPodAutoscaler per cache")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("run", help="run the extension controller (and, with --standalone, the Shoot bridge)",
+                       description="Watches Extensions of type registry-cache in the seed and delivers the caches "
+                                   "to the shoot. Stops on SIGINT/SIGTERM.")
+    p.add_argument("--kubeconfig", help="the seed cluster (default: in-cluster, then $KUBECONFIG)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--shoot-kubeconfig", metavar="PATH",
+                        help="deliver to this cluster (default: the seed cluster itself)")
+    target.add_argument("--shoot-kubeconfig-secret", metavar="NAME",
+                        help="deliver to the cluster of the kubeconfig in Secret NAME (key kubeconfig) of each "
+                             "shoot namespace")
+    p.add_argument("--standalone", action="store_true",
+                   help="no Gardener: also do gardenlet's part for Shoots (namespace, Cluster, ref- copies, "
+                        "Extension)")
+    p.add_argument("--image", default=DEFAULT_IMAGE, help=f"the registry image (default {DEFAULT_IMAGE})")
+    p.add_argument("--vpa", action="store_true", help="deliver a VerticalPodAutoscaler per cache when served")
+    p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_run)
     return parser
 
 

@@ -54,12 +54,24 @@ def _render(template: str, **values: Any) -> str:
     return _env.get_template(template).render(**values)
 
 
+OWNER_LABEL = "registry-cache.gardener.cloud/owner"
+
+
 @dataclass(frozen=True)
 class RenderOptions:
     image: str = DEFAULT_IMAGE
     namespace: str = SHOOT_NAMESPACE
     vpa: bool = False
     priority_class_name: str = "system-cluster-critical"
+    # The seed namespace that owns the objects: labelled on each, so that pruning and deletion touch only
+    # this Extension's objects even when several shoots share one cluster (standalone mode).
+    owner: str | None = None
+
+    def labels(self, upstream: str) -> dict[str, str]:
+        out = {**names.labels(upstream), MANAGED_BY_LABEL: MANAGED_BY}
+        if self.owner:
+            out[OWNER_LABEL] = self.owner
+        return out
 
 
 @dataclass(frozen=True)
@@ -133,7 +145,7 @@ def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: Key
     if tls_enabled(cache) and tls is None:
         raise ValueError(f"cache {cache.upstream}: TLS is on but no server certificate was given")
     name = names.resource_name(cache.upstream)
-    labels = {**names.labels(cache.upstream), MANAGED_BY_LABEL: MANAGED_BY}
+    labels = options.labels(cache.upstream)
     selector = names.labels(cache.upstream)
     ns = options.namespace
     common = dict(namespace=ns, server_port=names.SERVER_PORT, debug_port=names.DEBUG_PORT)
@@ -166,18 +178,25 @@ def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: Key
         config_secret_name=config_secret.name, tls_secret_name=tls_secret_name,
         size=cache.volume.size.canonical() if cache.volume and cache.volume.size else "10Gi",
         storage_class_name=cache.volume.storage_class_name if cache.volume else None,
+        claim_labels={**selector, OWNER_LABEL: options.owner} if options.owner else selector,
     ))
-    objects.append(_object(
-        "service.yaml.j2", **common, service_name=names.service_name(cache.upstream, cache.service_name_suffix),
-        labels=labels, selector=selector, upstream=cache.upstream, remote_url=remote_url(cache),
-        scheme="https" if tls_enabled(cache) else "http",
-    ))
+    objects.append(render_service(cache, options))
     if ha:
         objects.append(_object("poddisruptionbudget.yaml.j2", namespace=ns, name=name, labels=labels,
                                selector=selector))
     if options.vpa:
         objects.append(_object("verticalpodautoscaler.yaml.j2", namespace=ns, name=name))
     return objects
+
+
+def render_service(cache: RegistryCache, options: RenderOptions = RenderOptions()) -> RenderedObject:
+    """The cache's Service; rendered first by the controller, whose cluster IP the certificate needs."""
+    return _object(
+        "service.yaml.j2", namespace=options.namespace, server_port=names.SERVER_PORT, debug_port=names.DEBUG_PORT,
+        service_name=names.service_name(cache.upstream, cache.service_name_suffix),
+        labels=options.labels(cache.upstream), selector=names.labels(cache.upstream), upstream=cache.upstream,
+        remote_url=remote_url(cache), scheme="https" if tls_enabled(cache) else "http",
+    )
 
 
 def render_shoot(config: RegistryConfig, credentials: Mapping[str, Credentials] | None = None,
@@ -188,7 +207,7 @@ def render_shoot(config: RegistryConfig, credentials: Mapping[str, Credentials] 
     credentials = credentials or {}
     tls = tls or {}
     out = RenderedShoot()
-    out.objects.append(_object("networkpolicy.yaml.j2", namespace=options.namespace,
+    out.objects.append(_object("networkpolicy.yaml.j2", namespace=options.namespace, owner=options.owner,
                                server_port=names.SERVER_PORT, debug_port=names.DEBUG_PORT))
     for cache in config.caches:
         out.objects += render_cache(cache, credentials.get(cache.upstream), tls.get(cache.upstream), options)

@@ -15,10 +15,12 @@ REFERENCED_RESOURCE_PREFIX = "ref-"
 
 
 def resolve_credentials(shoot: dict[str, Any], config: RegistryConfig, get_secret: SecretGetter,
-                        namespace: str, config_path: Path | None = None) -> dict[str, Credentials]:
+                        namespace: str, config_path: Path | None = None,
+                        name_prefix: str = "") -> dict[str, Credentials]:
     """Credentials per upstream for every cache with a ``secretReferenceName``.
 
-    ``get_secret(namespace, name)`` is asked for the Secret that ``spec.resources`` names. Raises
+    ``get_secret(namespace, name)`` is asked for the Secret that ``spec.resources`` names (in the seed,
+    gardenlet's copy: ``name_prefix`` ``ref-``). Raises
     :class:`ValidationFailed` naming the reference when it cannot be followed or the Secret is unusable.
     """
     path = config_path or Path("providerConfig")
@@ -36,10 +38,10 @@ def resolve_credentials(shoot: dict[str, Any], config: RegistryConfig, get_secre
             continue
         secret = get_secret(namespace, name)
         if secret is None:
-            errors.append(field.not_found(p, reference, f"the Secret {namespace}/{name} that spec.resources "
-                                                        f"entry {reference!r} refers to does not exist"))
+            errors.append(field.not_found(p, reference, f"the Secret {namespace}/{name_prefix}{name} that "
+                                                        f"spec.resources entry {reference!r} refers to does not exist"))
             continue
-        problems = validate_upstream_secret(secret, p, reference)
+        problems = validate_upstream_secret(secret, p, reference, require_immutable=not name_prefix)
         if problems:
             errors += problems
             continue

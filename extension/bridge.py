@@ -1,0 +1,134 @@
+"""Standalone mode: gardenlet's part for this extension alone, for clusters without Gardener.
+
+For every Shoot that enables ``registry-cache`` the bridge keeps, in the seed (here: the same API server):
+the namespace ``shoot--<project>--<name>``, the Cluster named like it, ``ref-<secret>`` copies of the
+Secrets in ``spec.resources``, and the Extension with the providerConfig, annotated
+``gardener.cloud/operation: reconcile`` whenever the Shoot changes. It removes the Extension when the Shoot
+drops the extension or is deleted (a finalizer on the Shoot waits for the Extension's cleanup); the then
+empty namespace is left in place.
+Under a real Gardener this is off: gardenlet does all of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+from api import shoot as shootlib
+
+from .controller import OPERATION_ANNOTATION
+from .kube import Kube
+from .resolve import REFERENCED_RESOURCE_PREFIX
+
+log = logging.getLogger(__name__)
+
+BRIDGE_FINALIZER = "registry-cache.gardener.cloud/bridge"
+BRIDGE_LABEL = "registry-cache.gardener.cloud/bridge"
+SHOOT_GENERATION_ANNOTATION = "registry-cache.gardener.cloud/shoot-generation"
+EXTENSION_NAME = shootlib.EXTENSION_TYPE
+
+
+class Bridge:
+    def __init__(self, kube: Kube):
+        self.kube = kube  # its own field manager: registry-cache-bridge
+
+    @staticmethod
+    def seed_namespace(shoot: dict[str, Any]) -> str:
+        meta = shoot["metadata"]
+        return shootlib.technical_namespace(shootlib.project_of_namespace(meta["namespace"]), meta["name"])
+
+    def sync(self, shoot: dict[str, Any]) -> str:
+        """Bring the seed side in line with the Shoot. Returns what it did, for logs and tests."""
+        meta = shoot["metadata"]
+        wants = shootlib.find_registry_cache_extension(shoot) is not None
+        if meta.get("deletionTimestamp") or not wants:
+            if BRIDGE_FINALIZER not in (meta.get("finalizers") or []):
+                return "nothing"
+            return "cleaned-up" if self.cleanup(shoot) else "waiting-for-extension"
+        if BRIDGE_FINALIZER not in (meta.get("finalizers") or []):
+            self.kube.patch("Shoot", meta["name"], {"metadata": {
+                "finalizers": list(meta.get("finalizers") or []) + [BRIDGE_FINALIZER],
+                "resourceVersion": meta["resourceVersion"]}}, meta["namespace"])
+        ns = self.seed_namespace(shoot)
+        self.kube.apply({"apiVersion": "v1", "kind": "Namespace",
+                         "metadata": {"name": ns, "labels": {BRIDGE_LABEL: "true",
+                                                             "gardener.cloud/role": "shoot"}}})
+        self.kube.apply(self._cluster(ns, shoot))
+        self._sync_references(ns, shoot)
+        self._sync_extension(ns, shoot)
+        return "synced"
+
+    def _cluster(self, ns: str, shoot: dict[str, Any]) -> dict[str, Any]:
+        shoot_copy = {k: v for k, v in shoot.items() if k != "status"}
+        shoot_copy["metadata"] = {k: v for k, v in shoot["metadata"].items() if k != "managedFields"}
+        return {"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Cluster",
+                "metadata": {"name": ns, "labels": {BRIDGE_LABEL: "true"}},
+                "spec": {"shoot": shoot_copy,
+                         "seed": {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Seed",
+                                  "metadata": {"name": "standalone"}},
+                         "cloudProfile": {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile",
+                                          "metadata": {"name": "standalone"}}}}
+
+    def _sync_references(self, ns: str, shoot: dict[str, Any]) -> None:
+        wanted: set[str] = set()
+        for res in shootlib.resources(shoot):
+            ref = res.get("resourceRef") or {}
+            if ref.get("kind") != "Secret" or not ref.get("name"):
+                continue
+            source = self.kube.get("Secret", ref["name"], shoot["metadata"]["namespace"])
+            if source is None:
+                log.warning("%s: Secret %s/%s of spec.resources[%s] does not exist", ns,
+                            shoot["metadata"]["namespace"], ref["name"], res.get("name"))
+                continue
+            name = REFERENCED_RESOURCE_PREFIX + ref["name"]
+            wanted.add(name)
+            self.kube.apply({"apiVersion": "v1", "kind": "Secret", "type": source.get("type", "Opaque"),
+                             "metadata": {"name": name, "namespace": ns, "labels": {BRIDGE_LABEL: "true"}},
+                             "data": source.get("data") or {}})
+        for secret in self.kube.list("Secret", ns, label_selector=f"{BRIDGE_LABEL}=true"):
+            if secret["metadata"]["name"] not in wanted:
+                self.kube.delete("Secret", secret["metadata"]["name"], ns)
+
+    def _sync_extension(self, ns: str, shoot: dict[str, Any]) -> None:
+        entry = shootlib.find_registry_cache_extension(shoot)
+        assert entry is not None
+        current = self.kube.get("Extension", EXTENSION_NAME, ns)
+        generation = str(shoot["metadata"].get("generation", ""))
+        annotations = {SHOOT_GENERATION_ANNOTATION: generation}
+        if current is None or (current["metadata"].get("annotations") or {}).get(
+                SHOOT_GENERATION_ANNOTATION) != generation:
+            annotations[OPERATION_ANNOTATION] = "reconcile"
+        elif current["metadata"].get("deletionTimestamp"):
+            return  # being removed; recreated on the next change
+        self.kube.apply({
+            "apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Extension",
+            "metadata": {"name": EXTENSION_NAME, "namespace": ns, "labels": {BRIDGE_LABEL: "true"},
+                         "annotations": annotations},
+            "spec": {"type": shootlib.EXTENSION_TYPE, "providerConfig": entry.provider_config},
+        })
+        if OPERATION_ANNOTATION in annotations:
+            log.info("%s: Extension %s asked to reconcile (shoot generation %s)", ns, EXTENSION_NAME, generation)
+
+    def cleanup(self, shoot: dict[str, Any]) -> bool:
+        """Delete the Extension; once it is gone, the copies, the Cluster, the namespace and the finalizer.
+        False while the Extension is still being cleaned up by the controller."""
+        ns = self.seed_namespace(shoot)
+        if self.kube.get("Extension", EXTENSION_NAME, ns) is not None:
+            self.kube.delete("Extension", EXTENSION_NAME, ns)
+            if self.kube.get("Extension", EXTENSION_NAME, ns) is not None:
+                return False
+        for secret in self.kube.list("Secret", ns, label_selector=f"{BRIDGE_LABEL}=true"):
+            self.kube.delete("Secret", secret["metadata"]["name"], ns)
+        self.kube.delete("Cluster", ns)
+        # The namespace stays (empty): without a namespace controller (the local control plane has none) a
+        # deleted namespace would stay Terminating and block the same Shoot from being created again.
+        meta = shoot["metadata"]
+        current = self.kube.get("Shoot", meta["name"], meta["namespace"])
+        if current is not None:
+            finalizers = [f for f in (current["metadata"].get("finalizers") or []) if f != BRIDGE_FINALIZER]
+            self.kube.patch("Shoot", meta["name"], {"metadata": {
+                "finalizers": finalizers, "resourceVersion": current["metadata"]["resourceVersion"]}},
+                meta["namespace"])
+        log.info("%s: removed (shoot %s/%s)", ns, meta["namespace"], meta["name"])
+        return True

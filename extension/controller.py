@@ -1,0 +1,276 @@
+"""The Extension controller: which operation the Gardener contract asks for, and the status it reports.
+
+Framework-free: :meth:`Controller.handle` takes an Extension as the API server returned it. The kopf
+wiring in :mod:`.operator` calls it for every watch event; the Gardener contract decides whether that event
+is a reason to act (operation annotation, deletion, generation), so status-only updates cost nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.shoot import EXTENSION_TYPE
+
+from .actuator import Actuator, ReconcileError
+from .kube import ApiError, Kube
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "extensions.gardener.cloud/registry-cache"
+OPERATION_ANNOTATION = "gardener.cloud/operation"
+RETRY_BASE_SECONDS = 5.0
+RETRY_MAX_SECONDS = 300.0
+
+
+class Op(str, enum.Enum):
+    CREATE = "Create"
+    RECONCILE = "Reconcile"
+    DELETE = "Delete"
+    MIGRATE = "Migrate"
+    RESTORE = "Restore"
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _meta(ext: dict[str, Any]) -> dict[str, Any]:
+    return ext.get("metadata") or {}
+
+
+def _last_operation(ext: dict[str, Any]) -> dict[str, Any]:
+    return ((ext.get("status") or {}).get("lastOperation")) or {}
+
+
+def decide(ext: dict[str, Any]) -> Op | None:
+    """The operation an Extension asks for, in Gardener's order, or None when there is nothing to do."""
+    meta = _meta(ext)
+    annotation = (meta.get("annotations") or {}).get(OPERATION_ANNOTATION)
+    last = _last_operation(ext)
+    if annotation == "migrate":
+        return None if last.get("type") == Op.MIGRATE and last.get("state") == "Succeeded" else Op.MIGRATE
+    if meta.get("deletionTimestamp"):
+        return Op.DELETE if FINALIZER in (meta.get("finalizers") or []) else None
+    if annotation == "restore":
+        return Op.RESTORE
+    if annotation == "wait-for-state":
+        return None
+    if not last:
+        return Op.CREATE
+    if annotation == "reconcile":
+        return Op.RECONCILE
+    if last.get("type") == Op.MIGRATE and last.get("state") == "Succeeded":
+        return None  # migrated away: wait for the restore annotation
+    if (ext.get("status") or {}).get("observedGeneration") != meta.get("generation"):
+        return Op.RECONCILE
+    if last.get("state") == "Processing":
+        return Op(last["type"]) if last.get("type") in Op._value2member_map_ else Op.RECONCILE  # interrupted
+    return None
+
+
+@dataclass
+class _Retry:
+    attempts: int = 0
+    due: float = 0.0
+
+
+@dataclass
+class Controller:
+    seed: Kube
+    actuator: Actuator
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    # resourceVersions this controller wrote, per uid: their watch events are echoes, not changes
+    _own_versions: dict[str, list[str]] = field(default_factory=dict)
+    _retries: dict[str, _Retry] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    # --- entry points ---------------------------------------------------------------------------------
+    def handle(self, ext: dict[str, Any]) -> Op | None:
+        """Act on one observed state of an Extension; returns the operation carried out, if any."""
+        if (ext.get("spec") or {}).get("type") != EXTENSION_TYPE:
+            return None
+        meta = _meta(ext)
+        uid = meta.get("uid", "")
+        with self._lock_for(uid):
+            if meta.get("resourceVersion") in self._own_versions.get(uid, ()):
+                return None  # the echo of our own write (finalizer, annotation, status), not a change
+            op = decide(ext)
+            if op is None:
+                return None
+            self._run(op, ext)
+            return op
+
+    def retry_due(self, now: float | None = None) -> list[tuple[str, str]]:
+        """(namespace, name) of Extensions in Error whose backoff has passed."""
+        now = now if now is not None else time.monotonic()
+        with self._guard:
+            return [tuple(key.split("/", 1)) for key, r in self._retries.items() if r.due <= now]  # type: ignore
+
+    def retry(self, namespace: str, name: str) -> Op | None:
+        """Run the failed operation again with the Extension's current state."""
+        ext = self.seed.get("Extension", name, namespace)
+        with self._guard:
+            self._retries.pop(f"{namespace}/{name}", None) if ext is None else None
+        if ext is None:
+            return None
+        last = _last_operation(ext)
+        if last.get("state") not in ("Error", "Processing"):
+            with self._guard:
+                self._retries.pop(f"{namespace}/{name}", None)
+            return None
+        op = decide(ext) or (Op(last["type"]) if last.get("type") in Op._value2member_map_ else Op.RECONCILE)
+        with self._lock_for(_meta(ext).get("uid", "")):
+            self._run(op, ext)
+        return op
+
+    def forget(self, ext: dict[str, Any]) -> None:
+        meta = _meta(ext)
+        with self._guard:
+            self._locks.pop(meta.get("uid", ""), None)
+            self._own_versions.pop(meta.get("uid", ""), None)
+            self._retries.pop(f"{meta.get('namespace')}/{meta.get('name')}", None)
+
+    # --- the operation --------------------------------------------------------------------------------
+    def _lock_for(self, uid: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def _run(self, op: Op, ext: dict[str, Any]) -> None:
+        meta = _meta(ext)
+        ns, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
+        key = f"{ns}/{name}"
+        log.info("%s: %s started", key, op.value)
+        started = time.monotonic()
+        try:
+            if op in (Op.CREATE, Op.RECONCILE, Op.RESTORE):
+                self._prepare(ext, add_finalizer=True)
+            elif op == Op.MIGRATE:
+                self._prepare(ext, add_finalizer=False)
+            self._processing(ext, op)
+            provider_status = None
+            if op == Op.DELETE:
+                self.actuator.delete(ext)
+            elif op == Op.MIGRATE:
+                self.actuator.migrate(ext)
+            else:
+                status = self.actuator.restore(ext) if op == Op.RESTORE else self.actuator.reconcile(ext)
+                provider_status = status.to_wire() if status is not None else None
+            self._succeeded(ext, op, provider_status)
+            if op in (Op.DELETE, Op.MIGRATE):
+                self._remove_finalizer(ns, name)
+            with self._guard:
+                self._retries.pop(key, None)
+            log.info("%s: %s succeeded in %.2fs", key, op.value, time.monotonic() - started)
+        except Exception as exc:  # every failure ends in Error on the Extension, never in a crash
+            message, codes = _describe(exc)
+            if isinstance(exc, (ReconcileError, ApiError)):
+                log.warning("%s: %s failed: %s", key, op.value, message)
+            else:
+                log.exception("%s: %s failed", key, op.value)
+            self._errored(ns, name, op, ext, message, codes)
+
+    def _prepare(self, ext: dict[str, Any], add_finalizer: bool) -> None:
+        """One patch: add the finalizer and remove a reconcile/restore/migrate annotation (Gardener removes
+        the annotation before it acts)."""
+        meta = _meta(ext)
+        patch: dict[str, Any] = {"metadata": {"resourceVersion": meta.get("resourceVersion")}}
+        finalizers = list(meta.get("finalizers") or [])
+        if add_finalizer and FINALIZER not in finalizers:
+            patch["metadata"]["finalizers"] = finalizers + [FINALIZER]
+        annotation = (meta.get("annotations") or {}).get(OPERATION_ANNOTATION)
+        if annotation in ("reconcile", "restore") or (annotation == "migrate" and not add_finalizer):
+            patch["metadata"]["annotations"] = {OPERATION_ANNOTATION: None}
+        if len(patch["metadata"]) > 1:
+            updated = self.seed.patch("Extension", meta["name"], patch, meta["namespace"])
+            self._remember(updated)
+            ext["metadata"] = updated["metadata"]
+
+    def _remember(self, written: dict[str, Any]) -> None:
+        meta = written.get("metadata") or {}
+        with self._guard:
+            versions = self._own_versions.setdefault(meta.get("uid", ""), [])
+            versions.append(meta.get("resourceVersion"))
+            del versions[:-16]
+
+    def _status_patch(self, ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        written = self.seed.patch("Extension", name, {"status": status}, ns, subresource="status")
+        self._remember(written)
+        return written
+
+    def _processing(self, ext: dict[str, Any], op: Op) -> None:
+        meta = _meta(ext)
+        self._status_patch(meta["namespace"], meta["name"], {"lastOperation": {
+            "type": op.value, "state": "Processing", "progress": 1,
+            "description": f"{op.value} of the registry caches is running", "lastUpdateTime": now_rfc3339()}})
+
+    def _succeeded(self, ext: dict[str, Any], op: Op, provider_status: dict[str, Any] | None) -> None:
+        meta = _meta(ext)
+        hibernated = op in (Op.CREATE, Op.RECONCILE, Op.RESTORE) and provider_status is None
+        description = {
+            Op.DELETE: "The registry caches were removed from the shoot",
+            Op.MIGRATE: "Migrated: the registry caches were left running in the shoot",
+        }.get(op, "The shoot is hibernated: the registry caches are left as they are" if hibernated
+              else "The registry caches are delivered")
+        status: dict[str, Any] = {
+            "lastOperation": {"type": op.value, "state": "Succeeded", "progress": 100, "description": description,
+                              "lastUpdateTime": now_rfc3339()},
+            "lastError": None,
+            "observedGeneration": meta.get("generation"),
+        }
+        if provider_status is not None:
+            # a merge patch merges maps: clear what the new status no longer has
+            status["providerStatus"] = {"caSecretName": None, **provider_status}
+        try:
+            self._status_patch(meta["namespace"], meta["name"], status)
+        except ApiError as exc:
+            if not (exc.not_found and op == Op.DELETE):
+                raise
+
+    def _errored(self, ns: str, name: str, op: Op, ext: dict[str, Any], message: str, codes: list[str]) -> None:
+        key = f"{ns}/{name}"
+        with self._guard:
+            retry = self._retries.setdefault(key, _Retry())
+            delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * (2 ** retry.attempts))
+            retry.attempts += 1
+            retry.due = time.monotonic() + delay
+        stamp = now_rfc3339()
+        last_error: dict[str, Any] = {"description": message, "lastUpdateTime": stamp}
+        if codes:
+            last_error["codes"] = codes
+        try:
+            self._status_patch(ns, name, {
+                "lastOperation": {"type": op.value, "state": "Error", "progress": 50,
+                                  "description": f"{op.value} failed, retrying in {delay:.0f}s: {message}",
+                                  "lastUpdateTime": stamp},
+                "lastError": last_error,
+                "observedGeneration": _meta(ext).get("generation"),
+            })
+        except ApiError as exc:
+            log.warning("%s: could not write the error status: %s", key, exc)
+
+    def _remove_finalizer(self, ns: str, name: str) -> None:
+        current = self.seed.get("Extension", name, ns)
+        if current is None:
+            return
+        finalizers = [f for f in (current["metadata"].get("finalizers") or []) if f != FINALIZER]
+        try:
+            self._remember(self.seed.patch("Extension", name, {"metadata": {
+                "finalizers": finalizers, "resourceVersion": current["metadata"]["resourceVersion"]}}, ns))
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
+
+
+def _describe(exc: Exception) -> tuple[str, list[str]]:
+    if isinstance(exc, ReconcileError):
+        return str(exc), exc.codes
+    if isinstance(exc, ApiError):
+        codes = ["ERR_INFRA_DEPENDENCIES"] if exc.status in (0, 502, 503, 504) else []
+        return f"the API server refused {exc.method} {exc.path}: {exc.status} {exc.reason}: {exc.message}", codes
+    return f"internal error: {type(exc).__name__}: {exc}", []

@@ -1,0 +1,100 @@
+"""The extension's CA and per-cache server certificates, kept in Secrets of the seed namespace.
+
+Like Gardener's secrets manager for this extension: the CA ``ca-extension-registry-cache`` (730 days), a
+bundle Secret ``ca-extension-registry-cache-bundle`` (key ``bundle.crt``, what nodes trust; its name is the
+``caSecretName`` of the provider status) and per TLS cache ``registry-<upstream>-tls`` (90 days, for the
+Service's DNS names and cluster IP). Certificates are reused across reconciles and renewed before expiry or
+when their names change. While a renewed CA takes over, the bundle holds the old CA too.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+
+from . import certs
+from .kube import Kube
+
+log = logging.getLogger(__name__)
+
+CA_SECRET = certs.CA_NAME
+BUNDLE_SECRET = f"{certs.CA_NAME}-bundle"
+SECRET_LABEL = "registry-cache.gardener.cloud/secret"  # value: ca | bundle | server
+
+
+def _decode(secret: dict, key: str) -> str:
+    return base64.b64decode((secret.get("data") or {}).get(key, "")).decode()
+
+
+def _secret(namespace: str, name: str, role: str, data: dict[str, str]) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {SECRET_LABEL: role, "app.kubernetes.io/managed-by": "registry-cache"}},
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+@dataclass(frozen=True)
+class ServerCertRequest:
+    upstream: str
+    secret_name: str  # registry-<upstream>-tls
+    common_name: str
+    dns_names: list[str]
+    ip_addresses: list[str]
+
+
+@dataclass
+class TLSMaterial:
+    ca: certs.KeyPair
+    bundle_secret_name: str
+    server: dict[str, certs.KeyPair]
+
+
+def ensure(seed: Kube, namespace: str, requests: list[ServerCertRequest]) -> TLSMaterial:
+    """The CA, the bundle and one server certificate per request, reusing what the Secrets hold."""
+    existing = {s["metadata"]["name"]: s for s in seed.list("Secret", namespace, label_selector=SECRET_LABEL)}
+    ca_secret = existing.get(CA_SECRET)
+    ca = None
+    if ca_secret is not None:
+        ca = certs.KeyPair(_decode(ca_secret, "ca.crt"), _decode(ca_secret, "ca.key"))
+    previous_ca_pem = None
+    if ca is None or certs.needs_renewal(ca):
+        if ca is not None:
+            previous_ca_pem = ca.cert_pem
+            log.info("renewing CA %s in %s", CA_SECRET, namespace)
+        ca = certs.generate_ca()
+        seed.apply(_secret(namespace, CA_SECRET, "ca", {"ca.crt": ca.cert_pem, "ca.key": ca.key_pem}))
+    bundle = ca.cert_pem + (previous_ca_pem or "")
+    current_bundle = _decode(existing[BUNDLE_SECRET], "bundle.crt") if BUNDLE_SECRET in existing else None
+    if previous_ca_pem is None and current_bundle and ca.cert_pem in current_bundle:
+        bundle = current_bundle  # keep an old CA that is still being phased out
+    if bundle != current_bundle:
+        seed.apply(_secret(namespace, BUNDLE_SECRET, "bundle", {"bundle.crt": bundle}))
+
+    server: dict[str, certs.KeyPair] = {}
+    for req in requests:
+        secret = existing.get(req.secret_name)
+        pair = certs.KeyPair(_decode(secret, "tls.crt"), _decode(secret, "tls.key")) if secret else None
+        if pair is None or certs.needs_renewal(pair) or not certs.covers(pair, ca, req.dns_names, req.ip_addresses):
+            pair = certs.generate_server_cert(ca, req.common_name, req.dns_names, req.ip_addresses)
+            seed.apply(_secret(namespace, req.secret_name, "server", {"tls.crt": pair.cert_pem,
+                                                                      "tls.key": pair.key_pem}))
+        server[req.upstream] = pair
+    wanted = {CA_SECRET, BUNDLE_SECRET} | {r.secret_name for r in requests}
+    for name, secret in existing.items():
+        if name not in wanted and secret["metadata"].get("labels", {}).get(SECRET_LABEL) == "server":
+            seed.delete("Secret", name, namespace)  # the certificate of a cache that is gone
+    return TLSMaterial(ca, BUNDLE_SECRET, server)
+
+
+def remove_all(seed: Kube, namespace: str) -> None:
+    for secret in seed.list("Secret", namespace, label_selector=SECRET_LABEL):
+        seed.delete("Secret", secret["metadata"]["name"], namespace)
+
+
+def ca_bundle(seed: Kube, namespace: str) -> str | None:
+    secret = seed.get("Secret", BUNDLE_SECRET, namespace)
+    return _decode(secret, "bundle.crt") if secret else None

@@ -1,0 +1,45 @@
+"""Tests that run their own controller processes (a crash and a restart; a second API server as the shoot).
+
+Kept apart from test_controller.py, whose module-wide controller would otherwise act on these Extensions too.
+"""
+
+from __future__ import annotations
+
+from extension.kube import Kube
+
+from .operator_process import OperatorProcess, wait_for
+from .test_controller import OWNER, Seed, kube, uniq  # noqa: F401 - kube is a fixture
+
+
+def test_restart_in_the_middle_of_a_reconcile_converges(kube, control_plane, tmp_path):
+    seed = Seed(kube, uniq("restart"))
+    crashing = OperatorProcess(control_plane.kubeconfig, tmp_path / "crash.log",
+                               env={"REGISTRY_CACHE_FAULT": "crash:after-services"}).start()
+    try:
+        seed.create({"upstream": f"a.{seed.name}.example"}, {"upstream": f"b.{seed.name}.example"})
+        assert crashing.wait_exit(30) == 3, crashing.log()
+    finally:
+        crashing.stop()
+    assert seed.state() == "Processing"
+    assert seed.owned("Service") and not seed.owned("StatefulSet")  # stopped between Services and the rest
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "after.log") as op:
+        ext = wait_for("converged", lambda: seed.state() == "Succeeded" and seed.ext(), log=op.log)
+    assert len(ext["status"]["providerStatus"]["caches"]) == 2
+    assert len(seed.owned("StatefulSet")) == 2
+
+
+def test_shoot_on_a_second_api_server(kube, control_plane, second_control_plane, tmp_path):
+    shoot = Kube(second_control_plane.api_client(), field_manager="test")
+    seed = Seed(kube, uniq("second"))
+    up = f"a.{seed.name}.example"
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--shoot-kubeconfig",
+                         str(second_control_plane.kubeconfig)) as op:
+        seed.create({"upstream": up})
+        ext = seed.wait_done("Create", op.log)
+        assert seed.owned("StatefulSet", shoot) == [f"registry-{up.replace('.', '-')}"]
+        assert seed.owned("StatefulSet") == []  # nothing in the seed's kube-system
+        service = shoot.list("Service", "kube-system", label_selector=f"{OWNER}={seed.ns}")[0]
+        assert ext["status"]["providerStatus"]["caches"][0]["endpoint"] == f"https://{service['spec']['clusterIP']}:5000"
+        kube.delete("Extension", "registry-cache", seed.ns)
+        wait_for("deleted", lambda: seed.ext() is None, log=op.log)
+        assert seed.owned("StatefulSet", shoot) == []
