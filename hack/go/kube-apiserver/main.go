@@ -1,0 +1,22 @@
+// Command kube-apiserver is a thin wrapper around the upstream
+// k8s.io/kubernetes/cmd/kube-apiserver main package (same imports, same
+// behaviour). It exists only so hack/control-plane-bins.sh can build the
+// binary from the published Go module with the local Go toolchain.
+package main
+
+import (
+	"os"
+	_ "time/tzdata" // for timeZone support in CronJob
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"          // for JSON log format registration
+	_ "k8s.io/component-base/metrics/prometheus/clientgo" // load all the prometheus client-go plugins
+	_ "k8s.io/component-base/metrics/prometheus/version"  // for version metric registration
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+func main() {
+	command := app.NewAPIServerCommand()
+	code := cli.Run(command)
+	os.Exit(code)
+}
