@@ -174,6 +174,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_local_up(args: argparse.Namespace) -> int:
+    from . import localup
+    manifests = [Path(p) for p in args.manifest] or localup.default_manifests()
+    for path in manifests:
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+    return localup.run(Path(args.workdir) if args.workdir else None, manifests, wait=not args.no_wait,
+                       timeout=args.timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="registry-cache",
@@ -220,6 +230,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("local-up", help="run everything locally: control plane, controller, the example Shoot",
+                       description="Starts etcd and kube-apiserver on loopback (built with Go on first use, or "
+                                   "from $KUBEBUILDER_ASSETS), installs the CRDs, runs the controller with the "
+                                   "standalone bridge, applies the manifests (default: examples/), shows the "
+                                   "result and keeps running until Ctrl-C.")
+    p.add_argument("manifest", nargs="*", help="YAML files with Shoots and Secrets (default: the docs example)")
+    p.add_argument("--workdir", help="where the control plane, kubeconfig and logs live "
+                                     "(default: ./.registry-cache-local)")
+    p.add_argument("--no-wait", action="store_true", help="show the result and stop instead of running on")
+    p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for each Extension (default 90)")
+    p.set_defaults(func=cmd_local_up)
     return parser
 
 
