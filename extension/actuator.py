@@ -21,12 +21,12 @@ from api.validation import decode_and_default, remote_url, tls_enabled, validate
 from . import certs, tls
 from .kube import Kube
 from .render import (MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, RenderOptions, endpoint, provider_status,
-                     render_service, render_shoot)
+                     render_node_config, render_service, render_shoot)
 from .resolve import REFERENCED_RESOURCE_PREFIX, resolve_credentials
 
 log = logging.getLogger(__name__)
 
-PRUNED_KINDS = ("StatefulSet", "Secret", "Service", "PodDisruptionBudget", "NetworkPolicy")
+PRUNED_KINDS = ("StatefulSet", "Secret", "Service", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap")
 PROVIDER_CONFIG_PATH = Path("spec", "providerConfig")
 
 
@@ -142,18 +142,19 @@ class Actuator:
             tls.remove_all(self.seed, namespace)
 
         # 3. Everything else, then prune what this Extension delivered before and no longer renders.
+        status = provider_status(
+            [(c.upstream, endpoint("https" if tls_enabled(c) else "http", cluster_ips[c.upstream]), remote_url(c))
+             for c in config.caches],
+            material.bundle_secret_name if material else None)
         rendered = render_shoot(config, credentials, material.server if material else {}, options)
+        rendered.objects.append(render_node_config(status, material.bundle if material else None, options))
         for obj in rendered.objects:
             if obj.kind != "Service":
                 shoot.apply(obj.obj)
         self._fault("after-apply")
         self._prune(shoot, options, {(o.kind, o.name) for o in rendered.objects},
                     {names.resource_name(c.upstream) for c in config.caches})
-
-        return provider_status(
-            [(c.upstream, endpoint("https" if tls_enabled(c) else "http", cluster_ips[c.upstream]), remote_url(c))
-             for c in config.caches],
-            material.bundle_secret_name if material else None)
+        return status
 
     def _owned(self, shoot: Kube, options: RenderOptions, kind: str) -> list[dict[str, Any]]:
         selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{OWNER_LABEL}={options.owner}"

@@ -253,6 +253,37 @@ def render_hosts_toml(upstream: str, server: str, host_url: str, ca_path: str | 
     )
 
 
+NODE_CONFIG_NAME = "registry-cache-node-config"
+NODE_CONFIG_LABEL = "registry-cache.gardener.cloud/node-config"
+
+
+def containerd_registries(status: RegistryStatus, ca_path: str | None = CA_BUNDLE_PATH) -> list[dict[str, Any]]:
+    """Gardener's OperatingSystemConfig ``criConfig.containerd.registries`` entries for a status: try the cache
+    (its CA for an https endpoint), fall back to the remote URL; nodes wait until the cache answers."""
+    return [{"upstream": c.upstream, "server": c.remote_url,
+             "hosts": [{"url": c.endpoint, "capabilities": list(CAPABILITIES),
+                        **({"caCerts": [ca_path]} if ca_path and c.endpoint.startswith("https://") else {})}],
+             "readinessProbe": True} for c in status.caches]
+
+
+def render_node_config(status: RegistryStatus, ca_bundle: str | None,
+                       options: RenderOptions = RenderOptions()) -> RenderedObject:
+    """The ConfigMap the node agent reads: the registry entries and the CA bundle nodes trust."""
+    name = NODE_CONFIG_NAME
+    if options.owner:
+        name += "-" + hashlib.sha256(options.owner.encode()).hexdigest()[:8]
+    registries = yaml.safe_dump({"registries": containerd_registries(status)}, sort_keys=False, allow_unicode=False)
+    return _object("node-config.yaml.j2", name=name, namespace=options.namespace, owner=options.owner,
+                   registries_yaml=registries, ca_bundle=ca_bundle)
+
+
+def hosts_toml_for_entry(entry: Mapping[str, Any]) -> str:
+    """``hosts.toml`` for one containerd registry entry (see :func:`containerd_registries`)."""
+    host = entry["hosts"][0]
+    ca = (host.get("caCerts") or [None])[0]
+    return render_hosts_toml(entry["upstream"], entry["server"], host["url"], ca)
+
+
 def hosts_toml_for_status(status: RegistryStatus, ca_path: str | None = CA_BUNDLE_PATH) -> dict[str, str]:
     """Per upstream, the ``hosts.toml`` that points containerd at the cache the status reports."""
-    return {c.upstream: render_hosts_toml(c.upstream, c.remote_url, c.endpoint, ca_path) for c in status.caches}
+    return {e["upstream"]: hosts_toml_for_entry(e) for e in containerd_registries(status, ca_path)}

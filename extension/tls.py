@@ -50,6 +50,7 @@ class ServerCertRequest:
 class TLSMaterial:
     ca: certs.KeyPair
     bundle_secret_name: str
+    bundle: str  # the PEM certificates nodes trust
     server: dict[str, certs.KeyPair]
 
 
@@ -87,7 +88,7 @@ def ensure(seed: Kube, namespace: str, requests: list[ServerCertRequest]) -> TLS
     for name, secret in existing.items():
         if name not in wanted and secret["metadata"].get("labels", {}).get(SECRET_LABEL) == "server":
             seed.delete("Secret", name, namespace)  # the certificate of a cache that is gone
-    return TLSMaterial(ca, BUNDLE_SECRET, server)
+    return TLSMaterial(ca, BUNDLE_SECRET, bundle, server)
 
 
 def remove_all(seed: Kube, namespace: str) -> None:

@@ -147,6 +147,12 @@ def test_create_three_caches(kube, operator):
     # the CA bundle is in the seed namespace, the CA's key never leaves it
     bundle = kube.get("Secret", "ca-extension-registry-cache-bundle", seed.ns)
     assert set(bundle["data"]) == {"bundle.crt"}
+    # what the node agent reads: the registry entries and the same bundle
+    [node_config] = kube.list("ConfigMap", "kube-system", label_selector=f"{OWNER}={seed.ns}")
+    entries = yaml.safe_load(node_config["data"]["registries.yaml"])["registries"]
+    assert [(e["upstream"], e["hosts"][0]["url"]) for e in entries] == [
+        (c["upstream"], c["endpoint"]) for c in provider["caches"]]
+    assert node_config["data"]["ca-bundle.pem"] == base64.b64decode(bundle["data"]["bundle.crt"]).decode()
 
 
 def test_add_and_remove_a_cache(kube, operator):

@@ -191,3 +191,22 @@ def test_provider_status_wire_format():
                     "remoteURL": "https://registry-1.docker.io"}],
         "caSecretName": "ca-bundle"}
     assert "caSecretName" not in provider_status([], None).to_wire()
+
+
+def test_node_config_for_the_node_agent():
+    from extension.render import containerd_registries, hosts_toml_for_entry, render_node_config
+    status = provider_status([("docker.io", "https://10.0.0.1:5000", "https://registry-1.docker.io"),
+                              ("my-registry.io:5000", "http://10.0.0.2:5000", "http://my-registry.io:5000")],
+                             "ca-extension-registry-cache-bundle")
+    entries = containerd_registries(status)
+    assert entries[0] == {"upstream": "docker.io", "server": "https://registry-1.docker.io",
+                          "hosts": [{"url": "https://10.0.0.1:5000", "capabilities": ["pull", "resolve"],
+                                     "caCerts": ["/etc/containerd/certs.d/ca-bundle.pem"]}],
+                          "readinessProbe": True}
+    assert "caCerts" not in entries[1]["hosts"][0]  # no CA for a plain http endpoint
+    cm = render_node_config(status, "PEM", RenderOptions(owner="shoot--dev--x")).obj
+    assert cm["metadata"]["name"].startswith("registry-cache-node-config-")
+    assert yaml.safe_load(cm["data"]["registries.yaml"]) == {"registries": entries}
+    assert cm["data"]["ca-bundle.pem"] == "PEM"
+    assert tomllib.loads(hosts_toml_for_entry(entries[1]))["host"] == {
+        "http://10.0.0.2:5000": {"capabilities": ["pull", "resolve"]}}
