@@ -168,8 +168,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         target = targets.kubeconfig_secret(seed, args.shoot_kubeconfig_secret)
     else:
         target = targets.same_cluster(seed)
+    webhook = None
+    if args.webhooks:
+        from . import webhooks
+        if args.webhook_service:
+            namespace, _, name = args.webhook_service.partition("/")
+            client = webhooks.service_client(namespace, name)
+            hostnames = [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
+        else:
+            url = args.webhook_url or f"https://127.0.0.1:{args.webhook_port}"
+            client = webhooks.url_client(url)
+            hostnames = [_host_of(url)]
+        webhook = operator.WebhookSettings(args.webhook_address, args.webhook_port, client, hostnames)
     runtime = operator.build_runtime(seed, target, Settings(image=args.image, vpa=args.vpa),
-                                     standalone=args.standalone, fault=_fault_from_env())
+                                     standalone=args.standalone, fault=_fault_from_env(), webhook=webhook)
     operator.run(runtime, liveness=args.liveness)
     return 0
 
@@ -229,6 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vpa", action="store_true", help="deliver a VerticalPodAutoscaler per cache when served")
     p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    hooks = p.add_argument_group("admission webhooks")
+    hooks.add_argument("--webhooks", action="store_true",
+                       help="serve the Shoot validation and the Secret deletion webhooks and register them")
+    hooks.add_argument("--webhook-address", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    hooks.add_argument("--webhook-port", type=int, default=9443, help="listen port (default 9443)")
+    hooks.add_argument("--webhook-url", metavar="URL",
+                       help="how the API server reaches the webhooks (default https://127.0.0.1:PORT)")
+    hooks.add_argument("--webhook-service", metavar="NAMESPACE/NAME",
+                       help="in a cluster: reach the webhooks through this Service (port 443)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("local-up", help="run everything locally: control plane, controller, the example Shoot",

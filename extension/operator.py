@@ -17,11 +17,22 @@ import kopf
 from api.shoot import EXTENSION_TYPE
 
 from .actuator import Actuator, Settings
-from .bridge import BRIDGE_LABEL, Bridge
+from . import webhooks
+from .bridge import BRIDGE_FINALIZER, BRIDGE_LABEL, Bridge
 from .controller import Controller
 from .kube import Kube
+from .protection import Protection
+from .references import ReferenceIndex
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class WebhookSettings:
+    listen_address: str
+    port: int
+    client: Callable[[str], dict[str, Any]]  # clientConfig per hook, see webhooks.url_client/service_client
+    hostnames: list[str]  # what the serving certificate is for
 
 
 @dataclass
@@ -29,6 +40,10 @@ class Runtime:
     controller: Controller
     bridge: Bridge | None
     stop: threading.Event
+    index: ReferenceIndex | None = None
+    protection: Protection | None = None
+    webhook: WebhookSettings | None = None
+    serving: webhooks.ServingCert | None = None
 
 
 _runtime: Runtime | None = None
@@ -47,6 +62,37 @@ def _plain(body: Any) -> dict[str, Any]:
 def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # logs stay logs: no Events with texts that could carry details
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per watch event
+    logging.getLogger("kopf.objects").addFilter(_RefusalsAreNotErrors())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    assert _runtime is not None
+    hook = _runtime.webhook
+    if hook is not None:
+        serving = _runtime.serving = webhooks.make_serving_cert(hook.hostnames)
+        settings.admission.server = kopf.WebhookServer(
+            addr=hook.listen_address, port=hook.port, certfile=str(serving.certfile), pkeyfile=str(serving.keyfile))
+        settings.admission.managed = None  # the configuration is ours: service references, selectors, policies
+        _runtime.controller.seed.apply(webhooks.configuration(serving.ca_pem, hook.client))
+        log.info("admission webhooks serving on %s:%s", hook.listen_address, hook.port)
+
+
+class _RefusalsAreNotErrors(logging.Filter):
+    """A webhook that refuses a request did its job: kopf reports that as an error, we log it ourselves."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Webhook ") and "failed permanently" in record.getMessage())
+
+
+@kopf.on.cleanup()
+def _cleanup(**_: Any) -> None:
+    """On a clean shutdown the Shoot webhook goes (failurePolicy Fail must not block Shoots while we are
+    away); the Secret webhook stays (it ignores failures, the finalizer covers for it)."""
+    assert _runtime is not None
+    if _runtime.webhook is not None and _runtime.serving is not None:
+        try:
+            _runtime.controller.seed.apply(webhooks.configuration(_runtime.serving.ca_pem, _runtime.webhook.client,
+                                                                  shoot_hook=False))
+        except Exception:  # noqa: BLE001 - shutting down either way
+            log.exception("could not remove the Shoot webhook")
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
 
@@ -76,13 +122,40 @@ def _resync_shoot_of(namespace: str) -> None:
 
 
 def _on_shoot(event: dict[str, Any], body: Any, **_: Any) -> None:
-    assert _runtime is not None and _runtime.bridge is not None
-    if event.get("type") == "DELETED":
-        return
+    assert _runtime is not None
     shoot = _plain(body)
+    meta = shoot["metadata"]
+    if _runtime.index is not None:
+        changed = (_runtime.index.remove(meta["namespace"], meta["name"]) if event.get("type") == "DELETED"
+                   else _runtime.index.update(shoot))
+        if _runtime.protection is not None:
+            for namespace, name in sorted(changed):
+                _runtime.protection.sync(namespace, name)
+    if event.get("type") == "DELETED" or _runtime.bridge is None:
+        return
     result = _runtime.bridge.sync(shoot)
     if result != "nothing":
-        log.info("bridge: %s/%s: %s", shoot["metadata"]["namespace"], shoot["metadata"]["name"], result)
+        log.info("bridge: %s/%s: %s", meta["namespace"], meta["name"], result)
+
+
+def _validate_shoot(new: Any, old: Any, **_: Any) -> None:
+    assert _runtime is not None
+    seed = _runtime.controller.seed
+    errors = webhooks.shoot_errors(_plain(new), _plain(old) if old else None,
+                                   lambda ns, name: seed.get("Secret", name, ns))
+    if errors:
+        meta = (new or {}).get("metadata") or {}
+        log.info("refused Shoot %s/%s: %d errors", meta.get("namespace"), meta.get("name"), len(errors))
+        raise kopf.AdmissionError("\n".join(errors), code=422)
+
+
+def _protect_secret(old: Any, **_: Any) -> None:
+    assert _runtime is not None and _runtime.index is not None
+    meta = (old or {}).get("metadata") or {}
+    refusal = webhooks.secret_delete_refusal(_runtime.index, meta.get("namespace", ""), meta.get("name", ""))
+    if refusal:
+        log.info("refused DELETE of Secret %s/%s: in use", meta.get("namespace"), meta.get("name"))
+        raise kopf.AdmissionError(refusal, code=403)
 
 
 @kopf.on.login()
@@ -109,15 +182,27 @@ def _retry_loop(controller: Controller, stop: threading.Event, interval: float =
 
 
 def build_runtime(seed: Kube, shoot_target: Callable[[str], Kube], settings: Settings, standalone: bool,
-                  fault: Callable[[str], None] | None = None) -> Runtime:
+                  fault: Callable[[str], None] | None = None, webhook: WebhookSettings | None = None) -> Runtime:
+    """Wire the parts: the Extension controller always; with ``standalone`` the bridge and the protection
+    of Secrets in use (gardenlet and Gardener do both otherwise); with ``webhook`` the admission webhooks."""
     global _runtime
     controller = Controller(seed, Actuator(seed, shoot_target, settings, fault=fault))
-    bridge = None
+    runtime = _runtime = Runtime(controller, None, threading.Event(), webhook=webhook)
     if standalone:
-        bridge = Bridge(Kube(seed.api, field_manager="registry-cache-bridge"))
+        runtime.bridge = Bridge(Kube(seed.api, field_manager="registry-cache-bridge"))
+    if standalone or webhook is not None:
+        runtime.index = ReferenceIndex(cleanup_finalizer=BRIDGE_FINALIZER if standalone else None)
+        runtime.index.prime(seed.list("Shoot"))
         kopf.on.event("core.gardener.cloud", "v1beta1", "shoots")(_on_shoot)
-    _runtime = Runtime(controller, bridge, threading.Event())
-    return _runtime
+    if standalone:
+        runtime.protection = Protection(Kube(seed.api, field_manager="registry-cache-protection"), runtime.index)
+        runtime.protection.resync()
+    if webhook is not None:
+        kopf.on.validate("core.gardener.cloud", "v1beta1", "shoots", id=webhooks.SHOOT_HOOK,
+                         operations=["CREATE", "UPDATE"])(_validate_shoot)
+        kopf.on.validate("", "v1", "secrets", id=webhooks.SECRET_HOOK, operations=["DELETE"],
+                         ignore_failures=True)(_protect_secret)
+    return runtime
 
 
 def run(runtime: Runtime, liveness: str | None = None) -> None:

@@ -1,0 +1,123 @@
+"""Which Shoots use which credentials Secret, kept current by watching Shoots.
+
+A Secret is *in use* when a Shoot in its namespace lists it in ``spec.resources`` and a cache of the
+Shoot's ``registry-cache`` extension names that entry as ``secretReferenceName``. The admission webhook
+answers from this index (no listing of Shoots per request) and the protection controller keeps the
+``gardener.cloud/reference-protection`` finalizer on exactly the Secrets in use.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from api import shoot as shootlib
+
+log = logging.getLogger(__name__)
+
+PROTECTION_FINALIZER = "gardener.cloud/reference-protection"
+REFERENCED_LABEL = "registry-cache.gardener.cloud/referenced"
+
+
+@dataclass(frozen=True, order=True)
+class Use:
+    shoot: str  # the Shoot's name (same namespace as the Secret)
+    resource: str  # the spec.resources entry
+    upstreams: tuple[str, ...]  # the caches that use it
+
+
+def secret_uses(shoot: dict[str, Any], still_counts: bool = True) -> dict[str, Use]:
+    """Secret name -> how this Shoot uses it, for the Secrets its registry-cache caches reference.
+
+    Read leniently from the raw providerConfig: a Shoot that does not validate still protects its Secrets.
+    """
+    if not still_counts:
+        return {}
+    entry = shootlib.find_registry_cache_extension(shoot)
+    config = entry.provider_config if entry else None
+    caches = config.get("caches") if isinstance(config, dict) else None
+    if not isinstance(caches, list):
+        return {}
+    by_reference: dict[str, list[str]] = {}
+    for cache in caches:
+        if isinstance(cache, dict) and isinstance(cache.get("secretReferenceName"), str):
+            by_reference.setdefault(cache["secretReferenceName"], []).append(str(cache.get("upstream", "")))
+    out: dict[str, Use] = {}
+    for res in shootlib.resources(shoot):
+        ref = res.get("resourceRef") or {}
+        name = res.get("name")
+        if name in by_reference and ref.get("kind") == "Secret" and isinstance(ref.get("name"), str):
+            out[ref["name"]] = Use(shoot["metadata"]["name"], name, tuple(by_reference[name]))
+    return out
+
+
+def counts(shoot: dict[str, Any], cleanup_finalizer: str | None) -> bool:
+    """A Shoot being deleted stops counting once its extension is cleaned up (the bridge's finalizer is
+    gone); without a bridge, once it is deleted."""
+    meta = shoot.get("metadata") or {}
+    if not meta.get("deletionTimestamp") or cleanup_finalizer is None:
+        return True
+    return cleanup_finalizer in (meta.get("finalizers") or [])
+
+
+class ReferenceIndex:
+    """(namespace, Secret name) -> {Shoot name: Use}. Thread-safe."""
+
+    def __init__(self, cleanup_finalizer: str | None = None):
+        self._by_secret: dict[tuple[str, str], dict[str, Use]] = {}
+        self._by_shoot: dict[tuple[str, str], set[str]] = {}
+        self._lock = threading.Lock()
+        self.cleanup_finalizer = cleanup_finalizer
+        self.primed = threading.Event()
+
+    def update(self, shoot: dict[str, Any]) -> set[tuple[str, str]]:
+        """Take a Shoot's current state; returns the (namespace, Secret) keys whose users changed."""
+        meta = shoot["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        uses = secret_uses(shoot, counts(shoot, self.cleanup_finalizer))
+        changed: set[tuple[str, str]] = set()
+        with self._lock:
+            before = self._by_shoot.get((ns, name), set())
+            for secret in before - set(uses):
+                users = self._by_secret.get((ns, secret), {})
+                users.pop(name, None)
+                if not users:
+                    self._by_secret.pop((ns, secret), None)
+                changed.add((ns, secret))
+            for secret, use in uses.items():
+                users = self._by_secret.setdefault((ns, secret), {})
+                if users.get(name) != use:
+                    users[name] = use
+                    changed.add((ns, secret))
+            if uses:
+                self._by_shoot[(ns, name)] = set(uses)
+            else:
+                self._by_shoot.pop((ns, name), None)
+        return changed
+
+    def remove(self, namespace: str, name: str) -> set[tuple[str, str]]:
+        return self.update({"metadata": {"namespace": namespace, "name": name}, "spec": {}})
+
+    def prime(self, shoots: Iterable[dict[str, Any]]) -> None:
+        for shoot in shoots:
+            self.update(shoot)
+        self.primed.set()
+
+    def users(self, namespace: str, secret: str) -> list[Use]:
+        with self._lock:
+            return sorted(self._by_secret.get((namespace, secret), {}).values())
+
+    def secrets(self) -> set[tuple[str, str]]:
+        with self._lock:
+            return set(self._by_secret)
+
+
+def refusal_message(namespace: str, secret: str, users: list[Use]) -> str:
+    """Why a DELETE is refused, and what to do instead."""
+    parts = [f'Shoot "{u.shoot}" (spec.resources entry "{u.resource}", used as secretReferenceName by the '
+             f"registry cache{'s' if len(u.upstreams) > 1 else ''} for {', '.join(u.upstreams)})" for u in users]
+    return (f"Secret {namespace}/{secret} is still in use by " + "; ".join(parts) + ". Point the spec.resources "
+            "entry at a new Secret first (registry-cache credentials rotate does it), wait for the Shoot to "
+            "reconcile, then delete this one.")

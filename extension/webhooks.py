@@ -1,0 +1,130 @@
+"""Admission webhooks: Shoot validation, and refusing to delete a credentials Secret still in use.
+
+kopf serves them (HTTPS with a CA and certificate made here by ``cryptography``); this module decides what
+they answer and owns the ``ValidatingWebhookConfiguration``:
+
+- ``validate-shoot`` (Shoot CREATE/UPDATE, ``failurePolicy: Fail``): the core validation, create and update
+  rules, every worker on containerd, each referenced Secret present, immutable, with valid credentials.
+  Shoots without the extension pass untouched. It is removed on a clean shutdown, so a stopped controller
+  does not block Shoot changes.
+- ``protect-secret`` (Secret DELETE, ``failurePolicy: Ignore``, object selector on the label the protection
+  controller sets on Secrets in use, so no other Secret ever reaches it): refuses the DELETE of a Secret in
+  use, naming the Shoot and the reference. When it is down the finalizer holds the Secret instead; it stays
+  registered across restarts since it can never block anything else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from api.secrets import SecretData, SecretFormatError, secret_from_manifest
+from api.validation import validate_shoot
+
+from . import certs
+from .references import REFERENCED_LABEL, ReferenceIndex, refusal_message
+
+CONFIGURATION_NAME = "registry-cache.extensions.gardener.cloud"
+SHOOT_HOOK = "validate-shoot"
+SECRET_HOOK = "protect-secret"
+
+
+def shoot_errors(new: dict[str, Any], old: dict[str, Any] | None,
+                 get_secret: Callable[[str, str], dict[str, Any] | None]) -> list[str]:
+    """The admission errors for a Shoot, each starting with its field path; empty when admitted."""
+
+    def secret(namespace: str, name: str) -> SecretData | None:
+        obj = get_secret(namespace, name)
+        if obj is None:
+            return None
+        obj.setdefault("apiVersion", "v1")
+        obj.setdefault("kind", "Secret")
+        try:
+            return secret_from_manifest(obj)
+        except SecretFormatError:
+            return SecretData(namespace, name, obj.get("immutable"), {})
+
+    return [str(e) for e in validate_shoot(new, old, secret).errors]
+
+
+def secret_delete_refusal(index: ReferenceIndex, namespace: str, name: str) -> str | None:
+    users = index.users(namespace, name)
+    return refusal_message(namespace, name, users) if users else None
+
+
+@dataclass
+class ServingCert:
+    directory: Path
+    ca_pem: str
+
+    @property
+    def certfile(self) -> Path:
+        return self.directory / "tls.crt"
+
+    @property
+    def keyfile(self) -> Path:
+        return self.directory / "tls.key"
+
+
+def make_serving_cert(hostnames: list[str]) -> ServingCert:
+    """A CA and a server certificate for the webhook server's names/addresses, in a private temp dir."""
+    ca = certs.generate_ca("registry-cache-webhook-ca", validity=dt.timedelta(days=3650))
+    ips = [h for h in hostnames if _is_ip(h)]
+    dns = [h for h in hostnames if not _is_ip(h)]
+    pair = certs.generate_server_cert(ca, (dns or ips)[0], dns, ips, validity=dt.timedelta(days=3650))
+    directory = Path(tempfile.mkdtemp(prefix="registry-cache-webhook-"))
+    cert = ServingCert(directory, ca.cert_pem)
+    cert.certfile.write_text(pair.cert_pem)
+    cert.keyfile.write_text(pair.key_pem)
+    cert.keyfile.chmod(0o600)
+    return cert
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def configuration(ca_pem: str, client: Callable[[str], dict[str, Any]], shoot_hook: bool = True,
+                  secret_hook: bool = True) -> dict[str, Any]:
+    """The ValidatingWebhookConfiguration; ``client(hook_id)`` gives each webhook's clientConfig."""
+    import base64
+    ca_bundle = base64.b64encode(ca_pem.encode()).decode()
+    webhooks = []
+    if shoot_hook:
+        webhooks.append({
+            "name": "shoots.registry-cache.extensions.gardener.cloud",
+            "clientConfig": {**client(SHOOT_HOOK), "caBundle": ca_bundle},
+            "rules": [{"apiGroups": ["core.gardener.cloud"], "apiVersions": ["v1beta1"], "resources": ["shoots"],
+                       "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}],
+            "failurePolicy": "Fail", "sideEffects": "None", "matchPolicy": "Equivalent",
+            "admissionReviewVersions": ["v1"], "timeoutSeconds": 10,
+        })
+    if secret_hook:
+        webhooks.append({
+            "name": "secrets.registry-cache.extensions.gardener.cloud",
+            "clientConfig": {**client(SECRET_HOOK), "caBundle": ca_bundle},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["secrets"],
+                       "operations": ["DELETE"], "scope": "Namespaced"}],
+            "objectSelector": {"matchLabels": {REFERENCED_LABEL: "true"}},
+            "failurePolicy": "Ignore", "sideEffects": "None", "matchPolicy": "Equivalent",
+            "admissionReviewVersions": ["v1"], "timeoutSeconds": 5,
+        })
+    return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": CONFIGURATION_NAME, "labels": {"app.kubernetes.io/managed-by": "registry-cache"}},
+            "webhooks": webhooks}
+
+
+def url_client(base: str) -> Callable[[str], dict[str, Any]]:
+    return lambda hook: {"url": f"{base.rstrip('/')}/{hook}"}
+
+
+def service_client(namespace: str, name: str, port: int = 443) -> Callable[[str], dict[str, Any]]:
+    return lambda hook: {"service": {"namespace": namespace, "name": name, "port": port, "path": f"/{hook}"}}
