@@ -69,8 +69,8 @@ def decide(ext: dict[str, Any]) -> Op | None:
         return None  # migrated away: wait for the restore annotation
     if (ext.get("status") or {}).get("observedGeneration") != meta.get("generation"):
         return Op.RECONCILE
-    if last.get("state") == "Processing":
-        return Op(last["type"]) if last.get("type") in Op._value2member_map_ else Op.RECONCILE  # interrupted
+    if last.get("state") == "Processing":  # interrupted (a restart): carry it out again
+        return Op(last["type"]) if last.get("type") in (Op.CREATE, Op.RESTORE) else Op.RECONCILE
     return None
 
 
