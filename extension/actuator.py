@@ -148,41 +148,47 @@ class Actuator:
             material.bundle_secret_name if material else None)
         rendered = render_shoot(config, credentials, material.server if material else {}, options)
         rendered.objects.append(render_node_config(status, material.bundle if material else None, options))
+        delivered = self._delivered(shoot, options)
         for obj in rendered.objects:
-            if obj.kind != "Service":
-                shoot.apply(obj.obj)
+            if obj.kind == "Service":
+                continue  # applied above
+            if obj.obj.get("immutable") and (obj.kind, obj.name) in delivered:
+                continue  # content-hashed and immutable: the name says it is there as rendered
+            shoot.apply(obj.obj)
         self._fault("after-apply")
-        self._prune(shoot, options, {(o.kind, o.name) for o in rendered.objects},
+        self._prune(shoot, options, delivered, {(o.kind, o.name) for o in rendered.objects},
                     {names.resource_name(c.upstream) for c in config.caches})
         return status
 
-    def _owned(self, shoot: Kube, options: RenderOptions, kind: str) -> list[dict[str, Any]]:
+    def _delivered(self, shoot: Kube, options: RenderOptions) -> set[tuple[str, str]]:
+        """(kind, name) of everything this Extension delivered to the shoot, one LIST per kind; volumes
+        (made by the StatefulSet controller from the claim template) are matched by the owner label only."""
         selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{OWNER_LABEL}={options.owner}"
-        return shoot.list(kind, options.namespace, label_selector=selector)
+        kinds = PRUNED_KINDS + (("VerticalPodAutoscaler",) if options.vpa else ())
+        out = {(kind, o["metadata"]["name"]) for kind in kinds
+               for o in shoot.list(kind, options.namespace, label_selector=selector)}
+        out |= {("PersistentVolumeClaim", o["metadata"]["name"]) for o in shoot.list(
+            "PersistentVolumeClaim", options.namespace, label_selector=f"{OWNER_LABEL}={options.owner}")}
+        return out
 
-    def _kinds(self, options: RenderOptions) -> tuple[str, ...]:
-        return PRUNED_KINDS + (("VerticalPodAutoscaler",) if options.vpa else ())
-
-    def _prune(self, shoot: Kube, options: RenderOptions, keep: set[tuple[str, str]], statefulsets: set[str]) -> None:
-        for kind in self._kinds(options):
-            for obj in self._owned(shoot, options, kind):
-                name = obj["metadata"]["name"]
-                if (kind, name) not in keep:
-                    log.info("pruning %s %s/%s", kind, options.namespace, name)
-                    shoot.delete(kind, name, options.namespace)
-        for pvc in shoot.list("PersistentVolumeClaim", options.namespace, label_selector=f"{OWNER_LABEL}={options.owner}"):
-            name = pvc["metadata"]["name"]  # cache-volume-<statefulset>-<ordinal>
-            owner_sts = name[len("cache-volume-"):].rsplit("-", 1)[0]
-            if owner_sts not in statefulsets:
+    def _prune(self, shoot: Kube, options: RenderOptions, delivered: set[tuple[str, str]],
+               keep: set[tuple[str, str]], statefulsets: set[str]) -> None:
+        for kind, name in sorted(delivered - keep):
+            if kind == "PersistentVolumeClaim":
+                owner_sts = name[len("cache-volume-"):].rsplit("-", 1)[0]  # cache-volume-<statefulset>-<ordinal>
+                if owner_sts in statefulsets:
+                    continue
                 log.info("deleting volume %s/%s of a removed cache", options.namespace, name)
-                shoot.delete("PersistentVolumeClaim", name, options.namespace)
+            else:
+                log.info("pruning %s %s/%s", kind, options.namespace, name)
+            shoot.delete(kind, name, options.namespace)
 
     def delete(self, extension: dict[str, Any]) -> None:
         """Remove everything this Extension delivered to the shoot, its volumes included."""
         namespace = extension["metadata"]["namespace"]
         shoot = self.shoot_target(namespace)
         options = self._options(namespace, shoot)
-        self._prune(shoot, options, set(), set())
+        self._prune(shoot, options, self._delivered(shoot, options), set(), set())
         tls.remove_all(self.seed, namespace)
 
     def migrate(self, extension: dict[str, Any]) -> None:

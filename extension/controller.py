@@ -114,15 +114,12 @@ class Controller:
 
     def retry(self, namespace: str, name: str) -> Op | None:
         """Run the failed operation again with the Extension's current state."""
+        key = f"{namespace}/{name}"
         ext = self.seed.get("Extension", name, namespace)
-        with self._guard:
-            self._retries.pop(f"{namespace}/{name}", None) if ext is None else None
-        if ext is None:
-            return None
-        last = _last_operation(ext)
-        if last.get("state") not in ("Error", "Processing"):
+        last = _last_operation(ext) if ext else {}
+        if ext is None or last.get("state") not in ("Error", "Processing"):
             with self._guard:
-                self._retries.pop(f"{namespace}/{name}", None)
+                self._retries.pop(key, None)
             return None
         op = decide(ext) or (Op(last["type"]) if last.get("type") in Op._value2member_map_ else Op.RECONCILE)
         with self._lock_for(_meta(ext).get("uid", "")):

@@ -129,9 +129,12 @@ def render_config_yml(cache: RegistryCache, credentials: Credentials | None = No
     )
 
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~20x faster, same results
+
+
 def _object(template: str, **values: Any) -> RenderedObject:
     text = _render(template, **values)
-    return RenderedObject(text, yaml.safe_load(text))
+    return RenderedObject(text, yaml.load(text, Loader=_Loader))
 
 
 def _secret(name: str, namespace: str, labels: dict[str, str], data: Mapping[str, str | bytes]) -> RenderedObject:
