@@ -88,16 +88,16 @@ def secret_from_manifest(obj: Any, source: str = "Secret") -> SecretData:
                       data=data, type=str(obj.get("type") or "Opaque"))
 
 
-def _go_is_space(ch: str) -> bool:
+def go_is_space(ch: str) -> bool:
     """Go's ``unicode.IsSpace``."""
     return ch in "\t\n\v\f\r \x85\xa0" or (ord(ch) > 0xFF and ch.isspace())
 
 
-def _go_trim_space(text: str) -> str:
+def go_trim_space(text: str) -> str:
     start, end = 0, len(text)
-    while start < end and _go_is_space(text[start]):
+    while start < end and go_is_space(text[start]):
         start += 1
-    while end > start and _go_is_space(text[end - 1]):
+    while end > start and go_is_space(text[end - 1]):
         end -= 1
     return text[start:end]
 
@@ -129,17 +129,17 @@ def validate_upstream_secret(secret: SecretData, path: Path, reference_name: str
         except UnicodeDecodeError:
             bad(f'the data entry "{entry}" in the referenced secret {key} is not valid UTF-8')
             continue
-        if not _go_trim_space(texts[entry]):
+        if not go_trim_space(texts[entry]):
             bad(f'the data entry "{entry}" in the referenced secret {key} is empty')
     username = texts.get(USERNAME_KEY)
-    if username is not None and any(_go_is_space(ch) for ch in username):
+    if username is not None and any(go_is_space(ch) for ch in username):
         bad(f'the data entry "username" in the referenced secret {key} contains whitespace')
     if username == JSON_KEY_USERNAME and PASSWORD_KEY in texts:
-        errs += _validate_service_account_json(texts[PASSWORD_KEY], path, reference_name, key)
+        errs += validate_service_account_json(texts[PASSWORD_KEY], path, reference_name, key)
     return errs
 
 
-def _validate_service_account_json(password: str, path: Path, reference_name: str, key: str) -> list[FieldError]:
+def validate_service_account_json(password: str, path: Path, reference_name: str, key: str) -> list[FieldError]:
     try:
         document = json.loads(password)
     except ValueError as exc:

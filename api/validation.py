@@ -14,7 +14,8 @@ from . import field, names, shoot as shootlib
 from .decode import decode_registry_config
 from .duration import format_duration
 from .field import FieldError, Path, ValidationFailed
-from .secrets import SecretData, validate_upstream_secret
+from .credentials import credential_errors
+from .secrets import SecretData
 from .urls import host_port_errors, is_dns1123_label, is_dns1123_subdomain, url_errors
 from .v1alpha3 import DEFAULT_TTL, RegistryCache, RegistryConfig, set_defaults
 from .duration import parse_duration
@@ -208,7 +209,7 @@ def _validate_credentials(shoot: dict[str, Any], config: RegistryConfig, path: P
             errs.append(field.invalid(p, reference, f"failed to get secret {where} for secretReferenceName "
                                                     f'{reference}: secrets "{secret_name}" not found'))
             continue
-        errs += validate_upstream_secret(secret, p, reference)
+        errs += credential_errors(secret, cache.upstream, p, reference)
     return errs
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.secrets import Credentials, credentials_of, validate_upstream_secret
+from api.credentials import credential_errors, extract_credentials
+from api.secrets import Credentials
 from api.field import Path, ValidationFailed
 from api.v1alpha3 import RegistryConfig
 from api.validation import SecretGetter, referenced_secret_name
@@ -41,11 +42,11 @@ def resolve_credentials(shoot: dict[str, Any], config: RegistryConfig, get_secre
             errors.append(field.not_found(p, reference, f"the Secret {namespace}/{name_prefix}{name} that "
                                                         f"spec.resources entry {reference!r} refers to does not exist"))
             continue
-        problems = validate_upstream_secret(secret, p, reference, require_immutable=not name_prefix)
+        problems = credential_errors(secret, cache.upstream, p, reference, require_immutable=not name_prefix)
         if problems:
             errors += problems
             continue
-        out[cache.upstream] = credentials_of(secret)
+        out[cache.upstream] = extract_credentials(secret, cache.upstream)
     if errors:
         raise ValidationFailed(errors)
     return out

@@ -319,3 +319,34 @@ def test_missing_cluster_and_missing_secret_are_retried(kube, operator):
     assert "spec.providerConfig.caches[0].secretReferenceName" in ext["status"]["lastError"]["description"]
     seed.add_credentials("c", "c-v1", "user", "pass")
     wait_for("retried to success", lambda: seed.state() == "Succeeded", timeout=60, log=operator.log)
+
+
+def test_every_credential_format_renders_the_same_proxy_credentials(kube, operator):
+    import json
+    seed = Seed(kube, uniq("formats"))
+    user, password = "org+robot", "p@ss: {w0rd} #1"
+    ups = {fmt: f"{fmt}.{seed.name}.example" for fmt in ("opaque", "dockerconfigjson", "dockercfg", "kep")}
+    b64 = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
+    auth = b64(f"{user}:{password}")
+    secrets = {
+        "opaque": ("Opaque", {"username": b64(user), "password": b64(password)}),
+        "dockerconfigjson": ("kubernetes.io/dockerconfigjson", {".dockerconfigjson": b64(json.dumps(
+            {"auths": {f"https://{ups['dockerconfigjson']}": {"auth": auth}}}))}),
+        "dockercfg": ("kubernetes.io/dockercfg", {".dockercfg": b64(json.dumps(
+            {ups["dockercfg"]: {"username": user, "password": password, "email": "x@example.com"}}))}),
+        "kep": ("Opaque", {"serverAddress": b64(ups["kep"]), "username": b64(user), "password": b64(password)}),
+    }
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": seed.ns}})
+    for fmt, (type_, data) in secrets.items():
+        kube.apply({"apiVersion": "v1", "kind": "Secret", "type": type_, "data": data,
+                    "metadata": {"name": f"ref-{fmt}-v1", "namespace": seed.ns}})
+        seed.resources.append({"name": fmt, "resourceRef": {"apiVersion": "v1", "kind": "Secret", "name": f"{fmt}-v1"}})
+    seed.create(*[{"upstream": ups[fmt], "secretReferenceName": fmt} for fmt in secrets])
+    ext = seed.wait_done("Create", operator.log)
+    assert ext["status"]["lastOperation"]["state"] == "Succeeded", ext["status"].get("lastError")
+    configs = [s for s in seed.owned("Secret") if "-config-" in s]
+    assert len(configs) == 4
+    for name in configs:
+        proxy = config_yml(kube, name)["proxy"]
+        assert (proxy["username"], proxy["password"]) == (user, password), name
+    assert password not in operator.log()

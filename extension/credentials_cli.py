@@ -1,0 +1,213 @@
+"""``registry-cache credentials``: make Gardener's credentials Secret from what a user already has.
+
+::
+
+    registry-cache credentials create NAME --namespace NS --upstream UPSTREAM \\
+        (--username U --password-stdin | --from-docker-config FILE | --from-dockercfg FILE |
+         --from-rkt FILE | --from-mesos-archive FILE.tar.gz) [--dry-run] [--kubeconfig K]
+
+builds the immutable opaque Secret (``username``/``password``) the cache for UPSTREAM uses, with exactly the
+username and password ``docker login`` would have used (:mod:`api.credentials` reads the formats and picks
+the entry for the upstream). ``--dry-run`` prints it as YAML; otherwise it is created in the cluster.
+
+Exit codes: 0 done; 1 the API server refused the Secret; 2 an input cannot be used (the message names the
+file, the key and the registry, never a value). A password appears only in the ``--dry-run`` YAML, which is
+the output asked for.
+
+The extension's CLI registers it with ``credentials_cli.add_parser(subparsers)``; ``add_source_arguments``
+and ``read_source`` are there for other commands that take the same sources (``credentials rotate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from api import credentials as creds
+from api.field import Path as FieldPath
+from api.secrets import Credentials, SecretData, validate_upstream_secret
+from api.urls import host_port_errors, is_dns1123_label, is_dns1123_subdomain
+
+MAX_ARCHIVE_BYTES = 16 << 20
+
+# option dest -> (reader, what the file is, size limit)
+_FILE_SOURCES: dict[str, tuple[Callable[[bytes], creds.RegistryCredentials], str, int]] = {
+    "from_docker_config": (creds.read_docker_config, "Docker config.json", creds.MAX_DOCUMENT_BYTES),
+    "from_dockercfg": (creds.read_dockercfg, "legacy .dockercfg", creds.MAX_DOCUMENT_BYTES),
+    "from_rkt": (creds.read_rkt_auth, "rkt auth.d file", creds.MAX_DOCUMENT_BYTES),
+    "from_mesos_archive": (creds.read_mesos_archive, "Mesos archive", MAX_ARCHIVE_BYTES),
+}
+
+
+class SourceError(Exception):
+    """An input that cannot be used; the message names the file or option and the key, never a value."""
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the credentials come from: exactly one of these."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--username", "-u", metavar="U",
+                       help="the username; the password is read from stdin (--password-stdin)")
+    group.add_argument("--from-docker-config", metavar="FILE",
+                       help="a Docker config.json (also a .dockerconfigjson): the entry for the upstream")
+    group.add_argument("--from-dockercfg", metavar="FILE", help="a legacy .dockercfg: the entry for the upstream")
+    group.add_argument("--from-rkt", metavar="FILE", help="an rkt /etc/rkt/auth.d/*.json file")
+    group.add_argument("--from-mesos-archive", metavar="FILE.tar.gz",
+                       help="a Mesos .tar.gz of .docker/config.json (read in memory, never extracted)")
+    parser.add_argument("--password-stdin", action="store_true",
+                        help="read the password from stdin (with --username; one trailing newline is dropped)")
+
+
+def add_parser(subparsers: Any) -> Any:
+    """Register ``credentials`` (with ``create``) on the CLI's subparsers; returns the ``credentials``
+    subparsers so more subcommands (``rotate``) can be added."""
+    parser = subparsers.add_parser(
+        "credentials", help="make the credentials Secret of a private upstream from what you already have",
+        description="Credentials Secrets for private upstreams, from a username and password, a Docker "
+                    "config.json, a .dockercfg, an rkt auth.d file or a Mesos archive.")
+    sub = parser.add_subparsers(dest="credentials_command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "create", help="create the immutable username/password Secret for one upstream",
+        description="Builds Gardener's immutable opaque Secret (username, password) for UPSTREAM and creates it, "
+                    "or prints it with --dry-run. Exit 0 done, 1 refused by the API server, 2 unusable input.")
+    p.add_argument("name", metavar="NAME", help="the Secret's name, e.g. quay-credentials-v1")
+    p.add_argument("--namespace", "-n", required=True, metavar="NS", help="the Shoot's namespace, e.g. garden-dev")
+    p.add_argument("--upstream", required=True, metavar="UPSTREAM",
+                   help="the cache's upstream, host[:port] as in caches[].upstream (e.g. docker.io, quay.io)")
+    add_source_arguments(p)
+    p.add_argument("--dry-run", action="store_true", help="print the Secret as YAML instead of creating it")
+    p.add_argument("--kubeconfig", metavar="K", help="the cluster (default: in-cluster, then $KUBECONFIG)")
+    p.set_defaults(func=cmd_create)
+    return sub
+
+
+def _read_file(path: str, what: str, limit: int) -> bytes:
+    p = Path(path).expanduser()
+    try:
+        if not p.is_file():
+            raise SourceError(f"{path}: no such file" if not p.exists() else f"{path}: not a file")
+        with p.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read the {what} ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > limit:
+        raise SourceError(f"{path}: larger than {limit} bytes; not a {what}")
+    return data
+
+
+def _read_stdin(stdin: Any) -> bytes:
+    stream = getattr(stdin, "buffer", None)
+    raw = stream.read(creds.MAX_DOCUMENT_BYTES + 1) if stream is not None else stdin.read(creds.MAX_DOCUMENT_BYTES + 1)
+    return raw.encode("utf-8") if isinstance(raw, str) else raw
+
+
+def read_source(args: argparse.Namespace, upstream: str, stdin: Any = None) -> tuple[creds.RegistryEntry, str]:
+    """The entry for ``upstream`` from the source the options name, and how to name that source in messages.
+    Raises :class:`SourceError`."""
+    if args.username is not None:
+        if not args.password_stdin:
+            raise SourceError("--username needs --password-stdin: a password is never taken on the command line")
+        raw = _read_stdin(stdin if stdin is not None else sys.stdin)
+        if len(raw) > creds.MAX_DOCUMENT_BYTES:
+            raise SourceError(f"stdin: the password is larger than {creds.MAX_DOCUMENT_BYTES} bytes")
+        try:
+            password = creds.password_from_stdin(raw)
+        except creds.CredentialsError as exc:
+            raise SourceError(str(exc)) from None
+        return creds.from_username_password(args.username, password, upstream).select(upstream), "--username"
+    if args.password_stdin:
+        raise SourceError("--password-stdin goes with --username, not with a file")
+    for dest, (reader, what, limit) in _FILE_SOURCES.items():
+        path = getattr(args, dest, None)
+        if path is None:
+            continue
+        data = _read_file(path, what, limit)
+        try:
+            return reader(data).select(upstream), path
+        except creds.CredentialsError as exc:
+            raise SourceError(f"{path}: {exc}") from None
+    raise SourceError("give the credentials: --username with --password-stdin, or one of --from-docker-config, "
+                      "--from-dockercfg, --from-rkt, --from-mesos-archive")
+
+
+def credentials_from_source(args: argparse.Namespace, upstream: str, name: str, namespace: str,
+                            stdin: Any = None) -> tuple[Credentials, str]:
+    """The checked credentials for the Secret ``namespace/name``: what :func:`read_source` found, held to
+    Gardener's rules for the Secret it becomes. Raises :class:`SourceError`."""
+    entry, source = read_source(args, upstream, stdin)
+    problems = creds.credential_problems(entry)
+    if problems:
+        raise SourceError("\n".join(f"{source}: {p}" for p in problems))
+    assert entry.credentials is not None
+    secret = SecretData(namespace, name, True, {"username": entry.credentials.username.encode("utf-8"),
+                                                "password": entry.credentials.password.encode("utf-8")})
+    errors = validate_upstream_secret(secret, FieldPath("data"), name)
+    if errors:
+        raise SourceError("\n".join(f"{source}: the Secret {namespace}/{name} would not be valid: {e.detail}"
+                                    for e in errors))
+    return entry.credentials, source
+
+
+def _check_names(name: str, namespace: str, upstream: str) -> None:
+    problems = []
+    if "://" in upstream:
+        problems.append(f"--upstream {upstream!r}: give the host[:port] of caches[].upstream, without a scheme")
+    else:
+        problems += [f"--upstream {upstream!r}: {m}" for m in host_port_errors(upstream)]
+    problems += [f"NAME {name!r}: {m}" for m in is_dns1123_subdomain(name)]
+    problems += [f"--namespace {namespace!r}: {m}" for m in is_dns1123_label(namespace)]
+    if problems:
+        raise SourceError("\n".join(problems))
+
+
+def _error(message: str) -> None:
+    for line in message.splitlines():
+        print(f"error: {line}", file=sys.stderr)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    try:
+        _check_names(args.name, args.namespace, args.upstream)
+        credentials, source = credentials_from_source(args, args.upstream, args.name, args.namespace)
+    except SourceError as exc:
+        _error(str(exc))
+        return 2
+    manifest = creds.secret_manifest(args.name, args.namespace, credentials)
+    if args.dry_run:
+        sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
+        return 0
+    return _create(manifest, args.kubeconfig, args.upstream, source)
+
+
+def _create(manifest: dict[str, Any], kubeconfig: str | None, upstream: str, source: str) -> int:
+    from kubernetes.config import ConfigException
+
+    from .kube import ApiError, Kube
+
+    meta = manifest["metadata"]
+    where = f"{meta['namespace']}/{meta['name']}"
+    try:
+        kube = Kube.from_kubeconfig(kubeconfig)
+    except (ConfigException, OSError) as exc:
+        _error(f"cannot load the kubeconfig{' ' + kubeconfig if kubeconfig else ''}: {type(exc).__name__}")
+        return 2
+    try:
+        kube.create(manifest)
+    except ApiError as exc:
+        message = f"the API server refused the Secret {where}: {exc.status} {exc.reason}: {exc.message}"
+        if exc.conflict:
+            message += ("\nSecrets for the cache are immutable: create the next version (e.g. "
+                        f"{creds.next_versioned_name([], meta['name'])}) and point the Shoot's spec.resources "
+                        "entry at it")
+        _error(message)
+        return 1
+    except Exception as exc:  # the API server cannot be reached: the error names the host, never the Secret
+        _error(f"cannot create the Secret {where}: {type(exc).__name__}: {exc}")
+        return 1
+    print(f"secret/{meta['name']} created")
+    print(f"{where}: username and password for {upstream} (from {source})", file=sys.stderr)
+    return 0

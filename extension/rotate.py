@@ -1,0 +1,204 @@
+"""Credential rotation in one command: the six steps of Gardener's docs, done in order and checked.
+
+1. create the next immutable Secret (``<base>-v2``, ``-v3``, ...) with the new credentials, and check it;
+2. point the Shoot's ``spec.resources`` entry at it (a JSON patch that first tests the old name);
+3. wait until the Shoot is reconciled with it (standalone: the Extension reports Succeeded for the Shoot's
+   new generation; under Gardener: the Shoot's own status);
+4. delete the old Secret (unless kept), waiting until it is gone.
+
+Nothing is lost on the way: a Secret that does not pass the checks is removed again before anything points
+at it, and the old Secret is only deleted once the new one is in use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, Callable
+
+from api import shoot as shootlib
+from api.credentials import next_versioned_name, secret_manifest
+from api.field import Path
+from api.secrets import Credentials, secret_from_manifest, validate_upstream_secret
+
+from .bridge import SHOOT_GENERATION_ANNOTATION
+from .kube import ApiError, Kube
+
+
+class RotationError(Exception):
+    pass
+
+
+def _extension_state(kube: Kube, shoot: dict[str, Any], generation: int) -> tuple[str, str]:
+    """('done'|'failed'|'waiting', detail) for the reconcile of ``generation``."""
+    meta = shoot["metadata"]
+    seed_ns = shootlib.technical_namespace(shootlib.project_of_namespace(meta["namespace"]), meta["name"])
+    ext = kube.get("Extension", "registry-cache", seed_ns)
+    if ext is not None:  # standalone: the bridge and the controller run against this API server
+        annotations = ext["metadata"].get("annotations") or {}
+        status = ext.get("status") or {}
+        last = status.get("lastOperation") or {}
+        if annotations.get(SHOOT_GENERATION_ANNOTATION) != str(generation) or \
+                annotations.get("gardener.cloud/operation") or \
+                status.get("observedGeneration") != ext["metadata"]["generation"]:
+            return "waiting", f"Extension {seed_ns}/registry-cache: waiting for the reconcile"
+        if last.get("state") == "Succeeded":
+            return "done", f"Extension {seed_ns}/registry-cache: {last.get('description')}"
+        if last.get("state") == "Error":
+            return "failed", f"Extension {seed_ns}/registry-cache: {(status.get('lastError') or {}).get('description')}"
+        return "waiting", f"Extension {seed_ns}/registry-cache: {last.get('state')}"
+    current = kube.get("Shoot", meta["name"], meta["namespace"]) or {}
+    status = current.get("status") or {}
+    last = status.get("lastOperation") or {}
+    if status.get("observedGeneration") != generation:
+        return "waiting", "Shoot: waiting for the reconcile"
+    if last.get("state") == "Succeeded":
+        return "done", "Shoot reconciled"
+    if last.get("state") in ("Error", "Failed"):
+        return "failed", f"Shoot: {last.get('description')}"
+    return "waiting", f"Shoot: {last.get('state')} {last.get('progress', '')}%"
+
+
+def referenced_upstreams(shoot: dict[str, Any], reference: str) -> list[str]:
+    """The upstreams of the caches that use ``reference`` as secretReferenceName."""
+    entry = shootlib.find_registry_cache_extension(shoot)
+    caches = (entry.provider_config or {}).get("caches") if entry and isinstance(entry.provider_config, dict) else None
+    return [c.get("upstream") for c in caches or [] if isinstance(c, dict) and c.get("secretReferenceName") == reference]
+
+
+def rotate(kube: Kube, shoot: dict[str, Any], reference: str, credentials: Credentials,
+           keep_old: bool = False, timeout: float = 600.0,
+           progress: Callable[[str], None] = lambda _: None) -> str:
+    """Rotate the credentials behind ``reference`` of ``shoot`` (as read from the API server); returns the new
+    Secret's name."""
+    namespace, shoot_name = shoot["metadata"]["namespace"], shoot["metadata"]["name"]
+    index = shootlib.resource_index(shoot, reference)
+    if index is None:
+        names = ", ".join(r.get("name", "?") for r in shootlib.resources(shoot)) or "none"
+        raise RotationError(f"Shoot {namespace}/{shoot_name} has no spec.resources entry {reference!r} "
+                            f"(entries: {names})")
+    ref = shoot["spec"]["resources"][index].get("resourceRef") or {}
+    if ref.get("kind") != "Secret":
+        raise RotationError(f"spec.resources[{index}] ({reference}) does not refer to a Secret")
+    old = ref["name"]
+    existing = [s["metadata"]["name"] for s in kube.list("Secret", namespace)]
+    new = next_versioned_name(existing, old)
+
+    # 1. the new Secret, checked before anything points at it
+    manifest = secret_manifest(new, namespace, credentials)
+    problems = validate_upstream_secret(secret_from_manifest(manifest), Path("secret"), reference)
+    if problems:
+        raise RotationError("the new credentials are not usable: " + "; ".join(e.detail for e in problems))
+    kube.create(manifest)
+    progress(f"created Secret {namespace}/{new} (immutable)")
+
+    # 2. the swap; the test op makes it fail rather than overwrite a concurrent change
+    path = f"/spec/resources/{index}/resourceRef/name"
+    try:
+        patched = kube.patch("Shoot", shoot_name, [{"op": "test", "path": path, "value": old},
+                                                   {"op": "replace", "path": path, "value": new}],
+                             namespace, merge=False)
+    except ApiError as exc:
+        kube.delete("Secret", new, namespace)
+        raise RotationError(f"could not point spec.resources entry {reference!r} at {new}: {exc.message} "
+                            f"(Secret {new} removed again)") from None
+    generation = patched["metadata"]["generation"]
+    progress(f"Shoot {namespace}/{shoot_name}: spec.resources entry {reference!r} now refers to {new} "
+             f"(generation {generation})")
+
+    # 3. wait for the reconcile with the new credentials
+    deadline = time.monotonic() + timeout
+    last_detail = ""
+    while True:
+        state, detail = _extension_state(kube, patched, generation)
+        if detail != last_detail:
+            progress(detail)
+            last_detail = detail
+        if state == "done":
+            break
+        if state == "failed":
+            raise RotationError(f"the reconcile with {new} failed; {old} is kept: {detail}")
+        if time.monotonic() > deadline:
+            raise RotationError(f"no successful reconcile within {timeout:.0f}s; {old} is kept and the Shoot "
+                                f"refers to {new}")
+        time.sleep(1)
+
+    # 4. the old Secret goes (the reference index may need a moment to let the DELETE through)
+    if keep_old:
+        progress(f"kept Secret {namespace}/{old} (--keep-old)")
+        return new
+    while True:
+        try:
+            kube.delete("Secret", old, namespace)
+            break
+        except ApiError as exc:
+            if exc.status != 403 or time.monotonic() > deadline:
+                raise RotationError(f"could not delete {old}: {exc.message}") from None
+            time.sleep(1)
+    while kube.get("Secret", old, namespace) is not None:
+        if time.monotonic() > deadline:
+            raise RotationError(f"Secret {old} is still terminating (finalizer gardener.cloud/reference-protection:"
+                                " another Shoot may still use it)")
+        time.sleep(0.5)
+    progress(f"deleted Secret {namespace}/{old}")
+    return new
+
+
+def add_parser(credentials_subparsers: Any) -> None:
+    """``registry-cache credentials rotate``."""
+    from .credentials_cli import add_source_arguments
+    p = credentials_subparsers.add_parser(
+        "rotate", help="rotate the credentials behind a Shoot's spec.resources entry, safely",
+        description="Creates the next immutable Secret (<base>-v2, -v3, ...) from the new credentials, points "
+                    "the Shoot's spec.resources entry at it, waits until the Shoot is reconciled with it, then "
+                    "deletes the old Secret (unless --keep-old). Exit 0 done, 1 failed (what was kept is said), "
+                    "2 unusable input.")
+    p.add_argument("--shoot", required=True, metavar="NAMESPACE/NAME", help="the Shoot, e.g. garden-dev/crazy-botany")
+    p.add_argument("--reference", required=True, metavar="REF",
+                   help="the spec.resources entry the caches name as secretReferenceName")
+    p.add_argument("--upstream", metavar="UPSTREAM",
+                   help="which registry's entry to take from a config file (default: the upstream of the cache "
+                        "that uses REF)")
+    add_source_arguments(p)
+    p.add_argument("--keep-old", action="store_true", help="keep the old Secret")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the reconcile (default 600)")
+    p.add_argument("--kubeconfig", metavar="K", help="the (garden) cluster (default: in-cluster, then $KUBECONFIG)")
+    p.set_defaults(func=cmd_rotate)
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    from .credentials_cli import SourceError, credentials_from_source
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    namespace, sep, name = args.shoot.partition("/")
+    if not sep or not namespace or not name:
+        print(f"error: --shoot {args.shoot!r}: expected NAMESPACE/NAME", file=sys.stderr)
+        return 2
+    kube = Kube.from_kubeconfig(args.kubeconfig)
+    shoot = kube.get("Shoot", name, namespace)
+    if shoot is None:
+        print(f"error: Shoot {namespace}/{name} not found", file=sys.stderr)
+        return 2
+    upstreams = [args.upstream] if args.upstream else referenced_upstreams(shoot, args.reference)
+    if len(set(upstreams)) != 1:
+        print(f"error: {len(set(upstreams))} caches use {args.reference!r} "
+              f"({', '.join(sorted(set(upstreams))) or 'none'}): say which entry to take with --upstream",
+              file=sys.stderr)
+        return 2
+    try:
+        credentials, source = credentials_from_source(args, upstreams[0], f"{args.reference} (new)", namespace)
+    except SourceError as exc:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    try:
+        new = rotate(kube, shoot, args.reference, credentials, keep_old=args.keep_old, timeout=args.timeout,
+                     progress=say)
+    except (RotationError, ApiError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    say(f"done: {args.reference!r} of Shoot {namespace}/{name} now uses Secret {new} (credentials from {source})")
+    return 0

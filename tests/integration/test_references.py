@@ -1,0 +1,180 @@
+"""Referenced Secrets on the real API server: deletion refused while in use, the finalizer as the safety
+net, Shoot admission, and rotation by command."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from extension.kube import ApiError, Kube
+from extension.references import PROTECTION_FINALIZER
+from extension.webhooks import CONFIGURATION_NAME
+
+from .operator_process import OperatorProcess, wait_for
+
+NS = "garden-refs"
+PASSWORDS = ["pw-one-secret", "pw-two-secret", "pw-three-secret"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def kube(control_plane):
+    k = Kube(control_plane.api_client(), field_manager="kubectl-test")
+    k.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    return k
+
+
+@pytest.fixture(scope="module")
+def operator(control_plane, kube, tmp_path_factory):
+    port = free_port()
+    with OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("refs") / "op.log", "--standalone",
+                         "--webhooks", "--webhook-port", str(port), "--webhook-address", "127.0.0.1") as op:
+        wait_for("the webhook configuration", lambda: kube.get("ValidatingWebhookConfiguration", CONFIGURATION_NAME),
+                 log=op.log)
+        yield op
+    kube.delete("ValidatingWebhookConfiguration", CONFIGURATION_NAME)  # whatever the shutdown left
+
+
+def secret(name, username="robot", password=PASSWORDS[0], immutable=True):
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "type": "Opaque",
+            "immutable": immutable,
+            "data": {"username": base64.b64encode(username.encode()).decode(),
+                     "password": base64.b64encode(password.encode()).decode()}}
+
+
+def shoot(name, secret_name, upstream=None, reference="creds", **cache):
+    return {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot", "metadata": {"name": name, "namespace": NS},
+            "spec": {"extensions": [{"type": "registry-cache", "providerConfig": {
+                "apiVersion": "registry.extensions.gardener.cloud/v1alpha3", "kind": "RegistryConfig",
+                "caches": [{"upstream": upstream or f"{name}.example", "secretReferenceName": reference, **cache}]}}],
+                     "resources": [{"name": reference, "resourceRef": {"apiVersion": "v1", "kind": "Secret",
+                                                                        "name": secret_name}}],
+                     "provider": {"type": "local", "workers": [{"name": "w", "cri": {"name": "containerd"}}]}}}
+
+
+def protected(kube, name):
+    obj = kube.get("Secret", name, NS)
+    return obj is not None and PROTECTION_FINALIZER in (obj["metadata"].get("finalizers") or [])
+
+
+def test_delete_refused_while_in_use_then_allowed_after_the_swap(kube, operator):
+    kube.create(secret("del-v1"))
+    kube.create(secret("del-v2", password=PASSWORDS[1]))
+    kube.create(shoot("del", "del-v1"))
+    wait_for("the finalizer", lambda: protected(kube, "del-v1"), log=operator.log)
+    with pytest.raises(ApiError) as info:
+        kube.delete("Secret", "del-v1", NS)
+    assert info.value.status == 403
+    message = info.value.message
+    assert f'Secret {NS}/del-v1 is still in use by Shoot "del" (spec.resources entry "creds"' in message
+    assert "Point the spec.resources entry at a new Secret first" in message
+    assert kube.get("Secret", "del-v1", NS)["metadata"].get("deletionTimestamp") is None
+    # an unrelated Secret goes as always
+    kube.create(secret("unrelated"))
+    assert kube.delete("Secret", "unrelated", NS)
+    # swap, then the old one can go
+    kube.patch("Shoot", "del", [{"op": "replace", "path": "/spec/resources/0/resourceRef/name", "value": "del-v2"}],
+               NS, merge=False)
+    wait_for("v1 released", lambda: not protected(kube, "del-v1"), log=operator.log)
+    assert protected(kube, "del-v2")
+    kube.delete("Secret", "del-v1", NS)
+    wait_for("v1 gone", lambda: kube.get("Secret", "del-v1", NS) is None)
+
+
+def test_finalizer_holds_the_secret_without_the_webhook(kube, operator):
+    kube.create(secret("fin-v1"))
+    kube.create(shoot("fin", "fin-v1"))
+    wait_for("the finalizer", lambda: protected(kube, "fin-v1"), log=operator.log)
+    config = kube.get("ValidatingWebhookConfiguration", CONFIGURATION_NAME)
+    kube.delete("ValidatingWebhookConfiguration", CONFIGURATION_NAME)  # the webhook is down
+    try:
+        kube.delete("Secret", "fin-v1", NS)  # accepted now, but only marks it for deletion
+        held = kube.get("Secret", "fin-v1", NS)
+        assert held is not None and held["metadata"].get("deletionTimestamp")
+        # once no Shoot uses it any more, it goes
+        kube.delete("Shoot", "fin", NS)
+        wait_for("fin-v1 gone", lambda: kube.get("Secret", "fin-v1", NS) is None, timeout=60, log=operator.log)
+    finally:
+        config.pop("metadata")
+        kube.apply({"metadata": {"name": CONFIGURATION_NAME}, **config})
+
+
+def test_shoot_admission(kube, operator):
+    kube.create(secret("adm-v1"))
+    kube.create(secret("adm-mutable", immutable=False))
+    bad = shoot("adm-bad", "adm-v1", upstream="https://adm.example", volume={"size": "0"})
+    bad["spec"]["provider"]["workers"][0]["cri"]["name"] = "docker"
+    with pytest.raises(ApiError) as info:
+        kube.create(bad)
+    lines = info.value.message.split("denied the request: ", 1)[1].splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "spec.provider.workers[0].cri.name", "spec.extensions[0].providerConfig.caches[0].upstream",
+        "spec.extensions[0].providerConfig.caches[0].volume.size"]
+    with pytest.raises(ApiError) as info:
+        kube.create(shoot("adm-missing", "adm-nope"))
+    assert 'secretReferenceName: Invalid value: "creds": failed to get secret garden-refs/adm-nope' in info.value.message
+    with pytest.raises(ApiError) as info:
+        kube.create(shoot("adm-mutable", "adm-mutable"))
+    assert 'the referenced secret "garden-refs/adm-mutable" should be immutable' in info.value.message
+    kube.create(shoot("adm-good", "adm-v1"))  # admitted
+    good = kube.get("Shoot", "adm-good", NS)
+    good["spec"]["extensions"][0]["providerConfig"]["caches"][0]["volume"] = {"size": "20Gi"}
+    with pytest.raises(ApiError) as info:  # update rules: the size is immutable (default 10Gi)
+        kube.request("PUT", f"/apis/core.gardener.cloud/v1beta1/namespaces/{NS}/shoots/adm-good", body=good)
+    assert 'volume.size: Invalid value: "20Gi": field is immutable' in info.value.message
+    other = shoot("adm-other", "whatever")
+    other["spec"]["extensions"] = [{"type": "shoot-dns-service"}]
+    other["spec"]["provider"]["workers"][0]["cri"]["name"] = "docker"
+    kube.create(other)  # Shoots without the extension pass untouched
+
+
+def run_cli(kubeconfig, *args, stdin=""):
+    return subprocess.run([sys.executable, "-m", "extension.cli", *args, "--kubeconfig", str(kubeconfig)],
+                          input=stdin, capture_output=True, text=True, timeout=180)
+
+
+def test_rotation_by_command_v1_v2_v3(kube, operator, control_plane):
+    kube.create(secret("rot-v1", username="robot+v1", password=PASSWORDS[0]))
+    kube.create(shoot("rot", "rot-v1", upstream="rot.example"))
+    seed_ns = "shoot--refs--rot"
+    wait_for("the first reconcile", lambda: ((kube.get("Extension", "registry-cache", seed_ns) or {}).get("status", {})
+             .get("lastOperation", {}).get("state") == "Succeeded"), log=operator.log)
+    for version, password in ((2, PASSWORDS[1]), (3, PASSWORDS[2])):
+        done = run_cli(control_plane.kubeconfig, "credentials", "rotate", "--shoot", f"{NS}/rot", "--reference",
+                       "creds", "--username", f"robot+v{version}", "--password-stdin", stdin=password + "\n")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"created Secret {NS}/rot-v{version}" in done.stdout
+        assert f"deleted Secret {NS}/rot-v{version - 1}" in done.stdout
+        assert password not in done.stdout + done.stderr
+    names = sorted(s["metadata"]["name"] for s in kube.list("Secret", NS) if s["metadata"]["name"].startswith("rot-"))
+    assert names == ["rot-v3"]
+    [config] = [s for s in kube.list("Secret", "kube-system", label_selector=f"registry-cache.gardener.cloud/owner={seed_ns}")
+                if "-config-" in s["metadata"]["name"]]
+    proxy = yaml.safe_load(base64.b64decode(config["data"]["config.yml"]))["proxy"]
+    assert (proxy["username"], proxy["password"]) == ("robot+v3", PASSWORDS[2])
+
+
+def test_rotation_refuses_bad_credentials_and_keeps_everything(kube, operator, control_plane):
+    kube.create(secret("keep-v1"))
+    kube.create(shoot("keep", "keep-v1"))
+    done = run_cli(control_plane.kubeconfig, "credentials", "rotate", "--shoot", f"{NS}/keep", "--reference", "creds",
+                   "--username", "has space", "--password-stdin", stdin="pw\n")
+    assert done.returncode != 0 and "contains whitespace" in done.stderr
+    assert kube.get("Secret", "keep-v2", NS) is None
+    assert kube.get("Shoot", "keep", NS)["spec"]["resources"][0]["resourceRef"]["name"] == "keep-v1"
+
+
+def test_no_password_in_logs(operator):
+    log = operator.log()
+    for password in PASSWORDS:
+        assert password not in log
