@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ import yaml
 from api.shoot import project_of_namespace, technical_namespace
 
 from .controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established
-from .kube import Kube
+from .kube import ApiError, Kube
 from .render import hosts_toml_for_status
 from api.v1alpha3 import RegistryStatus
 
@@ -57,8 +58,12 @@ def run(workdir: Path | None, manifests: list[Path], wait: bool, timeout: float 
 
         log_path = workdir / "controller.log"
         log_file = open(log_path, "ab")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            webhook_port = probe.getsockname()[1]
         operator = subprocess.Popen(
-            [sys.executable, "-m", "extension.cli", "run", "--kubeconfig", str(cp.kubeconfig), "--standalone"],
+            [sys.executable, "-m", "extension.cli", "run", "--kubeconfig", str(cp.kubeconfig), "--standalone",
+             "--webhooks", "--webhook-address", "127.0.0.1", "--webhook-port", str(webhook_port)],
             stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         _say(f"  controller running (pid {operator.pid}), log: {log_path}")
 
@@ -67,7 +72,7 @@ def run(workdir: Path | None, manifests: list[Path], wait: bool, timeout: float 
         for ns in sorted({d["metadata"].get("namespace") for d in docs if d["metadata"].get("namespace")}):
             kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         for doc in sorted(docs, key=lambda d: d.get("kind") != "Secret"):  # Secrets before the Shoot
-            kube.apply(doc)
+            _apply_when_webhooks_answer(kube, doc)
             _say(f"  applied {doc['kind']} {doc['metadata'].get('namespace', '')}/{doc['metadata']['name']}")
         if not shoots:
             _say("No Shoot in the given manifests: nothing to reconcile.")
@@ -87,6 +92,11 @@ def run(workdir: Path | None, manifests: list[Path], wait: bool, timeout: float 
         _say("  kubectl -n kube-system get statefulsets,services,secrets -l app.kubernetes.io/managed-by=registry-cache")
         _say(f"  kubectl edit shoot -n {shoots[0]['metadata']['namespace']} {shoots[0]['metadata']['name']}"
              "   # change the caches and watch the Extension reconcile")
+        referenced = [d for d in docs if d.get("kind") == "Secret"]
+        if referenced:
+            meta = referenced[0]["metadata"]
+            _say(f"  kubectl delete secret -n {meta.get('namespace')} {meta['name']}"
+                 "   # refused while a Shoot uses it (admission webhook)")
         _say(f"Controller log: {log_path}")
         if not wait:
             return code
@@ -110,6 +120,19 @@ def run(workdir: Path | None, manifests: list[Path], wait: bool, timeout: float 
                 operator.kill()
         _say("Stopping the local control plane ...")
         cp.stop()
+
+
+def _apply_when_webhooks_answer(kube: Kube, doc: dict, timeout: float = 30.0) -> None:
+    """Apply; while the controller's webhook server is still starting the API server cannot call it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            kube.apply(doc)
+            return
+        except ApiError as exc:
+            if "failed calling webhook" not in exc.message or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _wait_for_extension(kube: Kube, namespace: str, timeout: float, operator: subprocess.Popen) -> dict | None:
