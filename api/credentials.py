@@ -233,7 +233,7 @@ def match_rank(registry: str, upstream: str) -> tuple[int, ...] | None:
         return None
     if not segments:
         path_class, depth = 0, 0
-    elif len(segments) == 1 and _API_VERSION_SEGMENT.match(segments[0]):
+    elif len(segments) == 1 and _API_VERSION_SEGMENT.fullmatch(segments[0]):
         path_class, depth = 1, 0
     else:
         path_class, depth = 2, len(segments)
@@ -663,10 +663,10 @@ def next_versioned_name(existing_names: Iterable[str], current: str) -> str:
     """The name of the next version of a credentials Secret: ``<base>-v<N+1>`` with N the highest version of
     ``<base>`` among ``current`` and ``existing_names``; a name without ``-vN`` counts as version 1
     (``quay-credentials`` -> ``quay-credentials-v2``)."""
-    m = _VERSIONED.match(current)
+    m = _VERSIONED.fullmatch(current)
     base, highest = (m["base"], int(m["n"])) if m else (current, 1)
     for name in existing_names:
-        other = _VERSIONED.match(name)
+        other = _VERSIONED.fullmatch(name)
         if other and other["base"] == base:
             highest = max(highest, int(other["n"]))
     name = f"{base}-v{highest + 1}"

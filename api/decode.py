@@ -99,9 +99,7 @@ def decode_registry_config(raw: Any, path: Path | None = None) -> RegistryConfig
         errors.append(field.required(base.child("apiVersion"), f"must be {API_VERSION}"))
     elif api_version != API_VERSION:
         errors.append(field.not_supported(base.child("apiVersion"), _shown(api_version), [API_VERSION]))
-    if kind is None:
-        errors.append(field.required(base.child("kind"), f"must be {KIND_CONFIG}"))
-    elif kind != KIND_CONFIG:
+    if kind is not None and kind != KIND_CONFIG:  # missing: Go takes it from the apiVersion's type
         errors.append(field.not_supported(base.child("kind"), _shown(kind), [KIND_CONFIG]))
     if errors:
         raise ValidationFailed(errors)

@@ -22,9 +22,11 @@ def upstream_label_value(upstream: str) -> str:
     """``ComputeUpstreamLabelValue``: ``:`` becomes ``-``; longer than 43 characters is cut to 37 plus
     ``-`` and the first 5 hex digits of the sha256 of the upstream."""
     label = upstream.replace(":", "-")
-    if len(upstream) > MAX_UPSTREAM_LABEL_LENGTH:
-        digest = hashlib.sha256(upstream.encode()).hexdigest()[:5]
-        label = f"{label[:MAX_UPSTREAM_LABEL_LENGTH - 6]}-{digest}"
+    raw = upstream.encode("utf-8", "surrogatepass")
+    if len(raw) > MAX_UPSTREAM_LABEL_LENGTH:  # Go measures and cuts bytes
+        digest = hashlib.sha256(raw).hexdigest()[:5]
+        cut = label.encode("utf-8", "surrogatepass")[:MAX_UPSTREAM_LABEL_LENGTH - 6].decode("utf-8", "replace")
+        label = f"{cut}-{digest}"
     return label
 
 
@@ -35,7 +37,7 @@ def resource_name(upstream: str) -> str:
 
 def service_name(upstream: str, service_name_suffix: str | None) -> str:
     """``ComputeServiceName``: ``registry-<suffix>`` when a suffix is set, else the resource name."""
-    if service_name_suffix:
+    if service_name_suffix is not None:  # set, even if empty (then invalid), as Go's pointer check
         return RESOURCE_PREFIX + service_name_suffix
     return resource_name(upstream)
 

@@ -32,10 +32,12 @@ class QuantityError(ValueError):
 
 @dataclass(frozen=True)
 class Quantity:
-    """An exact quantity and the format its suffix implies."""
+    """An exact quantity, the format its suffix implies, and the text it was written as (which Go's
+    ``Quantity.String()`` prints, and so error messages show)."""
 
     value: Fraction
     format: str
+    text: str = ""
 
     @classmethod
     def parse(cls, text: str) -> "Quantity":
@@ -44,8 +46,8 @@ class Quantity:
     def canonical(self) -> str:
         return _canonical(self.value, self.format)
 
-    def __str__(self) -> str:  # what the API server would store
-        return self.canonical()
+    def __str__(self) -> str:  # Go's String(): the text as written, else the canonical form
+        return self.text or self.canonical()
 
     def __eq__(self, other: object) -> bool:  # semantic equality, as apiequality.Semantic
         if isinstance(other, Quantity):
@@ -119,12 +121,41 @@ def parse_quantity(text: str) -> Quantity:
                             "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$', got ''")
     positive, num, denom, suffix = _split(text)
     base, exponent, fmt = _interpret_suffix(suffix, text)
-    if base == 10 and abs(exponent) > 10000:
+    if base == 10 and abs(exponent) > 100000:
         raise QuantityError(f"quantity {text!r} is out of range")
+    numeric = text[:len(text) - len(suffix)]
+    if not any(c in _DIGITS for c in numeric) and (
+            (base == 2 and exponent >= 50) or (base == 10 and exponent - len(denom) < -9)):
+        # Go takes its slow path for these and cannot parse an empty number (it reads "Gi" or "e3" as 0)
+        raise QuantityError(f"unable to parse numeric part of quantity {text!r}")
     value = Fraction(int(num + denom), 10 ** len(denom)) * Fraction(base) ** exponent
     # Kubernetes keeps at most nano precision and rounds away from zero.
     value = Fraction(math.ceil(value / _NANO)) * _NANO
-    return Quantity(value if positive else -value, fmt)
+    keep = text if _text_is_canonical(num, denom, base, exponent) else ""
+    return Quantity(value if positive else -value, fmt, keep)
+
+
+_INT64_MAX = (1 << 63) - 1
+
+
+def _text_is_canonical(num: str, denom: str, base: int, exponent: int) -> bool:
+    """Whether ParseQuantity keeps the text as the quantity's string form: only on its int64 fast path and
+    when the number is "in canonical form" by Go's own test."""
+    if base == 2:
+        if exponent < 0 or denom:
+            return False
+        precision, scale, mantissa = 15 - len(num) - int(exponent * 3 / 10) - 1, 0, 1 << exponent
+    else:
+        precision, scale, mantissa = 18 - len(num) - len(denom), exponent - len(denom), 1
+    if precision < 0 or scale < -9:
+        return False
+    shifted = num + denom
+    value = int(shifted)
+    if value > _INT64_MAX or value * mantissa > _INT64_MAX:
+        return False
+    if base == 2:
+        return exponent % 10 == 0 and value & 0x07 != 0
+    return scale % 3 == 0 and not shifted.endswith("000") and shifted[0] != "0"
 
 
 def _canonical(value: Fraction, fmt: str) -> str:

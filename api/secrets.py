@@ -13,6 +13,7 @@ from typing import Any
 
 from . import field
 from .field import FieldError, Path
+from .gostrings import go_is_space, go_quote, go_trim_space  # noqa: F401 - re-exported
 
 USERNAME_KEY = "username"
 PASSWORD_KEY = "password"
@@ -88,20 +89,6 @@ def secret_from_manifest(obj: Any, source: str = "Secret") -> SecretData:
                       data=data, type=str(obj.get("type") or "Opaque"))
 
 
-def go_is_space(ch: str) -> bool:
-    """Go's ``unicode.IsSpace``."""
-    return ch in "\t\n\v\f\r \x85\xa0" or (ord(ch) > 0xFF and ch.isspace())
-
-
-def go_trim_space(text: str) -> str:
-    start, end = 0, len(text)
-    while start < end and go_is_space(text[start]):
-        start += 1
-    while end > start and go_is_space(text[end - 1]):
-        end -= 1
-    return text[start:end]
-
-
 def validate_upstream_secret(secret: SecretData, path: Path, reference_name: str,
                              require_immutable: bool = True) -> list[FieldError]:
     """``ValidateUpstreamRegistrySecret``: immutable, exactly ``username`` and ``password``, a username
@@ -114,53 +101,61 @@ def validate_upstream_secret(secret: SecretData, path: Path, reference_name: str
     def bad(detail: str) -> None:
         errs.append(field.invalid(path, reference_name, detail))
 
-    key = json.dumps(secret.key)
+    key = go_quote(secret.key)
     if require_immutable and not secret.immutable:
         bad(f"the referenced secret {key} should be immutable")
     if len(secret.data) != 2:
         bad(f"the referenced secret {key} should have only two data entries")
-    texts: dict[str, str] = {}
-    for entry in (USERNAME_KEY, PASSWORD_KEY):
-        if entry not in secret.data:
-            bad(f'missing "{entry}" data entry in the referenced secret {key}')
-            continue
-        try:
-            texts[entry] = secret.data[entry].decode("utf-8")
-        except UnicodeDecodeError:
-            bad(f'the data entry "{entry}" in the referenced secret {key} is not valid UTF-8')
-            continue
-        if not go_trim_space(texts[entry]):
-            bad(f'the data entry "{entry}" in the referenced secret {key} is empty')
-    username = texts.get(USERNAME_KEY)
+    # Go's order: everything about the username, then the password
+    username = _entry_text(secret, USERNAME_KEY, key, bad)
     if username is not None and any(go_is_space(ch) for ch in username):
         bad(f'the data entry "username" in the referenced secret {key} contains whitespace')
-    if username == JSON_KEY_USERNAME and PASSWORD_KEY in texts:
-        errs += validate_service_account_json(texts[PASSWORD_KEY], path, reference_name, key)
+    password = _entry_text(secret, PASSWORD_KEY, key, bad)
+    if username == JSON_KEY_USERNAME and password is not None:
+        errs += validate_service_account_json(password, path, reference_name, key)
     return errs
 
 
-def validate_service_account_json(password: str, path: Path, reference_name: str, key: str) -> list[FieldError]:
+def _entry_text(secret: SecretData, entry: str, key: str, bad) -> str | None:
+    if entry not in secret.data:
+        bad(f'missing "{entry}" data entry in the referenced secret {key}')
+        return None
     try:
-        document = json.loads(password)
+        text = secret.data[entry].decode("utf-8")
+    except UnicodeDecodeError:  # deliberate: it goes into the cache's YAML configuration as text
+        bad(f'the data entry "{entry}" in the referenced secret {key} is not valid UTF-8')
+        return None
+    if not go_trim_space(text):
+        bad(f'the data entry "{entry}" in the referenced secret {key} is empty')
+    return text
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def validate_service_account_json(password: str, path: Path, reference_name: str, key: str) -> list[FieldError]:
+    """Go: ``json.Unmarshal(password, &map[string]string{})``, then every key must be a service-account
+    field. Like Go, only the first value that is not a string is reported, and ``null`` is an empty key."""
+    prefix = f"failed to unmarshal ServiceAccount json from the password data entry in the referenced secret {key}: "
+    try:
+        document = json.loads(password, parse_constant=_no_constants)
     except ValueError as exc:
         # The JSON error says where, not what: it carries no part of the password.
-        return [field.invalid(path, reference_name,
-                              "failed to unmarshal ServiceAccount json from the password data entry in the "
-                              f"referenced secret {key}: invalid JSON at line {exc.lineno} column {exc.colno}")]
+        where = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
+        return [field.invalid(path, reference_name, f"{prefix}invalid JSON{where}")]
+    if document is None:
+        return []
     if not isinstance(document, dict):
-        return [field.invalid(path, reference_name,
-                              "failed to unmarshal ServiceAccount json from the password data entry in the "
-                              f"referenced secret {key}: expected a JSON object, got {type(document).__name__}")]
+        return [field.invalid(path, reference_name, f"{prefix}expected a JSON object, got {type(document).__name__}")]
     errs = []
+    not_strings = [name for name, value in document.items() if value is not None and not isinstance(value, str)]
+    if not_strings:
+        errs.append(field.invalid(path, reference_name, f"{prefix}field {go_quote(not_strings[0])} must be a string"))
     for name in sorted(document):
-        value = document[name]
-        if value is not None and not isinstance(value, str):
-            errs.append(field.invalid(path, reference_name,
-                                      "failed to unmarshal ServiceAccount json from the password data entry in "
-                                      f"the referenced secret {key}: field {json.dumps(name)} must be a string"))
         if name not in SERVICE_ACCOUNT_FIELDS:
             errs.append(field.invalid(path, reference_name,
-                                      f"forbidden ServiceAccount field {json.dumps(name)} present in the password "
+                                      f"forbidden ServiceAccount field {go_quote(name)} present in the password "
                                       f"data entry in the referenced secret {key}"))
     return errs
 

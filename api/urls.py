@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import re
 
+from .gostrings import go_quote
+
 DNS1123_LABEL_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 DNS1123_SUBDOMAIN_FMT = DNS1123_LABEL_FMT + r"(\." + DNS1123_LABEL_FMT + ")*"
-_LABEL_RE = re.compile(f"^{DNS1123_LABEL_FMT}$")
-_SUBDOMAIN_RE = re.compile(f"^{DNS1123_SUBDOMAIN_FMT}$")
-_DIGITS_RE = re.compile(r"^[0-9]+$")
-_PORT_RE = re.compile(r"^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$")
+# fullmatch everywhere: Go's ^...$ does not match before a trailing newline, Python's $ does
+_LABEL_RE = re.compile(DNS1123_LABEL_FMT)
+_SUBDOMAIN_RE = re.compile(DNS1123_SUBDOMAIN_FMT)
+_DIGITS_RE = re.compile(r"[0-9]+")
+_PORT_RE = re.compile(r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])")
+
+
+def _go_len(value: str) -> int:
+    """Go's len(): bytes of the UTF-8 encoding."""
+    return len(value.encode("utf-8", "surrogatepass"))
 
 
 def is_dns1123_subdomain(value: str) -> list[str]:
     """``k8s.io/apimachinery/pkg/util/validation.IsDNS1123Subdomain``: the messages, empty when valid."""
     errs = []
-    if len(value) > 253:
+    if _go_len(value) > 253:
         errs.append("must be no more than 253 characters")
-    if not _SUBDOMAIN_RE.match(value):
+    if not _SUBDOMAIN_RE.fullmatch(value):
         errs.append("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or "
                     "'.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used "
                     f"for validation is '{DNS1123_SUBDOMAIN_FMT}')")
@@ -27,10 +35,10 @@ def is_dns1123_subdomain(value: str) -> list[str]:
 def is_dns1123_label(value: str) -> list[str]:
     """``IsDNS1123Label``: the messages, empty when valid."""
     errs = []
-    if len(value) > 63:
+    if _go_len(value) > 63:
         errs.append("must be no more than 63 characters")
-    if not _LABEL_RE.match(value):
-        if _SUBDOMAIN_RE.match(value):
+    if not _LABEL_RE.fullmatch(value):
+        if _SUBDOMAIN_RE.fullmatch(value):
             errs.append("must not contain dots")
         else:
             errs.append("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
@@ -46,9 +54,9 @@ def host_port_errors(host_port: str) -> list[str]:
     idx = host_port.rfind(":")
     if idx != -1:
         port = host_port[idx + 1:]
-        if _DIGITS_RE.match(port):
+        if _DIGITS_RE.fullmatch(port):
             host = host_port[:idx]
-            if not _PORT_RE.match(port):
+            if not _PORT_RE.fullmatch(port):
                 errs.append(f"port '{port}' is not valid, valid port must be in the range [1, 65535]")
     return errs + is_dns1123_subdomain(host)
 
@@ -65,29 +73,9 @@ class ParsedURL:
         self.path, self.query, self.fragment = path, query, fragment
 
 
-def _go_quote(s: str) -> str:
-    short = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
-    out = []
-    for ch in s:
-        code = ord(ch)
-        if ch in short:
-            out.append(short[ch])
-        elif ch in '"\\':
-            out.append("\\" + ch)
-        elif 0x20 <= code < 0x7F or (code > 0x9F and ch.isprintable()):
-            out.append(ch)
-        elif code < 0x100:
-            out.append(f"\\x{code:02x}")
-        elif code <= 0xFFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    return '"' + "".join(out) + '"'
-
-
 def parse_url(raw: str) -> ParsedURL:
     """The parts of ``net/url.Parse`` that the validation looks at, with Go's errors."""
-    prefix = f"parse {_go_quote(raw)}: "
+    prefix = f"parse {go_quote(raw)}: "
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw):
         raise URLParseError(prefix + "net/url: invalid control character in URL")
     rest, _, fragment = raw.partition("#")
@@ -118,10 +106,10 @@ def parse_url(raw: str) -> ParsedURL:
             if colon != -1:
                 port = host[colon + 1:]
                 if port and not (port.isascii() and port.isdigit()):
-                    raise URLParseError(prefix + f"invalid port {_go_quote(host[colon:])} after host")
+                    raise URLParseError(prefix + f"invalid port {go_quote(host[colon:])} after host")
         for ch in host:
             if ch == " " or ch in "<>\"{}|\\^`" or (not ch.isascii() and not ch.isprintable()):
-                raise URLParseError(prefix + f"invalid character {_go_quote(ch)} in host name")
+                raise URLParseError(prefix + f"invalid character {go_quote(ch)} in host name")
     return ParsedURL(scheme, userinfo, host, path, query, fragment)
 
 

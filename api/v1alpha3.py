@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
 
 from .duration import Duration, DurationError, parse_duration
+from .gostrings import go_trim_space
 from .quantity import Quantity, QuantityError, parse_quantity
 
 GROUP = "registry.extensions.gardener.cloud"
@@ -24,8 +25,8 @@ KIND_STATUS = "RegistryStatus"
 DEFAULT_VOLUME_SIZE = "10Gi"
 DEFAULT_TTL = "168h"
 
-QUANTITY_PATTERN = (
-    r"^[+-]?[0-9]*(\.[0-9]*)?(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
+QUANTITY_PATTERN = (  # Go trims surrounding whitespace first
+    r"^\s*[+-]?[0-9]*(\.[0-9]*)?(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?\s*$"
 )
 DURATION_PATTERN = r"^[+-]?(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$"
 
@@ -35,7 +36,7 @@ def _to_quantity(value: Any) -> Quantity:
         return value
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError(f"expected a quantity such as \"10Gi\", got {type(value).__name__}")
-    text = value if isinstance(value, str) else repr(value)
+    text = go_trim_space(value) if isinstance(value, str) else repr(value)  # as Quantity.UnmarshalJSON
     try:
         return parse_quantity(text)
     except QuantityError as exc:
@@ -45,6 +46,8 @@ def _to_quantity(value: Any) -> Quantity:
 def _to_duration(value: Any) -> Duration:
     if isinstance(value, Duration):
         return value
+    if value is None:  # Go: metav1.Duration reads null as "" and fails to parse it
+        raise ValueError('time: invalid duration ""')
     if not isinstance(value, str):
         raise ValueError(f"expected a duration string such as \"168h\", got {type(value).__name__}")
     try:
@@ -56,7 +59,7 @@ def _to_duration(value: Any) -> Duration:
 QuantityField = Annotated[
     Quantity,
     PlainValidator(_to_quantity),
-    PlainSerializer(lambda q: q.canonical(), return_type=str),
+    PlainSerializer(str, return_type=str),
     WithJsonSchema({
         "anyOf": [{"type": "string", "minLength": 1, "pattern": QUANTITY_PATTERN}, {"type": "number"}],
         "description": "A Kubernetes quantity, e.g. 10Gi, 500Mi, 1e9.",
@@ -68,11 +71,19 @@ DurationField = Annotated[
     PlainValidator(_to_duration),
     PlainSerializer(str, return_type=str),
     WithJsonSchema({
-        "type": "string",
-        "pattern": DURATION_PATTERN,
+        "type": "string", "pattern": DURATION_PATTERN,
         "description": "A Go duration, e.g. 168h, 1h30m, 0s.",
     }),
 ]
+
+
+def _zero(default: Any) -> AfterValidator:
+    """Go leaves a JSON null of a non-pointer field at its zero value."""
+    return AfterValidator(lambda v: default if v is None else v)
+
+
+def _caches(value: Any) -> Any:
+    return [RegistryCache() if c is None else c for c in value or []]
 
 
 class _Model(BaseModel):
@@ -103,15 +114,16 @@ class Proxy(_Model):
 
 
 class HTTP(_Model):
-    tls: bool = Field(False, description="Serve the cache over HTTPS. When http is not set at all, TLS is on.")
+    tls: Annotated[Optional[bool], _zero(False)] = Field(False, description="Serve the cache over HTTPS. When http is not set at all, TLS is on.")
 
 
 class HighAvailability(_Model):
-    enabled: bool = Field(False, description="Run the cache with two replicas.")
+    enabled: Annotated[Optional[bool], _zero(False)] = Field(False, description="Run the cache with two replicas.")
 
 
 class RegistryCache(_Model):
-    upstream: str = Field(description="The upstream registry host[:port], e.g. docker.io; no scheme.")
+    upstream: Annotated[Optional[str], _zero("")] = Field(
+        "", description="The upstream registry host[:port], e.g. docker.io; no scheme. Required.")
     remote_url: Optional[str] = Field(
         None, alias="remoteURL",
         description="URL of the upstream; https://<upstream> by default, https://registry-1.docker.io for docker.io.")
@@ -130,8 +142,10 @@ class RegistryCache(_Model):
 
 class RegistryConfig(_Model):
     api_version: Literal["registry.extensions.gardener.cloud/v1alpha3"] = Field(alias="apiVersion")
-    kind: Literal["RegistryConfig"]
-    caches: list[RegistryCache] = Field(default_factory=list, description="One cache per upstream; at least one.")
+    # Go's decoder takes a missing kind from the target type when the apiVersion is right
+    kind: Annotated[Optional[Literal["RegistryConfig"]], _zero(KIND_CONFIG)] = KIND_CONFIG
+    caches: Annotated[Optional[list[Optional[RegistryCache]]], AfterValidator(_caches)] = Field(
+        default_factory=list, description="One cache per upstream; at least one.")
 
 
 class RegistryCacheStatus(_Model):

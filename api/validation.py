@@ -60,7 +60,7 @@ def _validate_cache(cache: RegistryCache, path: Path) -> list[FieldError]:
         errs += validate_url(path.child("remoteURL"), cache.remote_url)
     if cache.volume is not None:
         if cache.volume.size is not None and cache.volume.size.sign() <= 0:
-            errs.append(field.invalid(path.child("volume", "size"), cache.volume.size.canonical(),
+            errs.append(field.invalid(path.child("volume", "size"), str(cache.volume.size),
                                       "must be greater than 0"))
         if cache.volume.storage_class_name is not None:
             scn = cache.volume.storage_class_name
@@ -79,8 +79,6 @@ def _validate_cache(cache: RegistryCache, path: Path) -> list[FieldError]:
         errs += [field.invalid(path.child("serviceNameSuffix"), suffix, m) for m in is_dns1123_label(suffix)]
         if len(suffix.encode()) > SERVICE_NAME_SUFFIX_MAX_LENGTH:
             errs.append(field.too_long(path.child("serviceNameSuffix"), SERVICE_NAME_SUFFIX_MAX_LENGTH))
-    if cache.secret_reference_name is not None and not cache.secret_reference_name:
-        errs.append(field.required(path.child("secretReferenceName"), "must name an entry of spec.resources"))
     return errs
 
 
@@ -130,7 +128,7 @@ def validate_registry_config_update(old: RegistryConfig, new: RegistryConfig, pa
         old_size = old_cache.volume.size if old_cache.volume else None
         new_size = new_cache.volume.size if new_cache.volume else None
         if old_size != new_size:
-            errs.append(field.invalid(p.child("volume", "size"), new_size.canonical() if new_size else None,
+            errs.append(field.invalid(p.child("volume", "size"), str(new_size) if new_size else None,
                                       "field is immutable"))
         old_class = old_cache.volume.storage_class_name if old_cache.volume else None
         new_class = new_cache.volume.storage_class_name if new_cache.volume else None
@@ -195,7 +193,7 @@ def _validate_credentials(shoot: dict[str, Any], config: RegistryConfig, path: P
     namespace = (shoot.get("metadata") or {}).get("namespace") or ""
     for i, cache in enumerate(config.caches):
         reference = cache.secret_reference_name
-        if not reference:
+        if reference is None:
             continue
         p = path.child("caches").index(i).child("secretReferenceName")
         secret_name = referenced_secret_name(shoot, reference)
@@ -215,7 +213,7 @@ def _validate_credentials(shoot: dict[str, Any], config: RegistryConfig, path: P
 
 def _referenced(shoot: dict[str, Any], config: RegistryConfig) -> list[tuple[str, str | None]]:
     return [(c.secret_reference_name, referenced_secret_name(shoot, c.secret_reference_name))
-            for c in config.caches if c.secret_reference_name]
+            for c in config.caches if c.secret_reference_name is not None]
 
 
 def validate_shoot(shoot: dict[str, Any], old_shoot: dict[str, Any] | None = None,

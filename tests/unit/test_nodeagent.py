@@ -1,0 +1,351 @@
+"""The node agent's pure part (ConfigMaps -> wanted files -> plan) and its file handling with a fake API
+server and fake probes (the real API server, caches and process: tests/integration/test_nodeagent.py)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, strategies as st
+
+from extension import certs
+from extension.nodeagent import (CA_BUNDLE_FILE, CA_MARKER, MARKER, DirState, NodeAgent, Observed, add_parser,
+                                 desired_state, observe, plan, to_probe, valid_upstream)
+from extension.render import (CA_BUNDLE_PATH, NODE_CONFIG_LABEL, RenderOptions,
+                              hosts_toml_for_status, provider_status, render_node_config)
+
+CA = certs.generate_ca()
+CA2 = certs.generate_ca("second")
+
+
+def entry(upstream: str, url: str, server: str | None = None, probe: bool = True, ca: bool | None = None) -> dict:
+    host = {"url": url, "capabilities": ["pull", "resolve"]}
+    if ca if ca is not None else url.startswith("https://"):
+        host["caCerts"] = [CA_BUNDLE_PATH]
+    return {"upstream": upstream, "server": server or f"https://{upstream}", "hosts": [host],
+            "readinessProbe": probe}
+
+
+def configmap(name: str, *entries: dict, ca: str | None = None, created: str = "2025-01-01T00:00:00Z",
+              namespace: str = "kube-system", raw: str | None = None) -> dict:
+    data = {"registries.yaml": raw if raw is not None else yaml.safe_dump({"registries": list(entries)})}
+    if ca is not None:
+        data["ca-bundle.pem"] = ca
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created,
+                         "labels": {NODE_CONFIG_LABEL: "true"}}, "data": data}
+
+
+# --- from ConfigMaps to files ----------------------------------------------------------------------------
+
+def test_reads_what_the_controller_publishes():
+    status = provider_status([("docker.io", "https://10.4.0.12:5000", "https://registry-1.docker.io"),
+                              ("my-registry.io:5000", "http://10.4.0.15:5000", "http://my-registry.io:5000")],
+                             "ca-extension-registry-cache-bundle")
+    published = render_node_config(status, CA.cert_pem, RenderOptions(owner="shoot--dev--crazy-botany")).obj
+    desired = desired_state([published])
+    assert desired.problems == [] and desired.complete
+    assert desired.hosts_toml == hosts_toml_for_status(status)  # containerd's default place: nothing rewritten
+    assert desired.ca_bundle == CA.cert_pem
+    assert [e.readiness_probe for e in desired.entries.values()] == [True, True]
+    assert desired.entries["docker.io"].probe_url == "https://10.4.0.12:5000/v2/"
+    assert desired.entries["my-registry.io:5000"].probe_url == "http://10.4.0.15:5000/v2/"
+    assert desired.entries["docker.io"].source.startswith("kube-system/registry-cache-node-config-")
+
+
+def test_the_ca_path_is_where_the_agent_writes_the_bundle():
+    desired = desired_state([configmap("a", entry("ghcr.io", "https://10.0.0.1:5000"),
+                                       entry("quay.io", "http://10.0.0.2:5000"), ca=CA.cert_pem)],
+                            ca_path="/var/tmp/certs.d/ca-bundle.pem")
+    ghcr = tomllib.loads(desired.hosts_toml["ghcr.io"])
+    assert ghcr["server"] == "https://ghcr.io"
+    assert ghcr["host"]["https://10.0.0.1:5000"] == {"capabilities": ["pull", "resolve"],
+                                                     "ca": ["/var/tmp/certs.d/ca-bundle.pem"]}
+    assert tomllib.loads(desired.hosts_toml["quay.io"])["host"]["http://10.0.0.2:5000"] == {
+        "capabilities": ["pull", "resolve"]}
+
+
+def test_an_upstream_in_two_configmaps_goes_to_the_older_one_whatever_the_list_order():
+    old = configmap("b-old", entry("docker.io", "http://10.0.0.1:5000"), created="2025-01-01T00:00:00Z")
+    new = configmap("a-new", entry("docker.io", "http://10.0.0.9:5000"), entry("ghcr.io", "http://10.0.0.2:5000"),
+                    created="2025-02-01T00:00:00Z")
+    for order in ([old, new], [new, old]):
+        desired = desired_state(order)
+        assert desired.entries["docker.io"].hosts[0]["url"] == "http://10.0.0.1:5000"
+        assert desired.entries["docker.io"].source == "kube-system/b-old"
+        assert set(desired.entries) == {"docker.io", "ghcr.io"}
+        assert desired.problems == ["upstream docker.io is published by ConfigMaps kube-system/b-old and "
+                                    "kube-system/a-new: using kube-system/b-old (the older one)"]
+
+
+@pytest.mark.parametrize("bad, problem", [
+    ({**entry("x", "http://10.0.0.1:5000"), "upstream": "../../etc"}, "is not a registry host[:port]"),
+    ({**entry("x", "http://10.0.0.1:5000"), "upstream": "a/b"}, "is not a registry host[:port]"),
+    ({**entry("x", "http://10.0.0.1:5000"), "upstream": ".."}, "is not a registry host[:port]"),
+    ({**entry("x.io", "http://10.0.0.1:5000"), "server": "ftp://x.io"}, "is not an http(s) URL"),
+    ({**entry("x.io", "http://10.0.0.1:5000"), "hosts": []}, "no hosts"),
+    ({**entry("x.io", "http://10.0.0.1:5000"), "hosts": [{"url": "10.0.0.1:5000"}]}, "has no http(s) url"),
+    ({**entry("x.io", "http://10.0.0.1:5000"), "readinessProbe": "yes"}, "readinessProbe is not a boolean"),
+    ("docker.io", "an entry is not a mapping"),
+])
+def test_an_unusable_entry_is_skipped_and_said(bad, problem):
+    desired = desired_state([configmap("a", bad, entry("ghcr.io", "http://10.0.0.2:5000"))])
+    assert list(desired.entries) == ["ghcr.io"]
+    assert desired.complete
+    assert len(desired.problems) == 1 and problem in desired.problems[0]
+    assert desired.problems[0].startswith("ConfigMap kube-system/a: registries[0]: ")
+
+
+@pytest.mark.parametrize("raw", ["registries: [", "just text", "registries: {a: b}"])
+def test_an_unreadable_configmap_suspends_removal(raw):
+    desired = desired_state([configmap("broken", raw=raw), configmap("ok", entry("ghcr.io", "http://10.0.0.2:5000"))])
+    assert not desired.complete
+    assert list(desired.entries) == ["ghcr.io"]
+    observed = Observed(dirs={"docker.io": DirState(True, "old")})
+    assert plan(desired, observed, {"ghcr.io"}).remove == []
+
+
+def test_ca_bundles_are_concatenated_without_duplicates():
+    desired = desired_state([configmap("a", entry("a.io", "https://10.0.0.1:5000"), ca=CA.cert_pem),
+                             configmap("b", entry("b.io", "https://10.0.0.2:5000"), ca=CA2.cert_pem + CA.cert_pem),
+                             configmap("c", entry("c.io", "http://10.0.0.3:5000"), ca="no certificate here")])
+    assert desired.ca_bundle == CA.cert_pem + CA2.cert_pem
+    assert desired.problems == ["ConfigMap kube-system/c: ca-bundle.pem holds no PEM certificate"]
+
+
+@given(st.text(min_size=1, max_size=80))
+def test_a_valid_upstream_is_one_directory_inside_the_root(text):
+    if valid_upstream(text):
+        root = Path("/etc/containerd/certs.d")
+        assert (root / text).parent == root
+        assert text not in (".", "..") and "/" not in text and "\0" not in text
+
+
+def test_upstreams_that_are_valid_directories():
+    for ok in ["docker.io", "my-registry.io:5000", "localhost:5001", "10.0.0.1:5000", "ghcr.io"]:
+        assert valid_upstream(ok), ok
+    for bad in ["", ".", "..", "a/b", "a..b", "-a.io", "a.io:", "a.io:123456", "[::1]:5000", "_default", "a b"]:
+        assert not valid_upstream(bad), bad
+
+
+# --- from files to a plan --------------------------------------------------------------------------------
+
+def desired_of(*entries, ca=CA.cert_pem):
+    return desired_state([configmap("a", *entries, ca=ca)], ca_path="/root/ca-bundle.pem")
+
+
+def test_a_new_cache_waits_until_it_answers():
+    desired = desired_of(entry("ghcr.io", "http://10.0.0.2:5000"))
+    assert to_probe(desired, Observed()) == {"ghcr.io": "http://10.0.0.2:5000/v2/"}
+    waiting = plan(desired, Observed(), answering=())
+    assert waiting.waiting == ["ghcr.io"] and waiting.write == {} and waiting.empty
+    ready = plan(desired, Observed(), answering={"ghcr.io"})
+    assert ready.write == {"ghcr.io": desired.hosts_toml["ghcr.io"]} and ready.waiting == []
+
+
+def test_without_readiness_probe_it_is_written_at_once():
+    desired = desired_of(entry("ghcr.io", "http://10.0.0.2:5000", probe=False))
+    assert to_probe(desired, Observed()) == {}
+    assert plan(desired, Observed()).write == {"ghcr.io": desired.hosts_toml["ghcr.io"]}
+
+
+def test_an_unchanged_file_is_neither_probed_nor_written():
+    desired = desired_of(entry("ghcr.io", "http://10.0.0.2:5000"))
+    observed = Observed(dirs={"ghcr.io": DirState(True, desired.hosts_toml["ghcr.io"])})
+    assert to_probe(desired, observed) == {}
+    assert plan(desired, observed).empty
+
+
+def test_a_changed_endpoint_keeps_the_old_file_until_the_new_cache_answers():
+    desired = desired_of(entry("ghcr.io", "http://10.0.0.7:5000"))
+    observed = Observed(dirs={"ghcr.io": DirState(True, "old content")})
+    assert to_probe(desired, observed) == {"ghcr.io": "http://10.0.0.7:5000/v2/"}
+    assert plan(desired, observed).waiting == ["ghcr.io"]
+    assert plan(desired, observed).remove == []
+    assert plan(desired, observed, {"ghcr.io"}).write == {"ghcr.io": desired.hosts_toml["ghcr.io"]}
+
+
+def test_a_directory_that_is_not_ours_is_never_written_nor_removed():
+    desired = desired_of(entry("docker.io", "http://10.0.0.1:5000"))
+    observed = Observed(dirs={"docker.io": DirState(False, None), "quay.io": DirState(False, None)})
+    todo = plan(desired, observed, {"docker.io"})
+    assert todo.foreign == ["docker.io"] and todo.write == {} and todo.remove == [] and todo.waiting == []
+    assert to_probe(desired, observed) == {}
+    assert plan(desired_state([]), observed).remove == []
+
+
+def test_the_directory_of_a_removed_upstream_goes_only_when_ours():
+    observed = Observed(dirs={"ghcr.io": DirState(True, "x"), "quay.io": DirState(True, "y"),
+                              "mine.io": DirState(False, None)})
+    todo = plan(desired_of(entry("ghcr.io", "http://10.0.0.2:5000")), observed, {"ghcr.io"})
+    assert todo.remove == ["quay.io"]
+    assert plan(desired_state([]), observed).remove == ["ghcr.io", "quay.io"]
+
+
+def test_an_upstream_whose_entry_is_broken_keeps_its_directory():
+    broken = {**entry("quay.io", "http://10.0.0.1:5000"), "server": "not a url"}
+    desired = desired_of(broken, entry("ghcr.io", "http://10.0.0.2:5000"))
+    assert desired.keep == {"quay.io"}
+    assert plan(desired, Observed(dirs={"quay.io": DirState(True, "y")})).remove == []
+
+
+def test_the_ca_bundle_is_there_while_an_https_cache_is():
+    https = desired_of(entry("ghcr.io", "https://10.0.0.2:5000"))
+    assert plan(https, Observed()).write_ca_bundle == CA.cert_pem
+    assert plan(https, Observed(ca_bundle=CA.cert_pem, ca_bundle_managed=True)).write_ca_bundle is None
+    assert plan(https, Observed(ca_bundle="old", ca_bundle_managed=True)).write_ca_bundle == CA.cert_pem
+    http = desired_of(entry("ghcr.io", "http://10.0.0.2:5000"))
+    assert plan(http, Observed()).write_ca_bundle is None
+    assert plan(http, Observed(ca_bundle=CA.cert_pem, ca_bundle_managed=True)).remove_ca_bundle
+    # somebody else's ca-bundle.pem: never written nor removed
+    foreign = plan(https, Observed(ca_bundle="theirs", ca_bundle_managed=False))
+    assert foreign.ca_bundle_foreign and foreign.write_ca_bundle is None and not foreign.remove_ca_bundle
+    assert not plan(http, Observed(ca_bundle="theirs", ca_bundle_managed=False)).remove_ca_bundle
+
+
+# --- the agent on a directory, with a fake API server and fake caches -----------------------------------
+
+class FakeCluster:
+    def __init__(self, *configmaps):
+        self.configmaps = list(configmaps)
+        self.fail: Exception | None = None
+        self.answering: set[str] = set()
+        self.probed: list[str] = []
+
+    def list(self):
+        if self.fail:
+            raise self.fail
+        return self.configmaps
+
+    def probe(self, url, ca_bundle):
+        self.probed.append(url)
+        return any(url.startswith(u) for u in self.answering)
+
+
+def agent_for(cluster: FakeCluster, root: Path) -> NodeAgent:
+    return NodeAgent(cluster.list, root, prober=cluster.probe)
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_the_agent_writes_waits_removes_and_leaves_foreign_files_alone(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="registry-cache.node-agent")
+    root = tmp_path / "certs.d"
+    (root / "docker.io").mkdir(parents=True)
+    (root / "docker.io" / "hosts.toml").write_text("# mine\n")
+    cluster = FakeCluster(configmap("a", entry("ghcr.io", "https://10.0.0.2:5000"),
+                                    entry("quay.io", "http://10.0.0.3:5000"),
+                                    entry("docker.io", "http://10.0.0.1:5000"), ca=CA.cert_pem))
+    agent = agent_for(cluster, root)
+
+    result = agent.sync()
+    assert result.ok and sorted(result.plan.waiting) == ["ghcr.io", "quay.io"]
+    assert tree(root) == {"docker.io/hosts.toml": "# mine\n", CA_BUNDLE_FILE: CA.cert_pem, CA_MARKER: tree(root)[CA_MARKER]}
+    assert sorted(cluster.probed) == ["http://10.0.0.3:5000/v2/", "https://10.0.0.2:5000/v2/"]
+
+    cluster.answering = {"https://10.0.0.2:5000"}
+    agent.sync()
+    ghcr = (root / "ghcr.io" / "hosts.toml").read_text()
+    assert f'ca = ["{root}/ca-bundle.pem"]' in ghcr and 'server = "https://ghcr.io"' in ghcr
+    assert (root / "ghcr.io" / MARKER).is_file()
+    assert not (root / "quay.io").exists()
+
+    cluster.answering.add("http://10.0.0.3:5000")
+    cluster.probed.clear()
+    agent.sync()
+    assert (root / "quay.io" / "hosts.toml").is_file()
+    assert cluster.probed == ["http://10.0.0.3:5000/v2/"]  # ghcr.io is in place: not probed again
+    agent.sync()
+    assert cluster.probed == ["http://10.0.0.3:5000/v2/"]
+    assert not [p for p in root.rglob("*.tmp")]
+
+    # the API server away: nothing changes
+    cluster.fail = ConnectionError("connection refused")
+    before = tree(root)
+    assert not agent.sync().ok
+    assert tree(root) == before
+
+    # the https cache removed: its directory and the CA bundle go; quay.io stays; docker.io is not ours
+    cluster.fail = None
+    cluster.configmaps = [configmap("a", entry("quay.io", "http://10.0.0.3:5000"),
+                                    entry("docker.io", "http://10.0.0.1:5000"))]
+    agent.sync()
+    assert sorted(tree(root)) == ["docker.io/hosts.toml", f"quay.io/{MARKER}", "quay.io/hosts.toml"]
+    assert (root / "docker.io" / "hosts.toml").read_text() == "# mine\n"
+
+    # everything removed
+    cluster.configmaps = []
+    agent.sync()
+    assert tree(root) == {"docker.io/hosts.toml": "# mine\n"}
+    assert sorted(p.name for p in root.iterdir()) == ["docker.io"]
+
+    not_ours = [r.getMessage() for r in caplog.records if "is not ours" in r.getMessage()]
+    assert len(not_ours) == 1, not_ours  # said once while it stays so, not on every sync
+    assert f"docker.io: {root / 'docker.io'} is not ours" in not_ours[0]
+
+
+def test_a_removed_directory_with_other_files_keeps_them(tmp_path):
+    cluster = FakeCluster(configmap("a", entry("quay.io", "http://10.0.0.3:5000", probe=False)))
+    agent = agent_for(cluster, tmp_path)
+    agent.sync()
+    (tmp_path / "quay.io" / "client.cert").write_text("user's")
+    cluster.configmaps = []
+    agent.sync()
+    assert tree(tmp_path) == {"quay.io/client.cert": "user's"}
+    # without the marker the directory is no longer ours: a new cache for quay.io does not take it over
+    cluster.configmaps = [configmap("a", entry("quay.io", "http://10.0.0.3:5000", probe=False))]
+    assert agent.sync().plan.foreign == ["quay.io"]
+    assert tree(tmp_path) == {"quay.io/client.cert": "user's"}
+
+
+def test_files_and_links_named_like_an_upstream_are_not_ours(tmp_path):
+    (tmp_path / "target").mkdir()
+    (tmp_path / "ghcr.io").symlink_to(tmp_path / "target")
+    (tmp_path / "quay.io").write_text("a file")
+    observed = observe(tmp_path)
+    assert not observed.dirs["ghcr.io"].managed and not observed.dirs["quay.io"].managed
+    cluster = FakeCluster(configmap("a", entry("ghcr.io", "http://10.0.0.2:5000", probe=False),
+                                    entry("quay.io", "http://10.0.0.3:5000", probe=False)))
+    result = agent_for(cluster, tmp_path).sync()
+    assert result.ok and result.plan.foreign == ["ghcr.io", "quay.io"]
+    assert list((tmp_path / "target").iterdir()) == []
+
+
+def test_the_root_is_created(tmp_path):
+    cluster = FakeCluster(configmap("a", entry("ghcr.io", "http://10.0.0.2:5000", probe=False)))
+    agent_for(cluster, tmp_path / "a" / "b").sync()
+    assert (tmp_path / "a" / "b" / "ghcr.io" / "hosts.toml").is_file()
+
+
+def test_an_unwritable_root_is_a_failed_sync_not_a_crash(tmp_path):
+    (tmp_path / "file").write_text("")
+    cluster = FakeCluster(configmap("a", entry("ghcr.io", "http://10.0.0.2:5000", probe=False)))
+    result = agent_for(cluster, tmp_path / "file" / "root").sync()
+    assert not result.ok and result.error
+
+
+# --- command line ----------------------------------------------------------------------------------------
+
+def test_add_parser_registers_node_agent_with_its_defaults():
+    parser = argparse.ArgumentParser(prog="registry-cache")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(["node-agent"])
+    assert (args.root, args.namespace, args.interval, args.once, args.kubeconfig, args.ca_path) == (
+        "/etc/containerd/certs.d", "kube-system", 5.0, False, None, None)
+    assert callable(args.func)
+    args = parser.parse_args(["node-agent", "--kubeconfig", "k", "--root", "/r", "--namespace", "n",
+                              "--interval", "0.5", "--once"])
+    assert (args.kubeconfig, args.root, args.namespace, args.interval, args.once) == ("k", "/r", "n", 0.5, True)
+
+
+def test_a_bad_kubeconfig_is_exit_code_2(tmp_path, capsys):
+    from extension.nodeagent import main
+    assert main(["--kubeconfig", str(tmp_path / "missing"), "--root", str(tmp_path), "--once"]) == 2
+    assert "cannot load the kubeconfig" in capsys.readouterr().err
