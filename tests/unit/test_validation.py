@@ -109,7 +109,7 @@ def test_invalid_proxy_urls_have_their_paths():
     ]
 
 
-@pytest.mark.parametrize("size, shown", [("0", "0"), ("-1Gi", "-1Gi"), ("0Mi", "0Mi"), ("-1.", "-1.")])
+@pytest.mark.parametrize("size, shown", [("0", "0"), ("-1Gi", "-1Gi"), ("0Mi", "0"), ("-1.", "-1.")])
 def test_size_must_be_positive(size, shown):
     assert errors_of({"upstream": "a.io", "volume": {"size": size}}) == [
         f'{C0}.volume.size: Invalid value: "{shown}": must be greater than 0']
