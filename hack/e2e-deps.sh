@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Install what the data-path e2e tests (tests/e2e) need from the system's package manager:
+# containerd and ctr (Debian package `containerd`). The registry and crane are built by
+# hack/registry-bins.sh, not here.
+#
+#   hack/e2e-deps.sh            # quiet and instant when everything is present
+#
+# Installs with apt-get (after `apt-get update`), non-interactively, as root. Never starts or enables
+# the system's containerd service: the tests run their own containerd with a private config, root,
+# state and socket in a temp dir. Exits non-zero with a message naming what is missing when it cannot
+# install (not root, no apt-get, the package cannot be fetched).
+set -euo pipefail
+
+log() { printf 'e2e-deps: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+case "${1:-}" in
+  "") ;;
+  -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 0 ;;
+  *) die "unexpected argument: $1 (see --help)" ;;
+esac
+
+missing=()
+for tool in containerd ctr; do
+  command -v "${tool}" >/dev/null 2>&1 || missing+=("${tool}")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+log "missing: ${missing[*]}; installing the Debian package containerd"
+[[ "$(id -u)" -eq 0 ]] || die "${missing[*]} not found and not running as root: install the package 'containerd' (apt-get install containerd) or run this script as root"
+command -v apt-get >/dev/null 2>&1 || die "${missing[*]} not found and no apt-get on this machine: install containerd (with ctr) by other means"
+
+export DEBIAN_FRONTEND=noninteractive
+# policy-rc.d keeps the package's postinst from starting the system containerd service where
+# invoke-rc.d honours it (containers, chroots); the tests never use that service.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [[ ! -e "${policy}" ]]; then
+  printf '#!/bin/sh\nexit 101\n' >"${policy}" && chmod +x "${policy}" && created_policy=1
+fi
+cleanup() { if [[ ${created_policy} -eq 1 ]]; then rm -f -- "${policy}"; fi; }
+trap cleanup EXIT
+
+apt_log="$(mktemp)"
+trap 'cleanup; rm -f -- "${apt_log}"' EXIT
+if ! apt-get update -qq >"${apt_log}" 2>&1; then
+  cat "${apt_log}" >&2
+  die "apt-get update failed (see above)"
+fi
+if ! apt-get install -y -qq --no-install-recommends containerd >"${apt_log}" 2>&1; then
+  cat "${apt_log}" >&2
+  die "apt-get install containerd failed (see above)"
+fi
+
+for tool in containerd ctr; do
+  command -v "${tool}" >/dev/null 2>&1 || die "${tool} still not found after installing the package containerd"
+done
+log "installed $(containerd --version 2>/dev/null | head -n1)"

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Ensure the distribution registry (3.x, what Gardener's registry-cache ships) and crane
+# (go-containerregistry) exist and print the directory that holds them.
+#
+#   dir=$(hack/registry-bins.sh | tail -n1)     # -> $dir/registry, $dir/crane
+#
+# The LAST line of stdout is the directory; all progress goes to stderr.
+#
+# Both are built with `go install <pkg>@<version>` (module mode, straight from the Go module proxy,
+# nothing vendored, no wrapper module needed: neither main module has replace directives) with this
+# machine's Go toolchain (GOTOOLCHAIN=local) into a temporary GOBIN, then moved into
+#   ${REGISTRY_CACHE_BIN_CACHE:-$HOME/.cache/registry-cache/bin}/registry-<distribution version>/
+# A stamp file per binary records what it was built from (package, version, recipe); when every stamp
+# matches, the script prints the directory without touching Go (well under a second).
+# A first build takes about a minute or two on 2 cores; later builds reuse Go's module and build caches.
+#
+# Concurrent runs are serialised with flock(1) when available; binaries are renamed into place
+# atomically, so a reader never sees a half-written file.
+#
+# Environment:
+#   REGISTRY_CACHE_BIN_CACHE  cache root (default: $HOME/.cache/registry-cache/bin)
+#   GO                        go binary to use (default: `go` from PATH, else /usr/local/go/bin/go)
+set -euo pipefail
+
+# Pinned versions. distribution v3.0.0 is the image Gardener's registry-cache extension runs
+# (docker.io/library/registry:3.0.0, extension/render.py DEFAULT_IMAGE).
+DISTRIBUTION_VERSION=v3.0.0
+CRANE_VERSION=v0.22.1
+
+log() { printf 'registry-bins: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+case "${1:-}" in
+  "") ;;
+  -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 0 ;;
+  *) die "unexpected argument: $1 (see --help)" ;;
+esac
+
+cache_root="${REGISTRY_CACHE_BIN_CACHE:-${HOME}/.cache/registry-cache/bin}"
+out="${cache_root}/registry-${DISTRIBUTION_VERSION}"
+
+# Bump when the build recipe below changes in a way that should force a rebuild.
+recipe="v1 CGO_ENABLED=0 -trimpath -s -w"
+
+pkg_of() {
+  case "$1" in
+    registry) printf '%s' "github.com/distribution/distribution/v3/cmd/registry@${DISTRIBUTION_VERSION}" ;;
+    crane) printf '%s' "github.com/google/go-containerregistry/cmd/crane@${CRANE_VERSION}" ;;
+  esac
+}
+
+binaries=(registry crane)
+
+stamp_of() { printf '%s %s\n' "$(pkg_of "$1")" "${recipe}"; }
+
+up_to_date() { # binary name
+  local bin="${out}/$1" stamp="${out}/.$1.stamp"
+  [[ -f "${bin}" && -x "${bin}" && -f "${stamp}" && "$(<"${stamp}")" == "$(stamp_of "$1")" ]]
+}
+
+all_up_to_date() {
+  local b
+  for b in "${binaries[@]}"; do up_to_date "${b}" || return 1; done
+}
+
+if all_up_to_date; then
+  printf '%s\n' "${out}"
+  exit 0
+fi
+
+GO="${GO:-$(command -v go || true)}"
+[[ -n "${GO}" ]] || GO=/usr/local/go/bin/go
+[[ -x "${GO}" ]] || die "no Go toolchain found (put go on PATH or set GO=/path/to/go)"
+
+# Self-contained Go environment: never download another toolchain, ignore any go.work and user GOFLAGS,
+# build static host binaries.
+export GOTOOLCHAIN=local GOWORK=off GO111MODULE=on CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+unset GOOS GOARCH GOARM GOAMD64 GOEXPERIMENT
+
+mkdir -p "${out}"
+
+tmp_dirs=()
+cleanup() {
+  local d
+  for d in "${tmp_dirs[@]+"${tmp_dirs[@]}"}"; do rm -rf -- "${d}"; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"${out}/.lock"
+  if ! flock -n 9; then
+    log "another build is running for ${out}; waiting for it ..."
+    flock 9
+  fi
+  rm -rf -- "${out}"/.build-* 2>/dev/null || true
+  if all_up_to_date; then
+    printf '%s\n' "${out}"
+    exit 0
+  fi
+fi
+
+build_one() { # binary name
+  local name="$1" tmp pkg ldflags t0
+  pkg="$(pkg_of "${name}")"
+  tmp="$(mktemp -d "${out}/.build-${name}.XXXXXX")"
+  tmp_dirs+=("${tmp}")
+  ldflags="-s -w"
+  case "${name}" in
+    registry)
+      # As distribution's Makefile stamps it (`registry --version`).
+      ldflags+=" -X github.com/distribution/distribution/v3/version.version=${DISTRIBUTION_VERSION}"
+      ldflags+=" -X github.com/distribution/distribution/v3/version.mainpkg=github.com/distribution/distribution/v3"
+      ;;
+    crane)
+      # crane reads its version from the build info of `go install pkg@version` by itself.
+      ;;
+  esac
+  log "building ${pkg} with $("${GO}" env GOVERSION) ..."
+  t0=${SECONDS}
+  # Run outside any module so that `go install pkg@version` uses the pinned module's own go.mod.
+  (cd "${tmp}" && GOBIN="${tmp}/bin" "${GO}" install -trimpath -ldflags="${ldflags}" "${pkg}" >&2) \
+    || die "building ${name} failed (see the go output above)"
+  [[ -x "${tmp}/bin/${name}" ]] || die "go install did not produce ${tmp}/bin/${name}"
+
+  # Smoke test before publishing the binary.
+  case "${name}" in
+    registry) "${tmp}/bin/registry" --version >/dev/null 2>&1 || die "built registry does not run" ;;
+    crane) "${tmp}/bin/crane" version >/dev/null 2>&1 || die "built crane does not run" ;;
+  esac
+
+  mv -f -- "${tmp}/bin/${name}" "${out}/${name}"
+  stamp_of "${name}" >"${tmp}/stamp"
+  mv -f -- "${tmp}/stamp" "${out}/.${name}.stamp"
+  rm -rf -- "${tmp}"
+  log "built ${out}/${name} in $((SECONDS - t0))s ($(du -h "${out}/${name}" | cut -f1))"
+}
+
+for b in "${binaries[@]}"; do
+  if ! up_to_date "${b}"; then
+    build_one "${b}"
+  fi
+done
+
+all_up_to_date || die "binaries missing in ${out} after build"
+printf '%s\n' "${out}"

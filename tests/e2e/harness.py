@@ -1,0 +1,154 @@
+"""One test's data path: upstreams, caches made from what the extension renders, containerds, crane.
+
+:class:`DataPath` starts everything a test asks for and stops all of it in :meth:`DataPath.close` (the
+fixture's finalizer). The caches are configured only by the project's own code:
+
+- the providerConfig cache entry is decoded and defaulted with :func:`api.validation.decode_and_default`
+  (so ``http.tls`` defaults to true, the ttl to 168h, ...) and validated;
+- the credentials come from a Secret manifest through :func:`api.secrets.secret_from_manifest`,
+  checked with :func:`api.secrets.validate_upstream_secret` as the webhook does;
+- ``config.yml`` is :func:`extension.render.render_config_yml`, handed to distribution unchanged;
+- the TLS material is :func:`extension.certs.generate_ca` / :func:`extension.certs.generate_server_cert`
+  for the Service names and the "cluster IP" 127.0.0.1, as the controller issues it;
+- containerd's ``hosts.toml`` goes through the controller's chain: :func:`extension.render.provider_status`
+  -> :func:`extension.render.hosts_toml_for_status`, the CA path pointed at this test's bundle file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from api import names
+from api.field import Path as FieldPath
+from api.secrets import Credentials, credentials_of, secret_from_manifest, validate_upstream_secret
+from api.v1alpha3 import RegistryCache
+from api.validation import decode_and_default, remote_url, tls_enabled, validate_registry_config
+from extension.certs import KeyPair, generate_server_cert, service_dns_names
+from extension.render import (SHOOT_NAMESPACE, endpoint, hosts_toml_for_status, provider_status,
+                              render_config_yml)
+
+from .dataplane import LOOPBACK, Containerd, Crane, Image, Registry, Tools, Upstream, write_hosts_dir
+
+API_VERSION = "registry.extensions.gardener.cloud/v1alpha3"
+CA_SECRET_NAME = "ca-extension-registry-cache-bundle"
+
+
+def credentials_secret(name: str, username: str, password: str) -> dict[str, Any]:
+    """The immutable Secret a user creates for a private upstream (README, "Credentials")."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "garden-e2e"},
+            "type": "Opaque", "immutable": True, "stringData": {"username": username, "password": password}}
+
+
+def credentials_from_secret(manifest: dict[str, Any], reference_name: str) -> Credentials:
+    secret = secret_from_manifest(manifest)
+    errors = validate_upstream_secret(secret, FieldPath("spec", "resources"), reference_name)
+    assert not errors, f"the test's Secret does not validate: {errors}"
+    return credentials_of(secret)
+
+
+def decode_cache(upstream: Registry, *, tls: bool | None, secret_reference: str | None) -> RegistryCache:
+    """One providerConfig cache entry for ``upstream``, decoded and defaulted (``tls=None``: leave ``http``
+    out, i.e. the default, TLS on)."""
+    entry: dict[str, Any] = {"upstream": upstream.host, "remoteURL": upstream.url}
+    if secret_reference:
+        entry["secretReferenceName"] = secret_reference
+    if tls is not None:
+        entry["http"] = {"tls": tls}
+    path = FieldPath("spec", "extensions").index(0).child("providerConfig")
+    config = decode_and_default({"apiVersion": API_VERSION, "kind": "RegistryConfig", "caches": [entry]}, path)
+    errors = validate_registry_config(config, path)
+    assert not errors, f"the test's providerConfig does not validate: {errors}"
+    return config.caches[0]
+
+
+@dataclass
+class Cache:
+    """A running cache and what it was made from."""
+
+    model: RegistryCache
+    credentials: Credentials | None
+    config_text: str  # exactly what render_config_yml returned
+    registry: Registry
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint the controller would report (``<scheme>://<clusterIP>:<port>``)."""
+        return endpoint(self.registry.scheme, LOOPBACK, self.registry.port)
+
+
+class DataPath:
+    def __init__(self, tools: Tools, workdir: Path, ca: KeyPair | None = None):
+        self.tools = tools
+        self.workdir = workdir
+        self.ca = ca
+        self.ca_bundle: Path | None = None
+        if ca is not None:
+            # The bundle the controller publishes for nodes (Secret ca-extension-registry-cache-bundle,
+            # bundle.crt: the CA certificate; `registry-cache render` writes the same as nodes/ca-bundle.pem).
+            self.ca_bundle = workdir / "ca-bundle.pem"
+            self.ca_bundle.write_text(ca.cert_pem, encoding="utf-8")
+        self.crane = Crane(tools.crane, workdir / "crane")
+        self._registries: list[Registry] = []
+        self._containerds: list[Containerd] = []
+        self._n = 0
+
+    def _dir(self, kind: str) -> Path:
+        self._n += 1
+        return self.workdir / f"{self._n:02d}-{kind}"
+
+    # --- registries ---
+
+    def upstream(self, users: dict[str, str]) -> Upstream:
+        up = Upstream(self.tools.registry, self._dir("upstream"), users)
+        self._registries.append(up)
+        return up.start()
+
+    def push(self, upstream: Upstream, repository: str, tag: str, user: str) -> Image:
+        return self.crane.push_test_image(upstream, repository, tag, (user, upstream.users[user]))
+
+    def cache(self, upstream: Registry, credentials: Credentials | None, *, tls: bool | None,
+              secret_reference: str | None = "upstream-credentials") -> Cache:
+        """A cache for ``upstream`` started from exactly the rendered ``config.yml``."""
+        model = decode_cache(upstream, tls=tls, secret_reference=secret_reference if credentials else None)
+        text = render_config_yml(model, credentials)
+        keypair = None
+        if tls_enabled(model):
+            assert self.ca is not None, "a TLS cache needs the DataPath's CA"
+            name = names.resource_name(model.upstream)
+            server = generate_server_cert(self.ca, name, service_dns_names(name, SHOOT_NAMESPACE), [LOOPBACK])
+            keypair = (server.cert_pem, server.key_pem)
+        reg = Registry(self.tools.registry, "cache", self._dir("cache"), text, tls=keypair, ca_file=self.ca_bundle)
+        self._registries.append(reg)
+        reg.start()
+        return Cache(model, credentials, text, reg)
+
+    # --- containerd ---
+
+    def hosts_dir(self, *caches: Cache, ca_path: Path | None = None) -> Path:
+        """``--hosts-dir`` with the hosts.toml per upstream the controller's status leads to."""
+        status = provider_status([(c.model.upstream, c.endpoint, remote_url(c.model)) for c in caches],
+                                 CA_SECRET_NAME if any(tls_enabled(c.model) for c in caches) else None)
+        ca = ca_path or self.ca_bundle
+        files = hosts_toml_for_status(status, ca_path=str(ca) if ca else None)
+        d = self._dir("hosts")
+        write_hosts_dir(d, files)
+        return d
+
+    def containerd(self) -> Containerd:
+        c = Containerd(self._dir("containerd"))
+        self._containerds.append(c)
+        return c.start()
+
+    # --- teardown ---
+
+    def close(self) -> None:
+        errors = []
+        for thing in [*self._containerds, *self._registries]:
+            try:
+                thing.stop()
+            except Exception as e:  # keep stopping the others
+                errors.append(e)
+        if errors:
+            raise errors[0]

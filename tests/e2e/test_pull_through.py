@@ -1,0 +1,90 @@
+"""The cache as the controller configures it pulls through a private upstream (distribution 3, htpasswd).
+
+The client here is crane without any credentials; what the cache did is read from the upstream's access
+log (every request, its status and who sent it) and from the cache's storage directory.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from extension.render import render_config_yml
+
+from .dataplane import CACHE_AGENT, CRANE_AGENT, describe
+from .harness import credentials_from_secret, credentials_secret
+
+USER, PASSWORD = "robot-e2e", "s3cret: with 'quotes' \"and\" # yaml"  # the password must survive the YAML
+
+
+@pytest.mark.parametrize("tls", [None, False], ids=["tls-default-on", "tls-off"])
+def test_cache_pulls_through_credentialed_upstream(datapath, tls):
+    upstream = datapath.upstream({USER: PASSWORD})
+    image = datapath.push(upstream, "private/hello", "v1", USER)
+    creds = credentials_from_secret(credentials_secret("upstream-credentials-v1", USER, PASSWORD),
+                                    "upstream-credentials")
+
+    # The upstream is really private: crane without credentials is turned away.
+    mark = upstream.access_log.mark()
+    anonymous = datapath.crane.run("manifest", image.ref(upstream.host), check=False)
+    assert anonymous.returncode != 0
+    assert [r.status for r in upstream.access_log.since(mark) if "/manifests/" in r.path] == [401]
+
+    cache = datapath.cache(upstream, creds, tls=tls)
+    # distribution runs with exactly the file render_config_yml produced (paths/ports only via env).
+    assert cache.registry.config_path.read_bytes() == render_config_yml(cache.model, creds).encode("utf-8")
+    assert cache.registry.scheme == ("http" if tls is False else "https")
+    assert image.all_digests.isdisjoint(cache.registry.blob_digests())
+
+    mark = upstream.access_log.mark()
+    ref = image.ref(cache.registry.host)
+    assert datapath.crane.run("digest", ref, ca_file=datapath.ca_bundle).stdout.strip() == image.digest
+    datapath.crane.run("pull", ref, str(datapath.workdir / "pulled.tar"), ca_file=datapath.ca_bundle)
+
+    # The cache stored manifest, config and layer ...
+    assert image.all_digests <= cache.registry.blob_digests()
+    # ... fetched from the upstream with its credentials: challenged once (401 on /v2/), then 200 for the
+    # manifest and for every blob, every request sent by the cache and not by the client.
+    requests = upstream.access_log.since(mark)
+    assert requests and all(CACHE_AGENT.match(r.agent) for r in requests), describe(requests)
+    ok = {r.path for r in requests if r.method == "GET" and r.status == 200}
+    assert f"/v2/{image.repository}/manifests/{image.tag}" in ok or \
+        f"/v2/{image.repository}/manifests/{image.digest}" in ok, describe(requests)
+    assert {f"/v2/{image.repository}/blobs/{d}" for d in image.blobs} <= ok, describe(requests)
+    assert [r.path for r in requests if r.status == 401] and \
+        all(r.path == "/v2/" for r in requests if r.status == 401), describe(requests)
+
+    # A second pull is served from the cache's storage: no blob is fetched from the upstream again.
+    mark = upstream.access_log.mark()
+    datapath.crane.run("pull", ref, str(datapath.workdir / "pulled-again.tar"), ca_file=datapath.ca_bundle)
+    again = upstream.access_log.since(mark)
+    assert not [r for r in again if "/blobs/" in r.path], describe(again)
+    served = [r for r in cache.registry.access_log.since() if CRANE_AGENT.match(r.agent) and "/blobs/" in r.path]
+    assert len(served) == 2 * len(image.blobs) and all(r.status == 200 for r in served), describe(served)
+
+
+def test_cache_without_credentials_is_refused_by_the_upstream(datapath):
+    """No credentials in the config: the upstream answers the cache with a 401 basic challenge, and
+    distribution's proxy, having nothing to answer it with, does not even send the manifest request
+    (its basic handler fails the request client-side); the client gets 404 "manifest unknown"."""
+    upstream = datapath.upstream({USER: PASSWORD})
+    image = datapath.push(upstream, "private/hello", "v1", USER)
+
+    cache = datapath.cache(upstream, None, tls=False)
+    assert cache.registry.config_path.read_bytes() == render_config_yml(cache.model, None).encode("utf-8")
+    assert "username" not in cache.config_text and "password" not in cache.config_text
+
+    mark = upstream.access_log.mark()
+    res = datapath.crane.run("manifest", image.ref(cache.registry.host), check=False)
+    assert res.returncode != 0, res.stdout
+    assert "MANIFEST_UNKNOWN" in res.stderr, res.stderr
+
+    # The upstream refused the cache (401 on the challenge request) and served it nothing.
+    requests = upstream.access_log.since(mark)
+    assert all(CACHE_AGENT.match(r.agent) for r in requests), describe(requests)
+    assert [r for r in requests if r.status == 401], describe(requests)
+    assert not [r for r in requests if r.status < 400], describe(requests)
+    assert not [r for r in requests if "/manifests/" in r.path or "/blobs/" in r.path], describe(requests)
+    assert image.all_digests.isdisjoint(cache.registry.blob_digests())
+    # What the client saw from the cache: 404 for the manifest.
+    seen = [r for r in cache.registry.access_log.since() if CRANE_AGENT.match(r.agent) and "/manifests/" in r.path]
+    assert seen and all(r.status == 404 for r in seen), describe(seen)

@@ -1,0 +1,87 @@
+"""Credentials rotation on the data path (README, "To rotate").
+
+The upstream first knows only user1; the cache rendered from Secret v1 pulls through it. Then the upstream
+revokes user1 and knows only user2 (a new htpasswd, the upstream restarted on the same address and
+storage). The cache re-rendered from Secret v2 (a new config, a new cache process as the rolled
+StatefulSet would be) pulls an image pushed after the rotation; the cache still running the old config
+sends the revoked credentials and gets 401 from the upstream.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from extension.render import render_config_yml, unique_name
+
+from .dataplane import CACHE_AGENT, CRANE_AGENT, describe
+from .harness import credentials_from_secret, credentials_secret
+
+REFERENCE = "team-registry"
+
+
+def test_rotated_credentials_on_the_data_path(datapath):
+    upstream = datapath.upstream({"user1": "password-1"})
+    before = datapath.push(upstream, "team/app", "v1", "user1")
+
+    creds_v1 = credentials_from_secret(credentials_secret("team-registry-v1", "user1", "password-1"), REFERENCE)
+    old = datapath.cache(upstream, creds_v1, tls=None)
+    assert old.registry.config_path.read_bytes() == render_config_yml(old.model, creds_v1).encode("utf-8")
+    assert datapath.crane.run("digest", before.ref(old.registry.host),
+                              ca_file=datapath.ca_bundle).stdout.strip() == before.digest
+    datapath.crane.run("pull", before.ref(old.registry.host), str(datapath.workdir / "before.tar"),
+                       ca_file=datapath.ca_bundle)
+    assert before.all_digests <= old.registry.blob_digests()
+
+    # Rotation at the upstream: user1 revoked, user2 the only one.
+    upstream.restart_with_users({"user2": "password-2"})
+    revoked = datapath.crane.run("manifest", before.ref(upstream.host), check=False,
+                                 auth={upstream.host: ("user1", "password-1")})
+    assert revoked.returncode != 0 and "UNAUTHORIZED" in revoked.stderr, revoked.stderr
+    after = datapath.push(upstream, "team/app", "v2", "user2")
+
+    # The re-rendered cache: Secret v2 behind the same reference.
+    creds_v2 = credentials_from_secret(credentials_secret("team-registry-v2", "user2", "password-2"), REFERENCE)
+    new = datapath.cache(upstream, creds_v2, tls=None)
+    assert new.registry.config_path.read_bytes() == render_config_yml(new.model, creds_v2).encode("utf-8")
+    changed = [line for line in difflib.unified_diff(old.config_text.splitlines(), new.config_text.splitlines(),
+                                                     lineterm="", n=0) if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert sorted(changed) == sorted(["-  username: user1", "-  password: password-1",
+                                      "+  username: user2", "+  password: password-2"]), changed
+    # ... so the config Secret gets a new content-hashed name and the StatefulSet rolls.
+    assert unique_name("registry-config", {"config.yml": old.config_text}) != \
+        unique_name("registry-config", {"config.yml": new.config_text})
+
+    mark = upstream.access_log.mark()
+    assert datapath.crane.run("digest", after.ref(new.registry.host),
+                              ca_file=datapath.ca_bundle).stdout.strip() == after.digest
+    datapath.crane.run("pull", after.ref(new.registry.host), str(datapath.workdir / "after.tar"),
+                       ca_file=datapath.ca_bundle)
+    assert after.all_digests <= new.registry.blob_digests()
+    fetched = upstream.access_log.since(mark)
+    assert {f"/v2/{after.repository}/blobs/{d}" for d in after.blobs} <= \
+        {r.path for r in fetched if r.status == 200 and CACHE_AGENT.match(r.agent)}, describe(fetched)
+
+    # The cache still on the old config: its credentials are refused (401 for the manifest it asks for),
+    # the client's pull fails and nothing of the new image is stored.
+    mark, old_mark = upstream.access_log.mark(), old.registry.access_log.mark()
+    failed = datapath.crane.run("manifest", after.ref(old.registry.host), check=False, ca_file=datapath.ca_bundle)
+    assert failed.returncode != 0, failed.stdout
+    refused = upstream.access_log.since(mark)
+    assert [r for r in refused if r.path == f"/v2/{after.repository}/manifests/{after.tag}" and r.status == 401
+            and CACHE_AGENT.match(r.agent)], describe(refused)
+    assert not [r for r in refused if r.status < 300 and r.path != "/v2/"], describe(refused)
+    assert after.all_digests.isdisjoint(old.registry.blob_digests())
+    # the upstream names the credentials it refused: the revoked user1 (logrus quotes the message)
+    assert 'error authenticating user \\"user1\\"' in upstream.app_log()
+    # The cache does not pass the 401 on: its client gets 404 "manifest unknown" (containerd would take that
+    # as "try the next host" and fall back to the upstream with the node's own credentials).
+    assert "MANIFEST_UNKNOWN" in failed.stderr, failed.stderr
+    seen = [r for r in old.registry.access_log.since(old_mark) if CRANE_AGENT.match(r.agent) and "/manifests/" in r.path]
+    assert seen and all(r.status == 404 for r in seen), describe(seen)
+
+    # What the old cache stored before the rotation it still serves (the tag is resolved locally when
+    # the upstream refuses), without fetching a blob upstream.
+    mark = upstream.access_log.mark()
+    datapath.crane.run("pull", before.ref(old.registry.host), str(datapath.workdir / "before-again.tar"),
+                       ca_file=datapath.ca_bundle)
+    assert not [r for r in upstream.access_log.since(mark) if "/blobs/" in r.path or r.status < 300]
