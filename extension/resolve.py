@@ -29,7 +29,7 @@ def resolve_credentials(shoot: dict[str, Any], config: RegistryConfig, get_secre
     errors = []
     for i, cache in enumerate(config.caches):
         reference = cache.secret_reference_name
-        if not reference:
+        if reference is None:
             continue
         p = path.child("caches").index(i).child("secretReferenceName")
         name = referenced_secret_name(shoot, reference)
