@@ -64,6 +64,8 @@ def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per watch event
     logging.getLogger("kopf.objects").addFilter(_RefusalsAreNotErrors())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
     assert _runtime is not None
     hook = _runtime.webhook
     if hook is not None:
@@ -93,8 +95,6 @@ def _cleanup(**_: Any) -> None:
                                                                   shoot_hook=False))
         except Exception:  # noqa: BLE001 - shutting down either way
             log.exception("could not remove the Shoot webhook")
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
 
 
 @kopf.on.event("extensions.gardener.cloud", "v1alpha1", "extensions",
