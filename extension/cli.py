@@ -263,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="show the result and stop instead of running on")
     p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for each Extension (default 90)")
     p.set_defaults(func=cmd_local_up)
+
+    from . import credentials_cli, nodeagent, rotate
+    credentials = credentials_cli.add_parser(sub)
+    rotate.add_parser(credentials)
+    nodeagent.add_parser(sub)
     return parser
 
 

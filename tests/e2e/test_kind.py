@@ -14,7 +14,9 @@ Scenarios (test/e2e/cache/*.go of gardener-extension-registry-cache): enable, ad
 TLS off then on; a private upstream with credentials; hibernate and reconcile; force delete.
 
 Needs a Docker engine, kind and kubectl, and network access from the cluster to docker.io, public.ecr.aws,
-ghcr.io, registry.k8s.io and gcr.io. Without Docker or kind every test skips and says what is missing.
+ghcr.io, registry.k8s.io and gcr.io. Without Docker or kind every scenario skips and says what is missing.
+The private upstream's parts (token server, token-auth registry config) are also checked without kind, with
+the distribution and crane binaries of hack/registry-bins.sh (the last test here).
 
     python -m pytest tests/e2e/test_kind.py       # KIND_CLUSTER_NAME (default registry-cache)
     REGISTRY_CACHE_KIND_KEEP=1 python -m pytest tests/e2e/test_kind.py   # keep a cluster it created
@@ -136,11 +138,10 @@ class Kind:
         ns = ["-n", namespace] if namespace else []
         self.kubectl("patch", resource, name, *ns, "--type", "merge", "-p", json.dumps(patch), check=check)
 
-    def delete(self, resource: str, name: str, namespace: str | None = None, wait: bool = True,
-               timeout: str = "300s") -> None:
+    def delete(self, resource: str, name: str, namespace: str | None = None, wait: bool = True) -> None:
         ns = ["-n", namespace] if namespace else []
         self.kubectl("delete", resource, name, *ns, "--ignore-not-found", f"--wait={str(wait).lower()}",
-                     f"--timeout={timeout}", timeout=400)
+                     "--timeout=300s", timeout=330)
 
     def nodes(self) -> list[str]:
         out = subprocess.run(["kind", "get", "nodes", "--name", self.name], capture_output=True, text=True,
@@ -293,7 +294,7 @@ def verify_registry_cache(kind: Kind, upstream: str, image: str, command: list[s
 
 
 def delete_shoot(kind: Kind, name: str) -> None:
-    kind.delete("shoot", name, PROJECT_NAMESPACE, timeout="600s")
+    kind.delete("shoot", name, PROJECT_NAMESPACE, wait=False)  # the bridge's finalizer waits for the cleanup
     wait_for(f"Shoot {name} to be gone", lambda: kind.get("shoot", name, PROJECT_NAMESPACE) is None, timeout=600,
              details=kind.controller_logs)
 
@@ -377,9 +378,11 @@ def test_create_disable_tls_enable_tls_delete(kind, shoots):
     assert_nothing_left(kind, name)
 
 
-# A token server for the private upstream (distribution proxies send credentials only to a Bearer realm,
-# not to a basic-auth registry). It runs from the project's image (Python + cryptography), answers
-# GET /token for one user, and signs with a key whose certificate the registry trusts (x5c header).
+# A token server for the private upstream: real private registries (Gardener's e2e uses Artifact Registry)
+# hand out bearer tokens, so the cache's credentials go to a token realm here, not in a basic-auth header
+# (tests/e2e/test_pull_through.py covers a basic-auth upstream). It runs from the project's image (Python +
+# cryptography), answers GET /token for one user, and signs with a key whose certificate the registry
+# trusts (x5c header).
 TOKEN_SERVER = r'''
 import base64, datetime, json, os, time, uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

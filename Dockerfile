@@ -1,0 +1,31 @@
+# registry-cache: the controller (`registry-cache run`) and the node agent (`registry-cache node-agent`).
+#
+#   docker build -t registry-cache:0.1.0 .
+#
+# Only the package and its runtime dependencies end up in the image: no tests, no hack/, no build tools.
+
+# --- build: the project and its dependencies as wheels ------------------------------------------------------
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY api ./api
+COPY extension ./extension
+RUN pip wheel --wheel-dir /wheels .
+
+# --- runtime -----------------------------------------------------------------------------------------------
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN groupadd --system --gid 65532 nonroot \
+ && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin nonroot
+# the wheels are bind-mounted from the build stage: they do not stay in a layer
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels registry-cache \
+ && registry-cache --help >/dev/null
+USER 65532:65532
+ENTRYPOINT ["registry-cache"]
+CMD ["run"]
