@@ -38,3 +38,21 @@ def go_quote(text: str) -> str:
         else:
             out.append(f"\\U{code:08x}")
     return '"' + "".join(out) + '"'
+
+
+def go_quote_bytes(data: bytes) -> str:
+    """``%q`` of a byte string that may not be valid UTF-8: invalid bytes as ``\\xNN``."""
+    out, i = [], 0
+    while i < len(data):
+        for size in (1, 2, 3, 4):
+            try:
+                ch = data[i:i + size].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            out.append(go_quote(ch)[1:-1])
+            i += size
+            break
+        else:
+            out.append(f"\\x{data[i]:02x}")
+            i += 1
+    return '"' + "".join(out) + '"'

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
-from .gostrings import go_quote
+from .gostrings import go_quote, go_quote_bytes
 
 DNS1123_LABEL_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 DNS1123_SUBDOMAIN_FMT = DNS1123_LABEL_FMT + r"(\." + DNS1123_LABEL_FMT + ")*"
@@ -73,14 +74,78 @@ class ParsedURL:
         self.path, self.query, self.fragment = path, query, fragment
 
 
+_HEX = "0123456789abcdefABCDEF"
+_HOST_OK = set("!$&'()*+,;=:[]<>\"-_.~")  # besides letters and digits (net/url shouldEscape, encodeHost)
+_USERINFO_OK = set("-._:~!$&'()*+,;=%@")
+
+
+def _unescape(text: str, host: bool = False) -> str:
+    """net/url's ``unescape`` checks: valid %-escapes; in a host no escaped ASCII (but %25) and no ASCII
+    character that would need escaping."""
+    data = text.encode("utf-8", "surrogatepass")  # Go works on bytes
+    hexdigits = _HEX.encode()
+    i = 0
+    while i < len(data):
+        byte = data[i]
+        if byte == 0x25:  # %
+            if i + 2 >= len(data) or data[i + 1] not in hexdigits or data[i + 2] not in hexdigits:
+                raise URLParseError(f"invalid URL escape {go_quote_bytes(data[i:i + 3])}")
+            if host and int(chr(data[i + 1]), 16) < 8 and data[i:i + 3] != b"%25":
+                raise URLParseError(f"invalid URL escape {go_quote_bytes(data[i:i + 3])}")
+            i += 3
+            continue
+        ch = chr(byte)
+        if host and byte < 0x80 and not ch.isalnum() and ch not in _HOST_OK:
+            raise URLParseError(f"invalid character {go_quote(ch)} in host name")
+        i += 1
+    return text
+
+
+def _parse_host(host: str, scheme: str) -> str:
+    if "[" in host[1:]:  # a '[' anywhere but first
+        raise URLParseError("invalid IP-literal")
+    if host.startswith("["):
+        end = host.rfind("]")
+        if end < 0:
+            raise URLParseError("missing ']' in host")
+        port = host[end + 1:]
+        if port and not (port[0] == ":" and all(c in "0123456789" for c in port[1:])):
+            raise URLParseError(f"invalid port {go_quote(port)} after host")
+        literal = host[1:end].split("%25", 1)[0]
+        try:
+            address = ipaddress.ip_address(literal)
+        except ValueError:  # Go: "invalid host: ParseAddr(...): <netip's reason>"
+            raise URLParseError(f"invalid host: ParseAddr({go_quote(literal)}): not an IP address") from None
+        if address.version != 6:
+            raise URLParseError("invalid IP-literal")
+        return _unescape(host, host=True)
+    # Go 1.26 takes the first colon of an http(s) host, the last one otherwise
+    colon = host.find(":") if scheme in ("http", "https") else host.rfind(":")
+    if colon != -1 and not all(c in "0123456789" for c in host[colon + 1:]):
+        raise URLParseError(f"invalid port {go_quote(host[colon:])} after host")
+    return _unescape(host, host=True)
+
+
 def parse_url(raw: str) -> ParsedURL:
-    """The parts of ``net/url.Parse`` that the validation looks at, with Go's errors."""
-    prefix = f"parse {go_quote(raw)}: "
+    """The parts of ``net/url.Parse`` that the validation looks at, with Go's checks and errors."""
+    rest, has_fragment, fragment = raw.partition("#")
+    try:
+        url = _parse(rest)
+    except URLParseError as exc:
+        raise URLParseError(f"parse {go_quote(rest)}: {exc}") from None
+    if has_fragment:
+        try:
+            url.fragment = _unescape(fragment)
+        except URLParseError as exc:
+            raise URLParseError(f"parse {go_quote(raw)}: {exc}") from None
+    return url
+
+
+def _parse(raw: str) -> ParsedURL:
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw):
-        raise URLParseError(prefix + "net/url: invalid control character in URL")
-    rest, _, fragment = raw.partition("#")
-    scheme = ""
-    for i, ch in enumerate(rest):
+        raise URLParseError("net/url: invalid control character in URL")
+    scheme, rest = "", raw
+    for i, ch in enumerate(raw):
         if ch.isascii() and ch.isalpha():
             continue
         if ch.isascii() and (ch.isdigit() or ch in "+-."):
@@ -89,28 +154,31 @@ def parse_url(raw: str) -> ParsedURL:
             continue
         if ch == ":":
             if i == 0:
-                raise URLParseError(prefix + "missing protocol scheme")
-            scheme, rest = rest[:i].lower(), rest[i + 1:]
+                raise URLParseError("missing protocol scheme")
+            scheme, rest = raw[:i].lower(), raw[i + 1:]
         break
-    rest, _, query = rest.partition("?")
+    if rest.endswith("?") and rest.count("?") == 1:
+        rest, query = rest[:-1], ""
+    else:
+        rest, _, query = rest.partition("?")
+    if not rest.startswith("/"):
+        if scheme:
+            return ParsedURL(scheme, None, "", "", query, "")  # opaque: no host, no path
+        if ":" in rest.split("/", 1)[0]:
+            raise URLParseError("first path segment in URL cannot contain colon")
     userinfo, host, path = None, "", rest
     if rest.startswith("//") and (scheme or not rest.startswith("///")):
         authority, slash, tail = rest[2:].partition("/")
         path = slash + tail
-        if "@" in authority:
-            userinfo, _, host = authority.rpartition("@")
-        else:
-            host = authority
-        if not host.startswith("["):
-            colon = host.rfind(":")
-            if colon != -1:
-                port = host[colon + 1:]
-                if port and not (port.isascii() and port.isdigit()):
-                    raise URLParseError(prefix + f"invalid port {go_quote(host[colon:])} after host")
-        for ch in host:
-            if ch == " " or ch in "<>\"{}|\\^`" or (not ch.isascii() and not ch.isprintable()):
-                raise URLParseError(prefix + f"invalid character {go_quote(ch)} in host name")
-    return ParsedURL(scheme, userinfo, host, path, query, fragment)
+        at = authority.rfind("@")
+        host = _parse_host(authority[at + 1:], scheme)
+        if at >= 0:
+            userinfo = authority[:at]
+            if not all(c.isascii() and (c.isalnum() or c in _USERINFO_OK) for c in userinfo):
+                raise URLParseError("net/url: invalid userinfo")
+            _unescape(userinfo)
+    _unescape(path)
+    return ParsedURL(scheme, userinfo, host, path, query, "")
 
 
 def url_errors(raw: str, allow_path: bool = False) -> list[str]:
