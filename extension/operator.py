@@ -73,8 +73,29 @@ def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.admission.server = kopf.WebhookServer(
             addr=hook.listen_address, port=hook.port, certfile=str(serving.certfile), pkeyfile=str(serving.keyfile))
         settings.admission.managed = None  # the configuration is ours: service references, selectors, policies
-        _runtime.controller.seed.apply(webhooks.configuration(serving.ca_pem, hook.client))
-        log.info("admission webhooks serving on %s:%s", hook.listen_address, hook.port)
+        threading.Thread(target=_register_when_serving, args=(hook, serving), daemon=True,
+                         name="webhook-registration").start()
+
+
+def _register_when_serving(hook: WebhookSettings, serving: webhooks.ServingCert, timeout: float = 60.0) -> None:
+    """Register the webhooks only once the server accepts connections: a Shoot webhook with failurePolicy
+    Fail that nobody answers yet would refuse every Shoot change in between."""
+    import socket
+    import time
+    assert _runtime is not None
+    address = "127.0.0.1" if hook.listen_address in ("0.0.0.0", "::", "") else hook.listen_address
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((address, hook.port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                log.error("the webhook server on %s:%s did not come up; webhooks not registered", address, hook.port)
+                return
+            time.sleep(0.2)
+    _runtime.controller.seed.apply(webhooks.configuration(serving.ca_pem, hook.client))
+    log.info("admission webhooks serving on %s:%s and registered", hook.listen_address, hook.port)
 
 
 class _RefusalsAreNotErrors(logging.Filter):

@@ -9,6 +9,7 @@ import base64
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -71,6 +72,7 @@ def test_default_renders_crds_controller_and_node_agent(default):
         ("Role", "kube-system", "registry-cache"),
         ("RoleBinding", "kube-system", "registry-cache"),
         ("Deployment", "registry-cache", "registry-cache-controller"),
+        ("Service", "registry-cache", "registry-cache-webhook"),
         ("ServiceAccount", "kube-system", "registry-cache-node-agent"),
         ("Role", "kube-system", "registry-cache-node-agent"),
         ("RoleBinding", "kube-system", "registry-cache-node-agent"),
@@ -274,7 +276,13 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
         return ext, last.get("state"), ext.get("metadata", {}).get("generation") == (
             ext.get("status") or {}).get("observedGeneration")
 
-    with OperatorProcess(rbac["controller"], tmp_path / "controller.log", "--standalone") as op:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with OperatorProcess(rbac["controller"], tmp_path / "controller.log", "--standalone", "--webhooks",
+                         "--webhook-address", "127.0.0.1", "--webhook-port", str(port)) as op:
+        wait_for("the webhooks", lambda: admin.get("ValidatingWebhookConfiguration",
+                                                   "registry-cache.extensions.gardener.cloud"), log=op.log)
         admin.apply(shoot)
         ext = wait_for("the Extension to succeed", lambda: (s := state())[1] == "Succeeded" and s[0],
                        timeout=90, log=op.log)
@@ -312,6 +320,7 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
         for kind in ("StatefulSet", "Service", "Secret", "ConfigMap", "NetworkPolicy"):
             assert admin.list(kind, "kube-system", label_selector=owned) == [], kind
         log = op.log()
+    admin.delete("ValidatingWebhookConfiguration", "registry-cache.extensions.gardener.cloud")
     assert not re.search(r"\b403\b|[Ff]orbidden|Not enough permissions", log), log[-5000:]
 
     # and not more than that: a few things the controller's ServiceAccount cannot do
