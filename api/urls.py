@@ -48,6 +48,14 @@ def is_dns1123_label(value: str) -> list[str]:
     return errs
 
 
+def is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
 def host_port_errors(host_port: str) -> list[str]:
     """``validateHostPort``: ``host[:port]`` with a DNS-1123 subdomain host and a port in 1..65535."""
     errs: list[str] = []

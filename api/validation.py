@@ -14,8 +14,8 @@ from . import field, names, shoot as shootlib
 from .decode import decode_registry_config
 from .duration import format_duration
 from .field import FieldError, Path, ValidationFailed
-from .credentials import credential_errors
-from .secrets import SecretData
+from .credentials import credential_errors, extract_credentials
+from .secrets import Credentials, SecretData
 from .urls import host_port_errors, is_dns1123_label, is_dns1123_subdomain, url_errors
 from .v1alpha3 import DEFAULT_TTL, RegistryCache, RegistryConfig, set_defaults
 from .duration import parse_duration
@@ -187,10 +187,19 @@ def referenced_secret_name(shoot: dict[str, Any], reference: str) -> str | None:
     return None
 
 
-def _validate_credentials(shoot: dict[str, Any], config: RegistryConfig, path: Path,
-                          get_secret: SecretGetter | None) -> list[FieldError]:
+def check_credentials(shoot: dict[str, Any], config: RegistryConfig, path: Path, get_secret: SecretGetter | None,
+                      namespace: str | None = None, name_prefix: str = "",
+                      require_immutable: bool = True) -> tuple[dict[str, Credentials], list[FieldError]]:
+    """Follow every ``secretReferenceName`` through ``spec.resources`` to its Secret and check it.
+
+    ``get_secret(namespace, name)`` is asked for ``name_prefix + resourceRef.name`` in ``namespace`` (the
+    Shoot's by default; the seed namespace and ``ref-`` for gardenlet's copies). Returns the credentials per
+    upstream and the errors, Gardener's words, each on the cache's ``secretReferenceName``.
+    """
+    credentials: dict[str, Credentials] = {}
     errs: list[FieldError] = []
-    namespace = (shoot.get("metadata") or {}).get("namespace") or ""
+    if namespace is None:
+        namespace = (shoot.get("metadata") or {}).get("namespace") or ""
     for i, cache in enumerate(config.caches):
         reference = cache.secret_reference_name
         if reference is None:
@@ -201,14 +210,19 @@ def _validate_credentials(shoot: dict[str, Any], config: RegistryConfig, path: P
             errs.append(field.invalid(p, reference,
                                       f"failed to find referenced resource with name {reference} and kind Secret"))
             continue
-        secret = get_secret(namespace, secret_name) if get_secret else None
+        name = name_prefix + secret_name
+        secret = get_secret(namespace, name) if get_secret else None
         if secret is None:
-            where = f"{namespace}/{secret_name}" if namespace else secret_name
+            where = f"{namespace}/{name}" if namespace else name
             errs.append(field.invalid(p, reference, f"failed to get secret {where} for secretReferenceName "
-                                                    f'{reference}: secrets "{secret_name}" not found'))
+                                                    f'{reference}: secrets "{name}" not found'))
             continue
-        errs += credential_errors(secret, cache.upstream, p, reference)
-    return errs
+        problems = credential_errors(secret, cache.upstream, p, reference, require_immutable=require_immutable)
+        if problems:
+            errs += problems
+        else:
+            credentials[cache.upstream] = extract_credentials(secret, cache.upstream)
+    return credentials, errs
 
 
 def _referenced(shoot: dict[str, Any], config: RegistryConfig) -> list[tuple[str, str | None]]:
@@ -246,5 +260,5 @@ def validate_shoot(shoot: dict[str, Any], old_shoot: dict[str, Any] | None = Non
                     return ShootValidation(config, errs, entry.path)  # nothing of ours changed
                 errs += validate_registry_config_update(old_config, config, path)
     errs += validate_registry_config(config, path)
-    errs += _validate_credentials(shoot, config, path, get_secret)
+    errs += check_credentials(shoot, config, path, get_secret)[1]
     return ShootValidation(config, errs, entry.path)

@@ -97,8 +97,8 @@ class Actuator:
             raise ConfigurationError("; ".join(str(e) for e in errors))
         return config
 
-    def _get_ref_secret(self, namespace: str, name: str):
-        obj = self.seed.get("Secret", REFERENCED_RESOURCE_PREFIX + name, namespace)
+    def _get_secret(self, namespace: str, name: str):
+        obj = self.seed.get("Secret", name, namespace)
         return secret_from_manifest(obj) if obj else None
 
     # --- operations -----------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ class Actuator:
             return None
         config = self.decode(extension)
         try:
-            credentials = resolve_credentials(shoot_spec, config, self._get_ref_secret, namespace,
+            credentials = resolve_credentials(shoot_spec, config, self._get_secret, namespace,
                                               PROVIDER_CONFIG_PATH, name_prefix=REFERENCED_RESOURCE_PREFIX)
         except ValidationFailed as exc:
             raise ConfigurationError(str(exc)) from None

@@ -15,6 +15,7 @@ import yaml
 
 from api import names
 from api.field import ValidationFailed
+from api.urls import is_ip_address
 from api.validation import remote_url, tls_enabled, validate_shoot
 from . import certs
 from .manifests import InputError, load_inputs, load_old_shoot
@@ -61,15 +62,6 @@ def _host_of(url: str) -> str:
     return rest.rsplit(":", 1)[0] if ":" in rest else rest
 
 
-def _is_ip(text: str) -> bool:
-    import ipaddress
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
-
-
 def cmd_render(args: argparse.Namespace) -> int:
     inputs = load_inputs(args.shoot, args.secret)
     endpoints = _parse_endpoints(args.endpoint)
@@ -95,7 +87,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     for cache in config.caches:
         if tls_enabled(cache):
             service = names.service_name(cache.upstream, cache.service_name_suffix)
-            ips = [h for h in [_host_of(endpoints[cache.upstream])] if _is_ip(h)] if cache.upstream in endpoints else []
+            ips = [h for h in [_host_of(endpoints[cache.upstream])] if is_ip_address(h)] if cache.upstream in endpoints else []
             tls[cache.upstream] = certs.generate_server_cert(
                 ca, f"{names.resource_name(cache.upstream)}-tls",
                 certs.service_dns_names(service, options.namespace), ips)

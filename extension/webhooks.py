@@ -16,13 +16,13 @@ they answer and owns the ``ValidatingWebhookConfiguration``:
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from api.secrets import SecretData, SecretFormatError, secret_from_manifest
+from api.urls import is_ip_address
 from api.validation import validate_shoot
 
 from . import certs
@@ -73,8 +73,8 @@ class ServingCert:
 def make_serving_cert(hostnames: list[str]) -> ServingCert:
     """A CA and a server certificate for the webhook server's names/addresses, in a private temp dir."""
     ca = certs.generate_ca("registry-cache-webhook-ca", validity=dt.timedelta(days=3650))
-    ips = [h for h in hostnames if _is_ip(h)]
-    dns = [h for h in hostnames if not _is_ip(h)]
+    ips = [h for h in hostnames if is_ip_address(h)]
+    dns = [h for h in hostnames if not is_ip_address(h)]
     pair = certs.generate_server_cert(ca, (dns or ips)[0], dns, ips, validity=dt.timedelta(days=3650))
     directory = Path(tempfile.mkdtemp(prefix="registry-cache-webhook-"))
     cert = ServingCert(directory, ca.cert_pem)
@@ -82,14 +82,6 @@ def make_serving_cert(hostnames: list[str]) -> ServingCert:
     cert.keyfile.write_text(pair.key_pem)
     cert.keyfile.chmod(0o600)
     return cert
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
 
 
 def configuration(ca_pem: str, client: Callable[[str], dict[str, Any]], shoot_hook: bool = True,
