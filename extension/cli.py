@@ -22,6 +22,7 @@ from .manifests import InputError, load_inputs, load_old_shoot
 from .render import (CA_BUNDLE_PATH, DEFAULT_IMAGE, RenderOptions, endpoint, provider_status,
                      render_hosts_toml, render_shoot)
 from .resolve import resolve_credentials
+from .tls import BUNDLE_SECRET
 
 
 def _print_errors(errors) -> None:
@@ -122,7 +123,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             render_hosts_toml(cache.upstream, remote_url(cache), url, CA_BUNDLE_PATH, note), encoding="utf-8")
     if tls:
         (nodes_dir / "ca-bundle.pem").write_text(ca.cert_pem, encoding="utf-8")
-    status = provider_status(status_caches, "ca-extension-registry-cache-bundle" if tls else None)
+    status = provider_status(status_caches, BUNDLE_SECRET if tls else None)
     (out / "provider-status.yaml").write_text(yaml.safe_dump(status.to_wire(), sort_keys=False), encoding="utf-8")
     print(f"rendered {len(rendered.objects)} objects to {shoot_dir}/ and {len(config.caches)} hosts.toml to "
           f"{nodes_dir}/", file=sys.stderr)
