@@ -53,53 +53,11 @@ binaries=(registry crane)
 
 stamp_of() { printf '%s %s\n' "$(pkg_of "$1")" "${recipe}"; }
 
-up_to_date() { # binary name
-  local bin="${out}/$1" stamp="${out}/.$1.stamp"
-  [[ -f "${bin}" && -x "${bin}" && -f "${stamp}" && "$(<"${stamp}")" == "$(stamp_of "$1")" ]]
-}
-
-all_up_to_date() {
-  local b
-  for b in "${binaries[@]}"; do up_to_date "${b}" || return 1; done
-}
-
-if all_up_to_date; then
-  printf '%s\n' "${out}"
-  exit 0
-fi
-
-GO="${GO:-$(command -v go || true)}"
-[[ -n "${GO}" ]] || GO=/usr/local/go/bin/go
-[[ -x "${GO}" ]] || die "no Go toolchain found (put go on PATH or set GO=/path/to/go)"
-
-# Self-contained Go environment: never download another toolchain, ignore any go.work and user GOFLAGS,
-# build static host binaries.
-export GOTOOLCHAIN=local GOWORK=off GO111MODULE=on CGO_ENABLED=0 GOFLAGS=-buildvcs=false
-unset GOOS GOARCH GOARM GOAMD64 GOEXPERIMENT
-
-mkdir -p "${out}"
-
-tmp_dirs=()
-cleanup() {
-  local d
-  for d in "${tmp_dirs[@]+"${tmp_dirs[@]}"}"; do rm -rf -- "${d}"; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"${out}/.lock"
-  if ! flock -n 9; then
-    log "another build is running for ${out}; waiting for it ..."
-    flock 9
-  fi
-  rm -rf -- "${out}"/.build-* 2>/dev/null || true
-  if all_up_to_date; then
-    printf '%s\n' "${out}"
-    exit 0
-  fi
-fi
+# shellcheck source=lib/bincache.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/bincache.sh"
+bincache_print_if_cached
+bincache_setup_go
+bincache_lock
 
 build_one() { # binary name
   local name="$1" tmp pkg ldflags t0
@@ -130,18 +88,7 @@ build_one() { # binary name
     crane) "${tmp}/bin/crane" version >/dev/null 2>&1 || die "built crane does not run" ;;
   esac
 
-  mv -f -- "${tmp}/bin/${name}" "${out}/${name}"
-  stamp_of "${name}" >"${tmp}/stamp"
-  mv -f -- "${tmp}/stamp" "${out}/.${name}.stamp"
-  rm -rf -- "${tmp}"
-  log "built ${out}/${name} in $((SECONDS - t0))s ($(du -h "${out}/${name}" | cut -f1))"
+  bincache_publish "${tmp}/bin/${name}" "${name}" "${t0}"
 }
 
-for b in "${binaries[@]}"; do
-  if ! up_to_date "${b}"; then
-    build_one "${b}"
-  fi
-done
-
-all_up_to_date || die "binaries missing in ${out} after build"
-printf '%s\n' "${out}"
+bincache_build_missing
