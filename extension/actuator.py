@@ -117,11 +117,21 @@ class Actuator:
             raise ConfigurationError(str(exc)) from None
         shoot = self.shoot_target(namespace)
         options = self._options(namespace, shoot)
+        delivered, foreign = self._delivered(shoot, options)
+        services = [render_service(cache, options) for cache in config.caches]
+        taken = sorted(f"{kind} {options.namespace}/{name} (of {foreign[(kind, name)]})"
+                       for kind, name in [("Service", s.name) for s in services]
+                       + [("StatefulSet", names.resource_name(c.upstream)) for c in config.caches]
+                       if (kind, name) in foreign)
+        if taken:  # several shoots delivered into one cluster: never take over another Extension's cache
+            raise ConfigurationError("these objects belong to another Extension's registry caches in the same "
+                                     "cluster: " + "; ".join(taken) + ". Use another upstream or "
+                                     "serviceNameSuffix, or deliver the shoots to separate clusters")
 
         # 1. Services first: the API server assigns the cluster IPs the certificates and endpoints need.
         cluster_ips: dict[str, str] = {}
-        for cache in config.caches:
-            applied = shoot.apply(render_service(cache, options).obj)
+        for cache, service in zip(config.caches, services):
+            applied = shoot.apply(service.obj)
             cluster_ip = (applied.get("spec") or {}).get("clusterIP")
             if not cluster_ip or cluster_ip == "None":
                 raise ReconcileError(f"Service {applied['metadata']['name']} has no cluster IP yet")
@@ -148,7 +158,6 @@ class Actuator:
             material.bundle_secret_name if material else None)
         rendered = render_shoot(config, credentials, material.server if material else {}, options)
         rendered.objects.append(render_node_config(status, material.bundle if material else None, options))
-        delivered = self._delivered(shoot, options)
         for obj in rendered.objects:
             if obj.kind == "Service":
                 continue  # applied above
@@ -160,16 +169,24 @@ class Actuator:
                     {names.resource_name(c.upstream) for c in config.caches})
         return status
 
-    def _delivered(self, shoot: Kube, options: RenderOptions) -> set[tuple[str, str]]:
-        """(kind, name) of everything this Extension delivered to the shoot, one LIST per kind; volumes
-        (made by the StatefulSet controller from the claim template) are matched by the owner label only."""
-        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{OWNER_LABEL}={options.owner}"
+    def _delivered(self, shoot: Kube, options: RenderOptions) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str]]:
+        """(kind, name) of everything this Extension delivered to the shoot, and of what other Extensions
+        delivered there (-> their owner), one LIST per kind; volumes (made by the StatefulSet controller from
+        the claim template) are matched by the owner label only."""
         kinds = PRUNED_KINDS + (("VerticalPodAutoscaler",) if options.vpa else ())
-        out = {(kind, o["metadata"]["name"]) for kind in kinds
-               for o in shoot.list(kind, options.namespace, label_selector=selector)}
-        out |= {("PersistentVolumeClaim", o["metadata"]["name"]) for o in shoot.list(
+        ours: set[tuple[str, str]] = set()
+        foreign: dict[tuple[str, str], str] = {}
+        for kind in kinds:
+            for obj in shoot.list(kind, options.namespace, label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}"):
+                owner = (obj["metadata"].get("labels") or {}).get(OWNER_LABEL)
+                key = (kind, obj["metadata"]["name"])
+                if owner == options.owner:
+                    ours.add(key)
+                elif owner:
+                    foreign[key] = owner
+        ours |= {("PersistentVolumeClaim", o["metadata"]["name"]) for o in shoot.list(
             "PersistentVolumeClaim", options.namespace, label_selector=f"{OWNER_LABEL}={options.owner}")}
-        return out
+        return ours, foreign
 
     def _prune(self, shoot: Kube, options: RenderOptions, delivered: set[tuple[str, str]],
                keep: set[tuple[str, str]], statefulsets: set[str]) -> None:
@@ -188,7 +205,7 @@ class Actuator:
         namespace = extension["metadata"]["namespace"]
         shoot = self.shoot_target(namespace)
         options = self._options(namespace, shoot)
-        self._prune(shoot, options, self._delivered(shoot, options), set(), set())
+        self._prune(shoot, options, self._delivered(shoot, options)[0], set(), set())
         tls.remove_all(self.seed, namespace)
 
     def migrate(self, extension: dict[str, Any]) -> None:

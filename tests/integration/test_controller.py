@@ -350,3 +350,20 @@ def test_every_credential_format_renders_the_same_proxy_credentials(kube, operat
         proxy = config_yml(kube, name)["proxy"]
         assert (proxy["username"], proxy["password"]) == (user, password), name
     assert password not in operator.log()
+
+
+def test_two_shoots_on_one_cluster_never_take_over_each_others_caches(kube, operator):
+    first, second = Seed(kube, uniq("owner-a")), Seed(kube, uniq("owner-b"))
+    shared = f"shared.{first.name}.example"
+    first.create({"upstream": shared})
+    first.wait_done("Create", operator.log)
+    second.create({"upstream": shared})
+    ext = wait_for("the conflict", lambda: ((e := second.ext()).get("status") or {}).get("lastError") and e,
+                   log=operator.log)
+    name = f"registry-{shared.replace('.', '-')}"
+    assert f"Service kube-system/{name} (of {first.ns})" in ext["status"]["lastError"]["description"]
+    assert ext["status"]["lastError"]["codes"] == ["ERR_CONFIGURATION_PROBLEM"]
+    assert kube.get("Service", name, "kube-system")["metadata"]["labels"][OWNER] == first.ns  # untouched
+    second.set_caches({"upstream": shared, "serviceNameSuffix": "other"})  # the Service name is free now,
+    ext = wait_for("still refused", lambda: (e := second.ext())["status"].get("observedGeneration") == 2 and e)
+    assert f"StatefulSet kube-system/{name} (of {first.ns})" in ext["status"]["lastError"]["description"]
