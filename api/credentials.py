@@ -83,7 +83,6 @@ FORMAT_KEP = "regcredentials"
 # Docker credential helpers answer with this username when the secret is an identity token.
 TOKEN_USERNAME = "<token>"
 
-DOCKER_HUB = "docker.io"
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 DOCKER_HUB_INDEX_KEY = "https://index.docker.io/v1/"  # the key `docker login` writes for Docker Hub
 

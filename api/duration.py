@@ -39,16 +39,8 @@ class DurationError(ValueError):
 class Duration:
     nanoseconds: int
 
-    @classmethod
-    def parse(cls, text: str) -> "Duration":
-        return cls(parse_duration(text))
-
     def __str__(self) -> str:
         return format_duration(self.nanoseconds)
-
-    @property
-    def seconds(self) -> float:
-        return self.nanoseconds / SECOND
 
 
 def parse_duration(text: str) -> int:

@@ -100,12 +100,6 @@ class FieldError:
             parts.append(self.detail)
         return ": ".join(parts)
 
-    def as_dict(self) -> dict[str, Any]:
-        out = {"type": self.type.name, "field": self.path, "detail": self.detail}
-        if self.value is not _OMIT:
-            out["value"] = self.value
-        return out
-
 
 def required(path: Path, detail: str = "") -> FieldError:
     return FieldError(ErrorType.REQUIRED, str(path), detail)

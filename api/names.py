@@ -7,9 +7,6 @@ import hashlib
 SERVER_PORT = 5000
 DEBUG_PORT = 5001
 UPSTREAM_HOST_LABEL = "upstream-host"
-ANNOTATION_UPSTREAM = "upstream"
-ANNOTATION_REMOTE_URL = "remote-url"
-ANNOTATION_SCHEME = "scheme"
 RESOURCE_PREFIX = "registry-"
 # StatefulSet pods with names over 52 characters fail (kubernetes#64023): 52 - len("registry-") = 43.
 MAX_UPSTREAM_LABEL_LENGTH = 43

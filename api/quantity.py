@@ -39,10 +39,6 @@ class Quantity:
     format: str
     text: str = ""
 
-    @classmethod
-    def parse(cls, text: str) -> "Quantity":
-        return parse_quantity(text)
-
     def canonical(self) -> str:
         return _canonical(self.value, self.format)
 

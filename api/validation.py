@@ -155,10 +155,6 @@ class ShootValidation:
     def ok(self) -> bool:
         return not self.errors
 
-    def raise_for_errors(self) -> None:
-        if self.errors:
-            raise ValidationFailed(self.errors)
-
 
 def decode_and_default(raw: Any, path: Path) -> RegistryConfig:
     return set_defaults(decode_registry_config(raw, path))

@@ -11,7 +11,6 @@ Under a real Gardener this is off: gardenlet does all of it.
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import Any
 

@@ -19,7 +19,7 @@ from api.urls import is_ip_address
 from api.validation import remote_url, tls_enabled, validate_shoot
 from . import certs
 from .manifests import InputError, load_inputs, load_old_shoot
-from .render import (CA_BUNDLE_PATH, DEFAULT_IMAGE, RenderOptions, endpoint, provider_status,
+from .render import (CA_BUNDLE_PATH, DEFAULT_IMAGE, RenderOptions, provider_status,
                      render_hosts_toml, render_shoot)
 from .resolve import resolve_credentials
 from .tls import BUNDLE_SECRET

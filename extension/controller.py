@@ -140,7 +140,7 @@ class Controller:
 
     def _run(self, op: Op, ext: dict[str, Any]) -> None:
         meta = _meta(ext)
-        ns, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
+        ns, name = meta["namespace"], meta["name"]
         key = f"{ns}/{name}"
         log.info("%s: %s started", key, op.value)
         started = time.monotonic()

@@ -99,7 +99,7 @@ class Kube:
     def request(self, method: str, path: str, body: Any = None, query: Iterable[tuple[str, str]] = (),
                 content_type: str = "application/json", timeout: float = 30) -> Any:
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        method_, url, headers_, body_, post = self.api.param_serialize(
+        method_, url, headers_, _, post = self.api.param_serialize(
             method=method, resource_path=path, query_params=list(query), header_params=headers, body=None,
             auth_settings=["BearerToken"])
         with self._lock:

@@ -7,7 +7,6 @@ always comes back byte for byte when the document is parsed.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -70,8 +69,3 @@ def toml_quote(value: Any) -> str:
 
 def toml_array(values: list[Any]) -> str:
     return "[" + ", ".join(toml_quote(v) for v in values) + "]"
-
-
-def json_quote(value: Any) -> str:
-    """A JSON value (also valid YAML flow) for numbers, booleans and plain data."""
-    return json.dumps(value)

@@ -32,7 +32,6 @@ CA_BUNDLE_PATH = f"{CERTS_DIR}/ca-bundle.pem"
 CAPABILITIES = ("pull", "resolve")
 GC_REFERENCE_LABEL = "resources.gardener.cloud/garbage-collectable-reference"
 HA_LABEL = "high-availability-config.resources.gardener.cloud/type"
-NETWORK_POLICY_NAME = "gardener.cloud--allow-registry-cache"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "registry-cache"
 

@@ -67,7 +67,7 @@ def containerd() -> str:
                         "(hack/e2e-deps.sh as root)")
         res = subprocess.run([str(E2E_DEPS)], capture_output=True, text=True, timeout=900)
         if res.returncode != 0:
-            pytest.skip(f"containerd/ctr not found and hack/e2e-deps.sh could not install them:\n"
+            pytest.skip("containerd/ctr not found and hack/e2e-deps.sh could not install them:\n"
                         + "\n".join(res.stderr.splitlines()[-15:]))
     if os.geteuid() != 0:
         pytest.skip("containerd runs as root in these tests (its own root, state and socket); not root")
