@@ -173,6 +173,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             client = webhooks.url_client(url)
             hostnames = [_host_of(url)]
         webhook = operator.WebhookSettings(args.webhook_address, args.webhook_port, client, hostnames)
+    if args.metrics_address:
+        from . import metrics
+        metrics.serve(args.metrics_address)
     runtime = operator.build_runtime(seed, target, Settings(image=args.image, vpa=args.vpa),
                                      standalone=args.standalone, fault=_fault_from_env(), webhook=webhook)
     operator.run(runtime, liveness=args.liveness)
@@ -233,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", default=DEFAULT_IMAGE, help=f"the registry image (default {DEFAULT_IMAGE})")
     p.add_argument("--vpa", action="store_true", help="deliver a VerticalPodAutoscaler per cache when served")
     p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--metrics-address", metavar="HOST:PORT",
+                   help="serve the controller's Prometheus metrics at /metrics, e.g. 0.0.0.0:8081")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     hooks = p.add_argument_group("admission webhooks")
     hooks.add_argument("--webhooks", action="store_true",

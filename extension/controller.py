@@ -17,6 +17,7 @@ from typing import Any
 
 from api.shoot import EXTENSION_TYPE
 
+from . import metrics
 from .actuator import Actuator, ReconcileError
 from .kube import ApiError, Kube
 
@@ -163,6 +164,7 @@ class Controller:
                 self._remove_finalizer(ns, name)
             with self._guard:
                 self._retries.pop(key, None)
+            metrics.OPERATIONS.labels(op.value, "Succeeded").inc()
             log.info("%s: %s succeeded in %.2fs", key, op.value, time.monotonic() - started)
         except Exception as exc:  # every failure ends in Error on the Extension, never in a crash
             message, codes = _describe(exc)
@@ -171,6 +173,9 @@ class Controller:
             else:
                 log.exception("%s: %s failed", key, op.value)
             self._errored(ns, name, op, ext, message, codes)
+            metrics.OPERATIONS.labels(op.value, "Error").inc()
+        finally:
+            metrics.OPERATION_SECONDS.labels(op.value).observe(time.monotonic() - started)
 
     def _prepare(self, ext: dict[str, Any], add_finalizer: bool) -> None:
         """One patch: add the finalizer and remove a reconcile/restore/migrate annotation (Gardener removes

@@ -17,6 +17,8 @@ from urllib.parse import quote
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from . import metrics
+
 FIELD_MANAGER = "registry-cache"
 
 
@@ -104,6 +106,7 @@ class Kube:
             auth_settings=["BearerToken"])
         with self._lock:
             self.calls[method] += 1
+        metrics.API_REQUESTS.labels(method).inc()
         try:
             response = self.api.call_api(method_, url, header_params=headers_, body=body, post_params=post,
                                          _request_timeout=timeout)

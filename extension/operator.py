@@ -17,7 +17,7 @@ import kopf
 from api.shoot import EXTENSION_TYPE
 
 from .actuator import Actuator, Settings
-from . import webhooks
+from . import metrics, webhooks
 from .bridge import BRIDGE_FINALIZER, BRIDGE_LABEL, Bridge
 from .controller import Controller
 from .kube import Kube
@@ -167,6 +167,7 @@ def _validate_shoot(new: Any, old: Any, **_: Any) -> None:
     if errors:
         meta = (new or {}).get("metadata") or {}
         log.info("refused Shoot %s/%s: %d errors", meta.get("namespace"), meta.get("name"), len(errors))
+        metrics.WEBHOOK_REFUSALS.labels(webhooks.SHOOT_HOOK).inc()
         raise kopf.AdmissionError("\n".join(errors), code=422)
 
 
@@ -176,6 +177,7 @@ def _protect_secret(old: Any, **_: Any) -> None:
     refusal = webhooks.secret_delete_refusal(_runtime.index, meta.get("namespace", ""), meta.get("name", ""))
     if refusal:
         log.info("refused DELETE of Secret %s/%s: in use", meta.get("namespace"), meta.get("name"))
+        metrics.WEBHOOK_REFUSALS.labels(webhooks.SECRET_HOOK).inc()
         raise kopf.AdmissionError(refusal, code=403)
 
 

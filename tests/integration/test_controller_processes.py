@@ -43,3 +43,24 @@ def test_shoot_on_a_second_api_server(kube, control_plane, second_control_plane,
         kube.delete("Extension", "registry-cache", seed.ns)
         wait_for("deleted", lambda: seed.ext() is None, log=op.log)
         assert seed.owned("StatefulSet", shoot) == []
+
+
+def test_prometheus_metrics(kube, control_plane, tmp_path):
+    import socket
+    import urllib.request
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    seed = Seed(kube, uniq("metrics"))
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--metrics-address", f"127.0.0.1:{port}") as op:
+        seed.create({"upstream": f"a.{seed.name}.example", "volume": {"size": "0"}})  # an Error first
+        wait_for("Error", lambda: seed.state() == "Error", log=op.log)
+        seed.set_caches({"upstream": f"a.{seed.name}.example"})
+        wait_for("Succeeded", lambda: seed.state() == "Succeeded", log=op.log)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    assert samples['registry_cache_operations_total{operation="Create",result="Error"}'] >= 1
+    assert samples['registry_cache_operations_total{operation="Reconcile",result="Succeeded"}'] >= 1
+    assert samples['registry_cache_api_requests_total{verb="PATCH"}'] > 0
+    assert samples['registry_cache_operation_duration_seconds_count{operation="Reconcile"}'] >= 1
