@@ -159,6 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         target = targets.kubeconfig_file(args.shoot_kubeconfig)
     elif args.shoot_kubeconfig_secret:
         target = targets.kubeconfig_secret(seed, args.shoot_kubeconfig_secret)
+    elif args.gardener:
+        target = targets.kubeconfig_secret(seed, targets.gardener_secret_names())
     else:
         target = targets.same_cluster(seed)
     webhook = None
@@ -230,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--shoot-kubeconfig-secret", metavar="NAME",
                         help="deliver to the cluster of the kubeconfig in Secret NAME (key kubeconfig) of each "
                              "shoot namespace")
+    target.add_argument("--gardener", action="store_true",
+                        help="under Gardener: reach each shoot as Gardener's extensions do, through the kubeconfig "
+                             "gardenlet keeps in Secret gardener-internal (else gardener; only gardener with "
+                             "GARDENER_SHOOT_CLIENT=external)")
     p.add_argument("--standalone", action="store_true",
                    help="no Gardener: also do gardenlet's part for Shoots (namespace, Cluster, ref- copies, "
                         "Extension)")

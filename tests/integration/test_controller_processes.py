@@ -64,3 +64,20 @@ def test_prometheus_metrics(kube, control_plane, tmp_path):
     assert samples['registry_cache_operations_total{operation="Reconcile",result="Succeeded"}'] >= 1
     assert samples['registry_cache_api_requests_total{verb="PATCH"}'] > 0
     assert samples['registry_cache_operation_duration_seconds_count{operation="Reconcile"}'] >= 1
+
+
+def test_gardener_mode_reaches_the_shoot_through_gardenlets_kubeconfig_secret(kube, control_plane,
+                                                                              second_control_plane, tmp_path):
+    import base64
+    shoot = Kube(second_control_plane.api_client(), field_manager="test")
+    seed = Seed(kube, uniq("gardener"))
+    up = f"a.{seed.name}.example"
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": seed.ns}})
+    # what gardenlet keeps in every shoot namespace: Secret "gardener" with the shoot's kubeconfig
+    kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gardener", "namespace": seed.ns},
+                "data": {"kubeconfig": base64.b64encode(second_control_plane.kubeconfig.read_bytes()).decode()}})
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--gardener") as op:
+        seed.create({"upstream": up})
+        seed.wait_done("Create", op.log)
+        assert seed.owned("StatefulSet", shoot) == [f"registry-{up.replace('.', '-')}"]
+        assert seed.owned("StatefulSet") == []

@@ -38,3 +38,9 @@ def ext(annotation=None, deleting=False, finalizer=True, last=None, generation=1
 ])
 def test_decide(obj, op):
     assert decide(obj) == op
+
+
+def test_gardener_secret_names():
+    from extension.targets import gardener_secret_names
+    assert gardener_secret_names({}) == ["gardener-internal", "gardener"]
+    assert gardener_secret_names({"GARDENER_SHOOT_CLIENT": "external"}) == ["gardener"]
