@@ -18,6 +18,7 @@ from api import shoot as shootlib
 
 from .controller import OPERATION_ANNOTATION
 from .kube import Kube
+from .webhooks import EXTENSION_NAMESPACE_LABEL
 from .resolve import REFERENCED_RESOURCE_PREFIX
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ class Bridge:
                 "resourceVersion": meta["resourceVersion"]}}, meta["namespace"])
         ns = self.seed_namespace(shoot)
         self.kube.apply({"apiVersion": "v1", "kind": "Namespace",
-                         "metadata": {"name": ns, "labels": {BRIDGE_LABEL: "true",
-                                                             "gardener.cloud/role": "shoot"}}})
+                         "metadata": {"name": ns, "labels": {BRIDGE_LABEL: "true", "gardener.cloud/role": "shoot",
+                                                             EXTENSION_NAMESPACE_LABEL: "true"}}})
         self.kube.apply(self._cluster(ns, shoot))
         self._sync_references(ns, shoot)
         self._sync_extension(ns, shoot)

@@ -57,6 +57,9 @@ KINDS = {k.kind: k for k in [
     Kind("core.gardener.cloud/v1beta1", "Shoot", "shoots"),
     Kind("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations",
          namespaced=False),
+    Kind("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations",
+         namespaced=False),
+    Kind("extensions.gardener.cloud/v1alpha1", "OperatingSystemConfig", "operatingsystemconfigs"),
 ]}
 
 

@@ -14,15 +14,18 @@ from typing import Any, Callable
 
 import kopf
 
+from api import shoot as shootlib
 from api.shoot import EXTENSION_TYPE
+from api.v1alpha3 import RegistryStatus
 
 from .actuator import Actuator, Settings
-from . import metrics, webhooks
+from . import metrics, tls, webhooks
 from .bridge import BRIDGE_FINALIZER, BRIDGE_LABEL, Bridge
 from .controller import Controller
 from .kube import Kube
 from .protection import Protection
 from .references import ReferenceIndex
+from .render import containerd_registries
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,7 @@ def _register_when_serving(hook: WebhookSettings, serving: webhooks.ServingCert,
                 return
             time.sleep(0.2)
     _runtime.controller.seed.apply(webhooks.configuration(serving.ca_pem, hook.client))
+    _runtime.controller.seed.apply(webhooks.mutating_configuration(serving.ca_pem, hook.client))
     log.info("admission webhooks serving on %s:%s and registered", hook.listen_address, hook.port)
 
 
@@ -114,8 +118,9 @@ def _cleanup(**_: Any) -> None:
         try:
             _runtime.controller.seed.apply(webhooks.configuration(_runtime.serving.ca_pem, _runtime.webhook.client,
                                                                   shoot_hook=False))
+            _runtime.controller.seed.delete("MutatingWebhookConfiguration", webhooks.CONFIGURATION_NAME)
         except Exception:  # noqa: BLE001 - shutting down either way
-            log.exception("could not remove the Shoot webhook")
+            log.exception("could not remove the Shoot and OperatingSystemConfig webhooks")
 
 
 @kopf.on.event("extensions.gardener.cloud", "v1alpha1", "extensions",
@@ -181,6 +186,32 @@ def _protect_secret(old: Any, **_: Any) -> None:
         raise kopf.AdmissionError(refusal, code=403)
 
 
+def _mutate_osc(body: Any, patch: Any, **_: Any) -> None:
+    """Gardener's OperatingSystemConfig ensurer: the caches as containerd registries, and the CA bundle file,
+    so that gardener-node-agent writes hosts.toml on every node (skipped for a shoot being deleted or
+    hibernated, and until the Extension reports its caches)."""
+    assert _runtime is not None
+    osc = _plain(body)
+    namespace = osc["metadata"]["namespace"]
+    seed = _runtime.controller.seed
+    cluster = seed.get("Cluster", namespace) or {}
+    shoot = (cluster.get("spec") or {}).get("shoot") or {}
+    if (shoot.get("metadata") or {}).get("deletionTimestamp") or shootlib.is_hibernated(shoot):
+        return
+    ext = seed.get("Extension", shootlib.EXTENSION_TYPE, namespace) or {}
+    provider_status = (ext.get("status") or {}).get("providerStatus")
+    if not provider_status:
+        log.warning("OperatingSystemConfig %s/%s: the registry-cache Extension reports no caches yet; unchanged",
+                    namespace, osc["metadata"].get("name"))
+        return
+    status = RegistryStatus.model_validate(provider_status)
+    ca_bundle = tls.ca_bundle(seed, namespace) if status.ca_secret_name else None
+    new_spec = webhooks.osc_patch(osc, containerd_registries(status), ca_bundle)
+    if new_spec is not None:
+        patch.spec["criConfig"] = new_spec["criConfig"]
+        patch.spec["files"] = new_spec["files"]
+
+
 @kopf.on.login()
 def _login(**_: Any) -> kopf.ConnectionInfo:
     """kopf talks to the API server with exactly the credentials of the controller's own client."""
@@ -225,6 +256,8 @@ def build_runtime(seed: Kube, shoot_target: Callable[[str], Kube], settings: Set
                          operations=["CREATE", "UPDATE"])(_validate_shoot)
         kopf.on.validate("", "v1", "secrets", id=webhooks.SECRET_HOOK, operations=["DELETE"],
                          ignore_failures=True)(_protect_secret)
+        kopf.on.mutate("extensions.gardener.cloud", "v1alpha1", "operatingsystemconfigs", id=webhooks.OSC_HOOK,
+                       operations=["CREATE", "UPDATE"])(_mutate_osc)
     return runtime
 
 

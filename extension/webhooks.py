@@ -15,6 +15,7 @@ they answer and owns the ``ValidatingWebhookConfiguration``:
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import tempfile
 from dataclasses import dataclass
@@ -26,11 +27,46 @@ from api.urls import is_ip_address
 from api.validation import validate_shoot
 
 from . import certs
+from .render import CA_BUNDLE_PATH
 from .references import REFERENCED_LABEL, ReferenceIndex, refusal_message
 
 CONFIGURATION_NAME = "registry-cache.extensions.gardener.cloud"
 SHOOT_HOOK = "validate-shoot"
 SECRET_HOOK = "protect-secret"
+OSC_HOOK = "mutate-osc"
+# gardenlet labels the seed namespace of a shoot with the extensions it uses
+EXTENSION_NAMESPACE_LABEL = "extensions.extensions.gardener.cloud/registry-cache"
+CA_BUNDLE_FILE_PERMISSIONS = 0o644
+
+
+def osc_patch(osc: dict[str, Any], entries: list[dict[str, Any]], ca_bundle: str | None) -> dict[str, Any] | None:
+    """What the OperatingSystemConfig webhook changes, as Gardener's ensurer does: upsert one containerd
+    registry entry per cache (by upstream) and the CA bundle file; everything else stays. None: no change."""
+    spec = osc.get("spec") or {}
+    cri = spec.get("criConfig") or {}
+    containerd = cri.get("containerd") or {}
+    registries = list(containerd.get("registries") or [])
+    for entry in entries:
+        for i, existing in enumerate(registries):
+            if isinstance(existing, dict) and existing.get("upstream") == entry["upstream"]:
+                registries[i] = entry
+                break
+        else:
+            registries.append(entry)
+    files = list(spec.get("files") or [])
+    if ca_bundle:
+        file = {"path": CA_BUNDLE_PATH, "permissions": CA_BUNDLE_FILE_PERMISSIONS,
+                "content": {"inline": {"encoding": "b64", "data": base64.b64encode(ca_bundle.encode()).decode()}}}
+        for i, existing in enumerate(files):
+            if isinstance(existing, dict) and existing.get("path") == CA_BUNDLE_PATH:
+                files[i] = file
+                break
+        else:
+            files.append(file)
+    new_spec = {"criConfig": {**cri, "containerd": {**containerd, "registries": registries}}, "files": files}
+    if new_spec["criConfig"] == spec.get("criConfig") and files == (spec.get("files") or []):
+        return None
+    return new_spec
 
 
 def shoot_errors(new: dict[str, Any], old: dict[str, Any] | None,
@@ -84,10 +120,27 @@ def make_serving_cert(hostnames: list[str]) -> ServingCert:
     return cert
 
 
+def mutating_configuration(ca_pem: str, client: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """The MutatingWebhookConfiguration of the OperatingSystemConfig webhook: only shoot namespaces that use
+    this extension; Fail, so that no node configuration goes out without the caches while we are up (it is
+    removed on a clean shutdown: then nodes pull from the upstreams)."""
+    return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": CONFIGURATION_NAME, "labels": {"app.kubernetes.io/managed-by": "registry-cache"}},
+            "webhooks": [{
+                "name": "operatingsystemconfigs.registry-cache.extensions.gardener.cloud",
+                "clientConfig": {**client(OSC_HOOK), "caBundle": base64.b64encode(ca_pem.encode()).decode()},
+                "rules": [{"apiGroups": ["extensions.gardener.cloud"], "apiVersions": ["v1alpha1"],
+                           "resources": ["operatingsystemconfigs"], "operations": ["CREATE", "UPDATE"],
+                           "scope": "Namespaced"}],
+                "namespaceSelector": {"matchLabels": {EXTENSION_NAMESPACE_LABEL: "true"}},
+                "failurePolicy": "Fail", "sideEffects": "None", "matchPolicy": "Equivalent",
+                "reinvocationPolicy": "IfNeeded", "admissionReviewVersions": ["v1"], "timeoutSeconds": 10,
+            }]}
+
+
 def configuration(ca_pem: str, client: Callable[[str], dict[str, Any]], shoot_hook: bool = True,
                   secret_hook: bool = True) -> dict[str, Any]:
     """The ValidatingWebhookConfiguration; ``client(hook_id)`` gives each webhook's clientConfig."""
-    import base64
     ca_bundle = base64.b64encode(ca_pem.encode()).decode()
     webhooks = []
     if shoot_hook:

@@ -181,3 +181,44 @@ def test_no_password_in_logs(operator):
     log = operator.log()
     for password in PASSWORDS:
         assert password not in log
+
+
+def test_operatingsystemconfig_gets_the_caches_and_the_ca_bundle(kube, operator, control_plane):
+    """Gardener mode's node side: the mutating webhook puts the caches into every OperatingSystemConfig of
+    a shoot namespace that uses the extension, so that gardener-node-agent writes hosts.toml."""
+    from pathlib import Path
+
+    from extension.controlplane import apply_manifests, wait_for_crds_established
+    api = control_plane.api_client()
+    apply_manifests(api, [Path(__file__).resolve().parents[2] / "manifests" / "seed-crds"])
+    wait_for_crds_established(api, ["operatingsystemconfigs.extensions.gardener.cloud"], timeout=30)
+    wait_for("the mutating webhook", lambda: kube.get("MutatingWebhookConfiguration", CONFIGURATION_NAME),
+             log=operator.log)
+    kube.create(secret("osc-v1"))
+    kube.create(shoot("osc", "osc-v1", upstream="osc.example"))
+    seed_ns = "shoot--refs--osc"
+    ext = wait_for("the Extension", lambda: ((e := kube.get("Extension", "registry-cache", seed_ns)) or {})
+                   .get("status", {}).get("lastOperation", {}).get("state") == "Succeeded" and e, log=operator.log)
+    endpoint = ext["status"]["providerStatus"]["caches"][0]["endpoint"]
+    osc = {"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "OperatingSystemConfig",
+           "metadata": {"name": "worker-original", "namespace": seed_ns},
+           "spec": {"type": "gardenlinux", "purpose": "reconcile", "criConfig": {"name": "containerd", "containerd": {
+               "registries": [{"upstream": "quay.io", "server": "https://quay.io",
+                               "hosts": [{"url": "https://mirror.example"}]}]}},
+                    "files": [{"path": "/etc/motd", "permissions": 420,
+                               "content": {"inline": {"encoding": "", "data": "hello"}}}]}}
+    created = kube.create(osc)
+    registries = created["spec"]["criConfig"]["containerd"]["registries"]
+    assert [r["upstream"] for r in registries] == ["quay.io", "osc.example"]
+    assert registries[1] == {"upstream": "osc.example", "server": "https://osc.example",
+                             "hosts": [{"url": endpoint, "capabilities": ["pull", "resolve"],
+                                        "caCerts": ["/etc/containerd/certs.d/ca-bundle.pem"]}],
+                             "readinessProbe": True}
+    bundle = next(f for f in created["spec"]["files"] if f["path"] == "/etc/containerd/certs.d/ca-bundle.pem")
+    expected = kube.get("Secret", "ca-extension-registry-cache-bundle", seed_ns)["data"]["bundle.crt"]
+    assert bundle["content"]["inline"] == {"encoding": "b64", "data": expected}
+    assert any(f["path"] == "/etc/motd" for f in created["spec"]["files"])
+    # an OSC in a namespace without the extension is not touched (namespace selector)
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shoot--refs--other"}})
+    plain = kube.create({**osc, "metadata": {"name": "worker", "namespace": "shoot--refs--other"}})
+    assert [r["upstream"] for r in plain["spec"]["criConfig"]["containerd"]["registries"]] == ["quay.io"]
