@@ -174,7 +174,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             url = args.webhook_url or f"https://127.0.0.1:{args.webhook_port}"
             client = webhooks.url_client(url)
             hostnames = [_host_of(url)]
-        webhook = operator.WebhookSettings(args.webhook_address, args.webhook_port, client, hostnames)
+        webhook = operator.WebhookSettings(args.webhook_address, args.webhook_port, client, hostnames,
+                                           garden=args.webhooks in ("all", "garden"),
+                                           seed=args.webhooks in ("all", "seed"))
     if args.metrics_address:
         from . import metrics
         metrics.serve(args.metrics_address)
@@ -246,8 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the controller's Prometheus metrics at /metrics, e.g. 0.0.0.0:8081")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     hooks = p.add_argument_group("admission webhooks")
-    hooks.add_argument("--webhooks", action="store_true",
-                       help="serve the Shoot validation and the Secret deletion webhooks and register them")
+    hooks.add_argument("--webhooks", nargs="?", const="all", choices=["all", "garden", "seed"],
+                       help="serve and register the admission webhooks: garden (Shoot validation, refusing to "
+                            "delete Secrets in use: where the Shoots are), seed (the OperatingSystemConfig "
+                            "webhook: where the shoot namespaces are) or all (the default; standalone)")
     hooks.add_argument("--webhook-address", default="0.0.0.0", help="listen address (default 0.0.0.0)")
     hooks.add_argument("--webhook-port", type=int, default=9443, help="listen port (default 9443)")
     hooks.add_argument("--webhook-url", metavar="URL",

@@ -36,6 +36,8 @@ class WebhookSettings:
     port: int
     client: Callable[[str], dict[str, Any]]  # clientConfig per hook, see webhooks.url_client/service_client
     hostnames: list[str]  # what the serving certificate is for
+    garden: bool = True  # Shoot validation and Secret protection (where Shoots and their Secrets are)
+    seed: bool = True  # the OperatingSystemConfig webhook (where the shoot namespaces are)
 
 
 @dataclass
@@ -97,8 +99,10 @@ def _register_when_serving(hook: WebhookSettings, serving: webhooks.ServingCert,
                 log.error("the webhook server on %s:%s did not come up; webhooks not registered", address, hook.port)
                 return
             time.sleep(0.2)
-    _runtime.controller.seed.apply(webhooks.configuration(serving.ca_pem, hook.client))
-    _runtime.controller.seed.apply(webhooks.mutating_configuration(serving.ca_pem, hook.client))
+    if hook.garden:
+        _runtime.controller.seed.apply(webhooks.configuration(serving.ca_pem, hook.client))
+    if hook.seed:
+        _runtime.controller.seed.apply(webhooks.mutating_configuration(serving.ca_pem, hook.client))
     log.info("admission webhooks serving on %s:%s and registered", hook.listen_address, hook.port)
 
 
@@ -116,9 +120,11 @@ def _cleanup(**_: Any) -> None:
     assert _runtime is not None
     if _runtime.webhook is not None and _runtime.serving is not None:
         try:
-            _runtime.controller.seed.apply(webhooks.configuration(_runtime.serving.ca_pem, _runtime.webhook.client,
-                                                                  shoot_hook=False))
-            _runtime.controller.seed.delete("MutatingWebhookConfiguration", webhooks.CONFIGURATION_NAME)
+            if _runtime.webhook.garden:
+                _runtime.controller.seed.apply(webhooks.configuration(
+                    _runtime.serving.ca_pem, _runtime.webhook.client, shoot_hook=False))
+            if _runtime.webhook.seed:
+                _runtime.controller.seed.delete("MutatingWebhookConfiguration", webhooks.CONFIGURATION_NAME)
         except Exception:  # noqa: BLE001 - shutting down either way
             log.exception("could not remove the Shoot and OperatingSystemConfig webhooks")
 
@@ -244,18 +250,19 @@ def build_runtime(seed: Kube, shoot_target: Callable[[str], Kube], settings: Set
     runtime = _runtime = Runtime(controller, None, threading.Event(), webhook=webhook)
     if standalone:
         runtime.bridge = Bridge(Kube(seed.api, field_manager="registry-cache-bridge"))
-    if standalone or webhook is not None:
+    if standalone or (webhook is not None and webhook.garden):
         runtime.index = ReferenceIndex(cleanup_finalizer=BRIDGE_FINALIZER if standalone else None)
         runtime.index.prime(seed.list("Shoot"))
         kopf.on.event("core.gardener.cloud", "v1beta1", "shoots")(_on_shoot)
     if standalone:
         runtime.protection = Protection(Kube(seed.api, field_manager="registry-cache-protection"), runtime.index)
         runtime.protection.resync()
-    if webhook is not None:
+    if webhook is not None and webhook.garden:
         kopf.on.validate("core.gardener.cloud", "v1beta1", "shoots", id=webhooks.SHOOT_HOOK,
                          operations=["CREATE", "UPDATE"])(_validate_shoot)
         kopf.on.validate("", "v1", "secrets", id=webhooks.SECRET_HOOK, operations=["DELETE"],
                          ignore_failures=True)(_protect_secret)
+    if webhook is not None and webhook.seed:
         kopf.on.mutate("extensions.gardener.cloud", "v1alpha1", "operatingsystemconfigs", id=webhooks.OSC_HOOK,
                        operations=["CREATE", "UPDATE"])(_mutate_osc)
     return runtime
