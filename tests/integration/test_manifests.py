@@ -158,8 +158,8 @@ def test_the_gardener_registration():
     [resource] = registration["spec"]["resources"]
     assert (resource["kind"], resource["type"]) == ("Extension", "registry-cache")
     assert "globallyEnabled" not in resource and "autoEnable" not in resource  # shoots opt in
-    # No ControllerDeployment is shipped, so none is referenced (the file says what one needs).
-    assert "deployment" not in registration["spec"]
+    # The ControllerDeployment is generated from charts/registry-cache by hack/controller-deployment.py.
+    assert registration["spec"]["deployment"]["deploymentRefs"] == [{"name": "extension-registry-cache"}]
     assert "ControllerDeployment" in (MANIFESTS / "gardener" / "controller-registration.yaml").read_text()
 
 

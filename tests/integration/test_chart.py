@@ -1,0 +1,361 @@
+"""The Helm chart for a Gardener seed (charts/registry-cache) and the ControllerDeployment that carries it
+(hack/controller-deployment.py): rendered by a real helm (hack/helm-bin.sh builds it with Go), checked
+against the Kubernetes schema and `helm lint`, applied by server-side dry run to the local control plane,
+the packed chart rendering exactly like the directory; and the chart's RBAC put to work: the controller in
+seed mode (`run --gardener --webhooks seed`) with a token of the chart's ServiceAccount, the shoot a second
+API server reached through gardenlet's `gardener` kubeconfig Secret."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from extension.kube import ApiError, Kube
+
+from .operator_process import OperatorProcess, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "registry-cache"
+KUBERNETES_VERSION = "1.34.0"
+RELEASE, NAMESPACE = "registry-cache", "extension-registry-cache-test"  # as gardenlet: a namespace of its own
+IMAGE = "registry.example:5000/gardener/registry-cache:1.2.3"
+WEBHOOK_CONFIGURATION = "registry-cache.extensions.gardener.cloud"
+OWNER = "registry-cache.gardener.cloud/owner"
+
+
+def kubectl() -> str:
+    path = shutil.which("kubectl")
+    if path is None:
+        pytest.skip("kubectl is not installed (needed for the server-side dry run)")
+    return path
+
+
+def _go() -> str | None:
+    """The Go toolchain hack/lib/bincache.sh would use."""
+    go = os.environ.get("GO") or shutil.which("go") or "/usr/local/go/bin/go"
+    return go if os.access(go, os.X_OK) else None
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    if _go() is None:
+        pytest.skip("no Go toolchain (go on PATH, $GO or /usr/local/go/bin/go): hack/helm-bin.sh builds helm with it")
+    done = subprocess.run(["bash", str(REPO / "hack" / "helm-bin.sh")], capture_output=True, check=False, text=True,
+                          timeout=1800)
+    if done.returncode != 0:
+        pytest.fail("hack/helm-bin.sh failed:\n" + done.stderr[-3000:], pytrace=False)
+    path = done.stdout.strip().splitlines()[-1]
+    assert os.access(path, os.X_OK), path
+    return path
+
+
+def template(helm: str, chart: Path, values: Path | None = None, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE, *extra]
+    if values is not None:
+        cmd += ["--values", str(values)]
+    # helm reads no kubeconfig for `template`, but keep it away from the user's anyway
+    env = {**os.environ, "KUBECONFIG": os.devnull, "HELM_CACHE_HOME": "/nonexistent-helm-cache"}
+    return subprocess.run(cmd, capture_output=True, check=False, text=True, timeout=60, env=env)
+
+
+def objects(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def by_kind(objs: list[dict], kind: str) -> list[dict]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+@pytest.fixture(scope="module")
+def controller_deployment(tmp_path_factory) -> dict:
+    done = subprocess.run([sys.executable, str(REPO / "hack" / "controller-deployment.py"), "--image", IMAGE],
+                          capture_output=True, check=False, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def values_file(controller_deployment, tmp_path_factory) -> Path:
+    """helm.values of the ControllerDeployment, plus what gardenlet adds (the chart ignores it)."""
+    path = tmp_path_factory.mktemp("values") / "values.yaml"
+    values = {**controller_deployment["helm"]["values"],
+              "gardener": {"version": "v1.120.0", "seed": {"name": "local", "provider": "local"}}}
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.fixture(scope="module")
+def rendered(helm, values_file) -> str:
+    done = template(helm, CHART, values_file)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def rendered_objects(rendered) -> list[dict]:
+    return objects(rendered)
+
+
+# --- the ControllerDeployment -----------------------------------------------------------------------------
+
+def test_the_controller_deployment(controller_deployment):
+    doc = controller_deployment
+    assert (doc["apiVersion"], doc["kind"], doc["metadata"]["name"]) == (
+        "core.gardener.cloud/v1", "ControllerDeployment", "extension-registry-cache")
+    assert doc["helm"]["values"] == {"image": {"repository": "registry.example:5000/gardener/registry-cache",
+                                               "tag": "1.2.3"}}
+    registration = yaml.safe_load((REPO / "manifests" / "gardener" / "controller-registration.yaml").read_text())
+    assert registration["spec"]["deployment"]["deploymentRefs"] == [{"name": doc["metadata"]["name"]}]
+
+
+def test_the_raw_chart_is_deterministic_and_laid_out_like_helm_package(controller_deployment, tmp_path):
+    import io
+    import tarfile
+
+    again = subprocess.run([sys.executable, str(REPO / "hack" / "controller-deployment.py"), "--image", IMAGE],
+                           capture_output=True, check=False, text=True, timeout=60)
+    assert yaml.safe_load(again.stdout)["helm"]["rawChart"] == controller_deployment["helm"]["rawChart"]
+    raw = base64.b64decode(controller_deployment["helm"]["rawChart"])
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names)
+    expected = sorted(f"registry-cache/{p.relative_to(CHART).as_posix()}" for p in CHART.rglob("*") if p.is_file())
+    assert names == expected
+    assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, 0, "", "", 0o644)}
+
+
+def test_the_raw_chart_renders_like_the_directory(helm, controller_deployment, values_file, rendered, tmp_path):
+    tgz = tmp_path / "registry-cache-0.1.0.tgz"
+    tgz.write_bytes(base64.b64decode(controller_deployment["helm"]["rawChart"]))
+    done = template(helm, tgz, values_file)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == rendered
+
+
+# --- rendering, schema, lint ------------------------------------------------------------------------------
+
+def test_what_the_chart_renders(rendered_objects):
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in rendered_objects)
+    assert kinds == [("ClusterRole", "extensions.gardener.cloud:registry-cache"),
+                     ("ClusterRoleBinding", "extensions.gardener.cloud:registry-cache"),
+                     ("Deployment", "registry-cache"), ("Service", "registry-cache-webhook"),
+                     ("ServiceAccount", "registry-cache")]
+    for obj in rendered_objects:
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            assert obj["metadata"]["namespace"] == NAMESPACE, obj["kind"]
+    [binding] = by_kind(rendered_objects, "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "registry-cache", "namespace": NAMESPACE}]
+
+
+def test_every_object_validates_against_the_kubernetes_schema(rendered_objects):
+    import kubernetes_validate
+
+    for obj in rendered_objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_deployment_runs_the_seed_controller(rendered_objects):
+    """The image's ENTRYPOINT is `registry-cache`: the args go to its command line."""
+    from extension.cli import build_parser
+
+    [deployment] = by_kind(rendered_objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    argv = container["args"]
+    assert "--gardener" in argv
+    assert argv[argv.index("--webhooks") + 1] == "seed"
+    assert "--standalone" not in argv
+    args = build_parser().parse_args(argv)
+    assert args.command == "run" and args.gardener and args.webhooks == "seed" and not args.standalone
+    assert not args.vpa  # the RBAC grants no VerticalPodAutoscalers (and they would live in the shoot)
+    assert args.webhook_service == f"{NAMESPACE}/registry-cache-webhook"
+    assert (args.metrics_address, args.liveness) == ("0.0.0.0:8081", "http://0.0.0.0:8080/healthz")
+    assert container["image"] == IMAGE
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8081, "healthz": 8080, "webhooks": args.webhook_port} and args.webhook_port == 9443
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "8081"
+    # locked down like manifests/controller/deployment.yaml
+    assert pod["spec"]["serviceAccountName"] == "registry-cache"
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}
+    # the webhook Service reaches the container
+    [service] = by_kind(rendered_objects, "Service")
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    hook = next(p for p in service["spec"]["ports"] if p["name"] == "webhooks")
+    assert (hook["port"], hook["targetPort"]) == (443, "webhooks")
+
+
+def test_the_rbac_is_for_a_seed(rendered_objects):
+    [role] = by_kind(rendered_objects, "ClusterRole")
+    granted = {(group, resource, verb, tuple(rule.get("resourceNames", ())))
+               for rule in role["rules"] for group in rule["apiGroups"] for resource in rule["resources"]
+               for verb in rule["verbs"]}
+    assert not any("*" in (g, r, v) for g, r, v, _ in granted)
+    resources = {r for _, r, _, _ in granted}
+    assert resources == {"extensions", "extensions/status", "clusters", "secrets",
+                         "mutatingwebhookconfigurations", "customresourcedefinitions"}
+    # a seed has no Shoots; gardenlet makes the namespaces; the Shoot/Secret webhooks belong to the garden
+    assert not resources & {"shoots", "namespaces", "validatingwebhookconfigurations"}
+    assert {v for g, r, v, n in granted if r == "mutatingwebhookconfigurations" and not n} == {"create"}
+    assert {v for g, r, v, n in granted if r == "clusters"} == {"get"}
+
+
+def test_helm_lint(helm, values_file):
+    done = subprocess.run([helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, "--values",
+                           str(values_file)], capture_output=True, check=False, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+def test_more_than_one_replica_is_refused(helm):
+    done = template(helm, CHART, None, "--set", "replicas=2")
+    assert done.returncode != 0 and "replicas must be 1" in done.stderr
+
+
+# --- against the local control plane ---------------------------------------------------------------------
+
+def _apply(kubeconfig: Path, text: str, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([kubectl(), "--kubeconfig", str(kubeconfig), "apply", "--server-side",
+                           "--field-manager", "test-chart", *extra, "-f", "-"], input=text, capture_output=True,
+                          check=False, text=True, timeout=120)
+
+
+def _ensure_namespace(kubeconfig: Path) -> None:
+    """gardenlet creates the release namespace; a dry run would not, so it is made for real."""
+    done = _apply(kubeconfig, yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace",
+                                              "metadata": {"name": NAMESPACE}}))
+    assert done.returncode == 0, done.stderr
+
+
+def test_server_side_dry_run(rendered, rendered_objects, control_plane):
+    _ensure_namespace(control_plane.kubeconfig)
+    done = _apply(control_plane.kubeconfig, rendered, "--dry-run=server")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(lines) == len(rendered_objects), done.stdout
+    assert all("serverside-applied (server dry run)" in line for line in lines), done.stdout
+
+
+# --- the chart's RBAC at work -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chart_token(rendered_objects, control_plane, tmp_path_factory) -> Path:
+    """The chart's ServiceAccount and RBAC applied for real (not the Deployment: no kubelet here), and a
+    kubeconfig with a token of that ServiceAccount."""
+    _ensure_namespace(control_plane.kubeconfig)
+    rbac = [o for o in rendered_objects if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
+    done = _apply(control_plane.kubeconfig, yaml.safe_dump_all(rbac))
+    assert done.returncode == 0, done.stdout + done.stderr
+    admin = Kube(control_plane.api_client(), field_manager="test-chart")
+    answer = admin.request("POST", f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/registry-cache/token",
+                           body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                                 "spec": {"expirationSeconds": 3600}})
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    cluster = config["clusters"][0]
+    path = tmp_path_factory.mktemp("chart-rbac") / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": [cluster],
+        "users": [{"name": "sa", "user": {"token": answer["status"]["token"]}}],
+        "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": "sa"}}],
+        "current-context": "sa"}))
+    return path
+
+
+def _forbidden(kube: Kube, method: str, path: str) -> bool:
+    try:
+        kube.request(method, path)
+    except ApiError as exc:
+        return exc.status == 403
+    return False
+
+
+def test_the_seed_controller_runs_with_the_charts_service_account(chart_token, control_plane,
+                                                                   second_control_plane, tmp_path):
+    """gardenlet's side by hand (shoot namespace with its label, Cluster, `gardener` kubeconfig Secret,
+    Extension), the controller with the chart's ServiceAccount: Create with TLS, the OperatingSystemConfig
+    webhook, Delete, a clean shutdown; no request refused."""
+    from extension.controlplane import apply_manifests, wait_for_crds_established
+
+    api = control_plane.api_client()
+    apply_manifests(api, [REPO / "manifests" / "seed-crds"])
+    wait_for_crds_established(api, ["operatingsystemconfigs.extensions.gardener.cloud"], timeout=30)
+    admin = Kube(api, field_manager="test-chart")
+    shoot = Kube(second_control_plane.api_client(), field_manager="test-chart")
+    name = f"chart-{uuid.uuid4().hex[:5]}"
+    ns, upstream = f"shoot--chart--{name}", f"{name}.example"
+    owned = f"{OWNER}={ns}"
+    admin.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": ns, "labels": {"extensions.extensions.gardener.cloud/registry-cache": "true"}}})
+    admin.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gardener", "namespace": ns},
+                 "data": {"kubeconfig": base64.b64encode(second_control_plane.kubeconfig.read_bytes()).decode()}})
+    admin.apply({"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Cluster", "metadata": {"name": ns},
+                 "spec": {"seed": {}, "cloudProfile": {}, "shoot": {
+                     "apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+                     "metadata": {"name": name, "namespace": "garden-chart"},
+                     "spec": {"provider": {"type": "local",
+                                           "workers": [{"name": "w", "cri": {"name": "containerd"}}]}}}}})
+
+    def state():
+        ext = admin.get("Extension", "registry-cache", ns) or {}
+        return ((ext.get("status") or {}).get("lastOperation") or {}).get("state"), ext
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # as the chart runs it, but the API server reaches the webhook at 127.0.0.1 instead of a Service
+    with OperatorProcess(chart_token, tmp_path / "controller.log", "--gardener", "--webhooks", "seed",
+                         "--webhook-address", "127.0.0.1", "--webhook-port", str(port)) as op:
+        wait_for("the mutating webhook", lambda: admin.get("MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION),
+                 log=op.log)
+        admin.create({"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Extension",
+                      "metadata": {"name": "registry-cache", "namespace": ns},
+                      "spec": {"type": "registry-cache", "providerConfig": {
+                          "apiVersion": "registry.extensions.gardener.cloud/v1alpha3", "kind": "RegistryConfig",
+                          "caches": [{"upstream": upstream}]}}})
+        ext = wait_for("the Extension to succeed", lambda: (s := state())[0] == "Succeeded" and s[1], timeout=90,
+                       log=op.log)
+        [cache] = ext["status"]["providerStatus"]["caches"]
+        assert [o["metadata"]["name"] for o in shoot.list("StatefulSet", "kube-system", label_selector=owned)] \
+            == [f"registry-{upstream.replace('.', '-')}"]
+        assert admin.list("StatefulSet", "kube-system", label_selector=owned) == []  # not in the seed
+        assert admin.get("Secret", "ca-extension-registry-cache-bundle", ns) is not None
+
+        osc = admin.create({"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "OperatingSystemConfig",
+                            "metadata": {"name": "worker", "namespace": ns},
+                            "spec": {"type": "gardenlinux", "purpose": "reconcile",
+                                     "criConfig": {"name": "containerd"}}})
+        [registry] = osc["spec"]["criConfig"]["containerd"]["registries"]
+        assert (registry["upstream"], registry["hosts"][0]["url"]) == (upstream, cache["endpoint"])
+
+        admin.delete("Extension", "registry-cache", ns)
+        wait_for("the Extension to be gone", lambda: admin.get("Extension", "registry-cache", ns) is None,
+                 timeout=90, log=op.log)
+        assert shoot.list("StatefulSet", "kube-system", label_selector=owned) == []
+        assert admin.list("Secret", ns, label_selector="registry-cache.gardener.cloud/secret") == []  # TLS gone
+    log = (tmp_path / "controller.log").read_text()
+    assert admin.get("MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION) is None  # removed on shutdown
+    assert not re.search(r"\b403\b|[Ff]orbidden|Not enough permissions", log), log[-5000:]
+
+    # and not more than that
+    controller = Kube.from_kubeconfig(str(chart_token))
+    for method, path in [("GET", "/apis/core.gardener.cloud/v1beta1/shoots"), ("GET", "/api/v1/namespaces"),
+                         ("GET", "/api/v1/pods"), ("GET", "/api/v1/namespaces/kube-system/configmaps"),
+                         ("GET", "/apis/apps/v1/namespaces/kube-system/statefulsets"),
+                         ("GET", "/apis/extensions.gardener.cloud/v1alpha1/clusters"),
+                         ("GET", "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"),
+                         ("DELETE", f"/apis/extensions.gardener.cloud/v1alpha1/namespaces/{ns}/extensions/x")]:
+        assert _forbidden(controller, method, path), (method, path)
