@@ -58,9 +58,9 @@ import zlib
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Iterable
 
-from . import field, secrets
-from .field import FieldError, Path
-from .secrets import (JSON_KEY_USERNAME, PASSWORD_KEY, USERNAME_KEY, Credentials, SecretData, credentials_of,
+from api import field, secrets
+from api.field import FieldError, Path
+from api.secrets import (JSON_KEY_USERNAME, PASSWORD_KEY, USERNAME_KEY, Credentials, SecretData, credentials_of,
                       validate_upstream_secret)
 
 # --- formats -------------------------------------------------------------------------------------------

@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from . import field
-from .field import FieldError, Path, ValidationFailed
-from .v1alpha3 import API_VERSION, KIND_CONFIG, RegistryConfig
+from api import field
+from api.field import FieldError, Path, ValidationFailed
+from api.v1alpha3 import API_VERSION, KIND_CONFIG, RegistryConfig
 
 _TYPE_WORDS = {
     "string_type": "expected a string",

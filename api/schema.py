@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .v1alpha3 import API_VERSION, RegistryConfig
+from api.v1alpha3 import API_VERSION, RegistryConfig
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "registryconfig-v1alpha3.json"
 

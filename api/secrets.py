@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass, field as dc_field
 from typing import Any
 
-from . import field
-from .field import FieldError, Path
-from .gostrings import go_is_space, go_quote, go_trim_space  # noqa: F401 - re-exported
+from api import field
+from api.field import FieldError, Path
+from api.gostrings import go_is_space, go_quote, go_trim_space  # noqa: F401 - re-exported
 
 USERNAME_KEY = "username"
 PASSWORD_KEY = "password"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .field import Path
+from api.field import Path
 
 EXTENSION_TYPE = "registry-cache"
 SHOOT_API_VERSION = "core.gardener.cloud/v1beta1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from .gostrings import go_quote, go_quote_bytes
+from api.gostrings import go_quote, go_quote_bytes
 
 DNS1123_LABEL_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 DNS1123_SUBDOMAIN_FMT = DNS1123_LABEL_FMT + r"(\." + DNS1123_LABEL_FMT + ")*"

@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
 
-from .duration import Duration, DurationError, parse_duration
-from .gostrings import go_trim_space
-from .quantity import Quantity, QuantityError, parse_quantity
+from api.duration import Duration, DurationError, parse_duration
+from api.gostrings import go_trim_space
+from api.quantity import Quantity, QuantityError, parse_quantity
 
 GROUP = "registry.extensions.gardener.cloud"
 VERSION = "v1alpha3"

@@ -10,15 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from . import field, names, shoot as shootlib
-from .decode import decode_registry_config
-from .duration import format_duration
-from .field import FieldError, Path, ValidationFailed
-from .credentials import credential_errors, extract_credentials
-from .secrets import Credentials, SecretData
-from .urls import host_port_errors, is_dns1123_label, is_dns1123_subdomain, url_errors
-from .v1alpha3 import DEFAULT_TTL, RegistryCache, RegistryConfig, set_defaults
-from .duration import parse_duration
+from api import field, names, shoot as shootlib
+from api.decode import decode_registry_config
+from api.duration import format_duration
+from api.field import FieldError, Path, ValidationFailed
+from api.credentials import credential_errors, extract_credentials
+from api.secrets import Credentials, SecretData
+from api.urls import host_port_errors, is_dns1123_label, is_dns1123_subdomain, url_errors
+from api.v1alpha3 import DEFAULT_TTL, RegistryCache, RegistryConfig, set_defaults
+from api.duration import parse_duration
 
 SERVICE_NAME_SUFFIX_MAX_LENGTH = names.MAX_SERVICE_NAME_SUFFIX_LENGTH
 _DEFAULT_TTL_NS = parse_duration(DEFAULT_TTL)

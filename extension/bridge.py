@@ -16,10 +16,10 @@ from typing import Any
 
 from api import shoot as shootlib
 
-from .controller import OPERATION_ANNOTATION
-from .kube import Kube
-from .webhooks import EXTENSION_NAMESPACE_LABEL
-from .resolve import REFERENCED_RESOURCE_PREFIX
+from extension.controller import OPERATION_ANNOTATION
+from extension.kube import Kube
+from extension.webhooks import EXTENSION_NAMESPACE_LABEL
+from extension.resolve import REFERENCED_RESOURCE_PREFIX
 
 log = logging.getLogger(__name__)
 

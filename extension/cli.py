@@ -17,12 +17,12 @@ from api import names
 from api.field import ValidationFailed
 from api.urls import is_ip_address
 from api.validation import remote_url, tls_enabled, validate_shoot
-from . import certs
-from .manifests import InputError, load_inputs, load_old_shoot
-from .render import (CA_BUNDLE_PATH, DEFAULT_IMAGE, RenderOptions, provider_status,
+from extension import certs
+from extension.manifests import InputError, load_inputs, load_old_shoot
+from extension.render import (CA_BUNDLE_PATH, DEFAULT_IMAGE, RenderOptions, provider_status,
                      render_hosts_toml, render_shoot)
-from .resolve import resolve_credentials
-from .tls import BUNDLE_SECRET
+from extension.resolve import resolve_credentials
+from extension.tls import BUNDLE_SECRET
 
 
 def _print_errors(errors) -> None:
@@ -148,9 +148,9 @@ def _fault_from_env():
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
-    from . import operator, targets
-    from .actuator import Settings
-    from .kube import Kube
+    from extension import operator, targets
+    from extension.actuator import Settings
+    from extension.kube import Kube
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -165,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         target = targets.same_cluster(seed)
     webhook = None
     if args.webhooks:
-        from . import webhooks
+        from extension import webhooks
         if args.webhook_service:
             namespace, _, name = args.webhook_service.partition("/")
             client = webhooks.service_client(namespace, name)
@@ -178,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                            garden=args.webhooks in ("all", "garden"),
                                            seed=args.webhooks in ("all", "seed"))
     if args.metrics_address:
-        from . import metrics
+        from extension import metrics
         metrics.serve(args.metrics_address)
     runtime = operator.build_runtime(seed, target, Settings(image=args.image, vpa=args.vpa),
                                      standalone=args.standalone, fault=_fault_from_env(), webhook=webhook)
@@ -187,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_local_up(args: argparse.Namespace) -> int:
-    from . import localup
+    from extension.local import up as localup
     manifests = [Path(p) for p in args.manifest] or localup.default_manifests()
     for path in manifests:
         if not path.exists():
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for each Extension (default 90)")
     p.set_defaults(func=cmd_local_up)
 
-    from . import credentials_cli, nodeagent, rotate
+    from extension import credentials_cli, nodeagent, rotate
     credentials = credentials_cli.add_parser(sub)
     rotate.add_parser(credentials)
     nodeagent.add_parser(sub)

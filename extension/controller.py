@@ -17,9 +17,9 @@ from typing import Any
 
 from api.shoot import EXTENSION_TYPE
 
-from . import metrics
-from .actuator import Actuator, ReconcileError
-from .kube import ApiError, Kube
+from extension import metrics
+from extension.actuator import Actuator, ReconcileError
+from extension.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from . import metrics
+from extension import metrics
 
 FIELD_MANAGER = "registry-cache"
 

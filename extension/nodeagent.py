@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .render import CA_BUNDLE_PATH, NODE_CONFIG_LABEL, hosts_toml_for_entry
+from extension.render import CA_BUNDLE_PATH, NODE_CONFIG_LABEL, hosts_toml_for_entry
 
 log = logging.getLogger("registry-cache.node-agent")
 
@@ -527,7 +527,7 @@ class NodeAgent:
 
 
 def cmd_node_agent(args: argparse.Namespace) -> int:
-    from .kube import Kube
+    from extension.kube import Kube
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

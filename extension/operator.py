@@ -18,14 +18,14 @@ from api import shoot as shootlib
 from api.shoot import EXTENSION_TYPE
 from api.v1alpha3 import RegistryStatus
 
-from .actuator import Actuator, Settings
-from . import metrics, tls, webhooks
-from .bridge import BRIDGE_FINALIZER, BRIDGE_LABEL, Bridge
-from .controller import Controller
-from .kube import Kube
-from .protection import Protection
-from .references import ReferenceIndex
-from .render import containerd_registries
+from extension.actuator import Actuator, Settings
+from extension import metrics, tls, webhooks
+from extension.bridge import BRIDGE_FINALIZER, BRIDGE_LABEL, Bridge
+from extension.controller import Controller
+from extension.kube import Kube
+from extension.protection import Protection
+from extension.references import ReferenceIndex
+from extension.render import containerd_registries
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from .kube import ApiError, Kube
-from .references import PROTECTION_FINALIZER, REFERENCED_LABEL, ReferenceIndex
+from extension.kube import ApiError, Kube
+from extension.references import PROTECTION_FINALIZER, REFERENCED_LABEL, ReferenceIndex
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from api.credentials import next_versioned_name, secret_manifest
 from api.field import Path
 from api.secrets import Credentials, secret_from_manifest, validate_upstream_secret
 
-from .bridge import SHOOT_GENERATION_ANNOTATION
-from .kube import ApiError, Kube
+from extension.bridge import SHOOT_GENERATION_ANNOTATION
+from extension.kube import ApiError, Kube
 
 
 class RotationError(Exception):
@@ -147,7 +147,7 @@ def rotate(kube: Kube, shoot: dict[str, Any], reference: str, credentials: Crede
 
 def add_parser(credentials_subparsers: Any) -> None:
     """``registry-cache credentials rotate``."""
-    from .credentials_cli import add_source_arguments
+    from extension.credentials_cli import add_source_arguments
     p = credentials_subparsers.add_parser(
         "rotate", help="rotate the credentials behind a Shoot's spec.resources entry, safely",
         description="Creates the next immutable Secret (<base>-v2, -v3, ...) from the new credentials, points "
@@ -168,7 +168,7 @@ def add_parser(credentials_subparsers: Any) -> None:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    from .credentials_cli import SourceError, credentials_from_source
+    from extension.credentials_cli import SourceError, credentials_from_source
 
     def say(text: str) -> None:
         print(text, flush=True)

@@ -18,7 +18,7 @@ from typing import Callable
 
 from kubernetes import config as k8s_config
 
-from .kube import Kube
+from extension.kube import Kube
 
 ShootTarget = Callable[[str], Kube]
 
@@ -51,7 +51,7 @@ def kubeconfig_secret(seed: Kube, secret_names: str | list[str], field_manager: 
                 break
             secret = None
         if secret is None:
-            from .actuator import ReconcileError
+            from extension.actuator import ReconcileError
             raise ReconcileError(f"no Secret {' or '.join(candidates)} with the shoot's kubeconfig (key kubeconfig) "
                                  f"in {namespace}", ["ERR_INFRA_DEPENDENCIES"])
         version = secret["metadata"]["uid"] + "/" + secret["metadata"]["resourceVersion"]

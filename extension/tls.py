@@ -13,8 +13,8 @@ import base64
 import logging
 from dataclasses import dataclass
 
-from . import certs
-from .kube import Kube
+from extension import certs
+from extension.kube import Kube
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from api.secrets import SecretData, SecretFormatError, secret_from_manifest
 from api.urls import is_ip_address
 from api.validation import validate_shoot
 
-from . import certs
-from .render import CA_BUNDLE_PATH
-from .references import REFERENCED_LABEL, ReferenceIndex, refusal_message
+from extension import certs
+from extension.render import CA_BUNDLE_PATH
+from extension.references import REFERENCED_LABEL, ReferenceIndex, refusal_message
 
 CONFIGURATION_NAME = "registry-cache.extensions.gardener.cloud"
 SHOOT_HOOK = "validate-shoot"

@@ -24,7 +24,7 @@ from api.validation import decode_and_default  # noqa: E402
 from extension.actuator import Actuator, Settings  # noqa: E402
 from extension.certs import KeyPair  # noqa: E402
 from extension.controller import Controller  # noqa: E402
-from extension.controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established  # noqa: E402
+from extension.local.controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established  # noqa: E402
 from extension.kube import Kube  # noqa: E402
 from extension.render import render_shoot  # noqa: E402
 

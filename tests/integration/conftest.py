@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from extension.controlplane import (BinariesBuildError, BinariesUnavailable, ControlPlaneError,
+from extension.local.controlplane import (BinariesBuildError, BinariesUnavailable, ControlPlaneError,
                                     LocalControlPlane, apply_manifests, load_manifests, resolve_bin_dir,
                                     wait_for_crds_established)
 

@@ -288,7 +288,7 @@ def test_the_seed_controller_runs_with_the_charts_service_account(chart_token, c
     """gardenlet's side by hand (shoot namespace with its label, Cluster, `gardener` kubeconfig Secret,
     Extension), the controller with the chart's ServiceAccount: Create with TLS, the OperatingSystemConfig
     webhook, Delete, a clean shutdown; no request refused."""
-    from extension.controlplane import apply_manifests, wait_for_crds_established
+    from extension.local.controlplane import apply_manifests, wait_for_crds_established
 
     api = control_plane.api_client()
     apply_manifests(api, [REPO / "manifests" / "seed-crds"])

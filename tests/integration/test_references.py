@@ -188,7 +188,7 @@ def test_operatingsystemconfig_gets_the_caches_and_the_ca_bundle(kube, operator,
     a shoot namespace that uses the extension, so that gardener-node-agent writes hosts.toml."""
     from pathlib import Path
 
-    from extension.controlplane import apply_manifests, wait_for_crds_established
+    from extension.local.controlplane import apply_manifests, wait_for_crds_established
     api = control_plane.api_client()
     apply_manifests(api, [Path(__file__).resolve().parents[2] / "manifests" / "seed-crds"])
     wait_for_crds_established(api, ["operatingsystemconfigs.extensions.gardener.cloud"], timeout=30)

@@ -95,7 +95,7 @@ class BinariesBuildError(ControlPlaneError):
 
 
 def hack_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "hack"
+    return Path(__file__).resolve().parents[2] / "hack"
 
 
 def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:

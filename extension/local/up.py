@@ -21,12 +21,12 @@ import yaml
 
 from api.shoot import project_of_namespace, technical_namespace
 
-from .controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established
-from .kube import ApiError, Kube
-from .render import hosts_toml_for_status
+from extension.local.controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established
+from extension.kube import ApiError, Kube
+from extension.render import hosts_toml_for_status
 from api.v1alpha3 import RegistryStatus
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "manifests" / "crds"
 EXAMPLES = REPO / "examples"
 
