@@ -18,9 +18,11 @@ from api.secrets import secret_from_manifest
 from api.v1alpha3 import RegistryConfig, RegistryStatus
 from api.validation import decode_and_default, remote_url, tls_enabled, validate_registry_config
 
-from extension import certs, tls
+from extension.component import tls
+
+from extension.component import certs
 from extension.kube import Kube
-from extension.render import (MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, RenderOptions, endpoint, provider_status,
+from extension.component.render import (MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, RenderOptions, endpoint, provider_status,
                      render_node_config, render_service, render_shoot)
 from extension.resolve import REFERENCED_RESOURCE_PREFIX, resolve_credentials
 

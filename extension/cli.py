@@ -17,12 +17,12 @@ from api import names
 from api.field import ValidationFailed
 from api.urls import is_ip_address
 from api.validation import remote_url, tls_enabled, validate_shoot
-from extension import certs
+from extension.component import certs
 from extension.manifests import InputError, load_inputs, load_old_shoot
-from extension.render import (CA_BUNDLE_PATH, DEFAULT_IMAGE, RenderOptions, provider_status,
+from extension.component.render import (CA_BUNDLE_PATH, DEFAULT_IMAGE, RenderOptions, provider_status,
                      render_hosts_toml, render_shoot)
 from extension.resolve import resolve_credentials
-from extension.tls import BUNDLE_SECRET
+from extension.component.tls import BUNDLE_SECRET
 
 
 def _print_errors(errors) -> None:

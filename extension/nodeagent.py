@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extension.render import CA_BUNDLE_PATH, NODE_CONFIG_LABEL, hosts_toml_for_entry
+from extension.component.render import CA_BUNDLE_PATH, NODE_CONFIG_LABEL, hosts_toml_for_entry
 
 log = logging.getLogger("registry-cache.node-agent")
 

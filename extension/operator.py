@@ -19,13 +19,14 @@ from api.shoot import EXTENSION_TYPE
 from api.v1alpha3 import RegistryStatus
 
 from extension.actuator import Actuator, Settings
-from extension import metrics, tls, webhooks
+from extension import metrics, webhooks
+from extension.component import tls
 from extension.bridge import BRIDGE_FINALIZER, BRIDGE_LABEL, Bridge
 from extension.controller import Controller
 from extension.kube import Kube
 from extension.protection import Protection
 from extension.references import ReferenceIndex
-from extension.render import containerd_registries
+from extension.component.render import containerd_registries
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from api.secrets import SecretData, SecretFormatError, secret_from_manifest
 from api.urls import is_ip_address
 from api.validation import validate_shoot
 
-from extension import certs
-from extension.render import CA_BUNDLE_PATH
+from extension.component import certs
+from extension.component.render import CA_BUNDLE_PATH
 from extension.references import REFERENCED_LABEL, ReferenceIndex, refusal_message
 
 CONFIGURATION_NAME = "registry-cache.extensions.gardener.cloud"

@@ -22,11 +22,11 @@ from api.field import Path as FieldPath  # noqa: E402
 from api.secrets import Credentials  # noqa: E402
 from api.validation import decode_and_default  # noqa: E402
 from extension.actuator import Actuator, Settings  # noqa: E402
-from extension.certs import KeyPair  # noqa: E402
+from extension.component.certs import KeyPair  # noqa: E402
 from extension.controller import Controller  # noqa: E402
 from extension.local.controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established  # noqa: E402
 from extension.kube import Kube  # noqa: E402
-from extension.render import render_shoot  # noqa: E402
+from extension.component.render import render_shoot  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

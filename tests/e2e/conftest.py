@@ -4,7 +4,7 @@
                  (built with the local Go toolchain on first use, ~2.5 minutes, then cached).
 ``containerd``   session: containerd and ctr on PATH, installed by hack/e2e-deps.sh (apt-get, as root)
                  when missing.
-``ca``           session: the CA the controller would make (extension.certs.generate_ca).
+``ca``           session: the CA the controller would make (extension.component.certs.generate_ca).
 ``datapath``     function: a :class:`harness.DataPath` that starts upstreams, caches and containerds for
                  one test and stops every one of them at teardown.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from extension.certs import generate_ca
+from extension.component.certs import generate_ca
 
 from .dataplane import E2E_DEPS, REGISTRY_BINS, E2EError, Tools, bcrypt_hash
 from .harness import DataPath

@@ -7,11 +7,11 @@ fixture's finalizer). The caches are configured only by the project's own code:
   (so ``http.tls`` defaults to true, the ttl to 168h, ...) and validated;
 - the credentials come from a Secret manifest through :func:`api.secrets.secret_from_manifest`,
   checked with :func:`api.secrets.validate_upstream_secret` as the webhook does;
-- ``config.yml`` is :func:`extension.render.render_config_yml`, handed to distribution unchanged;
-- the TLS material is :func:`extension.certs.generate_ca` / :func:`extension.certs.generate_server_cert`
+- ``config.yml`` is :func:`extension.component.render.render_config_yml`, handed to distribution unchanged;
+- the TLS material is :func:`extension.component.certs.generate_ca` / :func:`extension.component.certs.generate_server_cert`
   for the Service names and the "cluster IP" 127.0.0.1, as the controller issues it;
-- containerd's ``hosts.toml`` goes through the controller's chain: :func:`extension.render.provider_status`
-  -> :func:`extension.render.hosts_toml_for_status`, the CA path pointed at this test's bundle file.
+- containerd's ``hosts.toml`` goes through the controller's chain: :func:`extension.component.render.provider_status`
+  -> :func:`extension.component.render.hosts_toml_for_status`, the CA path pointed at this test's bundle file.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from api.field import Path as FieldPath
 from api.secrets import Credentials, credentials_of, secret_from_manifest, validate_upstream_secret
 from api.v1alpha3 import RegistryCache
 from api.validation import decode_and_default, remote_url, tls_enabled, validate_registry_config
-from extension.certs import KeyPair, generate_server_cert, service_dns_names
-from extension.render import (SHOOT_NAMESPACE, endpoint, hosts_toml_for_status, provider_status,
+from extension.component.certs import KeyPair, generate_server_cert, service_dns_names
+from extension.component.render import (SHOOT_NAMESPACE, endpoint, hosts_toml_for_status, provider_status,
                               render_config_yml)
 
 from .dataplane import LOOPBACK, Containerd, Crane, Image, Registry, Tools, Upstream, write_hosts_dir

@@ -26,10 +26,10 @@ import pytest
 import yaml
 
 from api.v1alpha3 import RegistryStatus
-from extension import certs
+from extension.component import certs
 from extension.kube import Kube
 from extension.nodeagent import CA_BUNDLE_FILE, CA_MARKER, MARKER, desired_state, probe
-from extension.render import CA_BUNDLE_PATH, NODE_CONFIG_LABEL, hosts_toml_for_entry, hosts_toml_for_status
+from extension.component.render import CA_BUNDLE_PATH, NODE_CONFIG_LABEL, hosts_toml_for_entry, hosts_toml_for_status
 
 from .operator_process import OperatorProcess, wait_for
 

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from hypothesis import given, strategies as st
 
-from extension import certs
+from extension.component import certs
 from extension.nodeagent import (CA_BUNDLE_FILE, CA_MARKER, MARKER, DirState, NodeAgent, Observed, add_parser,
                                  desired_state, observe, plan, to_probe, valid_upstream)
-from extension.render import (CA_BUNDLE_PATH, NODE_CONFIG_LABEL, RenderOptions,
+from extension.component.render import (CA_BUNDLE_PATH, NODE_CONFIG_LABEL, RenderOptions,
                               hosts_toml_for_status, provider_status, render_node_config)
 
 CA = certs.generate_ca()

@@ -2,7 +2,7 @@
 
 import base64
 
-from extension.render import containerd_registries, provider_status
+from extension.component.render import containerd_registries, provider_status
 from extension.webhooks import osc_patch
 
 STATUS = provider_status([("docker.io", "https://10.0.0.1:5000", "https://registry-1.docker.io"),

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from api.field import Path
 from api.secrets import SecretData, credentials_of, validate_upstream_secret
 from api.validation import decode_and_default, validate_registry_config
-from extension.certs import KeyPair
-from extension.quoting import toml_quote, yaml_quote
-from extension.render import render_config_yml, render_hosts_toml, render_shoot
+from extension.component.certs import KeyPair
+from extension.component.quoting import toml_quote, yaml_quote
+from extension.component.render import render_config_yml, render_hosts_toml, render_shoot
 
 from .helpers import PC, config
 

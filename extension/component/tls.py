@@ -13,7 +13,7 @@ import base64
 import logging
 from dataclasses import dataclass
 
-from extension import certs
+from extension.component import certs
 from extension.kube import Kube
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from api.v1alpha3 import RegistryCache, RegistryCacheStatus, RegistryConfig, Reg
 from api.validation import gc_ttl_ns, ha_enabled, remote_url, tls_enabled
 from api.duration import format_duration
 
-from extension.certs import KeyPair
-from extension.quoting import toml_array, toml_quote, yaml_quote
+from extension.component.certs import KeyPair
+from extension.component.quoting import toml_array, toml_quote, yaml_quote
 
 DEFAULT_IMAGE = "docker.io/library/registry:3.0.0"
 SHOOT_NAMESPACE = "kube-system"
@@ -41,7 +41,7 @@ def _b64(value: str | bytes) -> str:
 
 
 _env = jinja2.Environment(
-    loader=jinja2.PackageLoader("extension", "templates"),
+    loader=jinja2.PackageLoader("extension.component", "templates"),
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
     autoescape=False,
