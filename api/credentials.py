@@ -12,9 +12,10 @@ Secrets referenced through ``secretReferenceName``
   - the KEP "Arbitrary image pull secrets" shape (``kubernetes.io/regcredentials``: ``serverAddress``,
     ``username``, ``password``, ``identityToken``, ``registryToken``).
 
-Files on disk (pure readers taking bytes; :mod:`extension.credentials_cli` does the I/O)
-  Docker's ``config.json``, a legacy ``.dockercfg``, an rkt ``auth.d`` JSON file, a Mesos ``.tar.gz`` of
-  ``.docker/config.json``, and ``--username`` with a password from stdin.
+Files on disk (pure readers taking bytes; :mod:`extension.cli.credentials` does the I/O)
+  Docker's ``config.json`` and a legacy ``.dockercfg`` here (the Secrets hold the same documents); an rkt
+  ``auth.d`` JSON file, a Mesos ``.tar.gz`` of ``.docker/config.json`` and ``--username`` with a password
+  from stdin in :mod:`api.credential_files`.
 
 Decisions:
 
@@ -49,16 +50,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
-import io
 import json
 import re
-import tarfile
-import zlib
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Iterable
 
 from api import field, secrets
+from api.errors import RegistryCacheError
 from api.field import FieldError, Path
 from api.secrets import (JSON_KEY_USERNAME, PASSWORD_KEY, USERNAME_KEY, Credentials, SecretData, credentials_of,
                       validate_upstream_secret)
@@ -86,17 +84,14 @@ TOKEN_USERNAME = "<token>"
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 DOCKER_HUB_INDEX_KEY = "https://index.docker.io/v1/"  # the key `docker login` writes for Docker Hub
 
-MESOS_CONFIG_MEMBER = ".docker/config.json"
 MAX_DOCUMENT_BYTES = 1 << 20          # a Secret holds at most 1 MiB; so does any credentials file we read
-MAX_ARCHIVE_UNPACKED_BYTES = 64 << 20  # what a Mesos archive may decompress to before we give up
-MAX_ARCHIVE_MEMBERS = 10_000
 
 REGISTRY_TOKEN_DETAIL = ("holds a registry token (a bearer token for the registry), but the cache authenticates "
                          "to its upstream only with a username and password (distribution's proxy.username and "
                          "proxy.password): give a username and password instead")
 
 
-class CredentialsError(ValueError):
+class CredentialsError(RegistryCacheError, ValueError):
     """Credentials that cannot be read or used. The message names keys, files and registries, never a value;
     the caller puts where (which Secret, which file) in front of it."""
 
@@ -286,7 +281,7 @@ def _go_field(obj: dict[str, Any], name: str) -> Any:
     return None
 
 
-def _load_json(data: bytes, what: str) -> Any:
+def load_json(data: bytes, what: str) -> Any:
     if len(data) > MAX_DOCUMENT_BYTES:
         raise CredentialsError(f"{what} is larger than {MAX_DOCUMENT_BYTES} bytes")
     try:
@@ -372,7 +367,7 @@ def _looks_like_auths_map(obj: Any) -> bool:
 
 def read_docker_config(data: bytes) -> RegistryCredentials:
     """Docker's ``config.json``, which is also a ``.dockerconfigjson``: ``{"auths": {REGISTRY: ENTRY}}``."""
-    doc = _load_json(data, "the document")
+    doc = load_json(data, "the document")
     if not isinstance(doc, dict):
         raise CredentialsError('the document must be a JSON object with an "auths" map')
     auths = _go_field(doc, "auths")
@@ -392,121 +387,12 @@ def read_docker_config(data: bytes) -> RegistryCredentials:
 
 def read_dockercfg(data: bytes) -> RegistryCredentials:
     """A legacy ``.dockercfg`` (``kubernetes.io/dockercfg``): the top level is the auths map."""
-    doc = _load_json(data, "the document")
+    doc = load_json(data, "the document")
     if isinstance(doc, dict) and isinstance(_go_field(doc, "auths"), dict) and \
             _looks_like_auths_map(_go_field(doc, "auths")):
         raise CredentialsError('the document has an "auths" map, as a config.json (.dockerconfigjson) has; '
                                'a .dockercfg has the registries at the top level')
     return RegistryCredentials(_auths(doc, "the document"))
-
-
-# --- rkt auth.d --------------------------------------------------------------------------------------
-def read_rkt_auth(data: bytes) -> RegistryCredentials:
-    """An rkt ``/etc/rkt/auth.d/*.json`` file: ``rktKind`` ``auth`` (``domains``, ``type`` ``basic``) or
-    ``dockerAuth`` (``registries``), with ``credentials.user`` and ``credentials.password``."""
-    doc = _load_json(data, "the document")
-    if not isinstance(doc, dict):
-        raise CredentialsError("the document must be a JSON object")
-    kind, version = doc.get("rktKind"), doc.get("rktVersion")
-    if kind not in ("auth", "dockerAuth"):
-        raise CredentialsError('"rktKind" must be "auth" or "dockerAuth"')
-    if version != "v1":
-        raise CredentialsError('"rktVersion" must be "v1"')
-    list_key = "domains" if kind == "auth" else "registries"
-    registries = doc.get(list_key)
-    if not isinstance(registries, list) or not registries or not all(isinstance(r, str) and r for r in registries):
-        raise CredentialsError(f'"{list_key}" must be a non-empty list of registry names')
-    creds = doc.get("credentials")
-    if not isinstance(creds, dict):
-        raise CredentialsError('"credentials" must be a JSON object')
-    if kind == "auth" and doc.get("type") != "basic":
-        if doc.get("type") == "oauth":
-            raise CredentialsError(f'"credentials.token" (type "oauth") {REGISTRY_TOKEN_DETAIL}')
-        raise CredentialsError('"type" must be "basic" (or "oauth", which the cache cannot use)')
-    for name in ("user", "password"):
-        if not isinstance(creds.get(name), str):
-            raise CredentialsError(f'"credentials.{name}" must be a string')
-    credentials = Credentials(creds["user"], creds["password"])
-    return RegistryCredentials(tuple(
-        RegistryEntry(r, credentials, username_from='"credentials.user"', password_from='"credentials.password"')
-        for r in registries))
-
-
-# --- Mesos archive -----------------------------------------------------------------------------------
-class _LimitedReader(io.RawIOBase):
-    """A read-only stream that fails once more than ``limit`` bytes came out of ``inner``."""
-
-    def __init__(self, inner: Any, limit: int):
-        self.inner, self.left = inner, limit
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        chunk = self.inner.read(len(buffer))
-        self.left -= len(chunk)
-        if self.left < 0:
-            raise CredentialsError(f"the archive unpacks to more than {MAX_ARCHIVE_UNPACKED_BYTES} bytes")
-        buffer[:len(chunk)] = chunk
-        return len(chunk)
-
-
-def read_mesos_archive(data: bytes) -> RegistryCredentials:
-    """A Mesos ``.tar.gz`` holding ``.docker/config.json``. Only that member is read (a regular file of at
-    most 1 MiB), in memory; nothing is extracted, links and other members are never followed."""
-    inner: Any = io.BytesIO(data)
-    if data[:2] == b"\x1f\x8b":
-        inner = gzip.GzipFile(fileobj=inner, mode="rb")
-    stream = io.BufferedReader(_LimitedReader(inner, MAX_ARCHIVE_UNPACKED_BYTES))
-    found: bytes | None = None
-    try:
-        with tarfile.open(fileobj=stream, mode="r|") as archive:
-            for count, member in enumerate(archive, 1):
-                if count > MAX_ARCHIVE_MEMBERS:
-                    raise CredentialsError(f"the archive has more than {MAX_ARCHIVE_MEMBERS} members")
-                name = member.name
-                while name.startswith("./"):
-                    name = name[2:]
-                if name != MESOS_CONFIG_MEMBER:
-                    continue
-                if not member.isreg():
-                    raise CredentialsError(f"{MESOS_CONFIG_MEMBER} in the archive is not a regular file")
-                if member.size > MAX_DOCUMENT_BYTES:
-                    raise CredentialsError(f"{MESOS_CONFIG_MEMBER} in the archive is larger than "
-                                           f"{MAX_DOCUMENT_BYTES} bytes")
-                if found is not None:
-                    raise CredentialsError(f"the archive holds {MESOS_CONFIG_MEMBER} more than once")
-                handle = archive.extractfile(member)
-                found = handle.read(MAX_DOCUMENT_BYTES + 1) if handle else b""
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise CredentialsError(f"not a readable .tar.gz archive ({type(exc).__name__})") from None
-    if found is None:
-        raise CredentialsError(f"the archive holds no {MESOS_CONFIG_MEMBER}")
-    try:
-        return read_docker_config(found)
-    except CredentialsError as exc:
-        raise CredentialsError(f"{MESOS_CONFIG_MEMBER} in the archive: {exc}") from None
-
-
-# --- --username and --password-stdin -----------------------------------------------------------------
-def password_from_stdin(raw: bytes) -> str:
-    """What ``docker login --password-stdin`` takes: the input less one trailing newline (``\\n``, ``\\r\\n``)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CredentialsError("the password read from stdin is not valid UTF-8") from None
-    if text.endswith("\n"):
-        text = text[:-1]
-    if text.endswith("\r"):
-        text = text[:-1]
-    return text
-
-
-def from_username_password(username: str, password: str, upstream: str) -> RegistryCredentials:
-    """``--username`` and a password, for ``upstream``."""
-    return RegistryCredentials((RegistryEntry(upstream, Credentials(username, password),
-                                              username_from="--username",
-                                              password_from="the password read from stdin"),))
 
 
 # --- Secrets -----------------------------------------------------------------------------------------
@@ -638,37 +524,3 @@ def extract_credentials(secret: SecretData, upstream: str) -> Credentials:
     if details or creds is None:
         raise CredentialsError("; ".join(details) or f"no credentials in the referenced secret {_q(secret.key)}")
     return creds
-
-
-# --- the Secret to create, and its next version ------------------------------------------------------
-def secret_manifest(name: str, namespace: str, credentials: Credentials) -> dict[str, Any]:
-    """Gardener's immutable opaque credentials Secret, ``data`` in base64 as ``kubectl`` prints it."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
-        "type": TYPE_OPAQUE,
-        "immutable": True,
-        "data": {USERNAME_KEY: base64.b64encode(credentials.username.encode()).decode(),
-                 PASSWORD_KEY: base64.b64encode(credentials.password.encode()).decode()},
-    }
-
-
-_VERSIONED = re.compile(r"^(?P<base>.+)-v(?P<n>[0-9]+)$")
-MAX_SECRET_NAME_LENGTH = 253
-
-
-def next_versioned_name(existing_names: Iterable[str], current: str) -> str:
-    """The name of the next version of a credentials Secret: ``<base>-v<N+1>`` with N the highest version of
-    ``<base>`` among ``current`` and ``existing_names``; a name without ``-vN`` counts as version 1
-    (``quay-credentials`` -> ``quay-credentials-v2``)."""
-    m = _VERSIONED.fullmatch(current)
-    base, highest = (m["base"], int(m["n"])) if m else (current, 1)
-    for name in existing_names:
-        other = _VERSIONED.fullmatch(name)
-        if other and other["base"] == base:
-            highest = max(highest, int(other["n"]))
-    name = f"{base}-v{highest + 1}"
-    if len(name) > MAX_SECRET_NAME_LENGTH:
-        raise ValueError(f"the next version of {current!r} would be longer than {MAX_SECRET_NAME_LENGTH} characters")
-    return name

@@ -8,6 +8,8 @@ are truncated to nanoseconds, the result must fit a signed 64-bit count of nanos
 
 from __future__ import annotations
 
+from api.errors import RegistryCacheError
+
 from dataclasses import dataclass
 
 NANOSECOND = 1
@@ -31,7 +33,7 @@ _UNITS = {
 _DIGITS = "0123456789"
 
 
-class DurationError(ValueError):
+class DurationError(RegistryCacheError, ValueError):
     """The text is not a Go duration."""
 
 

@@ -9,6 +9,8 @@ Values that must stay secret are built with ``hidden=True`` and never printed.
 
 from __future__ import annotations
 
+from api.errors import RegistryCacheError
+
 import json
 from dataclasses import dataclass, field
 from enum import Enum
@@ -131,7 +133,7 @@ def too_long(path: Path, max_length: int) -> FieldError:
 
 
 @dataclass
-class ValidationFailed(Exception):
+class ValidationFailed(RegistryCacheError):
     """Raised with every error found, never with a secret value in it."""
 
     errors: list[FieldError] = field(default_factory=list)

@@ -9,6 +9,8 @@ serialises it (``1.5Gi`` -> ``1536Mi``, ``1000M`` -> ``1G``).
 
 from __future__ import annotations
 
+from api.errors import RegistryCacheError
+
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,7 +28,7 @@ _DIGITS = set("0123456789")
 _NANO = Fraction(1, 10**9)
 
 
-class QuantityError(ValueError):
+class QuantityError(RegistryCacheError, ValueError):
     """The text is not a Kubernetes quantity."""
 
 

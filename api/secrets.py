@@ -5,6 +5,8 @@ Values of a Secret never appear in an error: errors name the Secret and the key.
 
 from __future__ import annotations
 
+from api.errors import RegistryCacheError
+
 import base64
 import binascii
 import json
@@ -51,7 +53,7 @@ class Credentials:
     __str__ = __repr__
 
 
-class SecretFormatError(ValueError):
+class SecretFormatError(RegistryCacheError, ValueError):
     """A Secret manifest that cannot be read; the message names the key, never a value."""
 
 

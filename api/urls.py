@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from api.errors import RegistryCacheError
+
 import ipaddress
 import re
 
@@ -70,7 +72,7 @@ def host_port_errors(host_port: str) -> list[str]:
     return errs + is_dns1123_subdomain(host)
 
 
-class URLParseError(ValueError):
+class URLParseError(RegistryCacheError, ValueError):
     pass
 
 

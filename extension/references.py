@@ -17,8 +17,6 @@ from api import shoot as shootlib
 
 log = logging.getLogger(__name__)
 
-PROTECTION_FINALIZER = "gardener.cloud/reference-protection"
-REFERENCED_LABEL = "registry-cache.gardener.cloud/referenced"
 
 
 @dataclass(frozen=True, order=True)

@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from api.field import Path as FieldPath  # noqa: E402
 from api.secrets import Credentials  # noqa: E402
 from api.validation import decode_and_default  # noqa: E402
-from extension.actuator import Actuator, Settings  # noqa: E402
+from extension.controller.actuator import Actuator  # noqa: E402
 from extension.component.certs import KeyPair  # noqa: E402
-from extension.controller import Controller  # noqa: E402
+from extension.controller.reconciler import Controller  # noqa: E402
 from extension.local.controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established  # noqa: E402
 from extension.kube import Kube  # noqa: E402
-from extension.component.render import render_shoot  # noqa: E402
+from extension.component.objects import RenderOptions, render_shoot  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,7 @@ def main() -> int:
         wait_for_crds_established(api, [o["metadata"]["name"] for o in load_manifests([crds])], timeout=60)
         setup = Kube(api, field_manager="bench-setup")
         seed = Kube(cp.api_client(), field_manager="registry-cache")
-        controller = Controller(seed, Actuator(seed, lambda ns: seed, Settings(image="registry:3")))
+        controller = Controller(seed, Actuator(seed, lambda ns: seed, RenderOptions(image="registry:3")))
         names = []
         for i in range(args.extensions):
             ns = f"shoot--bench--s{i}"

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-CA_NAME = "ca-extension-registry-cache"
+from extension.constants import CA_NAME
+
 CA_VALIDITY = dt.timedelta(days=730)
 SERVER_VALIDITY = dt.timedelta(days=90)
 # Renew when less than this share of the validity is left (Gardener's secrets manager renews at 80%).

@@ -14,13 +14,11 @@ import logging
 from dataclasses import dataclass
 
 from extension.component import certs
+from extension.constants import CA_BUNDLE_SECRET, CA_NAME, MANAGED_BY, MANAGED_BY_LABEL, TLS_SECRET_LABEL
 from extension.kube import Kube
 
 log = logging.getLogger(__name__)
 
-CA_SECRET = certs.CA_NAME
-BUNDLE_SECRET = f"{certs.CA_NAME}-bundle"
-SECRET_LABEL = "registry-cache.gardener.cloud/secret"  # value: ca | bundle | server
 
 
 def _decode(secret: dict, key: str) -> str:
@@ -31,7 +29,7 @@ def _secret(namespace: str, name: str, role: str, data: dict[str, str]) -> dict:
     return {
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": name, "namespace": namespace,
-                     "labels": {SECRET_LABEL: role, "app.kubernetes.io/managed-by": "registry-cache"}},
+                     "labels": {TLS_SECRET_LABEL: role, MANAGED_BY_LABEL: MANAGED_BY}},
         "type": "Opaque",
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }
@@ -56,8 +54,8 @@ class TLSMaterial:
 
 def ensure(seed: Kube, namespace: str, requests: list[ServerCertRequest]) -> TLSMaterial:
     """The CA, the bundle and one server certificate per request, reusing what the Secrets hold."""
-    existing = {s["metadata"]["name"]: s for s in seed.list("Secret", namespace, label_selector=SECRET_LABEL)}
-    ca_secret = existing.get(CA_SECRET)
+    existing = {s["metadata"]["name"]: s for s in seed.list("Secret", namespace, label_selector=TLS_SECRET_LABEL)}
+    ca_secret = existing.get(CA_NAME)
     ca = None
     if ca_secret is not None:
         ca = certs.KeyPair(_decode(ca_secret, "ca.crt"), _decode(ca_secret, "ca.key"))
@@ -65,15 +63,15 @@ def ensure(seed: Kube, namespace: str, requests: list[ServerCertRequest]) -> TLS
     if ca is None or certs.needs_renewal(ca):
         if ca is not None:
             previous_ca_pem = ca.cert_pem
-            log.info("renewing CA %s in %s", CA_SECRET, namespace)
+            log.info("renewing CA %s in %s", CA_NAME, namespace)
         ca = certs.generate_ca()
-        seed.apply(_secret(namespace, CA_SECRET, "ca", {"ca.crt": ca.cert_pem, "ca.key": ca.key_pem}))
+        seed.apply(_secret(namespace, CA_NAME, "ca", {"ca.crt": ca.cert_pem, "ca.key": ca.key_pem}))
     bundle = ca.cert_pem + (previous_ca_pem or "")
-    current_bundle = _decode(existing[BUNDLE_SECRET], "bundle.crt") if BUNDLE_SECRET in existing else None
+    current_bundle = _decode(existing[CA_BUNDLE_SECRET], "bundle.crt") if CA_BUNDLE_SECRET in existing else None
     if previous_ca_pem is None and current_bundle and ca.cert_pem in current_bundle:
         bundle = current_bundle  # keep an old CA that is still being phased out
     if bundle != current_bundle:
-        seed.apply(_secret(namespace, BUNDLE_SECRET, "bundle", {"bundle.crt": bundle}))
+        seed.apply(_secret(namespace, CA_BUNDLE_SECRET, "bundle", {"bundle.crt": bundle}))
 
     server: dict[str, certs.KeyPair] = {}
     for req in requests:
@@ -84,18 +82,18 @@ def ensure(seed: Kube, namespace: str, requests: list[ServerCertRequest]) -> TLS
             seed.apply(_secret(namespace, req.secret_name, "server", {"tls.crt": pair.cert_pem,
                                                                       "tls.key": pair.key_pem}))
         server[req.upstream] = pair
-    wanted = {CA_SECRET, BUNDLE_SECRET} | {r.secret_name for r in requests}
+    wanted = {CA_NAME, CA_BUNDLE_SECRET} | {r.secret_name for r in requests}
     for name, secret in existing.items():
-        if name not in wanted and secret["metadata"].get("labels", {}).get(SECRET_LABEL) == "server":
+        if name not in wanted and secret["metadata"].get("labels", {}).get(TLS_SECRET_LABEL) == "server":
             seed.delete("Secret", name, namespace)  # the certificate of a cache that is gone
-    return TLSMaterial(ca, BUNDLE_SECRET, bundle, server)
+    return TLSMaterial(ca, CA_BUNDLE_SECRET, bundle, server)
 
 
 def remove_all(seed: Kube, namespace: str) -> None:
-    for secret in seed.list("Secret", namespace, label_selector=SECRET_LABEL):
+    for secret in seed.list("Secret", namespace, label_selector=TLS_SECRET_LABEL):
         seed.delete("Secret", secret["metadata"]["name"], namespace)
 
 
 def ca_bundle(seed: Kube, namespace: str) -> str | None:
-    secret = seed.get("Secret", BUNDLE_SECRET, namespace)
+    secret = seed.get("Secret", CA_BUNDLE_SECRET, namespace)
     return _decode(secret, "bundle.crt") if secret else None

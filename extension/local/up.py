@@ -23,7 +23,7 @@ from api.shoot import project_of_namespace, technical_namespace
 
 from extension.local.controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established
 from extension.kube import ApiError, Kube
-from extension.component.render import hosts_toml_for_status
+from extension.component.containerd import hosts_toml_for_status
 from api.v1alpha3 import RegistryStatus
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytest
 
 from extension.component.certs import generate_ca
-from extension.component.render import render_hosts_toml
+from extension.component.containerd import render_hosts_toml
 
 from .dataplane import CACHE_AGENT, CONTAINERD_AGENT, describe
 from .harness import credentials_from_secret, credentials_secret

@@ -40,8 +40,9 @@ import yaml
 from api import names
 from api.v1alpha3 import RegistryStatus
 from extension.component import certs
-from extension.nodeagent import ca_certificates
-from extension.component.render import CA_BUNDLE_PATH, CERTS_DIR, hosts_toml_for_status
+from extension.nodeagent.plan import ca_certificates
+from extension.constants import CA_BUNDLE_PATH, CERTS_DIR
+from extension.component.containerd import hosts_toml_for_status
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = os.environ.get("KIND_CLUSTER_NAME", "registry-cache")
@@ -652,7 +653,7 @@ def test_the_private_upstream_of_the_kind_scenario_works_with_distribution(tools
     from api.field import Path as FieldPath
     from api.secrets import Credentials
     from api.validation import decode_and_default
-    from extension.component.render import render_config_yml
+    from extension.component.objects import render_config_yml
 
     token_port, upstream_port, cache_port, debug_port = (_free_port() for _ in range(4))
     signing = certs.generate_ca("registry-cache-e2e-token")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from extension.component.render import render_config_yml
+from extension.component.objects import render_config_yml
 
 from .dataplane import CACHE_AGENT, CRANE_AGENT, describe
 from .harness import credentials_from_secret, credentials_secret

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 
-from extension.component.render import render_config_yml, unique_name
+from extension.component.objects import render_config_yml, unique_name
 
 from .dataplane import CACHE_AGENT, CRANE_AGENT, describe
 from .harness import credentials_from_secret, credentials_secret

@@ -14,8 +14,12 @@ T = TypeVar("T")
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None):
-        self.args = [sys.executable, "-m", "extension.cli", "run", "--kubeconfig", str(kubeconfig), *extra]
+    """``crash_at``: end the process at that checkpoint of the actuator (see crash_at.py)."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None,
+                 crash_at: str | None = None):
+        command = ["-m", "tests.integration.crash_at", crash_at] if crash_at else ["-m", "extension.cli"]
+        self.args = [sys.executable, *command, "run", "--kubeconfig", str(kubeconfig), *extra]
         self.log_path = log_path
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen | None = None

@@ -13,7 +13,7 @@ import uuid
 import pytest
 import yaml
 
-from extension.controller import FINALIZER
+from extension.constants import FINALIZER
 from extension.kube import Kube
 
 from .operator_process import OperatorProcess, wait_for

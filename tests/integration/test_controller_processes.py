@@ -13,8 +13,7 @@ from .test_controller import OWNER, Seed, kube, uniq  # noqa: F401 - kube is a f
 
 def test_restart_in_the_middle_of_a_reconcile_converges(kube, control_plane, tmp_path):
     seed = Seed(kube, uniq("restart"))
-    crashing = OperatorProcess(control_plane.kubeconfig, tmp_path / "crash.log",
-                               env={"REGISTRY_CACHE_FAULT": "crash:after-services"}).start()
+    crashing = OperatorProcess(control_plane.kubeconfig, tmp_path / "crash.log", crash_at="after-services").start()
     try:
         seed.create({"upstream": f"a.{seed.name}.example"}, {"upstream": f"b.{seed.name}.example"})
         assert crashing.wait_exit(30) == 3, crashing.log()

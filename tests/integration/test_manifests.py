@@ -334,7 +334,7 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
 
 
 def test_the_node_agent_runs_with_its_service_account(rbac, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "extension.nodeagent", "--kubeconfig", str(rbac["node-agent"]),
+    done = subprocess.run([sys.executable, "-m", "extension.cli", "node-agent", "--kubeconfig", str(rbac["node-agent"]),
                            "--root", str(tmp_path / "certs.d"), "--namespace", "kube-system", "--once",
                            "--probe-timeout", "0.5"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

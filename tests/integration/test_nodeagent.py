@@ -28,8 +28,11 @@ import yaml
 from api.v1alpha3 import RegistryStatus
 from extension.component import certs
 from extension.kube import Kube
-from extension.nodeagent import CA_BUNDLE_FILE, CA_MARKER, MARKER, desired_state, probe
-from extension.component.render import CA_BUNDLE_PATH, NODE_CONFIG_LABEL, hosts_toml_for_entry, hosts_toml_for_status
+from extension.constants import CA_BUNDLE_FILE
+from extension.nodeagent.plan import CA_MARKER, desired_state, MARKER
+from extension.nodeagent.agent import probe
+from extension.constants import CA_BUNDLE_PATH, NODE_CONFIG_LABEL
+from extension.component.containerd import hosts_toml_for_entry, hosts_toml_for_status
 
 from .operator_process import OperatorProcess, wait_for
 
@@ -98,12 +101,12 @@ def server_cert(ca: certs.KeyPair) -> certs.KeyPair:
 
 
 def agent_args(kubeconfig: Path, root: Path, namespace: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "extension.nodeagent", "--kubeconfig", str(kubeconfig), "--root", str(root),
+    return [sys.executable, "-m", "extension.cli", "node-agent", "--kubeconfig", str(kubeconfig), "--root", str(root),
             "--namespace", namespace, *extra]
 
 
 class AgentProcess(OperatorProcess):
-    """``python -m extension.nodeagent`` (the same as ``registry-cache node-agent``), logs in a file."""
+    """``registry-cache node-agent`` as a process, logs in a file."""
 
     def __init__(self, kubeconfig: Path, log_path: Path, root: Path, namespace: str, interval: float = 0.3):
         super().__init__(kubeconfig, log_path)

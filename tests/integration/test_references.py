@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from extension.kube import ApiError, Kube
-from extension.references import PROTECTION_FINALIZER
-from extension.webhooks import CONFIGURATION_NAME
+from extension.constants import PROTECTION_FINALIZER
+from extension.constants import WEBHOOK_CONFIGURATION_NAME as CONFIGURATION_NAME
 
 from .operator_process import OperatorProcess, wait_for
 

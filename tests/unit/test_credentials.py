@@ -3,7 +3,6 @@ and in the same Gardener Secret (``registry-cache credentials create``). No mess
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 import json
@@ -14,14 +13,15 @@ import pytest
 import yaml
 from hypothesis import given, settings, strategies as st
 
-from api import credentials as c
-from api.credentials import (CredentialsError, credential_errors, extract_credentials,
-                             match_rank, next_versioned_name, read_docker_config, read_dockercfg,
-                             read_mesos_archive, read_rkt_auth)
+from api import credential_files as files, credentials as c
+from api.credential_files import read_mesos_archive, read_rkt_auth
+from api.credentials import (CredentialsError, credential_errors, extract_credentials, match_rank,
+                             read_docker_config, read_dockercfg)
 from api.field import Path as FieldPath
 from api.secrets import (Credentials, SecretData, go_is_space, go_trim_space, credentials_of,
                          secret_from_manifest, validate_upstream_secret)
-from extension import credentials_cli
+from extension.cli.main import main
+from extension.cli.credentials import next_versioned_name, secret_manifest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "credentials"
 P = FieldPath("spec", "extensions").index(0).child("providerConfig", "caches").index(0).child("secretReferenceName")
@@ -462,20 +462,20 @@ def test_read_mesos_archive_errors(monkeypatch):
     fails(mesos_archive(f'{{"auths": {{"quay.io": {{"auth": "{PW}!"}}}}}}'.encode()),
           '"auth" of the entry "quay.io" is not valid base64')
     fails(mesos_archive(b"{"), ".docker/config.json in the archive: the document is not valid JSON")
-    monkeypatch.setattr(c, "MAX_ARCHIVE_UNPACKED_BYTES", 64 << 10)
+    monkeypatch.setattr(files, "MAX_ARCHIVE_UNPACKED_BYTES", 64 << 10)
     bomb = mesos_archive(b"{}", extra=[("filler", b"\0" * (1 << 20))])
     assert len(bomb) < 10_000
     fails(bomb, "the archive unpacks to more than")
 
 
 def test_password_from_stdin_drops_one_trailing_newline_like_docker_login():
-    assert c.password_from_stdin(PW.encode() + b"\n") == PW
-    assert c.password_from_stdin(PW.encode() + b"\r\n") == PW
-    assert c.password_from_stdin(PW.encode() + b"\n\n") == PW + "\n"
-    assert c.password_from_stdin(b" " + PW.encode()) == " " + PW
+    assert files.password_from_stdin(PW.encode() + b"\n") == PW
+    assert files.password_from_stdin(PW.encode() + b"\r\n") == PW
+    assert files.password_from_stdin(PW.encode() + b"\n\n") == PW + "\n"
+    assert files.password_from_stdin(b" " + PW.encode()) == " " + PW
     with pytest.raises(CredentialsError, match="not valid UTF-8"):
-        c.password_from_stdin(b"\xff")
-    rc = c.from_username_password("org+robot", PW, "quay.io")
+        files.password_from_stdin(b"\xff")
+    rc = files.from_username_password("org+robot", PW, "quay.io")
     assert rc.for_upstream("quay.io") == Credentials("org+robot", PW)
 
 
@@ -500,13 +500,9 @@ def test_next_versioned_name_too_long():
 
 # --- the command line --------------------------------------------------------------------------------------
 def cli(*argv: str, stdin: bytes | None = None, monkeypatch=None, capsys=None) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="registry-cache")
-    sub = parser.add_subparsers(dest="command", required=True)
-    credentials_cli.add_parser(sub)
-    args = parser.parse_args(["credentials", "create", *argv])
     if stdin is not None:
         monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-    code = args.func(args)
+    code = main(["credentials", "create", *argv])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -677,8 +673,8 @@ def every_format(username: str, password: str, upstream: str = "quay.io") -> dic
     out["rkt"] = read_rkt_auth(rkt).for_upstream(upstream)
     out["mesos"] = read_mesos_archive(mesos_archive(config)).for_upstream(upstream)
     if not password.endswith(("\n", "\r")):  # `docker login --password-stdin` drops those too
-        out["--username"] = c.from_username_password(
-            username, c.password_from_stdin(password.encode() + b"\n"), upstream).for_upstream(upstream)
+        out["--username"] = files.from_username_password(
+            username, files.password_from_stdin(password.encode() + b"\n"), upstream).for_upstream(upstream)
     return out
 
 
@@ -692,7 +688,7 @@ def test_every_format_extracts_the_same_credentials(username, password):
 @settings(max_examples=50, deadline=None)
 @given(username=usernames, password=passwords)
 def test_every_format_makes_the_same_secret(username, password):
-    manifests = {json.dumps(c.secret_manifest("n-v1", "garden-dev", creds), sort_keys=True)
+    manifests = {json.dumps(secret_manifest("n-v1", "garden-dev", creds), sort_keys=True)
                  for creds in every_format(username, password).values()}
     [manifest] = manifests
     assert validate_upstream_secret(secret_from_manifest(json.loads(manifest)), P, "creds") == []

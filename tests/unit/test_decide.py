@@ -2,7 +2,8 @@
 
 import pytest
 
-from extension.controller import FINALIZER, Op, decide
+from extension.constants import FINALIZER
+from extension.controller.reconciler import decide, Op
 
 
 def ext(annotation=None, deleting=False, finalizer=True, last=None, generation=1, observed=1):
@@ -41,6 +42,6 @@ def test_decide(obj, op):
 
 
 def test_gardener_secret_names():
-    from extension.targets import gardener_secret_names
+    from extension.controller.shoots import gardener_secret_names
     assert gardener_secret_names({}) == ["gardener-internal", "gardener"]
     assert gardener_secret_names({"GARDENER_SHOOT_CLIENT": "external"}) == ["gardener"]

@@ -13,10 +13,13 @@ import yaml
 from hypothesis import given, strategies as st
 
 from extension.component import certs
-from extension.nodeagent import (CA_BUNDLE_FILE, CA_MARKER, MARKER, DirState, NodeAgent, Observed, add_parser,
-                                 desired_state, observe, plan, to_probe, valid_upstream)
-from extension.component.render import (CA_BUNDLE_PATH, NODE_CONFIG_LABEL, RenderOptions,
-                              hosts_toml_for_status, provider_status, render_node_config)
+from extension.constants import CA_BUNDLE_FILE
+from extension.nodeagent.plan import CA_MARKER, desired_state, DirState, MARKER, Observed, plan, to_probe, valid_upstream
+from extension.nodeagent.agent import NodeAgent, observe
+from extension.cli.nodeagent import add_parser
+from extension.constants import CA_BUNDLE_PATH, NODE_CONFIG_LABEL
+from extension.component.objects import provider_status, render_node_config, RenderOptions
+from extension.component.containerd import hosts_toml_for_status
 
 CA = certs.generate_ca()
 CA2 = certs.generate_ca("second")
@@ -346,6 +349,6 @@ def test_add_parser_registers_node_agent_with_its_defaults():
 
 
 def test_a_bad_kubeconfig_is_exit_code_2(tmp_path, capsys):
-    from extension.nodeagent import main
-    assert main(["--kubeconfig", str(tmp_path / "missing"), "--root", str(tmp_path), "--once"]) == 2
+    from extension.cli.main import main
+    assert main(["node-agent", "--kubeconfig", str(tmp_path / "missing"), "--root", str(tmp_path), "--once"]) == 2
     assert "cannot load the kubeconfig" in capsys.readouterr().err

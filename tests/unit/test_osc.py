@@ -2,8 +2,9 @@
 
 import base64
 
-from extension.component.render import containerd_registries, provider_status
-from extension.webhooks import osc_patch
+from extension.component.containerd import containerd_registries
+from extension.component.objects import provider_status
+from extension.webhook.osc import osc_patch
 
 STATUS = provider_status([("docker.io", "https://10.0.0.1:5000", "https://registry-1.docker.io"),
                           ("ghcr.io", "http://10.0.0.2:5000", "https://ghcr.io")], "ca-extension-registry-cache-bundle")

@@ -17,7 +17,8 @@ from api.secrets import SecretData, credentials_of, validate_upstream_secret
 from api.validation import decode_and_default, validate_registry_config
 from extension.component.certs import KeyPair
 from extension.component.quoting import toml_quote, yaml_quote
-from extension.component.render import render_config_yml, render_hosts_toml, render_shoot
+from extension.component.objects import render_config_yml, render_shoot
+from extension.component.containerd import render_hosts_toml
 
 from .helpers import PC, config
 

@@ -11,8 +11,8 @@ import yaml
 from api.secrets import Credentials
 from api.validation import decode_and_default
 from extension.component.certs import KeyPair
-from extension.component.render import (RenderOptions, endpoint, hosts_toml_for_status, provider_status, render_config_yml,
-                              render_hosts_toml, render_shoot, unique_name)
+from extension.component.objects import endpoint, provider_status, render_config_yml, render_shoot, RenderOptions, unique_name
+from extension.component.containerd import hosts_toml_for_status, render_hosts_toml
 
 from .helpers import PC, config
 
@@ -194,7 +194,8 @@ def test_provider_status_wire_format():
 
 
 def test_node_config_for_the_node_agent():
-    from extension.component.render import containerd_registries, hosts_toml_for_entry, render_node_config
+    from extension.component.containerd import containerd_registries, hosts_toml_for_entry
+    from extension.component.objects import render_node_config
     status = provider_status([("docker.io", "https://10.0.0.1:5000", "https://registry-1.docker.io"),
                               ("my-registry.io:5000", "http://10.0.0.2:5000", "http://my-registry.io:5000")],
                              "ca-extension-registry-cache-bundle")

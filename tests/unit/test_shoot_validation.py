@@ -3,7 +3,7 @@
 import json
 
 from api.secrets import SecretData
-from api.validation import validate_shoot
+from api.admission import validate_shoot
 
 from .helpers import config, resource, shoot, strs
 

@@ -14,23 +14,26 @@ Exit codes: 0 done; 1 the API server refused the Secret; 2 an input cannot be us
 file, the key and the registry, never a value). A password appears only in the ``--dry-run`` YAML, which is
 the output asked for.
 
-The extension's CLI registers it with ``credentials_cli.add_parser(subparsers)``; ``add_source_arguments``
-and ``read_source`` are there for other commands that take the same sources (``credentials rotate``).
+``add_source_arguments`` and ``read_source`` are there for other commands that take the same sources
+(``credentials rotate``), as are the Secret's manifest and the name of its next version.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import yaml
 
-from api import credentials as creds
+from api import credential_files, credentials as creds
 from api.field import Path as FieldPath
-from api.secrets import Credentials, SecretData, validate_upstream_secret
+from api.secrets import PASSWORD_KEY, USERNAME_KEY, Credentials, SecretData, validate_upstream_secret
 from api.urls import host_port_errors, is_dns1123_label, is_dns1123_subdomain
+from extension.cli.errors import CommandFailed, InputError
 
 MAX_ARCHIVE_BYTES = 16 << 20
 
@@ -38,12 +41,12 @@ MAX_ARCHIVE_BYTES = 16 << 20
 _FILE_SOURCES: dict[str, tuple[Callable[[bytes], creds.RegistryCredentials], str, int]] = {
     "from_docker_config": (creds.read_docker_config, "Docker config.json", creds.MAX_DOCUMENT_BYTES),
     "from_dockercfg": (creds.read_dockercfg, "legacy .dockercfg", creds.MAX_DOCUMENT_BYTES),
-    "from_rkt": (creds.read_rkt_auth, "rkt auth.d file", creds.MAX_DOCUMENT_BYTES),
-    "from_mesos_archive": (creds.read_mesos_archive, "Mesos archive", MAX_ARCHIVE_BYTES),
+    "from_rkt": (credential_files.read_rkt_auth, "rkt auth.d file", creds.MAX_DOCUMENT_BYTES),
+    "from_mesos_archive": (credential_files.read_mesos_archive, "Mesos archive", MAX_ARCHIVE_BYTES),
 }
 
 
-class SourceError(Exception):
+class SourceError(InputError):
     """An input that cannot be used; the message names the file or option and the key, never a value."""
 
 
@@ -115,10 +118,10 @@ def read_source(args: argparse.Namespace, upstream: str, stdin: Any = None) -> t
         if len(raw) > creds.MAX_DOCUMENT_BYTES:
             raise SourceError(f"stdin: the password is larger than {creds.MAX_DOCUMENT_BYTES} bytes")
         try:
-            password = creds.password_from_stdin(raw)
+            password = credential_files.password_from_stdin(raw)
         except creds.CredentialsError as exc:
             raise SourceError(str(exc)) from None
-        return creds.from_username_password(args.username, password, upstream).select(upstream), "--username"
+        return credential_files.from_username_password(args.username, password, upstream).select(upstream), "--username"
     if args.password_stdin:
         raise SourceError("--password-stdin goes with --username, not with a file")
     for dest, (reader, what, limit) in _FILE_SOURCES.items():
@@ -164,19 +167,10 @@ def _check_names(name: str, namespace: str, upstream: str) -> None:
         raise SourceError("\n".join(problems))
 
 
-def _error(message: str) -> None:
-    for line in message.splitlines():
-        print(f"error: {line}", file=sys.stderr)
-
-
 def cmd_create(args: argparse.Namespace) -> int:
-    try:
-        _check_names(args.name, args.namespace, args.upstream)
-        credentials, source = credentials_from_source(args, args.upstream, args.name, args.namespace)
-    except SourceError as exc:
-        _error(str(exc))
-        return 2
-    manifest = creds.secret_manifest(args.name, args.namespace, credentials)
+    _check_names(args.name, args.namespace, args.upstream)
+    credentials, source = credentials_from_source(args, args.upstream, args.name, args.namespace)
+    manifest = secret_manifest(args.name, args.namespace, credentials)
     if args.dry_run:
         sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
         return 0
@@ -193,21 +187,53 @@ def _create(manifest: dict[str, Any], kubeconfig: str | None, upstream: str, sou
     try:
         kube = Kube.from_kubeconfig(kubeconfig)
     except (ConfigException, OSError) as exc:
-        _error(f"cannot load the kubeconfig{' ' + kubeconfig if kubeconfig else ''}: {type(exc).__name__}")
-        return 2
+        raise InputError(f"cannot load the kubeconfig{' ' + kubeconfig if kubeconfig else ''}: "
+                         f"{type(exc).__name__}") from None
     try:
         kube.create(manifest)
     except ApiError as exc:
         message = f"the API server refused the Secret {where}: {exc.status} {exc.reason}: {exc.message}"
         if exc.conflict:
             message += ("\nSecrets for the cache are immutable: create the next version (e.g. "
-                        f"{creds.next_versioned_name([], meta['name'])}) and point the Shoot's spec.resources "
+                        f"{next_versioned_name([], meta['name'])}) and point the Shoot's spec.resources "
                         "entry at it")
-        _error(message)
-        return 1
+        raise CommandFailed(message) from None
     except Exception as exc:  # the API server cannot be reached: the error names the host, never the Secret
-        _error(f"cannot create the Secret {where}: {type(exc).__name__}: {exc}")
-        return 1
+        raise CommandFailed(f"cannot create the Secret {where}: {type(exc).__name__}: {exc}") from None
     print(f"secret/{meta['name']} created")
     print(f"{where}: username and password for {upstream} (from {source})", file=sys.stderr)
     return 0
+
+
+# --- the Secret to create, and its next version ------------------------------------------------------
+def secret_manifest(name: str, namespace: str, credentials: Credentials) -> dict[str, Any]:
+    """Gardener's immutable opaque credentials Secret, ``data`` in base64 as ``kubectl`` prints it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": creds.TYPE_OPAQUE,
+        "immutable": True,
+        "data": {USERNAME_KEY: base64.b64encode(credentials.username.encode()).decode(),
+                 PASSWORD_KEY: base64.b64encode(credentials.password.encode()).decode()},
+    }
+
+
+_VERSIONED = re.compile(r"^(?P<base>.+)-v(?P<n>[0-9]+)$")
+MAX_SECRET_NAME_LENGTH = 253
+
+
+def next_versioned_name(existing_names: Iterable[str], current: str) -> str:
+    """The name of the next version of a credentials Secret: ``<base>-v<N+1>`` with N the highest version of
+    ``<base>`` among ``current`` and ``existing_names``; a name without ``-vN`` counts as version 1
+    (``quay-credentials`` -> ``quay-credentials-v2``)."""
+    m = _VERSIONED.fullmatch(current)
+    base, highest = (m["base"], int(m["n"])) if m else (current, 1)
+    for name in existing_names:
+        other = _VERSIONED.fullmatch(name)
+        if other and other["base"] == base:
+            highest = max(highest, int(other["n"]))
+    name = f"{base}-v{highest + 1}"
+    if len(name) > MAX_SECRET_NAME_LENGTH:
+        raise ValueError(f"the next version of {current!r} would be longer than {MAX_SECRET_NAME_LENGTH} characters")
+    return name

@@ -18,6 +18,8 @@ from typing import Callable
 
 from kubernetes import config as k8s_config
 
+from extension.constants import ERR_INFRA_DEPENDENCIES, FIELD_MANAGER
+from extension.errors import ReconcileError
 from extension.kube import Kube
 
 ShootTarget = Callable[[str], Kube]
@@ -27,7 +29,7 @@ def same_cluster(seed: Kube) -> ShootTarget:
     return lambda namespace: seed
 
 
-def kubeconfig_file(path: str, field_manager: str = "registry-cache") -> ShootTarget:
+def kubeconfig_file(path: str, field_manager: str = FIELD_MANAGER) -> ShootTarget:
     kube = Kube.from_kubeconfig(path, field_manager=field_manager)
     return lambda namespace: kube
 
@@ -38,7 +40,7 @@ def gardener_secret_names(environ: dict[str, str] | None = None) -> list[str]:
     return ["gardener"] if env.get("GARDENER_SHOOT_CLIENT") == "external" else ["gardener-internal", "gardener"]
 
 
-def kubeconfig_secret(seed: Kube, secret_names: str | list[str], field_manager: str = "registry-cache") -> ShootTarget:
+def kubeconfig_secret(seed: Kube, secret_names: str | list[str], field_manager: str = FIELD_MANAGER) -> ShootTarget:
     cache: dict[str, tuple[str, Kube]] = {}
     lock = threading.Lock()
     candidates = [secret_names] if isinstance(secret_names, str) else list(secret_names)
@@ -51,9 +53,8 @@ def kubeconfig_secret(seed: Kube, secret_names: str | list[str], field_manager: 
                 break
             secret = None
         if secret is None:
-            from extension.actuator import ReconcileError
             raise ReconcileError(f"no Secret {' or '.join(candidates)} with the shoot's kubeconfig (key kubeconfig) "
-                                 f"in {namespace}", ["ERR_INFRA_DEPENDENCIES"])
+                                 f"in {namespace}", [ERR_INFRA_DEPENDENCIES])
         version = secret["metadata"]["uid"] + "/" + secret["metadata"]["resourceVersion"]
         with lock:
             if namespace in cache and cache[namespace][0] == version:

@@ -1,7 +1,8 @@
-"""Admission webhooks: Shoot validation, and refusing to delete a credentials Secret still in use.
+"""The admission webhooks' server side: their serving certificate and their configurations.
 
-kopf serves them (HTTPS with a CA and certificate made here by ``cryptography``); this module decides what
-they answer and owns the ``ValidatingWebhookConfiguration``:
+kopf serves them (HTTPS with a CA and certificate made here by ``cryptography``); :mod:`.shoot`,
+:mod:`.secret` and :mod:`.osc` decide what they answer. This module owns the
+``ValidatingWebhookConfiguration`` and the ``MutatingWebhookConfiguration``:
 
 - ``validate-shoot`` (Shoot CREATE/UPDATE, ``failurePolicy: Fail``): the core validation, create and update
   rules, every worker on containerd, each referenced Secret present, immutable, with valid credentials.
@@ -22,74 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from api.secrets import SecretData, SecretFormatError, secret_from_manifest
 from api.urls import is_ip_address
-from api.validation import validate_shoot
-
 from extension.component import certs
-from extension.component.render import CA_BUNDLE_PATH
-from extension.references import REFERENCED_LABEL, ReferenceIndex, refusal_message
+from extension.constants import (EXTENSION_NAMESPACE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, OSC_HOOK, REFERENCED_LABEL,
+                                 SECRET_HOOK, SHOOT_HOOK, WEBHOOK_CONFIGURATION_NAME)
 
-CONFIGURATION_NAME = "registry-cache.extensions.gardener.cloud"
-SHOOT_HOOK = "validate-shoot"
-SECRET_HOOK = "protect-secret"
-OSC_HOOK = "mutate-osc"
-# gardenlet labels the seed namespace of a shoot with the extensions it uses
-EXTENSION_NAMESPACE_LABEL = "extensions.extensions.gardener.cloud/registry-cache"
-CA_BUNDLE_FILE_PERMISSIONS = 0o644
-
-
-def osc_patch(osc: dict[str, Any], entries: list[dict[str, Any]], ca_bundle: str | None) -> dict[str, Any] | None:
-    """What the OperatingSystemConfig webhook changes, as Gardener's ensurer does: upsert one containerd
-    registry entry per cache (by upstream) and the CA bundle file; everything else stays. None: no change."""
-    spec = osc.get("spec") or {}
-    cri = spec.get("criConfig") or {}
-    containerd = cri.get("containerd") or {}
-    registries = list(containerd.get("registries") or [])
-    for entry in entries:
-        for i, existing in enumerate(registries):
-            if isinstance(existing, dict) and existing.get("upstream") == entry["upstream"]:
-                registries[i] = entry
-                break
-        else:
-            registries.append(entry)
-    files = list(spec.get("files") or [])
-    if ca_bundle:
-        file = {"path": CA_BUNDLE_PATH, "permissions": CA_BUNDLE_FILE_PERMISSIONS,
-                "content": {"inline": {"encoding": "b64", "data": base64.b64encode(ca_bundle.encode()).decode()}}}
-        for i, existing in enumerate(files):
-            if isinstance(existing, dict) and existing.get("path") == CA_BUNDLE_PATH:
-                files[i] = file
-                break
-        else:
-            files.append(file)
-    new_spec = {"criConfig": {**cri, "containerd": {**containerd, "registries": registries}}, "files": files}
-    if new_spec["criConfig"] == spec.get("criConfig") and files == (spec.get("files") or []):
-        return None
-    return new_spec
-
-
-def shoot_errors(new: dict[str, Any], old: dict[str, Any] | None,
-                 get_secret: Callable[[str, str], dict[str, Any] | None]) -> list[str]:
-    """The admission errors for a Shoot, each starting with its field path; empty when admitted."""
-
-    def secret(namespace: str, name: str) -> SecretData | None:
-        obj = get_secret(namespace, name)
-        if obj is None:
-            return None
-        obj.setdefault("apiVersion", "v1")
-        obj.setdefault("kind", "Secret")
-        try:
-            return secret_from_manifest(obj)
-        except SecretFormatError:
-            return SecretData(namespace, name, obj.get("immutable"), {})
-
-    return [str(e) for e in validate_shoot(new, old, secret).errors]
-
-
-def secret_delete_refusal(index: ReferenceIndex, namespace: str, name: str) -> str | None:
-    users = index.users(namespace, name)
-    return refusal_message(namespace, name, users) if users else None
 
 
 @dataclass
@@ -125,7 +63,7 @@ def mutating_configuration(ca_pem: str, client: Callable[[str], dict[str, Any]])
     this extension; Fail, so that no node configuration goes out without the caches while we are up (it is
     removed on a clean shutdown: then nodes pull from the upstreams)."""
     return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": CONFIGURATION_NAME, "labels": {"app.kubernetes.io/managed-by": "registry-cache"}},
+            "metadata": {"name": WEBHOOK_CONFIGURATION_NAME, "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
             "webhooks": [{
                 "name": "operatingsystemconfigs.registry-cache.extensions.gardener.cloud",
                 "clientConfig": {**client(OSC_HOOK), "caBundle": base64.b64encode(ca_pem.encode()).decode()},
@@ -163,7 +101,7 @@ def configuration(ca_pem: str, client: Callable[[str], dict[str, Any]], shoot_ho
             "admissionReviewVersions": ["v1"], "timeoutSeconds": 5,
         })
     return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": CONFIGURATION_NAME, "labels": {"app.kubernetes.io/managed-by": "registry-cache"}},
+            "metadata": {"name": WEBHOOK_CONFIGURATION_NAME, "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
             "webhooks": webhooks}
 
 

@@ -16,17 +16,13 @@ from typing import Any
 
 from api import shoot as shootlib
 
-from extension.controller import OPERATION_ANNOTATION
+from extension.constants import (BRIDGE_FINALIZER, BRIDGE_LABEL, EXTENSION_NAME, EXTENSION_NAMESPACE_LABEL,
+                                 OPERATION_ANNOTATION, OPERATION_RECONCILE, REFERENCED_RESOURCE_PREFIX,
+                                 SHOOT_GENERATION_ANNOTATION)
 from extension.kube import Kube
-from extension.webhooks import EXTENSION_NAMESPACE_LABEL
-from extension.resolve import REFERENCED_RESOURCE_PREFIX
 
 log = logging.getLogger(__name__)
 
-BRIDGE_FINALIZER = "registry-cache.gardener.cloud/bridge"
-BRIDGE_LABEL = "registry-cache.gardener.cloud/bridge"
-SHOOT_GENERATION_ANNOTATION = "registry-cache.gardener.cloud/shoot-generation"
-EXTENSION_NAME = shootlib.EXTENSION_TYPE
 
 
 class Bridge:
@@ -98,7 +94,7 @@ class Bridge:
         annotations = {SHOOT_GENERATION_ANNOTATION: generation}
         if current is None or (current["metadata"].get("annotations") or {}).get(
                 SHOOT_GENERATION_ANNOTATION) != generation:
-            annotations[OPERATION_ANNOTATION] = "reconcile"
+            annotations[OPERATION_ANNOTATION] = OPERATION_RECONCILE
         elif current["metadata"].get("deletionTimestamp"):
             return  # being removed; recreated on the next change
         self.kube.apply({
@@ -109,6 +105,15 @@ class Bridge:
         })
         if OPERATION_ANNOTATION in annotations:
             log.info("%s: Extension %s asked to reconcile (shoot generation %s)", ns, EXTENSION_NAME, generation)
+
+    def resync_shoot_of(self, namespace: str) -> None:
+        """The Extension in ``namespace`` is gone: sync its Shoot again, so that its cleanup finishes."""
+        cluster = self.kube.get("Cluster", namespace)
+        shoot_meta = (((cluster or {}).get("spec") or {}).get("shoot") or {}).get("metadata") or {}
+        if shoot_meta.get("name"):
+            shoot = self.kube.get("Shoot", shoot_meta["name"], shoot_meta.get("namespace"))
+            if shoot is not None:
+                log.info("bridge: %s/%s: %s", shoot_meta.get("namespace"), shoot_meta["name"], self.sync(shoot))
 
     def cleanup(self, shoot: dict[str, Any]) -> bool:
         """Delete the Extension; once it is gone, the copies, the Cluster, the namespace and the finalizer.

@@ -13,39 +13,41 @@ at it, and the old Secret is only deleted once the new one is in use.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Any, Callable
 
 from api import shoot as shootlib
-from api.credentials import next_versioned_name, secret_manifest
 from api.field import Path
 from api.secrets import Credentials, secret_from_manifest, validate_upstream_secret
 
-from extension.bridge import SHOOT_GENERATION_ANNOTATION
+from extension.cli.credentials import (add_source_arguments, credentials_from_source,
+                                      next_versioned_name, secret_manifest)
+from extension.cli.errors import CommandFailed, InputError
+from extension.constants import (EXTENSION_NAME, OPERATION_ANNOTATION, PROTECTION_FINALIZER,
+                                 SHOOT_GENERATION_ANNOTATION, State)
 from extension.kube import ApiError, Kube
 
 
-class RotationError(Exception):
-    pass
+class RotationError(CommandFailed):
+    """The rotation stopped; the message says what was kept."""
 
 
 def _extension_state(kube: Kube, shoot: dict[str, Any], generation: int) -> tuple[str, str]:
     """('done'|'failed'|'waiting', detail) for the reconcile of ``generation``."""
     meta = shoot["metadata"]
     seed_ns = shootlib.technical_namespace(shootlib.project_of_namespace(meta["namespace"]), meta["name"])
-    ext = kube.get("Extension", "registry-cache", seed_ns)
+    ext = kube.get("Extension", EXTENSION_NAME, seed_ns)
     if ext is not None:  # standalone: the bridge and the controller run against this API server
         annotations = ext["metadata"].get("annotations") or {}
         status = ext.get("status") or {}
         last = status.get("lastOperation") or {}
         if annotations.get(SHOOT_GENERATION_ANNOTATION) != str(generation) or \
-                annotations.get("gardener.cloud/operation") or \
+                annotations.get(OPERATION_ANNOTATION) or \
                 status.get("observedGeneration") != ext["metadata"]["generation"]:
             return "waiting", f"Extension {seed_ns}/registry-cache: waiting for the reconcile"
-        if last.get("state") == "Succeeded":
+        if last.get("state") == State.SUCCEEDED:
             return "done", f"Extension {seed_ns}/registry-cache: {last.get('description')}"
-        if last.get("state") == "Error":
+        if last.get("state") == State.ERROR:
             return "failed", f"Extension {seed_ns}/registry-cache: {(status.get('lastError') or {}).get('description')}"
         return "waiting", f"Extension {seed_ns}/registry-cache: {last.get('state')}"
     current = kube.get("Shoot", meta["name"], meta["namespace"]) or {}
@@ -53,9 +55,9 @@ def _extension_state(kube: Kube, shoot: dict[str, Any], generation: int) -> tupl
     last = status.get("lastOperation") or {}
     if status.get("observedGeneration") != generation:
         return "waiting", "Shoot: waiting for the reconcile"
-    if last.get("state") == "Succeeded":
+    if last.get("state") == State.SUCCEEDED:
         return "done", "Shoot reconciled"
-    if last.get("state") in ("Error", "Failed"):
+    if last.get("state") in (State.ERROR, State.FAILED):
         return "failed", f"Shoot: {last.get('description')}"
     return "waiting", f"Shoot: {last.get('state')} {last.get('progress', '')}%"
 
@@ -138,7 +140,7 @@ def rotate(kube: Kube, shoot: dict[str, Any], reference: str, credentials: Crede
             time.sleep(1)
     while kube.get("Secret", old, namespace) is not None:
         if time.monotonic() > deadline:
-            raise RotationError(f"Secret {old} is still terminating (finalizer gardener.cloud/reference-protection:"
+            raise RotationError(f"Secret {old} is still terminating (finalizer {PROTECTION_FINALIZER}:"
                                 " another Shoot may still use it)")
         time.sleep(0.5)
     progress(f"deleted Secret {namespace}/{old}")
@@ -147,7 +149,6 @@ def rotate(kube: Kube, shoot: dict[str, Any], reference: str, credentials: Crede
 
 def add_parser(credentials_subparsers: Any) -> None:
     """``registry-cache credentials rotate``."""
-    from extension.credentials_cli import add_source_arguments
     p = credentials_subparsers.add_parser(
         "rotate", help="rotate the credentials behind a Shoot's spec.resources entry, safely",
         description="Creates the next immutable Secret (<base>-v2, -v3, ...) from the new credentials, points "
@@ -168,37 +169,22 @@ def add_parser(credentials_subparsers: Any) -> None:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    from extension.credentials_cli import SourceError, credentials_from_source
-
     def say(text: str) -> None:
         print(text, flush=True)
 
     namespace, sep, name = args.shoot.partition("/")
     if not sep or not namespace or not name:
-        print(f"error: --shoot {args.shoot!r}: expected NAMESPACE/NAME", file=sys.stderr)
-        return 2
+        raise InputError(f"--shoot {args.shoot!r}: expected NAMESPACE/NAME")
     kube = Kube.from_kubeconfig(args.kubeconfig)
     shoot = kube.get("Shoot", name, namespace)
     if shoot is None:
-        print(f"error: Shoot {namespace}/{name} not found", file=sys.stderr)
-        return 2
+        raise InputError(f"Shoot {namespace}/{name} not found")
     upstreams = [args.upstream] if args.upstream else referenced_upstreams(shoot, args.reference)
     if len(set(upstreams)) != 1:
-        print(f"error: {len(set(upstreams))} caches use {args.reference!r} "
-              f"({', '.join(sorted(set(upstreams))) or 'none'}): say which entry to take with --upstream",
-              file=sys.stderr)
-        return 2
-    try:
-        credentials, source = credentials_from_source(args, upstreams[0], f"{args.reference} (new)", namespace)
-    except SourceError as exc:
-        for line in str(exc).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        return 2
-    try:
-        new = rotate(kube, shoot, args.reference, credentials, keep_old=args.keep_old, timeout=args.timeout,
-                     progress=say)
-    except (RotationError, ApiError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise InputError(f"{len(set(upstreams))} caches use {args.reference!r} "
+                         f"({', '.join(sorted(set(upstreams))) or 'none'}): say which entry to take with --upstream")
+    credentials, source = credentials_from_source(args, upstreams[0], f"{args.reference} (new)", namespace)
+    new = rotate(kube, shoot, args.reference, credentials, keep_old=args.keep_old, timeout=args.timeout,
+                 progress=say)
     say(f"done: {args.reference!r} of Shoot {namespace}/{name} now uses Secret {new} (credentials from {source})")
     return 0

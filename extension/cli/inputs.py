@@ -10,10 +10,7 @@ import yaml
 
 from api.secrets import SecretData, SecretFormatError, secret_from_manifest
 from api.shoot import SHOOT_API_VERSION, SHOOT_KIND
-
-
-class InputError(Exception):
-    """A file that cannot be used: not readable, not YAML, or not the kind of object expected."""
+from extension.cli.errors import InputError
 
 
 @dataclass

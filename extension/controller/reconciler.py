@@ -15,16 +15,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.shoot import EXTENSION_TYPE
-
 from extension import metrics
-from extension.actuator import Actuator, ReconcileError
+from extension.constants import (ERR_INFRA_DEPENDENCIES, EXTENSION_TYPE, FINALIZER, OPERATION_ANNOTATION,
+                                 OPERATION_MIGRATE, OPERATION_RECONCILE, OPERATION_RESTORE,
+                                 OPERATION_WAIT_FOR_STATE, State)
+from extension.controller.actuator import Actuator
+from extension.errors import ReconcileError
 from extension.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
 
-FINALIZER = "extensions.gardener.cloud/registry-cache"
-OPERATION_ANNOTATION = "gardener.cloud/operation"
 RETRY_BASE_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
 
@@ -54,23 +54,23 @@ def decide(ext: dict[str, Any]) -> Op | None:
     meta = _meta(ext)
     annotation = (meta.get("annotations") or {}).get(OPERATION_ANNOTATION)
     last = _last_operation(ext)
-    if annotation == "migrate":
-        return None if last.get("type") == Op.MIGRATE and last.get("state") == "Succeeded" else Op.MIGRATE
+    if annotation == OPERATION_MIGRATE:
+        return None if last.get("type") == Op.MIGRATE and last.get("state") == State.SUCCEEDED else Op.MIGRATE
     if meta.get("deletionTimestamp"):
         return Op.DELETE if FINALIZER in (meta.get("finalizers") or []) else None
-    if annotation == "restore":
+    if annotation == OPERATION_RESTORE:
         return Op.RESTORE
-    if annotation == "wait-for-state":
+    if annotation == OPERATION_WAIT_FOR_STATE:
         return None
     if not last:
         return Op.CREATE
-    if annotation == "reconcile":
+    if annotation == OPERATION_RECONCILE:
         return Op.RECONCILE
-    if last.get("type") == Op.MIGRATE and last.get("state") == "Succeeded":
+    if last.get("type") == Op.MIGRATE and last.get("state") == State.SUCCEEDED:
         return None  # migrated away: wait for the restore annotation
     if (ext.get("status") or {}).get("observedGeneration") != meta.get("generation"):
         return Op.RECONCILE
-    if last.get("state") == "Processing":  # interrupted (a restart): carry it out again
+    if last.get("state") == State.PROCESSING:  # interrupted (a restart): carry it out again
         return Op(last["type"]) if last.get("type") in (Op.CREATE, Op.RESTORE) else Op.RECONCILE
     return None
 
@@ -118,7 +118,7 @@ class Controller:
         key = f"{namespace}/{name}"
         ext = self.seed.get("Extension", name, namespace)
         last = _last_operation(ext) if ext else {}
-        if ext is None or last.get("state") not in ("Error", "Processing"):
+        if ext is None or last.get("state") not in (State.ERROR, State.PROCESSING):
             with self._guard:
                 self._retries.pop(key, None)
             return None
@@ -164,7 +164,7 @@ class Controller:
                 self._remove_finalizer(ns, name)
             with self._guard:
                 self._retries.pop(key, None)
-            metrics.OPERATIONS.labels(op.value, "Succeeded").inc()
+            metrics.OPERATIONS.labels(op.value, State.SUCCEEDED.value).inc()
             log.info("%s: %s succeeded in %.2fs", key, op.value, time.monotonic() - started)
         except Exception as exc:  # every failure ends in Error on the Extension, never in a crash
             message, codes = _describe(exc)
@@ -173,7 +173,7 @@ class Controller:
             else:
                 log.exception("%s: %s failed", key, op.value)
             self._errored(ns, name, op, ext, message, codes)
-            metrics.OPERATIONS.labels(op.value, "Error").inc()
+            metrics.OPERATIONS.labels(op.value, State.ERROR.value).inc()
         finally:
             metrics.OPERATION_SECONDS.labels(op.value).observe(time.monotonic() - started)
 
@@ -186,7 +186,7 @@ class Controller:
         if add_finalizer and FINALIZER not in finalizers:
             patch["metadata"]["finalizers"] = finalizers + [FINALIZER]
         annotation = (meta.get("annotations") or {}).get(OPERATION_ANNOTATION)
-        if annotation in ("reconcile", "restore") or (annotation == "migrate" and not add_finalizer):
+        if annotation in (OPERATION_RECONCILE, OPERATION_RESTORE) or (annotation == OPERATION_MIGRATE and not add_finalizer):
             patch["metadata"]["annotations"] = {OPERATION_ANNOTATION: None}
         if len(patch["metadata"]) > 1:
             updated = self.seed.patch("Extension", meta["name"], patch, meta["namespace"])
@@ -208,7 +208,7 @@ class Controller:
     def _processing(self, ext: dict[str, Any], op: Op) -> None:
         meta = _meta(ext)
         self._status_patch(meta["namespace"], meta["name"], {"lastOperation": {
-            "type": op.value, "state": "Processing", "progress": 1,
+            "type": op.value, "state": State.PROCESSING.value, "progress": 1,
             "description": f"{op.value} of the registry caches is running", "lastUpdateTime": now_rfc3339()}})
 
     def _succeeded(self, ext: dict[str, Any], op: Op, provider_status: dict[str, Any] | None) -> None:
@@ -220,7 +220,7 @@ class Controller:
         }.get(op, "The shoot is hibernated: the registry caches are left as they are" if hibernated
               else "The registry caches are delivered")
         status: dict[str, Any] = {
-            "lastOperation": {"type": op.value, "state": "Succeeded", "progress": 100, "description": description,
+            "lastOperation": {"type": op.value, "state": State.SUCCEEDED.value, "progress": 100, "description": description,
                               "lastUpdateTime": now_rfc3339()},
             "lastError": None,
             "observedGeneration": meta.get("generation"),
@@ -247,7 +247,7 @@ class Controller:
             last_error["codes"] = codes
         try:
             self._status_patch(ns, name, {
-                "lastOperation": {"type": op.value, "state": "Error", "progress": 50,
+                "lastOperation": {"type": op.value, "state": State.ERROR.value, "progress": 50,
                                   "description": f"{op.value} failed, retrying in {delay:.0f}s: {message}",
                                   "lastUpdateTime": stamp},
                 "lastError": last_error,
@@ -273,6 +273,6 @@ def _describe(exc: Exception) -> tuple[str, list[str]]:
     if isinstance(exc, ReconcileError):
         return str(exc), exc.codes
     if isinstance(exc, ApiError):
-        codes = ["ERR_INFRA_DEPENDENCIES"] if exc.status in (0, 502, 503, 504) else []
+        codes = [ERR_INFRA_DEPENDENCIES] if exc.status in (0, 502, 503, 504) else []
         return f"the API server refused {exc.method} {exc.path}: {exc.status} {exc.reason}: {exc.message}", codes
     return f"internal error: {type(exc).__name__}: {exc}", []

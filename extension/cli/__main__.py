@@ -1,0 +1,5 @@
+import sys
+
+from extension.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,157 @@
+"""``registry-cache validate`` and ``registry-cache render``: admission and rendering from files, no cluster.
+
+``validate`` runs the Shoot webhook's validation (:func:`api.admission.validate_shoot`); ``render`` writes
+what the controller would deliver, from the component's pure plan (:func:`.component.registrycache.plan`)
+with the addresses of ``--endpoint`` and certificates made on the spot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from api import names
+from api.admission import ShootValidation, resolve_credentials, validate_shoot
+from api.urls import is_ip_address
+from api.v1alpha3 import RegistryConfig
+from api.validation import remote_url
+from extension import constants as c
+from extension.cli.errors import InputError
+from extension.cli.inputs import Inputs, load_inputs, load_old_shoot
+from extension.component import certs
+from extension.component.containerd import render_hosts_toml
+from extension.component.objects import RenderOptions
+from extension.component.registrycache import cert_requests, plan, scheme
+
+
+def add_parsers(sub: Any, exit_codes: str) -> None:
+    p = sub.add_parser("validate", help="validate a Shoot's registry-cache configuration as admission does",
+                       description="Validates the registry-cache part of a Shoot as the admission webhook does. "
+                                   + exit_codes)
+    p.add_argument("shoot", metavar="SHOOT.yaml")
+    p.add_argument("--secret", action="append", default=[], metavar="SECRET.yaml",
+                   help="a referenced credentials Secret (repeatable; kubectl get secret -o yaml output works)")
+    p.add_argument("--old", metavar="OLD_SHOOT.yaml", help="validate as an update of this Shoot")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("render", help="render the cache objects and each upstream's hosts.toml offline",
+                       description="Writes DIR/shoot/*.yaml, DIR/nodes/<upstream>/hosts.toml, "
+                                   "DIR/nodes/ca-bundle.pem and DIR/provider-status.yaml. " + exit_codes)
+    p.add_argument("shoot", metavar="SHOOT.yaml")
+    p.add_argument("--secret", action="append", default=[], metavar="SECRET.yaml",
+                   help="a referenced credentials Secret (repeatable)")
+    p.add_argument("--output", "-o", required=True, metavar="DIR")
+    p.add_argument("--endpoint", action="append", default=[], metavar="UPSTREAM=URL",
+                   help="the URL nodes reach a cache at, e.g. docker.io=https://10.4.0.12:5000 (repeatable)")
+    p.add_argument("--image", default=c.DEFAULT_IMAGE, help=f"the registry image (default {c.DEFAULT_IMAGE})")
+    p.add_argument("--vpa", action="store_true", help="also render a VerticalPodAutoscaler per cache")
+    p.set_defaults(func=cmd_render)
+
+
+def _validated(shoot_file: str, inputs: Inputs, old: dict[str, Any] | None, what: str) -> ShootValidation | None:
+    """The validation of the Shoot; None, said on stderr, when it does not enable the extension."""
+    result = validate_shoot(inputs.shoot, old, inputs.secret_getter())
+    if result.extension_path is None:
+        print(f"{shoot_file}: the Shoot does not enable the registry-cache extension; nothing to {what}",
+              file=sys.stderr)
+        return None
+    for err in result.errors:
+        print(str(err))
+    return result
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    inputs = load_inputs(args.shoot, args.secret)
+    result = _validated(args.shoot, inputs, load_old_shoot(args.old) if args.old else None, "validate")
+    if result is None:
+        return 0
+    if result.errors or result.config is None:
+        return 1
+    caches = ", ".join(cache.upstream for cache in result.config.caches)
+    print(f"{args.shoot}: valid ({len(result.config.caches)} caches: {caches})", file=sys.stderr)
+    return 0
+
+
+def parse_endpoints(values: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        upstream, sep, url = value.partition("=")
+        if not sep or not upstream or not url.startswith(("http://", "https://")):
+            raise InputError(f"--endpoint {value!r}: expected UPSTREAM=URL, e.g. docker.io=https://10.4.0.12:5000")
+        out[upstream] = url
+    return out
+
+
+def host_of(url: str) -> str:
+    rest = url.split("://", 1)[1].split("/", 1)[0]
+    if rest.startswith("["):
+        return rest[1:rest.index("]")]
+    return rest.rsplit(":", 1)[0] if ":" in rest else rest
+
+
+def _endpoints(config: RegistryConfig, given: dict[str, str], namespace: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The URL nodes reach each cache at, and for those without ``--endpoint`` a note why it is a guess."""
+    endpoints, notes = {}, {}
+    for cache in config.caches:
+        if cache.upstream in given:
+            endpoints[cache.upstream] = given[cache.upstream]
+            continue
+        service = names.service_name(cache.upstream, cache.service_name_suffix)
+        url = f"{scheme(cache)}://{service}.{namespace}.svc.cluster.local:{c.SERVER_PORT}"
+        endpoints[cache.upstream] = url
+        notes[cache.upstream] = ("endpoint is the Service DNS name: nodes usually cannot resolve it; set the cluster "
+                                 f"IP with --endpoint {cache.upstream}={scheme(cache)}://<clusterIP>:{c.SERVER_PORT}")
+        print(f"note: {cache.upstream}: no --endpoint given, hosts.toml points at {url} (the Service's DNS name); "
+              "nodes reach the cache by its cluster IP, which only the API server assigns: pass "
+              f"--endpoint {cache.upstream}={scheme(cache)}://<clusterIP>:{c.SERVER_PORT}", file=sys.stderr)
+    return endpoints, notes
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    inputs = load_inputs(args.shoot, args.secret)
+    given = parse_endpoints(args.endpoint)
+    result = _validated(args.shoot, inputs, None, "render")
+    if result is None:
+        return 0
+    if result.errors or result.config is None or result.extension_path is None:
+        return 1
+    config = result.config
+    unknown = sorted(set(given) - {cache.upstream for cache in config.caches})
+    if unknown:
+        raise InputError(f"--endpoint given for {', '.join(unknown)}, which no cache of the Shoot has")
+    namespace = (inputs.shoot.get("metadata") or {}).get("namespace") or ""
+    credentials = resolve_credentials(inputs.shoot, config, inputs.secret_getter(), namespace,
+                                      result.extension_path.child("providerConfig"))
+    options = RenderOptions(image=args.image, vpa=args.vpa)
+    endpoints, notes = _endpoints(config, given, options.namespace)
+
+    ca = certs.generate_ca()
+    addresses = {u: [host_of(url)] for u, url in given.items() if is_ip_address(host_of(url))}
+    server_certs = {r.upstream: certs.generate_server_cert(ca, r.common_name, r.dns_names, r.ip_addresses)
+                    for r in cert_requests(config, options.namespace, addresses)}
+    planned = plan(config, credentials, endpoints, server_certs, ca.cert_pem if server_certs else None, options)
+
+    out = Path(args.output)
+    shoot_dir, nodes_dir = out / "shoot", out / "nodes"
+    shoot_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*shoot_dir.glob("*.yaml"), *nodes_dir.glob("*/hosts.toml")]:
+        stale.unlink()  # what an earlier render wrote: content-hashed names change
+    for i, obj in enumerate(planned.objects):
+        (shoot_dir / f"{i:02d}-{obj.filename}").write_text(obj.text, encoding="utf-8")
+    for cache in config.caches:
+        upstream_dir = nodes_dir / cache.upstream
+        upstream_dir.mkdir(parents=True, exist_ok=True)
+        (upstream_dir / "hosts.toml").write_text(
+            render_hosts_toml(cache.upstream, remote_url(cache), endpoints[cache.upstream], c.CA_BUNDLE_PATH,
+                              notes.get(cache.upstream)), encoding="utf-8")
+    if server_certs:
+        (nodes_dir / c.CA_BUNDLE_FILE).write_text(ca.cert_pem, encoding="utf-8")
+    (out / "provider-status.yaml").write_text(yaml.safe_dump(planned.status.to_wire(), sort_keys=False),
+                                              encoding="utf-8")
+    print(f"rendered {len(planned.objects)} objects to {shoot_dir}/ and {len(config.caches)} hosts.toml to "
+          f"{nodes_dir}/", file=sys.stderr)
+    return 0

@@ -1,0 +1,91 @@
+"""``registry-cache run``: the controller, and with ``--standalone`` gardenlet's part; ``--webhooks`` serves
+the admission webhooks. See :mod:`extension.manager` for what runs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any, Callable
+
+from extension import constants as c
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the extension controller (and, with --standalone, the Shoot bridge)",
+                       description="Watches Extensions of type registry-cache in the seed and delivers the caches "
+                                   "to the shoot. Stops on SIGINT/SIGTERM.")
+    p.add_argument("--kubeconfig", help="the seed cluster (default: in-cluster, then $KUBECONFIG)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--shoot-kubeconfig", metavar="PATH",
+                        help="deliver to this cluster (default: the seed cluster itself)")
+    target.add_argument("--shoot-kubeconfig-secret", metavar="NAME",
+                        help="deliver to the cluster of the kubeconfig in Secret NAME (key kubeconfig) of each "
+                             "shoot namespace")
+    target.add_argument("--gardener", action="store_true",
+                        help="under Gardener: reach each shoot as Gardener's extensions do, through the kubeconfig "
+                             "gardenlet keeps in Secret gardener-internal (else gardener; only gardener with "
+                             "GARDENER_SHOOT_CLIENT=external)")
+    p.add_argument("--standalone", action="store_true",
+                   help="no Gardener: also do gardenlet's part for Shoots (namespace, Cluster, ref- copies, "
+                        "Extension)")
+    p.add_argument("--image", default=c.DEFAULT_IMAGE, help=f"the registry image (default {c.DEFAULT_IMAGE})")
+    p.add_argument("--vpa", action="store_true", help="deliver a VerticalPodAutoscaler per cache when served")
+    p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--metrics-address", metavar="HOST:PORT",
+                   help="serve the controller's Prometheus metrics at /metrics, e.g. 0.0.0.0:8081")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    hooks = p.add_argument_group("admission webhooks")
+    hooks.add_argument("--webhooks", nargs="?", const="all", choices=["all", "garden", "seed"],
+                       help="serve and register the admission webhooks: garden (Shoot validation, refusing to "
+                            "delete Secrets in use: where the Shoots are), seed (the OperatingSystemConfig "
+                            "webhook: where the shoot namespaces are) or all (the default; standalone)")
+    hooks.add_argument("--webhook-address", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    hooks.add_argument("--webhook-port", type=int, default=9443, help="listen port (default 9443)")
+    hooks.add_argument("--webhook-url", metavar="URL",
+                       help="how the API server reaches the webhooks (default https://127.0.0.1:PORT)")
+    hooks.add_argument("--webhook-service", metavar="NAMESPACE/NAME",
+                       help="in a cluster: reach the webhooks through this Service (port 443)")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None = None) -> int:
+    """``checkpoint`` is a test seam (see the actuator); the command line never sets it."""
+    from extension import manager
+    from extension.cli.offline import host_of
+    from extension.component.objects import RenderOptions
+    from extension.controller import shoots
+    from extension.kube import Kube
+    from extension.webhook import server
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    seed = Kube.from_kubeconfig(args.kubeconfig)
+    if args.shoot_kubeconfig:
+        target = shoots.kubeconfig_file(args.shoot_kubeconfig)
+    elif args.shoot_kubeconfig_secret:
+        target = shoots.kubeconfig_secret(seed, args.shoot_kubeconfig_secret)
+    elif args.gardener:
+        target = shoots.kubeconfig_secret(seed, shoots.gardener_secret_names())
+    else:
+        target = shoots.same_cluster(seed)
+    webhook = None
+    if args.webhooks:
+        if args.webhook_service:
+            namespace, _, name = args.webhook_service.partition("/")
+            client = server.service_client(namespace, name)
+            hostnames = [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
+        else:
+            url = args.webhook_url or f"https://127.0.0.1:{args.webhook_port}"
+            client = server.url_client(url)
+            hostnames = [host_of(url)]
+        webhook = manager.WebhookSettings(args.webhook_address, args.webhook_port, client, hostnames,
+                                          garden=args.webhooks in ("all", "garden"),
+                                          seed=args.webhooks in ("all", "seed"))
+    if args.metrics_address:
+        from extension import metrics
+        metrics.serve(args.metrics_address)
+    runtime = manager.build_runtime(seed, target, RenderOptions(image=args.image, vpa=args.vpa),
+                                    standalone=args.standalone, webhook=webhook,
+                                    checkpoint=checkpoint or (lambda point: None))
+    manager.run(runtime, liveness=args.liveness)
+    return 0

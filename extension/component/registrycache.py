@@ -1,0 +1,172 @@
+"""The registry caches of one Extension: what is deployed for them, and how (Gardener's ``pkg/component``).
+
+Two ways in, one plan:
+
+- :func:`plan` is pure: from a defaulted config, the credentials, where nodes reach each cache and the TLS
+  material, it gives the objects for the shoot and the ``RegistryStatus``. ``registry-cache render`` calls it
+  with addresses from ``--endpoint`` and certificates made on the spot.
+- :class:`RegistryCaches` deploys it into a shoot and destroys it again: Services first (the API server
+  assigns the cluster IPs that go into the certificates and the endpoints), the TLS material from the seed
+  (reused while valid), everything else by server-side apply, then it prunes what this Extension delivered
+  before and no longer renders, the volumes of removed caches included.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+from api import names
+from api.secrets import Credentials
+from api.urls import is_ip_address
+from api.v1alpha3 import RegistryCache, RegistryConfig, RegistryStatus
+from api.validation import remote_url, tls_enabled
+from extension import constants as c
+from extension.component import certs, tls
+from extension.component.certs import KeyPair
+from extension.component.objects import (RenderedObject, RenderOptions, endpoint, provider_status,
+                                         render_node_config, render_service, render_shoot)
+from extension.errors import ConfigurationError, ReconcileError
+from extension.kube import Kube
+
+log = logging.getLogger(__name__)
+
+PRUNED_KINDS = ("StatefulSet", "Secret", "Service", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap")
+
+
+def scheme(cache: RegistryCache) -> str:
+    return "https" if tls_enabled(cache) else "http"
+
+
+def cert_requests(config: RegistryConfig, namespace: str,
+                  addresses: Mapping[str, list[str]]) -> list[tls.ServerCertRequest]:
+    """A server certificate per TLS cache: the Service's DNS names and the addresses nodes use (per upstream)."""
+    requests = []
+    for cache in config.caches:
+        if tls_enabled(cache):
+            name = names.resource_name(cache.upstream)
+            service = names.service_name(cache.upstream, cache.service_name_suffix)
+            requests.append(tls.ServerCertRequest(
+                cache.upstream, f"{name}-tls", f"{name}-tls", certs.service_dns_names(service, namespace),
+                [a for a in addresses.get(cache.upstream, []) if is_ip_address(a)]))
+    return requests
+
+
+@dataclass
+class Plan:
+    """What one Extension delivers: the caches' objects, the node agent's ConfigMap (standalone mode) and the
+    status it reports."""
+
+    objects: list[RenderedObject]
+    node_config: RenderedObject
+    status: RegistryStatus
+
+    @property
+    def delivered(self) -> list[RenderedObject]:
+        return [*self.objects, self.node_config]
+
+
+def plan(config: RegistryConfig, credentials: Mapping[str, Credentials], endpoints: Mapping[str, str],
+         server_certs: Mapping[str, KeyPair], ca_bundle: str | None, options: RenderOptions) -> Plan:
+    """Pure: the objects for the shoot and the provider status. ``endpoints`` is where nodes reach each
+    cache (per upstream), ``server_certs`` the TLS key pair of each TLS cache, ``ca_bundle`` what nodes trust."""
+    status = provider_status([(cache.upstream, endpoints[cache.upstream], remote_url(cache)) for cache in config.caches],
+                             c.CA_BUNDLE_SECRET if server_certs else None)
+    rendered = render_shoot(config, credentials, server_certs, options)
+    return Plan(rendered.objects, render_node_config(status, ca_bundle, options), status)
+
+
+class RegistryCaches:
+    """The caches of the Extension in seed namespace ``owner``, delivered to ``shoot``."""
+
+    def __init__(self, seed: Kube, shoot: Kube, owner: str, options: RenderOptions,
+                 checkpoint=lambda point: None):
+        self.seed, self.shoot, self.owner = seed, shoot, owner
+        self.options = replace(options, owner=owner)
+        self._checkpoint = checkpoint  # a test seam: called with "after-services", "after-apply"
+
+    def deploy(self, config: RegistryConfig, credentials: Mapping[str, Credentials]) -> RegistryStatus:
+        options = self.options
+        delivered, foreign = self._delivered()
+        services = [render_service(cache, options) for cache in config.caches]
+        taken = sorted(f"{kind} {options.namespace}/{name} (of {foreign[(kind, name)]})"
+                       for kind, name in [("Service", s.name) for s in services]
+                       + [("StatefulSet", names.resource_name(cache.upstream)) for cache in config.caches]
+                       if (kind, name) in foreign)
+        if taken:  # several shoots delivered into one cluster: never take over another Extension's cache
+            raise ConfigurationError("these objects belong to another Extension's registry caches in the same "
+                                     "cluster: " + "; ".join(taken) + ". Use another upstream or "
+                                     "serviceNameSuffix, or deliver the shoots to separate clusters")
+
+        # 1. Services first: the API server assigns the cluster IPs the certificates and endpoints need.
+        cluster_ips: dict[str, str] = {}
+        for cache, service in zip(config.caches, services):
+            applied = self.shoot.apply(service.obj)
+            cluster_ip = (applied.get("spec") or {}).get("clusterIP")
+            if not cluster_ip or cluster_ip == "None":
+                raise ReconcileError(f"Service {applied['metadata']['name']} has no cluster IP yet")
+            cluster_ips[cache.upstream] = cluster_ip
+        self._checkpoint("after-services")
+
+        # 2. TLS material, reused while it is valid for the Service's names and address.
+        requests = cert_requests(config, options.namespace, {u: [ip] for u, ip in cluster_ips.items()})
+        material = tls.ensure(self.seed, self.owner, requests) if requests else None
+        if material is None:
+            tls.remove_all(self.seed, self.owner)
+
+        # 3. Everything else, then prune what this Extension delivered before and no longer renders.
+        endpoints = {cache.upstream: endpoint(scheme(cache), cluster_ips[cache.upstream]) for cache in config.caches}
+        planned = plan(config, credentials, endpoints, material.server if material else {},
+                       material.bundle if material else None, options)
+        for obj in planned.delivered:
+            if obj.kind == "Service":
+                continue  # applied above
+            if obj.obj.get("immutable") and (obj.kind, obj.name) in delivered:
+                continue  # content-hashed and immutable: the name says it is there as rendered
+            self.shoot.apply(obj.obj)
+        self._checkpoint("after-apply")
+        self._prune(delivered, {(o.kind, o.name) for o in planned.delivered},
+                    {names.resource_name(cache.upstream) for cache in config.caches})
+        return planned.status
+
+    def destroy(self) -> None:
+        """Remove everything this Extension delivered to the shoot, its volumes included, and its TLS Secrets."""
+        self._prune(self._delivered()[0], set(), set())
+        tls.remove_all(self.seed, self.owner)
+
+    def _delivered(self) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str]]:
+        """(kind, name) of everything this Extension delivered to the shoot, and of what other Extensions
+        delivered there (-> their owner), one LIST per kind; volumes (made by the StatefulSet controller from
+        the claim template) are matched by the owner label only."""
+        options = self.options
+        kinds = PRUNED_KINDS + (("VerticalPodAutoscaler",) if options.vpa else ())
+        ours: set[tuple[str, str]] = set()
+        foreign: dict[tuple[str, str], str] = {}
+        for kind in kinds:
+            for obj in self.shoot.list(kind, options.namespace, label_selector=f"{c.MANAGED_BY_LABEL}={c.MANAGED_BY}"):
+                owner = (obj["metadata"].get("labels") or {}).get(c.OWNER_LABEL)
+                key = (kind, obj["metadata"]["name"])
+                if owner == self.owner:
+                    ours.add(key)
+                elif owner:
+                    foreign[key] = owner
+        ours |= {("PersistentVolumeClaim", o["metadata"]["name"]) for o in self.shoot.list(
+            "PersistentVolumeClaim", options.namespace, label_selector=f"{c.OWNER_LABEL}={self.owner}")}
+        return ours, foreign
+
+    def _prune(self, delivered: set[tuple[str, str]], keep: set[tuple[str, str]], statefulsets: set[str]) -> None:
+        namespace = self.options.namespace
+        for kind, name in sorted(delivered - keep):
+            if kind == "PersistentVolumeClaim":
+                if claim_statefulset(name) in statefulsets:
+                    continue
+                log.info("deleting volume %s/%s of a removed cache", namespace, name)
+            else:
+                log.info("pruning %s %s/%s", kind, namespace, name)
+            self.shoot.delete(kind, name, namespace)
+
+
+def claim_statefulset(claim: str) -> str:
+    """The StatefulSet of a volume claim made from the claim template: ``<volume>-<statefulset>-<ordinal>``."""
+    return claim[len(c.VOLUME_NAME) + 1:].rsplit("-", 1)[0]

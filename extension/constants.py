@@ -1,0 +1,97 @@
+"""Every name the parts of the extension share: labels, annotations, finalizers, object names, ports, paths.
+
+One home, imported by the controller, the webhooks, the standalone bridge, the node agent, the CLI and the
+templates (as ``c``, e.g. ``{{ c.MANAGED_BY_LABEL }}``). No imports beyond :mod:`api.names` and
+:mod:`api.shoot`, so that a node can import it without pulling in the controller.
+
+Names computed from an upstream (``registry-<upstream>``, the ``upstream-host`` label) are Gardener's
+functions and live in :mod:`api.names`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from api.shoot import EXTENSION_TYPE
+
+
+# --- the Extension contract (Gardener) ------------------------------------------------------------------
+EXTENSION_NAME = EXTENSION_TYPE  # the Extension object is named after its type
+FINALIZER = "extensions.gardener.cloud/registry-cache"
+OPERATION_ANNOTATION = "gardener.cloud/operation"
+OPERATION_RECONCILE = "reconcile"
+OPERATION_MIGRATE = "migrate"
+OPERATION_RESTORE = "restore"
+OPERATION_WAIT_FOR_STATE = "wait-for-state"
+# gardenlet labels the seed namespace of a shoot with the extensions it uses
+EXTENSION_NAMESPACE_LABEL = f"extensions.extensions.gardener.cloud/{EXTENSION_TYPE}"
+# gardenlet copies every Secret of spec.resources into the seed namespace as ref-<resourceRef.name>
+REFERENCED_RESOURCE_PREFIX = "ref-"
+# Gardener's finalizer on Secrets that a Shoot's spec.resources lists
+PROTECTION_FINALIZER = "gardener.cloud/reference-protection"
+
+
+class State(str, enum.Enum):
+    """``status.lastOperation.state``."""
+
+    PROCESSING = "Processing"
+    SUCCEEDED = "Succeeded"
+    ERROR = "Error"
+    FAILED = "Failed"
+
+
+ERR_CONFIGURATION_PROBLEM = "ERR_CONFIGURATION_PROBLEM"
+ERR_INFRA_DEPENDENCIES = "ERR_INFRA_DEPENDENCIES"
+
+# --- the objects delivered to the shoot ---------------------------------------------------------------
+SHOOT_NAMESPACE = "kube-system"  # where the caches run in the shoot
+FIELD_MANAGER = "registry-cache"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "registry-cache"
+APP_NAME_LABEL = "app.kubernetes.io/name"
+APP_NAME = "registry-cache"
+# The seed namespace whose Extension delivered an object: pruning and deletion touch only its own objects,
+# even when several shoots share one cluster (standalone mode).
+OWNER_LABEL = "registry-cache.gardener.cloud/owner"
+GC_REFERENCE_LABEL = "resources.gardener.cloud/garbage-collectable-reference"
+HA_LABEL = "high-availability-config.resources.gardener.cloud/type"
+NETWORK_POLICY_NAME = "gardener.cloud--allow-registry-cache"
+CONTAINER_NAME = "registry-cache"
+VOLUME_NAME = "cache-volume"  # the claim template: PVCs are <VOLUME_NAME>-<statefulset>-<ordinal>
+SERVER_PORT = 5000
+DEBUG_PORT = 5001  # /debug/health and /metrics
+DEFAULT_IMAGE = "docker.io/library/registry:3.0.0"
+# Service annotations, as Gardener's
+SERVICE_UPSTREAM_ANNOTATION = "upstream"
+SERVICE_REMOTE_URL_ANNOTATION = "remote-url"
+SERVICE_SCHEME_ANNOTATION = "scheme"
+
+# --- TLS, kept in Secrets of the seed namespace ---------------------------------------------------------
+CA_NAME = "ca-extension-registry-cache"
+CA_BUNDLE_SECRET = f"{CA_NAME}-bundle"  # key bundle.crt: what nodes trust; caSecretName of the status
+TLS_SECRET_LABEL = "registry-cache.gardener.cloud/secret"  # value: ca | bundle | server
+
+# --- nodes ------------------------------------------------------------------------------------------------
+CERTS_DIR = "/etc/containerd/certs.d"
+CA_BUNDLE_FILE = "ca-bundle.pem"
+CA_BUNDLE_PATH = f"{CERTS_DIR}/{CA_BUNDLE_FILE}"
+CAPABILITIES = ("pull", "resolve")
+# standalone: the ConfigMaps the node agent reads
+NODE_CONFIG_NAME = "registry-cache-node-config"
+NODE_CONFIG_LABEL = "registry-cache.gardener.cloud/node-config"
+NODE_CONFIG_REGISTRIES_KEY = "registries.yaml"
+NODE_CONFIG_CA_BUNDLE_KEY = "ca-bundle.pem"
+
+# --- standalone mode (gardenlet's part) -------------------------------------------------------------------
+BRIDGE_FINALIZER = "registry-cache.gardener.cloud/bridge"
+BRIDGE_LABEL = "registry-cache.gardener.cloud/bridge"
+SHOOT_GENERATION_ANNOTATION = "registry-cache.gardener.cloud/shoot-generation"
+REFERENCED_LABEL = "registry-cache.gardener.cloud/referenced"  # Secrets in use; the webhook selects on it
+
+# --- admission webhooks -------------------------------------------------------------------------------
+WEBHOOK_CONFIGURATION_NAME = "registry-cache.extensions.gardener.cloud"
+SHOOT_HOOK = "validate-shoot"
+SECRET_HOOK = "protect-secret"
+OSC_HOOK = "mutate-osc"
+
+__all__ = [name for name in dir() if name.isupper() or name in ("State",)]

@@ -1,0 +1,109 @@
+"""The actuator: what Reconcile, Delete, Migrate and Restore of a ``registry-cache`` Extension do.
+
+Orchestration only, in the Go extension's order: read the Cluster (skip a hibernated shoot), decode and
+validate the providerConfig, resolve credentials through ``spec.resources`` to the ``ref-`` Secrets, and
+hand them to the component (:mod:`extension.component.registrycache`), which delivers the caches to the
+shoot and returns the ``RegistryStatus``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any, Callable
+
+from api import shoot as shootlib
+from api.admission import resolve_credentials
+from api.field import Path, ValidationFailed
+from api.secrets import SecretData, secret_from_manifest
+from api.v1alpha3 import RegistryConfig, RegistryStatus
+from api.validation import decode_and_default, validate_registry_config
+from extension.component.objects import RenderOptions
+from extension.component.registrycache import RegistryCaches
+from extension.constants import REFERENCED_RESOURCE_PREFIX
+from extension.errors import ConfigurationError, ReconcileError
+from extension.kube import Kube
+
+log = logging.getLogger(__name__)
+
+PROVIDER_CONFIG_PATH = Path("spec", "providerConfig")
+
+ShootTarget = Callable[[str], Kube]  # seed namespace -> client of that shoot's API server
+
+
+class Actuator:
+    """``options`` are the controller's: the image, the shoot namespace, whether VPAs are wanted."""
+
+    def __init__(self, seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
+                 checkpoint: Callable[[str], None] = lambda point: None):
+        self.seed = seed
+        self.shoot_target = shoot_target
+        self.options = options
+        self._checkpoint = checkpoint  # a test seam, see RegistryCaches
+        self._vpa_served: dict[int, bool] = {}
+
+    # --- helpers --------------------------------------------------------------------------------------
+    def _caches(self, namespace: str) -> RegistryCaches:
+        shoot = self.shoot_target(namespace)
+        options = self.options
+        if options.vpa:
+            key = id(shoot)
+            if key not in self._vpa_served:
+                self._vpa_served[key] = shoot.has_kind("VerticalPodAutoscaler")
+            options = replace(options, vpa=self._vpa_served[key])
+        return RegistryCaches(self.seed, shoot, namespace, options, checkpoint=self._checkpoint)
+
+    def cluster_shoot(self, namespace: str) -> dict[str, Any]:
+        cluster = self.seed.get("Cluster", namespace)
+        if cluster is None:
+            raise ReconcileError(f"Cluster {namespace} not found: gardenlet (or the standalone bridge) creates it "
+                                 "for every shoot namespace")
+        shoot = (cluster.get("spec") or {}).get("shoot")
+        if not isinstance(shoot, dict):
+            raise ReconcileError(f"Cluster {namespace} has no spec.shoot")
+        return shoot
+
+    def decode(self, extension: dict[str, Any]) -> RegistryConfig:
+        raw = (extension.get("spec") or {}).get("providerConfig")
+        if raw is None:
+            raise ConfigurationError("spec.providerConfig: Required value: providerConfig is required for the "
+                                     "registry-cache extension")
+        try:
+            config = decode_and_default(raw, PROVIDER_CONFIG_PATH)
+        except ValidationFailed as exc:
+            raise ConfigurationError(str(exc)) from None
+        errors = validate_registry_config(config, PROVIDER_CONFIG_PATH)
+        if errors:
+            raise ConfigurationError("; ".join(str(e) for e in errors))
+        return config
+
+    def _get_secret(self, namespace: str, name: str) -> SecretData | None:
+        obj = self.seed.get("Secret", name, namespace)
+        return secret_from_manifest(obj) if obj else None
+
+    # --- operations -----------------------------------------------------------------------------------
+    def reconcile(self, extension: dict[str, Any]) -> RegistryStatus | None:
+        """Deliver the caches; None when the shoot is hibernated (nothing done)."""
+        namespace = extension["metadata"]["namespace"]
+        shoot_spec = self.cluster_shoot(namespace)
+        if shootlib.is_hibernated(shoot_spec):
+            log.info("%s: shoot is hibernated, nothing to do", namespace)
+            return None
+        config = self.decode(extension)
+        try:
+            credentials = resolve_credentials(shoot_spec, config, self._get_secret, namespace,
+                                              PROVIDER_CONFIG_PATH, name_prefix=REFERENCED_RESOURCE_PREFIX)
+        except ValidationFailed as exc:
+            raise ConfigurationError(str(exc)) from None
+        return self._caches(namespace).deploy(config, credentials)
+
+    def delete(self, extension: dict[str, Any]) -> None:
+        """Remove everything this Extension delivered to the shoot, its volumes included."""
+        self._caches(extension["metadata"]["namespace"]).destroy()
+
+    def migrate(self, extension: dict[str, Any]) -> None:
+        """Keep the objects in the shoot: the control plane moves, the caches keep serving."""
+        log.info("%s: migrate: keeping the caches in the shoot", extension["metadata"]["namespace"])
+
+    def restore(self, extension: dict[str, Any]) -> RegistryStatus | None:
+        return self.reconcile(extension)

@@ -1,0 +1,271 @@
+"""kopf wiring: which watch event or admission request calls what. Thin on purpose.
+
+Every handler only translates a kopf event into a call on the parts (:class:`Runtime`), which kopf passes
+to each handler as ``memo``; nothing is kept in module globals and every handler is registered in
+:func:`registry`, in one place. Only ``on.event`` handlers watch: kopf serialises the events of one object
+and runs the sync handlers in threads; the Gardener contract in :mod:`.controller.reconciler` decides what
+an event means. kopf keeps no state on the objects (no annotations, no finalizers of its own) and posts no
+Kubernetes events.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import kopf
+
+from extension import metrics
+from extension.component.objects import RenderOptions
+from extension.constants import (BRIDGE_FINALIZER, BRIDGE_LABEL, EXTENSION_TYPE, OSC_HOOK, SECRET_HOOK, SHOOT_HOOK,
+                                 WEBHOOK_CONFIGURATION_NAME)
+from extension.controller.actuator import Actuator, ShootTarget
+from extension.controller.reconciler import Controller
+from extension.kube import Kube
+from extension.references import ReferenceIndex
+from extension.standalone.bridge import Bridge
+from extension.standalone.protection import Protection
+from extension.webhook import osc, server
+from extension.webhook.secret import secret_delete_refusal
+from extension.webhook.shoot import shoot_errors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    listen_address: str
+    port: int
+    client: Callable[[str], dict[str, Any]]  # clientConfig per hook, see server.url_client/service_client
+    hostnames: list[str]  # what the serving certificate is for
+    garden: bool = True  # Shoot validation and Secret protection (where Shoots and their Secrets are)
+    seed: bool = True  # the OperatingSystemConfig webhook (where the shoot namespaces are)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The parts the handlers call; kopf hands it to every handler as ``memo`` (a shallow copy per object,
+    so nothing here is reassigned after :func:`build_runtime`)."""
+
+    controller: Controller
+    stop: threading.Event
+    bridge: Bridge | None = None
+    index: ReferenceIndex | None = None
+    protection: Protection | None = None
+    webhook: WebhookSettings | None = None
+    serving: server.ServingCert | None = None
+
+    @property
+    def seed(self) -> Kube:
+        return self.controller.seed
+
+
+def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions, standalone: bool,
+                  webhook: WebhookSettings | None = None,
+                  checkpoint: Callable[[str], None] = lambda point: None) -> Runtime:
+    """The parts: the Extension controller always; with ``standalone`` the bridge and the protection of
+    Secrets in use (gardenlet and Gardener do both otherwise); with ``webhook`` the admission webhooks and,
+    for the Secret webhook, the index of Secrets in use. ``checkpoint`` is a test seam (see the actuator)."""
+    controller = Controller(seed, Actuator(seed, shoot_target, options, checkpoint=checkpoint))
+    index = None
+    if standalone or (webhook is not None and webhook.garden):
+        index = ReferenceIndex(cleanup_finalizer=BRIDGE_FINALIZER if standalone else None)
+        index.prime(seed.list("Shoot"))
+    protection = None
+    if standalone:
+        assert index is not None
+        protection = Protection(Kube(seed.api, field_manager="registry-cache-protection"), index)
+        protection.resync()
+    return Runtime(
+        controller, threading.Event(),
+        bridge=Bridge(Kube(seed.api, field_manager="registry-cache-bridge")) if standalone else None,
+        index=index, protection=protection, webhook=webhook,
+        serving=server.make_serving_cert(webhook.hostnames) if webhook is not None else None)
+
+
+def registry(runtime: Runtime) -> kopf.OperatorRegistry:
+    """Every handler, registered for what ``runtime`` runs."""
+    reg = kopf.OperatorRegistry()
+    kopf.on.startup(registry=reg)(_configure)
+    kopf.on.cleanup(registry=reg)(_cleanup)
+    kopf.on.login(registry=reg)(_login)
+    kopf.on.event("extensions.gardener.cloud", "v1alpha1", "extensions", registry=reg,
+                  when=lambda spec, **_: spec.get("type") == EXTENSION_TYPE)(_on_extension)
+    if runtime.index is not None:
+        kopf.on.event("core.gardener.cloud", "v1beta1", "shoots", registry=reg)(_on_shoot)
+    if runtime.webhook is not None and runtime.webhook.garden:
+        kopf.on.validate("core.gardener.cloud", "v1beta1", "shoots", id=SHOOT_HOOK, registry=reg,
+                         operations=["CREATE", "UPDATE"])(_validate_shoot)
+        kopf.on.validate("", "v1", "secrets", id=SECRET_HOOK, operations=["DELETE"], registry=reg,
+                         ignore_failures=True)(_protect_secret)
+    if runtime.webhook is not None and runtime.webhook.seed:
+        kopf.on.mutate("extensions.gardener.cloud", "v1alpha1", "operatingsystemconfigs", id=OSC_HOOK,
+                       registry=reg, operations=["CREATE", "UPDATE"])(_mutate_osc)
+    return reg
+
+
+def run(runtime: Runtime, liveness: str | None = None) -> None:
+    """Run until stopped (SIGINT/SIGTERM)."""
+    retry = threading.Thread(target=_retry_loop, args=(runtime.controller, runtime.stop), daemon=True,
+                             name="retry")
+    retry.start()
+    try:
+        kopf.run(registry=registry(runtime), memo=runtime, clusterwide=True, standalone=True,
+                 liveness_endpoint=liveness)
+    finally:
+        runtime.stop.set()
+
+
+# --- operator-level handlers -------------------------------------------------------------------------------
+
+def _configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
+    settings.posting.enabled = False  # logs stay logs: no Events with texts that could carry details
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per watch event
+    logging.getLogger("kopf.objects").addFilter(_RefusalsAreNotErrors())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    hook, serving = memo.webhook, memo.serving
+    if hook is not None and serving is not None:
+        settings.admission.server = kopf.WebhookServer(
+            addr=hook.listen_address, port=hook.port, certfile=str(serving.certfile), pkeyfile=str(serving.keyfile))
+        settings.admission.managed = None  # the configuration is ours: service references, selectors, policies
+        threading.Thread(target=_register_when_serving, args=(memo.seed, hook, serving), daemon=True,
+                         name="webhook-registration").start()
+
+
+def _cleanup(memo: Runtime, **_: Any) -> None:
+    """On a clean shutdown the Shoot webhook goes (failurePolicy Fail must not block Shoots while we are
+    away); the Secret webhook stays (it ignores failures, the finalizer covers for it)."""
+    hook, serving = memo.webhook, memo.serving
+    if hook is None or serving is None:
+        return
+    try:
+        if hook.garden:
+            memo.seed.apply(server.configuration(serving.ca_pem, hook.client, shoot_hook=False))
+        if hook.seed:
+            memo.seed.delete("MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION_NAME)
+    except Exception:  # noqa: BLE001 - shutting down either way
+        log.exception("could not remove the Shoot and OperatingSystemConfig webhooks")
+
+
+def _login(memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
+    """kopf talks to the API server with exactly the credentials of the controller's own client."""
+    cfg = memo.seed.api.configuration
+    auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken") or ""
+    scheme, _, token = auth.partition(" ")
+    return kopf.ConnectionInfo(
+        server=cfg.host, ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
+        certificate_path=cfg.cert_file, private_key_path=cfg.key_file,
+        scheme=scheme or None, token=token or None, expiration=None)
+
+
+# --- watches ---------------------------------------------------------------------------------------------
+
+def _on_extension(event: dict[str, Any], body: Any, memo: Runtime, **_: Any) -> None:
+    ext = _plain(body)
+    if event.get("type") != "DELETED":
+        memo.controller.handle(ext)
+        return
+    memo.controller.forget(ext)
+    if memo.bridge is not None and BRIDGE_LABEL in ((ext.get("metadata") or {}).get("labels") or {}):
+        memo.bridge.resync_shoot_of(ext["metadata"]["namespace"])  # the bridge finishes the Shoot's cleanup
+
+
+def _on_shoot(event: dict[str, Any], body: Any, memo: Runtime, **_: Any) -> None:
+    shoot = _plain(body)
+    meta = shoot["metadata"]
+    assert memo.index is not None
+    changed = (memo.index.remove(meta["namespace"], meta["name"]) if event.get("type") == "DELETED"
+               else memo.index.update(shoot))
+    if memo.protection is not None:
+        for namespace, name in sorted(changed):
+            memo.protection.sync(namespace, name)
+    if event.get("type") == "DELETED" or memo.bridge is None:
+        return
+    result = memo.bridge.sync(shoot)
+    if result != "nothing":
+        log.info("bridge: %s/%s: %s", meta["namespace"], meta["name"], result)
+
+
+# --- admission -------------------------------------------------------------------------------------------
+
+def _validate_shoot(new: Any, old: Any, memo: Runtime, **_: Any) -> None:
+    seed = memo.seed
+    errors = shoot_errors(_plain(new), _plain(old) if old else None, lambda ns, name: seed.get("Secret", name, ns))
+    if errors:
+        meta = (new or {}).get("metadata") or {}
+        log.info("refused Shoot %s/%s: %d errors", meta.get("namespace"), meta.get("name"), len(errors))
+        metrics.WEBHOOK_REFUSALS.labels(SHOOT_HOOK).inc()
+        raise kopf.AdmissionError("\n".join(errors), code=422)
+
+
+def _protect_secret(old: Any, memo: Runtime, **_: Any) -> None:
+    assert memo.index is not None
+    meta = (old or {}).get("metadata") or {}
+    refusal = secret_delete_refusal(memo.index, meta.get("namespace", ""), meta.get("name", ""))
+    if refusal:
+        log.info("refused DELETE of Secret %s/%s: in use", meta.get("namespace"), meta.get("name"))
+        metrics.WEBHOOK_REFUSALS.labels(SECRET_HOOK).inc()
+        raise kopf.AdmissionError(refusal, code=403)
+
+
+def _mutate_osc(body: Any, patch: Any, memo: Runtime, **_: Any) -> None:
+    new_spec = osc.ensure(memo.seed, _plain(body))
+    if new_spec is not None:
+        patch.spec["criConfig"] = new_spec["criConfig"]
+        patch.spec["files"] = new_spec["files"]
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+
+def _plain(body: Any) -> Any:
+    """kopf's body as plain dicts and lists."""
+    if hasattr(body, "items") and not isinstance(body, (str, bytes)):
+        return {k: _plain(v) for k, v in body.items()}
+    if isinstance(body, list):
+        return [_plain(v) for v in body]
+    return body
+
+
+class _RefusalsAreNotErrors(logging.Filter):
+    """A webhook that refuses a request did its job: kopf reports that as an error, we log it ourselves."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Webhook ") and "failed permanently" in record.getMessage())
+
+
+def _register_when_serving(seed: Kube, hook: WebhookSettings, serving: server.ServingCert,
+                           timeout: float = 60.0) -> None:
+    """Register the webhooks only once the server accepts connections: a Shoot webhook with failurePolicy
+    Fail that nobody answers yet would refuse every Shoot change in between."""
+    address = "127.0.0.1" if hook.listen_address in ("0.0.0.0", "::", "") else hook.listen_address
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((address, hook.port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                log.error("the webhook server on %s:%s did not come up; webhooks not registered", address, hook.port)
+                return
+            time.sleep(0.2)
+    if hook.garden:
+        seed.apply(server.configuration(serving.ca_pem, hook.client))
+    if hook.seed:
+        seed.apply(server.mutating_configuration(serving.ca_pem, hook.client))
+    log.info("admission webhooks serving on %s:%s and registered", hook.listen_address, hook.port)
+
+
+def _retry_loop(controller: Controller, stop: threading.Event, interval: float = 1.0) -> None:
+    """Runs failed operations again once their backoff has passed."""
+    while not stop.wait(interval):
+        for namespace, name in controller.retry_due():
+            try:
+                controller.retry(namespace, name)
+            except Exception:  # noqa: BLE001 - the loop must survive anything
+                log.exception("retry of %s/%s failed", namespace, name)

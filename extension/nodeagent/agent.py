@@ -1,0 +1,287 @@
+"""The node agent (standalone mode): containerd's ``hosts.toml`` and CA bundle on every node.
+
+Under Gardener, gardener-node-agent writes ``/etc/containerd/certs.d/<upstream>/hosts.toml`` from the
+OperatingSystemConfig's ``criConfig.containerd.registries``. Without Gardener this agent does it, from what
+the controller publishes in the shoot: ConfigMaps in ``kube-system`` labelled
+``registry-cache.gardener.cloud/node-config: "true"`` with
+
+- ``registries.yaml``: ``{"registries": [{upstream, server, hosts: [{url, capabilities, caCerts?}],
+  readinessProbe}]}`` (Gardener's OperatingSystemConfig shape, see :func:`.render.containerd_registries`);
+- ``ca-bundle.pem``: the CA certificates nodes trust for the caches' TLS.
+
+Every ``--interval`` seconds it LISTs those ConfigMaps (all of them: one per Extension in standalone mode)
+and brings ``ROOT`` (default ``/etc/containerd/certs.d``) in line:
+
+- ``ROOT/<upstream>/hosts.toml`` per upstream, rendered with :func:`.render.hosts_toml_for_entry`, written
+  only once the cache answers when ``readinessProbe`` is set (a GET of ``<host>/v2/``, 2 s timeout,
+  trusting the published CA bundle; any HTTP response counts, as with gardener-node-agent). Until then an
+  older file of ours stays as it is: containerd falls back to the upstream when the cache is away anyway.
+- ``ROOT/ca-bundle.pem`` while any host is https.
+- Directories it creates carry a marker file (:data:`MARKER`). A directory without it is not ours: never
+  written, never removed (a user's own ``docker.io/hosts.toml`` stays as it is, and the log says so).
+  The directory of an upstream that is no longer published is removed only when it carries the marker.
+- Every file is written atomically (temp file in the same directory, fsync, rename).
+- An upstream published by two ConfigMaps: the older ConfigMap (creationTimestamp, then namespace/name)
+  wins, and the log says which.
+
+The pure part (:mod:`.plan`) computes the files from the ConfigMaps and what to do from what is on disk and
+which caches answer; :class:`NodeAgent` does the I/O. ``registry-cache node-agent`` runs it
+(:mod:`extension.cli.nodeagent`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import logging
+import os
+import ssl
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from extension.constants import CA_BUNDLE_FILE, CERTS_DIR, NODE_CONFIG_LABEL, SHOOT_NAMESPACE
+from extension.nodeagent.plan import (CA_MARKER, HOSTS_FILE, MARKER, Desired, DirState, Observed, Plan,
+                                      desired_state, plan, to_probe)
+
+log = logging.getLogger("registry-cache.node-agent")
+
+DEFAULT_ROOT = CERTS_DIR
+DEFAULT_NAMESPACE = SHOOT_NAMESPACE
+PROBE_TIMEOUT_SECONDS = 2.0
+
+
+# --------------------------------------------------------------------------------------------------
+# I/O: probing, reading and writing ROOT
+
+
+def probe(url: str, ca_bundle: str | None = None, timeout: float = PROBE_TIMEOUT_SECONDS) -> bool:
+    """Whether something answers HTTP at ``url``: any status counts (a registry says 200 or 401 on /v2/).
+    https trusts ``ca_bundle`` (else the system's roots) and checks the name or IP. No proxy, no redirect."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn: http.client.HTTPConnection
+    try:
+        if parts.scheme == "https":
+            ctx = ssl.create_default_context()
+            if ca_bundle:
+                ctx.load_verify_locations(cadata=ca_bundle)
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            conn.request("GET", path, headers={"User-Agent": "registry-cache-node-agent"})
+            conn.getresponse().read(1024)
+            return True
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException, ssl.SSLError, ValueError) as exc:
+        log.debug("probe %s: %s", url, exc)
+        return False
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return "\0unreadable"  # differs from anything wanted: rewritten if ours
+
+
+def observe(root: Path) -> Observed:
+    out = Observed()
+    try:
+        children = sorted(os.scandir(root), key=lambda e: e.name)
+    except FileNotFoundError:
+        return out
+    for child in children:
+        if child.name == CA_BUNDLE_FILE and not child.is_dir(follow_symlinks=False):
+            out.ca_bundle = _read(Path(child.path))
+        elif child.is_dir(follow_symlinks=False):
+            directory = Path(child.path)
+            managed = (directory / MARKER).is_file() and not (directory / MARKER).is_symlink()
+            out.dirs[child.name] = DirState(managed, _read(directory / HOSTS_FILE) if managed else None)
+        elif child.name != CA_MARKER:
+            out.dirs[child.name] = DirState(False, None)  # a file or a link is never ours
+    out.ca_bundle_managed = (root / CA_MARKER).is_file()
+    return out
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write via a temp file in the same directory, fsync, rename: readers see the old or the new file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _marker_text(upstream: str) -> str:
+    return (f"This directory ({upstream}) is written by the registry-cache node agent, which removes it when "
+            "the registry cache for this upstream is removed.\nDelete this file to keep the directory: the "
+            "agent then never touches it again.\n")
+
+
+@dataclass
+class SyncResult:
+    ok: bool
+    plan: Plan | None = None
+    desired: Desired | None = None
+    error: str | None = None
+
+
+ConfigMapLister = Callable[[], list[dict[str, Any]]]
+Prober = Callable[[str, str | None], bool]
+
+
+class NodeAgent:
+    """Brings ROOT in line with the ConfigMaps; :meth:`sync` once, :meth:`run` until stopped."""
+
+    def __init__(self, list_configmaps: ConfigMapLister, root: str | Path, ca_path: str | None = None,
+                 prober: Prober | None = None, probe_timeout: float = PROBE_TIMEOUT_SECONDS):
+        self.list_configmaps = list_configmaps
+        self.root = Path(root).absolute()  # hosts.toml names the CA bundle by an absolute path
+        self.ca_path = ca_path or str(self.root / CA_BUNDLE_FILE)
+        self.prober = prober or (lambda url, ca: probe(url, ca, probe_timeout))
+        self._said: set[str] = set()  # messages of the last sync: repeated ones are not logged again
+
+    @classmethod
+    def for_kube(cls, kube: Any, namespace: str, root: str | Path, **kw: Any) -> "NodeAgent":
+        return cls(lambda: kube.list("ConfigMap", namespace, label_selector=f"{NODE_CONFIG_LABEL}=true"), root, **kw)
+
+    # --- one pass ------------------------------------------------------------------------------------
+    def sync(self) -> SyncResult:
+        said: set[str] = set()
+        try:
+            configmaps = self.list_configmaps()
+        except Exception as exc:  # noqa: BLE001 - the API server away: keep every file as it is
+            self._say(said, logging.WARNING, f"cannot list the node-config ConfigMaps, files left as they are: "
+                                             f"{exc}")
+            self._said |= said  # what was said before still holds: not repeated once the API server is back
+            return SyncResult(False, error=str(exc))
+        desired = desired_state(configmaps, self.ca_path)
+        for problem in desired.problems:
+            self._say(said, logging.WARNING, problem)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            observed = observe(self.root)
+            probes = to_probe(desired, observed)
+            answering = self._probe_all(probes, desired.ca_bundle)
+            todo = plan(desired, observed, answering)
+            self._report(said, todo, desired, probes)
+            self._apply(todo)
+        except OSError as exc:
+            self._say(said, logging.ERROR, f"cannot update {self.root}: {exc}")
+            self._said = said
+            return SyncResult(False, desired=desired, error=str(exc))
+        self._said = said
+        return SyncResult(True, todo, desired)
+
+    def _probe_all(self, probes: Mapping[str, str], ca_bundle: str | None) -> set[str]:
+        if not probes:
+            return set()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(probes))) as pool:
+            results = dict(zip(probes, pool.map(lambda url: self.prober(url, ca_bundle), probes.values())))
+        return {u for u, ok in results.items() if ok}
+
+    def _say(self, said: set[str], level: int, message: str) -> None:
+        """Log a state once: while it stays the same from one sync to the next, it is not repeated."""
+        said.add(message)
+        if message not in self._said:
+            log.log(level, "%s", message)
+
+    def _report(self, said: set[str], todo: Plan, desired: Desired, probes: Mapping[str, str]) -> None:
+        for upstream in todo.waiting:
+            entry = desired.entries[upstream]
+            self._say(said, logging.INFO, f"{upstream}: the cache at {entry.hosts[0]['url']} does not answer "
+                                          f"{probes[upstream]} yet; hosts.toml waits for it")
+        for upstream in todo.foreign:
+            self._say(said, logging.WARNING, f"{upstream}: {self.root / upstream} is not ours (no {MARKER}): left "
+                                             "as it is, this upstream's cache is not configured on this node")
+        if todo.ca_bundle_foreign:
+            self._say(said, logging.WARNING, f"{self.root / CA_BUNDLE_FILE} is not ours (no {CA_MARKER}): left as "
+                                             "it is; https caches may not be trusted by containerd")
+
+    def _apply(self, todo: Plan) -> None:
+        if todo.write_ca_bundle is not None:
+            write_atomic(self.root / CA_MARKER, "ca-bundle.pem in this directory is written by the registry-cache "
+                                                "node agent.\n")
+            write_atomic(self.root / CA_BUNDLE_FILE, todo.write_ca_bundle)
+            log.info("wrote %s", self.root / CA_BUNDLE_FILE)
+        for upstream, text in sorted(todo.write.items()):
+            directory = self.root / upstream
+            directory.mkdir(exist_ok=True)
+            if not (directory / MARKER).is_file():  # a new directory: marked before anything is in it
+                write_atomic(directory / MARKER, _marker_text(upstream))
+            write_atomic(directory / HOSTS_FILE, text)
+            log.info("%s: wrote %s", upstream, directory / HOSTS_FILE)
+        for upstream in todo.remove:
+            self._remove(self.root / upstream)
+        if todo.remove_ca_bundle:
+            for name in (CA_BUNDLE_FILE, CA_MARKER):
+                try:
+                    (self.root / name).unlink()
+                except FileNotFoundError:
+                    pass
+            log.info("removed %s: no https cache is left", self.root / CA_BUNDLE_FILE)
+
+    def _remove(self, directory: Path) -> None:
+        """Our two files, then the directory if nothing else is in it (hosts.toml first: a crash in between
+        leaves the marker, so the next sync finishes the job)."""
+        for name in (HOSTS_FILE, MARKER):
+            try:
+                (directory / name).unlink()
+            except FileNotFoundError:
+                pass
+        try:
+            directory.rmdir()
+            log.info("%s: removed %s (the cache is gone)", directory.name, directory)
+        except OSError:
+            others = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+            log.warning("%s: removed our hosts.toml; %s stays: it holds files we did not write: %s",
+                        directory.name, directory, ", ".join(others))
+
+    # --- the loop ------------------------------------------------------------------------------------
+    def run(self, interval: float, stop: threading.Event | None = None) -> int:
+        stop = stop or threading.Event()
+        log.info("node agent: writing %s every %.1fs (CA bundle at %s for containerd)", self.root, interval,
+                 self.ca_path)
+        while True:
+            started = time.monotonic()
+            try:
+                self.sync()
+            except Exception:  # noqa: BLE001 - the loop must survive anything
+                log.exception("sync failed")
+            if stop.wait(max(0.0, interval - (time.monotonic() - started))):
+                log.info("node agent: stopped")
+                return 0

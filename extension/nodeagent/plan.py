@@ -1,0 +1,249 @@
+"""The node agent's pure part: from the published ConfigMaps and what is on disk to what to write.
+
+:func:`desired_state` reads the ConfigMaps (every problem is reported and skipped, never fatal: one bad entry
+never keeps the others from being written), :func:`plan` compares with what :class:`Observed` found in ROOT
+and which caches answer. No I/O; :mod:`.agent` does it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+from urllib.parse import urlsplit
+
+import yaml
+
+from extension.component.containerd import hosts_toml_for_entry
+from extension.constants import (CA_BUNDLE_PATH, NODE_CONFIG_CA_BUNDLE_KEY,
+                                 NODE_CONFIG_REGISTRIES_KEY)
+
+HOSTS_FILE = "hosts.toml"
+MARKER = ".registry-cache-managed"
+# In ROOT, next to ca-bundle.pem: the bundle is ours (ROOT itself is containerd's, not ours).
+CA_MARKER = ".registry-cache-managed-ca-bundle"
+PROBE_PATH = "/v2/"
+
+# A directory name containerd looks up for a registry host: host[:port], nothing that leaves ROOT.
+_UPSTREAM_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:[0-9]{1,5})?$")
+_PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
+
+
+# --------------------------------------------------------------------------------------------------
+# pure: from ConfigMaps to the wanted files
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One containerd registry entry and the ConfigMap it came from."""
+
+    upstream: str
+    server: str
+    hosts: tuple[Mapping[str, Any], ...]
+    readiness_probe: bool
+    source: str  # namespace/name of the ConfigMap
+
+    @property
+    def probe_url(self) -> str:
+        """The URL whose answer means the cache is there: the first host (the one hosts.toml names)."""
+        return self.hosts[0]["url"].rstrip("/") + PROBE_PATH
+
+    @property
+    def https(self) -> bool:
+        return any(str(h.get("url", "")).startswith("https://") for h in self.hosts)
+
+
+@dataclass
+class Desired:
+    """What the ConfigMaps ask for."""
+
+    entries: dict[str, Entry] = field(default_factory=dict)  # by upstream
+    hosts_toml: dict[str, str] = field(default_factory=dict)  # by upstream
+    ca_bundle: str | None = None  # every published CA certificate, deduplicated; None when there is none
+    # Upstreams named by an entry that could not be used: their directories are kept as they are.
+    keep: set[str] = field(default_factory=set)
+    # False when a whole ConfigMap could not be read: nothing is removed then (its upstreams are unknown).
+    complete: bool = True
+    problems: list[str] = field(default_factory=list)
+
+
+def _source(cm: Mapping[str, Any]) -> str:
+    meta = cm.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def _order(cm: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = cm.get("metadata") or {}
+    # RFC 3339 timestamps in UTC sort as strings; a ConfigMap without one (never from the API) sorts last.
+    return (meta.get("creationTimestamp") or "~", meta.get("namespace") or "", meta.get("name") or "")
+
+
+def valid_upstream(upstream: Any) -> bool:
+    return isinstance(upstream, str) and bool(_UPSTREAM_RE.match(upstream)) and ".." not in upstream
+
+
+def _http_url(value: Any) -> bool:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return False
+    return bool(parts.hostname) and not any(c in value for c in "\r\n\t ")
+
+
+def _entry_problem(raw: Any) -> str | None:
+    if not isinstance(raw, dict):
+        return "an entry is not a mapping"
+    if not valid_upstream(raw.get("upstream")):
+        return f"upstream {raw.get('upstream')!r} is not a registry host[:port]"
+    if not _http_url(raw.get("server")):
+        return f"server {raw.get('server')!r} is not an http(s) URL"
+    hosts = raw.get("hosts")
+    if not isinstance(hosts, list) or not hosts:
+        return "no hosts"
+    for host in hosts:
+        if not isinstance(host, dict) or not _http_url(host.get("url")):
+            return f"host {host!r} has no http(s) url"
+        ca = host.get("caCerts")
+        if ca is not None and (not isinstance(ca, list) or not all(isinstance(c, str) and c for c in ca)):
+            return f"host {host.get('url')}: caCerts is not a list of paths"
+    if not isinstance(raw.get("readinessProbe", False), bool):
+        return "readinessProbe is not a boolean"
+    return None
+
+
+def _with_ca_path(host: Mapping[str, Any], ca_path: str) -> dict[str, Any]:
+    """The controller names the bundle at containerd's default place; point it at where ours is."""
+    out = dict(host)
+    if host.get("caCerts"):
+        out["caCerts"] = [ca_path if c == CA_BUNDLE_PATH else c for c in host["caCerts"]]
+    return out
+
+
+def ca_certificates(text: str) -> list[str]:
+    return [m.group(0) for m in _PEM_RE.finditer(text)]
+
+
+def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUNDLE_PATH) -> Desired:
+    """The entries, files and CA bundle the ConfigMaps ask for; ``ca_path`` is where containerd finds the
+    bundle this agent writes (``ROOT/ca-bundle.pem`` as containerd sees ROOT)."""
+    out = Desired()
+    certs: list[str] = []
+    for cm in sorted(configmaps, key=_order):
+        source = _source(cm)
+        data = cm.get("data") or {}
+        try:
+            doc = yaml.safe_load(data.get(NODE_CONFIG_REGISTRIES_KEY) or "") or {}
+        except yaml.YAMLError as exc:
+            out.complete = False
+            out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_REGISTRIES_KEY} is not YAML ({exc.__class__.__name__}); "
+                                "nothing is removed until it is fixed")
+            continue
+        registries = doc.get("registries") if isinstance(doc, dict) else None
+        if not isinstance(registries, list):
+            out.complete = False
+            out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_REGISTRIES_KEY} has no list 'registries'; nothing is "
+                                "removed until it is fixed")
+            continue
+        for i, raw in enumerate(registries):
+            problem = _entry_problem(raw)
+            if problem is not None:
+                out.problems.append(f"ConfigMap {source}: registries[{i}]: {problem}; entry skipped")
+                if isinstance(raw, dict) and valid_upstream(raw.get("upstream")):
+                    out.keep.add(raw["upstream"])
+                continue
+            upstream = raw["upstream"]
+            if upstream in out.entries:
+                out.problems.append(f"upstream {upstream} is published by ConfigMaps {out.entries[upstream].source} "
+                                    f"and {source}: using {out.entries[upstream].source} (the older one)")
+                continue
+            entry = Entry(upstream, raw["server"], tuple(_with_ca_path(h, ca_path) for h in raw["hosts"]),
+                          bool(raw.get("readinessProbe", False)), source)
+            out.entries[upstream] = entry
+            out.hosts_toml[upstream] = hosts_toml_for_entry(
+                {"upstream": upstream, "server": entry.server, "hosts": list(entry.hosts)})
+        bundle = data.get(NODE_CONFIG_CA_BUNDLE_KEY)
+        if bundle:
+            found = ca_certificates(bundle)
+            if not found:
+                out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_CA_BUNDLE_KEY} holds no PEM certificate")
+            certs += [c for c in found if c not in certs]
+    out.ca_bundle = "\n".join(certs) + "\n" if certs else None
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# pure: from what is wanted and what is on disk to what to do
+
+
+@dataclass(frozen=True)
+class DirState:
+    managed: bool  # carries the marker
+    hosts_toml: str | None  # its hosts.toml, if any (read only for managed directories)
+
+
+@dataclass
+class Observed:
+    dirs: dict[str, DirState] = field(default_factory=dict)  # ROOT's subdirectories by name
+    ca_bundle: str | None = None
+    ca_bundle_managed: bool = False
+
+
+@dataclass
+class Plan:
+    write: dict[str, str] = field(default_factory=dict)  # upstream -> hosts.toml to write
+    remove: list[str] = field(default_factory=list)  # upstreams whose (managed) directory goes
+    waiting: list[str] = field(default_factory=list)  # wanted or changed, but the cache does not answer
+    foreign: list[str] = field(default_factory=list)  # wanted, but the directory is not ours
+    write_ca_bundle: str | None = None
+    remove_ca_bundle: bool = False
+    ca_bundle_foreign: bool = False  # a ca-bundle.pem that is not ours is in the way
+
+    @property
+    def empty(self) -> bool:
+        return not (self.write or self.remove or self.write_ca_bundle or self.remove_ca_bundle)
+
+
+def _changes(desired: Desired, observed: Observed) -> dict[str, str]:
+    """Upstreams whose hosts.toml must be (re)written, foreign directories left out."""
+    out = {}
+    for upstream, text in desired.hosts_toml.items():
+        current = observed.dirs.get(upstream)
+        if current is not None and not current.managed:
+            continue
+        if current is None or current.hosts_toml != text:
+            out[upstream] = text
+    return out
+
+
+def to_probe(desired: Desired, observed: Observed) -> dict[str, str]:
+    """upstream -> URL to probe: the entries about to be (re)written that ask for a readiness probe."""
+    return {u: desired.entries[u].probe_url for u in _changes(desired, observed)
+            if desired.entries[u].readiness_probe}
+
+
+def plan(desired: Desired, observed: Observed, answering: Iterable[str] = ()) -> Plan:
+    """What to write and remove; ``answering`` are the upstreams whose cache answered its probe."""
+    answering = set(answering)
+    out = Plan()
+    for upstream, text in _changes(desired, observed).items():
+        if desired.entries[upstream].readiness_probe and upstream not in answering:
+            out.waiting.append(upstream)
+        else:
+            out.write[upstream] = text
+    out.foreign = sorted(u for u in desired.hosts_toml
+                         if u in observed.dirs and not observed.dirs[u].managed)
+    if desired.complete:
+        out.remove = sorted(name for name, state in observed.dirs.items()
+                            if state.managed and name not in desired.entries and name not in desired.keep)
+    https = any(e.https for u, e in desired.entries.items() if u not in out.foreign)
+    if observed.ca_bundle is not None and not observed.ca_bundle_managed:
+        out.ca_bundle_foreign = https  # somebody else's file: never ours to write or remove
+    elif https:
+        if desired.ca_bundle is not None and observed.ca_bundle != desired.ca_bundle:
+            out.write_ca_bundle = desired.ca_bundle  # (no bundle published: an older one of ours stays)
+    elif observed.ca_bundle_managed and desired.complete and not desired.keep:
+        out.remove_ca_bundle = True
+    return out

@@ -1,0 +1,14 @@
+"""The Secret webhook's decision: refuse to delete a credentials Secret that a Shoot still uses.
+
+Answers from the :class:`~extension.references.ReferenceIndex` kept by watches, never by listing Shoots per
+request; the refusal names the Shoot, the ``spec.resources`` entry and what to do instead.
+"""
+
+from __future__ import annotations
+
+from extension.references import ReferenceIndex, refusal_message
+
+
+def secret_delete_refusal(index: ReferenceIndex, namespace: str, name: str) -> str | None:
+    users = index.users(namespace, name)
+    return refusal_message(namespace, name, users) if users else None
