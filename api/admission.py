@@ -9,18 +9,19 @@ non-containerd worker), and each of those errors carries a field path too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
-from api import field, shoot as shootlib
+from api import field
+from api import shoot as shootlib
 from api.credentials import credential_errors, extract_credentials
 from api.field import FieldError, Path, ValidationFailed
 from api.secrets import Credentials, SecretData
 from api.v1alpha3 import RegistryConfig
 from api.validation import decode_and_default, validate_registry_config, validate_registry_config_update
 
-
-SecretGetter = Callable[[str, str], Optional[SecretData]]  # (namespace, name) -> Secret or None
+SecretGetter = Callable[[str, str], SecretData | None]  # (namespace, name) -> Secret or None
 
 
 @dataclass

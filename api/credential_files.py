@@ -14,8 +14,15 @@ import tarfile
 import zlib
 from typing import Any
 
-from api.credentials import (MAX_DOCUMENT_BYTES, REGISTRY_TOKEN_DETAIL, CredentialsError, RegistryCredentials,
-                             RegistryEntry, load_json, read_docker_config)
+from api.credentials import (
+    MAX_DOCUMENT_BYTES,
+    REGISTRY_TOKEN_DETAIL,
+    CredentialsError,
+    RegistryCredentials,
+    RegistryEntry,
+    load_json,
+    read_docker_config,
+)
 from api.secrets import Credentials
 
 MESOS_CONFIG_MEMBER = ".docker/config.json"

@@ -52,14 +52,23 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass, field as dc_field
-from typing import Any, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Any
 
 from api import field, secrets
 from api.errors import RegistryCacheError
 from api.field import FieldError, Path
-from api.secrets import (JSON_KEY_USERNAME, PASSWORD_KEY, USERNAME_KEY, Credentials, SecretData, credentials_of,
-                      validate_upstream_secret)
+from api.secrets import (
+    JSON_KEY_USERNAME,
+    PASSWORD_KEY,
+    USERNAME_KEY,
+    Credentials,
+    SecretData,
+    credentials_of,
+    validate_upstream_secret,
+)
 
 # --- formats -------------------------------------------------------------------------------------------
 TYPE_OPAQUE = "Opaque"

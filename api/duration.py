@@ -8,9 +8,9 @@ are truncated to nanoseconds, the result must fit a signed 64-bit count of nanos
 
 from __future__ import annotations
 
-from api.errors import RegistryCacheError
-
 from dataclasses import dataclass
+
+from api.errors import RegistryCacheError
 
 NANOSECOND = 1
 MICROSECOND = 1000 * NANOSECOND

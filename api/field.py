@@ -2,19 +2,20 @@
 
 An error prints as Kubernetes prints it, path first::
 
-    spec.extensions[0].providerConfig.caches[1].upstream: Invalid value: "https://ghcr.io": upstream must not include a scheme
+    spec.extensions[0].providerConfig.caches[1].upstream: Invalid value: "https://ghcr.io": upstream must not...
 
 Values that must stay secret are built with ``hidden=True`` and never printed.
 """
 
 from __future__ import annotations
 
-from api.errors import RegistryCacheError
-
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterable
+from typing import Any
+
+from api.errors import RegistryCacheError
 
 
 class Path:
@@ -25,17 +26,17 @@ class Path:
     def __init__(self, *names: str):
         self._parts: tuple[str, ...] = tuple(names)
 
-    def child(self, name: str, *more: str) -> "Path":
+    def child(self, name: str, *more: str) -> Path:
         p = Path()
         p._parts = self._parts + (name,) + more
         return p
 
-    def index(self, i: int) -> "Path":
+    def index(self, i: int) -> Path:
         p = Path()
         p._parts = self._parts + (f"[{i}]",)
         return p
 
-    def key(self, k: str) -> "Path":
+    def key(self, k: str) -> Path:
         p = Path()
         p._parts = self._parts + (f"[{k}]",)
         return p

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-SERVER_PORT = 5000
-DEBUG_PORT = 5001
 UPSTREAM_HOST_LABEL = "upstream-host"
 RESOURCE_PREFIX = "registry-"
 # StatefulSet pods with names over 52 characters fail (kubernetes#64023): 52 - len("registry-") = 43.

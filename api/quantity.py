@@ -9,11 +9,11 @@ serialises it (``1.5Gi`` -> ``1536Mi``, ``1000M`` -> ``1G``).
 
 from __future__ import annotations
 
-from api.errors import RegistryCacheError
-
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+
+from api.errors import RegistryCacheError
 
 BINARY_SI = "BinarySI"
 DECIMAL_SI = "DecimalSI"
@@ -55,7 +55,7 @@ class Quantity:
     def __hash__(self) -> int:
         return hash(self.value)
 
-    def __lt__(self, other: "Quantity") -> bool:
+    def __lt__(self, other: Quantity) -> bool:
         return self.value < other.value
 
     def sign(self) -> int:
@@ -171,11 +171,11 @@ def _canonical(value: Fraction, fmt: str) -> str:
         return f"{sign}{mantissa}{_BINARY_BY_EXP.get(exp, '')}"
     # decimal: the smallest multiple-of-3 exponent that makes the mantissa an integer, then grow it
     exp = -9
-    mantissa = magnitude * 10**9
-    while mantissa.denominator != 1:  # cannot happen after nano rounding, kept for safety
-        mantissa *= 1000
+    scaled = Fraction(magnitude * 10**9)
+    while scaled.denominator != 1:  # cannot happen after nano rounding, kept for safety
+        scaled *= 1000
         exp -= 3
-    mantissa_int = int(mantissa)
+    mantissa_int = int(scaled)
     while mantissa_int % 1000 == 0:
         mantissa_int //= 1000
         exp += 3

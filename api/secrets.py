@@ -5,17 +5,17 @@ Values of a Secret never appear in an error: errors name the Secret and the key.
 
 from __future__ import annotations
 
-from api.errors import RegistryCacheError
-
 import base64
 import binascii
 import json
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 from api import field
+from api.errors import RegistryCacheError
 from api.field import FieldError, Path
-from api.gostrings import go_is_space, go_quote, go_trim_space  # noqa: F401 - re-exported
+from api.gostrings import go_is_space, go_quote, go_trim_space
 
 USERNAME_KEY = "username"
 PASSWORD_KEY = "password"
@@ -144,7 +144,7 @@ def validate_service_account_json(password: str, path: Path, reference_name: str
         document = json.loads(password, parse_constant=_no_constants)
     except ValueError as exc:
         # The JSON error says where, not what: it carries no part of the password.
-        where = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         return [field.invalid(path, reference_name, f"{prefix}invalid JSON{where}")]
     if document is None:
         return []

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from api.errors import RegistryCacheError
-
 import ipaddress
 import re
 
+from api.errors import RegistryCacheError
 from api.gostrings import go_quote, go_quote_bytes
 
 DNS1123_LABEL_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"

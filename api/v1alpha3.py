@@ -8,19 +8,19 @@ here, and :func:`set_defaults` applies Gardener's defaults (volume size 10Gi, tt
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
 
 from api.duration import Duration, DurationError, parse_duration
 from api.gostrings import go_trim_space
 from api.quantity import Quantity, QuantityError, parse_quantity
 
-GROUP = "registry.extensions.gardener.cloud"
-VERSION = "v1alpha3"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND_CONFIG = "RegistryConfig"
-KIND_STATUS = "RegistryStatus"
+GROUP: Final = "registry.extensions.gardener.cloud"
+VERSION: Final = "v1alpha3"
+API_VERSION: Final = "registry.extensions.gardener.cloud/v1alpha3"
+KIND_CONFIG: Final = "RegistryConfig"
+KIND_STATUS: Final = "RegistryStatus"
 
 DEFAULT_VOLUME_SIZE = "10Gi"
 DEFAULT_TTL = "168h"
@@ -77,13 +77,17 @@ DurationField = Annotated[
 ]
 
 
-def _zero(default: Any) -> AfterValidator:
-    """Go leaves a JSON null of a non-pointer field at its zero value."""
-    return AfterValidator(lambda v: default if v is None else v)
+def _zero(default: Any, wire: Any) -> BeforeValidator:
+    """Go leaves a JSON null of a non-pointer field at its zero value: the wire accepts ``wire`` (null
+    included, as the JSON Schema says), the decoded field always holds a value."""
+    return BeforeValidator(lambda v: default if v is None else v, json_schema_input_type=wire)
 
 
 def _caches(value: Any) -> Any:
-    return [RegistryCache() if c is None else c for c in value or []]
+    """``caches``: null is no caches, a null entry is a cache with every field at its zero value (as Go)."""
+    if value is None:
+        return []
+    return [{} if c is None else c for c in value] if isinstance(value, list) else value
 
 
 class _Model(BaseModel):
@@ -95,8 +99,8 @@ class _Model(BaseModel):
 
 
 class Volume(_Model):
-    size: Optional[QuantityField] = Field(None, description="Size of the cache volume. Defaults to 10Gi. Immutable.")
-    storage_class_name: Optional[str] = Field(
+    size: QuantityField | None = Field(None, description="Size of the cache volume. Defaults to 10Gi. Immutable.")
+    storage_class_name: str | None = Field(
         None, alias="storageClassName",
         description="StorageClass of the cache volume; the cluster default when unset. Immutable.")
 
@@ -109,33 +113,34 @@ class GarbageCollection(_Model):
 
 
 class Proxy(_Model):
-    http_proxy: Optional[str] = Field(None, alias="httpProxy", description="HTTP_PROXY of the cache.")
-    https_proxy: Optional[str] = Field(None, alias="httpsProxy", description="HTTPS_PROXY of the cache.")
+    http_proxy: str | None = Field(None, alias="httpProxy", description="HTTP_PROXY of the cache.")
+    https_proxy: str | None = Field(None, alias="httpsProxy", description="HTTPS_PROXY of the cache.")
 
 
 class HTTP(_Model):
-    tls: Annotated[Optional[bool], _zero(False)] = Field(False, description="Serve the cache over HTTPS. When http is not set at all, TLS is on.")
+    tls: Annotated[bool, _zero(False, bool | None)] = Field(
+        False, description="Serve the cache over HTTPS. When http is not set at all, TLS is on.")
 
 
 class HighAvailability(_Model):
-    enabled: Annotated[Optional[bool], _zero(False)] = Field(False, description="Run the cache with two replicas.")
+    enabled: Annotated[bool, _zero(False, bool | None)] = Field(False, description="Run the cache with two replicas.")
 
 
 class RegistryCache(_Model):
-    upstream: Annotated[Optional[str], _zero("")] = Field(
+    upstream: Annotated[str, _zero("", str | None)] = Field(
         "", description="The upstream registry host[:port], e.g. docker.io; no scheme. Required.")
-    remote_url: Optional[str] = Field(
+    remote_url: str | None = Field(
         None, alias="remoteURL",
         description="URL of the upstream; https://<upstream> by default, https://registry-1.docker.io for docker.io.")
-    volume: Optional[Volume] = None
-    garbage_collection: Optional[GarbageCollection] = Field(None, alias="garbageCollection")
-    secret_reference_name: Optional[str] = Field(
+    volume: Volume | None = None
+    garbage_collection: GarbageCollection | None = Field(None, alias="garbageCollection")
+    secret_reference_name: str | None = Field(
         None, alias="secretReferenceName",
         description="Name of an entry in the Shoot's spec.resources that points to the credentials Secret.")
-    proxy: Optional[Proxy] = None
-    http: Optional[HTTP] = None
-    high_availability: Optional[HighAvailability] = Field(None, alias="highAvailability")
-    service_name_suffix: Optional[str] = Field(
+    proxy: Proxy | None = None
+    http: HTTP | None = None
+    high_availability: HighAvailability | None = Field(None, alias="highAvailability")
+    service_name_suffix: str | None = Field(
         None, alias="serviceNameSuffix",
         description="Name the cache's Service registry-<suffix> instead of after the upstream.")
 
@@ -143,8 +148,9 @@ class RegistryCache(_Model):
 class RegistryConfig(_Model):
     api_version: Literal["registry.extensions.gardener.cloud/v1alpha3"] = Field(alias="apiVersion")
     # Go's decoder takes a missing kind from the target type when the apiVersion is right
-    kind: Annotated[Optional[Literal["RegistryConfig"]], _zero(KIND_CONFIG)] = KIND_CONFIG
-    caches: Annotated[Optional[list[Optional[RegistryCache]]], AfterValidator(_caches)] = Field(
+    kind: Annotated[Literal["RegistryConfig"], _zero(KIND_CONFIG, Literal["RegistryConfig"] | None)] = KIND_CONFIG
+    caches: Annotated[list[RegistryCache],
+                      BeforeValidator(_caches, json_schema_input_type=list[RegistryCache | None] | None)] = Field(
         default_factory=list, description="One cache per upstream; at least one.")
 
 
@@ -158,7 +164,7 @@ class RegistryStatus(_Model):
     api_version: Literal["registry.extensions.gardener.cloud/v1alpha3"] = Field(API_VERSION, alias="apiVersion")
     kind: Literal["RegistryStatus"] = KIND_STATUS
     caches: list[RegistryCacheStatus] = Field(default_factory=list)
-    ca_secret_name: Optional[str] = Field(None, alias="caSecretName")
+    ca_secret_name: str | None = Field(None, alias="caSecretName")
 
 
 def set_defaults(config: RegistryConfig) -> RegistryConfig:

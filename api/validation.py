@@ -10,11 +10,10 @@ from typing import Any
 
 from api import field, names
 from api.decode import decode_registry_config
-from api.duration import format_duration
+from api.duration import format_duration, parse_duration
 from api.field import FieldError, Path
 from api.urls import host_port_errors, is_dns1123_label, is_dns1123_subdomain, url_errors
 from api.v1alpha3 import DEFAULT_TTL, RegistryCache, RegistryConfig, set_defaults
-from api.duration import parse_duration
 
 SERVICE_NAME_SUFFIX_MAX_LENGTH = names.MAX_SERVICE_NAME_SUFFIX_LENGTH
 _DEFAULT_TTL_NS = parse_duration(DEFAULT_TTL)
@@ -113,7 +112,7 @@ def validate_registry_config(config: RegistryConfig, path: Path) -> list[FieldEr
 def validate_registry_config_update(old: RegistryConfig, new: RegistryConfig, path: Path) -> list[FieldError]:
     """``ValidateRegistryConfigUpdate``: volume size and class immutable, no re-enabling of GC."""
     errs: list[FieldError] = []
-    old_by_upstream = {}
+    old_by_upstream: dict[str, RegistryCache] = {}
     for cache in old.caches:
         old_by_upstream.setdefault(cache.upstream, cache)
     for i, new_cache in enumerate(new.caches):

@@ -14,7 +14,6 @@ import enum
 
 from api.shoot import EXTENSION_TYPE
 
-
 # --- the Extension contract (Gardener) ------------------------------------------------------------------
 EXTENSION_NAME = EXTENSION_TYPE  # the Extension object is named after its type
 FINALIZER = "extensions.gardener.cloud/registry-cache"

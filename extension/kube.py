@@ -7,19 +7,20 @@ which keeps the calls of a reconcile few and countable (:attr:`Kube.calls`).
 
 from __future__ import annotations
 
+import builtins
 import json
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import quote
 
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from extension import metrics
-
-FIELD_MANAGER = "registry-cache"
+from extension.constants import FIELD_MANAGER
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class Kube:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_kubeconfig(cls, path: str | None = None, context: str | None = None, **kw: Any) -> "Kube":
+    def from_kubeconfig(cls, path: str | None = None, context: str | None = None, **kw: Any) -> Kube:
         if path is None:
             try:
                 k8s_config.load_incluster_config()
@@ -147,8 +148,8 @@ class Kube:
         return self.request("PATCH", kind.path(meta.get("namespace"), meta["name"], subresource), body=obj,
                             query=query, content_type="application/apply-patch+yaml")
 
-    def patch(self, kind: str, name: str, patch: dict[str, Any], namespace: str | None = None,
-              subresource: str | None = None, merge: bool = True) -> dict[str, Any]:
+    def patch(self, kind: str, name: str, patch: dict[str, Any] | builtins.list[dict[str, Any]],
+              namespace: str | None = None, subresource: str | None = None, merge: bool = True) -> dict[str, Any]:
         content_type = "application/merge-patch+json" if merge else "application/json-patch+json"
         return self.request("PATCH", KINDS[kind].path(namespace, name, subresource), body=patch,
                             content_type=content_type)

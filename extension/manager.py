@@ -14,15 +14,23 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import kopf
 
 from extension import metrics
 from extension.component.objects import RenderOptions
-from extension.constants import (BRIDGE_FINALIZER, BRIDGE_LABEL, EXTENSION_TYPE, OSC_HOOK, SECRET_HOOK, SHOOT_HOOK,
-                                 WEBHOOK_CONFIGURATION_NAME)
+from extension.constants import (
+    BRIDGE_FINALIZER,
+    BRIDGE_LABEL,
+    EXTENSION_TYPE,
+    OSC_HOOK,
+    SECRET_HOOK,
+    SHOOT_HOOK,
+    WEBHOOK_CONFIGURATION_NAME,
+)
 from extension.controller.actuator import Actuator, ShootTarget
 from extension.controller.reconciler import Controller
 from extension.kube import Kube
@@ -149,7 +157,7 @@ def _cleanup(memo: Runtime, **_: Any) -> None:
             memo.seed.apply(server.configuration(serving.ca_pem, hook.client, shoot_hook=False))
         if hook.seed:
             memo.seed.delete("MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION_NAME)
-    except Exception:  # noqa: BLE001 - shutting down either way
+    except Exception:
         log.exception("could not remove the Shoot and OperatingSystemConfig webhooks")
 
 
@@ -157,7 +165,7 @@ def _login(memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
     """kopf talks to the API server with exactly the credentials of the controller's own client."""
     cfg = memo.seed.api.configuration
     auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken") or ""
-    scheme, _, token = auth.partition(" ")
+    scheme, _sep, token = auth.partition(" ")
     return kopf.ConnectionInfo(
         server=cfg.host, ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
         certificate_path=cfg.cert_file, private_key_path=cfg.key_file,
@@ -166,7 +174,7 @@ def _login(memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
 
 # --- watches ---------------------------------------------------------------------------------------------
 
-def _on_extension(event: dict[str, Any], body: Any, memo: Runtime, **_: Any) -> None:
+def _on_extension(event: Any, body: Any, memo: Runtime, **_: Any) -> None:
     ext = _plain(body)
     if event.get("type") != "DELETED":
         memo.controller.handle(ext)
@@ -176,7 +184,7 @@ def _on_extension(event: dict[str, Any], body: Any, memo: Runtime, **_: Any) -> 
         memo.bridge.resync_shoot_of(ext["metadata"]["namespace"])  # the bridge finishes the Shoot's cleanup
 
 
-def _on_shoot(event: dict[str, Any], body: Any, memo: Runtime, **_: Any) -> None:
+def _on_shoot(event: Any, body: Any, memo: Runtime, **_: Any) -> None:
     shoot = _plain(body)
     meta = shoot["metadata"]
     assert memo.index is not None
@@ -194,7 +202,7 @@ def _on_shoot(event: dict[str, Any], body: Any, memo: Runtime, **_: Any) -> None
 
 # --- admission -------------------------------------------------------------------------------------------
 
-def _validate_shoot(new: Any, old: Any, memo: Runtime, **_: Any) -> None:
+def _validate_shoot(*, memo: Runtime, new: Any = None, old: Any = None, **_: Any) -> None:
     seed = memo.seed
     errors = shoot_errors(_plain(new), _plain(old) if old else None, lambda ns, name: seed.get("Secret", name, ns))
     if errors:
@@ -204,7 +212,7 @@ def _validate_shoot(new: Any, old: Any, memo: Runtime, **_: Any) -> None:
         raise kopf.AdmissionError("\n".join(errors), code=422)
 
 
-def _protect_secret(old: Any, memo: Runtime, **_: Any) -> None:
+def _protect_secret(*, memo: Runtime, old: Any = None, **_: Any) -> None:
     assert memo.index is not None
     meta = (old or {}).get("metadata") or {}
     refusal = secret_delete_refusal(memo.index, meta.get("namespace", ""), meta.get("name", ""))
@@ -267,5 +275,5 @@ def _retry_loop(controller: Controller, stop: threading.Event, interval: float =
         for namespace, name in controller.retry_due():
             try:
                 controller.retry(namespace, name)
-            except Exception:  # noqa: BLE001 - the loop must survive anything
+            except Exception:
                 log.exception("retry of %s/%s failed", namespace, name)

@@ -18,15 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.field import Path as FieldPath  # noqa: E402
-from api.secrets import Credentials  # noqa: E402
-from api.validation import decode_and_default  # noqa: E402
-from extension.controller.actuator import Actuator  # noqa: E402
-from extension.component.certs import KeyPair  # noqa: E402
-from extension.controller.reconciler import Controller  # noqa: E402
-from extension.local.controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established  # noqa: E402
-from extension.kube import Kube  # noqa: E402
-from extension.component.objects import RenderOptions, render_shoot  # noqa: E402
+from api.field import Path as FieldPath
+from api.secrets import Credentials
+from api.validation import decode_and_default
+from extension.component.certs import KeyPair
+from extension.component.objects import RenderOptions, render_shoot
+from extension.controller.actuator import Actuator
+from extension.controller.reconciler import Controller
+from extension.kube import Kube
+from extension.local.controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -70,7 +70,8 @@ def main() -> int:
             setup.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
             setup.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ref-creds-v1", "namespace": ns},
                          "data": {"username": "dXNlcg==", "password": "cGFzcw=="}})
-            setup.apply({"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Cluster", "metadata": {"name": ns},
+            setup.apply({"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Cluster",
+                         "metadata": {"name": ns},
                          "spec": {"seed": {}, "cloudProfile": {}, "shoot": {"metadata": {"name": f"s{i}"}, "spec": {
                              "resources": [{"name": "creds", "resourceRef": {"apiVersion": "v1", "kind": "Secret",
                                                                              "name": "creds-v1"}}]}}}})
@@ -96,7 +97,8 @@ def main() -> int:
         measure("create (first reconcile: certificates made)", lambda ns: setup.get("Extension", "registry-cache", ns))
 
         def touch(ns: str) -> dict:
-            setup.patch("Extension", "registry-cache", {"metadata": {"annotations": {"gardener.cloud/operation": "reconcile"}}}, ns)
+            setup.patch("Extension", "registry-cache",
+                        {"metadata": {"annotations": {"gardener.cloud/operation": "reconcile"}}}, ns)
             return setup.get("Extension", "registry-cache", ns)
 
         measure("reconcile, nothing changed (certificates reused)", touch)

@@ -24,12 +24,14 @@ import argparse
 import base64
 import re
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import yaml
 
-from api import credential_files, credentials as creds
+from api import credential_files
+from api import credentials as creds
 from api.field import Path as FieldPath
 from api.secrets import PASSWORD_KEY, USERNAME_KEY, Credentials, SecretData, validate_upstream_secret
 from api.urls import host_port_errors, is_dns1123_label, is_dns1123_subdomain
@@ -198,7 +200,7 @@ def _create(manifest: dict[str, Any], kubeconfig: str | None, upstream: str, sou
                         f"{next_versioned_name([], meta['name'])}) and point the Shoot's spec.resources "
                         "entry at it")
         raise CommandFailed(message) from None
-    except Exception as exc:  # the API server cannot be reached: the error names the host, never the Secret
+    except Exception as exc:  # noqa: BLE001 - the API server cannot be reached: the error names the host, never the Secret
         raise CommandFailed(f"cannot create the Secret {where}: {type(exc).__name__}: {exc}") from None
     print(f"secret/{meta['name']} created")
     print(f"{where}: username and password for {upstream} (from {source})", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def _describe(doc: Any) -> str:
     return f"a {type(doc).__name__}"
 
 
-def load_inputs(shoot_file: str | Path, secret_files: list[str | Path] = ()) -> Inputs:
+def load_inputs(shoot_file: str | Path, secret_files: Sequence[str | Path] = ()) -> Inputs:
     """One Shoot from ``shoot_file`` (Secrets in the same file are used too), Secrets from the others."""
     docs = load_documents(shoot_file)
     shoots = [d for d in docs if isinstance(d, dict) and d.get("kind") == SHOOT_KIND]
@@ -79,10 +80,10 @@ def load_inputs(shoot_file: str | Path, secret_files: list[str | Path] = ()) -> 
         if isinstance(d, dict) and d.get("kind") == "Secret":
             secrets.append(_secret(d, shoot_file))
     for f in secret_files:
-        found = [d for d in load_documents(f) if isinstance(d, dict) and d.get("kind") == "Secret"]
-        if not found:
+        in_file = [d for d in load_documents(f) if isinstance(d, dict) and d.get("kind") == "Secret"]
+        if not in_file:
             raise InputError(f"{f}: expected a v1 Secret")
-        secrets += [_secret(d, f) for d in found]
+        secrets += [_secret(d, f) for d in in_file]
     return Inputs(shoot, secrets)
 
 

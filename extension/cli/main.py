@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import enum
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from api.field import ValidationFailed
 from extension.cli import credentials, local, nodeagent, offline, rotate, run

@@ -14,17 +14,26 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from api import shoot as shootlib
 from api.field import Path
 from api.secrets import Credentials, secret_from_manifest, validate_upstream_secret
-
-from extension.cli.credentials import (add_source_arguments, credentials_from_source,
-                                      next_versioned_name, secret_manifest)
+from extension.cli.credentials import (
+    add_source_arguments,
+    credentials_from_source,
+    next_versioned_name,
+    secret_manifest,
+)
 from extension.cli.errors import CommandFailed, InputError
-from extension.constants import (EXTENSION_NAME, OPERATION_ANNOTATION, PROTECTION_FINALIZER,
-                                 SHOOT_GENERATION_ANNOTATION, State)
+from extension.constants import (
+    EXTENSION_NAME,
+    OPERATION_ANNOTATION,
+    PROTECTION_FINALIZER,
+    SHOOT_GENERATION_ANNOTATION,
+    State,
+)
 from extension.kube import ApiError, Kube
 
 
@@ -66,7 +75,8 @@ def referenced_upstreams(shoot: dict[str, Any], reference: str) -> list[str]:
     """The upstreams of the caches that use ``reference`` as secretReferenceName."""
     entry = shootlib.find_registry_cache_extension(shoot)
     caches = (entry.provider_config or {}).get("caches") if entry and isinstance(entry.provider_config, dict) else None
-    return [c.get("upstream") for c in caches or [] if isinstance(c, dict) and c.get("secretReferenceName") == reference]
+    return [str(c.get("upstream")) for c in caches or []
+            if isinstance(c, dict) and c.get("secretReferenceName") == reference]
 
 
 def rotate(kube: Kube, shoot: dict[str, Any], reference: str, credentials: Credentials,

@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -34,7 +35,7 @@ class KeyPair:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -85,6 +86,8 @@ def generate_server_cert(ca: KeyPair, common_name: str, dns_names: list[str], ip
     now = now or _now()
     ca_cert = ca.certificate
     ca_key = serialization.load_pem_private_key(ca.key_pem.encode(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"the CA key is a {type(ca_key).__name__}, expected an elliptic-curve key")
     key = _new_key()
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
@@ -103,7 +106,7 @@ def generate_server_cert(ca: KeyPair, common_name: str, dns_names: list[str], ip
                        critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                        critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -125,7 +128,7 @@ def covers(pair: KeyPair, ca: KeyPair, dns_names: list[str], ip_addresses: list[
         return False
     try:
         cert.verify_directly_issued_by(ca.certificate)
-    except (ValueError, TypeError, Exception):  # InvalidSignature and friends
+    except (InvalidSignature, ValueError, TypeError):  # another key, or a kind of key that cannot have signed it
         return False
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     have_dns = sorted(san.get_values_for_type(x509.DNSName))

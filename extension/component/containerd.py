@@ -6,10 +6,11 @@ a type here).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from extension.constants import CA_BUNDLE_PATH, CAPABILITIES
 from extension.component.templating import render
+from extension.constants import CA_BUNDLE_PATH, CAPABILITIES
 
 if TYPE_CHECKING:
     from api.v1alpha3 import RegistryStatus

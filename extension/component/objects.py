@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -67,11 +68,6 @@ class RenderedObject:
 @dataclass
 class RenderedShoot:
     objects: list[RenderedObject] = field(default_factory=list)
-    # per upstream: the Service name and the scheme its endpoint uses
-    services: dict[str, str] = field(default_factory=dict)
-
-    def by_kind(self, kind: str) -> list[dict[str, Any]]:
-        return [o.obj for o in self.objects if o.kind == kind]
 
 
 def secret_checksum(data: Mapping[str, str | bytes]) -> str:
@@ -181,7 +177,6 @@ def render_shoot(config: RegistryConfig, credentials: Mapping[str, Credentials] 
                                server_port=c.SERVER_PORT, debug_port=c.DEBUG_PORT))
     for cache in config.caches:
         out.objects += render_cache(cache, credentials.get(cache.upstream), tls.get(cache.upstream), options)
-        out.services[cache.upstream] = names.service_name(cache.upstream, cache.service_name_suffix)
     return out
 
 

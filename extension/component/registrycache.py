@@ -14,8 +14,8 @@ Two ways in, one plan:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Mapping
 
 from api import names
 from api.secrets import Credentials
@@ -25,8 +25,15 @@ from api.validation import remote_url, tls_enabled
 from extension import constants as c
 from extension.component import certs, tls
 from extension.component.certs import KeyPair
-from extension.component.objects import (RenderedObject, RenderOptions, endpoint, provider_status,
-                                         render_node_config, render_service, render_shoot)
+from extension.component.objects import (
+    RenderedObject,
+    RenderOptions,
+    endpoint,
+    provider_status,
+    render_node_config,
+    render_service,
+    render_shoot,
+)
 from extension.errors import ConfigurationError, ReconcileError
 from extension.kube import Kube
 
@@ -71,8 +78,9 @@ def plan(config: RegistryConfig, credentials: Mapping[str, Credentials], endpoin
          server_certs: Mapping[str, KeyPair], ca_bundle: str | None, options: RenderOptions) -> Plan:
     """Pure: the objects for the shoot and the provider status. ``endpoints`` is where nodes reach each
     cache (per upstream), ``server_certs`` the TLS key pair of each TLS cache, ``ca_bundle`` what nodes trust."""
-    status = provider_status([(cache.upstream, endpoints[cache.upstream], remote_url(cache)) for cache in config.caches],
-                             c.CA_BUNDLE_SECRET if server_certs else None)
+    status = provider_status(
+        [(cache.upstream, endpoints[cache.upstream], remote_url(cache)) for cache in config.caches],
+        c.CA_BUNDLE_SECRET if server_certs else None)
     rendered = render_shoot(config, credentials, server_certs, options)
     return Plan(rendered.objects, render_node_config(status, ca_bundle, options), status)
 

@@ -9,8 +9,9 @@ shoot and returns the ``RegistryStatus``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from api import shoot as shootlib
 from api.admission import resolve_credentials

@@ -16,9 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from extension import metrics
-from extension.constants import (ERR_INFRA_DEPENDENCIES, EXTENSION_TYPE, FINALIZER, OPERATION_ANNOTATION,
-                                 OPERATION_MIGRATE, OPERATION_RECONCILE, OPERATION_RESTORE,
-                                 OPERATION_WAIT_FOR_STATE, State)
+from extension.constants import (
+    ERR_INFRA_DEPENDENCIES,
+    EXTENSION_TYPE,
+    FINALIZER,
+    OPERATION_ANNOTATION,
+    OPERATION_MIGRATE,
+    OPERATION_RECONCILE,
+    OPERATION_RESTORE,
+    OPERATION_WAIT_FOR_STATE,
+    State,
+)
 from extension.controller.actuator import Actuator
 from extension.errors import ReconcileError
 from extension.kube import ApiError, Kube
@@ -38,7 +46,7 @@ class Op(str, enum.Enum):
 
 
 def now_rfc3339() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _meta(ext: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +194,8 @@ class Controller:
         if add_finalizer and FINALIZER not in finalizers:
             patch["metadata"]["finalizers"] = finalizers + [FINALIZER]
         annotation = (meta.get("annotations") or {}).get(OPERATION_ANNOTATION)
-        if annotation in (OPERATION_RECONCILE, OPERATION_RESTORE) or (annotation == OPERATION_MIGRATE and not add_finalizer):
+        if annotation in (OPERATION_RECONCILE, OPERATION_RESTORE) or \
+                (annotation == OPERATION_MIGRATE and not add_finalizer):
             patch["metadata"]["annotations"] = {OPERATION_ANNOTATION: None}
         if len(patch["metadata"]) > 1:
             updated = self.seed.patch("Extension", meta["name"], patch, meta["namespace"])
@@ -197,7 +206,7 @@ class Controller:
         meta = written.get("metadata") or {}
         with self._guard:
             versions = self._own_versions.setdefault(meta.get("uid", ""), [])
-            versions.append(meta.get("resourceVersion"))
+            versions.append(str(meta.get("resourceVersion")))
             del versions[:-16]
 
     def _status_patch(self, ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
@@ -220,8 +229,8 @@ class Controller:
         }.get(op, "The shoot is hibernated: the registry caches are left as they are" if hibernated
               else "The registry caches are delivered")
         status: dict[str, Any] = {
-            "lastOperation": {"type": op.value, "state": State.SUCCEEDED.value, "progress": 100, "description": description,
-                              "lastUpdateTime": now_rfc3339()},
+            "lastOperation": {"type": op.value, "state": State.SUCCEEDED.value, "progress": 100,
+                              "description": description, "lastUpdateTime": now_rfc3339()},
             "lastError": None,
             "observedGeneration": meta.get("generation"),
         }

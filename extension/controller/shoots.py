@@ -14,7 +14,7 @@ import base64
 import os
 import tempfile
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from kubernetes import config as k8s_config
 

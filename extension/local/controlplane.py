@@ -39,14 +39,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Sequence
+from typing import IO, Any
 
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from extension.constants import FIELD_MANAGER
 
 __all__ = [
     "CONTEXT_NAME",
@@ -65,7 +68,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONTEXT_NAME = "registry-cache-local"
-FIELD_MANAGER = "registry-cache"
 ADMIN_USER = "admin"
 ADMIN_GROUP = "system:masters"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
@@ -183,7 +185,7 @@ def _write(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 def _generate_credentials(certs: Path, validity: dt.timedelta = dt.timedelta(days=365)) -> None:
     """Write sa.key/sa.pub, client-ca.crt/.key, admin.crt/.key and token.csv into ``certs``."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     not_before = now - dt.timedelta(hours=1)
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -305,7 +307,7 @@ def _log_says_port_in_use(path: Path) -> bool:
 # --------------------------------------------------------------------------------------------------
 # the control plane
 
-_RUNNING: set["LocalControlPlane"] = set()
+_RUNNING: set[LocalControlPlane] = set()
 _RUNNING_LOCK = threading.Lock()
 
 
@@ -431,14 +433,14 @@ class LocalControlPlane:
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
-    def __enter__(self) -> "LocalControlPlane":
+    def __enter__(self) -> LocalControlPlane:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> "LocalControlPlane":
+    def start(self) -> LocalControlPlane:
         with self._lock:
             if self._apiserver is not None:
                 raise ControlPlaneError(f"{self!r} is already started")
@@ -619,7 +621,7 @@ class LocalControlPlane:
             time.sleep(0.1)
 
     def _write_kubeconfig(self) -> None:
-        b64 = lambda p: base64.b64encode(p.read_bytes()).decode()  # noqa: E731
+        b64 = lambda p: base64.b64encode(p.read_bytes()).decode()
         user = f"{CONTEXT_NAME}-{ADMIN_USER}"
         config = {
             "apiVersion": "v1",
@@ -680,7 +682,7 @@ class LocalControlPlane:
     def _stop_quietly(self) -> None:
         try:
             self.stop()
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except Exception:
             log.exception("stopping %r failed", self)
 
 
@@ -773,6 +775,9 @@ def wait_for_crds_established(api_client, names: Iterable[str], timeout: float =
                 state[name] = f"conditions {conds}"
                 continue
             version = next((v.name for v in crd.spec.versions if v.served), None)
+            if version is None:
+                state[name] = "no served version"
+                continue
             path = f"/apis/{crd.spec.group}/{version}"
             try:
                 listed = client.CustomObjectsApi(api_client).get_api_resources(crd.spec.group, version)
@@ -787,6 +792,6 @@ def wait_for_crds_established(api_client, names: Iterable[str], timeout: float =
         if not pending:
             return
         if time.monotonic() > deadline:
-            raise TimeoutError("CRDs not established after %.0fs: %s" % (
-                timeout, "; ".join(f"{n}: {state[n]}" for n in sorted(pending))))
+            raise TimeoutError(f"CRDs not established after {timeout:.0f}s: "
+                               + "; ".join(f"{n}: {state[n]}" for n in sorted(pending)))
         time.sleep(0.1)

@@ -20,11 +20,11 @@ from pathlib import Path
 import yaml
 
 from api.shoot import project_of_namespace, technical_namespace
-
-from extension.local.controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established
-from extension.kube import ApiError, Kube
-from extension.component.containerd import hosts_toml_for_status
 from api.v1alpha3 import RegistryStatus
+from extension.component.containerd import hosts_toml_for_status
+from extension.constants import EXTENSION_NAME, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, SHOOT_NAMESPACE, State
+from extension.kube import ApiError, Kube
+from extension.local.controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "manifests" / "crds"
@@ -89,7 +89,7 @@ def run(workdir: Path | None, manifests: list[Path], wait: bool, timeout: float 
         _say(f"  export KUBECONFIG={cp.kubeconfig}")
         _say("  kubectl get shoots -A")
         _say("  kubectl get extensions -A")
-        _say("  kubectl -n kube-system get statefulsets,services,secrets -l app.kubernetes.io/managed-by=registry-cache")
+        _say(f"  kubectl -n {SHOOT_NAMESPACE} get statefulsets,services,secrets -l {MANAGED_BY_LABEL}={MANAGED_BY}")
         _say(f"  kubectl edit shoot -n {shoots[0]['metadata']['namespace']} {shoots[0]['metadata']['name']}"
              "   # change the caches and watch the Extension reconcile")
         referenced = [d for d in docs if d.get("kind") == "Secret"]
@@ -139,9 +139,9 @@ def _wait_for_extension(kube: Kube, namespace: str, timeout: float, operator: su
     deadline = time.monotonic() + timeout
     ext = None
     while time.monotonic() < deadline and operator.poll() is None:
-        ext = kube.get("Extension", "registry-cache", namespace)
+        ext = kube.get("Extension", EXTENSION_NAME, namespace)
         last = ((ext or {}).get("status") or {}).get("lastOperation") or {}
-        if last.get("state") in ("Succeeded", "Error") and \
+        if ext is not None and last.get("state") in (State.SUCCEEDED, State.ERROR) and \
                 (ext["status"].get("observedGeneration") == ext["metadata"]["generation"]):
             return ext
         time.sleep(0.5)
@@ -164,16 +164,17 @@ def _show(kube: Kube, namespace: str, ext: dict | None) -> int:
         return 0
     _say("providerStatus:")
     _say("  " + yaml.safe_dump(provider, sort_keys=False).replace("\n", "\n  ").rstrip())
-    selector = f"registry-cache.gardener.cloud/owner={namespace}"
-    sts = kube.list("StatefulSet", "kube-system", label_selector=selector)
-    services = kube.list("Service", "kube-system", label_selector=selector)
+    selector = f"{OWNER_LABEL}={namespace}"
+    sts = kube.list("StatefulSet", SHOOT_NAMESPACE, label_selector=selector)
+    services = kube.list("Service", SHOOT_NAMESPACE, label_selector=selector)
     _say()
     _say("Delivered to the shoot (kube-system):")
     rows = [["KIND", "NAME", "DETAIL"]]
     for s in sts:
         claim = s["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
         image = s["spec"]["template"]["spec"]["containers"][0]["image"]
-        rows.append(["StatefulSet", s["metadata"]["name"], f"replicas {s['spec']['replicas']}, volume {claim}, {image}"])
+        rows.append(["StatefulSet", s["metadata"]["name"],
+                     f"replicas {s['spec']['replicas']}, volume {claim}, {image}"])
     for s in services:
         ann = s["metadata"].get("annotations") or {}
         rows.append(["Service", s["metadata"]["name"],

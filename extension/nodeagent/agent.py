@@ -39,14 +39,25 @@ import ssl
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from extension.constants import CA_BUNDLE_FILE, CERTS_DIR, NODE_CONFIG_LABEL, SHOOT_NAMESPACE
-from extension.nodeagent.plan import (CA_MARKER, HOSTS_FILE, MARKER, Desired, DirState, Observed, Plan,
-                                      desired_state, plan, to_probe)
+from extension.nodeagent.plan import (
+    CA_MARKER,
+    HOSTS_FILE,
+    MARKER,
+    Desired,
+    DirState,
+    Observed,
+    Plan,
+    desired_state,
+    plan,
+    to_probe,
+)
 
 log = logging.getLogger("registry-cache.node-agent")
 
@@ -176,7 +187,7 @@ class NodeAgent:
         self._said: set[str] = set()  # messages of the last sync: repeated ones are not logged again
 
     @classmethod
-    def for_kube(cls, kube: Any, namespace: str, root: str | Path, **kw: Any) -> "NodeAgent":
+    def for_kube(cls, kube: Any, namespace: str, root: str | Path, **kw: Any) -> NodeAgent:
         return cls(lambda: kube.list("ConfigMap", namespace, label_selector=f"{NODE_CONFIG_LABEL}=true"), root, **kw)
 
     # --- one pass ------------------------------------------------------------------------------------
@@ -280,7 +291,7 @@ class NodeAgent:
             started = time.monotonic()
             try:
                 self.sync()
-            except Exception:  # noqa: BLE001 - the loop must survive anything
+            except Exception:
                 log.exception("sync failed")
             if stop.wait(max(0.0, interval - (time.monotonic() - started))):
                 log.info("node agent: stopped")

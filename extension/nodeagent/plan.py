@@ -8,15 +8,15 @@ and which caches answer. No I/O; :mod:`.agent` does it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
 from extension.component.containerd import hosts_toml_for_entry
-from extension.constants import (CA_BUNDLE_PATH, NODE_CONFIG_CA_BUNDLE_KEY,
-                                 NODE_CONFIG_REGISTRIES_KEY)
+from extension.constants import CA_BUNDLE_PATH, NODE_CONFIG_CA_BUNDLE_KEY, NODE_CONFIG_REGISTRIES_KEY
 
 HOSTS_FILE = "hosts.toml"
 MARKER = ".registry-cache-managed"
@@ -138,14 +138,14 @@ def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUN
             doc = yaml.safe_load(data.get(NODE_CONFIG_REGISTRIES_KEY) or "") or {}
         except yaml.YAMLError as exc:
             out.complete = False
-            out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_REGISTRIES_KEY} is not YAML ({exc.__class__.__name__}); "
-                                "nothing is removed until it is fixed")
+            out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_REGISTRIES_KEY} is not YAML "
+                                f"({exc.__class__.__name__}); nothing is removed until it is fixed")
             continue
         registries = doc.get("registries") if isinstance(doc, dict) else None
         if not isinstance(registries, list):
             out.complete = False
-            out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_REGISTRIES_KEY} has no list 'registries'; nothing is "
-                                "removed until it is fixed")
+            out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_REGISTRIES_KEY} has no list 'registries'; "
+                                "nothing is removed until it is fixed")
             continue
         for i, raw in enumerate(registries):
             problem = _entry_problem(raw)

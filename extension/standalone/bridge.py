@@ -15,10 +15,16 @@ import logging
 from typing import Any
 
 from api import shoot as shootlib
-
-from extension.constants import (BRIDGE_FINALIZER, BRIDGE_LABEL, EXTENSION_NAME, EXTENSION_NAMESPACE_LABEL,
-                                 OPERATION_ANNOTATION, OPERATION_RECONCILE, REFERENCED_RESOURCE_PREFIX,
-                                 SHOOT_GENERATION_ANNOTATION)
+from extension.constants import (
+    BRIDGE_FINALIZER,
+    BRIDGE_LABEL,
+    EXTENSION_NAME,
+    EXTENSION_NAMESPACE_LABEL,
+    OPERATION_ANNOTATION,
+    OPERATION_RECONCILE,
+    REFERENCED_RESOURCE_PREFIX,
+    SHOOT_GENERATION_ANNOTATION,
+)
 from extension.kube import Kube
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from extension.kube import ApiError, Kube
 from extension.constants import PROTECTION_FINALIZER, REFERENCED_LABEL
+from extension.kube import ApiError, Kube
 from extension.references import ReferenceIndex
 
 log = logging.getLogger(__name__)

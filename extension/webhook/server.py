@@ -19,15 +19,23 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from api.urls import is_ip_address
 from extension.component import certs
-from extension.constants import (EXTENSION_NAMESPACE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, OSC_HOOK, REFERENCED_LABEL,
-                                 SECRET_HOOK, SHOOT_HOOK, WEBHOOK_CONFIGURATION_NAME)
-
+from extension.constants import (
+    EXTENSION_NAMESPACE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    OSC_HOOK,
+    REFERENCED_LABEL,
+    SECRET_HOOK,
+    SHOOT_HOOK,
+    WEBHOOK_CONFIGURATION_NAME,
+)
 
 
 @dataclass

@@ -6,7 +6,8 @@ rules on UPDATE; each error starts with its field path. Shoots without the exten
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from api.admission import validate_shoot
 from api.secrets import SecretData, SecretFormatError, secret_from_manifest

@@ -26,9 +26,9 @@ import time
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY_BINS = REPO / "hack" / "registry-bins.sh"
@@ -76,14 +76,14 @@ def bcrypt_hash(password: str) -> str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            import crypt  # noqa: PLC0415  (deprecated, gone in 3.13)
+            import crypt
         hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
         if hashed and hashed.startswith("$2"):
             return hashed
     except ImportError:
         pass
     try:
-        import bcrypt  # noqa: PLC0415
+        import bcrypt
         return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
     except ImportError:
         pass
@@ -159,7 +159,7 @@ _PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:
     """In the child before exec: SIGKILL when the test process dies without its finalizers (kill -9)."""
     try:
-        import ctypes  # noqa: PLC0415
+        import ctypes
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except Exception:  # not Linux: the finalizers stop the processes
         pass
@@ -260,7 +260,7 @@ class Registry:
             env["REGISTRY_HTTP_TLS_KEY"] = str(key)
         return env
 
-    def start(self, timeout: float = 20.0) -> "Registry":
+    def start(self, timeout: float = 20.0) -> Registry:
         """Start and wait until ``/v2/`` answers. A port taken meanwhile by someone else (free_port() is
         racy) is replaced by a new one, but only before the first successful start: after that the port is
         this registry's address (caches point at it) and a restart keeps it."""
@@ -364,7 +364,7 @@ class Upstream(Registry):
     def env(self) -> dict[str, str]:
         return {**super().env(), "REGISTRY_AUTH_HTPASSWD_PATH": str(self.workdir / "htpasswd")}
 
-    def start(self, timeout: float = 20.0) -> "Upstream":
+    def start(self, timeout: float = 20.0) -> Upstream:
         write_htpasswd(self.workdir / "htpasswd", self.users)
         super().start(timeout)
         return self
@@ -506,7 +506,7 @@ class Containerd:
         self.config = workdir / "config.toml"
         self.process: Process | None = None
 
-    def start(self, timeout: float = 30.0) -> "Containerd":
+    def start(self, timeout: float = 30.0) -> Containerd:
         self.config.write_text(containerd_config(self.workdir, self.socket), encoding="utf-8")
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": str(self.workdir)}
         self.process = Process("containerd", ["containerd", "--config", str(self.config)], env,

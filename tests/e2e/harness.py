@@ -25,10 +25,10 @@ from api.field import Path as FieldPath
 from api.secrets import Credentials, credentials_of, secret_from_manifest, validate_upstream_secret
 from api.v1alpha3 import RegistryCache
 from api.validation import decode_and_default, remote_url, tls_enabled, validate_registry_config
-from extension.component.certs import generate_server_cert, KeyPair, service_dns_names
-from extension.constants import SHOOT_NAMESPACE
-from extension.component.objects import endpoint, provider_status, render_config_yml
+from extension.component.certs import KeyPair, generate_server_cert, service_dns_names
 from extension.component.containerd import hosts_toml_for_status
+from extension.component.objects import endpoint, provider_status, render_config_yml
+from extension.constants import SHOOT_NAMESPACE
 
 from .dataplane import LOOPBACK, Containerd, Crane, Image, Registry, Tools, Upstream, write_hosts_dir
 

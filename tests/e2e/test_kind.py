@@ -31,8 +31,9 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -40,9 +41,9 @@ import yaml
 from api import names
 from api.v1alpha3 import RegistryStatus
 from extension.component import certs
-from extension.nodeagent.plan import ca_certificates
-from extension.constants import CA_BUNDLE_PATH, CERTS_DIR
 from extension.component.containerd import hosts_toml_for_status
+from extension.constants import CA_BUNDLE_PATH, CERTS_DIR
+from extension.nodeagent.plan import ca_certificates
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = os.environ.get("KIND_CLUSTER_NAME", "registry-cache")
@@ -467,7 +468,7 @@ def private_upstream(image: str, signing: certs.KeyPair, username: str, password
     """A registry (distribution 3, the cache's own image) with token auth, its token server, and a Job that
     copies busybox into it with the credentials."""
     ns = PRIVATE_NAMESPACE
-    labels = lambda app: {"app": app}  # noqa: E731
+    labels = lambda app: {"app": app}
     registry_config = token_registry_config(TOKEN_REALM, "/signing/tls.crt", "/var/lib/registry", ":5000")
     token_env = [{"name": "TOKEN_KEY", "value": "/signing/tls.key"}, {"name": "TOKEN_CERT", "value": "/signing/tls.crt"},
                  {"name": "TOKEN_ISSUER", "value": "registry-cache-e2e"},

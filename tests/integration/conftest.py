@@ -21,9 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from extension.local.controlplane import (BinariesBuildError, BinariesUnavailable, ControlPlaneError,
-                                    LocalControlPlane, apply_manifests, load_manifests, resolve_bin_dir,
-                                    wait_for_crds_established)
+from extension.local.controlplane import (
+    BinariesBuildError,
+    BinariesUnavailable,
+    ControlPlaneError,
+    LocalControlPlane,
+    apply_manifests,
+    load_manifests,
+    resolve_bin_dir,
+    wait_for_crds_established,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "manifests" / "crds"

@@ -326,7 +326,7 @@ def test_every_credential_format_renders_the_same_proxy_credentials(kube, operat
     seed = Seed(kube, uniq("formats"))
     user, password = "org+robot", "p@ss: {w0rd} #1"
     ups = {fmt: f"{fmt}.{seed.name}.example" for fmt in ("opaque", "dockerconfigjson", "dockercfg", "kep")}
-    b64 = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
+    b64 = lambda text: base64.b64encode(text.encode()).decode()
     auth = b64(f"{user}:{password}")
     secrets = {
         "opaque": ("Opaque", {"username": b64(user), "password": b64(password)}),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from extension.kube import Kube
 
 from .operator_process import OperatorProcess, wait_for
-from .test_controller import OWNER, Seed, kube, uniq  # noqa: F401 - kube is a fixture
+from .test_controller import OWNER, Seed, kube, uniq
 
 
 def test_restart_in_the_middle_of_a_reconcile_converges(kube, control_plane, tmp_path):

@@ -12,8 +12,13 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from extension.local.controlplane import (CONTEXT_NAME, ControlPlaneError, LocalControlPlane, apply_manifests,
-                                    load_manifests)
+from extension.local.controlplane import (
+    CONTEXT_NAME,
+    ControlPlaneError,
+    LocalControlPlane,
+    apply_manifests,
+    load_manifests,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "manifests" / "crds"

@@ -49,8 +49,9 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path as FsPath
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
@@ -60,7 +61,13 @@ from api import field as api_field
 from api import names
 from api.field import FieldError, Path, ValidationFailed
 from api.secrets import SecretData, validate_upstream_secret
-from api.validation import decode_and_default, validate_registry_config, validate_registry_config_update, validate_upstream, validate_url
+from api.validation import (
+    decode_and_default,
+    validate_registry_config,
+    validate_registry_config_update,
+    validate_upstream,
+    validate_url,
+)
 
 REPO = FsPath(__file__).resolve().parents[2]
 API_VERSION = "registry.extensions.gardener.cloud/v1alpha3"

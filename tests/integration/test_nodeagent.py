@@ -27,12 +27,11 @@ import yaml
 
 from api.v1alpha3 import RegistryStatus
 from extension.component import certs
-from extension.kube import Kube
-from extension.constants import CA_BUNDLE_FILE
-from extension.nodeagent.plan import CA_MARKER, desired_state, MARKER
-from extension.nodeagent.agent import probe
-from extension.constants import CA_BUNDLE_PATH, NODE_CONFIG_LABEL
 from extension.component.containerd import hosts_toml_for_entry, hosts_toml_for_status
+from extension.constants import CA_BUNDLE_FILE, CA_BUNDLE_PATH, NODE_CONFIG_LABEL
+from extension.kube import Kube
+from extension.nodeagent.agent import probe
+from extension.nodeagent.plan import CA_MARKER, MARKER, desired_state
 
 from .operator_process import OperatorProcess, wait_for
 
@@ -51,7 +50,7 @@ class Cache:
         self.requests: list[str] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 cache.requests.append(self.path)
                 body = b"{}"
                 self.send_response(status)

@@ -11,9 +11,9 @@ import sys
 import pytest
 import yaml
 
-from extension.kube import ApiError, Kube
 from extension.constants import PROTECTION_FINALIZER
 from extension.constants import WEBHOOK_CONFIGURATION_NAME as CONFIGURATION_NAME
+from extension.kube import ApiError, Kube
 
 from .operator_process import OperatorProcess, wait_for
 

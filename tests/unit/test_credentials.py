@@ -11,17 +11,32 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from api import credential_files as files, credentials as c
+from api import credential_files as files
+from api import credentials as c
 from api.credential_files import read_mesos_archive, read_rkt_auth
-from api.credentials import (CredentialsError, credential_errors, extract_credentials, match_rank,
-                             read_docker_config, read_dockercfg)
+from api.credentials import (
+    CredentialsError,
+    credential_errors,
+    extract_credentials,
+    match_rank,
+    read_docker_config,
+    read_dockercfg,
+)
 from api.field import Path as FieldPath
-from api.secrets import (Credentials, SecretData, go_is_space, go_trim_space, credentials_of,
-                         secret_from_manifest, validate_upstream_secret)
-from extension.cli.main import main
+from api.secrets import (
+    Credentials,
+    SecretData,
+    credentials_of,
+    go_is_space,
+    go_trim_space,
+    secret_from_manifest,
+    validate_upstream_secret,
+)
 from extension.cli.credentials import next_versioned_name, secret_manifest
+from extension.cli.main import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "credentials"
 P = FieldPath("spec", "extensions").index(0).child("providerConfig", "caches").index(0).child("secretReferenceName")

@@ -3,7 +3,7 @@
 import pytest
 
 from extension.constants import FINALIZER
-from extension.controller.reconciler import decide, Op
+from extension.controller.reconciler import Op, decide
 
 
 def ext(annotation=None, deleting=False, finalizer=True, last=None, generation=1, observed=1):

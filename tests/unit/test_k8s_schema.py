@@ -7,7 +7,7 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip ins
 from api.secrets import Credentials  # noqa: E402
 from api.validation import decode_and_default  # noqa: E402
 from extension.component.certs import KeyPair  # noqa: E402
-from extension.component.objects import render_shoot, RenderOptions  # noqa: E402
+from extension.component.objects import RenderOptions, render_shoot  # noqa: E402
 
 from .helpers import PC, config  # noqa: E402
 

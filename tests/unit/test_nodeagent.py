@@ -10,16 +10,25 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from extension.component import certs
-from extension.constants import CA_BUNDLE_FILE
-from extension.nodeagent.plan import CA_MARKER, desired_state, DirState, MARKER, Observed, plan, to_probe, valid_upstream
-from extension.nodeagent.agent import NodeAgent, observe
 from extension.cli.nodeagent import add_parser
-from extension.constants import CA_BUNDLE_PATH, NODE_CONFIG_LABEL
-from extension.component.objects import provider_status, render_node_config, RenderOptions
+from extension.component import certs
 from extension.component.containerd import hosts_toml_for_status
+from extension.component.objects import RenderOptions, provider_status, render_node_config
+from extension.constants import CA_BUNDLE_FILE, CA_BUNDLE_PATH, NODE_CONFIG_LABEL
+from extension.nodeagent.agent import NodeAgent, observe
+from extension.nodeagent.plan import (
+    CA_MARKER,
+    MARKER,
+    DirState,
+    Observed,
+    desired_state,
+    plan,
+    to_probe,
+    valid_upstream,
+)
 
 CA = certs.generate_ca()
 CA2 = certs.generate_ca("second")

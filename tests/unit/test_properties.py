@@ -16,9 +16,9 @@ from api.field import Path
 from api.secrets import SecretData, credentials_of, validate_upstream_secret
 from api.validation import decode_and_default, validate_registry_config
 from extension.component.certs import KeyPair
-from extension.component.quoting import toml_quote, yaml_quote
-from extension.component.objects import render_config_yml, render_shoot
 from extension.component.containerd import render_hosts_toml
+from extension.component.objects import render_config_yml, render_shoot
+from extension.component.quoting import toml_quote, yaml_quote
 
 from .helpers import PC, config
 

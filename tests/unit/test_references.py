@@ -1,4 +1,4 @@
-from extension.references import counts, ReferenceIndex, refusal_message, secret_uses, Use
+from extension.references import ReferenceIndex, Use, counts, refusal_message, secret_uses
 
 from .helpers import config, resource, shoot
 

@@ -11,8 +11,15 @@ import yaml
 from api.secrets import Credentials
 from api.validation import decode_and_default
 from extension.component.certs import KeyPair
-from extension.component.objects import endpoint, provider_status, render_config_yml, render_shoot, RenderOptions, unique_name
 from extension.component.containerd import hosts_toml_for_status, render_hosts_toml
+from extension.component.objects import (
+    RenderOptions,
+    endpoint,
+    provider_status,
+    render_config_yml,
+    render_shoot,
+    unique_name,
+)
 
 from .helpers import PC, config
 

@@ -2,8 +2,8 @@
 
 import json
 
-from api.secrets import SecretData
 from api.admission import validate_shoot
+from api.secrets import SecretData
 
 from .helpers import config, resource, shoot, strs
 
