@@ -69,6 +69,9 @@ class RenderedObject:
 class RenderedShoot:
     objects: list[RenderedObject] = field(default_factory=list)
 
+    def by_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o.obj for o in self.objects if o.kind == kind]
+
 
 def secret_checksum(data: Mapping[str, str | bytes]) -> str:
     """``ComputeSecretChecksum``: sha256 of the JSON of the base64 data, keys sorted."""
