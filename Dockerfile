@@ -11,7 +11,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY api ./api
 COPY extension ./extension
-RUN pip wheel --wheel-dir /wheels .
+# pyproject.toml maps the CRDs, examples and build scripts of local-up into the package; none of it runs in
+# the image, so those folders stay empty here.
+RUN mkdir -p manifests/crds manifests/seed-crds examples hack && pip wheel --wheel-dir /wheels .
 
 # --- runtime -----------------------------------------------------------------------------------------------
 FROM python:3.11-slim

@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from extension.constants import FIELD_MANAGER
+from extension.local.assets import asset_dir
 
 __all__ = [
     "CONTEXT_NAME",
@@ -97,7 +98,7 @@ class BinariesBuildError(ControlPlaneError):
 
 
 def hack_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "hack"
+    return asset_dir("hack")
 
 
 def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:

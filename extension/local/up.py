@@ -24,11 +24,11 @@ from api.v1alpha3 import RegistryStatus
 from extension.component.containerd import hosts_toml_for_status
 from extension.constants import EXTENSION_NAME, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, SHOOT_NAMESPACE, State
 from extension.kube import ApiError, Kube
+from extension.local.assets import asset_dir
 from extension.local.controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established
 
-REPO = Path(__file__).resolve().parents[2]
-CRDS = REPO / "manifests" / "crds"
-EXAMPLES = REPO / "examples"
+CRDS = asset_dir("crds")
+EXAMPLES = asset_dir("examples")
 
 
 def _say(text: str = "") -> None:
