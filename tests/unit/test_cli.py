@@ -129,3 +129,23 @@ def test_runs_as_a_process():
     assert done.returncode == 0, done.stderr
     done = subprocess.run([*command, "validate", "/nonexistent.yaml"], capture_output=True, text=True)
     assert done.returncode == 2 and "no such file" in done.stderr
+
+
+def test_a_shoot_without_the_extension_is_the_same_to_validate_and_render(tmp_path, capsys):
+    shoot = yaml.safe_load(SHOOT.read_text())
+    shoot["spec"]["extensions"] = [{"type": "shoot-dns-service"}]
+    path = write(tmp_path, "plain.yaml", yaml.safe_dump(shoot))
+    validated = run(capsys, "validate", path)
+    rendered = run(capsys, "render", path, "-o", tmp_path / "out")
+    assert validated[:2] == rendered[:2] == (0, "")
+    assert validated[2].replace("validate", "X") == rendered[2].replace("render", "X")
+    assert "does not enable the registry-cache extension" in rendered[2]
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_exit_code_comes_from_one_table(capsys):
+    from extension.cli.main import ExitCode
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 130]
+    assert run(capsys, "validate", "/nonexistent.yaml")[0] == ExitCode.USAGE
+    assert run(capsys, "credentials", "rotate", "--shoot", "nope", "--reference", "r", "--username", "u",
+               "--password-stdin")[0] == ExitCode.USAGE
