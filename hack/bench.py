@@ -1,115 +1,454 @@
 #!/usr/bin/env python3
-"""Benchmark: API calls and time per reconcile on a real local control plane, rendering throughput, memory.
+"""Benchmark of the real controller process at scale, against its floor. Prints its figures; asserts nothing.
 
-    python hack/bench.py [--extensions 20] [--caches 4]
+    python hack/bench.py [--extensions 100,300,1000] [--create-rate 50] [--change-rate 2] [--changes 60]
 
-Prints its figures; asserts nothing. The controller runs in this process (no kopf), so every request it
-makes is counted by the Kube client, per verb.
+For each N it starts a fresh local control plane (etcd + kube-apiserver), runs ``registry-cache run`` as a
+separate process (as the Deployment does; its metrics on a loopback port) and, as gardenlet would, creates N
+shoot namespaces, each with its Cluster and a ``ref-`` credentials Secret, then N Extensions of 2 caches each
+(one with credentials), all delivered to the same cluster with distinct upstreams. It measures:
+
+- **create burst**: Extensions created at ``--create-rate``/s; per Extension the time from its creation to
+  ``Succeeded`` for its generation (p50/p90/p99/max), and the throughput (N / time to the last success);
+- **steady-state change**: with N under management, ``--changes`` changes (a cache added) at
+  ``--change-rate``/s, one Extension each; time to ``Succeeded`` for the new generation (p50/p99);
+- **no-op reconcile**: every Extension annotated ``gardener.cloud/operation: reconcile`` (what gardenlet does
+  on each Shoot reconcile) with nothing changed: time for all, and what each reconcile costs;
+- **restart**: the controller stopped and started again with N Succeeded Extensions: time until it has seen
+  every Extension and settled, the operations it started and the writes it made meanwhile;
+- controller **CPU seconds** and **API requests by verb** per operation (its ``/metrics``), **RSS** idle and peak
+  (``/proc``);
+- the **floor**: a minimal client doing only the writes a reconcile needs (server-side apply of the rendered
+  objects, then the status patch), sequentially, for a sample of Extensions; each figure is also printed as
+  a ratio to it.
+
+Everything runs on loopback; nothing is left behind (``--keep`` keeps the work directory).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
-import statistics
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
 import time
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kubernetes import client as k8s_client
+from kubernetes import watch as k8s_watch
 
 from api.field import Path as FieldPath
 from api.secrets import Credentials
 from api.validation import decode_and_default
-from extension.component.certs import KeyPair
-from extension.component.objects import RenderOptions, render_shoot
-from extension.controller.actuator import Actuator
-from extension.controller.reconciler import Controller
+from extension.component import certs
+from extension.component.objects import RenderOptions
+from extension.component.registrycache import cert_requests, plan
 from extension.kube import Kube
-from extension.local.controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established
+from extension.local.assets import asset_dir
+from extension.local.controlplane import (
+    LocalControlPlane,
+    apply_manifests,
+    load_manifests,
+    wait_for_crds_established,
+)
 
-REPO = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+GROUP, VERSION = "extensions.gardener.cloud", "v1alpha1"
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
-def provider_config(i: int, caches: int) -> dict:
-    items = [{"upstream": f"r{c}.bench{i}.example"} for c in range(caches)]
-    items[0]["secretReferenceName"] = "creds"
-    return {"apiVersion": "registry.extensions.gardener.cloud/v1alpha3", "kind": "RegistryConfig", "caches": items}
+def provider_config(i: int, extra: int = 0) -> dict[str, Any]:
+    caches = [{"upstream": f"r0.bench{i}.example", "secretReferenceName": "creds"},
+              {"upstream": f"r1.bench{i}.example"}]
+    caches += [{"upstream": f"x{k}.bench{i}.example"} for k in range(extra)]
+    return {"apiVersion": "registry.extensions.gardener.cloud/v1alpha3", "kind": "RegistryConfig", "caches": caches}
 
 
-def bench_render(caches: int, rounds: int = 200) -> float:
-    cfg = decode_and_default(provider_config(0, caches), FieldPath("spec"))
-    tls = {c.upstream: KeyPair("cert", "key") for c in cfg.caches}
-    creds = {cfg.caches[0].upstream: Credentials("user", "password")}
-    start = time.perf_counter()
-    for _ in range(rounds):
-        render_shoot(cfg, creds, tls)
-    return (time.perf_counter() - start) / rounds
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the controller process -----------------------------------------------------------------------------
+
+class ControllerProcess:
+    """``registry-cache run`` as the Deployment runs it; CPU and memory from /proc, counters from /metrics."""
+
+    def __init__(self, kubeconfig: Path, log: Path):
+        self.port = free_port()
+        self.kubeconfig, self.log = kubeconfig, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ControllerProcess:
+        handle = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "extension.cli", "run", "--kubeconfig", str(self.kubeconfig),
+             "--metrics-address", f"127.0.0.1:{self.port}"], stdout=handle, stderr=subprocess.STDOUT,
+            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.metrics()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"the controller did not serve its metrics; see {self.log}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+    def memory_mib(self) -> tuple[float, float]:
+        """(RSS now, peak RSS) in MiB."""
+        assert self.proc is not None
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        kib = {k: int(re.search(rf"^{k}:\s+(\d+)", status, re.M).group(1)) for k in ("VmRSS", "VmHWM")}  # type: ignore[union-attr]
+        return kib["VmRSS"] / 1024, kib["VmHWM"] / 1024
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("registry_cache_") and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def sample(self) -> Sample:
+        m = self.metrics()
+        requests = Counter({re.search(r'verb="(\w+)"', k).group(1): v  # type: ignore[union-attr]
+                            for k, v in m.items() if k.startswith("registry_cache_api_requests_total{")})
+        operations = sum(v for k, v in m.items() if k.startswith("registry_cache_operations_total{"))
+        return Sample(time.monotonic(), self.cpu_seconds(), requests, operations)
+
+
+@dataclass
+class Sample:
+    at: float
+    cpu: float
+    requests: Counter
+    operations: float
+
+    def minus(self, before: Sample) -> Sample:
+        return Sample(self.at - before.at, self.cpu - before.cpu, self.requests - before.requests,
+                      self.operations - before.operations)
+
+
+# --- what gardenlet would do, and what the bench sees ----------------------------------------------------
+
+class Successes:
+    """Watches every Extension: the first time each (namespace, generation) is seen Succeeded."""
+
+    def __init__(self, api: k8s_client.ApiClient):
+        self.api = api
+        self.at: dict[tuple[str, int], float] = {}
+        self.cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        custom = k8s_client.CustomObjectsApi(self.api)
+        while not self._stop.is_set():
+            try:
+                for event in k8s_watch.Watch().stream(custom.list_cluster_custom_object, GROUP, VERSION, "extensions",
+                                                      timeout_seconds=60):
+                    self.see(event["object"])
+                    if self._stop.is_set():
+                        return
+            except Exception:  # noqa: BLE001 - a dropped watch is started again
+                time.sleep(0.2)
+
+    def see(self, ext: dict[str, Any]) -> None:
+        status = ext.get("status") or {}
+        meta = ext["metadata"]
+        if (status.get("lastOperation") or {}).get("state") == "Succeeded" and \
+                status.get("observedGeneration") == meta.get("generation"):
+            key = (meta["namespace"], meta["generation"])
+            with self.cond:
+                if key not in self.at:
+                    self.at[key] = time.monotonic()
+                    self.cond.notify_all()
+
+    def wait(self, keys: list[tuple[str, int]], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not all(k in self.at for k in keys):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(min(left, 1.0))
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def paced(items: list[Any], rate: float, work, threads: int = 8) -> dict[Any, float]:
+    """Run ``work(item)`` at ``rate`` per second; returns when each was started (monotonic)."""
+    started: dict[Any, float] = {}
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        futures = []
+        for i, item in enumerate(items):
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            started[item] = time.monotonic()
+            futures.append(pool.submit(work, item))
+        for f in futures:
+            f.result()
+    return started
+
+
+def gardenlet_setup(kube: Kube, n: int) -> list[str]:
+    """Namespaces, Clusters and ref- Secrets, as gardenlet creates them before the Extension."""
+    namespaces = [f"shoot--bench--s{i}" for i in range(n)]
+
+    def one(i: int) -> None:
+        ns = namespaces[i]
+        kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ref-creds-v1", "namespace": ns},
+                    "data": {"username": "dXNlcg==", "password": "cGFzcw=="}})
+        kube.apply({"apiVersion": f"{GROUP}/{VERSION}", "kind": "Cluster", "metadata": {"name": ns},
+                    "spec": {"seed": {}, "cloudProfile": {}, "shoot": {"metadata": {"name": f"s{i}"}, "spec": {
+                        "resources": [{"name": "creds", "resourceRef": {"apiVersion": "v1", "kind": "Secret",
+                                                                        "name": "creds-v1"}}]}}}})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(n)))
+    return namespaces
+
+
+def extension(ns: str, i: int, extra: int = 0) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Extension",
+            "metadata": {"name": "registry-cache", "namespace": ns},
+            "spec": {"type": "registry-cache", "providerConfig": provider_config(i, extra)}}
+
+
+# --- the floor ---------------------------------------------------------------------------------------------
+
+def floor(kube: Kube, sample: int) -> tuple[float, Counter]:
+    """Seconds per Extension for a client that only writes what a reconcile writes: server-side apply of the
+    rendered objects (into their own namespace, out of the controller's way) and the status patch. Rendering
+    and the TLS material are made before the clock starts."""
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench-floor"}})
+    options = RenderOptions(image="registry:3", namespace="bench-floor")
+    ca = certs.generate_ca()
+    work = []
+    for i in range(sample):
+        ns = f"floor--{i}"
+        kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        kube.create({**extension(ns, 100000 + i), "spec": {"type": "bench-floor"}})
+        config = decode_and_default(provider_config(100000 + i), FieldPath("spec"))
+        endpoints = {c.upstream: f"https://10.0.0.{1 + k}:5000" for k, c in enumerate(config.caches)}
+        server = {r.upstream: certs.generate_server_cert(ca, r.common_name, r.dns_names, r.ip_addresses)
+                  for r in cert_requests(config, options.namespace, {u: [e[8:-5]] for u, e in endpoints.items()})}
+        planned = plan(config, {config.caches[0].upstream: Credentials("user", "pass")}, endpoints, server,
+                       ca.cert_pem, RenderOptions(image="registry:3", namespace="bench-floor", owner=ns))
+        work.append((ns, planned))
+    before = Counter(kube.calls)
+    t0 = time.monotonic()
+    for ns, planned in work:
+        for obj in planned.delivered:
+            kube.apply(obj.obj)
+        kube.patch("Extension", "registry-cache", {"status": {
+            "lastOperation": {"type": "Create", "state": "Succeeded", "progress": 100, "description": "floor",
+                              "lastUpdateTime": "2026-01-01T00:00:00Z"},
+            "providerStatus": planned.status.to_wire(), "observedGeneration": 1}}, ns, subresource="status")
+    took = time.monotonic() - t0
+    return took / sample, Counter(kube.calls) - before
+
+
+# --- one N -------------------------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    n: int
+    figures: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, what: str, value: str) -> None:
+        self.figures.append((what, value))
+        print(f"  {what}: {value}", flush=True)
+
+
+def per_op(delta: Sample, ops: float) -> str:
+    verbs = ", ".join(f"{v} {c / ops:.1f}" for v, c in sorted(delta.requests.items()) if c)
+    return f"{delta.cpu / ops * 1000:.0f} ms CPU; requests {verbs or 'none'}"
+
+
+def bench(n: int, args: argparse.Namespace, workdir: Path) -> Result:
+    result = Result(n)
+    print(f"\n== N = {n}", flush=True)
+    cp = LocalControlPlane(workdir=workdir / f"n{n}" / "control-plane")
+    cp.start()
+    controller = None
+    watcher = None
+    try:
+        api = cp.api_client()
+        crds = asset_dir("crds")
+        apply_manifests(api, [crds])
+        wait_for_crds_established(api, [o["metadata"]["name"] for o in load_manifests([crds])], timeout=60)
+        kube = Kube(api, field_manager="bench")
+
+        per_ext, floor_calls = floor(Kube(cp.api_client(), field_manager="bench-floor"), args.floor_sample)
+        floor_rate = 1 / per_ext
+        result.add("floor: sequential writes of one Extension (SSA of its objects + status patch)",
+                   f"{per_ext * 1000:.0f} ms ({floor_rate:.1f} Extensions/s; "
+                   f"{sum(floor_calls.values()) / args.floor_sample:.0f} requests each)")
+
+        namespaces = gardenlet_setup(kube, n)
+        controller = ControllerProcess(cp.kubeconfig, workdir / f"n{n}" / "controller.log").start()
+        time.sleep(2)
+        rss_idle, _ = controller.memory_mib()
+        watcher = Successes(cp.api_client())
+
+        # create burst
+        before = controller.sample()
+        created = paced(list(range(n)), args.create_rate, lambda i: kube.create(extension(namespaces[i], i)))
+        keys = [(namespaces[i], 1) for i in range(n)]
+        if not watcher.wait(keys, args.timeout):
+            missing = sum(1 for k in keys if k not in watcher.at)
+            result.add("create burst", f"{missing} of {n} not Succeeded within {args.timeout:.0f}s")
+            return result
+        after = controller.sample()
+        latencies = [watcher.at[(namespaces[i], 1)] - created[i] for i in range(n)]
+        span = max(watcher.at[k] for k in keys) - min(created.values())
+        result.add("create burst: latency p50/p90/p99/max",
+                   f"{percentile(latencies, 50):.2f} / {percentile(latencies, 90):.2f} / "
+                   f"{percentile(latencies, 99):.2f} / {max(latencies):.2f} s")
+        result.add("create burst: throughput", f"{n / span:.1f} Extensions/s "
+                                               f"({n / span / floor_rate:.0%} of the floor's {floor_rate:.1f}/s)")
+        result.add("create: per Extension", per_op(after.minus(before), n))
+        _, rss_peak = controller.memory_mib()
+
+        # steady-state changes
+        time.sleep(2)
+        changes = list(range(min(args.changes, n)))
+        before = controller.sample()
+
+        def change(i: int) -> None:
+            kube.patch("Extension", "registry-cache", {"spec": {"providerConfig": provider_config(i, extra=1)}},
+                       namespaces[i])
+
+        started = paced(changes, args.change_rate, change)
+        keys = [(namespaces[i], 2) for i in changes]
+        if watcher.wait(keys, args.timeout):
+            after = controller.sample()
+            latencies = [watcher.at[(namespaces[i], 2)] - started[i] for i in changes]
+            result.add(f"change at {args.change_rate:g}/s with {n} under management: latency p50/p99",
+                       f"{percentile(latencies, 50):.2f} / {percentile(latencies, 99):.2f} s "
+                       f"(max {max(latencies):.2f})")
+            result.add("change: per Extension", per_op(after.minus(before), len(changes)))
+        else:
+            result.add("change", f"not all Succeeded within {args.timeout:.0f}s")
+
+        # no-op reconcile: the reconcile annotation, nothing changed
+        time.sleep(2)
+        before = controller.sample()
+        t0 = time.monotonic()
+        annotate = {"metadata": {"annotations": {"gardener.cloud/operation": "reconcile"}}}
+        paced(namespaces, args.create_rate, lambda ns: kube.patch("Extension", "registry-cache", annotate, ns))
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            exts = {e["metadata"]["namespace"]: e for e in kube.list("Extension")}
+            if all(not (e["metadata"].get("annotations") or {}).get("gardener.cloud/operation") and
+                   (e.get("status") or {}).get("lastOperation", {}).get("state") == "Succeeded"
+                   for e in exts.values()):
+                break
+            time.sleep(0.5)
+        took = time.monotonic() - t0
+        after = controller.sample()
+        delta = after.minus(before)
+        ops = delta.operations or 1
+        result.add("no-op reconcile of all (annotation): time",
+                   f"{took:.1f} s for {n} ({delta.operations:.0f} operations)")
+        result.add("no-op reconcile: per Extension", per_op(delta, ops))
+        rss_now, rss_peak = controller.memory_mib()
+        result.add("controller RSS: idle before / now / peak", f"{rss_idle:.0f} / {rss_now:.0f} / {rss_peak:.0f} MiB")
+
+        # restart with N Succeeded
+        controller.stop()
+        controller = ControllerProcess(cp.kubeconfig, workdir / f"n{n}" / "controller-2.log")
+        t0 = time.monotonic()
+        controller.start()
+        quiet_since, last = time.monotonic(), controller.sample()
+        while time.monotonic() - t0 < args.timeout:
+            time.sleep(0.5)
+            now = controller.sample()
+            if now.requests != last.requests or now.operations != last.operations:
+                quiet_since = time.monotonic()
+            last = now
+            if time.monotonic() - quiet_since >= 5:
+                break
+        settled = quiet_since - t0
+        writes = sum(c for v, c in last.requests.items() if v in WRITES)
+        result.add("restart with all Succeeded: settled after",
+                   f"{settled:.1f} s; {last.operations:.0f} operations started, {writes:.0f} writes, "
+                   f"requests {dict(last.requests)}")
+        return result
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        if controller is not None:
+            controller.stop()
+        cp.stop()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--extensions", type=int, default=20)
-    parser.add_argument("--caches", type=int, default=4)
+    parser.add_argument("--extensions", default="100,300,1000", help="comma-separated N (default 100,300,1000)")
+    parser.add_argument("--create-rate", type=float, default=50.0, help="Extensions created per second (default 50)")
+    parser.add_argument("--change-rate", type=float, default=2.0, help="changes per second (default 2)")
+    parser.add_argument("--changes", type=int, default=60, help="changes in the steady-state phase (default 60)")
+    parser.add_argument("--floor-sample", type=int, default=50, help="Extensions the floor client writes (default 50)")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds any phase may take (default 1800)")
+    parser.add_argument("--workdir", help="keep logs and data here (default: a temp dir, removed at the end)")
     args = parser.parse_args()
-
-    per_render = bench_render(args.caches)
-    print(f"render_shoot, {args.caches} caches (pure): {per_render * 1000:.2f} ms")
-
-    with LocalControlPlane() as cp:
-        api = cp.api_client()
-        crds = REPO / "manifests" / "crds"
-        apply_manifests(api, [crds])
-        wait_for_crds_established(api, [o["metadata"]["name"] for o in load_manifests([crds])], timeout=60)
-        setup = Kube(api, field_manager="bench-setup")
-        seed = Kube(cp.api_client(), field_manager="registry-cache")
-        controller = Controller(seed, Actuator(seed, lambda ns: seed, RenderOptions(image="registry:3")))
-        names = []
-        for i in range(args.extensions):
-            ns = f"shoot--bench--s{i}"
-            setup.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-            setup.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ref-creds-v1", "namespace": ns},
-                         "data": {"username": "dXNlcg==", "password": "cGFzcw=="}})
-            setup.apply({"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Cluster",
-                         "metadata": {"name": ns},
-                         "spec": {"seed": {}, "cloudProfile": {}, "shoot": {"metadata": {"name": f"s{i}"}, "spec": {
-                             "resources": [{"name": "creds", "resourceRef": {"apiVersion": "v1", "kind": "Secret",
-                                                                             "name": "creds-v1"}}]}}}})
-            setup.create({"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Extension",
-                          "metadata": {"name": "registry-cache", "namespace": ns},
-                          "spec": {"type": "registry-cache", "providerConfig": provider_config(i, args.caches)}})
-            names.append(ns)
-
-        def measure(label: str, prepare) -> None:
-            times, calls = [], []
-            for ns in names:
-                ext = prepare(ns)
-                before = sum(seed.calls.values())
-                start = time.perf_counter()
-                op = controller.handle(ext)
-                times.append(time.perf_counter() - start)
-                calls.append(sum(seed.calls.values()) - before)
-                assert op is not None, f"{ns}: nothing to do"
-            print(f"{label}: {len(names)} Extensions x {args.caches} caches: "
-                  f"median {statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms, "
-                  f"API calls per operation {min(calls)}-{max(calls)} (median {statistics.median(calls):.0f})")
-
-        measure("create (first reconcile: certificates made)", lambda ns: setup.get("Extension", "registry-cache", ns))
-
-        def touch(ns: str) -> dict:
-            setup.patch("Extension", "registry-cache",
-                        {"metadata": {"annotations": {"gardener.cloud/operation": "reconcile"}}}, ns)
-            return setup.get("Extension", "registry-cache", ns)
-
-        measure("reconcile, nothing changed (certificates reused)", touch)
-        before = dict(seed.calls)
-        ext = setup.get("Extension", "registry-cache", names[0])
-        controller.handle(ext)
-        echo = sum(seed.calls.values()) - sum(before.values())
-        print(f"a watch event that only echoes the controller's own status write: {echo} API calls")
-        api.close()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS of this process (controller in-process, {args.extensions} Extensions): {rss:.0f} MiB")
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="registry-cache-bench-"))
+    results = [bench(int(n), args, workdir) for n in args.extensions.split(",")]
+    print("\n== summary")
+    print("| N | what | figure |\n| --- | --- | --- |")
+    for r in results:
+        for what, value in r.figures:
+            print(f"| {r.n} | {what} | {value} |")
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"logs in {workdir}")
     return 0
 
 
