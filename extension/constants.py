@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 
+from api.names import CA_BUNDLE_FILE
 from api.shoot import EXTENSION_TYPE
 
 # --- the Extension contract (Gardener) ------------------------------------------------------------------
@@ -72,7 +73,6 @@ TLS_SECRET_LABEL = "registry-cache.gardener.cloud/secret"  # value: ca | bundle 
 
 # --- nodes ------------------------------------------------------------------------------------------------
 CERTS_DIR = "/etc/containerd/certs.d"
-CA_BUNDLE_FILE = "ca-bundle.pem"
 CA_BUNDLE_PATH = f"{CERTS_DIR}/{CA_BUNDLE_FILE}"
 CAPABILITIES = ("pull", "resolve")
 # standalone: the ConfigMaps the node agent reads
