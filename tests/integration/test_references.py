@@ -42,7 +42,8 @@ def operator(control_plane, kube, tmp_path_factory):
         wait_for("the webhook configuration", lambda: kube.get("ValidatingWebhookConfiguration", CONFIGURATION_NAME),
                  log=op.log)
         yield op
-    kube.delete("ValidatingWebhookConfiguration", CONFIGURATION_NAME)  # whatever the shutdown left
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        kube.delete(kind, CONFIGURATION_NAME)  # whatever the shutdown left
 
 
 def secret(name, username="robot", password=PASSWORDS[0], immutable=True):
