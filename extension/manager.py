@@ -329,11 +329,11 @@ def _register_when_serving(runtime: Runtime, hook: WebhookSettings, serving: ser
             runtime.stop.wait(0.2)
     configurations = []
     standalone = runtime.bridge is not None
-    if hook.garden:
-        configurations.append(server.configuration(serving.ca_pem, hook.client, standalone=standalone))
-    if hook.seed or runtime.admission_key is not None:
+    if hook.seed or runtime.admission_key is not None:  # first: the Shoot webhooks' record of who may read what
         configurations.append(server.mutating_configuration(serving.ca_pem, hook.client, osc_hook=hook.seed,
                                                             shoot_hook=runtime.admission_key is not None))
+    if hook.garden:
+        configurations.append(server.configuration(serving.ca_pem, hook.client, standalone=standalone))
     register_with_retries(runtime.seed.apply, configurations, runtime.stop)
     log.info("admission webhooks serving on %s:%s and registered", hook.listen_address, hook.port)
 
