@@ -58,6 +58,10 @@ class TcpProxy:
     def cut(self) -> None:
         """Refuse new connections and reset the open ones."""
         if self._server is not None:
+            try:
+                self._server.shutdown(socket.SHUT_RDWR)  # stops listening and wakes the accept() (close alone
+            except OSError:                               # does neither while accept() blocks)
+                pass
             self._server.close()
             self._server = None
         with self._lock:

@@ -231,7 +231,8 @@ def test_a_shoot_may_reference_only_secrets_its_author_may_read(kube, operator, 
     their choosing. The bridge copies what was admitted."""
     kube.create(secret("sar-readable"))
     kube.create(secret("sar-hidden", password="hidden-password"))
-    kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+    kube.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles", body={
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                 "metadata": {"name": "shoot-author", "namespace": NS},
                 "rules": [{"apiGroups": ["core.gardener.cloud"], "resources": ["shoots"],
                            "verbs": ["get", "create", "update", "patch"]},
