@@ -120,9 +120,12 @@ class Controller:
         meta = _meta(ext)
         uid = meta.get("uid", "")
         with self._lock_for(uid):
-            if meta.get("resourceVersion") in self._own_versions.get(uid, ()):
-                return None  # the echo of our own write (finalizer, annotation, status), not a change
             op = decide(ext)
+            if meta.get("resourceVersion") in self._own_versions.get(uid, ()) and not (
+                    op == Op.DELETE and _last_operation(ext).get("type") != Op.DELETE):
+                # The echo of our own write (finalizer, annotation, status), not a change; but a deletion that
+                # came in meanwhile may only be seen in it (watch events of an object can be coalesced).
+                return None
             if op is None or (is_retry(ext) and self.backoff.waiting(_key(ext))):
                 return None  # nothing to do, or a failed operation whose backoff has not passed
             self._run(op, ext)
