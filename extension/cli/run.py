@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from extension import constants as c
+from extension.cli.errors import InputError
 
 
 def add_parser(sub: Any) -> None:
@@ -34,6 +35,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--metrics-address", metavar="HOST:PORT",
                    help="serve the controller's Prometheus metrics at /metrics, e.g. 0.0.0.0:8081")
+    p.add_argument("--resync-period", type=float, default=3600.0, metavar="SECONDS",
+                   help="reconcile every Extension this often, putting back what was changed in the shoot by hand "
+                        "(default 3600)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     hooks = p.add_argument_group("admission webhooks")
     hooks.add_argument("--webhooks", nargs="?", const="all", choices=["all", "garden", "seed"],
@@ -85,8 +89,11 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     if args.metrics_address:
         from extension import metrics
         metrics.serve(args.metrics_address)
+    if args.resync_period <= 0:
+        raise InputError("--resync-period must be greater than 0")
     runtime = manager.build_runtime(seed, target, RenderOptions(image=args.image, vpa=args.vpa),
                                     standalone=args.standalone, webhook=webhook,
-                                    checkpoint=checkpoint or (lambda point: None))
+                                    checkpoint=checkpoint or (lambda point: None),
+                                    resync_seconds=args.resync_period)
     manager.run(runtime, liveness=args.liveness)
     return 0

@@ -18,7 +18,7 @@ from api.admission import resolve_credentials
 from api.field import Path, ValidationFailed
 from api.secrets import SecretData, secret_from_manifest
 from api.v1alpha3 import RegistryConfig, RegistryStatus
-from api.validation import decode_and_default, validate_registry_config
+from api.validation import decode_and_default, validate_registry_config, validate_registry_config_update
 from extension.component.objects import RenderOptions
 from extension.component.registrycache import RegistryCaches
 from extension.constants import REFERENCED_RESOURCE_PREFIX
@@ -96,7 +96,7 @@ class Actuator:
                                               PROVIDER_CONFIG_PATH, name_prefix=REFERENCED_RESOURCE_PREFIX)
         except ValidationFailed as exc:
             raise ConfigurationError(str(exc)) from None
-        return self._caches(namespace).deploy(config, credentials)
+        return self._caches(namespace).deploy(config, credentials, check_update=check_update)
 
     def delete(self, extension: dict[str, Any]) -> None:
         """Remove everything this Extension delivered to the shoot, its volumes included."""
@@ -108,3 +108,12 @@ class Actuator:
 
     def restore(self, extension: dict[str, Any]) -> RegistryStatus | None:
         return self.reconcile(extension)
+
+
+def check_update(delivered: RegistryConfig, config: RegistryConfig) -> None:
+    """The update rules (volume size and class immutable, garbage collection not enabled again once disabled),
+    checked against what was delivered: under Gardener (``--webhooks seed``) no Shoot webhook of ours enforced
+    them. Gardener's words, on the Extension's field paths."""
+    errors = validate_registry_config_update(delivered, config, PROVIDER_CONFIG_PATH)
+    if errors:
+        raise ConfigurationError("; ".join(str(e) for e in errors))
