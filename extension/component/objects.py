@@ -176,7 +176,8 @@ def render_shoot(config: RegistryConfig, credentials: Mapping[str, Credentials] 
     credentials = credentials or {}
     tls = tls or {}
     out = RenderedShoot()
-    out.objects.append(_object("networkpolicy.yaml.j2", namespace=options.namespace, owner=options.owner,
+    out.objects.append(_object("networkpolicy.yaml.j2", name=owned_name(c.NETWORK_POLICY_NAME, options.owner),
+                               namespace=options.namespace, owner=options.owner,
                                server_port=c.SERVER_PORT, debug_port=c.DEBUG_PORT))
     for cache in config.caches:
         out.objects += render_cache(cache, credentials.get(cache.upstream), tls.get(cache.upstream), options)
@@ -202,12 +203,16 @@ def provider_status(caches: Iterable[tuple[str, str, str]], ca_secret_name: str 
     )
 
 
+def owned_name(base: str, owner: str | None) -> str:
+    """The name of an object there is one of per Extension: with the owner's hash, so that the Extensions
+    delivered into one cluster (standalone mode) each have their own and never take over or prune another's."""
+    return f"{base}-{hashlib.sha256(owner.encode()).hexdigest()[:8]}" if owner else base
+
+
 def render_node_config(status: RegistryStatus, ca_bundle: str | None,
                        options: RenderOptions = RenderOptions()) -> RenderedObject:
     """The ConfigMap the node agent reads: the registry entries and the CA bundle nodes trust."""
-    name = c.NODE_CONFIG_NAME
-    if options.owner:
-        name += "-" + hashlib.sha256(options.owner.encode()).hexdigest()[:8]
+    name = owned_name(c.NODE_CONFIG_NAME, options.owner)
     registries = yaml.safe_dump({"registries": containerd_registries(status)}, sort_keys=False, allow_unicode=False)
     return _object("node-config.yaml.j2", name=name, namespace=options.namespace, owner=options.owner,
                    registries_yaml=registries, ca_bundle=ca_bundle)
