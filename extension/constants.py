@@ -55,6 +55,9 @@ APP_NAME = "registry-cache"
 # The seed namespace whose Extension delivered an object: pruning and deletion touch only its own objects,
 # even when several shoots share one cluster (standalone mode).
 OWNER_LABEL = "registry-cache.gardener.cloud/owner"
+# On every delivered object: a hash of the object as rendered, without this annotation. An object that carries the
+# hash of what is rendered now and that no other field manager changed is as delivered: it is not sent again.
+RENDERED_HASH_ANNOTATION = "registry-cache.gardener.cloud/rendered-hash"
 GC_REFERENCE_LABEL = "resources.gardener.cloud/garbage-collectable-reference"
 HA_LABEL = "high-availability-config.resources.gardener.cloud/type"
 NETWORK_POLICY_NAME = "gardener.cloud--allow-registry-cache"
@@ -98,6 +101,9 @@ BRIDGE_TASK_ID = "registry-cache-bridge"  # its entry in a Shoot's status.lastEr
 RESOURCES_ADMITTED_ANNOTATION = "registry-cache.gardener.cloud/resources-admitted"
 ADMISSION_KEY_SECRET = "registry-cache-admission-key"  # in ADMISSION_KEY_NAMESPACE, key "key"
 ADMISSION_KEY_NAMESPACE = "kube-system"
+
+# --- leader election (a Lease in the controller's namespace, as controller-runtime's) ---------------------
+LEADER_ELECTION_ID = "registry-cache-leader-election"
 
 # --- admission webhooks -------------------------------------------------------------------------------
 WEBHOOK_CONFIGURATION_NAME = "registry-cache.extensions.gardener.cloud"

@@ -19,3 +19,11 @@ class ConfigurationError(ReconcileError):
 
     def __init__(self, message: str):
         super().__init__(message, [ERR_CONFIGURATION_PROBLEM])
+
+
+class WouldWrite(Exception):
+    """A dry run (is everything as delivered?) came to a write it would have to make: ``what`` names it."""
+
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what

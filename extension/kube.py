@@ -2,7 +2,9 @@
 
 Server-side apply, get, list, patch and delete as plain JSON over the ``kubernetes`` package's ApiClient
 (its authentication, TLS and kubeconfig handling), with no discovery round trips: every call is one request,
-which keeps the calls of a reconcile few and countable (:attr:`Kube.calls`).
+which keeps the calls of a reconcile few and countable (:attr:`Kube.calls`, by verb: GET, LIST, WATCH, PATCH,
+POST, DELETE). :meth:`Kube.watch` opens a watch stream (:mod:`extension.informer` reads it). A ``fence`` refuses
+writes once this process may no longer make them (leader election: :mod:`extension.leader`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import builtins
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -63,6 +65,8 @@ KINDS = {k.kind: k for k in [
          namespaced=False),
     Kind("extensions.gardener.cloud/v1alpha1", "OperatingSystemConfig", "operatingsystemconfigs"),
     Kind("authorization.k8s.io/v1", "SubjectAccessReview", "subjectaccessreviews", namespaced=False),
+    Kind("coordination.k8s.io/v1", "Lease", "leases"),
+    Kind("discovery.k8s.io/v1", "EndpointSlice", "endpointslices"),
 ]}
 
 
@@ -107,14 +111,49 @@ def _cause(exc: BaseException) -> str:
     return f"{type(reason).__name__}: {text}"
 
 
+# Accept headers of metadata-only reads (what controller-runtime's metadata informers ask for): the API server
+# answers with PartialObjectMetadata, the object's metadata alone
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+POOL_SIZE = 32  # connections kept per API server: the workers, the webhooks' reviews and the watches at once
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class NotLeader(ApiError):
+    """A write refused before it was sent: this process no longer holds the leader lease."""
+
+    def __init__(self, method: str, path: str):
+        super().__init__(method, path, 0, {"reason": "NotLeader",
+                                           "message": "this replica is no longer the leader; the write was not sent"})
+
+
+def _widen_pool(api: k8s_client.ApiClient, size: int) -> None:
+    """The ApiClient keeps ``connection_pool_maxsize`` (5 per CPU) connections per host; beyond that urllib3
+    opens and drops a connection (a TLS handshake) per request. Pools are made on first use, so this holds
+    when called before the first request."""
+    manager = getattr(getattr(api, "rest_client", None), "pool_manager", None)
+    if manager is not None and manager.connection_pool_kw.get("maxsize", 1) < size:
+        manager.connection_pool_kw["maxsize"] = size
+
+
 class Kube:
     """One API server. Thread-safe for concurrent use (the ApiClient's pool is)."""
 
-    def __init__(self, api_client: k8s_client.ApiClient, field_manager: str = FIELD_MANAGER):
+    def __init__(self, api_client: k8s_client.ApiClient, field_manager: str = FIELD_MANAGER,
+                 fence: Callable[[], bool] | None = None):
         self.api = api_client
         self.field_manager = field_manager
         self.calls: Counter[str] = Counter()
+        self.fence = fence  # when set and it returns False, writes are refused (NotLeader) without being sent
         self._lock = threading.Lock()
+        _widen_pool(api_client, POOL_SIZE)
+
+    def fenced(self, fence: Callable[[], bool]) -> Kube:
+        """The same API server and connections, with writes only while ``fence()`` holds."""
+        other = Kube(self.api, self.field_manager, fence)
+        other.calls = self.calls  # one count per API server
+        other._lock = self._lock
+        return other
 
     @classmethod
     def from_kubeconfig(cls, path: str | None = None, context: str | None = None, **kw: Any) -> Kube:
@@ -127,15 +166,21 @@ class Kube:
         return cls(k8s_config.new_client_from_config(config_file=path, context=context), **kw)
 
     # --- the one place requests are made -------------------------------------------------------------
+    def _count(self, verb: str) -> None:
+        with self._lock:
+            self.calls[verb] += 1
+        metrics.API_REQUESTS.labels(verb).inc()
+
     def request(self, method: str, path: str, body: Any = None, query: Iterable[tuple[str, str]] = (),
-                content_type: str = "application/json", timeout: float = 30) -> Any:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+                content_type: str = "application/json", timeout: float = 30, verb: str | None = None,
+                accept: str = "application/json") -> Any:
+        if method in WRITE_VERBS and self.fence is not None and not self.fence():
+            raise NotLeader(method, path)
+        headers = {"Accept": accept, "Content-Type": content_type}
         method_, url, headers_, _, post = self.api.param_serialize(
             method=method, resource_path=path, query_params=list(query), header_params=headers, body=None,
             auth_settings=["BearerToken"])
-        with self._lock:
-            self.calls[method] += 1
-        metrics.API_REQUESTS.labels(method).inc()
+        self._count(verb or method)
         try:
             response = self.api.call_api(method_, url, header_params=headers_, body=body, post_params=post,
                                          _request_timeout=timeout)
@@ -160,14 +205,58 @@ class Kube:
                 return None
             raise
 
-    def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]:
+    def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None,
+             metadata_only: bool = False) -> list[dict[str, Any]]:
+        """Every object (or with ``metadata_only`` only their metadata: PartialObjectMetadata), in pages of 500."""
+        return self.list_pages(kind, namespace, label_selector, metadata_only)[0]
+
+    def list_pages(self, kind: str, namespace: str | None = None, label_selector: str | None = None,
+                   metadata_only: bool = False, limit: int = 500) -> tuple[builtins.list[dict[str, Any]], str]:
+        """Every object in pages of ``limit`` (one snapshot), and the resourceVersion to watch from."""
         query = [("labelSelector", label_selector)] if label_selector else []
-        items = self.request("GET", KINDS[kind].path(namespace), query=query).get("items", [])
+        accept = METADATA_LIST if metadata_only else "application/json"
         api_version, k = KINDS[kind].api_version, KINDS[kind].kind
+        items: builtins.list[dict[str, Any]] = []
+        token = ""
+        while True:
+            page = self.request("GET", KINDS[kind].path(namespace), verb="LIST", accept=accept,
+                                query=query + [("limit", str(limit))] + ([("continue", token)] if token else []))
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            token = meta.get("continue") or ""
+            if not token:
+                break
         for item in items:  # list items come without apiVersion/kind
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", k)
-        return items
+        return items, str(meta.get("resourceVersion") or "")
+
+    def watch(self, kind: str, resource_version: str, namespace: str | None = None,
+              label_selector: str | None = None, metadata_only: bool = False,
+              timeout_seconds: int = 300) -> urllib3.BaseHTTPResponse:
+        """A watch stream from ``resource_version`` (newline-delimited JSON events, bookmarks included); the
+        caller reads and closes it. The server ends it after ``timeout_seconds``."""
+        path = KINDS[kind].path(namespace)
+        query = [("watch", "1"), ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
+                 ("timeoutSeconds", str(timeout_seconds))]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        _, url, headers, _, _ = self.api.param_serialize(
+            method="GET", resource_path=path, query_params=query,
+            header_params={"Accept": METADATA if metadata_only else "application/json"}, body=None,
+            auth_settings=["BearerToken"])
+        self._count("WATCH")
+        try:
+            response = self.api.rest_client.pool_manager.request(
+                "GET", url, headers=headers, preload_content=False, retries=False,
+                timeout=urllib3.Timeout(connect=10, read=timeout_seconds + 30))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TransportError("WATCH", path, _cause(exc)) from None
+        if response.status >= 400:
+            data = _json(response.data)
+            response.release_conn()
+            raise ApiError("WATCH", path, response.status, data)
+        return response
 
     def apply(self, obj: dict[str, Any], force: bool = True, subresource: str | None = None) -> dict[str, Any]:
         """Server-side apply with this client's field manager."""
@@ -182,6 +271,12 @@ class Kube:
         content_type = "application/merge-patch+json" if merge else "application/json-patch+json"
         return self.request("PATCH", KINDS[kind].path(namespace, name, subresource), body=patch,
                             content_type=content_type)
+
+    def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT: the whole object, refused (409) when ``metadata.resourceVersion`` is no longer current."""
+        kind = KINDS[obj["kind"]]
+        meta = obj["metadata"]
+        return self.request("PUT", kind.path(meta.get("namespace"), meta["name"]), body=obj)
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         kind = KINDS[obj["kind"]]
@@ -203,7 +298,7 @@ class Kube:
         """Whether the API server serves ``kind`` (e.g. the VPA CRD may be missing)."""
         try:
             self.request("GET", KINDS[kind].path(None) if not KINDS[kind].namespaced else
-                         KINDS[kind].path("default"), query=[("limit", "1")])
+                         KINDS[kind].path("default"), query=[("limit", "1")], verb="LIST")
             return True
         except ApiError as exc:
             if exc.not_found:

@@ -38,7 +38,24 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--resync-period", type=float, default=3600.0, metavar="SECONDS",
                    help="reconcile every Extension this often, putting back what was changed in the shoot by hand "
                         "(default 3600)")
+    p.add_argument("--workers", type=int, default=8, metavar="N",
+                   help="Extensions reconciled at once (default 8)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    election = p.add_argument_group(
+        "leader election", "with several replicas: one reconciles (holds a Lease, as controller-runtime's), all "
+                           "serve the webhooks")
+    election.add_argument("--leader-election", action="store_true",
+                          help="reconcile only while holding the Lease")
+    election.add_argument("--leader-election-namespace", metavar="NS",
+                          help="the Lease's namespace (default: $POD_NAMESPACE, else the service account's)")
+    election.add_argument("--leader-election-id", default=c.LEADER_ELECTION_ID, metavar="NAME",
+                          help=f"the Lease's name (default {c.LEADER_ELECTION_ID})")
+    election.add_argument("--leader-election-lease-duration", type=float, default=15.0, metavar="SECONDS",
+                          help="how long a follower waits for an unrenewed Lease before it takes it (default 15)")
+    election.add_argument("--leader-election-renew-deadline", type=float, default=10.0, metavar="SECONDS",
+                          help="how long the leader keeps acting without a renewal (default 10)")
+    election.add_argument("--leader-election-retry-period", type=float, default=2.0, metavar="SECONDS",
+                          help="how often the Lease is renewed or tried (default 2)")
     hooks = p.add_argument_group("admission webhooks")
     hooks.add_argument("--webhooks", nargs="?", const="all", choices=["all", "garden", "seed"],
                        help="serve and register the admission webhooks: garden (Shoot validation, refusing to "
@@ -60,19 +77,36 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     from extension.component.objects import RenderOptions
     from extension.controller import shoots
     from extension.kube import Kube
+    from extension.leader import LeaderElector, default_namespace
     from extension.webhook import server
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.workers < 1:
+        raise InputError("--workers must be at least 1")
     seed = Kube.from_kubeconfig(args.kubeconfig)
+    elector = None
+    if args.leader_election:
+        namespace = args.leader_election_namespace or default_namespace()
+        if not namespace:
+            raise InputError("--leader-election needs --leader-election-namespace outside a cluster")
+        try:
+            elector = LeaderElector(seed, namespace, args.leader_election_id,
+                                    lease_duration=args.leader_election_lease_duration,
+                                    renew_deadline=args.leader_election_renew_deadline,
+                                    retry_period=args.leader_election_retry_period)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    fence = elector.leading if elector is not None else None
+    writes = manager.writer(seed, elector)
     if args.shoot_kubeconfig:
-        target = shoots.kubeconfig_file(args.shoot_kubeconfig)
+        target = shoots.kubeconfig_file(args.shoot_kubeconfig, fence=fence)
     elif args.shoot_kubeconfig_secret:
-        target = shoots.kubeconfig_secret(seed, args.shoot_kubeconfig_secret)
+        target = shoots.kubeconfig_secret(writes, args.shoot_kubeconfig_secret, fence=fence)
     elif args.gardener:
-        target = shoots.kubeconfig_secret(seed, shoots.gardener_secret_names())
+        target = shoots.kubeconfig_secret(writes, shoots.gardener_secret_names(), fence=fence)
     else:
-        target = shoots.same_cluster(seed)
+        target = shoots.same_cluster(writes)
     webhook = None
     if args.webhooks:
         if args.webhook_service:
@@ -94,6 +128,6 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     runtime = manager.build_runtime(seed, target, RenderOptions(image=args.image, vpa=args.vpa),
                                     standalone=args.standalone, webhook=webhook,
                                     checkpoint=checkpoint or (lambda point: None),
-                                    resync_seconds=args.resync_period)
+                                    resync_seconds=args.resync_period, elector=elector, workers=args.workers)
     manager.run(runtime, liveness=args.liveness)
     return 0

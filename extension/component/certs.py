@@ -113,12 +113,16 @@ def generate_server_cert(ca: KeyPair, common_name: str, dns_names: list[str], ip
     return KeyPair(_cert_pem(cert), _key_pem(key))
 
 
-def needs_renewal(pair: KeyPair, now: dt.datetime | None = None) -> bool:
-    """True when less than 20% of the certificate's validity is left."""
-    now = now or _now()
+def renewal_time(pair: KeyPair) -> dt.datetime:
+    """When less than 20% of the certificate's validity is left."""
     cert = pair.certificate
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-    return end - now < (end - start) * RENEW_REMAINING_FRACTION
+    return end - (end - start) * RENEW_REMAINING_FRACTION
+
+
+def needs_renewal(pair: KeyPair, now: dt.datetime | None = None) -> bool:
+    """True when less than 20% of the certificate's validity is left."""
+    return (now or _now()) > renewal_time(pair)
 
 
 def covers(pair: KeyPair, ca: KeyPair, dns_names: list[str], ip_addresses: list[str]) -> bool:

@@ -9,14 +9,25 @@ Two ways in, one plan:
   assigns the cluster IPs that go into the certificates and the endpoints), the TLS material from the seed
   (reused while valid), everything else by server-side apply, then it prunes what this Extension delivered
   before and no longer renders, the volumes of removed caches included.
+
+What is there is known from a :class:`~extension.component.shootview.ShootView` (watched or listed, never read
+object by object), and an object is sent only when it is not as delivered: each carries the hash of the object
+it was applied from (:data:`~extension.constants.RENDERED_HASH_ANNOTATION`); it is as delivered when it still
+has the resourceVersion the last apply or check left it with, or, after a restart, when it carries the hash of
+what is rendered now and no other field manager changed it. A deploy returns a :class:`Delivery`, the record of
+what it found and left, with which :meth:`RegistryCaches.unchanged` answers "is everything as delivered?" from
+memory. ``dry_run`` raises :class:`~extension.errors.WouldWrite` at the first write instead of making it.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -39,12 +50,11 @@ from extension.component.objects import (
     render_service,
     render_shoot,
 )
-from extension.errors import ConfigurationError, ReconcileError
+from extension.component.shootview import ListedView, Live, ObjectKey, ShootView
+from extension.errors import ConfigurationError, ReconcileError, WouldWrite
 from extension.kube import Kube
 
 log = logging.getLogger(__name__)
-
-PRUNED_KINDS = ("StatefulSet", "Secret", "Service", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap")
 
 
 def scheme(cache: RegistryCache) -> str:
@@ -90,12 +100,12 @@ def plan(config: RegistryConfig, credentials: Mapping[str, Credentials], endpoin
     return Plan(rendered.objects, render_node_config(status, ca_bundle, options), status)
 
 
-def delivered_config(config: RegistryConfig, statefulsets: Mapping[str, dict[str, Any]],
-                     secrets: Mapping[str, dict[str, Any]]) -> RegistryConfig:
+def delivered_caches(config: RegistryConfig, statefulsets: Mapping[str, dict[str, Any]],
+                     secrets: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Pure: what was delivered before for the caches of ``config`` that are there already, read back from their
     StatefulSets (volume size and class of the claim template) and config Secrets (distribution's
-    ``proxy.ttl``), as a RegistryConfig to check the update rules against. A cache whose objects cannot be read
-    back (not there, or from an older version) is left out."""
+    ``proxy.ttl``), as RegistryConfig caches. A cache whose objects cannot be read back (not there, or from an
+    older version) is left out."""
     caches: list[dict[str, Any]] = []
     for cache in config.caches:
         sts = statefulsets.get(names.resource_name(cache.upstream))
@@ -120,6 +130,16 @@ def delivered_config(config: RegistryConfig, statefulsets: Mapping[str, dict[str
         if isinstance(ttl, str):
             raw["garbageCollection"] = {"ttl": ttl}
         caches.append(raw)
+    return caches
+
+
+def delivered_config(config: RegistryConfig, statefulsets: Mapping[str, dict[str, Any]],
+                     secrets: Mapping[str, dict[str, Any]]) -> RegistryConfig:
+    """:func:`delivered_caches` as a RegistryConfig to check the update rules against."""
+    return _as_config(delivered_caches(config, statefulsets, secrets))
+
+
+def _as_config(caches: list[dict[str, Any]]) -> RegistryConfig:
     try:
         return decode_and_default({"apiVersion": "registry.extensions.gardener.cloud/v1alpha3",
                                    "kind": "RegistryConfig", "caches": caches}, Path("delivered"))
@@ -131,50 +151,134 @@ def delivered_config(config: RegistryConfig, statefulsets: Mapping[str, dict[str
 UpdateCheck = Callable[[RegistryConfig, RegistryConfig], None]  # (delivered, new): raises when not allowed
 
 
+def rendered_hash(obj: dict[str, Any]) -> str:
+    """The hash of a rendered object (its rendered-hash annotation left out)."""
+    meta = obj.get("metadata") or {}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != c.RENDERED_HASH_ANNOTATION}
+    canonical = {**obj, "metadata": {**meta, "annotations": annotations}}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+
+
+def with_hash(obj: dict[str, Any], digest: str) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    return {**obj, "metadata": {**meta, "annotations": {**(meta.get("annotations") or {}),
+                                                          c.RENDERED_HASH_ANNOTATION: digest}}}
+
+
+def as_delivered(live: Live | None, digest: str, recorded: tuple[str, str] | None) -> bool:
+    """Whether an object is as delivered from the rendered object of hash ``digest``: it still has the version
+    the last apply or check of this process left (``recorded``: hash, resourceVersion), or it carries that hash
+    and no other field manager changed it."""
+    if live is None:
+        return False
+    if recorded is not None and recorded == (digest, live.version):
+        return True
+    return live.rendered == digest and not live.foreign
+
+
+@dataclass
+class Delivery:
+    """What a deploy found and left: enough to tell later, from memory, that nothing changed."""
+
+    generation: int | None = None  # of the Extension
+    status: RegistryStatus | None = None
+    provider_status: dict[str, Any] | None = None  # as written (wire form)
+    seed_versions: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (kind, ns, name) -> rv read
+    objects: dict[ObjectKey, tuple[str, str]] = field(default_factory=dict)  # -> (rendered hash, resourceVersion)
+    statefulsets: frozenset[str] = frozenset()  # whose volume claims are kept
+    caches: list[dict[str, Any]] = field(default_factory=list)  # what was delivered, for the update rules
+    renew_at: dt.datetime | None = None  # the first certificate due for renewal
+    hibernated: bool = False  # nothing was delivered: the shoot is hibernated
+
+
+def _claims_kept(objects: Mapping[ObjectKey, Any], statefulsets: frozenset[str]) -> bool:
+    return all(kind != "PersistentVolumeClaim" or claim_statefulset(name) in statefulsets for kind, name in objects)
+
+
 class RegistryCaches:
-    """The caches of the Extension in seed namespace ``owner``, delivered to ``shoot``."""
+    """The caches of the Extension in seed namespace ``owner``, delivered to ``shoot``. ``view`` is what is
+    there (default: listed, once); ``store`` where the TLS Secrets are read (default: listed)."""
 
     def __init__(self, seed: Kube, shoot: Kube, owner: str, options: RenderOptions,
-                 checkpoint=lambda point: None):
+                 checkpoint=lambda point: None, view: ShootView | None = None,
+                 store: tls.SecretStore | None = None):
         self.seed, self.shoot, self.owner = seed, shoot, owner
         self.options = replace(options, owner=owner)
-        self._objects: dict[str, dict[str, dict[str, Any]]] = {}  # what the last LIST found of ours, kind -> name
+        self.view: ShootView = view or ListedView(shoot, self.options.namespace, self.options.vpa)
+        self.store = store
+        self.on_write: Callable[[dict[str, Any]], None] = lambda written: None  # each object written to the shoot
         self._checkpoint = checkpoint  # a test seam: called with "after-services", "after-apply"
 
+    # --- is everything as delivered? -------------------------------------------------------------------
+    def unchanged(self, record: Delivery) -> bool:
+        """From memory (and the view): every object this Extension delivered still has the version ``record``
+        left it with, nothing else of it is there, and no certificate is due. (Inputs are the caller's.)"""
+        if record.renew_at is None or record.renew_at <= dt.datetime.now(dt.UTC):
+            return False
+        ours = self.view.objects(self.owner)
+        for key, (_digest, version) in record.objects.items():
+            live = ours.get(key)
+            if live is None or live.version != version:
+                return False
+        extra = {k: v for k, v in ours.items() if k not in record.objects}
+        return _claims_kept(extra, record.statefulsets)
+
+    # --- deploy ----------------------------------------------------------------------------------------
     def deploy(self, config: RegistryConfig, credentials: Mapping[str, Credentials],
-               check_update: UpdateCheck | None = None) -> RegistryStatus:
+               check_update: UpdateCheck | None = None, record: Delivery | None = None,
+               dry_run: bool = False) -> tuple[RegistryStatus, Delivery]:
         """``check_update(delivered, config)`` may refuse the change against what was delivered before (the
-        update rules, where no admission webhook enforced them)."""
+        update rules, where no admission webhook enforced them). ``record``: the last delivery of this process.
+        Returns the status and the new record."""
         options = self.options
-        delivered, foreign = self._delivered()
-        if check_update is not None:
-            check_update(delivered_config(config, self._objects.get("StatefulSet", {}),
-                                          self._objects.get("Secret", {})), config)
+        ours = self.view.objects(self.owner)
+        recorded = record.objects if record is not None else {}
+        out = Delivery()
+
+        def write(kind: str, name: str) -> None:
+            if dry_run:
+                raise WouldWrite(f"{kind} {options.namespace}/{name}")
+
         services = [render_service(cache, options) for cache in config.caches]
-        taken = sorted(f"{kind} {options.namespace}/{name} (of {foreign[(kind, name)]})"
+        taken = sorted(f"{kind} {options.namespace}/{name} (of {owner})"
                        for kind, name in [("Service", s.name) for s in services]
                        + [("StatefulSet", names.resource_name(cache.upstream)) for cache in config.caches]
-                       if (kind, name) in foreign)
+                       if (owner := self.view.owner_of(kind, name)) and owner != self.owner)
         if taken:  # several shoots delivered into one cluster: never take over another Extension's cache
             raise ConfigurationError("these objects belong to another Extension's registry caches in the same "
                                      "cluster: " + "; ".join(taken) + ". Use another upstream or "
                                      "serviceNameSuffix, or deliver the shoots to separate clusters")
+        if check_update is not None:
+            check_update(_as_config(self._delivered_caches(config, ours, record)), config)
 
         # 1. Services first: the API server assigns the cluster IPs the certificates and endpoints need.
         cluster_ips: dict[str, str] = {}
         for cache, service in zip(config.caches, services):
-            applied = self.shoot.apply(service.obj)
+            key = ("Service", service.name)
+            digest = rendered_hash(service.obj)
+            live = ours.get(key)
+            if as_delivered(live, digest, recorded.get(key)) and live is not None and live.cluster_ip:
+                cluster_ips[cache.upstream] = live.cluster_ip
+                out.objects[key] = (digest, live.version)
+                continue
+            write(*key)
+            applied = self.shoot.apply(with_hash(service.obj, digest))
+            self.on_write(applied)
             cluster_ip = (applied.get("spec") or {}).get("clusterIP")
             if not cluster_ip or cluster_ip == "None":
                 raise ReconcileError(f"Service {applied['metadata']['name']} has no cluster IP yet")
             cluster_ips[cache.upstream] = cluster_ip
+            out.objects[key] = (digest, str(applied["metadata"].get("resourceVersion", "")))
         self._checkpoint("after-services")
 
         # 2. TLS material, reused while it is valid for the Service's names and address.
         requests = cert_requests(config, options.namespace, {u: [ip] for u, ip in cluster_ips.items()})
-        material = tls.ensure(self.seed, self.owner, requests) if requests else None
+        material = tls.ensure(self.seed, self.owner, requests, self.store, dry_run) if requests else None
         if material is None:
-            tls.remove_all(self.seed, self.owner)
+            tls.remove_all(self.seed, self.owner, self.store, dry_run)
+        else:
+            out.seed_versions = {("Secret", self.owner, n): v for n, v in material.versions.items()}
+            out.renew_at = material.renew_at
 
         # 3. Everything else, then prune what this Extension delivered before and no longer renders.
         endpoints = {cache.upstream: endpoint(scheme(cache), cluster_ips[cache.upstream]) for cache in config.caches}
@@ -183,51 +287,71 @@ class RegistryCaches:
         for obj in planned.delivered:
             if obj.kind == "Service":
                 continue  # applied above
-            if obj.obj.get("immutable") and (obj.kind, obj.name) in delivered:
-                continue  # content-hashed and immutable: the name says it is there as rendered
-            self.shoot.apply(obj.obj)
+            key = (obj.kind, obj.name)
+            digest = rendered_hash(obj.obj)
+            live = ours.get(key)
+            if as_delivered(live, digest, recorded.get(key)) or (obj.obj.get("immutable") and live is not None):
+                # (content-hashed and immutable: the name says it is there as rendered)
+                out.objects[key] = (digest, live.version if live is not None else "")
+                continue
+            write(*key)
+            applied = self.shoot.apply(with_hash(obj.obj, digest))
+            self.on_write(applied)
+            out.objects[key] = (digest, str(applied["metadata"].get("resourceVersion", "")))
         self._checkpoint("after-apply")
-        self._prune(delivered, {(o.kind, o.name) for o in planned.delivered},
-                    {names.resource_name(cache.upstream) for cache in config.caches})
-        return planned.status
+        statefulsets = frozenset(names.resource_name(cache.upstream) for cache in config.caches)
+        self._prune(ours, set(out.objects), statefulsets, dry_run)
+        out.statefulsets = statefulsets
+        out.caches = delivered_caches(config, {o.name: o.obj for o in planned.objects if o.kind == "StatefulSet"},
+                                      {o.name: o.obj for o in planned.objects if o.kind == "Secret"})
+        if out.renew_at is None:
+            out.renew_at = dt.datetime.max.replace(tzinfo=dt.UTC)
+        return planned.status, out
+
+    def _delivered_caches(self, config: RegistryConfig, ours: Mapping[ObjectKey, Live],
+                          record: Delivery | None) -> list[dict[str, Any]]:
+        """What was delivered, for the update rules: from the record while the StatefulSets are as it left
+        them, else read back from them and their config Secrets."""
+        wanted = [("StatefulSet", names.resource_name(cache.upstream)) for cache in config.caches]
+        present = [key for key in wanted if key in ours]
+        if not present:
+            return []
+        if record is not None and all(record.objects.get(k, ("", ""))[1] == ours[k].version for k in present):
+            by_upstream = {raw["upstream"]: raw for raw in record.caches}
+            return [by_upstream[c.upstream] for c in config.caches if c.upstream in by_upstream
+                    and ("StatefulSet", names.resource_name(c.upstream)) in ours]
+        statefulsets = {name: obj for _, name in present
+                        if (obj := self.shoot.get("StatefulSet", name, self.options.namespace)) is not None}
+        secret_names = {v.get("secret", {}).get("secretName") for sts in statefulsets.values()
+                        for v in _pod_spec(sts).get("volumes") or [] if v.get("name") == "config-volume"}
+        secrets = {name: obj for name in secret_names if name
+                   and (obj := self.shoot.get("Secret", name, self.options.namespace)) is not None}
+        return delivered_caches(config, statefulsets, secrets)
 
     def destroy(self) -> None:
         """Remove everything this Extension delivered to the shoot, its volumes included, and its TLS Secrets."""
-        self._prune(self._delivered()[0], set(), set())
-        tls.remove_all(self.seed, self.owner)
+        self._prune(self.view.objects(self.owner), set(), frozenset(), dry_run=False)
+        tls.remove_all(self.seed, self.owner, self.store)
 
-    def _delivered(self) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str]]:
-        """(kind, name) of everything this Extension delivered to the shoot, and of what other Extensions
-        delivered there (-> their owner), one LIST per kind; volumes (made by the StatefulSet controller from
-        the claim template) are matched by the owner label only."""
-        options = self.options
-        kinds = PRUNED_KINDS + (("VerticalPodAutoscaler",) if options.vpa else ())
-        ours: set[tuple[str, str]] = set()
-        foreign: dict[tuple[str, str], str] = {}
-        self._objects = {}
-        for kind in kinds:
-            for obj in self.shoot.list(kind, options.namespace, label_selector=f"{c.MANAGED_BY_LABEL}={c.MANAGED_BY}"):
-                owner = (obj["metadata"].get("labels") or {}).get(c.OWNER_LABEL)
-                key = (kind, obj["metadata"]["name"])
-                if owner == self.owner:
-                    ours.add(key)
-                    self._objects.setdefault(kind, {})[key[1]] = obj
-                elif owner:
-                    foreign[key] = owner
-        ours |= {("PersistentVolumeClaim", o["metadata"]["name"]) for o in self.shoot.list(
-            "PersistentVolumeClaim", options.namespace, label_selector=f"{c.OWNER_LABEL}={self.owner}")}
-        return ours, foreign
-
-    def _prune(self, delivered: set[tuple[str, str]], keep: set[tuple[str, str]], statefulsets: set[str]) -> None:
+    def _prune(self, ours: Mapping[ObjectKey, Live], keep: set[ObjectKey], statefulsets: frozenset[str],
+               dry_run: bool) -> None:
         namespace = self.options.namespace
-        for kind, name in sorted(delivered - keep):
+        for kind, name in sorted(set(ours) - keep):
             if kind == "PersistentVolumeClaim":
                 if claim_statefulset(name) in statefulsets:
                     continue
+                if dry_run:
+                    raise WouldWrite(f"{kind} {namespace}/{name} (to delete)")
                 log.info("deleting volume %s/%s of a removed cache", namespace, name)
             else:
+                if dry_run:
+                    raise WouldWrite(f"{kind} {namespace}/{name} (to delete)")
                 log.info("pruning %s %s/%s", kind, namespace, name)
             self.shoot.delete(kind, name, namespace)
+
+
+def _pod_spec(sts: dict[str, Any]) -> dict[str, Any]:
+    return ((sts.get("spec") or {}).get("template") or {}).get("spec") or {}
 
 
 def claim_statefulset(claim: str) -> str:

@@ -4,11 +4,17 @@ Orchestration only, in the Go extension's order: read the Cluster (skip a hibern
 validate the providerConfig, resolve credentials through ``spec.resources`` to the ``ref-`` Secrets, and
 hand them to the component (:mod:`extension.component.registrycache`), which delivers the caches to the
 shoot and returns the ``RegistryStatus``.
+
+The Cluster and the Secrets come from the seed cache (:mod:`.seedcache`: read again only when changed), what
+is in the shoot from a shoot view (watched when one cluster receives every Extension's caches, listed per
+reconcile otherwise). Per Extension it keeps the record of the last delivery (:class:`Delivery`), with which
+:meth:`Actuator.in_sync` tells without a request that nothing changed; it is dropped with :meth:`forget`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -20,9 +26,13 @@ from api.secrets import SecretData, secret_from_manifest
 from api.v1alpha3 import RegistryConfig, RegistryStatus
 from api.validation import decode_and_default, validate_registry_config, validate_registry_config_update
 from extension.component.objects import RenderOptions
-from extension.component.registrycache import RegistryCaches
+from extension.component.registrycache import Delivery, RegistryCaches
+from extension.component.shootview import Live, ShootView, WatchedView
 from extension.constants import REFERENCED_RESOURCE_PREFIX
-from extension.errors import ConfigurationError, ReconcileError
+from extension.controller.seedcache import SeedCache
+from extension.controller.shoots import KubeconfigSecret, shared_cluster
+from extension.errors import ConfigurationError, ReconcileError, WouldWrite
+from extension.informer import Informer
 from extension.kube import Kube
 
 log = logging.getLogger(__name__)
@@ -33,36 +43,96 @@ ShootTarget = Callable[[str], Kube]  # seed namespace -> client of that shoot's 
 
 
 class Actuator:
-    """``options`` are the controller's: the image, the shoot namespace, whether VPAs are wanted."""
+    """``options`` are the controller's: the image, the shoot namespace, whether VPAs are wanted.
+    ``on_change(namespace)`` is called (on a watch's thread) when something an Extension's delivery depends on
+    changed: its Cluster, a Secret it reads, an object it delivered."""
 
     def __init__(self, seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
-                 checkpoint: Callable[[str], None] = lambda point: None):
+                 checkpoint: Callable[[str], None] = lambda point: None,
+                 on_change: Callable[[str], None] | None = None):
         self.seed = seed
         self.shoot_target = shoot_target
         self.options = options
+        self.on_change = on_change
         self._checkpoint = checkpoint  # a test seam, see RegistryCaches
         self._vpa_served: dict[int, bool] = {}
+        self.cache = SeedCache(seed, getattr(shoot_target, "secret_names", ()), on_change=self._seed_changed)
+        if isinstance(shoot_target, KubeconfigSecret):
+            shoot_target.read = self._read_secret
+        self._records: dict[str, Delivery] = {}
+        self._inflight: dict[str, set[str]] = {}  # namespace -> resourceVersions of its objects being written
+        self._lock = threading.Lock()
+        self.view: WatchedView | None = None  # when one cluster receives every Extension's caches
+        self._watching = False
+
+    # --- watching --------------------------------------------------------------------------------------
+    def informers(self) -> list[Informer[Any]]:
+        """What to watch for the seed cache and, where one cluster receives every Extension's caches, the view
+        of that cluster (the caller starts them and waits for them to list)."""
+        self._watching = True
+        informers = self.cache.informers()
+        shared = shared_cluster(self.shoot_target)
+        if shared is not None:
+            if self.view is None:
+                self.view = WatchedView(shared, self.options.namespace, self._vpa(shared),
+                                        on_change=self._shoot_changed)
+            informers = informers + list(self.view.informers)
+        return informers
+
+    def _read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        entry = self.cache.secret(namespace, name)
+        return entry[1] if entry is not None else None
+
+    def _seed_changed(self, namespace: str) -> None:
+        record = self._records.get(namespace)
+        if record is not None and self.on_change is not None and not self.cache.unchanged(record.seed_versions):
+            self.on_change(namespace)
+
+    def _shoot_changed(self, owner: str, kind: str, name: str, live: Live | None) -> None:
+        """An object of ``owner`` changed in the shoot: look again unless it is as the last delivery left it or
+        being written by it right now."""
+        if self.on_change is None:
+            return
+        with self._lock:
+            if live is not None and live.version in self._inflight.get(owner, ()):
+                return
+        record = self._records.get(owner)
+        if record is not None:
+            recorded = record.objects.get((kind, name))
+            if live is not None and recorded is not None and recorded[1] == live.version:
+                return
+            if live is None and recorded is None and kind != "PersistentVolumeClaim":
+                return  # something pruned
+        elif live is not None and not live.foreign:
+            return  # nothing delivered in this process yet: the resync looks at it
+        self.on_change(owner)
+
+    def _vpa(self, shoot: Kube) -> bool:
+        if not self.options.vpa:
+            return False
+        key = id(shoot)
+        if key not in self._vpa_served:
+            self._vpa_served[key] = shoot.has_kind("VerticalPodAutoscaler")
+        return self._vpa_served[key]
 
     # --- helpers --------------------------------------------------------------------------------------
     def _caches(self, namespace: str) -> RegistryCaches:
         shoot = self.shoot_target(namespace)
-        options = self.options
-        if options.vpa:
-            key = id(shoot)
-            if key not in self._vpa_served:
-                self._vpa_served[key] = shoot.has_kind("VerticalPodAutoscaler")
-            options = replace(options, vpa=self._vpa_served[key])
-        return RegistryCaches(self.seed, shoot, namespace, options, checkpoint=self._checkpoint)
+        options = replace(self.options, vpa=self._vpa(shoot))
+        view: ShootView | None = self.view if self.view is not None and shared_cluster(self.shoot_target) is shoot \
+            else None
+        return RegistryCaches(self.seed, shoot, namespace, options, checkpoint=self._checkpoint, view=view,
+                              store=self.cache if self._watching else None)
 
-    def cluster_shoot(self, namespace: str) -> dict[str, Any]:
-        cluster = self.seed.get("Cluster", namespace)
-        if cluster is None:
+    def cluster_shoot(self, namespace: str) -> tuple[str, dict[str, Any]]:
+        entry = self.cache.cluster(namespace)
+        if entry is None:
             raise ReconcileError(f"Cluster {namespace} not found: gardenlet (or the standalone bridge) creates it "
                                  "for every shoot namespace")
-        shoot = (cluster.get("spec") or {}).get("shoot")
+        shoot = entry[1].get("shoot")
         if not isinstance(shoot, dict):
             raise ReconcileError(f"Cluster {namespace} has no spec.shoot")
-        return shoot
+        return entry[0], shoot
 
     def decode(self, extension: dict[str, Any]) -> RegistryConfig:
         raw = (extension.get("spec") or {}).get("providerConfig")
@@ -78,36 +148,114 @@ class Actuator:
             raise ConfigurationError("; ".join(str(e) for e in errors))
         return config
 
-    def _get_secret(self, namespace: str, name: str) -> SecretData | None:
-        obj = self.seed.get("Secret", name, namespace)
-        return secret_from_manifest(obj) if obj else None
-
     # --- operations -----------------------------------------------------------------------------------
-    def reconcile(self, extension: dict[str, Any]) -> RegistryStatus | None:
-        """Deliver the caches; None when the shoot is hibernated (nothing done)."""
-        namespace = extension["metadata"]["namespace"]
-        shoot_spec = self.cluster_shoot(namespace)
+    def reconcile(self, extension: dict[str, Any], dry_run: bool = False) -> RegistryStatus | None:
+        """Deliver the caches; None when the shoot is hibernated (nothing done). ``dry_run``: raise
+        :class:`WouldWrite` at the first write instead (and keep the record when there is none to make)."""
+        meta = extension["metadata"]
+        namespace = meta["namespace"]
+        if not dry_run:
+            record = self._unchanged(extension)
+            if record is not None:  # nothing changed since this process delivered it: nothing to send
+                log.info("%s: as delivered, nothing changed", namespace)
+                return record.status
+        cluster_version, shoot_spec = self.cluster_shoot(namespace)
+        seed_versions = {("Cluster", "", namespace): cluster_version}
         if shootlib.is_hibernated(shoot_spec):
             log.info("%s: shoot is hibernated, nothing to do", namespace)
+            self._records[namespace] = Delivery(generation=meta.get("generation"), seed_versions=seed_versions,
+                                                hibernated=True)
             return None
         config = self.decode(extension)
+
+        def get_secret(ns: str, name: str) -> SecretData | None:
+            entry = self.cache.secret(ns, name)
+            if entry is None:
+                return None
+            seed_versions[("Secret", ns, name)] = entry[0]
+            return secret_from_manifest(entry[1])
+
         try:
-            credentials = resolve_credentials(shoot_spec, config, self._get_secret, namespace,
+            credentials = resolve_credentials(shoot_spec, config, get_secret, namespace,
                                               PROVIDER_CONFIG_PATH, name_prefix=REFERENCED_RESOURCE_PREFIX)
         except ValidationFailed as exc:
             raise ConfigurationError(str(exc)) from None
-        return self._caches(namespace).deploy(config, credentials, check_update=check_update)
+        caches = self._caches(namespace)
+        inflight: set[str] = set()
+        with self._lock:
+            self._inflight[namespace] = inflight
+        caches.on_write = lambda written: inflight.add(str((written.get("metadata") or {}).get("resourceVersion")))
+        try:
+            status, record = caches.deploy(config, credentials, check_update=check_update,
+                                           record=self._records.get(namespace), dry_run=dry_run)
+        finally:
+            with self._lock:
+                self._inflight.pop(namespace, None)
+        record.generation = meta.get("generation")
+        record.status = status
+        record.provider_status = status.to_wire()
+        record.seed_versions = {**record.seed_versions, **seed_versions}
+        if dry_run and record.provider_status != (extension.get("status") or {}).get("providerStatus"):
+            raise WouldWrite(f"Extension {namespace}/{meta['name']} status")
+        self._records[namespace] = record
+        return status
+
+    def in_sync(self, extension: dict[str, Any]) -> bool:
+        """Whether the caches of a Succeeded Extension are as delivered, with nothing to write: from memory when
+        this process delivered or checked them and nothing they depend on changed since, else by a dry run
+        (reads only). Any failure says "not in sync" (the reconcile that follows reports it)."""
+        namespace = extension["metadata"]["namespace"]
+        record = self._unchanged(extension)
+        if record is not None and (record.hibernated or
+                                   record.provider_status == (extension.get("status") or {}).get("providerStatus")):
+            return True
+        try:
+            self.reconcile(extension, dry_run=True)
+            return True
+        except WouldWrite as exc:
+            log.info("%s: not as delivered (%s)", namespace, exc.what)
+        except Exception as exc:  # noqa: BLE001 - the reconcile that follows reports it
+            log.info("%s: cannot tell whether it is as delivered: %s", namespace, exc)
+        self._records.pop(namespace, None)
+        return False
+
+    def _unchanged(self, extension: dict[str, Any]) -> Delivery | None:
+        """The record of the last delivery when, from memory, nothing changed since: the same generation, the
+        Cluster and the Secrets read at the versions read then, every object delivered at the version left."""
+        meta = extension["metadata"]
+        namespace = meta["namespace"]
+        record = self._records.get(namespace)
+        if record is None or record.generation != meta.get("generation") or \
+                not self.cache.unchanged(record.seed_versions):
+            return None
+        if record.hibernated or self._caches(namespace).unchanged(record):
+            return record
+        return None
 
     def delete(self, extension: dict[str, Any]) -> None:
         """Remove everything this Extension delivered to the shoot, its volumes included."""
-        self._caches(extension["metadata"]["namespace"]).destroy()
+        namespace = extension["metadata"]["namespace"]
+        self._records.pop(namespace, None)
+        self._caches(namespace).destroy()
 
     def migrate(self, extension: dict[str, Any]) -> None:
         """Keep the objects in the shoot: the control plane moves, the caches keep serving."""
         log.info("%s: migrate: keeping the caches in the shoot", extension["metadata"]["namespace"])
+        self._records.pop(extension["metadata"]["namespace"], None)
 
     def restore(self, extension: dict[str, Any]) -> RegistryStatus | None:
         return self.reconcile(extension)
+
+    def forget(self, namespace: str) -> None:
+        """The Extension is gone: drop everything kept for it."""
+        self._records.pop(namespace, None)
+        self.cache.forget(namespace)
+        forget = getattr(self.shoot_target, "forget", None)
+        if forget is not None:
+            forget(namespace)
+
+    def records(self) -> int:
+        return len(self._records)
 
 
 def check_update(delivered: RegistryConfig, config: RegistryConfig) -> None:

@@ -1,11 +1,20 @@
 """The Extension controller: which operation the Gardener contract asks for, and the status it reports.
 
-Framework-free: :meth:`Controller.handle` takes an Extension as the API server returned it. The kopf
-wiring in :mod:`extension.manager` calls it for every watch event; the Gardener contract decides whether that
-event is a reason to act (operation annotation, deletion, generation), so status-only updates cost nothing.
+Framework-free: a watch of the Extensions (:mod:`extension.informer`) calls :meth:`Controller.observe` for every
+change; the Gardener contract decides whether that change is a reason to act (operation annotation, deletion,
+generation), so status-only updates and the echoes of the controller's own writes cost nothing and are never
+queued. What is to be done is queued by key (:mod:`extension.workqueue`: one worker per Extension at a time,
+a burst of changes is one pass) and carried out by ``workers`` threads on the latest state.
+
 As Gardener does, an Extension whose last operation did not succeed is carried out again (after a restart at
-once, otherwise with backoff), and :meth:`Controller.resync` reconciles every Extension periodically, so that
-what was changed or deleted by hand in the shoot is put back.
+once, otherwise with backoff), and :meth:`Controller.resync` looks at every Extension periodically, so that
+what was changed or deleted by hand in the shoot is put back. A look (also when something an Extension's
+delivery depends on changed: its Cluster, a Secret, a delivered object) that finds everything as delivered
+writes nothing (:meth:`Actuator.in_sync`); otherwise it is a Reconcile with the usual status.
+
+Per Extension the controller keeps the latest state seen (a skeleton: no managedFields, of the status only what
+the contract reads), the resourceVersions of its own last writes, and the backoff of a failure; all of it is
+dropped when the Extension is deleted.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import enum
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +42,10 @@ from extension.constants import (
 )
 from extension.controller.actuator import Actuator
 from extension.errors import ReconcileError
-from extension.kube import ApiError, Kube, TransportError
+from extension.informer import Informer, Key
+from extension.kube import ApiError, Kube, NotLeader, TransportError
 from extension.retry import Backoff
+from extension.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +114,146 @@ def _key(ext: dict[str, Any]) -> str:
     return f"{meta.get('namespace')}/{meta.get('name')}"
 
 
+SKELETON_METADATA = ("namespace", "name", "uid", "resourceVersion", "generation", "deletionTimestamp", "finalizers",
+                     "annotations", "labels")
+
+
+def skeleton(ext: dict[str, Any]) -> dict[str, Any] | None:
+    """What the controller keeps of an Extension of its type (None for other types): the metadata it reads or
+    patches, the spec, and of the status what the contract reads (lastOperation's type and state,
+    observedGeneration) and the providerStatus written."""
+    spec = ext.get("spec") or {}
+    if spec.get("type") != EXTENSION_TYPE:
+        return None
+    meta = _meta(ext)
+    status = ext.get("status") or {}
+    last = status.get("lastOperation") or {}
+    kept: dict[str, Any] = {}
+    if last:
+        kept["lastOperation"] = {k: last[k] for k in ("type", "state") if k in last}
+    for name in ("observedGeneration", "providerStatus"):
+        if status.get(name) is not None:
+            kept[name] = status[name]
+    return {"apiVersion": ext.get("apiVersion", "extensions.gardener.cloud/v1alpha1"), "kind": "Extension",
+            "metadata": {k: meta[k] for k in SKELETON_METADATA if k in meta}, "spec": spec, "status": kept}
+
+
+def checkable(ext: dict[str, Any]) -> bool:
+    """Whether a look without an operation asked for applies: the last operation (not a Migrate) succeeded, the
+    Extension is not being deleted and not waiting for its state."""
+    last = _last_operation(ext)
+    return last.get("state") == State.SUCCEEDED and last.get("type") != Op.MIGRATE and \
+        not _meta(ext).get("deletionTimestamp") and \
+        (_meta(ext).get("annotations") or {}).get(OPERATION_ANNOTATION) != OPERATION_WAIT_FOR_STATE
+
+
 @dataclass
 class Controller:
     seed: Kube
     actuator: Actuator
-    _locks: dict[str, threading.Lock] = field(default_factory=dict)
-    # resourceVersions this controller wrote, per uid: their watch events are echoes, not changes
-    _own_versions: dict[str, list[str]] = field(default_factory=dict)
     backoff: Backoff = field(default_factory=Backoff)
+    on_deleted: Callable[[dict[str, Any]], None] | None = None  # an Extension is gone (the bridge finishes up)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    # resourceVersions this controller wrote, per uid, in order: their watch events are echoes, not changes
+    _own_versions: dict[str, list[str]] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.queue = WorkQueue()
+        self.informer: Informer[dict[str, Any]] = Informer(self.seed, "Extension", skeleton, on_change=self.observe,
+                                                           name="Extension")
+        self._checks: set[Key] = set()  # keys to look at even when no operation is asked for
+        self._written: dict[Key, dict[str, Any]] = {}  # our last write, until its watch event comes
+        self.actuator.on_change = self.check
+
+    def informers(self) -> list[Informer[Any]]:
+        """Every watch the controller needs: the Extensions, and what the actuator reads."""
+        return [self.informer, *self.actuator.informers()]
+
+    # --- watch events ---------------------------------------------------------------------------------
+    def observe(self, key: Key, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """A change seen by the Extension watch (``new`` None: deleted). Queues the key when the contract asks
+        for an operation; an echo of the controller's own write is not a change."""
+        if new is None:
+            if old is not None:
+                self.forget(old)
+            return
+        meta = _meta(new)
+        version = meta.get("resourceVersion")
+        with self._guard:
+            echo = version in self._own_versions.get(meta.get("uid", ""), ())
+            written = self._written.get(key)
+            if written is not None and _meta(written).get("resourceVersion") == version:
+                del self._written[key]
+        op = decide(new)
+        if echo and not (op == Op.DELETE and _last_operation(new).get("type") != Op.DELETE):
+            # The echo of our own write (finalizer, annotation, status), not a change; but a deletion that came
+            # in meanwhile may only be seen in it.
+            return
+        if op is None or (is_retry(new) and self.backoff.waiting(_key(new))):
+            return
+        self.queue.add(key)
+
+    def check(self, namespace: str, name: str = EXTENSION_TYPE) -> None:
+        """Look at an Extension even if no operation is asked for (something it depends on changed)."""
+        key = (namespace, name)
+        with self._guard:
+            self._checks.add(key)
+        self.queue.add(key)
+
+    def current(self, key: Key) -> dict[str, Any] | None:
+        """The latest state: what the watch has, unless it has not caught up with our own last write yet."""
+        ext = self.informer.get(key)
+        if ext is None:
+            return None
+        with self._guard:
+            written = self._written.get(key)
+            if written is not None and _meta(ext).get("resourceVersion") in self._own_versions.get(
+                    _meta(ext).get("uid", ""), ()):
+                return written
+        return ext
+
+    # --- workers --------------------------------------------------------------------------------------
+    def work(self, stop: threading.Event) -> None:
+        """One worker: until ``stop``, take a key and do what its latest state asks for."""
+        while not stop.is_set():
+            key = self.queue.get(timeout=0.5)
+            if key is None:
+                continue
+            try:
+                self.process(key)  # type: ignore[arg-type]
+            except Exception:
+                log.exception("%s/%s: failed", *key)  # type: ignore[misc]
+            finally:
+                self.queue.done(key)
+
+    def process(self, key: Key) -> Op | None:
+        with self._guard:
+            look = key in self._checks
+            self._checks.discard(key)
+        ext = self.current(key)
+        if ext is None:
+            return None
+        op = decide(ext)
+        if op is not None and is_retry(ext) and self.backoff.waiting(_key(ext)):
+            return None
+        if op is None and not (look and checkable(ext)):
+            return None
+        with self._lock_for(_meta(ext).get("uid", "")):
+            ext = {**ext, "metadata": dict(_meta(ext))}  # the watch's record is never changed in place
+            if op is None:
+                if self.actuator.in_sync(ext):
+                    metrics.CHECKS.labels("in-sync").inc()
+                    return None
+                metrics.CHECKS.labels("reconciled").inc()
+                op = Op.RECONCILE
+            self._run(op, ext)
+            return op
 
     # --- entry points ---------------------------------------------------------------------------------
     def handle(self, ext: dict[str, Any]) -> Op | None:
-        """Act on one observed state of an Extension; returns the operation carried out, if any."""
+        """Act on one observed state of an Extension at once (without the queue); returns the operation carried
+        out, if any."""
         if (ext.get("spec") or {}).get("type") != EXTENSION_TYPE:
             return None
         meta = _meta(ext)
@@ -123,8 +262,6 @@ class Controller:
             op = decide(ext)
             if meta.get("resourceVersion") in self._own_versions.get(uid, ()) and not (
                     op == Op.DELETE and _last_operation(ext).get("type") != Op.DELETE):
-                # The echo of our own write (finalizer, annotation, status), not a change; but a deletion that
-                # came in meanwhile may only be seen in it (watch events of an object can be coalesced).
                 return None
             if op is None or (is_retry(ext) and self.backoff.waiting(_key(ext))):
                 return None  # nothing to do, or a failed operation whose backoff has not passed
@@ -135,8 +272,18 @@ class Controller:
         """(namespace, name) of Extensions whose operation failed and whose backoff has passed."""
         return [(key.split("/", 1)[0], key.split("/", 1)[1]) for key in self.backoff.due()]
 
+    def queue_due(self) -> int:
+        """Queue the Extensions whose backoff has passed (the workers carry out their operation again)."""
+        due = self.retry_due()
+        for key in due:
+            if self.informer.get(key) is None:
+                self.backoff.succeeded(f"{key[0]}/{key[1]}")  # gone meanwhile
+            else:
+                self.queue.add(key)
+        return len(due)
+
     def retry(self, namespace: str, name: str) -> Op | None:
-        """Run the failed operation again with the Extension's current state."""
+        """Run the failed operation again with the Extension's current state, as read now."""
         key = f"{namespace}/{name}"
         try:
             ext = self.seed.get("Extension", name, namespace)
@@ -153,31 +300,35 @@ class Controller:
         return op
 
     def resync(self) -> int:
-        """Reconcile every Extension of this type (Gardener's periodic resync), so that drift in the shoot (an
-        object deleted or changed by hand) is put back; operations that are due anyway run as they are.
-        Returns how many were carried out."""
-        done = 0
-        for ext in self.seed.list("Extension"):
-            if (ext.get("spec") or {}).get("type") != EXTENSION_TYPE:
-                continue
-            op = decide(ext)
-            last = _last_operation(ext)
-            if op is None and last.get("state") == State.SUCCEEDED and last.get("type") != Op.MIGRATE and \
-                    (_meta(ext).get("annotations") or {}).get(OPERATION_ANNOTATION) != OPERATION_WAIT_FOR_STATE:
-                op = Op.RECONCILE
-            if op is None or (is_retry(ext) and self.backoff.waiting(_key(ext))):
-                continue
-            with self._lock_for(_meta(ext).get("uid", "")):
-                self._run(op, ext)
-            done += 1
-        return done
+        """Look at every Extension of this type (Gardener's periodic resync): what is as delivered is left alone
+        (nothing written), drift (an object deleted or changed by hand) is put back by a Reconcile; operations
+        that are due anyway run as they are. Returns how many were queued."""
+        keys = [key for key, ext in self.informer.items() if checkable(ext) or decide(ext) is not None]
+        with self._guard:
+            self._checks.update(keys)
+        for key in keys:
+            self.queue.add(key)
+        return len(keys)
 
     def forget(self, ext: dict[str, Any]) -> None:
         meta = _meta(ext)
+        key = (meta.get("namespace", ""), meta.get("name", ""))
         with self._guard:
             self._locks.pop(meta.get("uid", ""), None)
             self._own_versions.pop(meta.get("uid", ""), None)
+            self._written.pop(key, None)
+            self._checks.discard(key)
         self.backoff.succeeded(_key(ext))
+        self.actuator.forget(meta.get("namespace", ""))
+        if self.on_deleted is not None:
+            self.on_deleted(ext)
+
+    def kept(self) -> dict[str, int]:
+        """How much per-Extension state is kept (bounded by the Extensions there are)."""
+        with self._guard:
+            return {"extensions": len(self.informer), "locks": len(self._locks),
+                    "own_versions": len(self._own_versions), "written": len(self._written),
+                    "checks": len(self._checks), "records": self.actuator.records()}
 
     # --- the operation --------------------------------------------------------------------------------
     def _lock_for(self, uid: str) -> threading.Lock:
@@ -210,6 +361,8 @@ class Controller:
             self.backoff.succeeded(key)
             metrics.OPERATIONS.labels(op.value, State.SUCCEEDED.value).inc()
             log.info("%s: %s succeeded in %.2fs", key, op.value, time.monotonic() - started)
+        except NotLeader:
+            log.warning("%s: %s stopped: this replica is no longer the leader", key, op.value)
         except Exception as exc:  # every failure ends in Error on the Extension, never in a crash
             message, codes = _describe(exc)
             if isinstance(exc, (ReconcileError, ApiError)):
@@ -240,10 +393,13 @@ class Controller:
 
     def _remember(self, written: dict[str, Any]) -> None:
         meta = written.get("metadata") or {}
+        record = skeleton(written)
         with self._guard:
             versions = self._own_versions.setdefault(meta.get("uid", ""), [])
             versions.append(str(meta.get("resourceVersion")))
-            del versions[:-16]
+            del versions[:-8]
+            if record is not None:
+                self._written[(meta.get("namespace", ""), meta.get("name", ""))] = record
 
     def _status_patch(self, ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         written = self.seed.patch("Extension", name, {"status": status}, ns, subresource="status")

@@ -15,6 +15,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from kubernetes import config as k8s_config
 
@@ -25,13 +26,28 @@ from extension.kube import Kube
 ShootTarget = Callable[[str], Kube]
 
 
+class OneCluster:
+    """Every namespace's caches go to one cluster (``shared``): what is delivered there can be watched."""
+
+    def __init__(self, kube: Kube):
+        self.shared = kube
+
+    def __call__(self, namespace: str) -> Kube:
+        return self.shared
+
+
+def shared_cluster(target: ShootTarget) -> Kube | None:
+    """The one cluster every namespace's caches go to, if so."""
+    return target.shared if isinstance(target, OneCluster) else None
+
+
 def same_cluster(seed: Kube) -> ShootTarget:
-    return lambda namespace: seed
+    return OneCluster(seed)
 
 
-def kubeconfig_file(path: str, field_manager: str = FIELD_MANAGER) -> ShootTarget:
-    kube = Kube.from_kubeconfig(path, field_manager=field_manager)
-    return lambda namespace: kube
+def kubeconfig_file(path: str, field_manager: str = FIELD_MANAGER,
+                    fence: Callable[[], bool] | None = None) -> ShootTarget:
+    return OneCluster(Kube.from_kubeconfig(path, field_manager=field_manager, fence=fence))
 
 
 def gardener_secret_names(environ: dict[str, str] | None = None) -> list[str]:
@@ -40,31 +56,48 @@ def gardener_secret_names(environ: dict[str, str] | None = None) -> list[str]:
     return ["gardener"] if env.get("GARDENER_SHOOT_CLIENT") == "external" else ["gardener-internal", "gardener"]
 
 
-def kubeconfig_secret(seed: Kube, secret_names: str | list[str], field_manager: str = FIELD_MANAGER) -> ShootTarget:
-    cache: dict[str, tuple[str, Kube]] = {}
-    lock = threading.Lock()
-    candidates = [secret_names] if isinstance(secret_names, str) else list(secret_names)
+class KubeconfigSecret:
+    """The cluster of the kubeconfig in a Secret of each namespace; a client per namespace, made again when the
+    Secret changes. ``read(namespace, name)`` reads a Secret (the seed cache's, once the controller runs: not
+    read again while unchanged); ``forget(namespace)`` drops a namespace's client."""
 
-    def target(namespace: str) -> Kube:
+    def __init__(self, seed: Kube, secret_names: list[str], field_manager: str = FIELD_MANAGER,
+                 fence: Callable[[], bool] | None = None):
+        self.secret_names = secret_names
+        self.field_manager = field_manager
+        self.fence = fence
+        self.read: Callable[[str, str], dict[str, Any] | None] = lambda ns, name: seed.get("Secret", name, ns)
+        self._clients: dict[str, tuple[str, Kube]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, namespace: str) -> Kube:
         secret = None
-        for name in candidates:
-            secret = seed.get("Secret", name, namespace)
+        for name in self.secret_names:
+            secret = self.read(namespace, name)
             if secret is not None and "kubeconfig" in (secret.get("data") or {}):
                 break
             secret = None
         if secret is None:
-            raise ReconcileError(f"no Secret {' or '.join(candidates)} with the shoot's kubeconfig (key kubeconfig) "
-                                 f"in {namespace}", [ERR_INFRA_DEPENDENCIES])
-        version = secret["metadata"]["uid"] + "/" + secret["metadata"]["resourceVersion"]
-        with lock:
-            if namespace in cache and cache[namespace][0] == version:
-                return cache[namespace][1]
+            raise ReconcileError(f"no Secret {' or '.join(self.secret_names)} with the shoot's kubeconfig (key "
+                                 f"kubeconfig) in {namespace}", [ERR_INFRA_DEPENDENCIES])
+        version = secret["metadata"].get("uid", "") + "/" + secret["metadata"].get("resourceVersion", "")
+        with self._lock:
+            if namespace in self._clients and self._clients[namespace][0] == version:
+                return self._clients[namespace][1]
             with tempfile.NamedTemporaryFile("wb", suffix=".kubeconfig") as handle:
                 handle.write(base64.b64decode(secret["data"]["kubeconfig"]))
                 handle.flush()
                 api = k8s_config.new_client_from_config(config_file=handle.name)
-            kube = Kube(api, field_manager=field_manager)
-            cache[namespace] = (version, kube)
+            kube = Kube(api, field_manager=self.field_manager, fence=self.fence)
+            self._clients[namespace] = (version, kube)
             return kube
 
-    return target
+    def forget(self, namespace: str) -> None:
+        with self._lock:
+            self._clients.pop(namespace, None)
+
+
+def kubeconfig_secret(seed: Kube, secret_names: str | list[str], field_manager: str = FIELD_MANAGER,
+                      fence: Callable[[], bool] | None = None) -> ShootTarget:
+    return KubeconfigSecret(seed, [secret_names] if isinstance(secret_names, str) else list(secret_names),
+                            field_manager, fence)

@@ -211,7 +211,7 @@ def test_the_rbac_is_for_a_seed(rendered_objects):
     # a seed has no Shoots; gardenlet makes the namespaces; the Shoot/Secret webhooks belong to the garden
     assert not resources & {"shoots", "namespaces", "validatingwebhookconfigurations"}
     assert {v for g, r, v, n in granted if r == "mutatingwebhookconfigurations" and not n} == {"create"}
-    assert {v for g, r, v, n in granted if r == "clusters"} == {"get"}
+    assert {v for g, r, v, n in granted if r == "clusters"} == {"get", "list", "watch"}  # read; watched (metadata)
 
 
 def test_helm_lint(helm, values_file):
@@ -355,7 +355,7 @@ def test_the_seed_controller_runs_with_the_charts_service_account(chart_token, c
     for method, path in [("GET", "/apis/core.gardener.cloud/v1beta1/shoots"), ("GET", "/api/v1/namespaces"),
                          ("GET", "/api/v1/pods"), ("GET", "/api/v1/namespaces/kube-system/configmaps"),
                          ("GET", "/apis/apps/v1/namespaces/kube-system/statefulsets"),
-                         ("GET", "/apis/extensions.gardener.cloud/v1alpha1/clusters"),
+                         ("PATCH", "/apis/extensions.gardener.cloud/v1alpha1/clusters/x"),
                          ("GET", "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"),
                          ("DELETE", f"/apis/extensions.gardener.cloud/v1alpha1/namespaces/{ns}/extensions/x")]:
         assert _forbidden(controller, method, path), (method, path)
