@@ -107,6 +107,8 @@ LEADER_ELECTION_ID = "registry-cache-leader-election"
 
 # --- admission webhooks -------------------------------------------------------------------------------
 WEBHOOK_CONFIGURATION_NAME = "registry-cache.extensions.gardener.cloud"
+# with --webhook-service: the webhook server's CA and certificate, shared by the replicas behind that Service
+WEBHOOK_CERT_SECRET = "registry-cache-webhook-tls"
 SHOOT_HOOK = "validate-shoot"
 SHOOT_MUTATING_HOOK = "admit-shoot-resources"
 SECRET_HOOK = "protect-secret"

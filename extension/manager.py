@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -66,6 +67,7 @@ class WebhookSettings:
     hostnames: list[str]  # what the serving certificate is for
     garden: bool = True  # Shoot validation and Secret protection (where Shoots and their Secrets are)
     seed: bool = True  # the OperatingSystemConfig webhook (where the shoot namespaces are)
+    service: tuple[str, str] | None = None  # (namespace, name) of the Service in front of every replica
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Runtime:
     admission_key: bytes | None = None  # standalone with the garden webhooks: the key of admission records
     elector: LeaderElector | None = None
     workers: int = 8
+    resync_now: threading.Event = field(default_factory=threading.Event)  # SIGUSR1: a resync at once
 
     def leading(self) -> bool:
         return self.elector is None or self.elector.leading()
@@ -119,8 +122,21 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
     return Runtime(
         controller, threading.Event(), seed,
         bridge=bridge, index=index, protection=protection, webhook=webhook,
-        serving=server.make_serving_cert(webhook.hostnames) if webhook is not None else None,
+        serving=serving_cert(seed, webhook) if webhook is not None else None,
         resync_seconds=resync_seconds, admission_key=key, elector=elector, workers=workers)
+
+
+def serving_cert(seed: Kube, webhook: WebhookSettings) -> server.ServingCert:
+    """Behind a Service every replica serves with the one certificate kept in a Secret of its namespace (the
+    configurations carry one CA bundle); reached by URL, a process makes its own."""
+    if webhook.service is not None:
+        return server.shared_serving_cert(seed, webhook.service[0], webhook.hostnames)
+    return server.make_serving_cert(webhook.hostnames)
+
+
+def pod_name() -> str:
+    """This replica's Pod (``POD_NAME`` from the downward API; in a Pod the hostname is its name too)."""
+    return os.environ.get("POD_NAME") or socket.gethostname()
 
 
 def writer(seed: Kube, elector: LeaderElector | None) -> Kube:
@@ -177,6 +193,8 @@ def run(runtime: Runtime, liveness: str | None = None) -> None:
     def start_leading() -> None:
         threading.Thread(target=_lead, args=(runtime, workers), daemon=True, name="controller").start()
 
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, lambda *_: runtime.resync_now.set())
     if runtime.elector is None:
         metrics.LEADER.set(1)
         start_leading()
@@ -255,9 +273,13 @@ def _configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None
 
 def _cleanup(memo: Runtime, **_: Any) -> None:
     """On a clean shutdown the Shoot webhook goes (failurePolicy Fail must not block Shoots while we are
-    away); the Secret webhook stays (it ignores failures, the finalizer covers for it)."""
+    away); the Secret webhook stays (it ignores failures, the finalizer covers for it). Behind a Service, only
+    the last replica removes them: while another one is a ready endpoint (a rollout), they stay."""
     hook, serving = memo.webhook, memo.serving
     if hook is None or serving is None:
+        return
+    if hook.service is not None and server.other_replica_serving(memo.seed, *hook.service, pod_name()):
+        log.info("another replica serves the webhooks: their configurations stay")
         return
     try:
         if hook.garden:
@@ -450,6 +472,7 @@ def _retry_loop(runtime: Runtime, interval: float = 1.0) -> None:
                     part.retry_due()
                 except Exception:
                     log.exception("retry of the %s failed", type(part).__name__)
-        if time.monotonic() >= next_resync:
+        if time.monotonic() >= next_resync or runtime.resync_now.is_set():
+            runtime.resync_now.clear()
             next_resync = time.monotonic() + runtime.resync_seconds
             log.info("periodic resync: looking at %d Extensions", controller.resync())

@@ -12,17 +12,25 @@ shoot namespaces, each with its Cluster and a ``ref-`` credentials Secret, then 
   ``Succeeded`` for its generation (p50/p90/p99/max), and the throughput (N / time to the last success);
 - **steady-state change**: with N under management, ``--changes`` changes (a cache added) at
   ``--change-rate``/s, one Extension each; time to ``Succeeded`` for the new generation (p50/p99);
+- **no-op resync**: the controller's own periodic resync (started at once with SIGUSR1) with nothing changed:
+  time for all N, CPU and requests per Extension (writes must be none);
 - **no-op reconcile**: every Extension annotated ``gardener.cloud/operation: reconcile`` (what gardenlet does
-  on each Shoot reconcile) with nothing changed: time for all, and what each reconcile costs;
-- **restart**: the controller stopped and started again with N Succeeded Extensions: time until it has seen
-  every Extension and settled, the operations it started and the writes it made meanwhile;
+  on each Shoot reconcile) with nothing changed: time for all, and what each reconcile costs (the contract's
+  writes: the annotation removed, Processing, Succeeded; their echoes must cost nothing);
+- **restart**: the controller stopped and started again with N Succeeded Extensions: time until every watch has
+  listed and the Extension watch holds all N (its ``registry_cache_informer_*`` metrics) and nothing is queued,
+  the operations it started and the writes it made meanwhile; then its first resync (nothing in memory yet:
+  read, rendered and compared, not written);
 - controller **CPU seconds** and **API requests by verb** per operation (its ``/metrics``), **RSS** idle and peak
   (``/proc``);
 - the **floor**: a minimal client doing only the writes a reconcile needs (server-side apply of the rendered
   objects, then the status patch), sequentially, for a sample of Extensions; each figure is also printed as
   a ratio to it.
 
-Everything runs on loopback; nothing is left behind (``--keep`` keeps the work directory).
+Each figure is printed with the target of issue 11 where there is one; at the end a table of all N, with the
+load average at the start of each N (the figures are only comparable on a quiet machine).
+
+Everything runs on loopback; nothing is left behind (``--workdir`` keeps logs and data).
 """
 
 from __future__ import annotations
@@ -152,7 +160,20 @@ class ControllerProcess:
         requests = Counter({re.search(r'verb="(\w+)"', k).group(1): v  # type: ignore[union-attr]
                             for k, v in m.items() if k.startswith("registry_cache_api_requests_total{")})
         operations = sum(v for k, v in m.items() if k.startswith("registry_cache_operations_total{"))
-        return Sample(time.monotonic(), self.cpu_seconds(), requests, operations)
+        checks = Counter({re.search(r'result="([\w-]+)"', k).group(1): v  # type: ignore[union-attr]
+                          for k, v in m.items() if k.startswith("registry_cache_checks_total{")})
+        return Sample(time.monotonic(), self.cpu_seconds(), requests, operations, checks,
+                      m.get("registry_cache_queue_depth", 0.0))
+
+    def synced(self) -> tuple[bool, float]:
+        """(every watch has listed once, Extensions the controller keeps)."""
+        m = self.metrics()
+        flags = [v for k, v in m.items() if k.startswith("registry_cache_informer_synced{")]
+        return bool(flags) and all(flags), m.get('registry_cache_informer_objects{informer="Extension"}', 0.0)
+
+    def resync(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGUSR1)
 
 
 @dataclass
@@ -161,10 +182,15 @@ class Sample:
     cpu: float
     requests: Counter
     operations: float
+    checks: Counter = field(default_factory=Counter)
+    queued: float = 0.0
 
     def minus(self, before: Sample) -> Sample:
         return Sample(self.at - before.at, self.cpu - before.cpu, self.requests - before.requests,
-                      self.operations - before.operations)
+                      self.operations - before.operations, self.checks - before.checks, self.queued)
+
+    def writes(self) -> float:
+        return sum(c for v, c in self.requests.items() if v in WRITES)
 
 
 # --- what gardenlet would do, and what the bench sees ----------------------------------------------------
@@ -298,22 +324,47 @@ def floor(kube: Kube, sample: int) -> tuple[float, Counter]:
 @dataclass
 class Result:
     n: int
-    figures: list[tuple[str, str]] = field(default_factory=list)
+    load: str = ""
+    figures: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def add(self, what: str, value: str) -> None:
-        self.figures.append((what, value))
-        print(f"  {what}: {value}", flush=True)
+    def add(self, what: str, value: str, target: str = "") -> None:
+        self.figures.append((what, value, target))
+        print(f"  {what}: {value}" + (f"   [target {target}]" if target else ""), flush=True)
 
 
 def per_op(delta: Sample, ops: float) -> str:
     verbs = ", ".join(f"{v} {c / ops:.1f}" for v, c in sorted(delta.requests.items()) if c)
-    return f"{delta.cpu / ops * 1000:.0f} ms CPU; requests {verbs or 'none'}"
+    return f"{delta.cpu / ops * 1000:.1f} ms CPU; requests {verbs or 'none'}"
+
+
+def mark(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def wait_checks(controller: ControllerProcess, before: Sample, n: int, timeout: float) -> Sample:
+    """Until the resync has looked at all n Extensions and nothing is queued (and the operations it started
+    ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = controller.sample()
+        done = now.minus(before)
+        if sum(done.checks.values()) >= n and now.queued == 0:
+            time.sleep(1.0)  # operations started by it end; their counters are then in
+            return controller.sample()
+        time.sleep(0.2)
+    return controller.sample()
 
 
 def bench(n: int, args: argparse.Namespace, workdir: Path) -> Result:
-    result = Result(n)
-    print(f"\n== N = {n}", flush=True)
-    cp = LocalControlPlane(workdir=workdir / f"n{n}" / "control-plane")
+    result = Result(n, load=loadavg())
+    print(f"\n== N = {n} (load average {result.load})", flush=True)
+    # two Services per Extension: the local control plane's /24 of cluster IPs holds 126 Extensions
+    cp = LocalControlPlane(workdir=workdir / f"n{n}" / "control-plane",
+                           apiserver_args=["--service-cluster-ip-range=10.0.0.0/16"])
     cp.start()
     controller = None
     watcher = None
@@ -350,10 +401,10 @@ def bench(n: int, args: argparse.Namespace, workdir: Path) -> Result:
         result.add("create burst: latency p50/p90/p99/max",
                    f"{percentile(latencies, 50):.2f} / {percentile(latencies, 90):.2f} / "
                    f"{percentile(latencies, 99):.2f} / {max(latencies):.2f} s")
-        result.add("create burst: throughput", f"{n / span:.1f} Extensions/s "
-                                               f"({n / span / floor_rate:.0%} of the floor's {floor_rate:.1f}/s)")
+        ratio = n / span / floor_rate
+        result.add("create burst: throughput", f"{n / span:.1f} Extensions/s ({ratio:.0%} of the floor's "
+                                               f"{floor_rate:.1f}/s)", f">= 50% of the floor: {mark(ratio >= 0.5)}")
         result.add("create: per Extension", per_op(after.minus(before), n))
-        _, rss_peak = controller.memory_mib()
 
         # steady-state changes
         time.sleep(2)
@@ -369,12 +420,25 @@ def bench(n: int, args: argparse.Namespace, workdir: Path) -> Result:
         if watcher.wait(keys, args.timeout):
             after = controller.sample()
             latencies = [watcher.at[(namespaces[i], 2)] - started[i] for i in changes]
+            p99 = percentile(latencies, 99)
             result.add(f"change at {args.change_rate:g}/s with {n} under management: latency p50/p99",
-                       f"{percentile(latencies, 50):.2f} / {percentile(latencies, 99):.2f} s "
-                       f"(max {max(latencies):.2f})")
+                       f"{percentile(latencies, 50):.2f} / {p99:.2f} s (max {max(latencies):.2f})",
+                       f"p99 <= 1 s: {mark(p99 <= 1.0)}")
             result.add("change: per Extension", per_op(after.minus(before), len(changes)))
         else:
             result.add("change", f"not all Succeeded within {args.timeout:.0f}s")
+
+        # the controller's own resync, nothing changed
+        time.sleep(2)
+        before = controller.sample()
+        controller.resync()
+        after = wait_checks(controller, before, n, args.timeout)
+        delta = after.minus(before)
+        per_check = delta.cpu / max(1.0, sum(delta.checks.values())) * 1000
+        result.add("no-op resync of all (SIGUSR1): time; looked at / reconciled",
+                   f"{delta.at:.1f} s; {sum(delta.checks.values()):.0f} / {delta.checks.get('reconciled', 0):.0f}")
+        result.add("no-op resync: per Extension", per_op(delta, max(1.0, sum(delta.checks.values()))),
+                   f"no write, <= 10 ms CPU: {mark(delta.writes() == 0 and per_check <= 10)}")
 
         # no-op reconcile: the reconcile annotation, nothing changed
         time.sleep(2)
@@ -391,20 +455,32 @@ def bench(n: int, args: argparse.Namespace, workdir: Path) -> Result:
                 break
             time.sleep(0.5)
         took = time.monotonic() - t0
+        time.sleep(1.0)
         after = controller.sample()
         delta = after.minus(before)
         ops = delta.operations or 1
         result.add("no-op reconcile of all (annotation): time",
                    f"{took:.1f} s for {n} ({delta.operations:.0f} operations)")
-        result.add("no-op reconcile: per Extension", per_op(delta, ops))
+        result.add("no-op reconcile (annotation): per Extension", per_op(delta, ops),
+                   f"only the contract's 3 writes, echoes 0 requests: "
+                   f"{mark(sum(delta.requests.values()) <= 3 * ops)}")
         rss_now, rss_peak = controller.memory_mib()
-        result.add("controller RSS: idle before / now / peak", f"{rss_idle:.0f} / {rss_now:.0f} / {rss_peak:.0f} MiB")
+        result.add("controller RSS: idle before / now / peak", f"{rss_idle:.0f} / {rss_now:.0f} / {rss_peak:.0f} MiB",
+                   f"<= 150 MiB: {mark(rss_peak <= 150)}")
+        result.rss_peak = rss_peak  # type: ignore[attr-defined]
 
         # restart with N Succeeded
         controller.stop()
         controller = ControllerProcess(cp.kubeconfig, workdir / f"n{n}" / "controller-2.log")
         t0 = time.monotonic()
         controller.start()
+        synced_at = None
+        while time.monotonic() - t0 < args.timeout:
+            synced, seen = controller.synced()
+            if synced and seen >= n and controller.sample().queued == 0:
+                synced_at = time.monotonic() - t0
+                break
+            time.sleep(0.1)
         quiet_since, last = time.monotonic(), controller.sample()
         while time.monotonic() - t0 < args.timeout:
             time.sleep(0.5)
@@ -414,11 +490,24 @@ def bench(n: int, args: argparse.Namespace, workdir: Path) -> Result:
             last = now
             if time.monotonic() - quiet_since >= 5:
                 break
-        settled = quiet_since - t0
-        writes = sum(c for v, c in last.requests.items() if v in WRITES)
-        result.add("restart with all Succeeded: settled after",
-                   f"{settled:.1f} s; {last.operations:.0f} operations started, {writes:.0f} writes, "
-                   f"requests {dict(last.requests)}")
+        settled = max(synced_at or 0.0, quiet_since - t0)
+        writes = last.writes()
+        result.add("restart with all Succeeded: settled (all watches synced, all seen, nothing queued) after",
+                   f"{settled:.1f} s (synced at {synced_at or float('nan'):.1f} s); {last.operations:.0f} operations "
+                   f"started, {writes:.0f} writes, {last.cpu:.1f} s CPU; requests {dict(last.requests)}",
+                   f"<= 30 s, no write: {mark(settled <= 30 and writes == 0 and last.operations == 0)}")
+
+        # the first resync after the restart: nothing in memory, so read, rendered and compared
+        before = controller.sample()
+        controller.resync()
+        after = wait_checks(controller, before, n, args.timeout)
+        delta = after.minus(before)
+        result.add("first resync after the restart: time; looked at / reconciled",
+                   f"{delta.at:.1f} s; {sum(delta.checks.values()):.0f} / {delta.checks.get('reconciled', 0):.0f}")
+        result.add("first resync after the restart: per Extension",
+                   per_op(delta, max(1.0, sum(delta.checks.values()))), f"no write: {mark(delta.writes() == 0)}")
+        _, rss_peak2 = controller.memory_mib()
+        result.add("restarted controller RSS peak", f"{rss_peak2:.0f} MiB")
         return result
     finally:
         if watcher is not None:
@@ -440,11 +529,15 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="registry-cache-bench-"))
     results = [bench(int(n), args, workdir) for n in args.extensions.split(",")]
+    peaks = {r.n: getattr(r, "rss_peak", None) for r in results}
     print("\n== summary")
-    print("| N | what | figure |\n| --- | --- | --- |")
+    print("| N (load) | what | figure | target |\n| --- | --- | --- | --- |")
     for r in results:
-        for what, value in r.figures:
-            print(f"| {r.n} | {what} | {value} |")
+        for what, value, target in r.figures:
+            print(f"| {r.n} ({r.load}) | {what} | {value} | {target} |")
+    if peaks.get(1000) and peaks.get(100):
+        flat = peaks[1000] / peaks[100]  # type: ignore[operator]
+        print(f"| 100 -> 1000 | RSS peak at 1,000 / at 100 | {flat:.2f} | <= 1.5: {mark(flat <= 1.5)} |")
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     else:

@@ -36,8 +36,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--metrics-address", metavar="HOST:PORT",
                    help="serve the controller's Prometheus metrics at /metrics, e.g. 0.0.0.0:8081")
     p.add_argument("--resync-period", type=float, default=3600.0, metavar="SECONDS",
-                   help="reconcile every Extension this often, putting back what was changed in the shoot by hand "
-                        "(default 3600)")
+                   help="look at every Extension this often, putting back what was changed in the shoot by hand "
+                        "(default 3600; SIGUSR1 starts one at once)")
     p.add_argument("--workers", type=int, default=8, metavar="N",
                    help="Extensions reconciled at once (default 8)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -109,17 +109,19 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
         target = shoots.same_cluster(writes)
     webhook = None
     if args.webhooks:
+        service = None
         if args.webhook_service:
             namespace, _, name = args.webhook_service.partition("/")
             client = server.service_client(namespace, name)
             hostnames = [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local"]
+            service = (namespace, name)
         else:
             url = args.webhook_url or f"https://127.0.0.1:{args.webhook_port}"
             client = server.url_client(url)
             hostnames = [host_of(url)]
         webhook = manager.WebhookSettings(args.webhook_address, args.webhook_port, client, hostnames,
                                           garden=args.webhooks in ("all", "garden"),
-                                          seed=args.webhooks in ("all", "seed"))
+                                          seed=args.webhooks in ("all", "seed"), service=service)
     if args.metrics_address:
         from extension import metrics
         metrics.serve(args.metrics_address)

@@ -248,7 +248,7 @@ class RegistryCaches:
             raise ConfigurationError("these objects belong to another Extension's registry caches in the same "
                                      "cluster: " + "; ".join(taken) + ". Use another upstream or "
                                      "serviceNameSuffix, or deliver the shoots to separate clusters")
-        if check_update is not None:
+        if check_update is not None and not dry_run:  # (a dry run looks at what the last operation accepted)
             check_update(_as_config(self._delivered_caches(config, ours, record)), config)
 
         # 1. Services first: the API server assigns the cluster IPs the certificates and endpoints need.

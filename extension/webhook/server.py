@@ -44,8 +44,10 @@ from extension.constants import (
     SECRET_HOOK,
     SHOOT_HOOK,
     SHOOT_MUTATING_HOOK,
+    WEBHOOK_CERT_SECRET,
     WEBHOOK_CONFIGURATION_NAME,
 )
+from extension.kube import ApiError, Kube
 
 SHOOT_WEBHOOK = "shoots.registry-cache.extensions.gardener.cloud"
 # CEL: a Shoot whose spec.extensions enable registry-cache (before the bridge has labelled it)
@@ -79,18 +81,85 @@ class ServingCert:
         return self.directory / "tls.key"
 
 
-def make_serving_cert(hostnames: list[str]) -> ServingCert:
-    """A CA and a server certificate for the webhook server's names/addresses, in a private temp dir."""
-    ca = certs.generate_ca("registry-cache-webhook-ca", validity=dt.timedelta(days=3650))
+WEBHOOK_VALIDITY = dt.timedelta(days=3650)
+
+
+def _server_cert(ca: certs.KeyPair, hostnames: list[str]) -> certs.KeyPair:
     ips = [h for h in hostnames if is_ip_address(h)]
     dns = [h for h in hostnames if not is_ip_address(h)]
-    pair = certs.generate_server_cert(ca, (dns or ips)[0], dns, ips, validity=dt.timedelta(days=3650))
+    return certs.generate_server_cert(ca, (dns or ips)[0], dns, ips, validity=WEBHOOK_VALIDITY)
+
+
+def _files(ca: certs.KeyPair, pair: certs.KeyPair) -> ServingCert:
     directory = Path(tempfile.mkdtemp(prefix="registry-cache-webhook-"))
     cert = ServingCert(directory, ca.cert_pem)
     cert.certfile.write_text(pair.cert_pem)
     cert.keyfile.write_text(pair.key_pem)
     cert.keyfile.chmod(0o600)
     return cert
+
+
+def make_serving_cert(hostnames: list[str]) -> ServingCert:
+    """A CA and a server certificate for the webhook server's names/addresses, in a private temp dir."""
+    ca = certs.generate_ca("registry-cache-webhook-ca", validity=WEBHOOK_VALIDITY)
+    return _files(ca, _server_cert(ca, hostnames))
+
+
+def shared_serving_cert(kube: Kube, namespace: str, hostnames: list[str]) -> ServingCert:
+    """The serving certificate every replica behind one webhook Service uses (the configurations carry one CA
+    bundle): kept in Secret :data:`WEBHOOK_CERT_SECRET` of ``namespace``, made by the first replica. A server
+    certificate that does not cover ``hostnames`` (another Service) or is due is issued again by the same CA,
+    so that replicas still serving the old one stay trusted."""
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    def text(secret: dict[str, Any], key: str) -> str:
+        return base64.b64decode((secret.get("data") or {}).get(key, "")).decode()
+
+    ips = [h for h in hostnames if is_ip_address(h)]
+    dns = [h for h in hostnames if not is_ip_address(h)]
+    for _ in range(5):
+        secret = kube.get("Secret", WEBHOOK_CERT_SECRET, namespace)
+        if secret is None:
+            ca = certs.generate_ca("registry-cache-webhook-ca", validity=WEBHOOK_VALIDITY)
+            pair = _server_cert(ca, hostnames)
+            try:
+                kube.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                             "metadata": {"name": WEBHOOK_CERT_SECRET, "namespace": namespace,
+                                          "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
+                             "data": {"ca.crt": b64(ca.cert_pem), "ca.key": b64(ca.key_pem),
+                                      "tls.crt": b64(pair.cert_pem), "tls.key": b64(pair.key_pem)}})
+            except ApiError as exc:
+                if exc.conflict:
+                    continue  # another replica made it meanwhile: take that one
+                raise
+            return _files(ca, pair)
+        ca = certs.KeyPair(text(secret, "ca.crt"), text(secret, "ca.key"))
+        pair = certs.KeyPair(text(secret, "tls.crt"), text(secret, "tls.key"))
+        if certs.needs_renewal(pair) or not certs.covers(pair, ca, dns, ips):
+            pair = _server_cert(ca, hostnames)
+            try:
+                kube.patch("Secret", WEBHOOK_CERT_SECRET, {
+                    "metadata": {"resourceVersion": secret["metadata"]["resourceVersion"]},
+                    "data": {"tls.crt": b64(pair.cert_pem), "tls.key": b64(pair.key_pem)}}, namespace)
+            except ApiError as exc:
+                if exc.conflict:
+                    continue
+                raise
+        return _files(ca, pair)
+    raise RuntimeError(f"Secret {namespace}/{WEBHOOK_CERT_SECRET} keeps changing")
+
+
+def other_replica_serving(kube: Kube, namespace: str, service: str, me: str) -> bool:
+    """Whether a Pod other than ``me`` is a ready endpoint of the webhook Service (its EndpointSlices): then the
+    webhook configurations stay when this replica stops. When that cannot be told, they stay too."""
+    try:
+        slices = kube.list("EndpointSlice", namespace, label_selector=f"kubernetes.io/service-name={service}")
+    except ApiError:
+        return True
+    return any((endpoint.get("conditions") or {}).get("ready") and
+               ((endpoint.get("targetRef") or {}).get("name") != me)
+               for piece in slices for endpoint in piece.get("endpoints") or ())
 
 
 def mutating_configuration(ca_pem: str, client: Callable[[str], dict[str, Any]], osc_hook: bool = True,

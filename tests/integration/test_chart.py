@@ -149,8 +149,10 @@ def test_what_the_chart_renders(rendered_objects):
     kinds = sorted((o["kind"], o["metadata"]["name"]) for o in rendered_objects)
     assert kinds == [("ClusterRole", "extensions.gardener.cloud:registry-cache"),
                      ("ClusterRoleBinding", "extensions.gardener.cloud:registry-cache"),
-                     ("Deployment", "registry-cache"), ("Service", "registry-cache-webhook"),
-                     ("ServiceAccount", "registry-cache")]
+                     ("Deployment", "registry-cache"), ("PodDisruptionBudget", "registry-cache"),
+                     ("Role", "extensions.gardener.cloud:registry-cache"),
+                     ("RoleBinding", "extensions.gardener.cloud:registry-cache"),
+                     ("Service", "registry-cache-webhook"), ("ServiceAccount", "registry-cache")]
     for obj in rendered_objects:
         if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["kind"]
@@ -170,15 +172,23 @@ def test_the_deployment_runs_the_seed_controller(rendered_objects):
     from extension.cli import build_parser
 
     [deployment] = by_kind(rendered_objects, "Deployment")
-    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # two replicas, one leading (a Lease), both serving the webhook; a rollout never has none ready
+    assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     pod = deployment["spec"]["template"]
     [container] = pod["spec"]["containers"]
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhooks"}
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert env == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
+    [pdb] = by_kind(rendered_objects, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1 and pdb["spec"]["selector"] == deployment["spec"]["selector"]
     argv = container["args"]
     assert "--gardener" in argv
     assert argv[argv.index("--webhooks") + 1] == "seed"
     assert "--standalone" not in argv
     args = build_parser().parse_args(argv)
     assert args.command == "run" and args.gardener and args.webhooks == "seed" and not args.standalone
+    assert args.leader_election and args.leader_election_namespace is None  # POD_NAMESPACE
     assert not args.vpa  # the RBAC grants no VerticalPodAutoscalers (and they would live in the shoot)
     assert args.webhook_service == f"{NAMESPACE}/registry-cache-webhook"
     assert (args.metrics_address, args.liveness) == ("0.0.0.0:8081", "http://0.0.0.0:8080/healthz")
@@ -221,9 +231,12 @@ def test_helm_lint(helm, values_file):
     assert "0 chart(s) failed" in done.stdout
 
 
-def test_more_than_one_replica_is_refused(helm):
-    done = template(helm, CHART, None, "--set", "replicas=2")
-    assert done.returncode != 0 and "replicas must be 1" in done.stderr
+def test_one_replica_has_no_disruption_budget_and_none_is_refused(helm):
+    done = template(helm, CHART, None, "--set", "replicas=1")
+    assert done.returncode == 0, done.stderr
+    assert "PodDisruptionBudget" not in done.stdout and "--leader-election" in done.stdout
+    done = template(helm, CHART, None, "--set", "replicas=0")
+    assert done.returncode != 0 and "replicas must be at least 1" in done.stderr
 
 
 # --- against the local control plane ---------------------------------------------------------------------
@@ -318,7 +331,8 @@ def test_the_seed_controller_runs_with_the_charts_service_account(chart_token, c
         port = probe.getsockname()[1]
     # as the chart runs it, but the API server reaches the webhook at 127.0.0.1 instead of a Service
     with OperatorProcess(chart_token, tmp_path / "controller.log", "--gardener", "--webhooks", "seed",
-                         "--webhook-address", "127.0.0.1", "--webhook-port", str(port)) as op:
+                         "--webhook-address", "127.0.0.1", "--webhook-port", str(port), "--leader-election",
+                         env={"POD_NAMESPACE": NAMESPACE}) as op:
         wait_for("the mutating webhook", lambda: admin.get("MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION),
                  log=op.log)
         admin.create({"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Extension",

@@ -71,7 +71,10 @@ def test_default_renders_crds_controller_and_node_agent(default):
         ("ClusterRoleBinding", "", "registry-cache"),
         ("Role", "kube-system", "registry-cache"),
         ("RoleBinding", "kube-system", "registry-cache"),
+        ("Role", "registry-cache", "registry-cache-controller"),
+        ("RoleBinding", "registry-cache", "registry-cache-controller"),
         ("Deployment", "registry-cache", "registry-cache-controller"),
+        ("PodDisruptionBudget", "registry-cache", "registry-cache-controller"),
         ("Service", "registry-cache", "registry-cache-webhook"),
         ("ServiceAccount", "kube-system", "registry-cache-node-agent"),
         ("Role", "kube-system", "registry-cache-node-agent"),
@@ -119,7 +122,12 @@ def test_workloads_are_locked_down(default):
                                             "capabilities": {"drop": ["ALL"]}}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    # two replicas, one leading (a Lease), both serving the webhooks; a rollout never has none ready
+    assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhooks"}
+    [pdb] = by_kind(default, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1 and pdb["spec"]["selector"] == deployment["spec"]["selector"]
     [namespace] = by_kind(default, "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
@@ -143,6 +151,7 @@ def test_container_args_are_what_the_command_line_accepts(default):
     [deployment] = by_kind(default, "Deployment")
     args = build_parser().parse_args(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
     assert args.command == "run" and args.standalone and args.liveness == "http://0.0.0.0:8080/healthz"
+    assert args.leader_election and args.leader_election_namespace is None  # POD_NAMESPACE
     assert not args.vpa  # the RBAC grants no VerticalPodAutoscalers
 
     [daemonset] = by_kind(default, "DaemonSet")
@@ -306,7 +315,8 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with OperatorProcess(rbac["controller"], tmp_path / "controller.log", "--standalone", "--webhooks",
-                         "--webhook-address", "127.0.0.1", "--webhook-port", str(port)) as op:
+                         "--webhook-address", "127.0.0.1", "--webhook-port", str(port), "--leader-election",
+                         env={"POD_NAMESPACE": "registry-cache"}) as op:
         wait_for("the webhooks", lambda: admin.get("ValidatingWebhookConfiguration",
                                                    "registry-cache.extensions.gardener.cloud"), log=op.log)
         admin.apply(shoot)
