@@ -3,7 +3,8 @@
 What controller-runtime's caches do, reduced to what this controller needs, on threads (the controller's code
 is synchronous). One :class:`Informer` per kind and selector:
 
-- lists in pages of 500 (one snapshot), then watches from the list's resourceVersion with bookmarks; a watch
+- lists in pages of 100 (one snapshot; a page is turned into records before the next is read, so a start
+  never holds the objects themselves), then watches from the list's resourceVersion with bookmarks; a watch
   that ends is started again from the last resourceVersion seen, one the API server no longer serves
   (410 Gone) by listing again, and what disappeared meanwhile is reported as deleted;
 - ``metadata_only`` asks the API server for PartialObjectMetadata (labels, annotations, resourceVersion,
@@ -50,12 +51,13 @@ class Informer(Generic[R]):
     def __init__(self, kube: Kube, kind: str, transform: Callable[[dict[str, Any]], R | None], *,
                  namespace: str | None = None, label_selector: str | None = None, metadata_only: bool = False,
                  on_change: Callable[[Key, R | None, R | None], None] | None = None, name: str | None = None,
-                 watch_seconds: int = 300):
+                 watch_seconds: int = 300, page_size: int = 100):
         self.kube, self.kind, self.transform = kube, kind, transform
         self.namespace, self.label_selector, self.metadata_only = namespace, label_selector, metadata_only
         self.on_change = on_change
         self.name = name or kind
         self.watch_seconds = watch_seconds
+        self.page_size = page_size
         self.synced = threading.Event()  # the first list is in the store
         self._store: dict[Key, tuple[str, R]] = {}  # key -> (resourceVersion, record)
         self._lock = threading.Lock()
@@ -117,12 +119,15 @@ class Informer(Generic[R]):
         self.close()
 
     def _list(self) -> str:
-        items, version = self.kube.list_pages(self.kind, self.namespace, self.label_selector, self.metadata_only)
         seen: set[Key] = set()
-        for obj in items:
-            seen.add(key_of(obj))
-            self._apply("ADDED", obj)
-        items.clear()
+        version = ""
+        for page, page_version in self.kube.pages(self.kind, self.namespace, self.label_selector,
+                                                  self.metadata_only, limit=self.page_size):
+            version = page_version
+            for obj in page:  # one page at a time: only the records stay
+                seen.add(key_of(obj))
+                self._apply("ADDED", obj)
+            page.clear()
         for key in [k for k in list(self._store) if k not in seen]:  # gone while we were not watching
             self._remove(key)
         metrics.INFORMER_OBJECTS.labels(self.name).set(len(self._store))

@@ -13,7 +13,7 @@ import builtins
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -213,23 +213,34 @@ class Kube:
     def list_pages(self, kind: str, namespace: str | None = None, label_selector: str | None = None,
                    metadata_only: bool = False, limit: int = 500) -> tuple[builtins.list[dict[str, Any]], str]:
         """Every object in pages of ``limit`` (one snapshot), and the resourceVersion to watch from."""
+        items: builtins.list[dict[str, Any]] = []
+        version = ""
+        for page, page_version in self.pages(kind, namespace, label_selector, metadata_only, limit):
+            items.extend(page)
+            version = page_version
+        return items, version
+
+    def pages(self, kind: str, namespace: str | None = None, label_selector: str | None = None,
+              metadata_only: bool = False, limit: int = 500) -> Iterator[tuple[builtins.list[dict[str, Any]], str]]:
+        """The pages of a LIST (one snapshot), each with the list's resourceVersion: a caller that keeps only
+        what it needs of each page never holds more than one page."""
         query = [("labelSelector", label_selector)] if label_selector else []
         accept = METADATA_LIST if metadata_only else "application/json"
         api_version, k = KINDS[kind].api_version, KINDS[kind].kind
-        items: builtins.list[dict[str, Any]] = []
         token = ""
         while True:
             page = self.request("GET", KINDS[kind].path(namespace), verb="LIST", accept=accept,
                                 query=query + [("limit", str(limit))] + ([("continue", token)] if token else []))
-            items.extend(page.get("items") or [])
             meta = page.get("metadata") or {}
+            items = page.get("items") or []
+            del page
+            for item in items:  # list items come without apiVersion/kind
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", k)
             token = meta.get("continue") or ""
+            yield items, str(meta.get("resourceVersion") or "")
             if not token:
-                break
-        for item in items:  # list items come without apiVersion/kind
-            item.setdefault("apiVersion", api_version)
-            item.setdefault("kind", k)
-        return items, str(meta.get("resourceVersion") or "")
+                return
 
     def watch(self, kind: str, resource_version: str, namespace: str | None = None,
               label_selector: str | None = None, metadata_only: bool = False,

@@ -17,6 +17,7 @@ object is as delivered without reading or writing it.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +45,8 @@ def live_record(obj: dict[str, Any], field_manager: str = c.FIELD_MANAGER) -> Li
     foreign = any(entry.get("manager") != field_manager and not entry.get("subresource")
                   for entry in meta.get("managedFields") or ())
     cluster_ip = (obj.get("spec") or {}).get("clusterIP")  # only Services are watched whole
-    return Live(owner=(meta.get("labels") or {}).get(c.OWNER_LABEL, ""), version=str(meta.get("resourceVersion", "")),
+    return Live(owner=sys.intern((meta.get("labels") or {}).get(c.OWNER_LABEL, "")),
+                version=str(meta.get("resourceVersion", "")),
                 rendered=(meta.get("annotations") or {}).get(c.RENDERED_HASH_ANNOTATION), foreign=foreign,
                 cluster_ip=cluster_ip if isinstance(cluster_ip, str) else None)
 

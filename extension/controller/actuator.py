@@ -55,7 +55,7 @@ class Actuator:
         self.options = options
         self.on_change = on_change
         self._checkpoint = checkpoint  # a test seam, see RegistryCaches
-        self._vpa_served: dict[int, bool] = {}
+        self._vpa_served: dict[str, bool] = {}  # per shoot cluster ("" for the one shared cluster)
         self.cache = SeedCache(seed, getattr(shoot_target, "secret_names", ()), on_change=self._seed_changed)
         if isinstance(shoot_target, KubeconfigSecret):
             shoot_target.read = self._read_secret
@@ -74,7 +74,7 @@ class Actuator:
         shared = shared_cluster(self.shoot_target)
         if shared is not None:
             if self.view is None:
-                self.view = WatchedView(shared, self.options.namespace, self._vpa(shared),
+                self.view = WatchedView(shared, self.options.namespace, self._vpa("", shared),
                                         on_change=self._shoot_changed)
             informers = informers + list(self.view.informers)
         return informers
@@ -107,10 +107,10 @@ class Actuator:
             return  # nothing delivered in this process yet: the resync looks at it
         self.on_change(owner)
 
-    def _vpa(self, shoot: Kube) -> bool:
+    def _vpa(self, namespace: str, shoot: Kube) -> bool:
         if not self.options.vpa:
             return False
-        key = id(shoot)
+        key = "" if shared_cluster(self.shoot_target) is not None else namespace
         if key not in self._vpa_served:
             self._vpa_served[key] = shoot.has_kind("VerticalPodAutoscaler")
         return self._vpa_served[key]
@@ -118,7 +118,7 @@ class Actuator:
     # --- helpers --------------------------------------------------------------------------------------
     def _caches(self, namespace: str) -> RegistryCaches:
         shoot = self.shoot_target(namespace)
-        options = replace(self.options, vpa=self._vpa(shoot))
+        options = replace(self.options, vpa=self._vpa(namespace, shoot))
         view: ShootView | None = self.view if self.view is not None and shared_cluster(self.shoot_target) is shoot \
             else None
         return RegistryCaches(self.seed, shoot, namespace, options, checkpoint=self._checkpoint, view=view,
@@ -249,6 +249,7 @@ class Actuator:
     def forget(self, namespace: str) -> None:
         """The Extension is gone: drop everything kept for it."""
         self._records.pop(namespace, None)
+        self._vpa_served.pop(namespace, None)
         self.cache.forget(namespace)
         forget = getattr(self.shoot_target, "forget", None)
         if forget is not None:

@@ -394,12 +394,15 @@ class Controller:
     def _remember(self, written: dict[str, Any]) -> None:
         meta = written.get("metadata") or {}
         record = skeleton(written)
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        version = str(meta.get("resourceVersion"))
         with self._guard:
             versions = self._own_versions.setdefault(meta.get("uid", ""), [])
-            versions.append(str(meta.get("resourceVersion")))
+            versions.append(version)
             del versions[:-8]
-            if record is not None:
-                self._written[(meta.get("namespace", ""), meta.get("name", ""))] = record
+            # kept until its watch event comes (observe drops it then, under the same lock), unless it came first
+            if record is not None and self.informer.version(key) != version:
+                self._written[key] = record
 
     def _status_patch(self, ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         written = self.seed.patch("Extension", name, {"status": status}, ns, subresource="status")

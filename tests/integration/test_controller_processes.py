@@ -5,6 +5,8 @@ Kept apart from test_controller.py, whose module-wide controller would otherwise
 
 from __future__ import annotations
 
+import pytest
+
 from extension.kube import Kube
 
 from .operator_process import OperatorProcess, wait_for
@@ -102,3 +104,92 @@ def test_the_periodic_resync_puts_back_what_was_deleted_by_hand(kube, control_pl
         [name] = seed.owned("StatefulSet")
         kube.delete("StatefulSet", name, "kube-system")
         wait_for("the StatefulSet back", lambda: seed.owned("StatefulSet") == [name], timeout=30, log=op.log)
+
+
+def _metrics(port: int) -> dict[str, float]:
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+WRITES = [f'registry_cache_api_requests_total{{verb="{v}"}}' for v in ("PATCH", "POST", "PUT", "DELETE")]
+
+
+@pytest.fixture(scope="module")
+def quiet_control_plane(control_plane_bin_dir, tmp_path_factory):
+    """A control plane of its own: no other test's Extensions (some in Error, retried) in the request counts."""
+    from extension.local.controlplane import apply_manifests, wait_for_crds_established
+
+    from .conftest import CRD_DIR, _start, _stop, crd_names
+    cp = _start("quiet", control_plane_bin_dir, tmp_path_factory)
+    try:
+        api = cp.api_client()
+        apply_manifests(api, [CRD_DIR])
+        wait_for_crds_established(api, crd_names(), timeout=60)
+        yield cp
+    finally:
+        _stop(cp)
+
+
+def test_a_resync_with_nothing_changed_writes_nothing(quiet_control_plane, tmp_path):
+    """Issue 11: the periodic resync looks at every Extension; when all is as delivered it sends nothing at all
+    (no write, no read either: what it needs is in memory from its watches)."""
+    kube = Kube(quiet_control_plane.api_client(), field_manager="gardenlet-test")
+    seed = Seed(kube, uniq("quiet"))
+    port = _free_port()
+    with OperatorProcess(quiet_control_plane.kubeconfig, tmp_path / "op.log", "--resync-period", "1",
+                         "--metrics-address", f"127.0.0.1:{port}") as op:
+        seed.add_credentials("c", "c-v1", "user", "pass")
+        seed.create({"upstream": f"a.{seed.name}.example", "secretReferenceName": "c"},
+                    {"upstream": f"b.{seed.name}.example", "http": {"tls": False}})
+        seed.wait_done("Create", op.log)
+        checks = 'registry_cache_checks_total{result="in-sync"}'
+        wait_for("a resync", lambda: _metrics(port).get(checks, 0) >= 1, log=op.log)
+        before = _metrics(port)
+        wait_for("three more resyncs", lambda: _metrics(port).get(checks, 0) >= before[checks] + 3, log=op.log)
+        after = _metrics(port)
+    assert [after.get(w, 0) - before.get(w, 0) for w in WRITES] == [0, 0, 0, 0]
+    assert after.get('registry_cache_api_requests_total{verb="GET"}', 0) == before.get(
+        'registry_cache_api_requests_total{verb="GET"}', 0)
+    assert after.get('registry_cache_checks_total{result="reconciled"}', 0) == before.get(
+        'registry_cache_checks_total{result="reconciled"}', 0)
+
+
+def test_what_is_changed_by_hand_is_put_back_at_once_and_after_a_restart(kube, control_plane, tmp_path):
+    """A delivered object changed by another field manager is put back as soon as the watch sees it (a
+    Reconcile); one changed while the controller was away is put back by the first resync after its start,
+    and one deleted then too. Objects as delivered are not sent again."""
+    seed = Seed(kube, uniq("drift"))
+    port = _free_port()
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--metrics-address",
+                         f"127.0.0.1:{port}") as op:
+        seed.create({"upstream": f"a.{seed.name}.example"})
+        seed.wait_done("Create", op.log)
+        [name] = seed.owned("StatefulSet")
+        [service] = seed.owned("Service")
+        kube.patch("StatefulSet", name, {"spec": {"replicas": 3}}, "kube-system")
+        wait_for("the replicas put back", lambda: kube.get("StatefulSet", name, "kube-system")["spec"]["replicas"] == 1,
+                 log=op.log)
+        wait_for("a Reconcile", lambda: _metrics(port).get('registry_cache_checks_total{result="reconciled"}', 0) >= 1,
+                 log=op.log)
+    generation = kube.get("Extension", "registry-cache", seed.ns)["metadata"]["generation"]
+    kube.patch("StatefulSet", name, {"spec": {"replicas": 5}}, "kube-system")  # while nobody watches
+    kube.patch("Service", service, {"metadata": {"annotations": {"upstream": "elsewhere.example"}}}, "kube-system")
+    [netpol] = seed.owned("NetworkPolicy")
+    kube.delete("NetworkPolicy", netpol, "kube-system")
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "again.log", "--resync-period", "2") as op:
+        wait_for("the replicas put back", lambda: kube.get("StatefulSet", name, "kube-system")["spec"]["replicas"] == 1,
+                 timeout=30, log=op.log)
+        wait_for("the annotation put back", lambda: kube.get("Service", service, "kube-system")["metadata"][
+            "annotations"]["upstream"] == f"a.{seed.name}.example", log=op.log)
+        wait_for("the NetworkPolicy back", lambda: seed.owned("NetworkPolicy") == [netpol], log=op.log)
+        wait_for("Succeeded", lambda: seed.state() == "Succeeded", log=op.log)
+    assert kube.get("Extension", "registry-cache", seed.ns)["metadata"]["generation"] == generation
