@@ -416,8 +416,11 @@ def bench(n: int, args: argparse.Namespace, workdir: Path) -> Result:
         ratio = n / span / floor_rate
         result.add("create burst: throughput", f"{n / span:.1f} Extensions/s ({ratio:.0%} of the floor's "
                                                f"{floor_rate:.1f}/s)", f">= 50% of the floor: {mark(ratio >= 0.5)}")
-        result.add("create: per Extension", per_op(after.minus(before), n) +
-                   f"; kube-apiserver + etcd {(control_plane_cpu(cp) - cp_before) / n * 1000:.0f} ms CPU")
+        delta = after.minus(before)
+        floor_writes = sum(c for v, c in floor_calls.items() if v in WRITES) / sample
+        result.add("create: per Extension", per_op(delta, n) +
+                   f"; kube-apiserver + etcd {(control_plane_cpu(cp) - cp_before) / n * 1000:.0f} ms CPU; "
+                   f"writes {delta.writes() / n / floor_writes:.1f}x the floor's {floor_writes:.0f}")
 
         # steady-state changes
         time.sleep(2)

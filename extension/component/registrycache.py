@@ -181,7 +181,6 @@ class Delivery:
     """What a deploy found and left: enough to tell later, from memory, that nothing changed."""
 
     generation: int | None = None  # of the Extension
-    status: RegistryStatus | None = None
     provider_status: dict[str, Any] | None = None  # as written (wire form)
     seed_versions: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (kind, ns, name) -> rv read
     objects: dict[ObjectKey, tuple[str, str]] = field(default_factory=dict)  # -> (rendered hash, resourceVersion)

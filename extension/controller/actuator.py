@@ -13,6 +13,8 @@ reconcile otherwise). Per Extension it keeps the record of the last delivery (:c
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -38,6 +40,11 @@ from extension.kube import Kube
 log = logging.getLogger(__name__)
 
 PROVIDER_CONFIG_PATH = Path("spec", "providerConfig")
+PROVIDER_STATUS_DIGEST = "providerStatusDigest"  # what the Extension watch keeps of status.providerStatus
+
+
+def status_digest(provider_status: Any) -> str:
+    return hashlib.sha256(json.dumps(provider_status, sort_keys=True).encode()).hexdigest()[:20]
 
 ShootTarget = Callable[[str], Kube]  # seed namespace -> client of that shoot's API server
 
@@ -158,7 +165,8 @@ class Actuator:
             record = self._unchanged(extension)
             if record is not None:  # nothing changed since this process delivered it: nothing to send
                 log.info("%s: as delivered, nothing changed", namespace)
-                return record.status
+                return None if record.provider_status is None else \
+                    RegistryStatus.model_validate(record.provider_status)
         cluster_version, shoot_spec = self.cluster_shoot(namespace)
         seed_versions = {("Cluster", "", namespace): cluster_version}
         if shootlib.is_hibernated(shoot_spec):
@@ -192,10 +200,9 @@ class Actuator:
             with self._lock:
                 self._inflight.pop(namespace, None)
         record.generation = meta.get("generation")
-        record.status = status
         record.provider_status = status.to_wire()
         record.seed_versions = {**record.seed_versions, **seed_versions}
-        if dry_run and record.provider_status != (extension.get("status") or {}).get("providerStatus"):
+        if dry_run and not _status_is(extension, record.provider_status):
             raise WouldWrite(f"Extension {namespace}/{meta['name']} status")
         self._records[namespace] = record
         return status
@@ -206,8 +213,7 @@ class Actuator:
         (reads only). Any failure says "not in sync" (the reconcile that follows reports it)."""
         namespace = extension["metadata"]["namespace"]
         record = self._unchanged(extension)
-        if record is not None and (record.hibernated or
-                                   record.provider_status == (extension.get("status") or {}).get("providerStatus")):
+        if record is not None and (record.hibernated or _status_is(extension, record.provider_status)):
             return True
         try:
             self.reconcile(extension, dry_run=True)
@@ -257,6 +263,14 @@ class Actuator:
 
     def records(self) -> int:
         return len(self._records)
+
+
+def _status_is(extension: dict[str, Any], provider_status: dict[str, Any] | None) -> bool:
+    """Whether the Extension's status.providerStatus is ``provider_status`` (the watch keeps only its digest)."""
+    status = extension.get("status") or {}
+    if PROVIDER_STATUS_DIGEST in status:
+        return provider_status is not None and status[PROVIDER_STATUS_DIGEST] == status_digest(provider_status)
+    return status.get("providerStatus") == provider_status
 
 
 def check_update(delivered: RegistryConfig, config: RegistryConfig) -> None:

@@ -40,7 +40,7 @@ from extension.constants import (
     OPERATION_WAIT_FOR_STATE,
     State,
 )
-from extension.controller.actuator import Actuator
+from extension.controller.actuator import PROVIDER_STATUS_DIGEST, Actuator, status_digest
 from extension.errors import ReconcileError
 from extension.informer import Informer, Key
 from extension.kube import ApiError, Kube, NotLeader, TransportError
@@ -121,7 +121,7 @@ SKELETON_METADATA = ("namespace", "name", "uid", "resourceVersion", "generation"
 def skeleton(ext: dict[str, Any]) -> dict[str, Any] | None:
     """What the controller keeps of an Extension of its type (None for other types): the metadata it reads or
     patches, the spec, and of the status what the contract reads (lastOperation's type and state,
-    observedGeneration) and the providerStatus written."""
+    observedGeneration) and a digest of the providerStatus (to tell that it is the one written)."""
     spec = ext.get("spec") or {}
     if spec.get("type") != EXTENSION_TYPE:
         return None
@@ -131,9 +131,10 @@ def skeleton(ext: dict[str, Any]) -> dict[str, Any] | None:
     kept: dict[str, Any] = {}
     if last:
         kept["lastOperation"] = {k: last[k] for k in ("type", "state") if k in last}
-    for name in ("observedGeneration", "providerStatus"):
-        if status.get(name) is not None:
-            kept[name] = status[name]
+    if status.get("observedGeneration") is not None:
+        kept["observedGeneration"] = status["observedGeneration"]
+    if status.get("providerStatus") is not None:  # compared, never read: its digest is enough
+        kept[PROVIDER_STATUS_DIGEST] = status_digest(status["providerStatus"])
     return {"apiVersion": ext.get("apiVersion", "extensions.gardener.cloud/v1alpha1"), "kind": "Extension",
             "metadata": {k: meta[k] for k in SKELETON_METADATA if k in meta}, "spec": spec, "status": kept}
 
