@@ -59,7 +59,11 @@ CONTAINER_NAME = "registry-cache"
 VOLUME_NAME = "cache-volume"  # the claim template: PVCs are <VOLUME_NAME>-<statefulset>-<ordinal>
 SERVER_PORT = 5000
 DEBUG_PORT = 5001  # /debug/health and /metrics
-DEFAULT_IMAGE = "docker.io/library/registry:3.0.0"
+# distribution 3.1.1 pinned by digest, as Gardener's extension v0.24.0 pins it (imagevector/images.yaml; its copy
+# in europe-docker.pkg.dev/gardener-project/releases/3rd/registry has the same digest): official images are
+# rebuilt under the same tag. hack/registry-bins.sh builds the same version for the tests.
+DEFAULT_IMAGE = ("docker.io/library/registry:3.1.1"
+                 "@sha256:1be55279f18a2fe1a74edf2664cac61c1bea305b7b4642dab412e7affdcb3e33")
 # Service annotations, as Gardener's
 SERVICE_UPSTREAM_ANNOTATION = "upstream"
 SERVICE_REMOTE_URL_ANNOTATION = "remote-url"
