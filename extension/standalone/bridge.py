@@ -1,11 +1,12 @@
 """Standalone mode: gardenlet's part for this extension alone, for clusters without Gardener.
 
-For every Shoot that enables ``registry-cache`` the bridge keeps, in the seed (here: the same API server):
-the namespace ``shoot--<project>--<name>``, the Cluster named like it, ``ref-<secret>`` copies of the
-Secrets in ``spec.resources``, and the Extension with the providerConfig, annotated
-``gardener.cloud/operation: reconcile`` whenever the Shoot changes. It removes the Extension when the Shoot
-drops the extension or is deleted (a finalizer on the Shoot waits for the Extension's cleanup); the then
-empty namespace is left in place.
+For every Shoot that enables ``registry-cache`` or ``registry-mirror`` the bridge keeps, in the seed (here: the
+same API server): the namespace ``shoot--<project>--<name>`` (labelled with the extension types it uses, as
+gardenlet labels it), the Cluster named like it, ``ref-<secret>`` copies of the Secrets in ``spec.resources``,
+and per type the Extension named after it with the providerConfig, annotated ``gardener.cloud/operation:
+reconcile`` whenever the Shoot changes. It removes an Extension when the Shoot drops its type, and all of them
+when the Shoot is deleted (a finalizer on the Shoot waits for the Extensions' cleanup); the then empty
+namespace is left in place.
 Under a real Gardener this is off: gardenlet does all of it.
 """
 
@@ -18,12 +19,12 @@ from api import shoot as shootlib
 from extension.constants import (
     BRIDGE_FINALIZER,
     BRIDGE_LABEL,
-    EXTENSION_NAME,
-    EXTENSION_NAMESPACE_LABEL,
+    EXTENSION_TYPES,
     OPERATION_ANNOTATION,
     OPERATION_RECONCILE,
     REFERENCED_RESOURCE_PREFIX,
     SHOOT_GENERATION_ANNOTATION,
+    extension_namespace_label,
 )
 from extension.kube import Kube
 
@@ -43,8 +44,8 @@ class Bridge:
     def sync(self, shoot: dict[str, Any]) -> str:
         """Bring the seed side in line with the Shoot. Returns what it did, for logs and tests."""
         meta = shoot["metadata"]
-        wants = shootlib.find_registry_cache_extension(shoot) is not None
-        if meta.get("deletionTimestamp") or not wants:
+        wanted = [t for t in EXTENSION_TYPES if shootlib.find_extension(shoot, t) is not None]
+        if meta.get("deletionTimestamp") or not wanted:
             if BRIDGE_FINALIZER not in (meta.get("finalizers") or []):
                 return "nothing"
             return "cleaned-up" if self.cleanup(shoot) else "waiting-for-extension"
@@ -55,10 +56,16 @@ class Bridge:
         ns = self.seed_namespace(shoot)
         self.kube.apply({"apiVersion": "v1", "kind": "Namespace",
                          "metadata": {"name": ns, "labels": {BRIDGE_LABEL: "true", "gardener.cloud/role": "shoot",
-                                                             EXTENSION_NAMESPACE_LABEL: "true"}}})
+                                                             **{extension_namespace_label(t): "true"
+                                                                for t in wanted}}}})
         self.kube.apply(self._cluster(ns, shoot))
         self._sync_references(ns, shoot)
-        self._sync_extension(ns, shoot)
+        for extension_type in EXTENSION_TYPES:
+            if extension_type in wanted:
+                self._sync_extension(ns, shoot, extension_type)
+            elif self.kube.get("Extension", extension_type, ns) is not None:
+                self.kube.delete("Extension", extension_type, ns)  # the Shoot dropped this type
+                log.info("%s: Extension %s removed (no longer in the Shoot)", ns, extension_type)
         return "synced"
 
     def _cluster(self, ns: str, shoot: dict[str, Any]) -> dict[str, Any]:
@@ -92,10 +99,10 @@ class Bridge:
             if secret["metadata"]["name"] not in wanted:
                 self.kube.delete("Secret", secret["metadata"]["name"], ns)
 
-    def _sync_extension(self, ns: str, shoot: dict[str, Any]) -> None:
-        entry = shootlib.find_registry_cache_extension(shoot)
+    def _sync_extension(self, ns: str, shoot: dict[str, Any], extension_type: str) -> None:
+        entry = shootlib.find_extension(shoot, extension_type)
         assert entry is not None
-        current = self.kube.get("Extension", EXTENSION_NAME, ns)
+        current = self.kube.get("Extension", extension_type, ns)
         generation = str(shoot["metadata"].get("generation", ""))
         annotations = {SHOOT_GENERATION_ANNOTATION: generation}
         if current is None or (current["metadata"].get("annotations") or {}).get(
@@ -105,12 +112,12 @@ class Bridge:
             return  # being removed; recreated on the next change
         self.kube.apply({
             "apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Extension",
-            "metadata": {"name": EXTENSION_NAME, "namespace": ns, "labels": {BRIDGE_LABEL: "true"},
+            "metadata": {"name": extension_type, "namespace": ns, "labels": {BRIDGE_LABEL: "true"},
                          "annotations": annotations},
-            "spec": {"type": shootlib.EXTENSION_TYPE, "providerConfig": entry.provider_config},
+            "spec": {"type": extension_type, "providerConfig": entry.provider_config},
         })
         if OPERATION_ANNOTATION in annotations:
-            log.info("%s: Extension %s asked to reconcile (shoot generation %s)", ns, EXTENSION_NAME, generation)
+            log.info("%s: Extension %s asked to reconcile (shoot generation %s)", ns, extension_type, generation)
 
     def resync_shoot_of(self, namespace: str) -> None:
         """The Extension in ``namespace`` is gone: sync its Shoot again, so that its cleanup finishes."""
@@ -122,13 +129,16 @@ class Bridge:
                 log.info("bridge: %s/%s: %s", shoot_meta.get("namespace"), shoot_meta["name"], self.sync(shoot))
 
     def cleanup(self, shoot: dict[str, Any]) -> bool:
-        """Delete the Extension; once it is gone, the copies, the Cluster, the namespace and the finalizer.
-        False while the Extension is still being cleaned up by the controller."""
+        """Delete the Extensions; once they are gone, the copies, the Cluster and the finalizer. False while an
+        Extension is still being cleaned up by the controller."""
         ns = self.seed_namespace(shoot)
-        if self.kube.get("Extension", EXTENSION_NAME, ns) is not None:
-            self.kube.delete("Extension", EXTENSION_NAME, ns)
-            if self.kube.get("Extension", EXTENSION_NAME, ns) is not None:
-                return False
+        waiting = False
+        for extension_type in EXTENSION_TYPES:
+            if self.kube.get("Extension", extension_type, ns) is not None:
+                self.kube.delete("Extension", extension_type, ns)
+                waiting |= self.kube.get("Extension", extension_type, ns) is not None
+        if waiting:
+            return False
         for secret in self.kube.list("Secret", ns, label_selector=f"{BRIDGE_LABEL}=true"):
             self.kube.delete("Secret", secret["metadata"]["name"], ns)
         self.kube.delete("Cluster", ns)

@@ -30,7 +30,9 @@ from extension.constants import (
     EXTENSION_NAMESPACE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    MIRROR_NAMESPACE_LABEL,
     OSC_HOOK,
+    OSC_MIRROR_HOOK,
     REFERENCED_LABEL,
     SECRET_HOOK,
     SHOOT_HOOK,
@@ -67,21 +69,29 @@ def make_serving_cert(hostnames: list[str]) -> ServingCert:
 
 
 def mutating_configuration(ca_pem: str, client: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
-    """The MutatingWebhookConfiguration of the OperatingSystemConfig webhook: only shoot namespaces that use
-    this extension; Fail, so that no node configuration goes out without the caches while we are up (it is
-    removed on a clean shutdown: then nodes pull from the upstreams)."""
+    """The MutatingWebhookConfiguration of the OperatingSystemConfig webhooks, one per extension type as Gardener
+    registers them: only shoot namespaces that use the type (gardenlet's label); Fail, so that no node
+    configuration goes out without the caches and mirrors while we are up (it is removed on a clean shutdown:
+    then nodes pull from the upstreams)."""
+    ca_bundle = base64.b64encode(ca_pem.encode()).decode()
+    webhooks = []
+    for name, hook, label in (("operatingsystemconfigs.registry-cache.extensions.gardener.cloud", OSC_HOOK,
+                               EXTENSION_NAMESPACE_LABEL),
+                              ("operatingsystemconfigs.registry-mirror.extensions.gardener.cloud", OSC_MIRROR_HOOK,
+                               MIRROR_NAMESPACE_LABEL)):
+        webhooks.append({
+            "name": name,
+            "clientConfig": {**client(hook), "caBundle": ca_bundle},
+            "rules": [{"apiGroups": ["extensions.gardener.cloud"], "apiVersions": ["v1alpha1"],
+                       "resources": ["operatingsystemconfigs"], "operations": ["CREATE", "UPDATE"],
+                       "scope": "Namespaced"}],
+            "namespaceSelector": {"matchLabels": {label: "true"}},
+            "failurePolicy": "Fail", "sideEffects": "None", "matchPolicy": "Equivalent",
+            "reinvocationPolicy": "IfNeeded", "admissionReviewVersions": ["v1"], "timeoutSeconds": 10,
+        })
     return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
             "metadata": {"name": WEBHOOK_CONFIGURATION_NAME, "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
-            "webhooks": [{
-                "name": "operatingsystemconfigs.registry-cache.extensions.gardener.cloud",
-                "clientConfig": {**client(OSC_HOOK), "caBundle": base64.b64encode(ca_pem.encode()).decode()},
-                "rules": [{"apiGroups": ["extensions.gardener.cloud"], "apiVersions": ["v1alpha1"],
-                           "resources": ["operatingsystemconfigs"], "operations": ["CREATE", "UPDATE"],
-                           "scope": "Namespaced"}],
-                "namespaceSelector": {"matchLabels": {EXTENSION_NAMESPACE_LABEL: "true"}},
-                "failurePolicy": "Fail", "sideEffects": "None", "matchPolicy": "Equivalent",
-                "reinvocationPolicy": "IfNeeded", "admissionReviewVersions": ["v1"], "timeoutSeconds": 10,
-            }]}
+            "webhooks": webhooks}
 
 
 def configuration(ca_pem: str, client: Callable[[str], dict[str, Any]], shoot_hook: bool = True,
