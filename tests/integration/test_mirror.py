@@ -48,11 +48,14 @@ def operator(kube, control_plane, tmp_path_factory):
     """The controller in standalone mode (the shoot is the seed) with the OperatingSystemConfig webhooks."""
     port = free_port()
     with OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("mirror") / "op.log", "--standalone",
-                         "--webhooks", "seed", "--webhook-port", str(port), "--webhook-address", "127.0.0.1") as op:
+                         "--webhooks", "--webhook-port", str(port), "--webhook-address", "127.0.0.1") as op:
         wait_for("the mutating webhooks", lambda: len((kube.get("MutatingWebhookConfiguration",
                                                                 WEBHOOK_CONFIGURATION_NAME) or {}).get("webhooks", []))
                  == 2, log=op.log)
+        wait_for("the validating webhooks", lambda: kube.get("ValidatingWebhookConfiguration",
+                                                             WEBHOOK_CONFIGURATION_NAME), log=op.log)
         yield op
+    kube.delete("ValidatingWebhookConfiguration", WEBHOOK_CONFIGURATION_NAME)  # whatever the shutdown left
 
 
 def uniq(prefix: str) -> str:
@@ -193,6 +196,32 @@ def test_operatingsystemconfig_gets_the_mirrors_and_their_ca_bundles(kube, opera
     assert base64.b64decode(file["content"]["inline"]["data"]).decode() == CA.cert_pem
     assert file["permissions"] == 0o644
     kube.delete("OperatingSystemConfig", "worker", seed.ns)
+
+
+def test_shoot_admission_refuses_an_upstream_both_mirrored_and_cached(kube, operator):
+    ns = "garden-mirroradm"
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    name = uniq("adm")
+    upstream = f"{name}.example"
+    shoot = {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot", "metadata": {"name": name, "namespace": ns},
+             "spec": {"extensions": [
+                 {"type": "registry-cache", "providerConfig": {"apiVersion": CACHE_API, "kind": "RegistryConfig",
+                                                               "caches": [{"upstream": upstream}]}},
+                 {"type": "registry-mirror", "providerConfig": mirror_config(upstream)}],
+                 "resources": [{"name": "ca", "resourceRef": {"apiVersion": "v1", "kind": "Secret", "name": "ca-v1"}}],
+                 "provider": {"type": "local", "workers": [{"name": "w", "cri": {"name": "containerd"}}]}}}
+    with pytest.raises(ApiError) as refused:
+        kube.create(shoot)
+    message = refused.value.message
+    assert (f"spec.extensions[1].providerConfig.mirrors[0].upstream: Invalid value: \"{upstream}\": upstream host "
+            f"'{upstream}' is also configured as a registry cache upstream") in message, message
+    assert ("spec.extensions[1].providerConfig.mirrors[0].hosts[1].caBundleSecretReferenceName: Invalid value: "
+            '"ca": failed to get secret garden-mirroradm/ca-v1') in message, message
+    kube.create(ca_secret("ca-v1", ns))
+    shoot["spec"]["extensions"][0]["providerConfig"]["caches"][0]["upstream"] = f"other.{upstream}"
+    kube.create(shoot)  # admitted now
+    kube.delete("Shoot", name, ns)
+    wait_for("the Shoot to be gone", lambda: kube.get("Shoot", name, ns) is None, timeout=90, log=operator.log)
 
 
 def test_the_bridge_keeps_both_extension_types(kube, operator):
