@@ -25,21 +25,22 @@ CAPABILITIES: Final = (CAPABILITY_PULL, CAPABILITY_RESOLVE)
 DEFAULT_CAPABILITIES: Final = (CAPABILITY_PULL,)
 
 
-def _entries(zero: Any) -> BeforeValidator:
-    """A list field: null is the empty list, a null entry is the entry's zero value (as Go decodes it)."""
+def _entries(zero: Any, wire: Any) -> BeforeValidator:
+    """A list field: null is the empty list, a null entry is the entry's zero value (as Go decodes it); the wire
+    (and the JSON Schema) accepts ``wire``."""
 
     def convert(value: Any) -> Any:
         if value is None:
             return []
         return [zero() if v is None else v for v in value] if isinstance(value, list) else value
 
-    return BeforeValidator(convert)
+    return BeforeValidator(convert, json_schema_input_type=wire)
 
 
 class MirrorHost(_Model):
     host: Annotated[str, _zero("", str | None)] = Field(
         "", description="The mirror: an http(s) URL, a path allowed (without '.' or '..' segments). Required.")
-    capabilities: Annotated[list[str], _entries(str)] = Field(
+    capabilities: Annotated[list[str], _entries(str, list[str | None] | None)] = Field(
         default_factory=list,
         description='What the mirror may be trusted with: "pull" and/or "resolve". Defaults to ["pull"].')
     ca_bundle_secret_reference_name: str | None = Field(
@@ -54,7 +55,7 @@ class MirrorHost(_Model):
 class MirrorConfiguration(_Model):
     upstream: Annotated[str, _zero("", str | None)] = Field(
         "", description="The upstream registry host[:port], e.g. docker.io; no scheme. Required.")
-    hosts: Annotated[list[MirrorHost], _entries(dict)] = Field(
+    hosts: Annotated[list[MirrorHost], _entries(dict, list[MirrorHost | None] | None)] = Field(
         default_factory=list, description="The mirrors of the upstream, tried in order; at least one.")
 
 
@@ -62,7 +63,7 @@ class MirrorConfig(_Model):
     api_version: Literal["mirror.extensions.gardener.cloud/v1alpha1"] = Field(alias="apiVersion")
     # Go's decoder takes a missing kind from the target type when the apiVersion is right
     kind: Annotated[Literal["MirrorConfig"], _zero(KIND_CONFIG, Literal["MirrorConfig"] | None)] = KIND_CONFIG
-    mirrors: Annotated[list[MirrorConfiguration], _entries(dict)] = Field(
+    mirrors: Annotated[list[MirrorConfiguration], _entries(dict, list[MirrorConfiguration | None] | None)] = Field(
         default_factory=list, description="One entry per upstream; at least one.")
 
 
