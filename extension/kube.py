@@ -63,6 +63,9 @@ KINDS = {k.kind: k for k in [
          namespaced=False),
     Kind("extensions.gardener.cloud/v1alpha1", "OperatingSystemConfig", "operatingsystemconfigs"),
     Kind("authorization.k8s.io/v1", "SubjectAccessReview", "subjectaccessreviews", namespaced=False),
+    Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
+    Kind("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
+    Kind("monitoring.coreos.com/v1alpha1", "ScrapeConfig", "scrapeconfigs"),
 ]}
 
 
@@ -200,15 +203,17 @@ class Kube:
             raise
 
     def has_kind(self, kind: str) -> bool:
-        """Whether the API server serves ``kind`` (e.g. the VPA CRD may be missing)."""
+        """Whether the API server serves ``kind`` (the VPA or Prometheus Operator CRDs may be missing): its group
+        version's discovery document lists it (readable by every authenticated client)."""
+        k = KINDS[kind]
+        group_path = f"/api/{k.api_version}" if "/" not in k.api_version else f"/apis/{k.api_version}"
         try:
-            self.request("GET", KINDS[kind].path(None) if not KINDS[kind].namespaced else
-                         KINDS[kind].path("default"), query=[("limit", "1")])
-            return True
+            resources = self.request("GET", group_path).get("resources") or []
         except ApiError as exc:
             if exc.not_found:
                 return False
             raise
+        return any(r.get("name") == k.plural for r in resources if isinstance(r, dict))
 
 
 def _json(raw: Any) -> Any:

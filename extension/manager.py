@@ -22,13 +22,15 @@ import kopf
 
 from extension import metrics
 from extension.component.objects import RenderOptions
+from extension.component.registrycache import MONITORING_OPERATOR
 from extension.constants import (
     ADMISSION_KEY_NAMESPACE,
     ADMISSION_KEY_SECRET,
     BRIDGE_FINALIZER,
     BRIDGE_LABEL,
-    EXTENSION_TYPE,
+    EXTENSION_TYPES,
     OSC_HOOK,
+    OSC_MIRROR_HOOK,
     RESOURCES_ADMITTED_ANNOTATION,
     SECRET_HOOK,
     SHOOT_HOOK,
@@ -36,7 +38,9 @@ from extension.constants import (
     WEBHOOK_CONFIGURATION_NAME,
 )
 from extension.controller.actuator import Actuator, ShootTarget
+from extension.controller.mirror import MirrorActuator
 from extension.controller.reconciler import DEFAULT_RESYNC_SECONDS, Controller
+from extension.errors import RegistryCacheError
 from extension.kube import ApiError, Kube
 from extension.references import ReferenceIndex
 from extension.standalone.bridge import Bridge
@@ -81,11 +85,14 @@ class Runtime:
 def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions, standalone: bool,
                   webhook: WebhookSettings | None = None,
                   checkpoint: Callable[[str], None] = lambda point: None,
-                  resync_seconds: float = DEFAULT_RESYNC_SECONDS) -> Runtime:
-    """The parts: the Extension controller always; with ``standalone`` the bridge and the protection of
-    Secrets in use (gardenlet and Gardener do both otherwise); with ``webhook`` the admission webhooks and,
-    for the Secret webhook, the index of Secrets in use. ``checkpoint`` is a test seam (see the actuator)."""
-    controller = Controller(seed, Actuator(seed, shoot_target, options, checkpoint=checkpoint))
+                  resync_seconds: float = DEFAULT_RESYNC_SECONDS,
+                  monitoring: str | None = MONITORING_OPERATOR) -> Runtime:
+    """The parts: the Extension controller (both extension types) always; with ``standalone`` the bridge and the
+    protection of Secrets in use (gardenlet and Gardener do both otherwise); with ``webhook`` the admission
+    webhooks and, for the Secret webhook, the index of Secrets in use. ``monitoring``: where the caches'
+    monitoring goes (see :class:`~extension.controller.actuator.Actuator`). ``checkpoint`` is a test seam."""
+    controller = Controller(seed, Actuator(seed, shoot_target, options, checkpoint=checkpoint, monitoring=monitoring),
+                            mirror=MirrorActuator(seed, shoot_target, options))
     index = None
     if standalone or (webhook is not None and webhook.garden):
         index = ReferenceIndex(cleanup_finalizer=BRIDGE_FINALIZER if standalone else None)
@@ -131,7 +138,7 @@ def registry(runtime: Runtime) -> kopf.OperatorRegistry:
     kopf.on.cleanup(registry=reg)(_cleanup)
     kopf.on.login(registry=reg)(_login)
     kopf.on.event("extensions.gardener.cloud", "v1alpha1", "extensions", registry=reg,
-                  when=lambda spec, **_: spec.get("type") == EXTENSION_TYPE)(_on_extension)
+                  when=lambda spec, **_: spec.get("type") in EXTENSION_TYPES)(_on_extension)
     if runtime.index is not None:
         kopf.on.event("core.gardener.cloud", "v1beta1", "shoots", registry=reg)(_on_shoot)
     if runtime.webhook is not None and runtime.webhook.garden:
@@ -145,6 +152,8 @@ def registry(runtime: Runtime) -> kopf.OperatorRegistry:
     if runtime.webhook is not None and runtime.webhook.seed:
         kopf.on.mutate("extensions.gardener.cloud", "v1alpha1", "operatingsystemconfigs", id=OSC_HOOK,
                        registry=reg, operations=["CREATE", "UPDATE"])(_mutate_osc)
+        kopf.on.mutate("extensions.gardener.cloud", "v1alpha1", "operatingsystemconfigs", id=OSC_MIRROR_HOOK,
+                       registry=reg, operations=["CREATE", "UPDATE"])(_mutate_osc_mirror)
     return reg
 
 
@@ -290,6 +299,16 @@ def _protect_secret(*, memo: Runtime, old: Any = None, **_: Any) -> None:
 
 def _mutate_osc(body: Any, patch: Any, memo: Runtime, **_: Any) -> None:
     new_spec = osc.ensure(memo.seed, _plain(body))
+    if new_spec is not None:
+        patch.spec["criConfig"] = new_spec["criConfig"]
+        patch.spec["files"] = new_spec["files"]
+
+
+def _mutate_osc_mirror(body: Any, patch: Any, memo: Runtime, **_: Any) -> None:
+    try:
+        new_spec = osc.ensure_mirror(memo.seed, _plain(body))
+    except RegistryCacheError as exc:
+        raise kopf.AdmissionError(str(exc), code=500) from None
     if new_spec is not None:
         patch.spec["criConfig"] = new_spec["criConfig"]
         patch.spec["files"] = new_spec["files"]

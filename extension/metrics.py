@@ -4,18 +4,42 @@
   Migrate, Restore) by result (Succeeded, Error);
 - ``registry_cache_operation_duration_seconds{operation}``: how long they took;
 - ``registry_cache_api_requests_total{verb}``: requests to the API servers (seed and shoots);
-- ``registry_cache_webhook_refusals_total{webhook}``: admission requests refused.
+- ``registry_cache_webhook_refusals_total{webhook}``: admission requests refused;
+- ``registry_cache_extension_error{namespace, name, type}``: 1 while the last operation of an Extension ended
+  in Error, 0 once one succeeded (the alert ``RegistryCacheExtensionError`` fires after 15 minutes of 1).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+import threading
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 OPERATIONS = Counter("registry_cache_operations", "Extension operations by result", ["operation", "result"])
 OPERATION_SECONDS = Histogram("registry_cache_operation_duration_seconds", "Duration of Extension operations",
                               ["operation"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 API_REQUESTS = Counter("registry_cache_api_requests", "Requests to the Kubernetes API servers", ["verb"])
 WEBHOOK_REFUSALS = Counter("registry_cache_webhook_refusals", "Admission requests refused", ["webhook"])
+EXTENSION_ERROR = Gauge("registry_cache_extension_error",
+                        "1 while the last operation of the Extension ended in Error, else 0",
+                        ["namespace", "name", "type"])
+_types: dict[tuple[str, str], str] = {}
+_lock = threading.Lock()
+
+
+def extension_state(namespace: str, name: str, extension_type: str, error: bool) -> None:
+    """Record whether the last operation of an Extension ended in Error."""
+    with _lock:
+        _types[(namespace, name)] = extension_type
+        EXTENSION_ERROR.labels(namespace, name, extension_type).set(1 if error else 0)
+
+
+def forget_extension(namespace: str, name: str) -> None:
+    """The Extension is gone: drop its series."""
+    with _lock:
+        extension_type = _types.pop((namespace, name), None)
+        if extension_type is not None:
+            EXTENSION_ERROR.remove(namespace, name, extension_type)
 
 
 def serve(address: str) -> None:

@@ -14,8 +14,10 @@ from extension.cli.errors import InputError
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="run the extension controller (and, with --standalone, the Shoot bridge)",
-                       description="Watches Extensions of type registry-cache in the seed and delivers the caches "
-                                   "to the shoot. Stops on SIGINT/SIGTERM.")
+                       description="Watches Extensions of type registry-cache and registry-mirror in the seed and "
+                                   "delivers the caches (a VerticalPodAutoscaler each when the Shoot wants VPA, "
+                                   "their monitoring unless the Shoot's purpose is testing) and the mirrors. Stops "
+                                   "on SIGINT/SIGTERM.")
     p.add_argument("--kubeconfig", help="the seed cluster (default: in-cluster, then $KUBECONFIG)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--shoot-kubeconfig", metavar="PATH",
@@ -26,18 +28,18 @@ def add_parser(sub: Any) -> None:
     target.add_argument("--gardener", action="store_true",
                         help="under Gardener: reach each shoot as Gardener's extensions do, through the kubeconfig "
                              "gardenlet keeps in Secret gardener-internal (else gardener; only gardener with "
-                             "GARDENER_SHOOT_CLIENT=external)")
+                             "GARDENER_SHOOT_CLIENT=external); the caches' monitoring goes to the shoot namespace "
+                             "of the seed (ScrapeConfig, PrometheusRule, dashboard), as Gardener's")
     p.add_argument("--standalone", action="store_true",
                    help="no Gardener: also do gardenlet's part for Shoots (namespace, Cluster, ref- copies, "
                         "Extension)")
     p.add_argument("--image", default=c.DEFAULT_IMAGE, help=f"the registry image (default {c.DEFAULT_IMAGE})")
-    p.add_argument("--vpa", action="store_true", help="deliver a VerticalPodAutoscaler per cache when served")
     p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--metrics-address", metavar="HOST:PORT",
                    help="serve the controller's Prometheus metrics at /metrics, e.g. 0.0.0.0:8081")
     p.add_argument("--resync-period", type=float, default=3600.0, metavar="SECONDS",
-                   help="reconcile every Extension this often, putting back what was changed in the shoot by hand "
-                        "(default 3600)")
+                   help="reconcile every Extension (of both types) this often, putting back what was changed in "
+                        "the shoot by hand (default 3600)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     hooks = p.add_argument_group("admission webhooks")
     hooks.add_argument("--webhooks", nargs="?", const="all", choices=["all", "garden", "seed"],
@@ -58,6 +60,7 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     from extension import manager
     from extension.cli.offline import host_of
     from extension.component.objects import RenderOptions
+    from extension.component.registrycache import MONITORING_GARDENER, MONITORING_OPERATOR
     from extension.controller import shoots
     from extension.kube import Kube
     from extension.webhook import server
@@ -91,9 +94,10 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
         metrics.serve(args.metrics_address)
     if args.resync_period <= 0:
         raise InputError("--resync-period must be greater than 0")
-    runtime = manager.build_runtime(seed, target, RenderOptions(image=args.image, vpa=args.vpa),
+    runtime = manager.build_runtime(seed, target, RenderOptions(image=args.image),
                                     standalone=args.standalone, webhook=webhook,
                                     checkpoint=checkpoint or (lambda point: None),
-                                    resync_seconds=args.resync_period)
+                                    resync_seconds=args.resync_period,
+                                    monitoring=MONITORING_GARDENER if args.gardener else MONITORING_OPERATOR)
     manager.run(runtime, liveness=args.liveness)
     return 0

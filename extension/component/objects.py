@@ -19,12 +19,13 @@ import yaml
 
 from api import names
 from api.duration import format_duration
+from api.mirror_v1alpha1 import MirrorConfig
 from api.secrets import Credentials
 from api.v1alpha3 import RegistryCache, RegistryCacheStatus, RegistryConfig, RegistryStatus
 from api.validation import gc_ttl_ns, ha_enabled, remote_url, tls_enabled
 from extension import constants as c
 from extension.component.certs import KeyPair
-from extension.component.containerd import containerd_registries
+from extension.component.containerd import containerd_registries, mirror_files, mirror_registries
 from extension.component.templating import b64, parse_yaml, render
 
 
@@ -154,7 +155,8 @@ def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: Key
         objects.append(_object("poddisruptionbudget.yaml.j2", namespace=ns, name=name, labels=labels,
                                selector=selector))
     if options.vpa:
-        objects.append(_object("verticalpodautoscaler.yaml.j2", namespace=ns, name=name))
+        # labelled like the other objects, so that it is pruned when the Shoot no longer wants VPA
+        objects.append(_object("verticalpodautoscaler.yaml.j2", namespace=ns, name=name, labels=labels))
     return objects
 
 
@@ -202,12 +204,27 @@ def provider_status(caches: Iterable[tuple[str, str, str]], ca_secret_name: str 
     )
 
 
+def _node_config_name(base: str, options: RenderOptions) -> str:
+    return base + ("-" + hashlib.sha256(options.owner.encode()).hexdigest()[:8] if options.owner else "")
+
+
 def render_node_config(status: RegistryStatus, ca_bundle: str | None,
                        options: RenderOptions = RenderOptions()) -> RenderedObject:
-    """The ConfigMap the node agent reads: the registry entries and the CA bundle nodes trust."""
-    name = c.NODE_CONFIG_NAME
-    if options.owner:
-        name += "-" + hashlib.sha256(options.owner.encode()).hexdigest()[:8]
+    """The ConfigMap the node agent reads: the caches' registry entries and the CA bundle nodes trust."""
     registries = yaml.safe_dump({"registries": containerd_registries(status)}, sort_keys=False, allow_unicode=False)
-    return _object("node-config.yaml.j2", name=name, namespace=options.namespace, owner=options.owner,
-                   registries_yaml=registries, ca_bundle=ca_bundle)
+    return _object("node-config.yaml.j2", name=_node_config_name(c.NODE_CONFIG_NAME, options),
+                   namespace=options.namespace, owner=options.owner, managed_by=c.MANAGED_BY,
+                   registries_yaml=registries, ca_bundle=ca_bundle, files_yaml=None)
+
+
+def render_mirror_node_config(config: MirrorConfig, ca_bundles: Mapping[tuple[str, str], bytes],
+                              options: RenderOptions = RenderOptions()) -> RenderedObject:
+    """The ConfigMap the node agent reads for the mirrors: their registry entries and the CA bundle files of
+    private mirrors (``ca_bundles`` per (upstream, host)), as Gardener's mirror ensurer puts them into the
+    OperatingSystemConfig."""
+    registries = yaml.safe_dump({"registries": mirror_registries(config)}, sort_keys=False, allow_unicode=False)
+    files = mirror_files(config, ca_bundles)
+    files_yaml = yaml.safe_dump({"files": files}, sort_keys=False, allow_unicode=False) if files else None
+    return _object("node-config.yaml.j2", name=_node_config_name(c.MIRROR_NODE_CONFIG_NAME, options),
+                   namespace=options.namespace, owner=options.owner, managed_by=c.MIRROR_MANAGED_BY,
+                   registries_yaml=registries, ca_bundle=None, files_yaml=files_yaml)

@@ -8,14 +8,17 @@ Two ways in, one plan:
 - :class:`RegistryCaches` deploys it into a shoot and destroys it again: Services first (the API server
   assigns the cluster IPs that go into the certificates and the endpoints), the TLS material from the seed
   (reused while valid), everything else by server-side apply, then it prunes what this Extension delivered
-  before and no longer renders, the volumes of removed caches included.
+  before and no longer renders, the volumes of removed caches included. With monitoring (Gardener's
+  ``MonitoringEnabled``: not for Shoots whose purpose is ``testing``) it also delivers the scrape, rules and
+  dashboard of :mod:`.monitoring`: under Gardener into the shoot namespace of the seed, standalone as a
+  PrometheusRule and a PodMonitor next to the caches when the shoot serves those kinds.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,7 +31,7 @@ from api.urls import is_ip_address
 from api.v1alpha3 import RegistryCache, RegistryConfig, RegistryStatus
 from api.validation import decode_and_default, remote_url, tls_enabled
 from extension import constants as c
-from extension.component import certs, tls
+from extension.component import certs, monitoring, tls
 from extension.component.certs import KeyPair
 from extension.component.objects import (
     RenderedObject,
@@ -45,6 +48,10 @@ from extension.kube import Kube
 log = logging.getLogger(__name__)
 
 PRUNED_KINDS = ("StatefulSet", "Secret", "Service", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap")
+# kinds a shoot may or may not serve (CRDs): listed for pruning only where they are served
+OPTIONAL_KINDS = ("VerticalPodAutoscaler", "PrometheusRule", "PodMonitor")
+MONITORING_GARDENER = "gardener"  # ScrapeConfig, PrometheusRule, dashboards in the seed namespace
+MONITORING_OPERATOR = "operator"  # PrometheusRule and PodMonitor in the shoot, where served
 
 
 def scheme(cache: RegistryCache) -> str:
@@ -132,19 +139,28 @@ UpdateCheck = Callable[[RegistryConfig, RegistryConfig], None]  # (delivered, ne
 
 
 class RegistryCaches:
-    """The caches of the Extension in seed namespace ``owner``, delivered to ``shoot``."""
+    """The caches of the Extension in seed namespace ``owner``, delivered to ``shoot``.
+
+    ``served`` are the kinds of :data:`OPTIONAL_KINDS` the shoot serves, ``seed_served`` the monitoring kinds the
+    seed serves; ``monitoring`` is :data:`MONITORING_GARDENER`, :data:`MONITORING_OPERATOR` or None (no
+    monitoring objects at all)."""
 
     def __init__(self, seed: Kube, shoot: Kube, owner: str, options: RenderOptions,
-                 checkpoint=lambda point: None):
+                 checkpoint=lambda point: None, served: Collection[str] = (), monitoring: str | None = None,
+                 seed_served: Collection[str] = ()):
         self.seed, self.shoot, self.owner = seed, shoot, owner
         self.options = replace(options, owner=owner)
         self._objects: dict[str, dict[str, dict[str, Any]]] = {}  # what the last LIST found of ours, kind -> name
         self._checkpoint = checkpoint  # a test seam: called with "after-services", "after-apply"
+        self.served = frozenset(served)
+        self.seed_served = frozenset(seed_served) | {"ConfigMap"}
+        self.monitoring = monitoring
 
     def deploy(self, config: RegistryConfig, credentials: Mapping[str, Credentials],
-               check_update: UpdateCheck | None = None) -> RegistryStatus:
-        """``check_update(delivered, config)`` may refuse the change against what was delivered before (the
-        update rules, where no admission webhook enforced them)."""
+               check_update: UpdateCheck | None = None, monitor: bool = True) -> RegistryStatus:
+        """Deliver the caches; ``monitor``: also their monitoring (Gardener's ``MonitoringEnabled``).
+        ``check_update(delivered, config)`` may refuse the change against what was delivered before (the update
+        rules, where no admission webhook enforced them)."""
         options = self.options
         delivered, foreign = self._delivered()
         if check_update is not None:
@@ -189,19 +205,43 @@ class RegistryCaches:
         self._checkpoint("after-apply")
         self._prune(delivered, {(o.kind, o.name) for o in planned.delivered},
                     {names.resource_name(cache.upstream) for cache in config.caches})
+        self._monitoring(monitor, others=any(kind == "StatefulSet" for kind, _ in foreign))
         return planned.status
 
     def destroy(self) -> None:
-        """Remove everything this Extension delivered to the shoot, its volumes included, and its TLS Secrets."""
-        self._prune(self._delivered()[0], set(), set())
+        """Remove everything this Extension delivered to the shoot, its volumes included, its TLS Secrets and
+        its monitoring."""
+        delivered, foreign = self._delivered()
+        self._prune(delivered, set(), set())
         tls.remove_all(self.seed, self.owner)
+        self._monitoring(False, others=any(kind == "StatefulSet" for kind, _ in foreign))
+
+    def _monitoring(self, wanted: bool, others: bool) -> None:
+        """Under Gardener the monitoring objects of this shoot live in its seed namespace. Standalone they are
+        shared by every Extension delivering into the same namespace of the shoot (their expressions and
+        selectors cover all caches there): applied by each that wants them, removed with the last cache."""
+        if self.monitoring == MONITORING_GARDENER:
+            for obj in monitoring.gardener_objects(self.owner):
+                if obj["kind"] not in self.seed_served:
+                    log.warning("%s: the seed serves no %s: not delivered", self.owner, obj["kind"])
+                elif wanted:
+                    self.seed.apply(obj)
+                else:
+                    self.seed.delete(obj["kind"], obj["metadata"]["name"], self.owner)
+        elif self.monitoring == MONITORING_OPERATOR:
+            labels = {c.MANAGED_BY_LABEL: c.MANAGED_BY, c.APP_NAME_LABEL: c.APP_NAME}
+            for obj in monitoring.operator_objects(self.options.namespace, labels, set(self.served)):
+                if wanted:
+                    self.shoot.apply(obj)
+                elif not others:
+                    self.shoot.delete(obj["kind"], obj["metadata"]["name"], self.options.namespace)
 
     def _delivered(self) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str]]:
         """(kind, name) of everything this Extension delivered to the shoot, and of what other Extensions
         delivered there (-> their owner), one LIST per kind; volumes (made by the StatefulSet controller from
         the claim template) are matched by the owner label only."""
         options = self.options
-        kinds = PRUNED_KINDS + (("VerticalPodAutoscaler",) if options.vpa else ())
+        kinds = PRUNED_KINDS + tuple(k for k in OPTIONAL_KINDS if k in self.served)
         ours: set[tuple[str, str]] = set()
         foreign: dict[tuple[str, str], str] = {}
         self._objects = {}

@@ -3,15 +3,18 @@
 Orchestration only, in the Go extension's order: read the Cluster (skip a hibernated shoot), decode and
 validate the providerConfig, resolve credentials through ``spec.resources`` to the ``ref-`` Secrets, and
 hand them to the component (:mod:`extension.component.registrycache`), which delivers the caches to the
-shoot and returns the ``RegistryStatus``.
+shoot and returns the ``RegistryStatus``. As Gardener's: a VerticalPodAutoscaler per cache only when the
+Shoot wants VPA (``spec.kubernetes.verticalPodAutoscaler.enabled``, and the shoot serves the kind), and the
+monitoring only when the Shoot's purpose is not ``testing``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from api import shoot as shootlib
 from api.admission import resolve_credentials
@@ -20,8 +23,8 @@ from api.secrets import SecretData, secret_from_manifest
 from api.v1alpha3 import RegistryConfig, RegistryStatus
 from api.validation import decode_and_default, validate_registry_config, validate_registry_config_update
 from extension.component.objects import RenderOptions
-from extension.component.registrycache import RegistryCaches
-from extension.constants import REFERENCED_RESOURCE_PREFIX
+from extension.component.registrycache import MONITORING_OPERATOR, OPTIONAL_KINDS, RegistryCaches
+from extension.constants import EXTENSION_TYPE, REFERENCED_RESOURCE_PREFIX
 from extension.errors import ConfigurationError, ReconcileError
 from extension.kube import Kube
 
@@ -30,29 +33,76 @@ log = logging.getLogger(__name__)
 PROVIDER_CONFIG_PATH = Path("spec", "providerConfig")
 
 ShootTarget = Callable[[str], Kube]  # seed namespace -> client of that shoot's API server
+SERVED_TTL_SECONDS = 300.0  # how long what a cluster serves (its CRDs) is taken as known
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a Create, Reconcile or Restore did: the provider status to report (None: none), and its words."""
+
+    provider_status: dict[str, Any] | None
+    description: str
+
+
+class ExtensionActuator(Protocol):
+    """What the Extension controller drives, per extension type."""
+
+    extension_type: str
+    what: str  # for the status' words: "registry caches"
+
+    def reconcile(self, extension: dict[str, Any]) -> Outcome: ...
+    def restore(self, extension: dict[str, Any]) -> Outcome: ...
+    def delete(self, extension: dict[str, Any]) -> None: ...
+    def migrate(self, extension: dict[str, Any]) -> None: ...
+
+
+class ServedKinds:
+    """Which of some kinds a cluster serves, per client, asked again after :data:`SERVED_TTL_SECONDS`."""
+
+    def __init__(self, kinds: tuple[str, ...]):
+        self.kinds = kinds
+        self._known: dict[int, tuple[float, frozenset[str]]] = {}
+
+    def __call__(self, kube: Kube) -> frozenset[str]:
+        now = time.monotonic()
+        known = self._known.get(id(kube))
+        if known is None or now - known[0] > SERVED_TTL_SECONDS:
+            known = (now, frozenset(k for k in self.kinds if kube.has_kind(k)))
+            self._known[id(kube)] = known
+        return known[1]
 
 
 class Actuator:
-    """``options`` are the controller's: the image, the shoot namespace, whether VPAs are wanted."""
+    """``options`` are the controller's: the image, the shoot namespace. ``monitoring``: where the monitoring of
+    the caches goes (:data:`~extension.component.registrycache.MONITORING_GARDENER` under Gardener, else
+    :data:`~extension.component.registrycache.MONITORING_OPERATOR`: where the shoot serves the kinds)."""
+
+    extension_type = EXTENSION_TYPE
+    what = "registry caches"
 
     def __init__(self, seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
-                 checkpoint: Callable[[str], None] = lambda point: None):
+                 checkpoint: Callable[[str], None] = lambda point: None,
+                 monitoring: str | None = MONITORING_OPERATOR):
         self.seed = seed
         self.shoot_target = shoot_target
         self.options = options
+        self.monitoring = monitoring
         self._checkpoint = checkpoint  # a test seam, see RegistryCaches
-        self._vpa_served: dict[int, bool] = {}
+        self._served = ServedKinds(OPTIONAL_KINDS)
+        self._seed_served = ServedKinds(("PrometheusRule", "ScrapeConfig"))
 
     # --- helpers --------------------------------------------------------------------------------------
-    def _caches(self, namespace: str) -> RegistryCaches:
+    def _caches(self, namespace: str, shoot_spec: dict[str, Any] | None = None) -> RegistryCaches:
         shoot = self.shoot_target(namespace)
-        options = self.options
-        if options.vpa:
-            key = id(shoot)
-            if key not in self._vpa_served:
-                self._vpa_served[key] = shoot.has_kind("VerticalPodAutoscaler")
-            options = replace(options, vpa=self._vpa_served[key])
-        return RegistryCaches(self.seed, shoot, namespace, options, checkpoint=self._checkpoint)
+        served = self._served(shoot)
+        vpa = shoot_spec is not None and shootlib.wants_vpa(shoot_spec) and "VerticalPodAutoscaler" in served
+        if shoot_spec is not None and shootlib.wants_vpa(shoot_spec) and not vpa:
+            log.warning("%s: the Shoot wants VPA, but its cluster serves no VerticalPodAutoscaler", namespace)
+        seed_served = self._seed_served(self.seed) if self.monitoring and self.monitoring != MONITORING_OPERATOR \
+            else frozenset()
+        return RegistryCaches(self.seed, shoot, namespace, replace(self.options, vpa=vpa),
+                              checkpoint=self._checkpoint, served=served, monitoring=self.monitoring,
+                              seed_served=seed_served)
 
     def cluster_shoot(self, namespace: str) -> dict[str, Any]:
         cluster = self.seed.get("Cluster", namespace)
@@ -78,25 +128,28 @@ class Actuator:
             raise ConfigurationError("; ".join(str(e) for e in errors))
         return config
 
-    def _get_secret(self, namespace: str, name: str) -> SecretData | None:
+    def get_secret(self, namespace: str, name: str) -> SecretData | None:
         obj = self.seed.get("Secret", name, namespace)
         return secret_from_manifest(obj) if obj else None
 
     # --- operations -----------------------------------------------------------------------------------
-    def reconcile(self, extension: dict[str, Any]) -> RegistryStatus | None:
-        """Deliver the caches; None when the shoot is hibernated (nothing done)."""
+    def reconcile(self, extension: dict[str, Any]) -> Outcome:
+        """Deliver the caches (nothing while the shoot is hibernated)."""
         namespace = extension["metadata"]["namespace"]
         shoot_spec = self.cluster_shoot(namespace)
         if shootlib.is_hibernated(shoot_spec):
             log.info("%s: shoot is hibernated, nothing to do", namespace)
-            return None
+            return Outcome(None, "The shoot is hibernated: the registry caches are left as they are")
         config = self.decode(extension)
         try:
-            credentials = resolve_credentials(shoot_spec, config, self._get_secret, namespace,
+            credentials = resolve_credentials(shoot_spec, config, self.get_secret, namespace,
                                               PROVIDER_CONFIG_PATH, name_prefix=REFERENCED_RESOURCE_PREFIX)
         except ValidationFailed as exc:
             raise ConfigurationError(str(exc)) from None
-        return self._caches(namespace).deploy(config, credentials, check_update=check_update)
+        status: RegistryStatus = self._caches(namespace, shoot_spec).deploy(
+            config, credentials, check_update=check_update,
+            monitor=shootlib.purpose(shoot_spec) != shootlib.PURPOSE_TESTING)
+        return Outcome(status.to_wire(), "The registry caches are delivered")
 
     def delete(self, extension: dict[str, Any]) -> None:
         """Remove everything this Extension delivered to the shoot, its volumes included."""
@@ -106,7 +159,7 @@ class Actuator:
         """Keep the objects in the shoot: the control plane moves, the caches keep serving."""
         log.info("%s: migrate: keeping the caches in the shoot", extension["metadata"]["namespace"])
 
-    def restore(self, extension: dict[str, Any]) -> RegistryStatus | None:
+    def restore(self, extension: dict[str, Any]) -> Outcome:
         return self.reconcile(extension)
 
 

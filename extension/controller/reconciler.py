@@ -21,16 +21,15 @@ from typing import Any
 from extension import metrics
 from extension.constants import (
     ERR_INFRA_DEPENDENCIES,
-    EXTENSION_TYPE,
-    FINALIZER,
     OPERATION_ANNOTATION,
     OPERATION_MIGRATE,
     OPERATION_RECONCILE,
     OPERATION_RESTORE,
     OPERATION_WAIT_FOR_STATE,
     State,
+    finalizer_for,
 )
-from extension.controller.actuator import Actuator
+from extension.controller.actuator import Actuator, ExtensionActuator, Outcome
 from extension.errors import ReconcileError
 from extension.kube import ApiError, Kube, TransportError
 from extension.retry import Backoff
@@ -60,6 +59,10 @@ def _last_operation(ext: dict[str, Any]) -> dict[str, Any]:
     return ((ext.get("status") or {}).get("lastOperation")) or {}
 
 
+def _finalizer(ext: dict[str, Any]) -> str:
+    return finalizer_for((ext.get("spec") or {}).get("type") or "")
+
+
 def decide(ext: dict[str, Any]) -> Op | None:
     """The operation an Extension asks for, in Gardener's order, or None when there is nothing to do."""
     meta = _meta(ext)
@@ -68,7 +71,7 @@ def decide(ext: dict[str, Any]) -> Op | None:
     if annotation == OPERATION_MIGRATE:
         return None if last.get("type") == Op.MIGRATE and last.get("state") == State.SUCCEEDED else Op.MIGRATE
     if meta.get("deletionTimestamp"):
-        return Op.DELETE if FINALIZER in (meta.get("finalizers") or []) else None
+        return Op.DELETE if _finalizer(ext) in (meta.get("finalizers") or []) else None
     if annotation == OPERATION_RESTORE:
         return Op.RESTORE
     if annotation == OPERATION_WAIT_FOR_STATE:
@@ -104,8 +107,12 @@ def _key(ext: dict[str, Any]) -> str:
 
 @dataclass
 class Controller:
+    """Drives the Extensions of the types its actuators are for: ``registry-cache`` always, ``registry-mirror``
+    when ``mirror`` is given."""
+
     seed: Kube
     actuator: Actuator
+    mirror: ExtensionActuator | None = None
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     # resourceVersions this controller wrote, per uid: their watch events are echoes, not changes
     _own_versions: dict[str, list[str]] = field(default_factory=dict)
@@ -113,9 +120,16 @@ class Controller:
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
     # --- entry points ---------------------------------------------------------------------------------
+    @property
+    def actuators(self) -> dict[str, ExtensionActuator]:
+        out: dict[str, ExtensionActuator] = {self.actuator.extension_type: self.actuator}
+        if self.mirror is not None:
+            out[self.mirror.extension_type] = self.mirror
+        return out
+
     def handle(self, ext: dict[str, Any]) -> Op | None:
         """Act on one observed state of an Extension; returns the operation carried out, if any."""
-        if (ext.get("spec") or {}).get("type") != EXTENSION_TYPE:
+        if (ext.get("spec") or {}).get("type") not in self.actuators:
             return None
         meta = _meta(ext)
         uid = meta.get("uid", "")
@@ -144,7 +158,7 @@ class Controller:
             log.warning("%s: cannot read the Extension to retry it: %s", key, exc.describe())
             self.backoff.failed(key)
             return None
-        op = decide(ext) if ext is not None else None
+        op = decide(ext) if ext is not None and (ext.get("spec") or {}).get("type") in self.actuators else None
         if ext is None or op is None:
             self.backoff.succeeded(key)
             return None
@@ -153,12 +167,12 @@ class Controller:
         return op
 
     def resync(self) -> int:
-        """Reconcile every Extension of this type (Gardener's periodic resync), so that drift in the shoot (an
-        object deleted or changed by hand) is put back; operations that are due anyway run as they are.
-        Returns how many were carried out."""
+        """Reconcile every Extension of the types its actuators are for (Gardener's periodic resync), so that
+        drift in the shoot (an object deleted or changed by hand) is put back; operations that are due anyway run
+        as they are. Returns how many were carried out."""
         done = 0
         for ext in self.seed.list("Extension"):
-            if (ext.get("spec") or {}).get("type") != EXTENSION_TYPE:
+            if (ext.get("spec") or {}).get("type") not in self.actuators:
                 continue
             op = decide(ext)
             last = _last_operation(ext)
@@ -178,6 +192,7 @@ class Controller:
             self._locks.pop(meta.get("uid", ""), None)
             self._own_versions.pop(meta.get("uid", ""), None)
         self.backoff.succeeded(_key(ext))
+        metrics.forget_extension(meta.get("namespace", ""), meta.get("name", ""))
 
     # --- the operation --------------------------------------------------------------------------------
     def _lock_for(self, uid: str) -> threading.Lock:
@@ -188,6 +203,7 @@ class Controller:
         meta = _meta(ext)
         ns, name = meta["namespace"], meta["name"]
         key = f"{ns}/{name}"
+        actuator = self.actuators[ext["spec"]["type"]]
         log.info("%s: %s started", key, op.value)
         started = time.monotonic()
         try:
@@ -195,19 +211,20 @@ class Controller:
                 self._prepare(ext, add_finalizer=True)
             elif op == Op.MIGRATE:
                 self._prepare(ext, add_finalizer=False)
-            self._processing(ext, op)
-            provider_status = None
+            self._processing(ext, op, actuator.what)
             if op == Op.DELETE:
-                self.actuator.delete(ext)
+                actuator.delete(ext)
+                outcome = Outcome(None, f"The {actuator.what} were removed from the shoot")
             elif op == Op.MIGRATE:
-                self.actuator.migrate(ext)
+                actuator.migrate(ext)
+                outcome = Outcome(None, f"Migrated: the {actuator.what} were left in the shoot")
             else:
-                status = self.actuator.restore(ext) if op == Op.RESTORE else self.actuator.reconcile(ext)
-                provider_status = status.to_wire() if status is not None else None
-            self._succeeded(ext, op, provider_status)
+                outcome = actuator.restore(ext) if op == Op.RESTORE else actuator.reconcile(ext)
+            self._succeeded(ext, op, outcome)
             if op in (Op.DELETE, Op.MIGRATE):
-                self._remove_finalizer(ns, name)
+                self._remove_finalizer(ns, name, _finalizer(ext))
             self.backoff.succeeded(key)
+            metrics.extension_state(ns, name, ext["spec"]["type"], error=False)
             metrics.OPERATIONS.labels(op.value, State.SUCCEEDED.value).inc()
             log.info("%s: %s succeeded in %.2fs", key, op.value, time.monotonic() - started)
         except Exception as exc:  # every failure ends in Error on the Extension, never in a crash
@@ -216,6 +233,7 @@ class Controller:
                 log.warning("%s: %s failed: %s", key, op.value, message)
             else:
                 log.exception("%s: %s failed", key, op.value)
+            metrics.extension_state(ns, name, ext["spec"]["type"], error=True)
             metrics.OPERATIONS.labels(op.value, State.ERROR.value).inc()
             self._errored(ns, name, op, ext, message, codes)
         finally:
@@ -227,8 +245,9 @@ class Controller:
         meta = _meta(ext)
         patch: dict[str, Any] = {"metadata": {"resourceVersion": meta.get("resourceVersion")}}
         finalizers = list(meta.get("finalizers") or [])
-        if add_finalizer and FINALIZER not in finalizers:
-            patch["metadata"]["finalizers"] = finalizers + [FINALIZER]
+        finalizer = _finalizer(ext)
+        if add_finalizer and finalizer not in finalizers:
+            patch["metadata"]["finalizers"] = finalizers + [finalizer]
         annotation = (meta.get("annotations") or {}).get(OPERATION_ANNOTATION)
         if annotation in (OPERATION_RECONCILE, OPERATION_RESTORE) or \
                 (annotation == OPERATION_MIGRATE and not add_finalizer):
@@ -250,23 +269,18 @@ class Controller:
         self._remember(written)
         return written
 
-    def _processing(self, ext: dict[str, Any], op: Op) -> None:
+    def _processing(self, ext: dict[str, Any], op: Op, what: str) -> None:
         meta = _meta(ext)
         self._status_patch(meta["namespace"], meta["name"], {"lastOperation": {
             "type": op.value, "state": State.PROCESSING.value, "progress": 1,
-            "description": f"{op.value} of the registry caches is running", "lastUpdateTime": now_rfc3339()}})
+            "description": f"{op.value} of the {what} is running", "lastUpdateTime": now_rfc3339()}})
 
-    def _succeeded(self, ext: dict[str, Any], op: Op, provider_status: dict[str, Any] | None) -> None:
+    def _succeeded(self, ext: dict[str, Any], op: Op, outcome: Outcome) -> None:
         meta = _meta(ext)
-        hibernated = op in (Op.CREATE, Op.RECONCILE, Op.RESTORE) and provider_status is None
-        description = {
-            Op.DELETE: "The registry caches were removed from the shoot",
-            Op.MIGRATE: "Migrated: the registry caches were left running in the shoot",
-        }.get(op, "The shoot is hibernated: the registry caches are left as they are" if hibernated
-              else "The registry caches are delivered")
+        provider_status = outcome.provider_status
         status: dict[str, Any] = {
             "lastOperation": {"type": op.value, "state": State.SUCCEEDED.value, "progress": 100,
-                              "description": description, "lastUpdateTime": now_rfc3339()},
+                              "description": outcome.description, "lastUpdateTime": now_rfc3339()},
             "lastError": None,
             "observedGeneration": meta.get("generation"),
         }
@@ -299,11 +313,11 @@ class Controller:
             log.warning("%s: could not write the error status (retrying in %.0fs): %s", key, delay,
                         exc.describe() if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}")
 
-    def _remove_finalizer(self, ns: str, name: str) -> None:
+    def _remove_finalizer(self, ns: str, name: str, finalizer: str) -> None:
         current = self.seed.get("Extension", name, ns)
         if current is None:
             return
-        finalizers = [f for f in (current["metadata"].get("finalizers") or []) if f != FINALIZER]
+        finalizers = [f for f in (current["metadata"].get("finalizers") or []) if f != finalizer]
         try:
             self._remember(self.seed.patch("Extension", name, {"metadata": {
                 "finalizers": finalizers, "resourceVersion": current["metadata"]["resourceVersion"]}}, ns))

@@ -179,7 +179,6 @@ def test_the_deployment_runs_the_seed_controller(rendered_objects):
     assert "--standalone" not in argv
     args = build_parser().parse_args(argv)
     assert args.command == "run" and args.gardener and args.webhooks == "seed" and not args.standalone
-    assert not args.vpa  # the RBAC grants no VerticalPodAutoscalers (and they would live in the shoot)
     assert args.webhook_service == f"{NAMESPACE}/registry-cache-webhook"
     assert (args.metrics_address, args.liveness) == ("0.0.0.0:8081", "http://0.0.0.0:8080/healthz")
     assert container["image"] == IMAGE
@@ -207,7 +206,8 @@ def test_the_rbac_is_for_a_seed(rendered_objects):
     assert not any("*" in (g, r, v) for g, r, v, _ in granted)
     resources = {r for _, r, _, _ in granted}
     assert resources == {"extensions", "extensions/status", "clusters", "secrets",
-                         "mutatingwebhookconfigurations", "customresourcedefinitions"}
+                         "mutatingwebhookconfigurations", "customresourcedefinitions",
+                         "configmaps", "prometheusrules", "scrapeconfigs"}  # (the caches' monitoring)
     # a seed has no Shoots; gardenlet makes the namespaces; the Shoot/Secret webhooks belong to the garden
     assert not resources & {"shoots", "namespaces", "validatingwebhookconfigurations"}
     assert {v for g, r, v, n in granted if r == "mutatingwebhookconfigurations" and not n} == {"create"}

@@ -143,7 +143,6 @@ def test_container_args_are_what_the_command_line_accepts(default):
     [deployment] = by_kind(default, "Deployment")
     args = build_parser().parse_args(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
     assert args.command == "run" and args.standalone and args.liveness == "http://0.0.0.0:8080/healthz"
-    assert not args.vpa  # the RBAC grants no VerticalPodAutoscalers
 
     [daemonset] = by_kind(default, "DaemonSet")
     args = build_parser().parse_args(daemonset["spec"]["template"]["spec"]["containers"][0]["args"])
@@ -155,9 +154,12 @@ def test_the_gardener_registration():
     [registration] = kustomize(MANIFESTS / "gardener")
     assert registration["apiVersion"] == "core.gardener.cloud/v1beta1"
     assert registration["kind"] == "ControllerRegistration"
-    [resource] = registration["spec"]["resources"]
-    assert (resource["kind"], resource["type"]) == ("Extension", "registry-cache")
-    assert "globallyEnabled" not in resource and "autoEnable" not in resource  # shoots opt in
+    resources = registration["spec"]["resources"]
+    assert [(r["kind"], r["type"]) for r in resources] == [("Extension", "registry-cache"),
+                                                           ("Extension", "registry-mirror")]
+    for resource in resources:
+        assert "globallyEnabled" not in resource and "autoEnable" not in resource  # shoots opt in
+        assert resource["workerlessSupported"] is False
     # The ControllerDeployment is generated from charts/registry-cache by hack/controller-deployment.py.
     assert registration["spec"]["deployment"]["deploymentRefs"] == [{"name": "extension-registry-cache"}]
     assert "ControllerDeployment" in (MANIFESTS / "gardener" / "controller-registration.yaml").read_text()

@@ -92,6 +92,16 @@ def test_delete_refused_while_in_use_then_allowed_after_the_swap(kube, operator)
     wait_for("v1 gone", lambda: kube.get("Secret", "del-v1", NS) is None)
 
 
+def _deleted_or_refused(kube, name):
+    try:
+        kube.delete("Secret", name, NS)
+        return "deleted"
+    except ApiError as exc:
+        if exc.status == 403 and "secrets.registry-cache.extensions.gardener.cloud" in exc.message:
+            return "refused"
+        raise
+
+
 def test_finalizer_holds_the_secret_without_the_webhook(kube, operator):
     kube.create(secret("fin-v1"))
     kube.create(shoot("fin", "fin-v1"))
@@ -99,7 +109,10 @@ def test_finalizer_holds_the_secret_without_the_webhook(kube, operator):
     config = kube.get("ValidatingWebhookConfiguration", CONFIGURATION_NAME)
     kube.delete("ValidatingWebhookConfiguration", CONFIGURATION_NAME)  # the webhook is down
     try:
-        kube.delete("Secret", "fin-v1", NS)  # accepted now, but only marks it for deletion
+        # accepted now (once the API server has noticed the configuration is gone: its webhook informer may lag
+        # behind under load), but only marks it for deletion
+        wait_for("the DELETE to pass without the webhook", lambda: _deleted_or_refused(kube, "fin-v1") == "deleted",
+                 timeout=15, log=operator.log)
         held = kube.get("Secret", "fin-v1", NS)
         assert held is not None and held["metadata"].get("deletionTimestamp")
         # once no Shoot uses it any more, it goes

@@ -139,7 +139,7 @@ def test_a_shoot_without_the_extension_is_the_same_to_validate_and_render(tmp_pa
     rendered = run(capsys, "render", path, "-o", tmp_path / "out")
     assert validated[:2] == rendered[:2] == (0, "")
     assert validated[2].replace("validate", "X") == rendered[2].replace("render", "X")
-    assert "does not enable the registry-cache extension" in rendered[2]
+    assert "enables neither the registry-cache nor the registry-mirror extension" in rendered[2]
     assert not (tmp_path / "out").exists()
 
 

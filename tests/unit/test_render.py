@@ -243,3 +243,42 @@ def test_what_was_delivered_is_read_back_for_the_update_rules():
         f'{PC}.caches[1].garbageCollection.ttl: Invalid value: "1h0m0s": garbage collection cannot be enabled '
         '(ttl > 0) once it is disabled (ttl = 0)']
     assert validate_registry_config_update(delivered, before, PC) == []
+
+
+def test_vpa_and_priority_as_gardener_v024():
+    """VPA ``updateMode: InPlaceOrRecreate`` with a 20Mi memory floor, requests only, other containers off;
+    the cache Pods run with ``priorityClassName: system-cluster-critical``."""
+    cfg = decode_and_default(config({"upstream": "a.io"}), PC)
+    out = render_shoot(cfg, tls={"a.io": FAKE_TLS}, options=RenderOptions(vpa=True))
+    [vpa] = out.by_kind("VerticalPodAutoscaler")
+    assert vpa["spec"]["updatePolicy"] == {"updateMode": "InPlaceOrRecreate"}
+    assert vpa["spec"]["resourcePolicy"]["containerPolicies"] == [
+        {"containerName": "registry-cache", "controlledValues": "RequestsOnly", "minAllowed": {"memory": "20Mi"}},
+        {"containerName": "*", "mode": "Off"}]
+    [sts] = out.by_kind("StatefulSet")
+    assert sts["spec"]["template"]["spec"]["priorityClassName"] == "system-cluster-critical"
+    assert render_shoot(cfg, tls={"a.io": FAKE_TLS}).by_kind("VerticalPodAutoscaler") == []
+
+
+def test_vpa_only_when_the_shoot_wants_it():
+    from api.shoot import purpose, wants_vpa
+    shoot = {"spec": {"kubernetes": {"verticalPodAutoscaler": {"enabled": True}}}}
+    assert wants_vpa(shoot) and not wants_vpa({"spec": {"kubernetes": {"verticalPodAutoscaler": {}}}})
+    assert not wants_vpa({"spec": {}}) and not wants_vpa({"spec": {"kubernetes": {"verticalPodAutoscaler": None}}})
+    assert purpose({"spec": {}}) == "evaluation" and purpose({"spec": {"purpose": "testing"}}) == "testing"
+
+
+def test_ipv6_cluster_ips_in_brackets_everywhere():
+    """An IPv6 cluster IP: ``[addr]:5000`` in the status and hosts.toml (Go's net.JoinHostPort), the address
+    itself in the server certificate."""
+    from extension.component.registrycache import cert_requests, plan
+    cfg = decode_and_default(config({"upstream": "ghcr.io"}, {"upstream": "quay.io", "http": {"tls": False}}), PC)
+    endpoints = {"ghcr.io": endpoint("https", "fd00:10:96::1a"), "quay.io": endpoint("http", "fd00:10:96::1b")}
+    assert endpoints == {"ghcr.io": "https://[fd00:10:96::1a]:5000", "quay.io": "http://[fd00:10:96::1b]:5000"}
+    [request] = cert_requests(cfg, "kube-system", {"ghcr.io": ["fd00:10:96::1a"]})
+    assert request.ip_addresses == ["fd00:10:96::1a"]
+    planned = plan(cfg, {}, endpoints, {"ghcr.io": FAKE_TLS}, "PEM", RenderOptions())
+    assert [c.endpoint for c in planned.status.caches] == ["https://[fd00:10:96::1a]:5000",
+                                                           "http://[fd00:10:96::1b]:5000"]
+    hosts = hosts_toml_for_status(planned.status)
+    assert list(tomllib.loads(hosts["ghcr.io"])["host"]) == ["https://[fd00:10:96::1a]:5000"]
