@@ -262,3 +262,62 @@ def test_the_bridge_keeps_both_extension_types(kube, operator):
     kube.delete("Shoot", name, ns)
     wait_for("the Shoot to be gone", lambda: kube.get("Shoot", name, ns) is None, timeout=90, log=operator.log)
     assert kube.get("Extension", "registry-cache", seed_ns) is None and kube.get("Cluster", seed_ns) is None
+
+
+def test_a_shoot_using_only_registry_mirror_goes_through_the_shoot_webhooks(kube, operator, control_plane):
+    """A Shoot that uses registry-mirror alone reaches the Shoot webhooks (first by the entry for Shoots not
+    labelled yet, then by its registry-mirror label): its author must be allowed to read the CA bundle Secret
+    (issue 9's SubjectAccessReview, for the mirrors' Secrets), the admission record lets the bridge copy it."""
+    project, name = "mirroronly", uniq("only")
+    ns, seed_ns = f"garden-{project}", f"shoot--{project}--{name}"
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    kube.apply(ca_secret("ca-v1", ns))
+    kube.apply(ca_secret("ca-hidden", ns))
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    kube.request("POST", f"{rbac}/namespaces/{ns}/roles", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "author", "namespace": ns},
+        "rules": [{"apiGroups": ["core.gardener.cloud"], "resources": ["shoots"],
+                   "verbs": ["get", "create", "update", "patch"]},
+                  {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["ca-v1"]}]})
+    kube.request("POST", f"{rbac}/namespaces/{ns}/rolebindings", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "author", "namespace": ns},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "author"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}]})
+    api = control_plane.api_client()
+    api.set_default_header("Impersonate-User", "bob")
+    bob = Kube(api, field_manager="bob")
+    upstream = f"{name}.example"
+    shoot = {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot", "metadata": {"name": name, "namespace": ns},
+             "spec": {"extensions": [{"type": "registry-mirror", "providerConfig": mirror_config(upstream)}],
+                      "resources": [{"name": "ca", "resourceRef": {"apiVersion": "v1", "kind": "Secret",
+                                                                   "name": "ca-hidden"}}],
+                      "provider": {"type": "local", "workers": [{"name": "w", "cri": {"name": "containerd"}}]}}}
+    with pytest.raises(ApiError) as refused:
+        bob.create(shoot)
+    assert "shoot cannot reference a resource you are not allowed to read" in refused.value.message
+    assert f'user "bob" may not get Secret {ns}/ca-hidden' in refused.value.message
+
+    shoot["spec"]["resources"][0]["resourceRef"]["name"] = "ca-v1"
+    bob.create(shoot)
+    assert "registry-cache.gardener.cloud/resources-admitted" in kube.get("Shoot", name, ns)["metadata"]["annotations"]
+    wait_for("the CA bundle copied", lambda: kube.get("Secret", "ref-ca-v1", seed_ns), timeout=30, log=operator.log)
+    wait_for("registry-mirror to succeed", lambda: (
+        ((kube.get("Extension", "registry-mirror", seed_ns) or {}).get("status") or {}).get("lastOperation") or {}).get(
+        "state") == "Succeeded", timeout=60, log=operator.log)
+    labels = kube.get("Shoot", name, ns)["metadata"]["labels"]
+    assert labels == {"extensions.extensions.gardener.cloud/registry-mirror": "true"}
+
+    # labelled now: the registry-mirror entry takes it; the hidden Secret is refused as before, and so is an
+    # invalid mirror (the CA bundle reference dropped)
+    with pytest.raises(ApiError) as refused:
+        bob.patch("Shoot", name, [{"op": "replace", "path": "/spec/resources/0/resourceRef/name",
+                                   "value": "ca-hidden"}], ns, merge=False)
+    assert f'user "bob" may not get Secret {ns}/ca-hidden' in refused.value.message
+    with pytest.raises(ApiError) as refused:
+        bob.patch("Shoot", name, [{"op": "remove", "path": "/spec/resources"}], ns, merge=False)
+    assert "caBundleSecretReferenceName" in refused.value.message, refused.value.message
+
+    kube.delete("Shoot", name, ns)
+    wait_for("the Shoot to be gone", lambda: kube.get("Shoot", name, ns) is None, timeout=90, log=operator.log)
+    assert kube.get("Extension", "registry-mirror", seed_ns) is None

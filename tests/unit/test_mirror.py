@@ -239,6 +239,44 @@ def test_the_node_agent_writes_hosts_toml_and_the_ca_beside_it(tmp_path: Path):
     assert agent.sync().ok and sorted(p.name for p in root.iterdir()) == []
 
 
+def test_a_mirror_ca_file_that_cannot_be_written_never_stops_the_others(tmp_path: Path):
+    """Issue 9's robustness with the mirrors' CA files: a CA file that cannot be written (here a directory is in
+    its place) is a failure of its own; every other file is written, and the hosts.toml that names the missing
+    CA file is not (containerd refuses a hosts.toml whose CA file is missing: the old one stays)."""
+    config = docs()
+    bundles = resolve_ca_bundles(mirror_shoot(), config, getter(CA_SECRET), "garden-dev")
+    published = render_mirror_node_config(config, bundles, RenderOptions(owner="shoot--dev--crazy-botany")).obj
+    root = tmp_path / "certs.d"
+    (root / "quay.io" / "private-mirror.internal-ca-bundle.pem").mkdir(parents=True)
+    (root / "quay.io" / MARKER).write_text("")
+    agent = NodeAgent(lambda: [published], root, prober=lambda url, ca: False)
+    result = agent.sync()
+    assert not result.ok and result.error is not None
+    assert f"quay.io: cannot write {root}/quay.io/private-mirror.internal-ca-bundle.pem" in result.error
+    assert f"quay.io: hosts.toml not written: it names {root}/quay.io/private-mirror.internal-ca-bundle.pem" \
+        in result.error
+    assert not (root / "quay.io" / "hosts.toml").exists()
+    assert (root / "docker.io" / "hosts.toml").is_file() and (root / "registry.k8s.io" / "hosts.toml").is_file()
+    # the cause gone, the next sync writes both, the CA file first
+    (root / "quay.io" / "private-mirror.internal-ca-bundle.pem").rmdir()
+    assert agent.sync().ok
+    assert (root / "quay.io" / "private-mirror.internal-ca-bundle.pem").read_text() == CA.cert_pem
+    assert (root / "quay.io" / "hosts.toml").is_file()
+
+
+def test_a_files_yaml_built_to_blow_up_is_a_short_problem():
+    """files.yaml is read with the same limits as registries.yaml (issue 9): an alias bomb is a short problem."""
+    lines = ["x0: &x0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines += [f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 10) + "]" for i in range(1, 8)]
+    bad = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "kube-system"},
+           "data": {"registries.yaml": yaml.safe_dump({"registries": []}),
+                    "files.yaml": "\n".join(lines) + "\nfiles: *x7\n"}}
+    desired = desired_state([bad])
+    assert desired.files == {} and not desired.complete
+    assert len(desired.problems) == 1 and len(desired.problems[0]) < 300, desired.problems
+    assert desired.problems[0].startswith("ConfigMap kube-system/x: files.yaml cannot be used: ")
+
+
 def test_the_node_agent_never_writes_a_file_outside_its_directories():
     bad = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "kube-system"},
            "data": {"registries.yaml": yaml.safe_dump({"registries": []}), "files.yaml": yaml.safe_dump({"files": [
