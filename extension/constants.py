@@ -75,6 +75,17 @@ CERTS_DIR = "/etc/containerd/certs.d"
 CA_BUNDLE_FILE = "ca-bundle.pem"
 CA_BUNDLE_PATH = f"{CERTS_DIR}/{CA_BUNDLE_FILE}"
 CAPABILITIES = ("pull", "resolve")
+# containerd 2.1+ reads dial_timeout per host in hosts.toml: how long a dial to the cache may take before
+# containerd tries the next host (the upstream). Its own default is 30 s per request, so a cache that is
+# away (a blackholed address) turns a 2 s pull into minutes: every request of a pull (manifest, config,
+# each layer) tries the cache first. Spegel writes 200ms; 100ms keeps a pull's fallback under a second
+# (measured: tests/e2e/test_failover.py) and is still far above a connect within a cluster (one round
+# trip, well under 10 ms). Go duration syntax.
+DEFAULT_DIAL_TIMEOUT = "100ms"
+# Our additions to a host of Gardener's registry entry shape, in the node-config ConfigMap only (Gardener's
+# OperatingSystemConfig RegistryHost has url, capabilities and caCerts, nothing else).
+HOST_DIAL_TIMEOUT_FIELD = "dialTimeout"
+HOST_NODE_AUTH_FIELD = "nodeAuth"  # the key of this host's entry in the node-auth Secret
 # standalone: the ConfigMaps the node agent reads
 NODE_CONFIG_NAME = "registry-cache-node-config"
 NODE_CONFIG_LABEL = "registry-cache.gardener.cloud/node-config"

@@ -24,7 +24,7 @@ from extension import constants as c
 from extension.cli.errors import InputError
 from extension.cli.inputs import Inputs, load_inputs, load_old_shoot
 from extension.component import certs
-from extension.component.containerd import render_hosts_toml
+from extension.component.containerd import dial_timeout, render_hosts_toml
 from extension.component.objects import RenderOptions
 from extension.component.registrycache import cert_requests, plan, scheme
 
@@ -50,7 +50,23 @@ def add_parsers(sub: Any, exit_codes: str) -> None:
                    help="the URL nodes reach a cache at, e.g. docker.io=https://10.4.0.12:5000 (repeatable)")
     p.add_argument("--image", default=c.DEFAULT_IMAGE, help=f"the registry image (default {c.DEFAULT_IMAGE})")
     p.add_argument("--vpa", action="store_true", help="also render a VerticalPodAutoscaler per cache")
+    add_dial_timeout_argument(p)
     p.set_defaults(func=cmd_render)
+
+
+def add_dial_timeout_argument(p: argparse.ArgumentParser) -> None:
+    """``--dial-timeout``, shared by ``render`` and ``run``."""
+    p.add_argument("--dial-timeout", default=c.DEFAULT_DIAL_TIMEOUT, metavar="DURATION",
+                   help="containerd's dial_timeout for the cache host in hosts.toml (containerd 2.1+; older versions "
+                        "ignore it): how long a node tries to reach a cache before it falls back to the upstream. "
+                        f"A Go duration; 0 leaves it out (containerd's 30s). Default {c.DEFAULT_DIAL_TIMEOUT}")
+
+
+def parse_dial_timeout(value: str) -> str | None:
+    try:
+        return dial_timeout(value)
+    except ValueError as exc:
+        raise InputError(f"--dial-timeout: {exc}") from None
 
 
 def _validated(shoot_file: str, inputs: Inputs, old: dict[str, Any] | None, what: str) -> ShootValidation | None:
@@ -115,6 +131,7 @@ def _endpoints(config: RegistryConfig, given: dict[str, str], namespace: str) ->
 def cmd_render(args: argparse.Namespace) -> int:
     inputs = load_inputs(args.shoot, args.secret)
     given = parse_endpoints(args.endpoint)
+    timeout = parse_dial_timeout(args.dial_timeout)
     result = _validated(args.shoot, inputs, None, "render")
     if result is None:
         return 0
@@ -127,7 +144,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     namespace = (inputs.shoot.get("metadata") or {}).get("namespace") or ""
     credentials = resolve_credentials(inputs.shoot, config, inputs.secret_getter(), namespace,
                                       result.extension_path.child("providerConfig"))
-    options = RenderOptions(image=args.image, vpa=args.vpa)
+    options = RenderOptions(image=args.image, vpa=args.vpa, dial_timeout=timeout)
     endpoints, notes = _endpoints(config, given, options.namespace)
 
     ca = certs.generate_ca()
@@ -148,7 +165,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         upstream_dir.mkdir(parents=True, exist_ok=True)
         (upstream_dir / "hosts.toml").write_text(
             render_hosts_toml(cache.upstream, remote_url(cache), endpoints[cache.upstream], c.CA_BUNDLE_PATH,
-                              notes.get(cache.upstream)), encoding="utf-8")
+                              notes.get(cache.upstream), dial_timeout=timeout), encoding="utf-8")
     if server_certs:
         (nodes_dir / c.CA_BUNDLE_FILE).write_text(ca.cert_pem, encoding="utf-8")
     (out / "provider-status.yaml").write_text(yaml.safe_dump(planned.status.to_wire(), sort_keys=False),

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from extension import constants as c
+from extension.cli.offline import add_dial_timeout_argument, parse_dial_timeout
 
 
 def add_parser(sub: Any) -> None:
@@ -35,6 +36,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--metrics-address", metavar="HOST:PORT",
                    help="serve the controller's Prometheus metrics at /metrics, e.g. 0.0.0.0:8081")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_dial_timeout_argument(p)
     hooks = p.add_argument_group("admission webhooks")
     hooks.add_argument("--webhooks", nargs="?", const="all", choices=["all", "garden", "seed"],
                        help="serve and register the admission webhooks: garden (Shoot validation, refusing to "
@@ -58,6 +60,7 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     from extension.kube import Kube
     from extension.webhook import server
 
+    dial_timeout = parse_dial_timeout(args.dial_timeout)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     seed = Kube.from_kubeconfig(args.kubeconfig)
@@ -85,7 +88,8 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     if args.metrics_address:
         from extension import metrics
         metrics.serve(args.metrics_address)
-    runtime = manager.build_runtime(seed, target, RenderOptions(image=args.image, vpa=args.vpa),
+    options = RenderOptions(image=args.image, vpa=args.vpa, dial_timeout=dial_timeout)
+    runtime = manager.build_runtime(seed, target, options,
                                     standalone=args.standalone, webhook=webhook,
                                     checkpoint=checkpoint or (lambda point: None))
     manager.run(runtime, liveness=args.liveness)

@@ -37,6 +37,8 @@ class RenderOptions:
     # The seed namespace that owns the objects: labelled on each, so that pruning and deletion touch only
     # this Extension's objects even when several shoots share one cluster (standalone mode).
     owner: str | None = None
+    # containerd's dial_timeout per cache host in the node agent's hosts.toml (None: containerd's default)
+    dial_timeout: str | None = c.DEFAULT_DIAL_TIMEOUT
 
     def labels(self, upstream: str) -> dict[str, str]:
         out = {**names.labels(upstream), c.MANAGED_BY_LABEL: c.MANAGED_BY}
@@ -208,6 +210,7 @@ def render_node_config(status: RegistryStatus, ca_bundle: str | None,
     name = c.NODE_CONFIG_NAME
     if options.owner:
         name += "-" + hashlib.sha256(options.owner.encode()).hexdigest()[:8]
-    registries = yaml.safe_dump({"registries": containerd_registries(status)}, sort_keys=False, allow_unicode=False)
+    registries = yaml.safe_dump({"registries": containerd_registries(status, dial_timeout=options.dial_timeout)},
+                                sort_keys=False, allow_unicode=False)
     return _object("node-config.yaml.j2", name=name, namespace=options.namespace, owner=options.owner,
                    registries_yaml=registries, ca_bundle=ca_bundle)

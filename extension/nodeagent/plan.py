@@ -15,8 +15,13 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extension.component.containerd import hosts_toml_for_entry
-from extension.constants import CA_BUNDLE_PATH, NODE_CONFIG_CA_BUNDLE_KEY, NODE_CONFIG_REGISTRIES_KEY
+from extension.component.containerd import dial_timeout, hosts_toml_for_entry
+from extension.constants import (
+    CA_BUNDLE_PATH,
+    HOST_DIAL_TIMEOUT_FIELD,
+    NODE_CONFIG_CA_BUNDLE_KEY,
+    NODE_CONFIG_REGISTRIES_KEY,
+)
 
 HOSTS_FILE = "hosts.toml"
 MARKER = ".registry-cache-managed"
@@ -109,6 +114,14 @@ def _entry_problem(raw: Any) -> str | None:
         ca = host.get("caCerts")
         if ca is not None and (not isinstance(ca, list) or not all(isinstance(c, str) and c for c in ca)):
             return f"host {host.get('url')}: caCerts is not a list of paths"
+        timeout = host.get(HOST_DIAL_TIMEOUT_FIELD)
+        if timeout is not None:
+            try:
+                if not isinstance(timeout, str):
+                    raise ValueError(f"{HOST_DIAL_TIMEOUT_FIELD} is not a string")
+                dial_timeout(timeout)
+            except ValueError as exc:
+                return f"host {host.get('url')}: {exc}"
     if not isinstance(raw.get("readinessProbe", False), bool):
         return "readinessProbe is not a boolean"
     return None

@@ -28,7 +28,7 @@ from api.validation import decode_and_default, remote_url, tls_enabled, validate
 from extension.component.certs import KeyPair, generate_server_cert, service_dns_names
 from extension.component.containerd import hosts_toml_for_status
 from extension.component.objects import endpoint, provider_status, render_config_yml
-from extension.constants import SHOOT_NAMESPACE
+from extension.constants import DEFAULT_DIAL_TIMEOUT, SHOOT_NAMESPACE
 
 from .dataplane import LOOPBACK, Containerd, Crane, Image, Registry, Tools, Upstream, write_hosts_dir
 
@@ -127,18 +127,21 @@ class DataPath:
 
     # --- containerd ---
 
-    def hosts_dir(self, *caches: Cache, ca_path: Path | None = None) -> Path:
-        """``--hosts-dir`` with the hosts.toml per upstream the controller's status leads to."""
+    def hosts_dir(self, *caches: Cache, ca_path: Path | None = None,
+                  dial_timeout: str | None = DEFAULT_DIAL_TIMEOUT) -> Path:
+        """``--hosts-dir`` with the hosts.toml per upstream the controller's status leads to (with the node
+        agent's default ``dial_timeout``, which Debian's containerd 1.6 ignores)."""
         status = provider_status([(c.model.upstream, c.endpoint, remote_url(c.model)) for c in caches],
                                  CA_SECRET_NAME if any(tls_enabled(c.model) for c in caches) else None)
         ca = ca_path or self.ca_bundle
-        files = hosts_toml_for_status(status, ca_path=str(ca) if ca else None)
+        files = hosts_toml_for_status(status, ca_path=str(ca) if ca else None, dial_timeout=dial_timeout)
         d = self._dir("hosts")
         write_hosts_dir(d, files)
         return d
 
-    def containerd(self) -> Containerd:
-        c = Containerd(self._dir("containerd"))
+    def containerd(self, bin_dir: Path | None = None) -> Containerd:
+        """A fresh containerd (Debian's, or the one in ``bin_dir``)."""
+        c = Containerd(self._dir("containerd"), bin_dir)
         self._containerds.append(c)
         return c.start()
 

@@ -17,7 +17,7 @@ from extension.cli.nodeagent import add_parser
 from extension.component import certs
 from extension.component.containerd import hosts_toml_for_status
 from extension.component.objects import RenderOptions, provider_status, render_node_config
-from extension.constants import CA_BUNDLE_FILE, CA_BUNDLE_PATH, NODE_CONFIG_LABEL
+from extension.constants import CA_BUNDLE_FILE, CA_BUNDLE_PATH, DEFAULT_DIAL_TIMEOUT, NODE_CONFIG_LABEL
 from extension.nodeagent.agent import NodeAgent, observe
 from extension.nodeagent.plan import (
     CA_MARKER,
@@ -54,6 +54,21 @@ def configmap(name: str, *entries: dict, ca: str | None = None, created: str = "
 
 # --- from ConfigMaps to files ----------------------------------------------------------------------------
 
+def test_dial_timeout_of_an_entry_is_written_or_the_entry_skipped():
+    good = entry("a.io", "https://10.0.0.1:5000")
+    good["hosts"][0]["dialTimeout"] = "350ms"
+    bad = entry("b.io", "https://10.0.0.2:5000")
+    bad["hosts"][0]["dialTimeout"] = "fast"
+    negative = entry("c.io", "https://10.0.0.3:5000")
+    negative["hosts"][0]["dialTimeout"] = "-1s"
+    desired = desired_state([configmap("cm", good, bad, negative)])
+    assert set(desired.hosts_toml) == {"a.io"}
+    assert tomllib.loads(desired.hosts_toml["a.io"])["host"]["https://10.0.0.1:5000"]["dial_timeout"] == "350ms"
+    assert len(desired.problems) == 2 and "'fast' is not a Go duration" in desired.problems[0]
+    assert "must not be negative" in desired.problems[1]
+    assert desired.keep == {"b.io", "c.io"}  # what is on disk for them stays
+
+
 def test_reads_what_the_controller_publishes():
     status = provider_status([("docker.io", "https://10.4.0.12:5000", "https://registry-1.docker.io"),
                               ("my-registry.io:5000", "http://10.4.0.15:5000", "http://my-registry.io:5000")],
@@ -61,7 +76,9 @@ def test_reads_what_the_controller_publishes():
     published = render_node_config(status, CA.cert_pem, RenderOptions(owner="shoot--dev--crazy-botany")).obj
     desired = desired_state([published])
     assert desired.problems == [] and desired.complete
-    assert desired.hosts_toml == hosts_toml_for_status(status)  # containerd's default place: nothing rewritten
+    # containerd's default place: nothing rewritten; the controller's default dial timeout on every host
+    assert desired.hosts_toml == hosts_toml_for_status(status, dial_timeout=DEFAULT_DIAL_TIMEOUT)
+    assert all(f'dial_timeout = "{DEFAULT_DIAL_TIMEOUT}"' in text for text in desired.hosts_toml.values())
     assert desired.ca_bundle == CA.cert_pem
     assert [e.readiness_probe for e in desired.entries.values()] == [True, True]
     assert desired.entries["docker.io"].probe_url == "https://10.4.0.12:5000/v2/"
