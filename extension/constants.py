@@ -70,6 +70,18 @@ CA_NAME = "ca-extension-registry-cache"
 CA_BUNDLE_SECRET = f"{CA_NAME}-bundle"  # key bundle.crt: what nodes trust; caSecretName of the status
 TLS_SECRET_LABEL = "registry-cache.gardener.cloud/secret"  # value: ca | bundle | server
 
+# --- caches only nodes can read (standalone, `run --node-auth`) --------------------------------------
+# Per cache, in the seed namespace: generated credentials and their htpasswd line (reused across reconciles).
+NODE_AUTH_SECRET_LABEL = "registry-cache.gardener.cloud/node-auth"  # value: the upstream's resource name
+NODE_AUTH_USERNAME = "registry-cache-node"
+NODE_AUTH_REALM = "registry-cache"
+HTPASSWD_KEY = "htpasswd"  # in the cache's config Secret, next to config.yml
+HTPASSWD_PATH = "/etc/distribution/htpasswd"  # where the cache reads it (the config Secret's mount)
+# In the shoot's kube-system: ONE Secret for every Extension (each owns its keys by server-side apply with
+# a field manager of its own), so that the node agent may read exactly this Secret by name (RBAC
+# resourceNames) and no other. Key: the cache's resource name; value: the Authorization header nodes send.
+NODE_AUTH_SHOOT_SECRET = "registry-cache-node-auth"
+
 # --- nodes ------------------------------------------------------------------------------------------------
 CERTS_DIR = "/etc/containerd/certs.d"
 CA_BUNDLE_FILE = "ca-bundle.pem"

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from extension import constants as c
+from extension.cli.errors import InputError
 from extension.cli.offline import add_dial_timeout_argument, parse_dial_timeout
 
 
@@ -30,6 +31,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--standalone", action="store_true",
                    help="no Gardener: also do gardenlet's part for Shoots (namespace, Cluster, ref- copies, "
                         "Extension)")
+    p.add_argument("--node-auth", action="store_true",
+                   help="with --standalone: caches only nodes can read. Each cache requires credentials the "
+                        "controller generates (htpasswd); the node agent writes them as an Authorization header "
+                        "into that upstream's hosts.toml (root only). Pods without them get 401 from the cache")
     p.add_argument("--image", default=c.DEFAULT_IMAGE, help=f"the registry image (default {c.DEFAULT_IMAGE})")
     p.add_argument("--vpa", action="store_true", help="deliver a VerticalPodAutoscaler per cache when served")
     p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
@@ -61,6 +66,9 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     from extension.webhook import server
 
     dial_timeout = parse_dial_timeout(args.dial_timeout)
+    if args.node_auth and not args.standalone:
+        raise InputError("--node-auth needs --standalone: the credentials reach nodes through the node agent; "
+                         "Gardener's OperatingSystemConfig cannot carry an Authorization header for a registry host")
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     seed = Kube.from_kubeconfig(args.kubeconfig)
@@ -88,7 +96,7 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     if args.metrics_address:
         from extension import metrics
         metrics.serve(args.metrics_address)
-    options = RenderOptions(image=args.image, vpa=args.vpa, dial_timeout=dial_timeout)
+    options = RenderOptions(image=args.image, vpa=args.vpa, dial_timeout=dial_timeout, node_auth=args.node_auth)
     runtime = manager.build_runtime(seed, target, options,
                                     standalone=args.standalone, webhook=webhook,
                                     checkpoint=checkpoint or (lambda point: None))

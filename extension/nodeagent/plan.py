@@ -19,6 +19,8 @@ from extension.component.containerd import dial_timeout, hosts_toml_for_entry
 from extension.constants import (
     CA_BUNDLE_PATH,
     HOST_DIAL_TIMEOUT_FIELD,
+    HOST_NODE_AUTH_FIELD,
+    NODE_AUTH_SHOOT_SECRET,
     NODE_CONFIG_CA_BUNDLE_KEY,
     NODE_CONFIG_REGISTRIES_KEY,
 )
@@ -31,6 +33,8 @@ PROBE_PATH = "/v2/"
 
 # A directory name containerd looks up for a registry host: host[:port], nothing that leaves ROOT.
 _UPSTREAM_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:[0-9]{1,5})?$")
+_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+_HEADER_VALUE_RE = re.compile(r"^[\x21-\x7e][\x20-\x7e]*$")  # one line of printable ASCII
 _PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
 
 
@@ -69,6 +73,10 @@ class Desired:
     keep: set[str] = field(default_factory=set)
     # False when a whole ConfigMap could not be read: nothing is removed then (its upstreams are unknown).
     complete: bool = True
+    # Keys of the node-auth Secret the entries name (caches only nodes can read), and the upstreams whose
+    # hosts.toml carries credentials (written readable by root only).
+    node_auth_wanted: set[str] = field(default_factory=set)
+    private: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
 
 
@@ -122,6 +130,9 @@ def _entry_problem(raw: Any) -> str | None:
                 dial_timeout(timeout)
             except ValueError as exc:
                 return f"host {host.get('url')}: {exc}"
+        key = host.get(HOST_NODE_AUTH_FIELD)
+        if key is not None and (not isinstance(key, str) or not _KEY_RE.match(key)):
+            return f"host {host.get('url')}: {HOST_NODE_AUTH_FIELD} is not a Secret key"
     if not isinstance(raw.get("readinessProbe", False), bool):
         return "readinessProbe is not a boolean"
     return None
@@ -139,9 +150,12 @@ def ca_certificates(text: str) -> list[str]:
     return [m.group(0) for m in _PEM_RE.finditer(text)]
 
 
-def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUNDLE_PATH) -> Desired:
+def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUNDLE_PATH,
+                  node_auth: Mapping[str, str] | None = None) -> Desired:
     """The entries, files and CA bundle the ConfigMaps ask for; ``ca_path`` is where containerd finds the
-    bundle this agent writes (``ROOT/ca-bundle.pem`` as containerd sees ROOT)."""
+    bundle this agent writes (``ROOT/ca-bundle.pem`` as containerd sees ROOT). ``node_auth`` is the node-auth
+    Secret's data (key -> Authorization header); an entry whose key is not in it is not written (its cache
+    would refuse containerd) and what is on disk for it stays."""
     out = Desired()
     certs: list[str] = []
     for cm in sorted(configmaps, key=_order):
@@ -174,9 +188,22 @@ def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUN
                 continue
             entry = Entry(upstream, raw["server"], tuple(_with_ca_path(h, ca_path) for h in raw["hosts"]),
                           bool(raw.get("readinessProbe", False)), source)
+            headers = None
+            key = entry.hosts[0].get(HOST_NODE_AUTH_FIELD)
+            if key is not None:
+                out.node_auth_wanted.add(key)
+                header = (node_auth or {}).get(key)
+                if header is None or not _HEADER_VALUE_RE.match(header):
+                    what = "is not there (yet)" if header is None else "is not a header value"
+                    out.problems.append(f"upstream {upstream}: its cache only serves nodes, and key {key} of Secret "
+                                        f"{NODE_AUTH_SHOOT_SECRET} {what}; hosts.toml waits for it")
+                    out.keep.add(upstream)
+                    continue
+                headers = {"Authorization": header}
+                out.private.add(upstream)
             out.entries[upstream] = entry
             out.hosts_toml[upstream] = hosts_toml_for_entry(
-                {"upstream": upstream, "server": entry.server, "hosts": list(entry.hosts)})
+                {"upstream": upstream, "server": entry.server, "hosts": list(entry.hosts)}, headers)
         bundle = data.get(NODE_CONFIG_CA_BUNDLE_KEY)
         if bundle:
             found = ca_certificates(bundle)
@@ -207,6 +234,7 @@ class Observed:
 @dataclass
 class Plan:
     write: dict[str, str] = field(default_factory=dict)  # upstream -> hosts.toml to write
+    private: set[str] = field(default_factory=set)  # of those, the ones with credentials: root only (0600)
     remove: list[str] = field(default_factory=list)  # upstreams whose (managed) directory goes
     waiting: list[str] = field(default_factory=list)  # wanted or changed, but the cache does not answer
     foreign: list[str] = field(default_factory=list)  # wanted, but the directory is not ours
@@ -246,6 +274,7 @@ def plan(desired: Desired, observed: Observed, answering: Iterable[str] = ()) ->
             out.waiting.append(upstream)
         else:
             out.write[upstream] = text
+    out.private = {u for u in out.write if u in desired.private}
     out.foreign = sorted(u for u in desired.hosts_toml
                          if u in observed.dirs and not observed.dirs[u].managed)
     if desired.complete:

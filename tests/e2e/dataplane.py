@@ -219,8 +219,9 @@ class Registry:
     documented ``REGISTRY_*`` environment overrides so that CONFIG itself is used unchanged."""
 
     def __init__(self, binary: Path, name: str, workdir: Path, config_text: str, *, tls: tuple[str, str] | None = None,
-                 ca_file: Path | None = None, port: int | None = None):
+                 ca_file: Path | None = None, port: int | None = None, extra_env: Mapping[str, str] | None = None):
         self.binary = binary
+        self.extra_env = dict(extra_env or {})  # more REGISTRY_* overrides (e.g. the htpasswd path)
         self.name = name
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +252,7 @@ class Registry:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.workdir), **REGISTRY_BASE_ENV,
                "REGISTRY_HTTP_ADDR": self.host,
                "REGISTRY_HTTP_DEBUG_ADDR": f"{LOOPBACK}:{self.debug_port}",
-               "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(self.storage)}
+               "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(self.storage), **self.extra_env}
         if self.tls:
             cert, key = self.workdir / "tls.crt", self.workdir / "tls.key"
             cert.write_text(self.tls[0], encoding="utf-8")

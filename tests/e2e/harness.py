@@ -27,8 +27,9 @@ from api.v1alpha3 import RegistryCache
 from api.validation import decode_and_default, remote_url, tls_enabled, validate_registry_config
 from extension.component.certs import KeyPair, generate_server_cert, service_dns_names
 from extension.component.containerd import hosts_toml_for_status
+from extension.component.nodeauth import NodeCredentials
 from extension.component.objects import endpoint, provider_status, render_config_yml
-from extension.constants import DEFAULT_DIAL_TIMEOUT, SHOOT_NAMESPACE
+from extension.constants import DEFAULT_DIAL_TIMEOUT, HTPASSWD_KEY, SHOOT_NAMESPACE
 
 from .dataplane import LOOPBACK, Containerd, Crane, Image, Registry, Tools, Upstream, write_hosts_dir
 
@@ -110,17 +111,25 @@ class DataPath:
         return self.crane.push_test_image(upstream, repository, tag, (user, upstream.users[user]))
 
     def cache(self, upstream: Registry, credentials: Credentials | None, *, tls: bool | None,
-              secret_reference: str | None = "upstream-credentials") -> Cache:
-        """A cache for ``upstream`` started from exactly the rendered ``config.yml``."""
+              secret_reference: str | None = "upstream-credentials", node_auth: NodeCredentials | None = None) -> Cache:
+        """A cache for ``upstream`` started from exactly the rendered ``config.yml`` (and, for a cache only
+        nodes can read, the htpasswd file of its config Secret, at the path config.yml names on a node)."""
         model = decode_cache(upstream, tls=tls, secret_reference=secret_reference if credentials else None)
-        text = render_config_yml(model, credentials)
+        text = render_config_yml(model, credentials, node_auth is not None)
+        workdir = self._dir("cache")
+        extra_env = {}
+        if node_auth is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / HTPASSWD_KEY).write_text(node_auth.htpasswd, encoding="utf-8")
+            extra_env["REGISTRY_AUTH_HTPASSWD_PATH"] = str(workdir / HTPASSWD_KEY)
         keypair = None
         if tls_enabled(model):
             assert self.ca is not None, "a TLS cache needs the DataPath's CA"
             name = names.resource_name(model.upstream)
             server = generate_server_cert(self.ca, name, service_dns_names(name, SHOOT_NAMESPACE), [LOOPBACK])
             keypair = (server.cert_pem, server.key_pem)
-        reg = Registry(self.tools.registry, "cache", self._dir("cache"), text, tls=keypair, ca_file=self.ca_bundle)
+        reg = Registry(self.tools.registry, "cache", workdir, text, tls=keypair, ca_file=self.ca_bundle,
+                       extra_env=extra_env)
         self._registries.append(reg)
         reg.start()
         return Cache(model, credentials, text, reg)

@@ -160,3 +160,8 @@ def test_every_exit_code_comes_from_one_table(capsys):
     assert run(capsys, "validate", "/nonexistent.yaml")[0] == ExitCode.USAGE
     assert run(capsys, "credentials", "rotate", "--shoot", "nope", "--reference", "r", "--username", "u",
                "--password-stdin")[0] == ExitCode.USAGE
+
+
+def test_run_node_auth_needs_standalone(capsys):
+    code, _, err = run(capsys, "run", "--node-auth", "--kubeconfig", "/nonexistent")
+    assert code == 2 and "--node-auth needs --standalone" in err

@@ -378,3 +378,53 @@ def test_a_bad_kubeconfig_is_exit_code_2(tmp_path, capsys):
     from extension.cli.main import main
     assert main(["node-agent", "--kubeconfig", str(tmp_path / "missing"), "--root", str(tmp_path), "--once"]) == 2
     assert "cannot load the kubeconfig" in capsys.readouterr().err
+
+
+# --- caches only nodes can read (run --node-auth) -------------------------------------------------------
+
+def _auth_entry(upstream: str, url: str, key: str) -> dict:
+    e = entry(upstream, url)
+    e["hosts"][0]["nodeAuth"] = key
+    return e
+
+
+def test_node_auth_header_from_the_secret_or_the_entry_waits():
+    cm = configmap("a", _auth_entry("a.io", "https://10.0.0.1:5000", "registry-a-io"),
+                   _auth_entry("b.io", "https://10.0.0.2:5000", "registry-b-io"), entry("c.io", "http://10.0.0.3:5000"))
+    first = desired_state([cm])  # the agent reads the Secret only when an entry wants it
+    assert first.node_auth_wanted == {"registry-a-io", "registry-b-io"} and set(first.hosts_toml) == {"c.io"}
+    assert first.keep == {"a.io", "b.io"}  # what is on disk for them stays
+    desired = desired_state([cm], node_auth={"registry-a-io": "Basic c2VjcmV0", "registry-b-io": "Basic x\ny"})
+    assert set(desired.hosts_toml) == {"a.io", "c.io"} and desired.private == {"a.io"}
+    host = tomllib.loads(desired.hosts_toml["a.io"])["host"]["https://10.0.0.1:5000"]
+    assert host["header"] == {"Authorization": "Basic c2VjcmV0"}
+    assert "Authorization" not in desired.hosts_toml["c.io"]
+    assert any("b.io" in p and "not a header value" in p for p in desired.problems)
+    assert not any("c2VjcmV0" in p for p in desired.problems)
+    bad = entry("d.io", "http://10.0.0.4:5000")
+    bad["hosts"][0]["nodeAuth"] = "../etc"
+    assert "is not a Secret key" in desired_state([configmap("b", bad)]).problems[0]
+
+
+def test_node_auth_hosts_toml_is_written_root_only(tmp_path):
+    cm = configmap("a", _auth_entry("a.io", "http://10.0.0.1:5000", "registry-a-io"), entry("c.io", "http://10.0.0.3:5000"))
+    reads = []
+
+    def read():
+        reads.append(1)
+        return {"registry-a-io": "Basic c2VjcmV0"}
+
+    root = tmp_path / "certs.d"
+    agent = NodeAgent(lambda: [cm], root, prober=lambda url, ca: True, read_node_auth=read)
+    result = agent.sync()
+    assert result.ok and result.plan.private == {"a.io"} and reads == [1]
+    assert (root / "a.io" / "hosts.toml").stat().st_mode & 0o777 == 0o600
+    assert (root / "c.io" / "hosts.toml").stat().st_mode & 0o777 == 0o644
+
+    def broken():
+        raise PermissionError("403 Forbidden")
+
+    cm2 = configmap("a", _auth_entry("a.io", "http://10.0.0.9:5000", "registry-a-io"))
+    agent = NodeAgent(lambda: [cm2], root, prober=lambda url, ca: True, read_node_auth=broken)
+    assert agent.sync().ok
+    assert "10.0.0.1" in (root / "a.io" / "hosts.toml").read_text()  # kept until the Secret can be read

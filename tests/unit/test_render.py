@@ -235,3 +235,27 @@ def test_node_config_for_the_node_agent():
     assert cm["data"]["ca-bundle.pem"] == "PEM"
     assert tomllib.loads(hosts_toml_for_entry(entries[1]))["host"] == {
         "http://10.0.0.2:5000": {"capabilities": ["pull", "resolve"]}}
+
+
+def test_node_auth_config_secret_and_node_config():
+    from extension.component import nodeauth
+    from extension.component.objects import render_node_config
+    node = nodeauth.generate()
+    assert nodeauth.valid(node) and node.htpasswd.startswith("registry-cache-node:$2b$04$")
+    assert not nodeauth.valid(nodeauth.NodeCredentials(node.username, "other", node.htpasswd))
+    assert node.password not in repr(node)
+    cfg = decode_and_default(config({"upstream": "docker.io", "http": {"tls": False}}), PC)
+    objects = render_shoot(cfg, node_auth={"docker.io": node}).objects
+    secret = next(o.obj for o in objects if o.kind == "Secret" and "-config-" in o.name)
+    assert base64.b64decode(secret["data"]["htpasswd"]).decode() == node.htpasswd
+    conf = yaml.safe_load(base64.b64decode(secret["data"]["config.yml"]))
+    assert conf["auth"] == {"htpasswd": {"realm": "registry-cache", "path": "/etc/distribution/htpasswd"}}
+    plain = next(o.obj for o in render_shoot(cfg).objects if o.kind == "Secret" and "-config-" in o.name)
+    assert "htpasswd" not in plain["data"] and "auth" not in yaml.safe_load(base64.b64decode(plain["data"]["config.yml"]))
+    status = provider_status([("docker.io", "https://10.0.0.1:5000", "https://registry-1.docker.io")], "ca")
+    cm = render_node_config(status, "PEM", RenderOptions(owner="o"), node_auth=["docker.io"]).obj
+    entries = yaml.safe_load(cm["data"]["registries.yaml"])["registries"]
+    assert entries[0]["hosts"][0]["nodeAuth"] == "registry-docker-io" and node.password not in str(cm)
+    shared = nodeauth.shoot_secret("kube-system", {"registry-docker-io": node.authorization})
+    assert shared["metadata"]["name"] == "registry-cache-node-auth" and "registry-cache.gardener.cloud/owner" \
+        not in shared["metadata"]["labels"]
