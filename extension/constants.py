@@ -41,6 +41,10 @@ class State(str, enum.Enum):
 
 ERR_CONFIGURATION_PROBLEM = "ERR_CONFIGURATION_PROBLEM"
 ERR_INFRA_DEPENDENCIES = "ERR_INFRA_DEPENDENCIES"
+ERR_INFRA_UNAUTHORIZED = "ERR_INFRA_UNAUTHORIZED"
+# status.conditions, one per cache with credentials: "UpstreamCredentialsValid-<upstream>"
+UPSTREAM_CREDENTIALS_CONDITION = "UpstreamCredentialsValid"
+DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS = 300.0
 
 # --- the objects delivered to the shoot ---------------------------------------------------------------
 SHOOT_NAMESPACE = "kube-system"  # where the caches run in the shoot

@@ -25,6 +25,7 @@ from extension.component.objects import RenderOptions
 from extension.constants import (
     BRIDGE_FINALIZER,
     BRIDGE_LABEL,
+    DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS,
     EXTENSION_TYPE,
     OSC_HOOK,
     SECRET_HOOK,
@@ -33,6 +34,7 @@ from extension.constants import (
 )
 from extension.controller.actuator import Actuator, ShootTarget
 from extension.controller.reconciler import Controller
+from extension.controller.upstreams import UpstreamChecks
 from extension.kube import Kube
 from extension.references import ReferenceIndex
 from extension.standalone.bridge import Bridge
@@ -61,6 +63,7 @@ class Runtime:
 
     controller: Controller
     stop: threading.Event
+    upstream_check_interval: float = DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS  # seconds; 0: only at reconciles
     bridge: Bridge | None = None
     index: ReferenceIndex | None = None
     protection: Protection | None = None
@@ -74,11 +77,15 @@ class Runtime:
 
 def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions, standalone: bool,
                   webhook: WebhookSettings | None = None,
-                  checkpoint: Callable[[str], None] = lambda point: None) -> Runtime:
+                  checkpoint: Callable[[str], None] = lambda point: None,
+                  upstream_check_interval: float = DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS,
+                  upstream_checks: bool = True) -> Runtime:
     """The parts: the Extension controller always; with ``standalone`` the bridge and the protection of
     Secrets in use (gardenlet and Gardener do both otherwise); with ``webhook`` the admission webhooks and,
     for the Secret webhook, the index of Secrets in use. ``checkpoint`` is a test seam (see the actuator)."""
-    controller = Controller(seed, Actuator(seed, shoot_target, options, checkpoint=checkpoint))
+    upstreams = UpstreamChecks() if upstream_checks else None
+    controller = Controller(seed, Actuator(seed, shoot_target, options, checkpoint=checkpoint, upstreams=upstreams),
+                            upstreams=upstreams)
     index = None
     if standalone or (webhook is not None and webhook.garden):
         index = ReferenceIndex(cleanup_finalizer=BRIDGE_FINALIZER if standalone else None)
@@ -89,7 +96,7 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
         protection = Protection(Kube(seed.api, field_manager="registry-cache-protection"), index)
         protection.resync()
     return Runtime(
-        controller, threading.Event(),
+        controller, threading.Event(), upstream_check_interval if upstream_checks else 0.0,
         bridge=Bridge(Kube(seed.api, field_manager="registry-cache-bridge")) if standalone else None,
         index=index, protection=protection, webhook=webhook,
         serving=server.make_serving_cert(webhook.hostnames) if webhook is not None else None)
@@ -121,6 +128,10 @@ def run(runtime: Runtime, liveness: str | None = None) -> None:
     retry = threading.Thread(target=_retry_loop, args=(runtime.controller, runtime.stop), daemon=True,
                              name="retry")
     retry.start()
+    if runtime.upstream_check_interval > 0:
+        threading.Thread(target=_upstream_check_loop, args=(runtime.controller, runtime.stop,
+                                                            runtime.upstream_check_interval),
+                         daemon=True, name="upstream-check").start()
     try:
         kopf.run(registry=registry(runtime), memo=runtime, clusterwide=True, standalone=True,
                  liveness_endpoint=liveness)
@@ -267,6 +278,17 @@ def _register_when_serving(seed: Kube, hook: WebhookSettings, serving: server.Se
     if hook.seed:
         seed.apply(server.mutating_configuration(serving.ca_pem, hook.client))
     log.info("admission webhooks serving on %s:%s and registered", hook.listen_address, hook.port)
+
+
+def _upstream_check_loop(controller: Controller, stop: threading.Event, interval: float) -> None:
+    """Checks the upstream credentials of every Extension every ``interval`` seconds (each one bounded)."""
+    while not stop.wait(interval):
+        assert controller.upstreams is not None
+        for namespace in controller.upstreams.namespaces():
+            try:
+                controller.check_upstreams(namespace)
+            except Exception:
+                log.exception("upstream credential check of %s failed", namespace)
 
 
 def _retry_loop(controller: Controller, stop: threading.Event, interval: float = 1.0) -> None:

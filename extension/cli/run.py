@@ -35,6 +35,13 @@ def add_parser(sub: Any) -> None:
                    help="with --standalone: caches only nodes can read. Each cache requires credentials the "
                         "controller generates (htpasswd); the node agent writes them as an Authorization header "
                         "into that upstream's hosts.toml (root only). Pods without them get 401 from the cache")
+    p.add_argument("--upstream-check-interval", type=float, default=c.DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS,
+                   metavar="SECONDS",
+                   help="check each upstream's credentials this often, besides at every reconcile; reported as "
+                        "the Extension's UpstreamCredentialsValid-<upstream> conditions and as metrics. 0: only at "
+                        f"reconciles (default {c.DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS:g})")
+    p.add_argument("--no-upstream-check", action="store_true",
+                   help="never check the upstreams' credentials (no requests to the upstreams from the controller)")
     p.add_argument("--image", default=c.DEFAULT_IMAGE, help=f"the registry image (default {c.DEFAULT_IMAGE})")
     p.add_argument("--vpa", action="store_true", help="deliver a VerticalPodAutoscaler per cache when served")
     p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
@@ -66,6 +73,8 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     from extension.webhook import server
 
     dial_timeout = parse_dial_timeout(args.dial_timeout)
+    if args.upstream_check_interval < 0:
+        raise InputError("--upstream-check-interval must not be negative")
     if args.node_auth and not args.standalone:
         raise InputError("--node-auth needs --standalone: the credentials reach nodes through the node agent; "
                          "Gardener's OperatingSystemConfig cannot carry an Authorization header for a registry host")
@@ -99,6 +108,8 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     options = RenderOptions(image=args.image, vpa=args.vpa, dial_timeout=dial_timeout, node_auth=args.node_auth)
     runtime = manager.build_runtime(seed, target, options,
                                     standalone=args.standalone, webhook=webhook,
-                                    checkpoint=checkpoint or (lambda point: None))
+                                    checkpoint=checkpoint or (lambda point: None),
+                                    upstream_check_interval=args.upstream_check_interval,
+                                    upstream_checks=not args.no_upstream_check)
     manager.run(runtime, liveness=args.liveness)
     return 0

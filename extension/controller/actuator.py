@@ -18,12 +18,14 @@ from api.admission import resolve_credentials
 from api.field import Path, ValidationFailed
 from api.secrets import SecretData, secret_from_manifest
 from api.v1alpha3 import RegistryConfig, RegistryStatus
-from api.validation import decode_and_default, validate_registry_config
+from api.validation import decode_and_default, remote_url, validate_registry_config
 from extension.component.objects import RenderOptions
 from extension.component.registrycache import RegistryCaches
 from extension.constants import REFERENCED_RESOURCE_PREFIX
+from extension.controller.upstreams import UpstreamChecks
 from extension.errors import ConfigurationError, ReconcileError
 from extension.kube import Kube
+from extension.upstreamcheck import Target
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,9 @@ class Actuator:
     """``options`` are the controller's: the image, the shoot namespace, whether VPAs are wanted."""
 
     def __init__(self, seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
-                 checkpoint: Callable[[str], None] = lambda point: None):
+                 checkpoint: Callable[[str], None] = lambda point: None, upstreams: UpstreamChecks | None = None):
         self.seed = seed
+        self.upstreams = upstreams  # told which upstreams each Extension pulls from with credentials
         self.shoot_target = shoot_target
         self.options = options
         self._checkpoint = checkpoint  # a test seam, see RegistryCaches
@@ -96,15 +99,23 @@ class Actuator:
                                               PROVIDER_CONFIG_PATH, name_prefix=REFERENCED_RESOURCE_PREFIX)
         except ValidationFailed as exc:
             raise ConfigurationError(str(exc)) from None
-        return self._caches(namespace).deploy(config, credentials)
+        status = self._caches(namespace).deploy(config, credentials)
+        if self.upstreams is not None:
+            self.upstreams.set_targets(namespace, [Target(c.upstream, remote_url(c), credentials[c.upstream])
+                                                   for c in config.caches if c.upstream in credentials])
+        return status
 
     def delete(self, extension: dict[str, Any]) -> None:
         """Remove everything this Extension delivered to the shoot, its volumes included."""
         self._caches(extension["metadata"]["namespace"]).destroy()
+        if self.upstreams is not None:
+            self.upstreams.forget(extension["metadata"]["namespace"])
 
     def migrate(self, extension: dict[str, Any]) -> None:
         """Keep the objects in the shoot: the control plane moves, the caches keep serving."""
         log.info("%s: migrate: keeping the caches in the shoot", extension["metadata"]["namespace"])
+        if self.upstreams is not None:
+            self.upstreams.forget(extension["metadata"]["namespace"])  # checked by the controller it moves to
 
     def restore(self, extension: dict[str, Any]) -> RegistryStatus | None:
         return self.reconcile(extension)

@@ -18,6 +18,7 @@ from typing import Any
 from extension import metrics
 from extension.constants import (
     ERR_INFRA_DEPENDENCIES,
+    EXTENSION_NAME,
     EXTENSION_TYPE,
     FINALIZER,
     OPERATION_ANNOTATION,
@@ -27,7 +28,9 @@ from extension.constants import (
     OPERATION_WAIT_FOR_STATE,
     State,
 )
+from extension.controller import conditions
 from extension.controller.actuator import Actuator
+from extension.controller.upstreams import UpstreamChecks
 from extension.errors import ReconcileError
 from extension.kube import ApiError, Kube
 
@@ -93,6 +96,7 @@ class _Retry:
 class Controller:
     seed: Kube
     actuator: Actuator
+    upstreams: UpstreamChecks | None = None  # the credential checks (None: none)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     # resourceVersions this controller wrote, per uid: their watch events are echoes, not changes
     _own_versions: dict[str, list[str]] = field(default_factory=dict)
@@ -159,7 +163,7 @@ class Controller:
             elif op == Op.MIGRATE:
                 self._prepare(ext, add_finalizer=False)
             self._processing(ext, op)
-            provider_status = None
+            provider_status, conditions = None, None
             if op == Op.DELETE:
                 self.actuator.delete(ext)
             elif op == Op.MIGRATE:
@@ -167,7 +171,9 @@ class Controller:
             else:
                 status = self.actuator.restore(ext) if op == Op.RESTORE else self.actuator.reconcile(ext)
                 provider_status = status.to_wire() if status is not None else None
-            self._succeeded(ext, op, provider_status)
+                if status is not None:
+                    conditions = self._upstream_conditions(ext)
+            self._succeeded(ext, op, provider_status, conditions)
             if op in (Op.DELETE, Op.MIGRATE):
                 self._remove_finalizer(ns, name)
             with self._guard:
@@ -220,7 +226,46 @@ class Controller:
             "type": op.value, "state": State.PROCESSING.value, "progress": 1,
             "description": f"{op.value} of the registry caches is running", "lastUpdateTime": now_rfc3339()}})
 
-    def _succeeded(self, ext: dict[str, Any], op: Op, provider_status: dict[str, Any] | None) -> None:
+    def _upstream_conditions(self, ext: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The conditions after checking this Extension's upstream credentials (bounded); None: not checked."""
+        if self.upstreams is None:
+            return None
+        try:
+            results = self.upstreams.run(_meta(ext)["namespace"])
+        except Exception:  # a check never fails a reconcile
+            log.exception("%s: the upstream credential check failed", _meta(ext).get("namespace"))
+            return None
+        if results is None:
+            return None
+        return conditions.merge((ext.get("status") or {}).get("conditions"), results, now_rfc3339())
+
+    def check_upstreams(self, namespace: str) -> bool:
+        """The periodic check of one Extension's upstream credentials; writes the conditions when they changed
+        (not for a new lastUpdateTime alone). True when it wrote them."""
+        if self.upstreams is None:
+            return False
+        ext = self.seed.get("Extension", EXTENSION_NAME, namespace)
+        if ext is None or _meta(ext).get("deletionTimestamp"):
+            self.upstreams.forget(namespace)
+            return False
+        with self._lock_for(_meta(ext).get("uid", "")):
+            results = self.upstreams.run(namespace)
+            if results is None:
+                return False
+            current = self.seed.get("Extension", EXTENSION_NAME, namespace) or ext
+            existing = (current.get("status") or {}).get("conditions")
+            new = conditions.merge(existing, results, now_rfc3339())
+            if conditions.same_state(existing, new):
+                return False
+            try:
+                self._status_patch(namespace, EXTENSION_NAME, {"conditions": new})
+            except ApiError as exc:
+                log.warning("%s: could not write the upstream conditions: %s", namespace, exc)
+                return False
+            return True
+
+    def _succeeded(self, ext: dict[str, Any], op: Op, provider_status: dict[str, Any] | None,
+                   new_conditions: list[dict[str, Any]] | None = None) -> None:
         meta = _meta(ext)
         hibernated = op in (Op.CREATE, Op.RECONCILE, Op.RESTORE) and provider_status is None
         description = {
@@ -237,6 +282,8 @@ class Controller:
         if provider_status is not None:
             # a merge patch merges maps: clear what the new status no longer has
             status["providerStatus"] = {"caSecretName": None, **provider_status}
+        if new_conditions is not None:
+            status["conditions"] = new_conditions
         try:
             self._status_patch(meta["namespace"], meta["name"], status)
         except ApiError as exc:
