@@ -22,7 +22,15 @@ import yaml
 from api.shoot import project_of_namespace, technical_namespace
 from api.v1alpha3 import RegistryStatus
 from extension.component.containerd import hosts_toml_for_status
-from extension.constants import EXTENSION_NAME, MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL, SHOOT_NAMESPACE, State
+from extension.constants import (
+    DEFAULT_DIAL_TIMEOUT,
+    EXTENSION_NAME,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    OWNER_LABEL,
+    SHOOT_NAMESPACE,
+    State,
+)
 from extension.kube import ApiError, Kube
 from extension.local.assets import asset_dir
 from extension.local.controlplane import LocalControlPlane, apply_manifests, load_manifests, wait_for_crds_established
@@ -183,7 +191,9 @@ def _show(kube: Kube, namespace: str, ext: dict | None) -> int:
                      f"{ann.get('scheme')}://{s['spec']['clusterIP']}:5000 -> {ann.get('remote-url')}"])
     _say(_table(rows))
     _say("(no kubelet here: the StatefulSets stay at 0 ready pods; in kind or a real shoot they run)")
-    for upstream, text in hosts_toml_for_status(RegistryStatus.model_validate(provider)).items():
+    # as the node agent writes it (the controller's default dial_timeout)
+    for upstream, text in hosts_toml_for_status(RegistryStatus.model_validate(provider),
+                                                dial_timeout=DEFAULT_DIAL_TIMEOUT).items():
         _say()
         _say(f"/etc/containerd/certs.d/{upstream}/hosts.toml:")
         _say("\n".join(f"  {line}" if line else "" for line in text.rstrip().splitlines()))
