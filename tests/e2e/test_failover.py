@@ -117,8 +117,9 @@ def test_containerd_16_ignores_dial_timeout(datapath, containerd, blackhole):
     t0 = time.monotonic()
     pulled = ctrd.pull(image.ref(upstream.host), hosts, user=f"{USER}:{PASSWORD}", deadline="10s")
     elapsed = time.monotonic() - t0
-    # ctr's deadline ended the dial to the cache (Go reports it as the dial's i/o timeout), after 10 s, not 100 ms
-    assert not pulled.ok and f"dial tcp {blackhole.address}:{blackhole.port}: i/o timeout" in pulled.output, \
+    # ctr's deadline ended the dial to the cache after 10 s, not 100 ms (Go reports it as the dial's i/o timeout
+    # or as the context's deadline, depending on which it notices first)
+    assert not pulled.ok and ("i/o timeout" in pulled.output or "deadline exceeded" in pulled.output), \
         pulled.output
     assert elapsed >= 9.5, elapsed
     # it never reached the upstream: still dialing the cache
