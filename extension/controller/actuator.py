@@ -9,14 +9,14 @@ shoot and returns the ``RegistryStatus``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from api import shoot as shootlib
 from api.admission import resolve_credentials
 from api.field import Path, ValidationFailed
-from api.secrets import SecretData, secret_from_manifest
+from api.secrets import Credentials, SecretData, secret_from_manifest
 from api.v1alpha3 import RegistryConfig, RegistryStatus
 from api.validation import decode_and_default, remote_url, validate_registry_config
 from extension.component.objects import RenderOptions
@@ -86,12 +86,11 @@ class Actuator:
         return secret_from_manifest(obj) if obj else None
 
     # --- operations -----------------------------------------------------------------------------------
-    def reconcile(self, extension: dict[str, Any]) -> RegistryStatus | None:
-        """Deliver the caches; None when the shoot is hibernated (nothing done)."""
+    def _resolve(self, extension: dict[str, Any]) -> tuple[RegistryConfig, Mapping[str, Credentials]] | None:
+        """The validated config and the credentials per upstream; None when the shoot is hibernated."""
         namespace = extension["metadata"]["namespace"]
         shoot_spec = self.cluster_shoot(namespace)
         if shootlib.is_hibernated(shoot_spec):
-            log.info("%s: shoot is hibernated, nothing to do", namespace)
             return None
         config = self.decode(extension)
         try:
@@ -99,11 +98,31 @@ class Actuator:
                                               PROVIDER_CONFIG_PATH, name_prefix=REFERENCED_RESOURCE_PREFIX)
         except ValidationFailed as exc:
             raise ConfigurationError(str(exc)) from None
-        status = self._caches(namespace).deploy(config, credentials)
+        return config, credentials
+
+    def _set_targets(self, namespace: str, config: RegistryConfig, credentials: Mapping[str, Credentials]) -> None:
         if self.upstreams is not None:
             self.upstreams.set_targets(namespace, [Target(c.upstream, remote_url(c), credentials[c.upstream])
                                                    for c in config.caches if c.upstream in credentials])
+
+    def reconcile(self, extension: dict[str, Any]) -> RegistryStatus | None:
+        """Deliver the caches; None when the shoot is hibernated (nothing done)."""
+        namespace = extension["metadata"]["namespace"]
+        resolved = self._resolve(extension)
+        if resolved is None:
+            log.info("%s: shoot is hibernated, nothing to do", namespace)
+            return None
+        config, credentials = resolved
+        status = self._caches(namespace).deploy(config, credentials)
+        self._set_targets(namespace, config, credentials)
         return status
+
+    def learn_upstreams(self, extension: dict[str, Any]) -> None:
+        """Tell the upstream checks what an Extension that needs no reconcile pulls from (after a restart of
+        the controller): reads the Cluster and the referenced Secrets, changes nothing."""
+        resolved = self._resolve(extension)
+        if resolved is not None:
+            self._set_targets(extension["metadata"]["namespace"], *resolved)
 
     def delete(self, extension: dict[str, Any]) -> None:
         """Remove everything this Extension delivered to the shoot, its volumes included."""

@@ -115,6 +115,7 @@ class Controller:
                 return None  # the echo of our own write (finalizer, annotation, status), not a change
             op = decide(ext)
             if op is None:
+                self._learn_upstreams(ext)
                 return None
             self._run(op, ext)
             return op
@@ -225,6 +226,19 @@ class Controller:
         self._status_patch(meta["namespace"], meta["name"], {"lastOperation": {
             "type": op.value, "state": State.PROCESSING.value, "progress": 1,
             "description": f"{op.value} of the registry caches is running", "lastUpdateTime": now_rfc3339()}})
+
+    def _learn_upstreams(self, ext: dict[str, Any]) -> None:
+        """An Extension in place that needs no reconcile (the controller restarted): its upstreams are checked
+        periodically all the same."""
+        meta = _meta(ext)
+        if self.upstreams is None or meta.get("deletionTimestamp") or meta["namespace"] in self.upstreams.known() \
+                or _last_operation(ext).get("state") != State.SUCCEEDED \
+                or _last_operation(ext).get("type") == Op.MIGRATE:
+            return
+        try:
+            self.actuator.learn_upstreams(ext)
+        except Exception as exc:  # noqa: BLE001 - learnt at its next reconcile then
+            log.warning("%s: cannot tell which upstreams to check: %s", meta["namespace"], exc)
 
     def _upstream_conditions(self, ext: dict[str, Any]) -> list[dict[str, Any]] | None:
         """The conditions after checking this Extension's upstream credentials (bounded); None: not checked."""

@@ -47,6 +47,11 @@ class UpstreamChecks:
         for target in gone:
             _remove_series(namespace, target.upstream)
 
+    def known(self) -> set[str]:
+        """Namespaces whose targets are known (possibly none)."""
+        with self._lock:
+            return set(self._targets)
+
     def namespaces(self) -> list[str]:
         with self._lock:
             return sorted(ns for ns, targets in self._targets.items() if targets)

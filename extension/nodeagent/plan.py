@@ -67,7 +67,7 @@ class Desired:
     """What the ConfigMaps ask for."""
 
     entries: dict[str, Entry] = field(default_factory=dict)  # by upstream
-    hosts_toml: dict[str, str] = field(default_factory=dict)  # by upstream
+    hosts_toml: dict[str, str] = field(default_factory=dict, repr=False)  # by upstream (may hold credentials)
     ca_bundle: str | None = None  # every published CA certificate, deduplicated; None when there is none
     # Upstreams named by an entry that could not be used: their directories are kept as they are.
     keep: set[str] = field(default_factory=set)
@@ -233,7 +233,7 @@ class Observed:
 
 @dataclass
 class Plan:
-    write: dict[str, str] = field(default_factory=dict)  # upstream -> hosts.toml to write
+    write: dict[str, str] = field(default_factory=dict, repr=False)  # upstream -> hosts.toml to write
     private: set[str] = field(default_factory=set)  # of those, the ones with credentials: root only (0600)
     remove: list[str] = field(default_factory=list)  # upstreams whose (managed) directory goes
     waiting: list[str] = field(default_factory=list)  # wanted or changed, but the cache does not answer

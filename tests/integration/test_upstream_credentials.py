@@ -47,8 +47,11 @@ def registry_bin() -> Path:
 
 
 def _metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return resp.read().decode()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+    except OSError:  # not serving yet (a controller starting)
+        return ""
 
 
 def _sample(text: str, name: str, namespace: str, upstream: str) -> str | None:
@@ -71,9 +74,12 @@ def test_credential_failures_are_visible(control_plane, kube, registry_bin, tmp_
         ext = seed.ext() or {}
         return next((c for c in (ext.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
 
+    def controller():
+        return OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--metrics-address", f"127.0.0.1:{port}",
+                               "--upstream-check-interval", "1", upstream_check=True)
+
     try:
-        with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--metrics-address", f"127.0.0.1:{port}",
-                             "--upstream-check-interval", "1", upstream_check=True) as op:
+        with controller() as op:
             seed.create({"upstream": up.host, "remoteURL": up.url, "secretReferenceName": "private",
                          "http": {"tls": False}})
             seed.wait_done("Create", op.log)
@@ -81,8 +87,14 @@ def test_credential_failures_are_visible(control_plane, kube, registry_bin, tmp_
             assert cond and cond["status"] == "True" and cond["reason"] == "CredentialsAccepted", cond
             assert f"upstream {up.host}" in cond["message"] and ": 200" in cond["message"], cond
             assert _sample(_metrics(port), "registry_cache_upstream_credentials_valid", seed.ns, up.host) == "1.0"
+        generation = seed.ext()["metadata"]["generation"]
 
-            # the robot's password rotated at the upstream: the periodic check notices, no reconcile needed
+        # a restarted controller (no reconcile needed) keeps checking; the robot's password rotated at the
+        # upstream: the periodic check notices
+        with controller() as op:
+            wait_for("the restarted controller's metrics", lambda: _sample(
+                _metrics(port), "registry_cache_upstream_credentials_valid", seed.ns, up.host) == "1.0", timeout=30,
+                log=op.log)
             new_password = up.revoke()
             cond = wait_for("the condition to turn False", lambda: (c := condition()) and c["status"] == "False"
                             and c, timeout=30, log=op.log)
@@ -90,6 +102,7 @@ def test_credential_failures_are_visible(control_plane, kube, registry_bin, tmp_
             assert ": 401" in cond["message"] and "GET token" in cond["message"], cond
             assert _sample(_metrics(port), "registry_cache_upstream_credentials_valid", seed.ns, up.host) == "0.0"
             assert seed.state() == "Succeeded"  # the caches are delivered; the condition says what is wrong
+            assert seed.ext()["metadata"]["generation"] == generation
 
             # the new password into the Secret, reconciled: valid again
             seed.add_credentials("private", f"private-v1-{seed.name}", USER, new_password)
