@@ -315,11 +315,15 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
         pvc = admin.get("PersistentVolumeClaim", f"cache-volume-{sts}-0", "kube-system")
         assert pvc is None or pvc["metadata"].get("deletionTimestamp"), "the removed cache's volume was kept"
 
-        # the reconcile annotation, as gardenlet sets it
+        # the reconcile annotation, as gardenlet sets it; the node credentials are reused, not made anew
+        node_auth = {x["metadata"]["name"]: x["data"] for x in admin.list(
+            "Secret", seed_ns, label_selector="registry-cache.gardener.cloud/node-auth")}
         admin.patch("Extension", "registry-cache", {"metadata": {"annotations": {
             "gardener.cloud/operation": "reconcile"}}}, seed_ns)
         wait_for("the annotation to be taken", lambda: "gardener.cloud/operation" not in (
             state()[0]["metadata"].get("annotations") or {}) and state()[1] == "Succeeded", timeout=60, log=op.log)
+        assert {x["metadata"]["name"]: x["data"] for x in admin.list(
+            "Secret", seed_ns, label_selector="registry-cache.gardener.cloud/node-auth")} == node_auth
 
         admin.delete("Shoot", name, garden_ns)
         wait_for("the Shoot to be gone", lambda: admin.get("Shoot", name, garden_ns) is None, timeout=90, log=op.log)
