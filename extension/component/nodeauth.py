@@ -117,9 +117,12 @@ def ensure(seed: Kube, namespace: str, upstreams: Iterable[str]) -> dict[str, No
     return out
 
 
-def remove_all(seed: Kube, namespace: str) -> None:
-    for secret in seed.list("Secret", namespace, label_selector=NODE_AUTH_SECRET_LABEL):
+def remove_all(seed: Kube, namespace: str) -> bool:
+    """Delete the node credentials of every cache of the Extension; whether there were any."""
+    secrets = seed.list("Secret", namespace, label_selector=NODE_AUTH_SECRET_LABEL)
+    for secret in secrets:
         seed.delete("Secret", secret["metadata"]["name"], namespace)
+    return bool(secrets)
 
 
 def shoot_secret(namespace: str, headers: Mapping[str, str]) -> dict:

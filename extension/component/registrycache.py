@@ -150,9 +150,9 @@ class RegistryCaches:
     def destroy(self) -> None:
         """Remove everything this Extension delivered to the shoot, its volumes included, and its TLS Secrets."""
         self._prune(self._delivered()[0], set(), set())
-        nodeauth.withdraw(self.shoot, self.options.namespace, self.owner)
         tls.remove_all(self.seed, self.owner)
-        nodeauth.remove_all(self.seed, self.owner)
+        if nodeauth.remove_all(self.seed, self.owner) or self.options.node_auth:  # it was on at some point
+            nodeauth.withdraw(self.shoot, self.options.namespace, self.owner)
 
     def _delivered(self) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str]]:
         """(kind, name) of everything this Extension delivered to the shoot, and of what other Extensions

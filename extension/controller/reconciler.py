@@ -164,7 +164,7 @@ class Controller:
             elif op == Op.MIGRATE:
                 self._prepare(ext, add_finalizer=False)
             self._processing(ext, op)
-            provider_status, conditions = None, None
+            provider_status, new_conditions = None, None
             if op == Op.DELETE:
                 self.actuator.delete(ext)
             elif op == Op.MIGRATE:
@@ -173,8 +173,8 @@ class Controller:
                 status = self.actuator.restore(ext) if op == Op.RESTORE else self.actuator.reconcile(ext)
                 provider_status = status.to_wire() if status is not None else None
                 if status is not None:
-                    conditions = self._upstream_conditions(ext)
-            self._succeeded(ext, op, provider_status, conditions)
+                    new_conditions = self._upstream_conditions(ext)
+            self._succeeded(ext, op, provider_status, new_conditions)
             if op in (Op.DELETE, Op.MIGRATE):
                 self._remove_finalizer(ns, name)
             with self._guard:
@@ -194,20 +194,34 @@ class Controller:
 
     def _prepare(self, ext: dict[str, Any], add_finalizer: bool) -> None:
         """One patch: add the finalizer and remove a reconcile/restore/migrate annotation (Gardener removes
-        the annotation before it acts)."""
-        meta = _meta(ext)
-        patch: dict[str, Any] = {"metadata": {"resourceVersion": meta.get("resourceVersion")}}
-        finalizers = list(meta.get("finalizers") or [])
-        if add_finalizer and FINALIZER not in finalizers:
-            patch["metadata"]["finalizers"] = finalizers + [FINALIZER]
-        annotation = (meta.get("annotations") or {}).get(OPERATION_ANNOTATION)
-        if annotation in (OPERATION_RECONCILE, OPERATION_RESTORE) or \
-                (annotation == OPERATION_MIGRATE and not add_finalizer):
-            patch["metadata"]["annotations"] = {OPERATION_ANNOTATION: None}
-        if len(patch["metadata"]) > 1:
-            updated = self.seed.patch("Extension", meta["name"], patch, meta["namespace"])
+        the annotation before it acts). When the Extension changed since it was read (409: the bridge's
+        annotation, or this controller's own condition write, whose echo brings no new event), it is read
+        again and the patch made once more."""
+        for attempt in (1, 2):
+            meta = _meta(ext)
+            patch: dict[str, Any] = {"metadata": {"resourceVersion": meta.get("resourceVersion")}}
+            finalizers = list(meta.get("finalizers") or [])
+            if add_finalizer and FINALIZER not in finalizers:
+                patch["metadata"]["finalizers"] = finalizers + [FINALIZER]
+            annotation = (meta.get("annotations") or {}).get(OPERATION_ANNOTATION)
+            if annotation in (OPERATION_RECONCILE, OPERATION_RESTORE) or \
+                    (annotation == OPERATION_MIGRATE and not add_finalizer):
+                patch["metadata"]["annotations"] = {OPERATION_ANNOTATION: None}
+            if len(patch["metadata"]) == 1:
+                return
+            try:
+                updated = self.seed.patch("Extension", meta["name"], patch, meta["namespace"])
+            except ApiError as exc:
+                fresh = self.seed.get("Extension", meta["name"], meta["namespace"]) \
+                    if exc.conflict and attempt == 1 else None
+                if fresh is None:
+                    raise
+                ext.clear()
+                ext.update(fresh)
+                continue
             self._remember(updated)
             ext["metadata"] = updated["metadata"]
+            return
 
     def _remember(self, written: dict[str, Any]) -> None:
         meta = written.get("metadata") or {}
