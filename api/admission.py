@@ -113,7 +113,7 @@ def validate_shoot(shoot: dict[str, Any], old_shoot: dict[str, Any] | None = Non
     if entry is None:
         return ShootValidation(None, [])
     path = entry.path.child("providerConfig")
-    errs = _validate_workers(shoot)
+    errs = shootlib.identity_errors(shoot) + _validate_workers(shoot)
     if entry.provider_config is None:
         errs.append(field.required(path, "providerConfig is required for the registry-cache extension"))
         return ShootValidation(None, errs, entry.path)

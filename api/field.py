@@ -72,17 +72,74 @@ class ErrorType(str, Enum):
 
 _OMIT = object()
 
+# How much of a value an error message shows: a hostname (253 characters) in full, never megabytes.
+MAX_SHOWN = 1024
+_MAX_DEPTH = 32
+
+
+class _Full(Exception):
+    pass
+
+
+def brief(value: Any, limit: int = MAX_SHOWN) -> str:
+    """``value`` as JSON (keys sorted), cut to ``limit`` characters with ``...``.
+
+    It never builds more than it shows: a YAML alias bomb or a document nested thousands of levels deep prints as
+    its first ``limit`` characters, in about as much time.
+    """
+    parts: list[str] = []
+    size = 0
+
+    def emit(text: str) -> None:
+        nonlocal size
+        parts.append(text)
+        size += len(text)
+        if size > limit:
+            raise _Full
+
+    def walk(v: Any, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            emit("...")
+        elif isinstance(v, bool):
+            emit("true" if v else "false")
+        elif v is None:
+            emit("null")
+        elif isinstance(v, (int, float)):
+            try:
+                emit(str(v))
+            except ValueError:  # an int too long to print
+                emit("<a number with more than 4300 digits>")
+        elif isinstance(v, str):
+            emit(json.dumps(v[:limit + 1], ensure_ascii=False))
+        elif isinstance(v, dict):
+            emit("{")
+            try:
+                items = sorted(v.items(), key=lambda kv: str(kv[0]))
+            except TypeError:
+                items = list(v.items())
+            for i, (k, x) in enumerate(items):
+                emit(("," if i else "") + json.dumps(str(k)[:limit + 1], ensure_ascii=False) + ":")
+                walk(x, depth + 1)
+            emit("}")
+        elif isinstance(v, (list, tuple)):
+            emit("[")
+            for i, x in enumerate(v):
+                if i:
+                    emit(",")
+                walk(x, depth + 1)
+            emit("]")
+        else:
+            emit(json.dumps(str(v)[:limit + 1], ensure_ascii=False))
+
+    try:
+        walk(value, 0)
+    except _Full:
+        return "".join(parts)[:limit] + "..."
+    return "".join(parts)
+
 
 def _format_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if value is None:
-        return "null"
-    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+    return brief(value)
 
 
 @dataclass(frozen=True)
@@ -112,8 +169,8 @@ def invalid(path: Path, value: Any, detail: str, hidden: bool = False) -> FieldE
     return FieldError(ErrorType.INVALID, str(path), detail, "(hidden)" if hidden else value)
 
 
-def duplicate(path: Path, value: Any) -> FieldError:
-    return FieldError(ErrorType.DUPLICATE, str(path), "", value)
+def duplicate(path: Path, value: Any, detail: str = "") -> FieldError:
+    return FieldError(ErrorType.DUPLICATE, str(path), detail, value)
 
 
 def forbidden(path: Path, detail: str) -> FieldError:

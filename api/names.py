@@ -11,6 +11,9 @@ MAX_UPSTREAM_LABEL_LENGTH = 43
 MAX_SERVICE_NAME_SUFFIX_LENGTH = 63 - len(RESOURCE_PREFIX)  # a Service name is a DNS label
 DOCKER_IO = "docker.io"
 DOCKER_IO_REMOTE_URL = "https://registry-1.docker.io"
+# containerd's hosts directory on a node holds a directory per upstream and, beside them, the caches' CA bundle
+# under this name: no upstream may be named like it.
+CA_BUNDLE_FILE = "ca-bundle.pem"
 
 
 def upstream_label_value(upstream: str) -> str:

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from api.field import Path
+from api import field
+from api.field import FieldError, Path
 
 EXTENSION_TYPE = "registry-cache"
 SHOOT_API_VERSION = "core.gardener.cloud/v1beta1"
@@ -67,8 +68,42 @@ def technical_namespace(project: str, name: str) -> str:
     return f"shoot--{project}--{name}"
 
 
+GARDEN_NAMESPACE = "garden"
+PROJECT_NAMESPACE_PREFIX = "garden-"
+CONSECUTIVE_HYPHENS = "name may not contain two consecutive hyphens"  # Gardener's words
+
+
 def project_of_namespace(namespace: str) -> str:
     """Gardener's project namespaces are ``garden-<project>`` (``garden`` is the project ``garden``)."""
-    if namespace == "garden":
-        return "garden"
-    return namespace[len("garden-"):] if namespace.startswith("garden-") else namespace
+    if namespace == GARDEN_NAMESPACE:
+        return GARDEN_NAMESPACE
+    return namespace[len(PROJECT_NAMESPACE_PREFIX):] if namespace.startswith(PROJECT_NAMESPACE_PREFIX) else namespace
+
+
+def identity_errors(shoot: dict[str, Any]) -> list[FieldError]:
+    """What keeps the seed namespace ``shoot--<project>--<name>`` of a Shoot from being its own.
+
+    Gardener refuses ``--`` in Shoot and project names (so ``garden-dev/x--y`` and ``garden-dev--x/y`` cannot
+    both become ``shoot--dev--x--y``). Without Gardener the project is read from the namespace, so the namespace
+    must be a project namespace (``garden`` or ``garden-<project>``) and ``garden-garden`` is refused too (the
+    project ``garden`` lives in ``garden``).
+    """
+    meta = shoot.get("metadata") if isinstance(shoot, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    errs: list[FieldError] = []
+    name, namespace = meta.get("name"), meta.get("namespace")
+    if isinstance(name, str) and "--" in name:
+        errs.append(field.invalid(Path("metadata", "name"), name, CONSECUTIVE_HYPHENS))
+    if isinstance(namespace, str):
+        path = Path("metadata", "namespace")
+        project = project_of_namespace(namespace)
+        if namespace != GARDEN_NAMESPACE and not namespace.startswith(PROJECT_NAMESPACE_PREFIX):
+            errs.append(field.invalid(path, namespace, "must be a project namespace: garden or garden-<project>"))
+        elif namespace == PROJECT_NAMESPACE_PREFIX + GARDEN_NAMESPACE:
+            errs.append(field.invalid(path, namespace, "the project garden has the namespace garden"))
+        elif not project:
+            errs.append(field.invalid(path, namespace, "the project name after garden- is empty"))
+        elif "--" in project:
+            errs.append(field.invalid(path, namespace, f'project "{project}" (from the namespace garden-<project>): '
+                                                       f"{CONSECUTIVE_HYPHENS}"))
+    return errs

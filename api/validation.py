@@ -51,6 +51,11 @@ def validate_url(path: Path, url: str, allow_path: bool = False) -> list[FieldEr
 
 def _validate_cache(cache: RegistryCache, path: Path) -> list[FieldError]:
     errs = validate_upstream(path.child("upstream"), cache.upstream)
+    if cache.upstream == names.CA_BUNDLE_FILE:  # beyond Gardener: its directory would be the CA bundle file
+        errs.append(field.invalid(path.child("upstream"), cache.upstream,
+                                  f"must not be {names.CA_BUNDLE_FILE}: nodes keep the caches' CA bundle in "
+                                  f"containerd's hosts directory under that name, where this upstream's directory "
+                                  "would be"))
     if cache.remote_url is not None:
         errs += validate_url(path.child("remoteURL"), cache.remote_url)
     if cache.volume is not None:
@@ -85,12 +90,23 @@ def validate_registry_config(config: RegistryConfig, path: Path) -> list[FieldEr
         errs.append(field.required(caches_path, "at least one cache must be provided"))
     upstreams: set[str] = set()
     allocated: dict[str, str] = {}  # generated service name -> upstream
+    resources: dict[str, str] = {}  # generated resource (StatefulSet, Secret) name -> upstream
     for i, cache in enumerate(config.caches):
         errs += _validate_cache(cache, caches_path.index(i))
         if cache.upstream in upstreams:
             errs.append(field.duplicate(caches_path.index(i).child("upstream"), cache.upstream))
         else:
             upstreams.add(cache.upstream)
+            # Beyond Gardener (which has the same hole): distinct upstreams whose generated names collide
+            # (a.io and a-io, b.io:5000 and b.io-5000) would share one StatefulSet, its Secrets and, without
+            # serviceNameSuffix, its Service: one cache would silently serve the other's upstream.
+            resource = names.resource_name(cache.upstream)
+            if resource in resources:
+                errs.append(field.duplicate(caches_path.index(i).child("upstream"), cache.upstream,
+                                            f'generates the same resource name {resource} as upstream '
+                                            f'"{resources[resource]}"'))
+            else:
+                resources[resource] = cache.upstream
         if cache.service_name_suffix is None:
             allocated[names.service_name(cache.upstream, None)] = cache.upstream
     suffixes: set[str] = set()

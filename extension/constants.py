@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 
+from api.names import CA_BUNDLE_FILE
 from api.shoot import EXTENSION_TYPE
 
 # --- the Extension contract (Gardener) ------------------------------------------------------------------
@@ -22,8 +23,10 @@ OPERATION_RECONCILE = "reconcile"
 OPERATION_MIGRATE = "migrate"
 OPERATION_RESTORE = "restore"
 OPERATION_WAIT_FOR_STATE = "wait-for-state"
-# gardenlet labels the seed namespace of a shoot with the extensions it uses
+# gardenlet labels the seed namespace of a shoot with the extensions it uses; gardener-apiserver labels Shoots
+# with the same key (the bridge does without Gardener): the Shoot webhooks select on it
 EXTENSION_NAMESPACE_LABEL = f"extensions.extensions.gardener.cloud/{EXTENSION_TYPE}"
+EXTENSION_SHOOT_LABEL = EXTENSION_NAMESPACE_LABEL
 # gardenlet copies every Secret of spec.resources into the seed namespace as ref-<resourceRef.name>
 REFERENCED_RESOURCE_PREFIX = "ref-"
 # Gardener's finalizer on Secrets that a Shoot's spec.resources lists
@@ -88,7 +91,6 @@ NODE_AUTH_SHOOT_SECRET = "registry-cache-node-auth"
 
 # --- nodes ------------------------------------------------------------------------------------------------
 CERTS_DIR = "/etc/containerd/certs.d"
-CA_BUNDLE_FILE = "ca-bundle.pem"
 CA_BUNDLE_PATH = f"{CERTS_DIR}/{CA_BUNDLE_FILE}"
 CAPABILITIES = ("pull", "resolve")
 # containerd 2.1+ reads dial_timeout per host in hosts.toml: how long a dial to the cache may take before
@@ -113,10 +115,21 @@ BRIDGE_FINALIZER = "registry-cache.gardener.cloud/bridge"
 BRIDGE_LABEL = "registry-cache.gardener.cloud/bridge"
 SHOOT_GENERATION_ANNOTATION = "registry-cache.gardener.cloud/shoot-generation"
 REFERENCED_LABEL = "registry-cache.gardener.cloud/referenced"  # Secrets in use; the webhook selects on it
+# On the namespace, Cluster and Extension the bridge keeps for a Shoot: which Shoot (namespace/name) they are of.
+# The bridge never takes over objects of another Shoot.
+BRIDGE_SHOOT_ANNOTATION = "registry-cache.gardener.cloud/shoot"
+BRIDGE_TASK_ID = "registry-cache-bridge"  # its entry in a Shoot's status.lastErrors
+# The admission record of a Shoot's spec.resources (standalone, set by the Shoot mutating webhook): an HMAC of
+# the Shoot and the Secrets it references, made once the requesting user was found to be allowed to read them
+# all. The bridge copies only Secrets such a record covers.
+RESOURCES_ADMITTED_ANNOTATION = "registry-cache.gardener.cloud/resources-admitted"
+ADMISSION_KEY_SECRET = "registry-cache-admission-key"  # in ADMISSION_KEY_NAMESPACE, key "key"
+ADMISSION_KEY_NAMESPACE = "kube-system"
 
 # --- admission webhooks -------------------------------------------------------------------------------
 WEBHOOK_CONFIGURATION_NAME = "registry-cache.extensions.gardener.cloud"
 SHOOT_HOOK = "validate-shoot"
+SHOOT_MUTATING_HOOK = "admit-shoot-resources"
 SECRET_HOOK = "protect-secret"
 OSC_HOOK = "mutate-osc"
 

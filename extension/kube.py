@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
@@ -61,6 +62,7 @@ KINDS = {k.kind: k for k in [
     Kind("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations",
          namespaced=False),
     Kind("extensions.gardener.cloud/v1alpha1", "OperatingSystemConfig", "operatingsystemconfigs"),
+    Kind("authorization.k8s.io/v1", "SubjectAccessReview", "subjectaccessreviews", namespaced=False),
 ]}
 
 
@@ -80,6 +82,29 @@ class ApiError(Exception):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+    def describe(self) -> str:
+        return f"the API server refused {self.method} {self.path}: {self.status} {self.reason}: {self.message}"
+
+
+class TransportError(ApiError):
+    """The API server could not be reached (a refused connection, a timeout, a broken TLS connection): not a
+    refusal, an infrastructure problem that is retried. Status 0."""
+
+    def __init__(self, method: str, path: str, cause: str):
+        super().__init__(method, path, 0, {"reason": "Unreachable", "message": cause[:300]})
+
+    def describe(self) -> str:
+        return f"the API server could not be reached for {self.method} {self.path}: {self.message}"
+
+
+def _cause(exc: BaseException) -> str:
+    """What went wrong on the way, without urllib3's object addresses."""
+    reason = getattr(exc, "reason", None) or exc
+    text = str(reason)
+    if "object at 0x" in text and ">: " in text:  # NewConnectionError('<...HTTPSConnection object at 0x..>: ...')
+        text = text.split(">: ", 1)[1].rstrip("')\"")
+    return f"{type(reason).__name__}: {text}"
 
 
 class Kube:
@@ -116,7 +141,11 @@ class Kube:
                                          _request_timeout=timeout)
             response.read()
         except k8s_client.exceptions.ApiException as exc:
-            raise ApiError(method, path, exc.status or 0, _json(exc.body)) from None
+            if not exc.status:  # the client's wrapping of a failure on the way
+                raise TransportError(method, path, str(exc.reason or exc)) from None
+            raise ApiError(method, path, exc.status, _json(exc.body)) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # MaxRetryError, ProtocolError, refused, timeout
+            raise TransportError(method, path, _cause(exc)) from None
         data = _json(response.data)
         if response.status >= 400:
             raise ApiError(method, path, response.status, data)

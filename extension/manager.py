@@ -23,23 +23,27 @@ import kopf
 from extension import metrics
 from extension.component.objects import RenderOptions
 from extension.constants import (
+    ADMISSION_KEY_NAMESPACE,
+    ADMISSION_KEY_SECRET,
     BRIDGE_FINALIZER,
     BRIDGE_LABEL,
     DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS,
     EXTENSION_TYPE,
     OSC_HOOK,
+    RESOURCES_ADMITTED_ANNOTATION,
     SECRET_HOOK,
     SHOOT_HOOK,
+    SHOOT_MUTATING_HOOK,
     WEBHOOK_CONFIGURATION_NAME,
 )
 from extension.controller.actuator import Actuator, ShootTarget
-from extension.controller.reconciler import Controller
+from extension.controller.reconciler import DEFAULT_RESYNC_SECONDS, Controller
 from extension.controller.upstreams import UpstreamChecks
-from extension.kube import Kube
+from extension.kube import ApiError, Kube
 from extension.references import ReferenceIndex
 from extension.standalone.bridge import Bridge
 from extension.standalone.protection import Protection
-from extension.webhook import osc, server
+from extension.webhook import osc, references, server
 from extension.webhook.secret import secret_delete_refusal
 from extension.webhook.shoot import shoot_errors
 
@@ -69,6 +73,8 @@ class Runtime:
     protection: Protection | None = None
     webhook: WebhookSettings | None = None
     serving: server.ServingCert | None = None
+    resync_seconds: float = DEFAULT_RESYNC_SECONDS
+    admission_key: bytes | None = None  # standalone with the garden webhooks: the key of admission records
 
     @property
     def seed(self) -> Kube:
@@ -78,6 +84,7 @@ class Runtime:
 def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions, standalone: bool,
                   webhook: WebhookSettings | None = None,
                   checkpoint: Callable[[str], None] = lambda point: None,
+                  resync_seconds: float = DEFAULT_RESYNC_SECONDS,
                   upstream_check_interval: float = DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS,
                   upstream_checks: bool = True) -> Runtime:
     """The parts: the Extension controller always; with ``standalone`` the bridge and the protection of
@@ -95,11 +102,33 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
         assert index is not None
         protection = Protection(Kube(seed.api, field_manager="registry-cache-protection"), index)
         protection.resync()
+    key = admission_key(seed) if standalone and webhook is not None and webhook.garden else None
     return Runtime(
         controller, threading.Event(), upstream_check_interval if upstream_checks else 0.0,
-        bridge=Bridge(Kube(seed.api, field_manager="registry-cache-bridge")) if standalone else None,
+        bridge=Bridge(Kube(seed.api, field_manager="registry-cache-bridge"), key) if standalone else None,
         index=index, protection=protection, webhook=webhook,
-        serving=server.make_serving_cert(webhook.hostnames) if webhook is not None else None)
+        serving=server.make_serving_cert(webhook.hostnames) if webhook is not None else None,
+        resync_seconds=resync_seconds, admission_key=key)
+
+
+def admission_key(seed: Kube) -> bytes:
+    """The key of the admission records (standalone), kept in a Secret so that records outlive restarts; made
+    on first use."""
+    import base64
+    import secrets
+
+    for _ in range(3):
+        existing = seed.get("Secret", ADMISSION_KEY_SECRET, ADMISSION_KEY_NAMESPACE)
+        if existing is not None and (existing.get("data") or {}).get("key"):
+            return base64.b64decode(existing["data"]["key"])
+        try:
+            seed.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
+                         "metadata": {"name": ADMISSION_KEY_SECRET, "namespace": ADMISSION_KEY_NAMESPACE},
+                         "data": {"key": base64.b64encode(secrets.token_bytes(32)).decode()}})
+        except ApiError as exc:
+            if not exc.conflict:  # another replica made it meanwhile: read it
+                raise
+    raise RuntimeError(f"Secret {ADMISSION_KEY_NAMESPACE}/{ADMISSION_KEY_SECRET} has no key")
 
 
 def registry(runtime: Runtime) -> kopf.OperatorRegistry:
@@ -115,6 +144,9 @@ def registry(runtime: Runtime) -> kopf.OperatorRegistry:
     if runtime.webhook is not None and runtime.webhook.garden:
         kopf.on.validate("core.gardener.cloud", "v1beta1", "shoots", id=SHOOT_HOOK, registry=reg,
                          operations=["CREATE", "UPDATE"])(_validate_shoot)
+        if runtime.admission_key is not None:
+            kopf.on.mutate("core.gardener.cloud", "v1beta1", "shoots", id=SHOOT_MUTATING_HOOK, registry=reg,
+                           operations=["CREATE", "UPDATE"])(_admit_shoot_resources)
         kopf.on.validate("", "v1", "secrets", id=SECRET_HOOK, operations=["DELETE"], registry=reg,
                          ignore_failures=True)(_protect_secret)
     if runtime.webhook is not None and runtime.webhook.seed:
@@ -125,8 +157,7 @@ def registry(runtime: Runtime) -> kopf.OperatorRegistry:
 
 def run(runtime: Runtime, liveness: str | None = None) -> None:
     """Run until stopped (SIGINT/SIGTERM)."""
-    retry = threading.Thread(target=_retry_loop, args=(runtime.controller, runtime.stop), daemon=True,
-                             name="retry")
+    retry = threading.Thread(target=_retry_loop, args=(runtime,), daemon=True, name="retry")
     retry.start()
     if runtime.upstream_check_interval > 0:
         threading.Thread(target=_upstream_check_loop, args=(runtime.controller, runtime.stop,
@@ -153,7 +184,7 @@ def _configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None
         settings.admission.server = kopf.WebhookServer(
             addr=hook.listen_address, port=hook.port, certfile=str(serving.certfile), pkeyfile=str(serving.keyfile))
         settings.admission.managed = None  # the configuration is ours: service references, selectors, policies
-        threading.Thread(target=_register_when_serving, args=(memo.seed, hook, serving), daemon=True,
+        threading.Thread(target=_register_when_serving, args=(memo, hook, serving), daemon=True,
                          name="webhook-registration").start()
 
 
@@ -165,8 +196,9 @@ def _cleanup(memo: Runtime, **_: Any) -> None:
         return
     try:
         if hook.garden:
-            memo.seed.apply(server.configuration(serving.ca_pem, hook.client, shoot_hook=False))
-        if hook.seed:
+            memo.seed.apply(server.configuration(serving.ca_pem, hook.client, shoot_hook=False,
+                                                 standalone=memo.bridge is not None))
+        if hook.seed or memo.admission_key is not None:
             memo.seed.delete("MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION_NAME)
     except Exception:
         log.exception("could not remove the Shoot and OperatingSystemConfig webhooks")
@@ -203,24 +235,58 @@ def _on_shoot(event: Any, body: Any, memo: Runtime, **_: Any) -> None:
                else memo.index.update(shoot))
     if memo.protection is not None:
         for namespace, name in sorted(changed):
-            memo.protection.sync(namespace, name)
+            memo.protection.handle(namespace, name)
     if event.get("type") == "DELETED" or memo.bridge is None:
         return
-    result = memo.bridge.sync(shoot)
-    if result != "nothing":
-        log.info("bridge: %s/%s: %s", meta["namespace"], meta["name"], result)
+    memo.bridge.handle(shoot)
 
 
 # --- admission -------------------------------------------------------------------------------------------
 
-def _validate_shoot(*, memo: Runtime, new: Any = None, old: Any = None, **_: Any) -> None:
+def _can_read(seed: Kube, userinfo: Any) -> Callable[[str, str], bool]:
+    """Whether the requesting user may get a Secret: a SubjectAccessReview, as Gardener's
+    ResourceReferenceManager asks its authorizer."""
+    user = _plain(userinfo) or {}
+    return lambda namespace, name: bool((seed.create(references.subject_access_review(user, namespace, name))
+                                         .get("status") or {}).get("allowed"))
+
+
+def _validate_shoot(*, memo: Runtime, new: Any = None, old: Any = None, userinfo: Any = None, **_: Any) -> None:
     seed = memo.seed
-    errors = shoot_errors(_plain(new), _plain(old) if old else None, lambda ns, name: seed.get("Secret", name, ns))
+    new_shoot, old_shoot = _plain(new), (_plain(old) if old else None)
+    errors = shoot_errors(new_shoot, old_shoot, lambda ns, name: seed.get("Secret", name, ns))
+    if memo.admission_key is None and references.resources_changed(new_shoot, old_shoot):
+        # (standalone: the mutating webhook checked it already, before this one)
+        unreadable = references.unreadable(new_shoot, _can_read(seed, userinfo))
+        if unreadable:
+            errors.append(references.refusal(unreadable, (new_shoot.get("metadata") or {}).get("namespace", ""),
+                                             (_plain(userinfo) or {}).get("username", "")))
     if errors:
         meta = (new or {}).get("metadata") or {}
         log.info("refused Shoot %s/%s: %d errors", meta.get("namespace"), meta.get("name"), len(errors))
         metrics.WEBHOOK_REFUSALS.labels(SHOOT_HOOK).inc()
         raise kopf.AdmissionError("\n".join(errors), code=422)
+
+
+def _admit_shoot_resources(*, memo: Runtime, body: Any, patch: Any, old: Any = None, userinfo: Any = None,
+                           **_: Any) -> None:
+    """Standalone: refuse a Shoot whose new spec.resources name a Secret the requesting user may not get, and
+    record that the check passed (the bridge copies only Secrets such a record covers)."""
+    assert memo.admission_key is not None
+    shoot, old_shoot = _plain(body), (_plain(old) if old else None)
+    annotation = RESOURCES_ADMITTED_ANNOTATION
+    if not references.resources_changed(shoot, old_shoot) and \
+            references.admitted(memo.admission_key, old_shoot or {}, annotation):
+        record: str | None = references.resources_record(memo.admission_key, shoot)  # unchanged: still valid
+    else:
+        unreadable = references.unreadable(shoot, _can_read(memo.seed, userinfo))
+        if unreadable and references.resources_changed(shoot, old_shoot):
+            metrics.WEBHOOK_REFUSALS.labels(SHOOT_MUTATING_HOOK).inc()
+            raise kopf.AdmissionError(references.refusal(unreadable, (shoot.get("metadata") or {}).get(
+                "namespace", ""), (_plain(userinfo) or {}).get("username", "")), code=403)
+        record = None if unreadable else references.resources_record(memo.admission_key, shoot)
+    if ((shoot.get("metadata") or {}).get("annotations") or {}).get(annotation) != record:
+        patch.metadata.annotations[annotation] = record
 
 
 def _protect_secret(*, memo: Runtime, old: Any = None, **_: Any) -> None:
@@ -258,25 +324,28 @@ class _RefusalsAreNotErrors(logging.Filter):
         return not (record.getMessage().startswith("Webhook ") and "failed permanently" in record.getMessage())
 
 
-def _register_when_serving(seed: Kube, hook: WebhookSettings, serving: server.ServingCert,
-                           timeout: float = 60.0) -> None:
-    """Register the webhooks only once the server accepts connections: a Shoot webhook with failurePolicy
-    Fail that nobody answers yet would refuse every Shoot change in between."""
+def _register_when_serving(runtime: Runtime, hook: WebhookSettings, serving: server.ServingCert) -> None:
+    """Register the webhooks only once the server accepts connections (a Shoot webhook with failurePolicy Fail
+    that nobody answers yet would refuse Shoot changes in between), retrying until the API server takes them."""
     address = "127.0.0.1" if hook.listen_address in ("0.0.0.0", "::", "") else hook.listen_address
-    deadline = time.monotonic() + timeout
-    while True:
+    started = time.monotonic()
+    while not runtime.stop.is_set():
         try:
             socket.create_connection((address, hook.port), timeout=1).close()
             break
         except OSError:
-            if time.monotonic() > deadline:
-                log.error("the webhook server on %s:%s did not come up; webhooks not registered", address, hook.port)
-                return
-            time.sleep(0.2)
+            if time.monotonic() - started > 60:
+                log.error("the webhook server on %s:%s does not come up; still waiting", address, hook.port)
+                started = time.monotonic()
+            runtime.stop.wait(0.2)
+    configurations = []
+    standalone = runtime.bridge is not None
+    if hook.seed or runtime.admission_key is not None:  # first: the Shoot webhooks' record of who may read what
+        configurations.append(server.mutating_configuration(serving.ca_pem, hook.client, osc_hook=hook.seed,
+                                                            shoot_hook=runtime.admission_key is not None))
     if hook.garden:
-        seed.apply(server.configuration(serving.ca_pem, hook.client))
-    if hook.seed:
-        seed.apply(server.mutating_configuration(serving.ca_pem, hook.client))
+        configurations.append(server.configuration(serving.ca_pem, hook.client, standalone=standalone))
+    register_with_retries(runtime.seed.apply, configurations, runtime.stop)
     log.info("admission webhooks serving on %s:%s and registered", hook.listen_address, hook.port)
 
 
@@ -291,11 +360,46 @@ def _upstream_check_loop(controller: Controller, stop: threading.Event, interval
                 log.exception("upstream credential check of %s failed", namespace)
 
 
-def _retry_loop(controller: Controller, stop: threading.Event, interval: float = 1.0) -> None:
-    """Runs failed operations again once their backoff has passed."""
+def register_with_retries(apply: Callable[[dict[str, Any]], Any], configurations: list[dict[str, Any]],
+                          stop: threading.Event, base: float = 1.0, maximum: float = 30.0) -> bool:
+    """Apply each configuration, retrying with backoff (the API server may be away or refuse for a while)
+    until it is taken or ``stop`` is set; returns whether all were applied."""
+    for configuration in configurations:
+        delay = base
+        while True:
+            try:
+                apply(configuration)
+                break
+            except Exception as exc:  # noqa: BLE001 - whatever it was, try again
+                log.warning("could not register %s %s (retrying in %.0fs): %s", configuration["kind"],
+                            configuration["metadata"]["name"], delay,
+                            exc.describe() if isinstance(exc, ApiError) else exc)
+                if stop.wait(delay):
+                    return False
+                delay = min(maximum, delay * 2)
+    return True
+
+
+def _retry_loop(runtime: Runtime, interval: float = 1.0) -> None:
+    """Runs failed operations (Extensions, the bridge's Shoots, protected Secrets) again once their backoff has
+    passed, and every ``resync_seconds`` reconciles all Extensions (Gardener's periodic resync)."""
+    controller, stop = runtime.controller, runtime.stop
+    next_resync = time.monotonic() + runtime.resync_seconds
     while not stop.wait(interval):
         for namespace, name in controller.retry_due():
             try:
                 controller.retry(namespace, name)
             except Exception:
                 log.exception("retry of %s/%s failed", namespace, name)
+        for part in (runtime.bridge, runtime.protection):
+            if part is not None:
+                try:
+                    part.retry_due()
+                except Exception:
+                    log.exception("retry of the %s failed", type(part).__name__)
+        if time.monotonic() >= next_resync:
+            next_resync = time.monotonic() + runtime.resync_seconds
+            try:
+                log.info("periodic resync: %d Extensions reconciled", controller.resync())
+            except Exception as exc:  # noqa: BLE001 - the seed away: the next resync comes
+                log.warning("periodic resync failed: %s", exc)

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from api import yamldoc
+from api.field import brief
 from api.secrets import SecretData, SecretFormatError, secret_from_manifest
 from api.shoot import SHOOT_API_VERSION, SHOOT_KIND
 from extension.cli.errors import InputError
@@ -42,12 +44,14 @@ def load_documents(path: str | Path) -> list[Any]:
     except OSError as exc:
         raise InputError(f"{p}: cannot be read: {exc.strerror}") from None
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = yamldoc.load_all(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "could not be parsed"
-        raise InputError(f"{p}: not valid YAML{where}: {problem}") from None
+        raise InputError(f"{p}: not valid YAML{where}: {str(problem)[:200]}") from None
+    except yamldoc.YAMLLimitError as exc:
+        raise InputError(f"{p}: cannot be used: the YAML is {exc}") from None
     for d in docs:
         if isinstance(d, dict) and d.get("kind") == "List" and isinstance(d.get("items"), list):
             docs = [x for x in docs if x is not d] + d["items"]  # kubectl get -o yaml of several objects
@@ -56,8 +60,20 @@ def load_documents(path: str | Path) -> list[Any]:
 
 def _describe(doc: Any) -> str:
     if isinstance(doc, dict):
-        return f"apiVersion {doc.get('apiVersion')!r}, kind {doc.get('kind')!r}"
+        return f"apiVersion {brief(doc.get('apiVersion'), 100)}, kind {brief(doc.get('kind'), 100)}"
     return f"a {type(doc).__name__}"
+
+
+def _check_metadata(obj: dict[str, Any], source: str | Path, what: str) -> None:
+    """``metadata`` a mapping, its name and namespace strings: the code behind reads them as such."""
+    meta = obj.get("metadata")
+    if meta is None:
+        return
+    if not isinstance(meta, dict):
+        raise InputError(f"{source}: the {what}'s metadata must be a mapping, found {brief(meta, 100)}")
+    for key in ("name", "namespace"):
+        if key in meta and not isinstance(meta[key], str):
+            raise InputError(f"{source}: the {what}'s metadata.{key} must be a string, found {brief(meta[key], 100)}")
 
 
 def load_inputs(shoot_file: str | Path, secret_files: Sequence[str | Path] = ()) -> Inputs:
@@ -72,9 +88,10 @@ def load_inputs(shoot_file: str | Path, secret_files: Sequence[str | Path] = ())
     shoot = shoots[0]
     if shoot.get("apiVersion") != SHOOT_API_VERSION:
         raise InputError(f"{shoot_file}: a Shoot must have apiVersion {SHOOT_API_VERSION}, "
-                         f"found {shoot.get('apiVersion')!r}")
+                         f"found {brief(shoot.get('apiVersion'), 100)}")
     if not isinstance(shoot.get("spec"), dict):
         raise InputError(f"{shoot_file}: the Shoot has no spec")
+    _check_metadata(shoot, shoot_file, "Shoot")
     secrets = []
     for d in docs:
         if isinstance(d, dict) and d.get("kind") == "Secret":
@@ -92,6 +109,7 @@ def load_old_shoot(path: str | Path) -> dict[str, Any]:
 
 
 def _secret(doc: dict[str, Any], source: str | Path) -> SecretData:
+    _check_metadata(doc, source, "Secret")
     try:
         return secret_from_manifest(doc, str(source))
     except SecretFormatError as exc:

@@ -75,8 +75,8 @@ def main(argv: Sequence[str] | None = None, *, checkpoint: Callable[[str], None]
     except CommandFailed as exc:
         _error(str(exc))
         return ExitCode.FAILED
-    except ApiError as exc:
-        _error(f"the API server refused {exc.method} {exc.path}: {exc.status} {exc.reason}: {exc.message}")
+    except ApiError as exc:  # also TransportError: the API server could not be reached
+        _error(exc.describe())
         return ExitCode.FAILED
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED

@@ -8,16 +8,19 @@ with the addresses of ``--endpoint`` and certificates made on the spot.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from api import names
 from api.admission import ShootValidation, resolve_credentials, validate_shoot
-from api.urls import is_ip_address
+from api.field import brief
+from api.urls import is_dns1123_subdomain, is_ip_address
 from api.v1alpha3 import RegistryConfig
 from api.validation import remote_url
 from extension import constants as c
@@ -97,17 +100,39 @@ def parse_endpoints(values: Sequence[str]) -> dict[str, str]:
     out = {}
     for value in values:
         upstream, sep, url = value.partition("=")
+        shown = brief(value, 200)
         if not sep or not upstream or not url.startswith(("http://", "https://")):
-            raise InputError(f"--endpoint {value!r}: expected UPSTREAM=URL, e.g. docker.io=https://10.4.0.12:5000")
+            raise InputError(f"--endpoint {shown}: expected UPSTREAM=URL, e.g. docker.io=https://10.4.0.12:5000")
+        problem = _endpoint_problem(url)
+        if problem:
+            raise InputError(f"--endpoint {shown}: expected an http(s)://HOST[:PORT] URL: {problem}")
         out[upstream] = url
     return out
 
 
+def _endpoint_problem(url: str) -> str | None:
+    """What is wrong with an endpoint URL (an IP address, IPv6 in brackets, or a DNS name; a port), or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+        host = parts.hostname
+    except ValueError as exc:
+        return str(exc)[:200]
+    if not host:
+        return "it has no host"
+    if not is_ip_address(host) and is_dns1123_subdomain(host):
+        return f"{brief(host, 100)} is neither an IP address nor a DNS name"
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        return "it must not have a path, a query, a fragment or user info"
+    return None
+
+
 def host_of(url: str) -> str:
-    rest = url.split("://", 1)[1].split("/", 1)[0]
-    if rest.startswith("["):
-        return rest[1:rest.index("]")]
-    return rest.rsplit(":", 1)[0] if ":" in rest else rest
+    """The host of an http(s) URL, without brackets; "" when it has none (see :func:`parse_endpoints`)."""
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
 
 
 def _endpoints(config: RegistryConfig, given: dict[str, str], namespace: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -154,22 +179,74 @@ def cmd_render(args: argparse.Namespace) -> int:
     planned = plan(config, credentials, endpoints, server_certs, ca.cert_pem if server_certs else None, options)
 
     out = Path(args.output)
-    shoot_dir, nodes_dir = out / "shoot", out / "nodes"
-    shoot_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*shoot_dir.glob("*.yaml"), *nodes_dir.glob("*/hosts.toml")]:
-        stale.unlink()  # what an earlier render wrote: content-hashed names change
+    files = RenderedFiles(out)
     for i, obj in enumerate(planned.objects):
-        (shoot_dir / f"{i:02d}-{obj.filename}").write_text(obj.text, encoding="utf-8")
+        files.add(f"shoot/{i:02d}-{obj.filename}", obj.text, secret=obj.kind == "Secret")
     for cache in config.caches:
-        upstream_dir = nodes_dir / cache.upstream
-        upstream_dir.mkdir(parents=True, exist_ok=True)
-        (upstream_dir / "hosts.toml").write_text(
-            render_hosts_toml(cache.upstream, remote_url(cache), endpoints[cache.upstream], c.CA_BUNDLE_PATH,
-                              notes.get(cache.upstream), dial_timeout=timeout), encoding="utf-8")
+        files.add(f"nodes/{cache.upstream}/hosts.toml",
+                  render_hosts_toml(cache.upstream, remote_url(cache), endpoints[cache.upstream], c.CA_BUNDLE_PATH,
+                                    notes.get(cache.upstream), dial_timeout=timeout))
     if server_certs:
-        (nodes_dir / c.CA_BUNDLE_FILE).write_text(ca.cert_pem, encoding="utf-8")
-    (out / "provider-status.yaml").write_text(yaml.safe_dump(planned.status.to_wire(), sort_keys=False),
-                                              encoding="utf-8")
+        files.add(f"nodes/{c.CA_BUNDLE_FILE}", ca.cert_pem)
+    files.add("provider-status.yaml", yaml.safe_dump(planned.status.to_wire(), sort_keys=False))
+    files.remove_earlier()  # what an earlier render wrote (content-hashed names change), nothing else
+    files.write()
+    shoot_dir, nodes_dir = out / "shoot", out / "nodes"
     print(f"rendered {len(planned.objects)} objects to {shoot_dir}/ and {len(config.caches)} hosts.toml to "
           f"{nodes_dir}/", file=sys.stderr)
     return 0
+
+
+class RenderedFiles:
+    """The files one render writes into DIR, listed in ``DIR/.registry-cache-render`` so that the next render
+    removes exactly those (and never a file it did not write). Secrets (the config Secret with the upstream's
+    password, the TLS Secrets with private keys) are written 0600, everything else 0644."""
+
+    LIST = ".registry-cache-render"
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.files: list[tuple[str, str, bool]] = []
+
+    def remove_earlier(self) -> None:
+        listed = self.root / self.LIST
+        try:
+            earlier = listed.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{listed}: cannot be read ({exc}); remove it or render into another directory") from None
+        root = self.root.resolve()
+        directories = set()
+        for relative in earlier:
+            path = (self.root / relative).resolve()
+            if not relative or path.parent == path or root not in path.parents:
+                continue  # only files inside DIR
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+            directories.add(path.parent)
+        for directory in sorted(directories, key=lambda d: len(d.parts), reverse=True):
+            while directory != root and root in directory.parents:
+                try:
+                    directory.rmdir()  # only when empty: what else is in it stays
+                except OSError:
+                    break
+                directory = directory.parent
+        listed.unlink()
+
+    def add(self, relative: str, text: str, secret: bool = False) -> None:
+        self.files.append((relative, text, secret))
+
+    def write(self) -> None:
+        """List the files first (an interrupted render is cleaned up by the next one), then write them."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / self.LIST).write_text("".join(f"{relative}\n" for relative, _, _ in self.files),
+                                           encoding="utf-8")
+        for relative, text, secret in self.files:
+            path = self.root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            mode = 0o600 if secret else 0o644
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), mode)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                os.fchmod(handle.fileno(), mode)  # an existing file would keep its mode otherwise
+                handle.write(text)

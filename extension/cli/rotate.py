@@ -7,7 +7,10 @@
 4. delete the old Secret (unless kept), waiting until it is gone.
 
 Nothing is lost on the way: a Secret that does not pass the checks is removed again before anything points
-at it, and the old Secret is only deleted once the new one is in use.
+at it, and the old Secret is only deleted once the new one is in use. When the API server cannot be reached
+for a while (a refused connection, a timeout), each step is tried again until ``--timeout``: the rotation
+resumes where it was once the API server is back; if it stays away, what was done is rolled back as far as
+it can be, and the message says what is kept.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from api import shoot as shootlib
 from api.field import Path
@@ -34,11 +37,29 @@ from extension.constants import (
     SHOOT_GENERATION_ANNOTATION,
     State,
 )
-from extension.kube import ApiError, Kube
+from extension.kube import ApiError, Kube, TransportError
+
+T = TypeVar("T")
 
 
 class RotationError(CommandFailed):
     """The rotation stopped; the message says what was kept."""
+
+
+def _reachable(call: Callable[[], T], deadline: float, progress: Callable[[str], None], kept: str) -> T:
+    """``call()``, tried again while the API server cannot be reached, until ``deadline``; then a
+    RotationError saying ``kept``."""
+    said = False
+    while True:
+        try:
+            return call()
+        except TransportError as exc:
+            if time.monotonic() > deadline:
+                raise RotationError(f"{exc.describe()}; gave up: {kept}") from None
+            if not said:
+                progress(f"the API server cannot be reached ({exc.message}); trying again")
+                said = True
+            time.sleep(1)
 
 
 def _extension_state(kube: Kube, shoot: dict[str, Any], generation: int) -> tuple[str, str]:
@@ -94,7 +115,9 @@ def rotate(kube: Kube, shoot: dict[str, Any], reference: str, credentials: Crede
     if ref.get("kind") != "Secret":
         raise RotationError(f"spec.resources[{index}] ({reference}) does not refer to a Secret")
     old = ref["name"]
-    existing = [s["metadata"]["name"] for s in kube.list("Secret", namespace)]
+    deadline = time.monotonic() + timeout
+    existing = [s["metadata"]["name"] for s in _reachable(lambda: kube.list("Secret", namespace), deadline, progress,
+                                                           "nothing was changed")]
     new = next_versioned_name(existing, old)
 
     # 1. the new Secret, checked before anything points at it
@@ -102,28 +125,57 @@ def rotate(kube: Kube, shoot: dict[str, Any], reference: str, credentials: Crede
     problems = validate_upstream_secret(secret_from_manifest(manifest), Path("secret"), reference)
     if problems:
         raise RotationError("the new credentials are not usable: " + "; ".join(e.detail for e in problems))
-    kube.create(manifest)
+
+    def create() -> None:
+        try:
+            kube.create(manifest)
+        except TransportError:
+            if kube.get("Secret", new, namespace) is None:  # (raises again while away) not made: again
+                raise
+        except ApiError as exc:  # made by an earlier try whose answer was lost: the same data is fine
+            current = kube.get("Secret", new, namespace) if exc.conflict else None
+            if current is None or current.get("data") != manifest["data"]:
+                raise
+    _reachable(create, deadline, progress, f"{old} is in use as before; Secret {new} may have been created: "
+                                           "delete it if it is there")
     progress(f"created Secret {namespace}/{new} (immutable)")
+
+    def roll_back(why: str) -> RotationError:
+        try:
+            _reachable(lambda: kube.delete("Secret", new, namespace), time.monotonic() + 30, progress, "")
+            return RotationError(f"{why} (Secret {new} removed again; {old} is in use as before)")
+        except (RotationError, ApiError):
+            return RotationError(f"{why}; {old} is in use as before; Secret {new} could not be removed: delete it")
 
     # 2. the swap; the test op makes it fail rather than overwrite a concurrent change
     path = f"/spec/resources/{index}/resourceRef/name"
+
+    def swap() -> dict[str, Any]:
+        try:
+            return kube.patch("Shoot", shoot_name, [{"op": "test", "path": path, "value": old},
+                                                    {"op": "replace", "path": path, "value": new}],
+                              namespace, merge=False)
+        except TransportError:  # did it get through? the Shoot says
+            current = kube.get("Shoot", shoot_name, namespace) or {}
+            entries = (current.get("spec") or {}).get("resources") or []
+            if len(entries) > index and (entries[index].get("resourceRef") or {}).get("name") == new:
+                return current
+            raise
     try:
-        patched = kube.patch("Shoot", shoot_name, [{"op": "test", "path": path, "value": old},
-                                                   {"op": "replace", "path": path, "value": new}],
-                             namespace, merge=False)
+        patched = _reachable(swap, deadline, progress, "the Shoot may not refer to the new Secret")
+    except RotationError as exc:
+        raise roll_back(f"could not point spec.resources entry {reference!r} at {new}: {exc}") from None
     except ApiError as exc:
-        kube.delete("Secret", new, namespace)
-        raise RotationError(f"could not point spec.resources entry {reference!r} at {new}: {exc.message} "
-                            f"(Secret {new} removed again)") from None
+        raise roll_back(f"could not point spec.resources entry {reference!r} at {new}: {exc.message}") from None
     generation = patched["metadata"]["generation"]
     progress(f"Shoot {namespace}/{shoot_name}: spec.resources entry {reference!r} now refers to {new} "
              f"(generation {generation})")
 
     # 3. wait for the reconcile with the new credentials
-    deadline = time.monotonic() + timeout
+    kept = f"{old} is kept and the Shoot refers to {new}"
     last_detail = ""
     while True:
-        state, detail = _extension_state(kube, patched, generation)
+        state, detail = _reachable(lambda: _extension_state(kube, patched, generation), deadline, progress, kept)
         if detail != last_detail:
             progress(detail)
             last_detail = detail
@@ -132,23 +184,23 @@ def rotate(kube: Kube, shoot: dict[str, Any], reference: str, credentials: Crede
         if state == "failed":
             raise RotationError(f"the reconcile with {new} failed; {old} is kept: {detail}")
         if time.monotonic() > deadline:
-            raise RotationError(f"no successful reconcile within {timeout:.0f}s; {old} is kept and the Shoot "
-                                f"refers to {new}")
+            raise RotationError(f"no successful reconcile within {timeout:.0f}s; {kept}")
         time.sleep(1)
 
     # 4. the old Secret goes (the reference index may need a moment to let the DELETE through)
     if keep_old:
         progress(f"kept Secret {namespace}/{old} (--keep-old)")
         return new
+    kept = f"the Shoot uses {new}; delete {old} yourself"
     while True:
         try:
-            kube.delete("Secret", old, namespace)
+            _reachable(lambda: kube.delete("Secret", old, namespace), deadline, progress, kept)
             break
         except ApiError as exc:
             if exc.status != 403 or time.monotonic() > deadline:
                 raise RotationError(f"could not delete {old}: {exc.message}") from None
             time.sleep(1)
-    while kube.get("Secret", old, namespace) is not None:
+    while _reachable(lambda: kube.get("Secret", old, namespace), deadline, progress, kept) is not None:
         if time.monotonic() > deadline:
             raise RotationError(f"Secret {old} is still terminating (finalizer {PROTECTION_FINALIZER}:"
                                 " another Shoot may still use it)")

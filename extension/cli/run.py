@@ -47,6 +47,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--metrics-address", metavar="HOST:PORT",
                    help="serve the controller's Prometheus metrics at /metrics, e.g. 0.0.0.0:8081")
+    p.add_argument("--resync-period", type=float, default=3600.0, metavar="SECONDS",
+                   help="reconcile every Extension this often, putting back what was changed in the shoot by hand "
+                        "(default 3600)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_dial_timeout_argument(p)
     hooks = p.add_argument_group("admission webhooks")
@@ -105,10 +108,13 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     if args.metrics_address:
         from extension import metrics
         metrics.serve(args.metrics_address)
+    if args.resync_period <= 0:
+        raise InputError("--resync-period must be greater than 0")
     options = RenderOptions(image=args.image, vpa=args.vpa, dial_timeout=dial_timeout, node_auth=args.node_auth)
     runtime = manager.build_runtime(seed, target, options,
                                     standalone=args.standalone, webhook=webhook,
                                     checkpoint=checkpoint or (lambda point: None),
+                                    resync_seconds=args.resync_period,
                                     upstream_check_interval=args.upstream_check_interval,
                                     upstream_checks=not args.no_upstream_check)
     manager.run(runtime, liveness=args.liveness)

@@ -27,7 +27,7 @@ _NOT_PLAIN = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "nu
 def yaml_quote(value: Any) -> str:
     """A YAML scalar holding ``str(value)`` exactly: plain when that is unambiguous, else double-quoted."""
     text = value if isinstance(value, str) else str(value)
-    if _PLAIN.match(text) and text.lower() not in _NOT_PLAIN and not text.endswith(("-", ".")):
+    if _PLAIN.fullmatch(text) and text.lower() not in _NOT_PLAIN and not text.endswith(("-", ".")):
         return text
     out = ['"']
     for ch in text:

@@ -13,15 +13,20 @@ Two ways in, one plan:
 
 from __future__ import annotations
 
+import base64
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
+
+import yaml
 
 from api import names
+from api.field import Path, ValidationFailed
 from api.secrets import Credentials
 from api.urls import is_ip_address
 from api.v1alpha3 import RegistryCache, RegistryConfig, RegistryStatus
-from api.validation import remote_url, tls_enabled
+from api.validation import decode_and_default, remote_url, tls_enabled
 from extension import constants as c
 from extension.component import certs, nodeauth, tls
 from extension.component.certs import KeyPair
@@ -88,6 +93,47 @@ def plan(config: RegistryConfig, credentials: Mapping[str, Credentials], endpoin
     return Plan(rendered.objects, render_node_config(status, ca_bundle, options, node_auth or {}), status)
 
 
+def delivered_config(config: RegistryConfig, statefulsets: Mapping[str, dict[str, Any]],
+                     secrets: Mapping[str, dict[str, Any]]) -> RegistryConfig:
+    """Pure: what was delivered before for the caches of ``config`` that are there already, read back from their
+    StatefulSets (volume size and class of the claim template) and config Secrets (distribution's
+    ``proxy.ttl``), as a RegistryConfig to check the update rules against. A cache whose objects cannot be read
+    back (not there, or from an older version) is left out."""
+    caches: list[dict[str, Any]] = []
+    for cache in config.caches:
+        sts = statefulsets.get(names.resource_name(cache.upstream))
+        if sts is None:
+            continue
+        spec = sts.get("spec") or {}
+        claim = ((spec.get("volumeClaimTemplates") or [{}])[0].get("spec")) or {}
+        raw: dict[str, Any] = {"upstream": cache.upstream, "volume": {}}
+        size = ((claim.get("resources") or {}).get("requests") or {}).get("storage")
+        if size is not None:
+            raw["volume"]["size"] = size
+        if claim.get("storageClassName") is not None:
+            raw["volume"]["storageClassName"] = claim["storageClassName"]
+        volumes = ((spec.get("template") or {}).get("spec") or {}).get("volumes") or []
+        secret_name = next((v.get("secret", {}).get("secretName") for v in volumes if v.get("name") == "config-volume"),
+                           None)
+        try:
+            text = base64.b64decode(((secrets.get(secret_name or "") or {}).get("data") or {}).get("config.yml", ""))
+            ttl = ((yaml.safe_load(text) or {}).get("proxy") or {}).get("ttl")
+        except (ValueError, yaml.YAMLError, AttributeError):
+            ttl = None
+        if isinstance(ttl, str):
+            raw["garbageCollection"] = {"ttl": ttl}
+        caches.append(raw)
+    try:
+        return decode_and_default({"apiVersion": "registry.extensions.gardener.cloud/v1alpha3",
+                                   "kind": "RegistryConfig", "caches": caches}, Path("delivered"))
+    except ValidationFailed:  # objects changed by hand beyond reading: nothing to compare against
+        return decode_and_default({"apiVersion": "registry.extensions.gardener.cloud/v1alpha3",
+                                   "kind": "RegistryConfig", "caches": []}, Path("delivered"))
+
+
+UpdateCheck = Callable[[RegistryConfig, RegistryConfig], None]  # (delivered, new): raises when not allowed
+
+
 class RegistryCaches:
     """The caches of the Extension in seed namespace ``owner``, delivered to ``shoot``."""
 
@@ -95,11 +141,18 @@ class RegistryCaches:
                  checkpoint=lambda point: None):
         self.seed, self.shoot, self.owner = seed, shoot, owner
         self.options = replace(options, owner=owner)
+        self._objects: dict[str, dict[str, dict[str, Any]]] = {}  # what the last LIST found of ours, kind -> name
         self._checkpoint = checkpoint  # a test seam: called with "after-services", "after-apply"
 
-    def deploy(self, config: RegistryConfig, credentials: Mapping[str, Credentials]) -> RegistryStatus:
+    def deploy(self, config: RegistryConfig, credentials: Mapping[str, Credentials],
+               check_update: UpdateCheck | None = None) -> RegistryStatus:
+        """``check_update(delivered, config)`` may refuse the change against what was delivered before (the
+        update rules, where no admission webhook enforced them)."""
         options = self.options
         delivered, foreign = self._delivered()
+        if check_update is not None:
+            check_update(delivered_config(config, self._objects.get("StatefulSet", {}),
+                                          self._objects.get("Secret", {})), config)
         services = [render_service(cache, options) for cache in config.caches]
         taken = sorted(f"{kind} {options.namespace}/{name} (of {foreign[(kind, name)]})"
                        for kind, name in [("Service", s.name) for s in services]
@@ -162,12 +215,14 @@ class RegistryCaches:
         kinds = PRUNED_KINDS + (("VerticalPodAutoscaler",) if options.vpa else ())
         ours: set[tuple[str, str]] = set()
         foreign: dict[tuple[str, str], str] = {}
+        self._objects = {}
         for kind in kinds:
             for obj in self.shoot.list(kind, options.namespace, label_selector=f"{c.MANAGED_BY_LABEL}={c.MANAGED_BY}"):
                 owner = (obj["metadata"].get("labels") or {}).get(c.OWNER_LABEL)
                 key = (kind, obj["metadata"]["name"])
                 if owner == self.owner:
                     ours.add(key)
+                    self._objects.setdefault(kind, {})[key[1]] = obj
                 elif owner:
                     foreign[key] = owner
         ours |= {("PersistentVolumeClaim", o["metadata"]["name"]) for o in self.shoot.list(

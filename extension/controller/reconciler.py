@@ -1,8 +1,11 @@
 """The Extension controller: which operation the Gardener contract asks for, and the status it reports.
 
 Framework-free: :meth:`Controller.handle` takes an Extension as the API server returned it. The kopf
-wiring in :mod:`.operator` calls it for every watch event; the Gardener contract decides whether that event
-is a reason to act (operation annotation, deletion, generation), so status-only updates cost nothing.
+wiring in :mod:`extension.manager` calls it for every watch event; the Gardener contract decides whether that
+event is a reason to act (operation annotation, deletion, generation), so status-only updates cost nothing.
+As Gardener does, an Extension whose last operation did not succeed is carried out again (after a restart at
+once, otherwise with backoff), and :meth:`Controller.resync` reconciles every Extension periodically, so that
+what was changed or deleted by hand in the shoot is put back.
 """
 
 from __future__ import annotations
@@ -32,12 +35,12 @@ from extension.controller import conditions
 from extension.controller.actuator import Actuator
 from extension.controller.upstreams import UpstreamChecks
 from extension.errors import ReconcileError
-from extension.kube import ApiError, Kube
+from extension.kube import ApiError, Kube, TransportError
+from extension.retry import Backoff
 
 log = logging.getLogger(__name__)
 
-RETRY_BASE_SECONDS = 5.0
-RETRY_MAX_SECONDS = 300.0
+DEFAULT_RESYNC_SECONDS = 3600.0
 
 
 class Op(str, enum.Enum):
@@ -81,15 +84,25 @@ def decide(ext: dict[str, Any]) -> Op | None:
         return None  # migrated away: wait for the restore annotation
     if (ext.get("status") or {}).get("observedGeneration") != meta.get("generation"):
         return Op.RECONCILE
-    if last.get("state") == State.PROCESSING:  # interrupted (a restart): carry it out again
+    if last.get("state") in (State.PROCESSING, State.ERROR):
+        # interrupted (a restart) or failed: carried out again, as Gardener requeues what did not succeed
         return Op(last["type"]) if last.get("type") in (Op.CREATE, Op.RESTORE) else Op.RECONCILE
     return None
 
 
-@dataclass
-class _Retry:
-    attempts: int = 0
-    due: float = 0.0
+def is_retry(ext: dict[str, Any]) -> bool:
+    """Whether :func:`decide` asks for an operation only because the last one failed (nothing changed since):
+    such a retry waits for its backoff, a change does not."""
+    meta = _meta(ext)
+    last = _last_operation(ext)
+    return (last.get("state") == State.ERROR and not meta.get("deletionTimestamp")
+            and not (meta.get("annotations") or {}).get(OPERATION_ANNOTATION)
+            and (ext.get("status") or {}).get("observedGeneration") == meta.get("generation"))
+
+
+def _key(ext: dict[str, Any]) -> str:
+    meta = _meta(ext)
+    return f"{meta.get('namespace')}/{meta.get('name')}"
 
 
 @dataclass
@@ -100,7 +113,7 @@ class Controller:
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     # resourceVersions this controller wrote, per uid: their watch events are echoes, not changes
     _own_versions: dict[str, list[str]] = field(default_factory=dict)
-    _retries: dict[str, _Retry] = field(default_factory=dict)
+    backoff: Backoff = field(default_factory=Backoff)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
     # --- entry points ---------------------------------------------------------------------------------
@@ -111,41 +124,67 @@ class Controller:
         meta = _meta(ext)
         uid = meta.get("uid", "")
         with self._lock_for(uid):
-            if meta.get("resourceVersion") in self._own_versions.get(uid, ()):
-                return None  # the echo of our own write (finalizer, annotation, status), not a change
             op = decide(ext)
+            if meta.get("resourceVersion") in self._own_versions.get(uid, ()) and not (
+                    op == Op.DELETE and _last_operation(ext).get("type") != Op.DELETE):
+                # The echo of our own write (finalizer, annotation, status), not a change; but a deletion that
+                # came in meanwhile may only be seen in it (watch events of an object can be coalesced).
+                return None
             if op is None:
                 self._learn_upstreams(ext)
                 return None
+            if is_retry(ext) and self.backoff.waiting(_key(ext)):
+                return None  # a failed operation whose backoff has not passed
             self._run(op, ext)
             return op
 
-    def retry_due(self, now: float | None = None) -> list[tuple[str, str]]:
-        """(namespace, name) of Extensions in Error whose backoff has passed."""
-        now = now if now is not None else time.monotonic()
-        with self._guard:
-            return [tuple(key.split("/", 1)) for key, r in self._retries.items() if r.due <= now]  # type: ignore
+    def retry_due(self) -> list[tuple[str, str]]:
+        """(namespace, name) of Extensions whose operation failed and whose backoff has passed."""
+        return [(key.split("/", 1)[0], key.split("/", 1)[1]) for key in self.backoff.due()]
 
     def retry(self, namespace: str, name: str) -> Op | None:
         """Run the failed operation again with the Extension's current state."""
         key = f"{namespace}/{name}"
-        ext = self.seed.get("Extension", name, namespace)
-        last = _last_operation(ext) if ext else {}
-        if ext is None or last.get("state") not in (State.ERROR, State.PROCESSING):
-            with self._guard:
-                self._retries.pop(key, None)
+        try:
+            ext = self.seed.get("Extension", name, namespace)
+        except ApiError as exc:  # the seed away: try again later
+            log.warning("%s: cannot read the Extension to retry it: %s", key, exc.describe())
+            self.backoff.failed(key)
             return None
-        op = decide(ext) or (Op(last["type"]) if last.get("type") in Op._value2member_map_ else Op.RECONCILE)
+        op = decide(ext) if ext is not None else None
+        if ext is None or op is None:
+            self.backoff.succeeded(key)
+            return None
         with self._lock_for(_meta(ext).get("uid", "")):
             self._run(op, ext)
         return op
+
+    def resync(self) -> int:
+        """Reconcile every Extension of this type (Gardener's periodic resync), so that drift in the shoot (an
+        object deleted or changed by hand) is put back; operations that are due anyway run as they are.
+        Returns how many were carried out."""
+        done = 0
+        for ext in self.seed.list("Extension"):
+            if (ext.get("spec") or {}).get("type") != EXTENSION_TYPE:
+                continue
+            op = decide(ext)
+            last = _last_operation(ext)
+            if op is None and last.get("state") == State.SUCCEEDED and last.get("type") != Op.MIGRATE and \
+                    (_meta(ext).get("annotations") or {}).get(OPERATION_ANNOTATION) != OPERATION_WAIT_FOR_STATE:
+                op = Op.RECONCILE
+            if op is None or (is_retry(ext) and self.backoff.waiting(_key(ext))):
+                continue
+            with self._lock_for(_meta(ext).get("uid", "")):
+                self._run(op, ext)
+            done += 1
+        return done
 
     def forget(self, ext: dict[str, Any]) -> None:
         meta = _meta(ext)
         with self._guard:
             self._locks.pop(meta.get("uid", ""), None)
             self._own_versions.pop(meta.get("uid", ""), None)
-            self._retries.pop(f"{meta.get('namespace')}/{meta.get('name')}", None)
+        self.backoff.succeeded(_key(ext))
 
     # --- the operation --------------------------------------------------------------------------------
     def _lock_for(self, uid: str) -> threading.Lock:
@@ -177,8 +216,7 @@ class Controller:
             self._succeeded(ext, op, provider_status, new_conditions)
             if op in (Op.DELETE, Op.MIGRATE):
                 self._remove_finalizer(ns, name)
-            with self._guard:
-                self._retries.pop(key, None)
+            self.backoff.succeeded(key)
             metrics.OPERATIONS.labels(op.value, State.SUCCEEDED.value).inc()
             log.info("%s: %s succeeded in %.2fs", key, op.value, time.monotonic() - started)
         except Exception as exc:  # every failure ends in Error on the Extension, never in a crash
@@ -187,8 +225,8 @@ class Controller:
                 log.warning("%s: %s failed: %s", key, op.value, message)
             else:
                 log.exception("%s: %s failed", key, op.value)
-            self._errored(ns, name, op, ext, message, codes)
             metrics.OPERATIONS.labels(op.value, State.ERROR.value).inc()
+            self._errored(ns, name, op, ext, message, codes)
         finally:
             metrics.OPERATION_SECONDS.labels(op.value).observe(time.monotonic() - started)
 
@@ -319,12 +357,9 @@ class Controller:
                 raise
 
     def _errored(self, ns: str, name: str, op: Op, ext: dict[str, Any], message: str, codes: list[str]) -> None:
+        """Schedule the retry, then write the error status; never raises (the seed may be what failed)."""
         key = f"{ns}/{name}"
-        with self._guard:
-            retry = self._retries.setdefault(key, _Retry())
-            delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * (2 ** retry.attempts))
-            retry.attempts += 1
-            retry.due = time.monotonic() + delay
+        delay = self.backoff.failed(key)
         stamp = now_rfc3339()
         last_error: dict[str, Any] = {"description": message, "lastUpdateTime": stamp}
         if codes:
@@ -337,8 +372,9 @@ class Controller:
                 "lastError": last_error,
                 "observedGeneration": _meta(ext).get("generation"),
             })
-        except ApiError as exc:
-            log.warning("%s: could not write the error status: %s", key, exc)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the retry is scheduled and the error logged
+            log.warning("%s: could not write the error status (retrying in %.0fs): %s", key, delay,
+                        exc.describe() if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}")
 
     def _remove_finalizer(self, ns: str, name: str) -> None:
         current = self.seed.get("Extension", name, ns)
@@ -356,7 +392,9 @@ class Controller:
 def _describe(exc: Exception) -> tuple[str, list[str]]:
     if isinstance(exc, ReconcileError):
         return str(exc), exc.codes
+    if isinstance(exc, TransportError):
+        return exc.describe(), [ERR_INFRA_DEPENDENCIES]
     if isinstance(exc, ApiError):
-        codes = [ERR_INFRA_DEPENDENCIES] if exc.status in (0, 502, 503, 504) else []
-        return f"the API server refused {exc.method} {exc.path}: {exc.status} {exc.reason}: {exc.message}", codes
+        codes = [ERR_INFRA_DEPENDENCIES] if exc.status in (0, 429, 502, 503, 504) else []
+        return exc.describe(), codes
     return f"internal error: {type(exc).__name__}: {exc}", []

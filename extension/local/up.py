@@ -29,6 +29,7 @@ from extension.constants import (
     MANAGED_BY_LABEL,
     OWNER_LABEL,
     SHOOT_NAMESPACE,
+    WEBHOOK_CONFIGURATION_NAME,
     State,
 )
 from extension.kube import ApiError, Kube
@@ -77,6 +78,14 @@ def run(workdir: Path | None, manifests: list[Path], wait: bool, timeout: float 
             stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         _say(f"  controller running (pid {operator.pid}), log: {log_path}")
 
+        # The Shoot webhooks must be registered first: they check (and record for the bridge) that the Shoot's
+        # author may read the Secrets it references; a Shoot written before gets no Secret copied.
+        deadline = time.monotonic() + 60
+        while kube.get("MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION_NAME) is None:
+            if operator.poll() is not None or time.monotonic() > deadline:
+                _say(f"The controller did not register its webhooks; see {log_path}")
+                return 1
+            time.sleep(0.3)
         docs = load_manifests(manifests)
         shoots = [d for d in docs if d.get("kind") == "Shoot"]
         for ns in sorted({d["metadata"].get("namespace") for d in docs if d["metadata"].get("namespace")}):

@@ -234,13 +234,15 @@ class NodeAgent:
             answering = self._probe_all(probes, desired.ca_bundle)
             todo = plan(desired, observed, answering)
             self._report(said, todo, desired, probes)
-            self._apply(todo)
+            failures = self._apply(todo)
         except OSError as exc:
             self._say(said, logging.ERROR, f"cannot update {self.root}: {exc}")
             self._said = said
             return SyncResult(False, desired=desired, error=str(exc))
+        for failure in failures:
+            self._say(said, logging.ERROR, failure)
         self._said = said
-        return SyncResult(True, todo, desired)
+        return SyncResult(not failures, todo, desired, "; ".join(failures) or None)
 
     def _probe_all(self, probes: Mapping[str, str], ca_bundle: str | None) -> set[str]:
         if not probes:
@@ -267,30 +269,45 @@ class NodeAgent:
             self._say(said, logging.WARNING, f"{self.root / CA_BUNDLE_FILE} is not ours (no {CA_MARKER}): left as "
                                              "it is; https caches may not be trusted by containerd")
 
-    def _apply(self, todo: Plan) -> None:
+    def _apply(self, todo: Plan) -> list[str]:
+        """Carry out the plan; one entry that cannot be written never keeps the others from being written.
+        Returns what failed."""
+        failures: list[str] = []
         if todo.write_ca_bundle is not None:
-            write_atomic(self.root / CA_MARKER, "ca-bundle.pem in this directory is written by the registry-cache "
-                                                "node agent.\n")
-            write_atomic(self.root / CA_BUNDLE_FILE, todo.write_ca_bundle)
-            log.info("wrote %s", self.root / CA_BUNDLE_FILE)
+            try:
+                write_atomic(self.root / CA_MARKER, "ca-bundle.pem in this directory is written by the "
+                                                    "registry-cache node agent.\n")
+                write_atomic(self.root / CA_BUNDLE_FILE, todo.write_ca_bundle)
+                log.info("wrote %s", self.root / CA_BUNDLE_FILE)
+            except OSError as exc:
+                failures.append(f"cannot write {self.root / CA_BUNDLE_FILE}: {exc}")
         for upstream, text in sorted(todo.write.items()):
             directory = self.root / upstream
-            directory.mkdir(exist_ok=True)
-            if not (directory / MARKER).is_file():  # a new directory: marked before anything is in it
-                write_atomic(directory / MARKER, _marker_text(upstream))
-            private = upstream in todo.private
-            write_atomic(directory / HOSTS_FILE, text, mode=0o600 if private else 0o644)
-            log.info("%s: wrote %s%s", upstream, directory / HOSTS_FILE,
-                     " (with the cache's credentials, readable by root only)" if private else "")
+            try:
+                directory.mkdir(exist_ok=True)
+                if not (directory / MARKER).is_file():  # a new directory: marked before anything is in it
+                    write_atomic(directory / MARKER, _marker_text(upstream))
+                private = upstream in todo.private
+                write_atomic(directory / HOSTS_FILE, text, mode=0o600 if private else 0o644)
+                log.info("%s: wrote %s%s", upstream, directory / HOSTS_FILE,
+                         " (with the cache's credentials, readable by root only)" if private else "")
+            except OSError as exc:
+                failures.append(f"{upstream}: cannot write {directory / HOSTS_FILE}: {exc}")
         for upstream in todo.remove:
-            self._remove(self.root / upstream)
+            try:
+                self._remove(self.root / upstream)
+            except OSError as exc:
+                failures.append(f"{upstream}: cannot remove {self.root / upstream}: {exc}")
         if todo.remove_ca_bundle:
             for name in (CA_BUNDLE_FILE, CA_MARKER):
                 try:
                     (self.root / name).unlink()
                 except FileNotFoundError:
                     pass
+                except OSError as exc:
+                    failures.append(f"cannot remove {self.root / name}: {exc}")
             log.info("removed %s: no https cache is left", self.root / CA_BUNDLE_FILE)
+        return failures
 
     def _remove(self, directory: Path) -> None:
         """Our two files, then the directory if nothing else is in it (hosts.toml first: a crash in between

@@ -15,8 +15,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from api import yamldoc
+from api.field import brief
+from api.urls import host_port_errors
 from extension.component.containerd import dial_timeout, hosts_toml_for_entry
 from extension.constants import (
+    CA_BUNDLE_FILE,
     CA_BUNDLE_PATH,
     HOST_DIAL_TIMEOUT_FIELD,
     HOST_NODE_AUTH_FIELD,
@@ -31,8 +35,7 @@ MARKER = ".registry-cache-managed"
 CA_MARKER = ".registry-cache-managed-ca-bundle"
 PROBE_PATH = "/v2/"
 
-# A directory name containerd looks up for a registry host: host[:port], nothing that leaves ROOT.
-_UPSTREAM_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:[0-9]{1,5})?$")
+SHOWN = 100  # how much of a bad value a problem quotes
 _KEY_RE = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 _HEADER_VALUE_RE = re.compile(r"^[\x21-\x7e][\x20-\x7e]*$")  # one line of printable ASCII
 _PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
@@ -92,7 +95,9 @@ def _order(cm: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 def valid_upstream(upstream: Any) -> bool:
-    return isinstance(upstream, str) and bool(_UPSTREAM_RE.match(upstream)) and ".." not in upstream
+    """A directory name containerd looks up for a registry host: the upstream rule of ``api/`` (a DNS subdomain,
+    an optional port, the whole string: nothing that leaves ROOT), and not the CA bundle's file name."""
+    return isinstance(upstream, str) and not host_port_errors(upstream) and upstream != CA_BUNDLE_FILE
 
 
 def _http_url(value: Any) -> bool:
@@ -109,19 +114,21 @@ def _http_url(value: Any) -> bool:
 def _entry_problem(raw: Any) -> str | None:
     if not isinstance(raw, dict):
         return "an entry is not a mapping"
+    if raw.get("upstream") == CA_BUNDLE_FILE:
+        return f"upstream {CA_BUNDLE_FILE} is the name of the CA bundle file, not a directory of ours"
     if not valid_upstream(raw.get("upstream")):
-        return f"upstream {raw.get('upstream')!r} is not a registry host[:port]"
+        return f"upstream {brief(raw.get('upstream'), SHOWN)} is not a registry host[:port]"
     if not _http_url(raw.get("server")):
-        return f"server {raw.get('server')!r} is not an http(s) URL"
+        return f"server {brief(raw.get('server'), SHOWN)} is not an http(s) URL"
     hosts = raw.get("hosts")
     if not isinstance(hosts, list) or not hosts:
         return "no hosts"
     for host in hosts:
         if not isinstance(host, dict) or not _http_url(host.get("url")):
-            return f"host {host!r} has no http(s) url"
+            return f"host {brief(host, SHOWN)} has no http(s) url"
         ca = host.get("caCerts")
         if ca is not None and (not isinstance(ca, list) or not all(isinstance(c, str) and c for c in ca)):
-            return f"host {host.get('url')}: caCerts is not a list of paths"
+            return f"host {brief(host.get('url'), SHOWN)}: caCerts is not a list of paths"
         timeout = host.get(HOST_DIAL_TIMEOUT_FIELD)
         if timeout is not None:
             try:
@@ -129,10 +136,10 @@ def _entry_problem(raw: Any) -> str | None:
                     raise ValueError(f"{HOST_DIAL_TIMEOUT_FIELD} is not a string")
                 dial_timeout(timeout)
             except ValueError as exc:
-                return f"host {host.get('url')}: {exc}"
+                return f"host {brief(host.get('url'), SHOWN)}: {str(exc)[:2 * SHOWN]}"
         key = host.get(HOST_NODE_AUTH_FIELD)
         if key is not None and (not isinstance(key, str) or not _KEY_RE.match(key)):
-            return f"host {host.get('url')}: {HOST_NODE_AUTH_FIELD} is not a Secret key"
+            return f"host {brief(host.get('url'), SHOWN)}: {HOST_NODE_AUTH_FIELD} is not a Secret key"
     if not isinstance(raw.get("readinessProbe", False), bool):
         return "readinessProbe is not a boolean"
     return None
@@ -162,11 +169,16 @@ def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUN
         source = _source(cm)
         data = cm.get("data") or {}
         try:
-            doc = yaml.safe_load(data.get(NODE_CONFIG_REGISTRIES_KEY) or "") or {}
+            doc = yamldoc.load(data.get(NODE_CONFIG_REGISTRIES_KEY) or "") or {}
         except yaml.YAMLError as exc:
             out.complete = False
             out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_REGISTRIES_KEY} is not YAML "
                                 f"({exc.__class__.__name__}); nothing is removed until it is fixed")
+            continue
+        except yamldoc.YAMLLimitError as exc:
+            out.complete = False
+            out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_REGISTRIES_KEY} cannot be used: it is {exc}; "
+                                "nothing is removed until it is fixed")
             continue
         registries = doc.get("registries") if isinstance(doc, dict) else None
         if not isinstance(registries, list):
@@ -221,7 +233,7 @@ def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUN
 @dataclass(frozen=True)
 class DirState:
     managed: bool  # carries the marker
-    hosts_toml: str | None  # its hosts.toml, if any (read only for managed directories)
+    hosts_toml: str | None = field(repr=False)  # its hosts.toml, if any (read only for managed directories)
 
 
 @dataclass

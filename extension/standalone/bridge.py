@@ -3,9 +3,16 @@
 For every Shoot that enables ``registry-cache`` the bridge keeps, in the seed (here: the same API server):
 the namespace ``shoot--<project>--<name>``, the Cluster named like it, ``ref-<secret>`` copies of the
 Secrets in ``spec.resources``, and the Extension with the providerConfig, annotated
-``gardener.cloud/operation: reconcile`` whenever the Shoot changes. It removes the Extension when the Shoot
-drops the extension or is deleted (a finalizer on the Shoot waits for the Extension's cleanup); the then
-empty namespace is left in place.
+``gardener.cloud/operation: reconcile`` whenever the Shoot changes; and on the Shoot Gardener's label
+``extensions.extensions.gardener.cloud/registry-cache: "true"``, which the Shoot webhooks select on. It removes
+the Extension when the Shoot drops the extension or is deleted (a finalizer on the Shoot waits for the
+Extension's cleanup); the then empty namespace is left in place.
+
+Gardener's guarantees are kept: a Shoot whose name or project has ``--`` (or that is not in a project
+namespace) is refused, so that seed namespaces never collide; a namespace, Cluster or Extension of another
+Shoot is never taken over (refused, said in the Shoot's ``status.lastErrors``); a Secret is copied only when
+the Shoot's author was allowed to read it (the admission record of :mod:`extension.webhook.references`).
+A sync that fails (the API server away) is retried with backoff, as the controller retries.
 Under a real Gardener this is off: gardenlet does all of it.
 """
 
@@ -18,65 +25,191 @@ from api import shoot as shootlib
 from extension.constants import (
     BRIDGE_FINALIZER,
     BRIDGE_LABEL,
+    BRIDGE_SHOOT_ANNOTATION,
+    BRIDGE_TASK_ID,
+    ERR_CONFIGURATION_PROBLEM,
     EXTENSION_NAME,
     EXTENSION_NAMESPACE_LABEL,
+    EXTENSION_SHOOT_LABEL,
     OPERATION_ANNOTATION,
     OPERATION_RECONCILE,
     REFERENCED_RESOURCE_PREFIX,
+    RESOURCES_ADMITTED_ANNOTATION,
     SHOOT_GENERATION_ANNOTATION,
 )
-from extension.kube import Kube
+from extension.controller.reconciler import now_rfc3339
+from extension.kube import ApiError, Kube
+from extension.retry import Backoff
+from extension.webhook import references
 
 log = logging.getLogger(__name__)
 
 
+def shoot_key(shoot: dict[str, Any]) -> str:
+    meta = shoot.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+class Refused(Exception):
+    """The bridge will not act for this Shoot; the message says why (written to the Shoot's status)."""
+
 
 class Bridge:
-    def __init__(self, kube: Kube):
+    def __init__(self, kube: Kube, admission_key: bytes | None = None):
         self.kube = kube  # its own field manager: registry-cache-bridge
+        self.admission_key = admission_key  # None: no Shoot webhook records admissions, no Secret is copied
+        self.backoff = Backoff()
 
     @staticmethod
     def seed_namespace(shoot: dict[str, Any]) -> str:
         meta = shoot["metadata"]
         return shootlib.technical_namespace(shootlib.project_of_namespace(meta["namespace"]), meta["name"])
 
+    # --- entry points with retries ------------------------------------------------------------------------
+    def handle(self, shoot: dict[str, Any]) -> str:
+        """:meth:`sync`, retried with backoff when it fails (the API server away, a conflict)."""
+        key = shoot_key(shoot)
+        try:
+            result = self.sync(shoot)
+        except ApiError as exc:
+            delay = self.backoff.failed(key)
+            log.warning("bridge: %s: %s; retrying in %.0fs", key, exc.describe(), delay)
+            return "retrying"
+        self.backoff.succeeded(key)
+        if result != "nothing":
+            log.info("bridge: %s: %s", key, result)
+        return result
+
+    def retry_due(self) -> None:
+        for key in self.backoff.due():
+            namespace, name = key.split("/", 1)
+            try:
+                shoot = self.kube.get("Shoot", name, namespace)
+            except ApiError as exc:
+                log.warning("bridge: %s: %s", key, exc.describe())
+                self.backoff.failed(key)
+                continue
+            if shoot is None:
+                self.backoff.succeeded(key)
+            else:
+                self.handle(shoot)
+
+    # --- one Shoot ------------------------------------------------------------------------------------------
     def sync(self, shoot: dict[str, Any]) -> str:
         """Bring the seed side in line with the Shoot. Returns what it did, for logs and tests."""
         meta = shoot["metadata"]
         wants = shootlib.find_registry_cache_extension(shoot) is not None
         if meta.get("deletionTimestamp") or not wants:
+            self._label(shoot, False)
             if BRIDGE_FINALIZER not in (meta.get("finalizers") or []):
                 return "nothing"
             return "cleaned-up" if self.cleanup(shoot) else "waiting-for-extension"
-        if BRIDGE_FINALIZER not in (meta.get("finalizers") or []):
-            self.kube.patch("Shoot", meta["name"], {"metadata": {
-                "finalizers": list(meta.get("finalizers") or []) + [BRIDGE_FINALIZER],
-                "resourceVersion": meta["resourceVersion"]}}, meta["namespace"])
-        ns = self.seed_namespace(shoot)
+        try:
+            problems = [str(e) for e in shootlib.identity_errors(shoot)]
+            if problems:
+                raise Refused("; ".join(problems))
+            ns = self.seed_namespace(shoot)
+            self._check_owner(ns, shoot)
+        except Refused as exc:
+            log.warning("bridge: %s: refused: %s", shoot_key(shoot), exc)
+            self._report(shoot, str(exc))
+            return "refused"
+        self._label(shoot, True)
         self.kube.apply({"apiVersion": "v1", "kind": "Namespace",
                          "metadata": {"name": ns, "labels": {BRIDGE_LABEL: "true", "gardener.cloud/role": "shoot",
-                                                             EXTENSION_NAMESPACE_LABEL: "true"}}})
+                                                             EXTENSION_NAMESPACE_LABEL: "true"},
+                                      "annotations": {BRIDGE_SHOOT_ANNOTATION: shoot_key(shoot)}}})
         self.kube.apply(self._cluster(ns, shoot))
-        self._sync_references(ns, shoot)
+        skipped = self._sync_references(ns, shoot)
         self._sync_extension(ns, shoot)
+        self._report(shoot, "; ".join(skipped) if skipped else None)
         return "synced"
+
+    def _label(self, shoot: dict[str, Any], wanted: bool) -> None:
+        """Gardener's extension label on the Shoot (the Shoot webhooks select on it) and, while the extension is
+        enabled, the bridge's finalizer. One patch, only when something changes."""
+        meta = shoot["metadata"]
+        labelled = (meta.get("labels") or {}).get(EXTENSION_SHOOT_LABEL) == "true"
+        finalizers = list(meta.get("finalizers") or [])
+        patch: dict[str, Any] = {}
+        if wanted and BRIDGE_FINALIZER not in finalizers:
+            patch["finalizers"] = finalizers + [BRIDGE_FINALIZER]
+        if labelled != wanted:
+            patch["labels"] = {EXTENSION_SHOOT_LABEL: "true" if wanted else None}
+        if patch:
+            patch["resourceVersion"] = meta["resourceVersion"]
+            updated = self.kube.patch("Shoot", meta["name"], {"metadata": patch}, meta["namespace"])
+            shoot["metadata"] = updated["metadata"]
+
+    def _check_owner(self, ns: str, shoot: dict[str, Any]) -> None:
+        """Raise :class:`Refused` when the namespace, Cluster or Extension belongs to another Shoot."""
+        me = shoot_key(shoot)
+        owners: list[str] = []
+        namespace = self.kube.get("Namespace", ns)
+        if namespace is not None:
+            labels = namespace["metadata"].get("labels") or {}
+            owner = (namespace["metadata"].get("annotations") or {}).get(BRIDGE_SHOOT_ANNOTATION)
+            if owner not in (None, me) or BRIDGE_LABEL not in labels:
+                owners.append(f"namespace {ns} ({'of Shoot ' + owner if owner else 'not made by the bridge'})")
+        cluster = self.kube.get("Cluster", ns)
+        if cluster is not None:
+            shoot_meta = (((cluster.get("spec") or {}).get("shoot") or {}).get("metadata") or {})
+            owner = f"{shoot_meta.get('namespace')}/{shoot_meta.get('name')}"
+            if owner != me:
+                owners.append(f"Cluster {ns} (of Shoot {owner})")
+        extension = self.kube.get("Extension", EXTENSION_NAME, ns)
+        if extension is not None:
+            meta = extension["metadata"]
+            owner = (meta.get("annotations") or {}).get(BRIDGE_SHOOT_ANNOTATION)
+            if BRIDGE_LABEL not in (meta.get("labels") or {}) or owner not in (None, me):
+                owners.append(f"Extension {ns}/{EXTENSION_NAME} "
+                              f"({'of Shoot ' + owner if owner else 'not made by the bridge'})")
+        if owners:
+            raise Refused(f"the seed namespace {ns} of this Shoot is another's: " + "; ".join(owners)
+                          + "; nothing of it is taken over")
+
+    def _report(self, shoot: dict[str, Any], problem: str | None) -> None:
+        """The bridge's entry in the Shoot's ``status.lastErrors`` (Gardener's shape), set or cleared."""
+        meta = shoot["metadata"]
+        errors = [e for e in ((shoot.get("status") or {}).get("lastErrors") or [])
+                  if isinstance(e, dict) and e.get("taskID") != BRIDGE_TASK_ID]
+        ours = [e for e in ((shoot.get("status") or {}).get("lastErrors") or [])
+                if isinstance(e, dict) and e.get("taskID") == BRIDGE_TASK_ID]
+        if problem is None and not ours:
+            return
+        if problem is not None and ours and ours[0].get("description") == problem:
+            return
+        if problem is not None:
+            errors.append({"taskID": BRIDGE_TASK_ID, "description": f"registry-cache: {problem}",
+                           "codes": [ERR_CONFIGURATION_PROBLEM], "lastUpdateTime": now_rfc3339()})
+        self.kube.patch("Shoot", meta["name"], {"status": {"lastErrors": errors or None}}, meta["namespace"],
+                        subresource="status")
 
     def _cluster(self, ns: str, shoot: dict[str, Any]) -> dict[str, Any]:
         shoot_copy = {k: v for k, v in shoot.items() if k != "status"}
         shoot_copy["metadata"] = {k: v for k, v in shoot["metadata"].items() if k != "managedFields"}
         return {"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Cluster",
-                "metadata": {"name": ns, "labels": {BRIDGE_LABEL: "true"}},
+                "metadata": {"name": ns, "labels": {BRIDGE_LABEL: "true"},
+                             "annotations": {BRIDGE_SHOOT_ANNOTATION: shoot_key(shoot)}},
                 "spec": {"shoot": shoot_copy,
                          "seed": {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Seed",
                                   "metadata": {"name": "standalone"}},
                          "cloudProfile": {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile",
                                           "metadata": {"name": "standalone"}}}}
 
-    def _sync_references(self, ns: str, shoot: dict[str, Any]) -> None:
+    def _sync_references(self, ns: str, shoot: dict[str, Any]) -> list[str]:
+        """Copy the referenced Secrets the Shoot's author may read; returns why others were not copied."""
         wanted: set[str] = set()
-        for res in shootlib.resources(shoot):
+        skipped: list[str] = []
+        admitted = references.admitted(self.admission_key, shoot, RESOURCES_ADMITTED_ANNOTATION)
+        for i, res in enumerate(shootlib.resources(shoot)):
             ref = res.get("resourceRef") or {}
-            if ref.get("kind") != "Secret" or not ref.get("name"):
+            if ref.get("kind") != "Secret" or not isinstance(ref.get("name"), str) or not ref["name"]:
+                continue
+            if not admitted:
+                skipped.append(f"spec.resources[{i}]: Secret {shoot['metadata']['namespace']}/{ref['name']} is not "
+                               "copied: there is no admission record that the Shoot's author may read it (write the "
+                               "Shoot while registry-cache runs with --webhooks)")
                 continue
             source = self.kube.get("Secret", ref["name"], shoot["metadata"]["namespace"])
             if source is None:
@@ -91,13 +224,14 @@ class Bridge:
         for secret in self.kube.list("Secret", ns, label_selector=f"{BRIDGE_LABEL}=true"):
             if secret["metadata"]["name"] not in wanted:
                 self.kube.delete("Secret", secret["metadata"]["name"], ns)
+        return skipped
 
     def _sync_extension(self, ns: str, shoot: dict[str, Any]) -> None:
         entry = shootlib.find_registry_cache_extension(shoot)
         assert entry is not None
         current = self.kube.get("Extension", EXTENSION_NAME, ns)
         generation = str(shoot["metadata"].get("generation", ""))
-        annotations = {SHOOT_GENERATION_ANNOTATION: generation}
+        annotations = {SHOOT_GENERATION_ANNOTATION: generation, BRIDGE_SHOOT_ANNOTATION: shoot_key(shoot)}
         if current is None or (current["metadata"].get("annotations") or {}).get(
                 SHOOT_GENERATION_ANNOTATION) != generation:
             annotations[OPERATION_ANNOTATION] = OPERATION_RECONCILE
@@ -119,19 +253,27 @@ class Bridge:
         if shoot_meta.get("name"):
             shoot = self.kube.get("Shoot", shoot_meta["name"], shoot_meta.get("namespace"))
             if shoot is not None:
-                log.info("bridge: %s/%s: %s", shoot_meta.get("namespace"), shoot_meta["name"], self.sync(shoot))
+                self.handle(shoot)
 
     def cleanup(self, shoot: dict[str, Any]) -> bool:
         """Delete the Extension; once it is gone, the copies, the Cluster, the namespace and the finalizer.
-        False while the Extension is still being cleaned up by the controller."""
+        False while the Extension is still being cleaned up by the controller. What belongs to another Shoot
+        (or a Shoot that was refused) is left alone: only the finalizer goes."""
         ns = self.seed_namespace(shoot)
-        if self.kube.get("Extension", EXTENSION_NAME, ns) is not None:
-            self.kube.delete("Extension", EXTENSION_NAME, ns)
+        try:
+            if shootlib.identity_errors(shoot):
+                raise Refused("refused Shoot")
+            self._check_owner(ns, shoot)
+        except Refused:
+            ns = ""
+        if ns:
             if self.kube.get("Extension", EXTENSION_NAME, ns) is not None:
-                return False
-        for secret in self.kube.list("Secret", ns, label_selector=f"{BRIDGE_LABEL}=true"):
-            self.kube.delete("Secret", secret["metadata"]["name"], ns)
-        self.kube.delete("Cluster", ns)
+                self.kube.delete("Extension", EXTENSION_NAME, ns)
+                if self.kube.get("Extension", EXTENSION_NAME, ns) is not None:
+                    return False
+            for secret in self.kube.list("Secret", ns, label_selector=f"{BRIDGE_LABEL}=true"):
+                self.kube.delete("Secret", secret["metadata"]["name"], ns)
+            self.kube.delete("Cluster", ns)
         # The namespace stays (empty): without a namespace controller (the local control plane has none) a
         # deleted namespace would stay Terminating and block the same Shoot from being created again.
         meta = shoot["metadata"]
@@ -141,5 +283,5 @@ class Bridge:
             self.kube.patch("Shoot", meta["name"], {"metadata": {
                 "finalizers": finalizers, "resourceVersion": current["metadata"]["resourceVersion"]}},
                 meta["namespace"])
-        log.info("%s: removed (shoot %s/%s)", ns, meta["namespace"], meta["name"])
+        log.info("%s: removed (shoot %s/%s)", ns or "nothing of another Shoot", meta["namespace"], meta["name"])
         return True

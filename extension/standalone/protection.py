@@ -12,6 +12,7 @@ import logging
 from extension.constants import PROTECTION_FINALIZER, REFERENCED_LABEL
 from extension.kube import ApiError, Kube
 from extension.references import ReferenceIndex
+from extension.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,26 @@ class Protection:
     def __init__(self, kube: Kube, index: ReferenceIndex):
         self.kube = kube
         self.index = index
+        self.backoff = Backoff()
+
+    def handle(self, namespace: str, name: str) -> None:
+        """:meth:`sync`, retried with backoff when it fails (the API server away, a conflict)."""
+        key = f"{namespace}/{name}"
+        try:
+            result = self.sync(namespace, name)
+        except ApiError as exc:
+            delay = self.backoff.failed(key)
+            log.warning("Secret %s: %s; retrying in %.0fs", key, exc.describe(), delay)
+            return
+        if result == "conflict":
+            self.backoff.failed(key)
+        else:
+            self.backoff.succeeded(key)
+
+    def retry_due(self) -> None:
+        for key in self.backoff.due():
+            namespace, name = key.split("/", 1)
+            self.handle(namespace, name)
 
     def sync(self, namespace: str, name: str, attempts: int = 3) -> str:
         """Add or remove the finalizer and label of one Secret; returns what it did."""

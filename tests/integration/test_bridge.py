@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from extension.kube import Kube
+from extension.constants import WEBHOOK_CONFIGURATION_NAME as CONFIGURATION_NAME
+from extension.kube import ApiError, Kube
 
 from .operator_process import OperatorProcess, wait_for
 
@@ -23,11 +24,22 @@ def kube(control_plane):
     return Kube(control_plane.api_client(), field_manager="kubectl-test")
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
-def standalone(control_plane, tmp_path_factory):
-    with OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("bridge") / "op.log",
-                         "--standalone") as op:
+def standalone(control_plane, kube, tmp_path_factory):
+    """Standalone with the webhooks: the bridge copies only Secrets whose admission was recorded."""
+    with OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("bridge") / "op.log", "--standalone",
+                         "--webhooks", "--webhook-port", str(free_port()), "--webhook-address", "127.0.0.1") as op:
+        wait_for("the webhooks", lambda: kube.get("MutatingWebhookConfiguration", CONFIGURATION_NAME), log=op.log)
         yield op
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        kube.delete(kind, CONFIGURATION_NAME)  # whatever the shutdown left
 
 
 def example_shoot(name: str, project: str) -> dict:

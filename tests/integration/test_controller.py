@@ -367,3 +367,30 @@ def test_two_shoots_on_one_cluster_never_take_over_each_others_caches(kube, oper
     second.set_caches({"upstream": shared, "serviceNameSuffix": "other"})  # the Service name is free now,
     ext = wait_for("still refused", lambda: (e := second.ext())["status"].get("observedGeneration") == 2 and e)
     assert f"StatefulSet kube-system/{name} (of {first.ns})" in ext["status"]["lastError"]["description"]
+
+
+def test_update_rules_are_enforced_from_what_was_delivered(kube, operator):
+    """Under the Gardener chart (--webhooks seed) no Shoot webhook of ours checks updates: the volume size
+    change ended in the API server's StatefulSet message, and GC turned on again after ttl 0s was applied
+    silently. The actuator checks against the objects it delivered, in Gardener's words."""
+    seed = Seed(kube, uniq("rules"))
+    a, b = f"a.{seed.name}.example", f"b.{seed.name}.example"
+    seed.create({"upstream": a, "volume": {"size": "10Gi"}}, {"upstream": b, "garbageCollection": {"ttl": "0s"}})
+    seed.wait_done("Create", operator.log)
+    seed.set_caches({"upstream": a, "volume": {"size": "20Gi", "storageClassName": "fast"}},
+                    {"upstream": b, "garbageCollection": {"ttl": "1h"}})
+    ext = seed.wait_done("Reconcile", operator.log)
+    error = ext["status"]["lastError"]
+    assert error["codes"] == ["ERR_CONFIGURATION_PROBLEM"]
+    assert error["description"] == (
+        'spec.providerConfig.caches[0].volume.size: Invalid value: "20Gi": field is immutable; '
+        'spec.providerConfig.caches[0].volume.storageClassName: Invalid value: "fast": field is immutable; '
+        'spec.providerConfig.caches[1].garbageCollection.ttl: Invalid value: "1h0m0s": garbage collection cannot '
+        'be enabled (ttl > 0) once it is disabled (ttl = 0)')
+    config = next(s for s in seed.owned("Secret") if s.startswith(f"registry-{b.replace('.', '-')}-config-"))
+    assert config_yml(kube, config)["proxy"]["ttl"] == "0s"  # nothing applied
+    # the same values as delivered (written differently) and a new cache are fine
+    seed.set_caches({"upstream": a, "volume": {"size": "10240Mi"}}, {"upstream": b, "garbageCollection": {"ttl": "0"}},
+                    {"upstream": f"c.{seed.name}.example", "volume": {"size": "5Gi"}})
+    ext = seed.wait_done("Reconcile", operator.log)
+    assert ext["status"]["lastOperation"]["state"] == "Succeeded", ext["status"].get("lastError")

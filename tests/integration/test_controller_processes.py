@@ -80,3 +80,25 @@ def test_gardener_mode_reaches_the_shoot_through_gardenlets_kubeconfig_secret(ku
         seed.wait_done("Create", op.log)
         assert seed.owned("StatefulSet", shoot) == [f"registry-{up.replace('.', '-')}"]
         assert seed.owned("StatefulSet") == []
+
+
+def test_an_extension_in_error_is_retried_after_a_restart(kube, control_plane, tmp_path):
+    """The backoff lived in memory and decide() ignored Error: after a restart an Extension in Error stayed so
+    until it changed. Gardener requeues what did not succeed."""
+    seed = Seed(kube, uniq("errrestart"))
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "first.log") as op:
+        seed.create({"upstream": f"a.{seed.name}.example"}, cluster=False)  # no Cluster: Error
+        wait_for("Error", lambda: seed.state() == "Error", log=op.log)
+    seed.apply_cluster()  # the cause is gone, the Extension does not change
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "second.log", "--resync-period", "3600") as op:
+        wait_for("retried to success", lambda: seed.state() == "Succeeded", timeout=20, log=op.log)
+
+
+def test_the_periodic_resync_puts_back_what_was_deleted_by_hand(kube, control_plane, tmp_path):
+    seed = Seed(kube, uniq("resync"))
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--resync-period", "2") as op:
+        seed.create({"upstream": f"a.{seed.name}.example"})
+        seed.wait_done("Create", op.log)
+        [name] = seed.owned("StatefulSet")
+        kube.delete("StatefulSet", name, "kube-system")
+        wait_for("the StatefulSet back", lambda: seed.owned("StatefulSet") == [name], timeout=30, log=op.log)

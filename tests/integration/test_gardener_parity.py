@@ -33,7 +33,8 @@ Intentional differences, compared around (not reported as mismatches):
 Real mismatches of ``api/`` are described in ``KNOWN_MISMATCHES`` below (trailing newline accepted by the
 DNS/port patterns, byte vs character lengths, empty serviceNameSuffix/secretReferenceName, JSON null/missing
 zero values, missing kind, quantity parsing corner cases, URL parse details, Secret checks, name functions on
-non-ASCII). Each has corpus cases marked ``xfail(strict=True)`` (they turn into failures once ``api/`` is
+non-ASCII), and the deliberate differences: refusals added beyond Gardener on purpose, each with its reason
+(``DELIBERATE`` in its description). Each has corpus cases marked ``xfail(strict=True)`` (they turn into failures once ``api/`` is
 fixed, so the mark can then be dropped), and the generated (hypothesis) batches set aside differences a known
 class explains while failing on any other.
 
@@ -282,6 +283,22 @@ KNOWN_MISMATCHES: dict[str, str] = {
         'Python rejects a username or password that is not UTF-8 ("is not valid UTF-8") and skips the other '
         "checks of that entry; Go works on bytes and accepts it (json.Unmarshal also accepts invalid UTF-8 in "
         "the ServiceAccount JSON)"),
+    # deliberate differences: refusals added beyond Gardener
+    "generated-name-collision": (
+        "DELIBERATE: distinct upstreams whose generated names collide (a.io and a-io, b.io:5000 and b.io-5000) "
+        "are refused with 'Duplicate value' on the second upstream; Gardener accepts them and renders one "
+        "StatefulSet, its Secrets and (without serviceNameSuffix) one Service for both, so one cache silently "
+        "serves the other's upstream"),
+    "upstream-ca-bundle-file": (
+        "DELIBERATE: the upstream 'ca-bundle.pem' is refused; its directory in containerd's certs.d would be the "
+        "file of the caches' CA bundle (Gardener's own ensurer writes the bundle there too)"),
+}
+
+# The error detail each deliberate refusal starts with: on generated inputs, an error of Python alone with this
+# detail is the deliberate difference, set aside like a known mismatch.
+DELIBERATE_DETAILS = {
+    "generated-name-collision": "generates the same resource name ",
+    "upstream-ca-bundle-file": "must not be ca-bundle.pem",
 }
 
 # Mismatches found by this harness and fixed in api/ (their corpus cases now must agree): url-parse-details, trailing-newline, length-in-characters, empty-suffix-collision, empty-secret-reference, null-or-missing-zero-value, kind-missing, quantity-string-form, quantity-whitespace, quantity-no-digits, quantity-exponent-range, service-account-null, service-account-type-errors, service-account-field-quoting, secret-error-order, names-non-ascii.
@@ -359,6 +376,15 @@ CONFIG_CASES = [
     _case("upstream-leading-newline", conf(cache("\ndocker.io"))),
     _case("upstream-two-trailing-newlines", conf(cache("docker.io\n\n"))),
     _case("upstream-long-unicode", conf(cache("é" * 200)), mismatch="length-in-characters"),
+    _case("upstream-ca-bundle-file", conf(cache("ca-bundle.pem")), mismatch="upstream-ca-bundle-file"),
+    _case("upstream-ca-bundle-file-with-port", conf(cache("ca-bundle.pem:5000"))),
+    _case("upstreams-generated-names-collide", conf(cache("a.io"), cache("a-io")),
+          mismatch="generated-name-collision"),
+    _case("upstreams-generated-names-collide-port", conf(cache("b.io:5000"), cache("b.io-5000")),
+          mismatch="generated-name-collision"),
+    _case("upstreams-generated-names-collide-suffixes", conf(cache("a.io", serviceNameSuffix="one"),
+                                                             cache("a-io", serviceNameSuffix="two")),
+          mismatch="generated-name-collision"),
     # remoteURL
     _case("url-no-scheme", conf(cache(remoteURL="registry-1.docker.io"))),
     _case("url-host-port-no-scheme", conf(cache(remoteURL="registry-1.docker.io:443"))),
@@ -493,13 +519,14 @@ CONFIG_CASES = [
                                                  cache("quay.io", serviceNameSuffix="docker-io"))),
     _case("suffix-empty", conf(cache("docker.io", serviceNameSuffix=""))),
     _case("suffix-empty-vs-generated-name", conf(cache("a.b"), cache("a-b", serviceNameSuffix="")),
-          mismatch="empty-suffix-collision"),
+          mismatch="generated-name-collision"),  # (empty-suffix-collision is fixed; a.b and a-b collide)
     _case("suffix-empty-same-upstream", conf(cache("docker.io"), cache("docker.io", serviceNameSuffix="")),
           mismatch="empty-suffix-collision"),
     # duplicates
     _case("upstream-duplicate", conf(cache("docker.io"), cache("docker.io"))),
     _case("upstream-triplicate", conf(cache("docker.io"), cache("ghcr.io"), cache("docker.io"), cache("docker.io"))),
-    _case("generated-name-collision-without-suffix", conf(cache("a.b"), cache("a-b"))),
+    _case("generated-name-collision-without-suffix", conf(cache("a.b"), cache("a-b")),
+          mismatch="generated-name-collision"),
     # secretReferenceName (only its presence is part of the config validation)
     _case("secret-ref", conf(cache(secretReferenceName="creds"))),
     _case("secret-ref-empty", conf(cache(secretReferenceName="")), mismatch="empty-secret-reference"),
@@ -942,6 +969,10 @@ def _explained_field(field_path: str, go_errs: list[Any], py_errs: list[Any], ra
 
 
 def _explaining_field(field_path: str, go_errs: list[Any], py_errs: list[Any], raw: Any) -> str | None:
+    for name, detail in DELIBERATE_DETAILS.items():
+        extra = [e for e in py_errs if e[2].startswith(detail)]
+        if extra and [e for e in py_errs if e not in extra] == go_errs:
+            return name
     value = _raw_value(raw, field_path)
     if isinstance(value, str) and value.endswith("\n") and go_errs:
         return "trailing-newline"  # Python accepts it, or reports the port ('5000\n' matches the port pattern)

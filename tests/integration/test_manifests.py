@@ -166,17 +166,43 @@ def test_the_gardener_registration():
 def test_the_dockerfile_ships_only_what_runs():
     text = (REPO / "Dockerfile").read_text()
     stages = re.findall(r"^FROM (\S+)", text, re.M)
-    assert stages == ["python:3.11-slim", "python:3.11-slim"]
+    assert stages == ["${BASE}", "${BASE}"]
+    [base] = re.findall(r"^ARG BASE=(\S+)$", text, re.M)
+    assert re.fullmatch(r"python:3\.11[.\w-]*-slim[\w-]*@sha256:[0-9a-f]{64}", base), base  # pinned by digest
     assert re.findall(r"^COPY (?!--from)(.+)$", text, re.M) == [
-        "pyproject.toml README.md ./", "api ./api", "extension ./extension"]
-    runtime = text.split("FROM python:3.11-slim\n", 1)[1]
+        "pyproject.toml README.md constraints.txt ./", "api ./api", "extension ./extension"]
+    assert "pip wheel --wheel-dir /wheels -c constraints.txt ." in text
+    runtime = text.split("FROM ${BASE}\n", 1)[1]
+    assert "-c /wheels/constraints.txt" in runtime
     assert "USER 65532:65532" in runtime
     assert 'ENTRYPOINT ["registry-cache"]' in runtime and 'CMD ["run"]' in runtime
     assert "pip install --no-index" in runtime  # no network, no test extras in the runtime stage
     ignore = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert ignore[0] == "*"  # everything is excluded but the few things listed
-    assert {"!pyproject.toml", "!README.md", "!api/", "!extension/"} <= set(ignore)
+    assert {"!pyproject.toml", "!README.md", "!constraints.txt", "!api/", "!extension/"} <= set(ignore)
     assert not any(x in line for line in ignore for x in ("tests", "hack", "manifests") if line.startswith("!"))
+
+
+def test_the_constraints_pin_every_runtime_dependency_within_the_floors():
+    """constraints.txt pins each runtime dependency (and what they need) to one version, allowed by pyproject."""
+    import tomllib
+
+    def numbers(version: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, line
+            pins[name.lower().replace("_", "-")] = version
+    for dependency in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]:
+        name = re.match(r"[A-Za-z0-9_.-]+", dependency).group(0).lower().replace("_", "-")
+        assert name in pins, name
+        floor = re.search(r">=([\d.]+)", dependency)
+        ceiling = re.search(r"<([\d.]+)", dependency)
+        assert floor and numbers(pins[name]) >= numbers(floor.group(1)), (dependency, pins[name])
+        assert not ceiling or numbers(pins[name]) < numbers(ceiling.group(1)), (dependency, pins[name])
 
 
 # --- against the local control plane ---------------------------------------------------------------------

@@ -42,7 +42,8 @@ def operator(control_plane, kube, tmp_path_factory):
         wait_for("the webhook configuration", lambda: kube.get("ValidatingWebhookConfiguration", CONFIGURATION_NAME),
                  log=op.log)
         yield op
-    kube.delete("ValidatingWebhookConfiguration", CONFIGURATION_NAME)  # whatever the shutdown left
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        kube.delete(kind, CONFIGURATION_NAME)  # whatever the shutdown left
 
 
 def secret(name, username="robot", password=PASSWORDS[0], immutable=True):
@@ -222,3 +223,93 @@ def test_operatingsystemconfig_gets_the_caches_and_the_ca_bundle(kube, operator,
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shoot--refs--other"}})
     plain = kube.create({**osc, "metadata": {"name": "worker", "namespace": "shoot--refs--other"}})
     assert [r["upstream"] for r in plain["spec"]["criConfig"]["containerd"]["registries"]] == ["quay.io"]
+
+
+def test_a_shoot_may_reference_only_secrets_its_author_may_read(kube, operator, control_plane):
+    """Gardener's ResourceReferenceManager: a SubjectAccessReview for the requesting user, get on each Secret
+    of spec.resources. Otherwise a Shoot author could have credentials they cannot read sent to a remoteURL of
+    their choosing. The bridge copies what was admitted."""
+    kube.create(secret("sar-readable"))
+    kube.create(secret("sar-hidden", password="hidden-password"))
+    kube.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles", body={
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "shoot-author", "namespace": NS},
+                "rules": [{"apiGroups": ["core.gardener.cloud"], "resources": ["shoots"],
+                           "verbs": ["get", "create", "update", "patch"]},
+                          {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+                           "resourceNames": ["sar-readable"]}]})
+    kube.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "shoot-author", "namespace": NS},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "shoot-author"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]})
+    api = control_plane.api_client()
+    api.set_default_header("Impersonate-User", "alice")
+    alice = Kube(api, field_manager="alice")
+    with pytest.raises(ApiError) as info:
+        alice.create(shoot("sar-bad", "sar-hidden", remoteURL="https://attacker.example"))
+    assert "shoot cannot reference a resource you are not allowed to read" in info.value.message
+    assert f'user "alice" may not get Secret {NS}/sar-hidden' in info.value.message
+    assert kube.get("Shoot", "sar-bad", NS) is None
+    alice.create(shoot("sar-good", "sar-readable"))
+    wait_for("the copy", lambda: kube.get("Secret", "ref-sar-readable", "shoot--refs--sar-good"), log=operator.log)
+    # pointing the admitted Shoot at the hidden Secret is refused too
+    with pytest.raises(ApiError) as info:
+        alice.patch("Shoot", "sar-good", [{"op": "replace", "path": "/spec/resources/0/resourceRef/name",
+                                           "value": "sar-hidden"}], NS, merge=False)
+    assert "shoot cannot reference a resource you are not allowed to read" in info.value.message
+    assert "hidden-password" not in operator.log()
+
+
+def test_rotation_survives_the_api_server_going_away(kube, operator, control_plane, tmp_path):
+    """A refused connection halfway through a rotation ended in a traceback: now each step is tried again
+    until the API server is back, and the rotation finishes."""
+    import threading
+    import time
+    from urllib.parse import urlsplit
+
+    from .tcp_proxy import TcpProxy
+
+    kube.create(secret("away-v1", username="robot+v1"))
+    kube.create(shoot("away", "away-v1", upstream="away.example"))
+    seed_ns = "shoot--refs--away"
+    wait_for("the first reconcile", lambda: ((kube.get("Extension", "registry-cache", seed_ns) or {}).get("status", {})
+             .get("lastOperation", {}).get("state") == "Succeeded"), log=operator.log)
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    server = urlsplit(config["clusters"][0]["cluster"]["server"])
+    proxy = TcpProxy(server.hostname, server.port).start()
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    proxied = tmp_path / "kubeconfig"
+    proxied.write_text(yaml.safe_dump(config))
+
+    def cut_after_the_swap():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            current = kube.get("Shoot", "away", NS)
+            if current["spec"]["resources"][0]["resourceRef"]["name"] == "away-v2":
+                proxy.cut()
+                time.sleep(4)
+                proxy.restore()
+                return
+            time.sleep(0.05)
+    cutter = threading.Thread(target=cut_after_the_swap)
+    cutter.start()
+    done = run_cli(proxied, "credentials", "rotate", "--shoot", f"{NS}/away", "--reference", "creds",
+                   "--username", "robot+v2", "--password-stdin", "--timeout", "120", stdin=PASSWORDS[1] + "\n")
+    cutter.join()
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the API server cannot be reached" in done.stdout
+    assert f"deleted Secret {NS}/away-v1" in done.stdout
+    assert kube.get("Secret", "away-v1", NS) is None
+
+
+def test_rotation_against_an_unreachable_api_server_is_a_clear_error(tmp_path, control_plane):
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{free_port()}"
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    done = run_cli(path, "credentials", "rotate", "--shoot", f"{NS}/x", "--reference", "creds", "--username", "u",
+                   "--password-stdin", stdin="p\n")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: the API server could not be reached for GET "), done.stderr

@@ -72,7 +72,7 @@ def test_validate_input_errors_exit_2(capsys, tmp_path):
     code, _, err = run(capsys, "validate", write(tmp_path, "bad.yaml", "a: [1, 2\nb: c"))
     assert code == 2 and "bad.yaml: not valid YAML at line" in err
     code, _, err = run(capsys, "validate", write(tmp_path, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\n"))
-    assert code == 2 and "expected a core.gardener.cloud/v1beta1 Shoot, found apiVersion 'v1', kind 'ConfigMap'" in err
+    assert code == 2 and 'expected a core.gardener.cloud/v1beta1 Shoot, found apiVersion "v1", kind "ConfigMap"' in err
     code, _, err = run(capsys, "validate", SHOOT, "--secret", write(tmp_path, "s.yaml",
                        "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\ndata: {password: '!!!'}\n"))
     assert code == 2 and "data[password] is not valid base64" in err and "!!!" not in err
@@ -165,3 +165,71 @@ def test_every_exit_code_comes_from_one_table(capsys):
 def test_run_node_auth_needs_standalone(capsys):
     code, _, err = run(capsys, "run", "--node-auth", "--kubeconfig", "/nonexistent")
     assert code == 2 and "--node-auth needs --standalone" in err
+
+
+def test_render_writes_secrets_0600_and_removes_only_its_own_files(capsys, tmp_path):
+    """The config Secret holds the upstream's password and the TLS Secrets private keys: never world-readable.
+    A second render removes what the first one wrote, and nothing else in DIR."""
+    import stat
+    out = tmp_path / "out"
+    (out / "shoot").mkdir(parents=True)
+    (out / "nodes" / "my.io").mkdir(parents=True)
+    mine = [out / "shoot" / "mine.yaml", out / "nodes" / "my.io" / "hosts.toml", out / "notes.txt"]
+    for path in mine:
+        path.write_text("my own\n")
+    assert run(capsys, "render", SHOOT, "--secret", SECRET, "--output", out)[0] == 0
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (out / "shoot").glob("*-secret-*.yaml")}
+    assert len(modes) == 8 and set(modes.values()) == {0o600}, modes  # 4 config, 4 TLS Secrets
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (out / "shoot").glob("*-statefulset-*.yaml")} == {0o644}
+    first = sorted(p.name for p in (out / "shoot").glob("*.yaml"))
+    # the second render's Secrets differ (fresh certificates): the first one's go, mine stay
+    doc = yaml.safe_load(SHOOT.read_text())
+    doc["spec"]["extensions"][0]["providerConfig"]["caches"].pop(0)  # docker.io goes
+    code, _, err = run(capsys, "render", write(tmp_path, "s.yaml", yaml.safe_dump(doc)), "--secret", SECRET,
+                       "--output", out)
+    assert code == 0, err
+    assert all(p.read_text() == "my own\n" for p in mine)
+    second = sorted(p.name for p in (out / "shoot").glob("*.yaml"))
+    assert "mine.yaml" in second and not [n for n in second if "docker-io" in n] and second != first
+    assert not (out / "nodes" / "docker.io").exists()
+    assert sorted(p.name for p in (out / "nodes").iterdir()) == ["ca-bundle.pem", "ghcr.io", "my-registry.io:5000",
+                                                               "my.io", "quay.io"]
+    # a written file that was world-readable before is 0600 now too
+    secret_file = next((out / "shoot").glob("*-secret-*.yaml"))
+    secret_file.chmod(0o644)
+    assert run(capsys, "render", SHOOT, "--secret", SECRET, "--output", out)[0] == 0
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (out / "shoot").glob("*-secret-*.yaml")} == {0o600}
+
+
+def test_bad_input_is_a_short_clear_error_exit_2(capsys, tmp_path):
+    """Once tracebacks (exit 1), or a 52 MB error line for a 700-byte alias bomb."""
+    code, out, err = run(capsys, "render", SHOOT, "--secret", SECRET, "-o", tmp_path / "o",
+                         "--endpoint", "docker.io=https://[::1")
+    assert code == 2 and 'error: --endpoint "docker.io=https://[::1": expected an http(s)://HOST[:PORT] URL' in err
+    deep = write(tmp_path, "deep.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\n")
+    code, out, err = run(capsys, "validate", deep)
+    assert code == 2 and err == f"error: {deep}: cannot be used: the YAML is nested more than 100 levels deep\n"
+    doc = yaml.safe_load(SHOOT.read_text())
+    doc["metadata"] = [1]
+    code, out, err = run(capsys, "validate", write(tmp_path, "m.yaml", yaml.safe_dump(doc)), "--secret", SECRET)
+    assert code == 2 and "the Shoot's metadata must be a mapping, found [1]" in err
+    lines = ["x0: &x0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines += [f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 10) + "]" for i in range(1, 8)]
+    bomb_text = SHOOT.read_text().replace("name: containerd", "name: *x7", 1)
+    assert "*x7" in bomb_text
+    bomb = write(tmp_path, "bomb.yaml", "\n".join(lines) + "\n" + bomb_text)
+    assert len(bomb.read_text()) < 5000
+    code, out, err = run(capsys, "validate", bomb, "--secret", SECRET)
+    assert code == 2 and len(err) < 300 and "excessive aliasing" in err, err[:300]
+    for args in (["validate", deep], ["render", deep, "-o", tmp_path / "o"]):
+        assert "Traceback" not in subprocess.run([sys.executable, "-m", "extension.cli", *map(str, args)],
+                                                 capture_output=True, text=True, timeout=60).stderr
+
+
+def test_a_long_invalid_value_is_cut_short(capsys, tmp_path):
+    doc = yaml.safe_load(SHOOT.read_text())
+    doc["spec"]["provider"]["workers"][0]["cri"]["name"] = [["x" * 100] * 100] * 100  # 1 MB, no aliases
+    code, out, _ = run(capsys, "validate", write(tmp_path, "s.yaml", yaml.safe_dump(doc)), "--secret", SECRET)
+    assert code == 1
+    [line] = out.splitlines()
+    assert line.startswith('spec.provider.workers[0].cri.name: Invalid value: [["xxx') and len(line) < 1200

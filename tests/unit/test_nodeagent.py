@@ -428,3 +428,67 @@ def test_node_auth_hosts_toml_is_written_root_only(tmp_path):
     agent = NodeAgent(lambda: [cm2], root, prober=lambda url, ca: True, read_node_auth=broken)
     assert agent.sync().ok
     assert "10.0.0.1" in (root / "a.io" / "hosts.toml").read_text()  # kept until the Secret can be read
+
+
+# --- bad entries never stop the others (issue 9) -----------------------------------------------------------
+
+def test_an_upstream_named_like_the_ca_bundle_never_wedges_the_node(tmp_path):
+    """Its directory would be the CA bundle file: before, mkdir failed and no hosts.toml was written at all."""
+    cluster = FakeCluster(configmap("a", entry("ca-bundle.pem", "https://10.0.0.9:5000", probe=False),
+                                    entry("ghcr.io", "https://10.0.0.2:5000", probe=False), ca=CA.cert_pem))
+    result = agent_for(cluster, tmp_path).sync()
+    assert result.ok, result.error
+    assert sorted(tree(tmp_path)) == [CA_MARKER, CA_BUNDLE_FILE, f"ghcr.io/{MARKER}", "ghcr.io/hosts.toml"]
+    assert (tmp_path / CA_BUNDLE_FILE).read_text() == CA.cert_pem
+    assert result.desired.problems == ["ConfigMap kube-system/a: registries[0]: upstream ca-bundle.pem is the name "
+                                       "of the CA bundle file, not a directory of ours; entry skipped"]
+
+
+def test_one_entry_that_cannot_be_written_never_stops_the_others(tmp_path):
+    # ghcr.io's directory is ours, but its hosts.toml is a directory: writing it fails
+    (tmp_path / "ghcr.io" / "hosts.toml").mkdir(parents=True)
+    (tmp_path / "ghcr.io" / MARKER).write_text("")
+    cluster = FakeCluster(configmap("a", entry("docker.io", "http://10.0.0.1:5000", probe=False),
+                                    entry("ghcr.io", "http://10.0.0.2:5000", probe=False),
+                                    entry("quay.io", "http://10.0.0.3:5000", probe=False)))
+    result = agent_for(cluster, tmp_path).sync()
+    assert not result.ok and "ghcr.io: cannot write" in result.error
+    assert (tmp_path / "docker.io" / "hosts.toml").is_file() and (tmp_path / "quay.io" / "hosts.toml").is_file()
+
+
+def test_the_upstream_rule_is_the_apis_full_match():
+    """re.match with $ let "docker.io\\n" through; the API's rule matches the whole string."""
+    for bad in ["docker.io\n", "docker.io:5000\n", "ca-bundle.pem", "Docker.io"]:
+        assert not valid_upstream(bad), repr(bad)
+    desired = desired_state([configmap("a", entry("docker.io\n", "http://10.0.0.1:5000"),
+                                       entry("ghcr.io", "http://10.0.0.2:5000"))])
+    assert list(desired.entries) == ["ghcr.io"]
+    assert desired.problems == ["ConfigMap kube-system/a: registries[0]: upstream \"docker.io\\n\" is not a "
+                                "registry host[:port]; entry skipped"]
+
+
+def alias_bomb(levels: int = 7) -> str:
+    """A few hundred bytes of YAML whose value ``*x<levels>`` is 10**(levels+1) strings once expanded."""
+    lines = ["x0: &x0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines += [f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 10) + "]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("raw, said", [
+    (alias_bomb() + "registries:\n- upstream: *x7\n  server: https://a.io\n", "excessive aliasing"),
+    ("registries: " + "[" * 5000 + "]" * 5000 + "\n", "nested more than 100 levels deep"),
+])
+def test_a_configmap_built_to_blow_up_is_a_short_problem(raw, said):
+    """An alias bomb once printed a 52 MB log line; 5,000 levels of nesting raised RecursionError."""
+    assert len(raw) < 12_000
+    desired = desired_state([configmap("bad", raw=raw), configmap("ok", entry("ghcr.io", "http://10.0.0.2:5000"))])
+    assert list(desired.entries) == ["ghcr.io"] and not desired.complete
+    assert len(desired.problems) == 1 and len(desired.problems[0]) < 300, desired.problems
+    assert desired.problems[0].startswith("ConfigMap kube-system/bad: registries.yaml cannot be used: ")
+    assert said in desired.problems[0]
+
+
+def test_a_huge_bad_value_is_quoted_short():
+    huge = {"upstream": "x" * 1_000_000, "server": "https://a.io", "hosts": [{"url": "https://b"}]}
+    desired = desired_state([configmap("a", huge)])
+    assert len(desired.problems[0]) < 300 and '"xxxx' in desired.problems[0]

@@ -259,3 +259,28 @@ def test_node_auth_config_secret_and_node_config():
     shared = nodeauth.shoot_secret("kube-system", {"registry-docker-io": node.authorization})
     assert shared["metadata"]["name"] == "registry-cache-node-auth" and "registry-cache.gardener.cloud/owner" \
         not in shared["metadata"]["labels"]
+
+
+def test_what_was_delivered_is_read_back_for_the_update_rules():
+    from api.validation import validate_registry_config_update
+    from extension.component import certs
+    from extension.component.registrycache import delivered_config
+
+    from .helpers import strs
+    ca = certs.generate_ca()
+
+    before = decode_and_default(config({"upstream": "a.io", "volume": {"size": "20Gi", "storageClassName": "std"}},
+                                       {"upstream": "b.io", "garbageCollection": {"ttl": "0s"}, "http": {"tls": False}}),
+                                PC)
+    rendered = render_shoot(before, {}, {"a.io": certs.generate_server_cert(ca, "x", ["x"], [])}, RenderOptions())
+    statefulsets = {o["metadata"]["name"]: o for o in rendered.by_kind("StatefulSet")}
+    secrets = {o["metadata"]["name"]: o for o in rendered.by_kind("Secret")}
+    after = decode_and_default(config({"upstream": "a.io", "volume": {"size": "20Gi", "storageClassName": "std"}},
+                                      {"upstream": "b.io", "garbageCollection": {"ttl": "1h"}},
+                                      {"upstream": "c.io"}), PC)
+    delivered = delivered_config(after, statefulsets, secrets)
+    assert [c.upstream for c in delivered.caches] == ["a.io", "b.io"]
+    assert strs(validate_registry_config_update(delivered, after, PC)) == [
+        f'{PC}.caches[1].garbageCollection.ttl: Invalid value: "1h0m0s": garbage collection cannot be enabled '
+        '(ttl > 0) once it is disabled (ttl = 0)']
+    assert validate_registry_config_update(delivered, before, PC) == []

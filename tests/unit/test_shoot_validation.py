@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from api.admission import validate_shoot
 from api.secrets import SecretData
 
@@ -106,3 +108,22 @@ def test_adding_the_extension_on_update_is_validated_as_create():
     old = shoot(config(), extension_type="other")
     new = shoot(config({"upstream": "a.io", "volume": {"size": "20Gi"}}))
     assert validate_shoot(new, old).ok
+
+
+@pytest.mark.parametrize("namespace, name, error", [
+    ("garden-dev", "x--y", 'metadata.name: Invalid value: "x--y": name may not contain two consecutive hyphens'),
+    ("garden-dev--x", "y", 'metadata.namespace: Invalid value: "garden-dev--x": project "dev--x" (from the '
+                           'namespace garden-<project>): name may not contain two consecutive hyphens'),
+    ("garden-garden", "foo", 'metadata.namespace: Invalid value: "garden-garden": the project garden has the '
+                             'namespace garden'),
+    ("dev", "foo", 'metadata.namespace: Invalid value: "dev": must be a project namespace: garden or '
+                   'garden-<project>'),
+])
+def test_names_that_would_share_a_seed_namespace_are_refused(namespace, name, error):
+    """garden-dev/x--y and garden-dev--x/y would both be shoot--dev--x--y (so would garden/foo and
+    garden-garden/foo): Gardener refuses -- in Shoot and project names."""
+    s = shoot(config({"upstream": "docker.io"}))
+    s["metadata"] = {"name": name, "namespace": namespace}
+    assert strs(validate_shoot(s).errors) == [error]
+    s["metadata"] = {"name": "x-y", "namespace": "garden"}
+    assert validate_shoot(s).errors == []

@@ -218,3 +218,31 @@ def test_update_other_fields_are_mutable():
                          [{"upstream": "a.io", "remoteURL": "https://b.io", "http": {"tls": False},
                            "highAvailability": {"enabled": True}, "proxy": {"httpProxy": "http://p:1"},
                            "secretReferenceName": "x", "serviceNameSuffix": "z"}]) == []
+
+
+def test_upstreams_whose_generated_names_collide():
+    """a.io and a-io (b.io:5000 and b.io-5000) would share one StatefulSet, its Secrets and, without
+    serviceNameSuffix, one Service: refused on the second upstream, with and without serviceNameSuffix."""
+    assert errors_of({"upstream": "a.io"}, {"upstream": "a-io"}) == [
+        'spec.extensions[0].providerConfig.caches[1].upstream: Duplicate value: "a-io": generates the same '
+        'resource name registry-a-io as upstream "a.io"']
+    assert errors_of({"upstream": "b.io-5000"}, {"upstream": "b.io:5000"}) == [
+        'spec.extensions[0].providerConfig.caches[1].upstream: Duplicate value: "b.io:5000": generates the same '
+        'resource name registry-b-io-5000 as upstream "b.io-5000"']
+    # distinct Services, but still one StatefulSet and its Secrets
+    assert errors_of({"upstream": "a.io", "serviceNameSuffix": "one"},
+                     {"upstream": "a-io", "serviceNameSuffix": "two"}) == [
+        'spec.extensions[0].providerConfig.caches[1].upstream: Duplicate value: "a-io": generates the same '
+        'resource name registry-a-io as upstream "a.io"']
+    assert errors_of({"upstream": "a.io"}, {"upstream": "a-io", "serviceNameSuffix": "two"}) == [
+        'spec.extensions[0].providerConfig.caches[1].upstream: Duplicate value: "a-io": generates the same '
+        'resource name registry-a-io as upstream "a.io"']
+    assert errors_of({"upstream": "a.io"}, {"upstream": "a.io.example"}) == []
+
+
+def test_upstream_named_like_the_ca_bundle_file():
+    """Its directory in containerd's certs.d would be the CA bundle file every https cache needs."""
+    assert errors_of({"upstream": "ca-bundle.pem"}) == [
+        f'{C0}.upstream: Invalid value: "ca-bundle.pem": must not be ca-bundle.pem: nodes keep the caches\' CA '
+        "bundle in containerd's hosts directory under that name, where this upstream's directory would be"]
+    assert errors_of({"upstream": "ca-bundle.pem:5000"}) == []

@@ -1,0 +1,129 @@
+"""Gardener's guarantees kept by the standalone bridge itself (no webhooks here: what gets past admission, e.g.
+while the controller runs without --webhooks): seed namespaces never shared, nothing of another Shoot taken
+over, no Secret copied without a record that the Shoot's author may read it, and a failed sync retried."""
+
+from __future__ import annotations
+
+import pytest
+
+from extension.kube import Kube
+
+from .operator_process import OperatorProcess, wait_for
+from .test_bridge import example_shoot
+
+PROJECT = "guard"
+NS = f"garden-{PROJECT}"
+
+
+@pytest.fixture(scope="module")
+def kube(control_plane):
+    k = Kube(control_plane.api_client(), field_manager="kubectl-test")
+    k.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    return k
+
+
+@pytest.fixture(scope="module")
+def bridge(control_plane, kube, tmp_path_factory):
+    with OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("guard") / "op.log", "--standalone") as op:
+        yield op
+
+
+def bridge_error(kube: Kube, name: str, namespace: str = NS) -> str:
+    shoot = kube.get("Shoot", name, namespace) or {}
+    return next((e["description"] for e in (shoot.get("status") or {}).get("lastErrors") or []
+                 if e.get("taskID") == "registry-cache-bridge"), "")
+
+
+def test_names_that_would_share_a_seed_namespace_are_refused(kube, bridge):
+    """garden-guard/x--y and garden-guard--x/y would both be shoot--guard--x--y."""
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"{NS}--x"}})
+    shoot = example_shoot("x--y", PROJECT)
+    kube.create(shoot)
+    other = example_shoot("y", PROJECT + "--x")
+    kube.create(other)
+    error = wait_for("the refusal", lambda: bridge_error(kube, "x--y"), log=bridge.log)
+    assert 'metadata.name: Invalid value: "x--y": name may not contain two consecutive hyphens' in error
+    error = wait_for("the refusal", lambda: bridge_error(kube, "y", f"{NS}--x"), log=bridge.log)
+    assert 'project "guard--x" (from the namespace garden-<project>): name may not contain two' in error
+    assert kube.get("Namespace", "shoot--guard--x--y") is None
+    assert kube.get("Cluster", "shoot--guard--x--y") is None
+
+
+def test_a_namespace_cluster_or_extension_of_another_shoot_is_never_taken_over(kube, bridge):
+    """A seed namespace already in use for another Shoot (left by an older bridge, or made by someone else):
+    refused, said in the Shoot's status, nothing of it touched."""
+    seed_ns = f"shoot--{PROJECT}--taken"
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": seed_ns, "labels": {"registry-cache.gardener.cloud/bridge": "true"}}})
+    foreign = {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+               "metadata": {"name": "someone-else", "namespace": "garden-other"}, "spec": {}}
+    kube.apply({"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Cluster", "metadata": {"name": seed_ns},
+                "spec": {"shoot": foreign, "seed": {}, "cloudProfile": {}}})
+    kube.create({"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Extension",
+                 "metadata": {"name": "registry-cache", "namespace": seed_ns},
+                 "spec": {"type": "not-ours-to-touch"}})
+    kube.create(example_shoot("taken", PROJECT))
+    error = wait_for("the refusal", lambda: bridge_error(kube, "taken"), log=bridge.log)
+    assert f"the seed namespace {seed_ns} of this Shoot is another's" in error
+    assert f"Cluster {seed_ns} (of Shoot garden-other/someone-else)" in error
+    assert f"Extension {seed_ns}/registry-cache (not made by the bridge)" in error
+    assert kube.get("Cluster", seed_ns)["spec"]["shoot"]["metadata"]["name"] == "someone-else"
+    ext = kube.get("Extension", "registry-cache", seed_ns)
+    assert ext["spec"] == {"type": "not-ours-to-touch"} and not ext["metadata"].get("annotations")
+    # deleting the refused Shoot leaves the other's objects alone, and the Shoot goes
+    kube.delete("Shoot", "taken", NS)
+    wait_for("the Shoot gone", lambda: kube.get("Shoot", "taken", NS) is None, log=bridge.log)
+    assert kube.get("Cluster", seed_ns) is not None and kube.get("Extension", "registry-cache", seed_ns) is not None
+
+
+def test_no_secret_is_copied_without_a_record_that_the_author_may_read_it(kube, bridge):
+    """Without the webhooks nobody checked that the Shoot's author may read the referenced Secret: the bridge
+    does not copy it and says so (the Extension then reports the missing Secret)."""
+    kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "quay-credentials-v1", "namespace": NS},
+                "immutable": True, "type": "Opaque",
+                "data": {"username": "ZXhhbXBsZStyb2JvdA==", "password": "c2VjcmV0"}})
+    kube.create(example_shoot("norecord", PROJECT))
+    error = wait_for("the note", lambda: bridge_error(kube, "norecord"), log=bridge.log)
+    assert f"Secret {NS}/quay-credentials-v1 is not copied: there is no admission record" in error
+    seed_ns = f"shoot--{PROJECT}--norecord"
+    wait_for("the Extension", lambda: kube.get("Extension", "registry-cache", seed_ns), log=bridge.log)
+    assert kube.get("Secret", "ref-quay-credentials-v1", seed_ns) is None
+
+
+def test_a_sync_that_failed_is_retried(kube, bridge):
+    """A Shoot created during an API hiccup got no Extension until it changed: the bridge retries with backoff.
+    The hiccup is real: a ValidatingAdmissionPolicy refuses the seed namespace for a while."""
+    seed_ns = f"shoot--{PROJECT}--hiccup"
+    policy = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+              "metadata": {"name": "registry-cache-test-hiccup"},
+              "spec": {"failurePolicy": "Fail",
+                       "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                               "operations": ["CREATE", "UPDATE"],
+                                                               "resources": ["namespaces"]}]},
+                       "validations": [{"expression": f"!object.metadata.name.startsWith('{seed_ns}')",
+                                        "message": "hiccup"}]}}
+    binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+               "metadata": {"name": "registry-cache-test-hiccup"},
+               "spec": {"policyName": "registry-cache-test-hiccup", "validationActions": ["Deny"]}}
+    base = "/apis/admissionregistration.k8s.io/v1"
+    kube.request("POST", f"{base}/validatingadmissionpolicies", body=policy)
+    kube.request("POST", f"{base}/validatingadmissionpolicybindings", body=binding)
+    try:
+        probe = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"{seed_ns}-probe"}}
+
+        def refused() -> bool:
+            try:
+                kube.request("POST", "/api/v1/namespaces", body=probe, query=[("dryRun", "All")])
+            except Exception as exc:  # the policy is in force once it refuses
+                return "hiccup" in str(exc)
+            return False
+        wait_for("the policy in force", refused)
+        kube.create({**example_shoot("hiccup", PROJECT), "spec": {**example_shoot("hiccup", PROJECT)["spec"],
+                                                                   "resources": []}})
+        wait_for("the bridge to fail", lambda: f"{NS}/hiccup: the API server refused" in bridge.log(), log=bridge.log)
+    finally:
+        kube.request("DELETE", f"{base}/validatingadmissionpolicybindings/registry-cache-test-hiccup")
+        kube.request("DELETE", f"{base}/validatingadmissionpolicies/registry-cache-test-hiccup")
+    # no change to the Shoot: the retry alone brings the Extension
+    wait_for("the Extension after the retry", lambda: kube.get("Extension", "registry-cache", seed_ns),
+             timeout=60, log=bridge.log)
