@@ -63,6 +63,10 @@ class State(str, enum.Enum):
 
 ERR_CONFIGURATION_PROBLEM = "ERR_CONFIGURATION_PROBLEM"
 ERR_INFRA_DEPENDENCIES = "ERR_INFRA_DEPENDENCIES"
+ERR_INFRA_UNAUTHORIZED = "ERR_INFRA_UNAUTHORIZED"
+# status.conditions, one per cache with credentials: "UpstreamCredentialsValid-<upstream>"
+UPSTREAM_CREDENTIALS_CONDITION = "UpstreamCredentialsValid"
+DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS = 300.0
 
 # --- the objects delivered to the shoot ---------------------------------------------------------------
 SHOOT_NAMESPACE = "kube-system"  # where the caches run in the shoot
@@ -99,6 +103,18 @@ CA_NAME = "ca-extension-registry-cache"
 CA_BUNDLE_SECRET = f"{CA_NAME}-bundle"  # key bundle.crt: what nodes trust; caSecretName of the status
 TLS_SECRET_LABEL = "registry-cache.gardener.cloud/secret"  # value: ca | bundle | server
 
+# --- caches only nodes can read (standalone, `run --node-auth`) --------------------------------------
+# Per cache, in the seed namespace: generated credentials and their htpasswd line (reused across reconciles).
+NODE_AUTH_SECRET_LABEL = "registry-cache.gardener.cloud/node-auth"  # value: the upstream's resource name
+NODE_AUTH_USERNAME = "registry-cache-node"
+NODE_AUTH_REALM = "registry-cache"
+HTPASSWD_KEY = "htpasswd"  # in the cache's config Secret, next to config.yml
+HTPASSWD_PATH = "/etc/distribution/htpasswd"  # where the cache reads it (the config Secret's mount)
+# In the shoot's kube-system: ONE Secret for every Extension (each owns its keys by server-side apply with
+# a field manager of its own), so that the node agent may read exactly this Secret by name (RBAC
+# resourceNames) and no other. Key: the cache's resource name; value: the Authorization header nodes send.
+NODE_AUTH_SHOOT_SECRET = "registry-cache-node-auth"
+
 # --- nodes ------------------------------------------------------------------------------------------------
 CERTS_DIR = "/etc/containerd/certs.d"
 CA_BUNDLE_PATH = f"{CERTS_DIR}/{CA_BUNDLE_FILE}"
@@ -106,6 +122,17 @@ CAPABILITIES = ("pull", "resolve")  # of a cache; a mirror host has its own (def
 CA_BUNDLE_FILE_PERMISSIONS = 0o644
 # a mirror host's CA bundle: CERTS_DIR/<upstream, ':' as '-'>/<host, sanitized><suffix> (Gardener's ensurer)
 MIRROR_CA_BUNDLE_SUFFIX = "-ca-bundle.pem"
+# containerd 2.1+ reads dial_timeout per host in hosts.toml: how long a dial to the cache may take before
+# containerd tries the next host (the upstream). Its own default is 30 s per request, so a cache that is
+# away (a blackholed address) turns a 2 s pull into minutes: every request of a pull (manifest, config,
+# each layer) tries the cache first. Spegel writes 200ms; 100ms keeps a pull's fallback under a second
+# (measured: tests/e2e/test_failover.py) and is still far above a connect within a cluster (one round
+# trip, well under 10 ms). Go duration syntax.
+DEFAULT_DIAL_TIMEOUT = "100ms"
+# Our additions to a host of Gardener's registry entry shape, in the node-config ConfigMap only (Gardener's
+# OperatingSystemConfig RegistryHost has url, capabilities and caCerts, nothing else).
+HOST_DIAL_TIMEOUT_FIELD = "dialTimeout"
+HOST_NODE_AUTH_FIELD = "nodeAuth"  # the key of this host's entry in the node-auth Secret
 # standalone: the ConfigMaps the node agent reads
 NODE_CONFIG_NAME = "registry-cache-node-config"
 NODE_CONFIG_LABEL = "registry-cache.gardener.cloud/node-config"

@@ -28,6 +28,7 @@ from extension.constants import (
     ADMISSION_KEY_SECRET,
     BRIDGE_FINALIZER,
     BRIDGE_LABEL,
+    DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS,
     EXTENSION_TYPES,
     OSC_HOOK,
     OSC_MIRROR_HOOK,
@@ -40,6 +41,7 @@ from extension.constants import (
 from extension.controller.actuator import Actuator, ShootTarget
 from extension.controller.mirror import MirrorActuator
 from extension.controller.reconciler import DEFAULT_RESYNC_SECONDS, Controller
+from extension.controller.upstreams import UpstreamChecks
 from extension.errors import RegistryCacheError
 from extension.kube import ApiError, Kube
 from extension.references import ReferenceIndex
@@ -69,6 +71,7 @@ class Runtime:
 
     controller: Controller
     stop: threading.Event
+    upstream_check_interval: float = DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS  # seconds; 0: only at reconciles
     bridge: Bridge | None = None
     index: ReferenceIndex | None = None
     protection: Protection | None = None
@@ -86,13 +89,19 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
                   webhook: WebhookSettings | None = None,
                   checkpoint: Callable[[str], None] = lambda point: None,
                   resync_seconds: float = DEFAULT_RESYNC_SECONDS,
-                  monitoring: str | None = MONITORING_OPERATOR) -> Runtime:
+                  monitoring: str | None = MONITORING_OPERATOR,
+                  upstream_check_interval: float = DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS,
+                  upstream_checks: bool = True) -> Runtime:
     """The parts: the Extension controller (both extension types) always; with ``standalone`` the bridge and the
     protection of Secrets in use (gardenlet and Gardener do both otherwise); with ``webhook`` the admission
     webhooks and, for the Secret webhook, the index of Secrets in use. ``monitoring``: where the caches'
-    monitoring goes (see :class:`~extension.controller.actuator.Actuator`). ``checkpoint`` is a test seam."""
-    controller = Controller(seed, Actuator(seed, shoot_target, options, checkpoint=checkpoint, monitoring=monitoring),
-                            mirror=MirrorActuator(seed, shoot_target, options))
+    monitoring goes (see :class:`~extension.controller.actuator.Actuator`). ``upstream_checks``: the caches'
+    upstream credential checks, also every ``upstream_check_interval`` seconds (the mirrors have no credentials).
+    ``checkpoint`` is a test seam."""
+    upstreams = UpstreamChecks() if upstream_checks else None
+    controller = Controller(seed, Actuator(seed, shoot_target, options, checkpoint=checkpoint, monitoring=monitoring,
+                                           upstreams=upstreams),
+                            mirror=MirrorActuator(seed, shoot_target, options), upstreams=upstreams)
     index = None
     if standalone or (webhook is not None and webhook.garden):
         index = ReferenceIndex(cleanup_finalizer=BRIDGE_FINALIZER if standalone else None)
@@ -104,7 +113,7 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
         protection.resync()
     key = admission_key(seed) if standalone and webhook is not None and webhook.garden else None
     return Runtime(
-        controller, threading.Event(),
+        controller, threading.Event(), upstream_check_interval if upstream_checks else 0.0,
         bridge=Bridge(Kube(seed.api, field_manager="registry-cache-bridge"), key) if standalone else None,
         index=index, protection=protection, webhook=webhook,
         serving=server.make_serving_cert(webhook.hostnames) if webhook is not None else None,
@@ -161,6 +170,10 @@ def run(runtime: Runtime, liveness: str | None = None) -> None:
     """Run until stopped (SIGINT/SIGTERM)."""
     retry = threading.Thread(target=_retry_loop, args=(runtime,), daemon=True, name="retry")
     retry.start()
+    if runtime.upstream_check_interval > 0:
+        threading.Thread(target=_upstream_check_loop, args=(runtime.controller, runtime.stop,
+                                                            runtime.upstream_check_interval),
+                         daemon=True, name="upstream-check").start()
     try:
         kopf.run(registry=registry(runtime), memo=runtime, clusterwide=True, standalone=True,
                  liveness_endpoint=liveness)
@@ -355,6 +368,17 @@ def _register_when_serving(runtime: Runtime, hook: WebhookSettings, serving: ser
         configurations.append(server.configuration(serving.ca_pem, hook.client, standalone=standalone))
     register_with_retries(runtime.seed.apply, configurations, runtime.stop)
     log.info("admission webhooks serving on %s:%s and registered", hook.listen_address, hook.port)
+
+
+def _upstream_check_loop(controller: Controller, stop: threading.Event, interval: float) -> None:
+    """Checks the upstream credentials of every Extension every ``interval`` seconds (each one bounded)."""
+    while not stop.wait(interval):
+        assert controller.upstreams is not None
+        for namespace in controller.upstreams.namespaces():
+            try:
+                controller.check_upstreams(namespace)
+            except Exception:
+                log.exception("upstream credential check of %s failed", namespace)
 
 
 def register_with_retries(apply: Callable[[dict[str, Any]], Any], configurations: list[dict[str, Any]],

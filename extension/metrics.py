@@ -6,7 +6,11 @@
 - ``registry_cache_api_requests_total{verb}``: requests to the API servers (seed and shoots);
 - ``registry_cache_webhook_refusals_total{webhook}``: admission requests refused;
 - ``registry_cache_extension_error{namespace, name, type}``: 1 while the last operation of an Extension ended
-  in Error, 0 once one succeeded (the alert ``RegistryCacheExtensionError`` fires after 15 minutes of 1).
+  in Error, 0 once one succeeded (the alert ``RegistryCacheExtensionError`` fires after 15 minutes of 1);
+- ``registry_cache_upstream_credentials_valid{namespace, upstream}``: 1 when the upstream accepted a cache's
+  credentials at the last check, 0 when it refused them; no sample while nothing is known (unreachable);
+- ``registry_cache_upstream_reachable{namespace, upstream}``: 1 when the last check got a registry's answer.
+``namespace`` is the seed namespace of the Extension (the shoot): many shoots cache the same upstream.
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ WEBHOOK_REFUSALS = Counter("registry_cache_webhook_refusals", "Admission request
 EXTENSION_ERROR = Gauge("registry_cache_extension_error",
                         "1 while the last operation of the Extension ended in Error, else 0",
                         ["namespace", "name", "type"])
+UPSTREAM_CREDENTIALS_VALID = Gauge("registry_cache_upstream_credentials_valid",
+                                   "Whether the upstream accepted the cache's credentials at the last check",
+                                   ["namespace", "upstream"])
+UPSTREAM_REACHABLE = Gauge("registry_cache_upstream_reachable",
+                           "Whether the last credentials check got an answer from the upstream",
+                           ["namespace", "upstream"])
 _types: dict[tuple[str, str], str] = {}
 _lock = threading.Lock()
 
@@ -40,6 +50,8 @@ def forget_extension(namespace: str, name: str) -> None:
         extension_type = _types.pop((namespace, name), None)
         if extension_type is not None:
             EXTENSION_ERROR.remove(namespace, name, extension_type)
+
+
 
 
 def serve(address: str) -> None:

@@ -32,6 +32,7 @@ from extension.cli.errors import InputError
 from extension.cli.inputs import Inputs, load_inputs, load_old_shoot
 from extension.component import certs
 from extension.component.containerd import (
+    dial_timeout,
     hosts_toml_for_entry,
     mirror_files,
     mirror_registries,
@@ -64,7 +65,24 @@ def add_parsers(sub: Any, exit_codes: str) -> None:
     p.add_argument("--vpa", action="store_true",
                    help="render a VerticalPodAutoscaler per cache (default: when the Shoot wants VPA, "
                         "spec.kubernetes.verticalPodAutoscaler.enabled)")
+    add_dial_timeout_argument(p)
     p.set_defaults(func=cmd_render)
+
+
+def add_dial_timeout_argument(p: argparse.ArgumentParser) -> None:
+    """``--dial-timeout``, shared by ``render`` and ``run``."""
+    p.add_argument("--dial-timeout", default=c.DEFAULT_DIAL_TIMEOUT, metavar="DURATION",
+                   help="containerd's dial_timeout for the cache host in hosts.toml (containerd 2.1+; older versions "
+                        "ignore it): how long a node tries to reach a cache before it falls back to the upstream. "
+                        "Caches only: a mirror's host has none (containerd's 30s). "
+                        f"A Go duration; 0 leaves it out (containerd's 30s). Default {c.DEFAULT_DIAL_TIMEOUT}")
+
+
+def parse_dial_timeout(value: str) -> str | None:
+    try:
+        return dial_timeout(value)
+    except ValueError as exc:
+        raise InputError(f"--dial-timeout: {exc}") from None
 
 
 def _validated(shoot_file: str, inputs: Inputs, old: dict[str, Any] | None, what: str) -> Admission | None:
@@ -161,6 +179,7 @@ def _endpoints(config: RegistryConfig, given: dict[str, str], namespace: str) ->
 def cmd_render(args: argparse.Namespace) -> int:
     inputs = load_inputs(args.shoot, args.secret)
     given = parse_endpoints(args.endpoint)
+    timeout = parse_dial_timeout(args.dial_timeout)
     result = _validated(args.shoot, inputs, None, "render")
     if result is None:
         return 0
@@ -175,7 +194,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     files = RenderedFiles(out)
     said = []
     if config is not None and result.cache.extension_path is not None:
-        said.append(_render_caches(args, inputs, config, result.cache.extension_path, given, files))
+        said.append(_render_caches(args, inputs, config, result.cache.extension_path, given, timeout, files))
     if result.mirror.config is not None:
         said.append(_render_mirrors(inputs, result.mirror.config, files))
     files.remove_earlier()  # what an earlier render wrote (content-hashed names change), nothing else
@@ -186,11 +205,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def _render_caches(args: argparse.Namespace, inputs: Inputs, config: RegistryConfig, extension_path: Any,
-                   given: dict[str, str], files: RenderedFiles) -> str:
+                   given: dict[str, str], timeout: str | None, files: RenderedFiles) -> str:
     namespace = (inputs.shoot.get("metadata") or {}).get("namespace") or ""
     credentials = resolve_credentials(inputs.shoot, config, inputs.secret_getter(), namespace,
                                       extension_path.child("providerConfig"))
-    options = RenderOptions(image=args.image, vpa=args.vpa or shootlib.wants_vpa(inputs.shoot))
+    options = RenderOptions(image=args.image, vpa=args.vpa or shootlib.wants_vpa(inputs.shoot), dial_timeout=timeout)
     endpoints, notes = _endpoints(config, given, options.namespace)
 
     ca = certs.generate_ca()
@@ -205,7 +224,7 @@ def _render_caches(args: argparse.Namespace, inputs: Inputs, config: RegistryCon
     for cache in config.caches:
         files.add(f"nodes/{cache.upstream}/hosts.toml",
                   render_hosts_toml(cache.upstream, remote_url(cache), endpoints[cache.upstream], c.CA_BUNDLE_PATH,
-                                    notes.get(cache.upstream)))
+                                    notes.get(cache.upstream), dial_timeout=timeout))
     if server_certs:
         files.add(f"nodes/{c.CA_BUNDLE_FILE}", ca.cert_pem)
     files.add("provider-status.yaml", yaml.safe_dump(planned.status.to_wire(), sort_keys=False))

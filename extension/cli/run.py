@@ -10,6 +10,7 @@ from typing import Any
 
 from extension import constants as c
 from extension.cli.errors import InputError
+from extension.cli.offline import add_dial_timeout_argument, parse_dial_timeout
 
 
 def add_parser(sub: Any) -> None:
@@ -33,6 +34,17 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--standalone", action="store_true",
                    help="no Gardener: also do gardenlet's part for Shoots (namespace, Cluster, ref- copies, "
                         "Extension)")
+    p.add_argument("--node-auth", action="store_true",
+                   help="with --standalone: caches only nodes can read. Each cache requires credentials the "
+                        "controller generates (htpasswd); the node agent writes them as an Authorization header "
+                        "into that upstream's hosts.toml (root only). Pods without them get 401 from the cache")
+    p.add_argument("--upstream-check-interval", type=float, default=c.DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS,
+                   metavar="SECONDS",
+                   help="check each upstream's credentials this often, besides at every reconcile; reported as "
+                        "the Extension's UpstreamCredentialsValid-<upstream> conditions and as metrics. 0: only at "
+                        f"reconciles (default {c.DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS:g})")
+    p.add_argument("--no-upstream-check", action="store_true",
+                   help="never check the upstreams' credentials (no requests to the upstreams from the controller)")
     p.add_argument("--image", default=c.DEFAULT_IMAGE, help=f"the registry image (default {c.DEFAULT_IMAGE})")
     p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--metrics-address", metavar="HOST:PORT",
@@ -41,6 +53,7 @@ def add_parser(sub: Any) -> None:
                    help="reconcile every Extension (of both types) this often, putting back what was changed in "
                         "the shoot by hand (default 3600)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_dial_timeout_argument(p)
     hooks = p.add_argument_group("admission webhooks")
     hooks.add_argument("--webhooks", nargs="?", const="all", choices=["all", "garden", "seed"],
                        help="serve and register the admission webhooks: garden (Shoot validation, refusing to "
@@ -65,6 +78,12 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     from extension.kube import Kube
     from extension.webhook import server
 
+    dial_timeout = parse_dial_timeout(args.dial_timeout)
+    if args.upstream_check_interval < 0:
+        raise InputError("--upstream-check-interval must not be negative")
+    if args.node_auth and not args.standalone:
+        raise InputError("--node-auth needs --standalone: the credentials reach nodes through the node agent; "
+                         "Gardener's OperatingSystemConfig cannot carry an Authorization header for a registry host")
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     seed = Kube.from_kubeconfig(args.kubeconfig)
@@ -94,10 +113,13 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
         metrics.serve(args.metrics_address)
     if args.resync_period <= 0:
         raise InputError("--resync-period must be greater than 0")
-    runtime = manager.build_runtime(seed, target, RenderOptions(image=args.image),
+    options = RenderOptions(image=args.image, dial_timeout=dial_timeout, node_auth=args.node_auth)
+    runtime = manager.build_runtime(seed, target, options,
                                     standalone=args.standalone, webhook=webhook,
                                     checkpoint=checkpoint or (lambda point: None),
                                     resync_seconds=args.resync_period,
-                                    monitoring=MONITORING_GARDENER if args.gardener else MONITORING_OPERATOR)
+                                    monitoring=MONITORING_GARDENER if args.gardener else MONITORING_OPERATOR,
+                                    upstream_check_interval=args.upstream_check_interval,
+                                    upstream_checks=not args.no_upstream_check)
     manager.run(runtime, liveness=args.liveness)
     return 0

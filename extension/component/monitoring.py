@@ -16,7 +16,9 @@ Gardener's alerts and recording rules (``RegistryCachePersistentVolumeUsageCriti
 ``RegistryCachePersistentVolumeFullInFourDays``, ``shoot:registry_proxy_{pulled,pushed}_bytes_total:sum``) are
 kept with Gardener's names, expressions and words; beside them ``RegistryCacheNotReady`` (a cache with fewer
 ready replicas than wanted, from kube-state-metrics) and, for the controller, ``RegistryCacheExtensionError``
-(an Extension in Error for 15 minutes, from ``registry_cache_extension_error``). Pure: dicts and text only.
+(an Extension in Error for 15 minutes, from ``registry_cache_extension_error``),
+``RegistryCacheUpstreamCredentialsInvalid`` and ``RegistryCacheUpstreamUnreachable`` (the caches' upstream
+credential checks, :mod:`extension.controller.upstreams`). Pure: dicts and text only.
 """
 
 from __future__ import annotations
@@ -106,18 +108,47 @@ def cache_rules() -> list[dict[str, Any]]:
     ]
 
 
+def _controller_labels(severity: str) -> dict[str, str]:
+    return {"service": "registry-cache-extension", "severity": severity, "visibility": "operator"}
+
+
 def controller_rules() -> list[dict[str, Any]]:
-    """The rule about the controller itself: an Extension whose operations keep failing."""
+    """The rules about the controller's own metrics: an Extension whose operations keep failing, and the caches'
+    upstream credential checks (every cache with credentials, at each reconcile and every
+    ``--upstream-check-interval``: ``registry_cache_upstream_credentials_valid`` and ``..._reachable``)."""
     return [
         {"alert": "RegistryCacheExtensionError",
          "expr": "max by (namespace, name, type) (registry_cache_extension_error) == 1",
          "for": "15m",
-         "labels": {"service": "registry-cache-extension", "severity": "warning", "visibility": "operator"},
+         "labels": _controller_labels("warning"),
          "annotations": {
              "description": "The last operations of the {{ $labels.type }} Extension {{ $labels.namespace }}/"
                             "{{ $labels.name }} have ended in Error for 15 minutes; its status.lastError says why "
                             "(kubectl -n {{ $labels.namespace }} get extension {{ $labels.name }} -o yaml).",
              "summary": "Registry cache Extension in Error."}},
+        # 0: the upstream (or its token service) answered 401/403 to the cache's credentials
+        {"alert": "RegistryCacheUpstreamCredentialsInvalid",
+         "expr": "max by (namespace, upstream) (registry_cache_upstream_credentials_valid) == 0",
+         "for": "10m",
+         "labels": _controller_labels("warning"),
+         "annotations": {
+             "description": "The credentials of the registry cache for {{ $labels.upstream }} in "
+                            "{{ $labels.namespace }} are refused by the upstream: the cache cannot pull private "
+                            "images (it answers 404) and nodes fall back to the upstream. The Extension's condition "
+                            "UpstreamCredentialsValid-{{ $labels.upstream }} has the HTTP status; update the "
+                            "credentials Secret the cache's secretReferenceName points at.",
+             "summary": "The upstream {{ $labels.upstream }} refuses the registry cache's credentials."}},
+        # the controller got no registry answer from the upstream: nothing is known about the credentials
+        {"alert": "RegistryCacheUpstreamUnreachable",
+         "expr": "max by (namespace, upstream) (registry_cache_upstream_reachable) == 0",
+         "for": "30m",
+         "labels": _controller_labels("info"),
+         "annotations": {
+             "description": "The credentials check of {{ $labels.upstream }} ({{ $labels.namespace }}) got no answer "
+                            "for 30 minutes. This says nothing about the credentials; the controller checks from "
+                            "its own network (its HTTPS_PROXY), not through the cache's proxy settings.",
+             "summary": "The upstream {{ $labels.upstream }} cannot be reached from the registry-cache "
+                        "controller."}},
     ]
 
 

@@ -31,8 +31,9 @@ from api.urls import is_ip_address
 from api.v1alpha3 import RegistryCache, RegistryConfig, RegistryStatus
 from api.validation import decode_and_default, remote_url, tls_enabled
 from extension import constants as c
-from extension.component import certs, monitoring, tls
+from extension.component import certs, monitoring, nodeauth, tls
 from extension.component.certs import KeyPair
+from extension.component.nodeauth import NodeCredentials
 from extension.component.objects import (
     RenderedObject,
     RenderOptions,
@@ -87,14 +88,16 @@ class Plan:
 
 
 def plan(config: RegistryConfig, credentials: Mapping[str, Credentials], endpoints: Mapping[str, str],
-         server_certs: Mapping[str, KeyPair], ca_bundle: str | None, options: RenderOptions) -> Plan:
+         server_certs: Mapping[str, KeyPair], ca_bundle: str | None, options: RenderOptions,
+         node_auth: Mapping[str, NodeCredentials] | None = None) -> Plan:
     """Pure: the objects for the shoot and the provider status. ``endpoints`` is where nodes reach each
-    cache (per upstream), ``server_certs`` the TLS key pair of each TLS cache, ``ca_bundle`` what nodes trust."""
+    cache (per upstream), ``server_certs`` the TLS key pair of each TLS cache, ``ca_bundle`` what nodes trust,
+    ``node_auth`` the credentials of the caches only nodes may read."""
     status = provider_status(
         [(cache.upstream, endpoints[cache.upstream], remote_url(cache)) for cache in config.caches],
         c.CA_BUNDLE_SECRET if server_certs else None)
-    rendered = render_shoot(config, credentials, server_certs, options)
-    return Plan(rendered.objects, render_node_config(status, ca_bundle, options), status)
+    rendered = render_shoot(config, credentials, server_certs, options, node_auth)
+    return Plan(rendered.objects, render_node_config(status, ca_bundle, options, node_auth or {}), status)
 
 
 def delivered_config(config: RegistryConfig, statefulsets: Mapping[str, dict[str, Any]],
@@ -192,10 +195,16 @@ class RegistryCaches:
         if material is None:
             tls.remove_all(self.seed, self.owner)
 
-        # 3. Everything else, then prune what this Extension delivered before and no longer renders.
+        # 3. Node credentials (caches only nodes can read), reused while the seed holds them.
+        node_auth = (nodeauth.ensure(self.seed, self.owner, [cache.upstream for cache in config.caches])
+                     if options.node_auth else None)
+
+        # 4. Everything else, then prune what this Extension delivered before and no longer renders.
         endpoints = {cache.upstream: endpoint(scheme(cache), cluster_ips[cache.upstream]) for cache in config.caches}
         planned = plan(config, credentials, endpoints, material.server if material else {},
-                       material.bundle if material else None, options)
+                       material.bundle if material else None, options, node_auth)
+        if node_auth is not None:  # nodes get the header before the caches require it
+            nodeauth.deliver(self.shoot, options.namespace, self.owner, node_auth)
         for obj in planned.delivered:
             if obj.kind == "Service":
                 continue  # applied above
@@ -214,6 +223,8 @@ class RegistryCaches:
         delivered, foreign = self._delivered()
         self._prune(delivered, set(), set())
         tls.remove_all(self.seed, self.owner)
+        if nodeauth.remove_all(self.seed, self.owner) or self.options.node_auth:  # it was on at some point
+            nodeauth.withdraw(self.shoot, self.options.namespace, self.owner)
         self._monitoring(False, others=any(kind == "StatefulSet" for kind, _ in foreign))
 
     def _monitoring(self, wanted: bool, others: bool) -> None:

@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from api import shoot as shootlib
 from api.admission import resolve_credentials
 from api.field import Path, ValidationFailed
-from api.secrets import SecretData, secret_from_manifest
+from api.secrets import Credentials, SecretData, secret_from_manifest
 from api.v1alpha3 import RegistryConfig, RegistryStatus
-from api.validation import decode_and_default, validate_registry_config, validate_registry_config_update
+from api.validation import decode_and_default, remote_url, validate_registry_config, validate_registry_config_update
 from extension.component.objects import RenderOptions
 from extension.component.registrycache import MONITORING_OPERATOR, OPTIONAL_KINDS, RegistryCaches
 from extension.constants import EXTENSION_TYPE, REFERENCED_RESOURCE_PREFIX
+from extension.controller.upstreams import UpstreamChecks
 from extension.errors import ConfigurationError, ReconcileError
 from extension.kube import Kube
+from extension.upstreamcheck import Target
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +84,9 @@ class Actuator:
 
     def __init__(self, seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
                  checkpoint: Callable[[str], None] = lambda point: None,
-                 monitoring: str | None = MONITORING_OPERATOR):
+                 monitoring: str | None = MONITORING_OPERATOR, upstreams: UpstreamChecks | None = None):
         self.seed = seed
+        self.upstreams = upstreams  # told which upstreams each Extension pulls from with credentials
         self.shoot_target = shoot_target
         self.options = options
         self.monitoring = monitoring
@@ -133,31 +136,59 @@ class Actuator:
         return secret_from_manifest(obj) if obj else None
 
     # --- operations -----------------------------------------------------------------------------------
-    def reconcile(self, extension: dict[str, Any]) -> Outcome:
-        """Deliver the caches (nothing while the shoot is hibernated)."""
+    def _resolve(self, extension: dict[str, Any]) \
+            -> tuple[dict[str, Any], RegistryConfig, Mapping[str, Credentials]] | None:
+        """The Shoot, the validated config and the credentials per upstream; None when the shoot is hibernated."""
         namespace = extension["metadata"]["namespace"]
         shoot_spec = self.cluster_shoot(namespace)
         if shootlib.is_hibernated(shoot_spec):
-            log.info("%s: shoot is hibernated, nothing to do", namespace)
-            return Outcome(None, "The shoot is hibernated: the registry caches are left as they are")
+            return None
         config = self.decode(extension)
         try:
             credentials = resolve_credentials(shoot_spec, config, self.get_secret, namespace,
                                               PROVIDER_CONFIG_PATH, name_prefix=REFERENCED_RESOURCE_PREFIX)
         except ValidationFailed as exc:
             raise ConfigurationError(str(exc)) from None
+        return shoot_spec, config, credentials
+
+    def _set_targets(self, namespace: str, config: RegistryConfig, credentials: Mapping[str, Credentials]) -> None:
+        if self.upstreams is not None:
+            self.upstreams.set_targets(namespace, [Target(c.upstream, remote_url(c), credentials[c.upstream])
+                                                   for c in config.caches if c.upstream in credentials])
+
+    def reconcile(self, extension: dict[str, Any]) -> Outcome:
+        """Deliver the caches (nothing while the shoot is hibernated); hand the upstreams with credentials to
+        the credential checks."""
+        namespace = extension["metadata"]["namespace"]
+        resolved = self._resolve(extension)
+        if resolved is None:
+            log.info("%s: shoot is hibernated, nothing to do", namespace)
+            return Outcome(None, "The shoot is hibernated: the registry caches are left as they are")
+        shoot_spec, config, credentials = resolved
         status: RegistryStatus = self._caches(namespace, shoot_spec).deploy(
             config, credentials, check_update=check_update,
             monitor=shootlib.purpose(shoot_spec) != shootlib.PURPOSE_TESTING)
+        self._set_targets(namespace, config, credentials)
         return Outcome(status.to_wire(), "The registry caches are delivered")
+
+    def learn_upstreams(self, extension: dict[str, Any]) -> None:
+        """Tell the upstream checks what an Extension that needs no reconcile pulls from (after a restart of
+        the controller): reads the Cluster and the referenced Secrets, changes nothing."""
+        resolved = self._resolve(extension)
+        if resolved is not None:
+            self._set_targets(extension["metadata"]["namespace"], resolved[1], resolved[2])
 
     def delete(self, extension: dict[str, Any]) -> None:
         """Remove everything this Extension delivered to the shoot, its volumes included."""
         self._caches(extension["metadata"]["namespace"]).destroy()
+        if self.upstreams is not None:
+            self.upstreams.forget(extension["metadata"]["namespace"])
 
     def migrate(self, extension: dict[str, Any]) -> None:
         """Keep the objects in the shoot: the control plane moves, the caches keep serving."""
         log.info("%s: migrate: keeping the caches in the shoot", extension["metadata"]["namespace"])
+        if self.upstreams is not None:
+            self.upstreams.forget(extension["metadata"]["namespace"])  # checked by the controller it moves to
 
     def restore(self, extension: dict[str, Any]) -> Outcome:
         return self.reconcile(extension)

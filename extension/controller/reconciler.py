@@ -21,6 +21,8 @@ from typing import Any
 from extension import metrics
 from extension.constants import (
     ERR_INFRA_DEPENDENCIES,
+    EXTENSION_NAME,
+    EXTENSION_TYPE,
     OPERATION_ANNOTATION,
     OPERATION_MIGRATE,
     OPERATION_RECONCILE,
@@ -29,7 +31,9 @@ from extension.constants import (
     State,
     finalizer_for,
 )
+from extension.controller import conditions
 from extension.controller.actuator import Actuator, ExtensionActuator, Outcome
+from extension.controller.upstreams import UpstreamChecks
 from extension.errors import ReconcileError
 from extension.kube import ApiError, Kube, TransportError
 from extension.retry import Backoff
@@ -113,6 +117,7 @@ class Controller:
     seed: Kube
     actuator: Actuator
     mirror: ExtensionActuator | None = None
+    upstreams: UpstreamChecks | None = None  # the credential checks of the caches (None: none)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     # resourceVersions this controller wrote, per uid: their watch events are echoes, not changes
     _own_versions: dict[str, list[str]] = field(default_factory=dict)
@@ -140,8 +145,11 @@ class Controller:
                 # The echo of our own write (finalizer, annotation, status), not a change; but a deletion that
                 # came in meanwhile may only be seen in it (watch events of an object can be coalesced).
                 return None
-            if op is None or (is_retry(ext) and self.backoff.waiting(_key(ext))):
-                return None  # nothing to do, or a failed operation whose backoff has not passed
+            if op is None:
+                self._learn_upstreams(ext)
+                return None
+            if is_retry(ext) and self.backoff.waiting(_key(ext)):
+                return None  # a failed operation whose backoff has not passed
             self._run(op, ext)
             return op
 
@@ -212,6 +220,7 @@ class Controller:
             elif op == Op.MIGRATE:
                 self._prepare(ext, add_finalizer=False)
             self._processing(ext, op, actuator.what)
+            new_conditions = None
             if op == Op.DELETE:
                 actuator.delete(ext)
                 outcome = Outcome(None, f"The {actuator.what} were removed from the shoot")
@@ -220,7 +229,9 @@ class Controller:
                 outcome = Outcome(None, f"Migrated: the {actuator.what} were left in the shoot")
             else:
                 outcome = actuator.restore(ext) if op == Op.RESTORE else actuator.reconcile(ext)
-            self._succeeded(ext, op, outcome)
+                if actuator is self.actuator and outcome.provider_status is not None:  # delivered, not hibernated
+                    new_conditions = self._upstream_conditions(ext)
+            self._succeeded(ext, op, outcome, new_conditions)
             if op in (Op.DELETE, Op.MIGRATE):
                 self._remove_finalizer(ns, name, _finalizer(ext))
             self.backoff.succeeded(key)
@@ -241,21 +252,35 @@ class Controller:
 
     def _prepare(self, ext: dict[str, Any], add_finalizer: bool) -> None:
         """One patch: add the finalizer and remove a reconcile/restore/migrate annotation (Gardener removes
-        the annotation before it acts)."""
-        meta = _meta(ext)
-        patch: dict[str, Any] = {"metadata": {"resourceVersion": meta.get("resourceVersion")}}
-        finalizers = list(meta.get("finalizers") or [])
-        finalizer = _finalizer(ext)
-        if add_finalizer and finalizer not in finalizers:
-            patch["metadata"]["finalizers"] = finalizers + [finalizer]
-        annotation = (meta.get("annotations") or {}).get(OPERATION_ANNOTATION)
-        if annotation in (OPERATION_RECONCILE, OPERATION_RESTORE) or \
-                (annotation == OPERATION_MIGRATE and not add_finalizer):
-            patch["metadata"]["annotations"] = {OPERATION_ANNOTATION: None}
-        if len(patch["metadata"]) > 1:
-            updated = self.seed.patch("Extension", meta["name"], patch, meta["namespace"])
+        the annotation before it acts). When the Extension changed since it was read (409: the bridge's
+        annotation, or this controller's own condition write, whose echo brings no new event), it is read
+        again and the patch made once more."""
+        for attempt in (1, 2):
+            meta = _meta(ext)
+            patch: dict[str, Any] = {"metadata": {"resourceVersion": meta.get("resourceVersion")}}
+            finalizers = list(meta.get("finalizers") or [])
+            finalizer = _finalizer(ext)
+            if add_finalizer and finalizer not in finalizers:
+                patch["metadata"]["finalizers"] = finalizers + [finalizer]
+            annotation = (meta.get("annotations") or {}).get(OPERATION_ANNOTATION)
+            if annotation in (OPERATION_RECONCILE, OPERATION_RESTORE) or \
+                    (annotation == OPERATION_MIGRATE and not add_finalizer):
+                patch["metadata"]["annotations"] = {OPERATION_ANNOTATION: None}
+            if len(patch["metadata"]) == 1:
+                return
+            try:
+                updated = self.seed.patch("Extension", meta["name"], patch, meta["namespace"])
+            except ApiError as exc:
+                fresh = self.seed.get("Extension", meta["name"], meta["namespace"]) \
+                    if exc.conflict and attempt == 1 else None
+                if fresh is None:
+                    raise
+                ext.clear()
+                ext.update(fresh)
+                continue
             self._remember(updated)
             ext["metadata"] = updated["metadata"]
+            return
 
     def _remember(self, written: dict[str, Any]) -> None:
         meta = written.get("metadata") or {}
@@ -275,7 +300,61 @@ class Controller:
             "type": op.value, "state": State.PROCESSING.value, "progress": 1,
             "description": f"{op.value} of the {what} is running", "lastUpdateTime": now_rfc3339()}})
 
-    def _succeeded(self, ext: dict[str, Any], op: Op, outcome: Outcome) -> None:
+    def _learn_upstreams(self, ext: dict[str, Any]) -> None:
+        """A registry-cache Extension in place that needs no reconcile (the controller restarted): its upstreams
+        are checked periodically all the same."""
+        meta = _meta(ext)
+        if self.upstreams is None or (ext.get("spec") or {}).get("type") != EXTENSION_TYPE \
+                or meta.get("deletionTimestamp") or meta["namespace"] in self.upstreams.known() \
+                or _last_operation(ext).get("state") != State.SUCCEEDED \
+                or _last_operation(ext).get("type") == Op.MIGRATE:
+            return
+        try:
+            self.actuator.learn_upstreams(ext)
+        except Exception as exc:  # noqa: BLE001 - learnt at its next reconcile then
+            log.warning("%s: cannot tell which upstreams to check: %s", meta["namespace"], exc)
+
+    def _upstream_conditions(self, ext: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The conditions after checking this Extension's upstream credentials (bounded); None: not checked."""
+        if self.upstreams is None:
+            return None
+        try:
+            results = self.upstreams.run(_meta(ext)["namespace"])
+        except Exception:  # a check never fails a reconcile
+            log.exception("%s: the upstream credential check failed", _meta(ext).get("namespace"))
+            return None
+        if results is None:
+            return None
+        return conditions.merge((ext.get("status") or {}).get("conditions"), results, now_rfc3339())
+
+    def check_upstreams(self, namespace: str) -> bool:
+        """The periodic check of the upstream credentials of one namespace's registry-cache Extension (the
+        registry-mirror Extension has none); writes the conditions when they changed (not for a new
+        lastUpdateTime alone). True when it wrote them."""
+        if self.upstreams is None:
+            return False
+        ext = self.seed.get("Extension", EXTENSION_NAME, namespace)
+        if ext is None or _meta(ext).get("deletionTimestamp") or (ext.get("spec") or {}).get("type") != EXTENSION_TYPE:
+            self.upstreams.forget(namespace)
+            return False
+        with self._lock_for(_meta(ext).get("uid", "")):
+            results = self.upstreams.run(namespace)
+            if results is None:
+                return False
+            current = self.seed.get("Extension", EXTENSION_NAME, namespace) or ext
+            existing = (current.get("status") or {}).get("conditions")
+            new = conditions.merge(existing, results, now_rfc3339())
+            if conditions.same_state(existing, new):
+                return False
+            try:
+                self._status_patch(namespace, EXTENSION_NAME, {"conditions": new})
+            except ApiError as exc:
+                log.warning("%s: could not write the upstream conditions: %s", namespace, exc)
+                return False
+            return True
+
+    def _succeeded(self, ext: dict[str, Any], op: Op, outcome: Outcome,
+                   new_conditions: list[dict[str, Any]] | None = None) -> None:
         meta = _meta(ext)
         provider_status = outcome.provider_status
         status: dict[str, Any] = {
@@ -287,6 +366,8 @@ class Controller:
         if provider_status is not None:
             # a merge patch merges maps: clear what the new status no longer has
             status["providerStatus"] = {"caSecretName": None, **provider_status}
+        if new_conditions is not None:
+            status["conditions"] = new_conditions
         try:
             self._status_patch(meta["namespace"], meta["name"], status)
         except ApiError as exc:

@@ -17,6 +17,9 @@ and brings ``ROOT`` (default ``/etc/containerd/certs.d``) in line:
   trusting the published CA bundle; any HTTP response counts, as with gardener-node-agent). Until then an
   older file of ours stays as it is: containerd falls back to the upstream when the cache is away anyway.
 - ``ROOT/ca-bundle.pem`` while any host is https.
+- a cache host's ``dialTimeout`` as containerd's ``dial_timeout``; a cache host that names a key of the Secret
+  ``registry-cache-node-auth`` (``run --node-auth``) gets that key's ``Authorization`` header, and its
+  ``hosts.toml`` is written readable by root only (0600). Mirror hosts carry neither.
 - a private mirror's CA bundle where the entry's ``caCerts`` names it (``files.yaml`` of the ConfigMap:
   ``ROOT/<dir>/<host>-ca-bundle.pem``, the directory of the upstream with ``:`` as ``-``, as Gardener names it),
   written before the ``hosts.toml`` that names it, removed with it.
@@ -34,6 +37,7 @@ which caches answer; :class:`NodeAgent` does the I/O. ``registry-cache node-agen
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import http.client
 import logging
@@ -48,7 +52,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from extension.constants import CA_BUNDLE_FILE, CERTS_DIR, MIRROR_CA_BUNDLE_SUFFIX, NODE_CONFIG_LABEL, SHOOT_NAMESPACE
+from extension.constants import (
+    CA_BUNDLE_FILE,
+    CERTS_DIR,
+    MIRROR_CA_BUNDLE_SUFFIX,
+    NODE_AUTH_SHOOT_SECRET,
+    NODE_CONFIG_LABEL,
+    SHOOT_NAMESPACE,
+)
 from extension.nodeagent.plan import (
     CA_MARKER,
     HOSTS_FILE,
@@ -97,6 +108,17 @@ def probe(url: str, ca_bundle: str | None = None, timeout: float = PROBE_TIMEOUT
     except (OSError, http.client.HTTPException, ssl.SSLError, ValueError) as exc:
         log.debug("probe %s: %s", url, exc)
         return False
+
+
+def secret_strings(secret: Mapping[str, Any] | None) -> dict[str, str]:
+    """A Secret's data, decoded (keys whose value is not UTF-8 are left out); {} for no Secret."""
+    out = {}
+    for key, value in ((secret or {}).get("data") or {}).items():
+        try:
+            out[key] = base64.b64decode(value).decode()
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return out
 
 
 def _read(path: Path) -> str | None:
@@ -183,6 +205,7 @@ class SyncResult:
 
 
 ConfigMapLister = Callable[[], list[dict[str, Any]]]
+NodeAuthReader = Callable[[], Mapping[str, str]]  # the node-auth Secret's data, decoded; {} when it is not there
 Prober = Callable[[str, str | None], bool]
 
 
@@ -190,8 +213,10 @@ class NodeAgent:
     """Brings ROOT in line with the ConfigMaps; :meth:`sync` once, :meth:`run` until stopped."""
 
     def __init__(self, list_configmaps: ConfigMapLister, root: str | Path, ca_path: str | None = None,
-                 prober: Prober | None = None, probe_timeout: float = PROBE_TIMEOUT_SECONDS):
+                 prober: Prober | None = None, probe_timeout: float = PROBE_TIMEOUT_SECONDS,
+                 read_node_auth: NodeAuthReader | None = None):
         self.list_configmaps = list_configmaps
+        self.read_node_auth = read_node_auth or (lambda: {})
         self.root = Path(root).absolute()  # hosts.toml names the CA bundle by an absolute path
         self.ca_path = ca_path or str(self.root / CA_BUNDLE_FILE)
         self.prober = prober or (lambda url, ca: probe(url, ca, probe_timeout))
@@ -199,7 +224,10 @@ class NodeAgent:
 
     @classmethod
     def for_kube(cls, kube: Any, namespace: str, root: str | Path, **kw: Any) -> NodeAgent:
-        return cls(lambda: kube.list("ConfigMap", namespace, label_selector=f"{NODE_CONFIG_LABEL}=true"), root, **kw)
+        """Reads the ConfigMaps (LIST by label) and, only when an entry needs it, the one node-auth Secret
+        (GET by name: all the agent may read of Secrets)."""
+        return cls(lambda: kube.list("ConfigMap", namespace, label_selector=f"{NODE_CONFIG_LABEL}=true"), root,
+                   read_node_auth=lambda: secret_strings(kube.get("Secret", NODE_AUTH_SHOOT_SECRET, namespace)), **kw)
 
     # --- one pass ------------------------------------------------------------------------------------
     def sync(self) -> SyncResult:
@@ -212,6 +240,12 @@ class NodeAgent:
             self._said |= said  # what was said before still holds: not repeated once the API server is back
             return SyncResult(False, error=str(exc))
         desired = desired_state(configmaps, self.ca_path)
+        if desired.node_auth_wanted:
+            try:
+                desired = desired_state(configmaps, self.ca_path, self.read_node_auth())
+            except Exception as exc:  # noqa: BLE001 - its entries wait; the others are written
+                self._say(said, logging.WARNING, f"cannot read Secret {NODE_AUTH_SHOOT_SECRET}: "
+                                                 f"{type(exc).__name__}: {getattr(exc, 'status', '')}")
         for problem in desired.problems:
             self._say(said, logging.WARNING, problem)
         try:
@@ -285,8 +319,10 @@ class NodeAgent:
                 continue
             try:
                 directory = self._own_dir(upstream)
-                write_atomic(directory / HOSTS_FILE, text)
-                log.info("%s: wrote %s", upstream, directory / HOSTS_FILE)
+                private = upstream in todo.private
+                write_atomic(directory / HOSTS_FILE, text, mode=0o600 if private else 0o644)
+                log.info("%s: wrote %s%s", upstream, directory / HOSTS_FILE,
+                         " (with the cache's credentials, readable by root only)" if private else "")
             except OSError as exc:
                 failures.append(f"{upstream}: cannot write {self.root / upstream / HOSTS_FILE}: {exc}")
         for place in todo.remove_files:

@@ -24,12 +24,15 @@ import yaml
 from api import yamldoc
 from api.field import brief
 from api.urls import host_port_errors
-from extension.component.containerd import hosts_toml_for_entry
+from extension.component.containerd import dial_timeout, hosts_toml_for_entry
 from extension.constants import (
     CA_BUNDLE_FILE,
     CA_BUNDLE_PATH,
     CERTS_DIR,
+    HOST_DIAL_TIMEOUT_FIELD,
+    HOST_NODE_AUTH_FIELD,
     MIRROR_CA_BUNDLE_SUFFIX,
+    NODE_AUTH_SHOOT_SECRET,
     NODE_CONFIG_CA_BUNDLE_KEY,
     NODE_CONFIG_FILES_KEY,
     NODE_CONFIG_REGISTRIES_KEY,
@@ -42,6 +45,8 @@ CA_MARKER = ".registry-cache-managed-ca-bundle"
 PROBE_PATH = "/v2/"
 
 SHOWN = 100  # how much of a bad value a problem quotes
+_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+_HEADER_VALUE_RE = re.compile(r"^[\x21-\x7e][\x20-\x7e]*$")  # one line of printable ASCII
 _PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
 # A file this agent writes next to a hosts.toml: a mirror's CA bundle, a plain name.
 _FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
@@ -76,13 +81,17 @@ class Desired:
     """What the ConfigMaps ask for."""
 
     entries: dict[str, Entry] = field(default_factory=dict)  # by upstream
-    hosts_toml: dict[str, str] = field(default_factory=dict)  # by upstream
+    hosts_toml: dict[str, str] = field(default_factory=dict, repr=False)  # by upstream (may hold credentials)
     files: dict[str, str] = field(default_factory=dict)  # "<dir>/<name>" below ROOT -> content
     ca_bundle: str | None = None  # every published CA certificate, deduplicated; None when there is none
     # Upstreams named by an entry that could not be used: their directories are kept as they are.
     keep: set[str] = field(default_factory=set)
     # False when a whole ConfigMap could not be read: nothing is removed then (its upstreams are unknown).
     complete: bool = True
+    # Keys of the node-auth Secret the entries name (caches only nodes can read), and the upstreams whose
+    # hosts.toml carries credentials (written readable by root only).
+    node_auth_wanted: set[str] = field(default_factory=set)
+    private: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
 
 
@@ -138,6 +147,17 @@ def _entry_problem(raw: Any) -> str | None:
             return f"host {brief(host.get('url'), SHOWN)}: capabilities is not a list of pull and resolve"
         if not isinstance(host.get("overridePath", False), bool):
             return f"host {brief(host.get('url'), SHOWN)}: overridePath is not a boolean"
+        timeout = host.get(HOST_DIAL_TIMEOUT_FIELD)
+        if timeout is not None:
+            try:
+                if not isinstance(timeout, str):
+                    raise ValueError(f"{HOST_DIAL_TIMEOUT_FIELD} is not a string")
+                dial_timeout(timeout)
+            except ValueError as exc:
+                return f"host {brief(host.get('url'), SHOWN)}: {str(exc)[:2 * SHOWN]}"
+        key = host.get(HOST_NODE_AUTH_FIELD)
+        if key is not None and (not isinstance(key, str) or not _KEY_RE.match(key)):
+            return f"host {brief(host.get('url'), SHOWN)}: {HOST_NODE_AUTH_FIELD} is not a Secret key"
     if not isinstance(raw.get("readinessProbe", False), bool):
         return "readinessProbe is not a boolean"
     return None
@@ -191,9 +211,12 @@ def ca_certificates(text: str) -> list[str]:
     return [m.group(0) for m in _PEM_RE.finditer(text)]
 
 
-def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUNDLE_PATH) -> Desired:
+def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUNDLE_PATH,
+                  node_auth: Mapping[str, str] | None = None) -> Desired:
     """The entries, files and CA bundle the ConfigMaps ask for; ``ca_path`` is where containerd finds the
-    bundle this agent writes (``ROOT/ca-bundle.pem`` as containerd sees ROOT)."""
+    bundle this agent writes (``ROOT/ca-bundle.pem`` as containerd sees ROOT). ``node_auth`` is the node-auth
+    Secret's data (key -> Authorization header); an entry whose key is not in it is not written (its cache
+    would refuse containerd) and what is on disk for it stays."""
     out = Desired()
     certs: list[str] = []
     for cm in sorted(configmaps, key=_order):
@@ -231,9 +254,17 @@ def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUN
                 continue
             entry = Entry(upstream, raw["server"], tuple(_with_ca_path(h, ca_path) for h in raw["hosts"]),
                           bool(raw.get("readinessProbe", False)), source)
+            headers, missing = _node_auth_headers(entry, node_auth, out)
+            if missing is not None:
+                out.problems.append(f"upstream {upstream}: its cache only serves nodes, and {missing}; hosts.toml "
+                                    "waits for it")
+                out.keep.add(upstream)
+                continue
+            if headers:
+                out.private.add(upstream)
             out.entries[upstream] = entry
             out.hosts_toml[upstream] = hosts_toml_for_entry(
-                {"upstream": upstream, "server": entry.server, "hosts": list(entry.hosts)})
+                {"upstream": upstream, "server": entry.server, "hosts": list(entry.hosts)}, headers)
         if not _read_files(data.get(NODE_CONFIG_FILES_KEY), source, out):
             continue
         bundle = data.get(NODE_CONFIG_CA_BUNDLE_KEY)
@@ -244,6 +275,24 @@ def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUN
             certs += [c for c in found if c not in certs]
     out.ca_bundle = "\n".join(certs) + "\n" if certs else None
     return out
+
+
+def _node_auth_headers(entry: Entry, node_auth: Mapping[str, str] | None,
+                       out: Desired) -> tuple[dict[str, dict[str, str]], str | None]:
+    """Per host URL the Authorization header of the hosts that name a key of the node-auth Secret (a cache only
+    nodes can read; a mirror's hosts name none), and what is missing when one cannot be had."""
+    headers: dict[str, dict[str, str]] = {}
+    for host in entry.hosts:
+        key = host.get(HOST_NODE_AUTH_FIELD)
+        if key is None:
+            continue
+        out.node_auth_wanted.add(key)
+        header = (node_auth or {}).get(key)
+        if header is None or not _HEADER_VALUE_RE.match(header):
+            what = "is not there (yet)" if header is None else "is not a header value"
+            return {}, f"key {key} of Secret {NODE_AUTH_SHOOT_SECRET} {what}"
+        headers[host["url"]] = {"Authorization": header}
+    return headers, None
 
 
 def _read_files(text: Any, source: str, out: Desired) -> bool:
@@ -289,7 +338,7 @@ def _read_files(text: Any, source: str, out: Desired) -> bool:
 @dataclass(frozen=True)
 class DirState:
     managed: bool  # carries the marker
-    hosts_toml: str | None  # its hosts.toml, if any (read only for managed directories)
+    hosts_toml: str | None = field(repr=False)  # its hosts.toml, if any (read only for managed directories)
     files: Mapping[str, str] = field(default_factory=dict)  # its CA bundle files by name (managed ones only)
 
 
@@ -302,7 +351,8 @@ class Observed:
 
 @dataclass
 class Plan:
-    write: dict[str, str] = field(default_factory=dict)  # upstream -> hosts.toml to write
+    write: dict[str, str] = field(default_factory=dict, repr=False)  # upstream -> hosts.toml to write
+    private: set[str] = field(default_factory=set)  # of those, the ones with credentials: root only (0600)
     write_files: dict[str, str] = field(default_factory=dict)  # "<dir>/<name>" -> content, before the hosts.toml
     remove_files: list[str] = field(default_factory=list)  # "<dir>/<name>" of ours no longer published
     remove: list[str] = field(default_factory=list)  # upstreams whose (managed) directory goes
@@ -345,6 +395,7 @@ def plan(desired: Desired, observed: Observed, answering: Iterable[str] = ()) ->
             out.waiting.append(upstream)
         else:
             out.write[upstream] = text
+    out.private = {u for u in out.write if u in desired.private}
     file_dirs = {place.split("/", 1)[0] for place in desired.files}
     out.foreign = sorted(u for u in set(desired.hosts_toml) | file_dirs
                          if u in observed.dirs and not observed.dirs[u].managed)

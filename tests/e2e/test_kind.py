@@ -42,7 +42,7 @@ from api import names
 from api.v1alpha3 import RegistryStatus
 from extension.component import certs
 from extension.component.containerd import hosts_toml_for_status
-from extension.constants import CA_BUNDLE_PATH, CERTS_DIR, DEFAULT_IMAGE
+from extension.constants import CA_BUNDLE_PATH, CERTS_DIR, DEFAULT_DIAL_TIMEOUT, DEFAULT_IMAGE
 from extension.nodeagent.plan import ca_certificates
 
 REPO = Path(__file__).resolve().parents[2]
@@ -236,7 +236,7 @@ def wait_applied(kind: Kind, ext: dict, timeout: float = 300) -> None:
     """Every node has each upstream's hosts.toml as the controller means it, and the CA bundle for TLS
     caches (WaitUntilRegistryCacheConfigurationsAreApplied + VerifyHostsTOMLFilesCreatedForAllNodes)."""
     status = RegistryStatus.model_validate(ext["status"]["providerStatus"])
-    wanted = hosts_toml_for_status(status)
+    wanted = hosts_toml_for_status(status, dial_timeout=DEFAULT_DIAL_TIMEOUT)  # the controller's default
     bundle = None
     if status.ca_secret_name:
         secret = kind.get("secret", status.ca_secret_name, ext["metadata"]["namespace"])

@@ -42,7 +42,7 @@ def run(promtool: str, *args: str, cwd: Path | None = None) -> subprocess.Comple
 def test_the_rule_file_checks(promtool):
     done = run(promtool, "check", "rules", str(MONITORING / monitoring.RULES_FILE))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 6 rules found" in done.stdout + done.stderr
+    assert "SUCCESS: 8 rules found" in done.stdout + done.stderr
 
 
 def test_the_rules_the_controller_delivers_check(promtool, tmp_path):
@@ -82,7 +82,14 @@ def test_every_alert_and_recording_rule_against_sample_series(promtool):
     ("visibility: operator", "visibility: owner"),  # the controller alert's label
     ("sum by (upstream_host) (rate(registry_proxy_pulled_bytes_total[5m]))",
      "sum by (type) (rate(registry_proxy_pulled_bytes_total[5m]))"),  # recording per type, not per upstream
-], ids=["threshold", "for", "horizon", "statefulset-regex", "label", "recording-grouping"])
+    ("for: 10m", "for: 1h"),  # CredentialsInvalid waits an hour
+    ("max by (namespace, upstream) (registry_cache_upstream_credentials_valid) == 0",
+     "max by (namespace, upstream) (registry_cache_upstream_credentials_valid) == 1"),  # inverted
+    ("severity: info", "severity: warning"),  # an unreachable upstream as loud as refused credentials
+    ("max by (namespace, upstream) (registry_cache_upstream_reachable) == 0",
+     "max by (upstream) (registry_cache_upstream_reachable) == 0"),  # the shoot namespace lost
+], ids=["threshold", "for", "horizon", "statefulset-regex", "label", "recording-grouping", "credentials-for",
+        "credentials-expr", "unreachable-severity", "unreachable-grouping"])
 def test_the_rule_tests_fail_on_a_changed_rule(promtool, tmp_path, change):
     rules = (MONITORING / monitoring.RULES_FILE).read_text()
     assert change[0] in rules
