@@ -23,7 +23,7 @@ from api.mirror_v1alpha1 import (
 from api.pem import certificate_error
 from api.secrets import SecretData
 from api.shoot import MIRROR_EXTENSION_TYPE
-from api.validation import validate_upstream, validate_url
+from api.validation import validate_upstream, validate_upstream_not_ca_bundle_file, validate_url
 
 CA_BUNDLE_KEY = "bundle.crt"
 
@@ -52,6 +52,7 @@ def _validate_capabilities(path: Path, capabilities: list[str]) -> list[FieldErr
 
 def _validate_mirror(mirror: MirrorConfiguration, path: Path) -> list[FieldError]:
     errs = validate_upstream(path.child("upstream"), mirror.upstream)
+    errs += validate_upstream_not_ca_bundle_file(path.child("upstream"), mirror.upstream)  # beyond Gardener
     if not mirror.hosts:
         errs.append(field.required(path.child("hosts"), "at least one host must be provided"))
     hosts: set[str] = set()
@@ -68,7 +69,8 @@ def _validate_mirror(mirror: MirrorConfiguration, path: Path) -> list[FieldError
 
 def validate_mirror_config(config: MirrorConfig, path: Path) -> list[FieldError]:
     """``ValidateMirrorConfig``: at least one mirror, unique upstreams; per mirror a valid upstream, at least one
-    host, each an http(s) URL (a path allowed, no ``.``/``..`` segments), unique, with known capabilities."""
+    host, each an http(s) URL (a path allowed, no ``.``/``..`` segments), unique, with known capabilities. Beyond
+    Gardener, as for caches: the upstream ``ca-bundle.pem`` is refused (the caches' CA bundle file on nodes)."""
     mirrors_path = path.child("mirrors")
     errs: list[FieldError] = []
     if not config.mirrors:

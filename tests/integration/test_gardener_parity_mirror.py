@@ -24,7 +24,9 @@ Intentional differences, compared around (not reported as mismatches):
 * nulls in the decoded object (Go prints ``"caBundleSecretReferenceName": null`` and ``"mirrors": null``,
   Python leaves such fields out).
 
-Real mismatches are described in ``MIRROR_KNOWN_MISMATCHES``; corpus cases showing them are marked
+Real mismatches are described in ``MIRROR_KNOWN_MISMATCHES``, and so are the deliberate differences: refusals
+added beyond Gardener on purpose, each with its reason (``DELIBERATE`` in its description), as
+:mod:`.test_gardener_parity` records them for the caches. Corpus cases showing them are marked
 ``xfail(strict=True)``, and the generated batches set them aside only when the known class explains them.
 """
 
@@ -68,6 +70,17 @@ MIRROR_KNOWN_MISMATCHES: dict[str, str] = {
         "every mirror upstream it has seen to the cached upstreams, so a mirror upstream repeated in the "
         "MirrorConfig is reported twice: as 'Duplicate value' and as 'upstream host ... is also configured as a "
         "registry cache upstream', which it is not; Python reports only the duplicate"),
+    # deliberate differences: refusals added beyond Gardener
+    "upstream-ca-bundle-file": (
+        "DELIBERATE: the mirror upstream 'ca-bundle.pem' is refused, as for caches (test_gardener_parity.py): its "
+        "directory in containerd's certs.d would be the file of the caches' CA bundle, which the node agent (and "
+        "Gardener's own cache ensurer) writes there"),
+}
+
+# The error detail each deliberate refusal starts with: on generated inputs, an error of Python alone with this
+# detail is the deliberate difference, set aside like a known mismatch.
+MIRROR_DELIBERATE_DETAILS = {
+    "upstream-ca-bundle-file": "must not be ca-bundle.pem",
 }
 
 
@@ -159,20 +172,41 @@ def _norm_decoded(decoded: Any) -> Any:
     return decoded
 
 
+def _without_deliberate(go_errs: list[Any], py_errs: list[Any]) -> tuple[list[Any], set[str]]:
+    """Python's errors without those of a deliberate refusal that Go does not report, and the refusals' names."""
+    rest, names = list(py_errs), set()
+    for name, detail in MIRROR_DELIBERATE_DETAILS.items():
+        extra = [e for e in rest if e[2].startswith(detail) and e not in go_errs]
+        if extra:
+            rest, names = [e for e in rest if e not in extra], names | {name}
+    return rest, names
+
+
 def mirror_differences(go: dict[str, Any], py: dict[str, Any]) -> list[str]:
+    """Every difference (the corpus: a deliberate one shows, and its case is marked)."""
+    return explain_mirror(go, py, set_aside=False)[0]
+
+
+def explain_mirror(go: dict[str, Any], py: dict[str, Any], set_aside: bool = True) -> tuple[list[str], set[str]]:
+    """The differences, and (``set_aside``, for generated inputs) the deliberate ones set aside by name."""
     go_failed, py_failed = "decodeError" in go, "decodeError" in py
     if go_failed or py_failed:
         if go_failed != py_failed:
             return [f"decode: Go {'failed' if go_failed else 'succeeded'} ({go.get('decodeError', '')}), Python "
-                    f"{'failed' if py_failed else 'succeeded'} ({py.get('decodeError', '')})"]
-        return []
+                    f"{'failed' if py_failed else 'succeeded'} ({py.get('decodeError', '')})"], set()
+        return [], set()
     diffs = []
     go_errs, py_errs = _norm_errors(go["errors"], True), _norm_errors(py["errors"], False)
+    classes: set[str] = set()
+    if set_aside:
+        rest, deliberate = _without_deliberate(go_errs, py_errs)
+        if deliberate and rest == go_errs:
+            py_errs, classes = rest, deliberate
     if go_errs != py_errs:
         diffs.append(f"errors: Go {go_errs} != Python {py_errs}")
     if _norm_decoded(go["decoded"]) != _norm_decoded(py["decoded"]):
         diffs.append(f"decoded: Go {go['decoded']} != Python {py['decoded']}")
-    return diffs
+    return diffs, classes
 
 
 def error_differences(go: dict[str, Any], py: dict[str, Any]) -> list[str]:
@@ -222,10 +256,13 @@ def shoot_differences(req: dict[str, Any], go: dict[str, Any], py: list[FieldErr
     go_errs, py_errs = _norm_errors(go["errors"], True), _norm_errors(py_errors(py), False)
     if go_errs == py_errs:
         return [], set()
+    py_errs, classes = _without_deliberate(go_errs, py_errs)
+    if classes and go_errs == py_errs:
+        return [], classes
     cached_dup = [e for e in go_errs if e not in py_errs and "is also configured as a registry cache upstream" in e[2]]
     if cached_dup and [e for e in go_errs if e not in cached_dup] == py_errs and all(
             any(p[0] == e[0] and p[1] == "FieldValueDuplicate" for p in py_errs) for e in cached_dup):
-        return [], {"mirror-duplicate-reported-as-cached"}
+        return [], classes | {"mirror-duplicate-reported-as-cached"}
     return [f"errors: Go {go_errs} != Python {py_errs}"], set()
 
 
@@ -282,6 +319,10 @@ MIRROR_CASES = [
     pytest.param(mconf(mirror("Docker.io")), id="upstream-uppercase"),
     pytest.param(mconf(mirror("docker.io:0")), id="upstream-port-0"),
     pytest.param(mconf(mirror("docker.io"), mirror("docker.io")), id="upstream-duplicate"),
+    pytest.param(mconf(mirror("ca-bundle.pem")), id="upstream-ca-bundle-file", marks=known("upstream-ca-bundle-file")),
+    pytest.param(mconf(mirror("ca-bundle.pem:5000")), id="upstream-ca-bundle-file-with-port"),
+    pytest.param(mconf(mirror("ca-bundle.pem", host(capabilities=["push"]))), id="upstream-ca-bundle-file-and-more",
+                 marks=known("upstream-ca-bundle-file")),
     pytest.param(mconf(mirror("docker.io", host(""))), id="host-empty"),
     pytest.param(mconf(mirror("docker.io", host(None))), id="host-null-value"),
     pytest.param(mconf(mirror("docker.io", host("mirror.gcr.io"))), id="host-no-scheme"),
@@ -421,6 +462,8 @@ SHOOT_CASES = [
                  id="mirror-duplicate-with-cache", marks=known("mirror-duplicate-reported-as-cached")),
     pytest.param(shoot_request([("registry-mirror", mconf(mirror("docker.io"), mirror("docker.io")))]),
                  id="mirror-duplicate-without-cache"),
+    pytest.param(shoot_request([("registry-mirror", mconf(mirror("ca-bundle.pem")))]), id="upstream-ca-bundle-file",
+                 marks=known("upstream-ca-bundle-file")),
     pytest.param(shoot_request([("registry-mirror", MIRROR), ("registry-cache", None)]), id="cache-config-null"),
     pytest.param(shoot_request([("registry-mirror", MIRROR), ("registry-cache", {"bar": "baz"})]),
                  id="cache-config-not-decodable"),
@@ -546,7 +589,8 @@ HOST_ENTRY = st.fixed_dictionaries(
         "overridePath": st.sampled_from([True, False, None]),
     })
 MIRROR_ENTRY = st.fixed_dictionaries(
-    {"upstream": st.one_of(UPSTREAM, *[st.sampled_from(["docker.io", "ghcr.io", "quay.io", "registry.k8s.io:5000"])] * 3)},
+    {"upstream": st.one_of(UPSTREAM, *[st.sampled_from(["docker.io", "ghcr.io", "quay.io", "registry.k8s.io:5000"])] * 3,
+                           st.just("ca-bundle.pem"))},
     optional={"hosts": st.one_of(st.lists(HOST_ENTRY, min_size=1, max_size=3), st.lists(HOST_ENTRY, max_size=3),
                                  st.lists(st.sampled_from([{"host": "https://a.io"}, {"host": "https://a.io/"}]),
                                           max_size=3),
@@ -587,8 +631,8 @@ MIRROR_CONFIG = st.one_of(
 def test_generated_mirror_configs(go_parity):
     requests = [mirror_request(cfg) for cfg in draw(MIRROR_CONFIG)]
     answers = go_parity.run(requests)
-    check_batch([(req, mirror_differences(go, py_mirror(req["config"])), set())
-                 for req, go in zip(requests, answers)])
+    seen = check_batch([(req, *explain_mirror(go, py_mirror(req["config"]))) for req, go in zip(requests, answers)])
+    assert set(seen) == set(MIRROR_DELIBERATE_DETAILS), "the grammar should reach the deliberate refusals"
     decoded = [a for a in answers if "decodeError" not in a]
     assert len(decoded) > len(requests) // 3, "the grammar should produce many decodable configs"
     assert sum(1 for a in decoded if not a["errors"]) >= 5, "the grammar should produce valid configs too"

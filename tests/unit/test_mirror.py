@@ -92,6 +92,27 @@ def test_validation_words_and_paths():
     ]
 
 
+def test_the_upstream_ca_bundle_pem_is_refused_as_for_caches():
+    """Nodes keep the caches' CA bundle as certs.d/ca-bundle.pem, where a mirror of upstream ca-bundle.pem would
+    have its directory (the node agent refused to write it and kept what was on disk). A deliberate difference
+    from Gardener, as for caches: tests/integration/test_gardener_parity_mirror.py."""
+    config = decode_and_default_mirror({"apiVersion": API_VERSION, "kind": "MirrorConfig", "mirrors": [
+        {"upstream": "ca-bundle.pem", "hosts": [{"host": "https://mirror.example"}]},
+        {"upstream": "ca-bundle.pem:5000", "hosts": [{"host": "https://mirror.example"}]}]}, PC)
+    assert strs(validate_mirror_config(config, PC)) == [
+        'spec.extensions[0].providerConfig.mirrors[0].upstream: Invalid value: "ca-bundle.pem": must not be '
+        "ca-bundle.pem: nodes keep the caches' CA bundle in containerd's hosts directory under that name, where "
+        "this upstream's directory would be"]
+    shoot = mirror_shoot(mconf_of("ca-bundle.pem"), resources=[])
+    assert [e.path for e in admit_shoot(shoot, None, getter()).errors] == [
+        "spec.extensions[0].providerConfig.mirrors[0].upstream"]
+
+
+def mconf_of(*upstreams: str) -> dict:
+    return {"apiVersion": API_VERSION, "kind": "MirrorConfig",
+            "mirrors": [{"upstream": u, "hosts": [{"host": "https://mirror.example"}]} for u in upstreams]}
+
+
 def test_decoding_is_strict():
     with pytest.raises(ValidationFailed) as failed:
         decode_and_default_mirror({"apiVersion": API_VERSION, "kind": "MirrorConfig",
