@@ -1,8 +1,9 @@
-"""Strict decoding of a ``RegistryConfig`` providerConfig into the models, errors with field paths."""
+"""Strict decoding of a providerConfig (``RegistryConfig``, ``MirrorConfig``) into the models, errors with field
+paths."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -20,6 +21,7 @@ _TYPE_WORDS = {
     "int_type": "expected an integer",
 }
 _MAX_SHOWN = 80
+M = TypeVar("M", bound=BaseModel)
 
 
 def _shown(value: Any) -> Any:
@@ -83,27 +85,32 @@ def pydantic_errors(exc: ValidationError, base: Path, model: type[BaseModel]) ->
     return errors
 
 
-def decode_registry_config(raw: Any, path: Path | None = None) -> RegistryConfig:
-    """Decode a providerConfig (already parsed from YAML/JSON) strictly.
+def decode_config(raw: Any, path: Path | None, model: type[M], api_version: str, kind: str, extension: str) -> M:
+    """Decode a providerConfig (already parsed from YAML/JSON) of ``extension`` strictly into ``model``.
 
     Raises :class:`ValidationFailed` with every problem found, each with its field path below ``path``.
     """
     base = path if path is not None else Path("providerConfig")
     if raw is None:
-        raise ValidationFailed([field.required(base, "providerConfig of the registry-cache extension is required")])
+        raise ValidationFailed([field.required(base, f"providerConfig of the {extension} extension is required")])
     if not isinstance(raw, dict):
-        raise ValidationFailed([field.invalid(base, _shown(raw), "expected an object of kind RegistryConfig")])
+        raise ValidationFailed([field.invalid(base, _shown(raw), f"expected an object of kind {kind}")])
     errors: list[FieldError] = []
-    api_version, kind = raw.get("apiVersion"), raw.get("kind")
-    if api_version is None:
-        errors.append(field.required(base.child("apiVersion"), f"must be {API_VERSION}"))
-    elif api_version != API_VERSION:
-        errors.append(field.not_supported(base.child("apiVersion"), _shown(api_version), [API_VERSION]))
-    if kind is not None and kind != KIND_CONFIG:  # missing: Go takes it from the apiVersion's type
-        errors.append(field.not_supported(base.child("kind"), _shown(kind), [KIND_CONFIG]))
+    raw_api_version, raw_kind = raw.get("apiVersion"), raw.get("kind")
+    if raw_api_version is None:
+        errors.append(field.required(base.child("apiVersion"), f"must be {api_version}"))
+    elif raw_api_version != api_version:
+        errors.append(field.not_supported(base.child("apiVersion"), _shown(raw_api_version), [api_version]))
+    if raw_kind is not None and raw_kind != kind:  # missing: Go takes it from the apiVersion's type
+        errors.append(field.not_supported(base.child("kind"), _shown(raw_kind), [kind]))
     if errors:
         raise ValidationFailed(errors)
     try:
-        return RegistryConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        raise ValidationFailed(pydantic_errors(exc, base, RegistryConfig)) from None
+        raise ValidationFailed(pydantic_errors(exc, base, model)) from None
+
+
+def decode_registry_config(raw: Any, path: Path | None = None) -> RegistryConfig:
+    """Decode a ``RegistryConfig`` providerConfig strictly (see :func:`decode_config`)."""
+    return decode_config(raw, path, RegistryConfig, API_VERSION, KIND_CONFIG, "registry-cache")

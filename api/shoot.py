@@ -10,6 +10,8 @@ from api import field
 from api.field import FieldError, Path
 
 EXTENSION_TYPE = "registry-cache"
+MIRROR_EXTENSION_TYPE = "registry-mirror"
+EXTENSION_TYPES = (EXTENSION_TYPE, MIRROR_EXTENSION_TYPE)  # what this controller registers for
 SHOOT_API_VERSION = "core.gardener.cloud/v1beta1"
 SHOOT_KIND = "Shoot"
 
@@ -26,18 +28,31 @@ def _spec(shoot: dict[str, Any]) -> dict[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
-def registry_cache_extensions(shoot: dict[str, Any]) -> Iterator[ExtensionEntry]:
-    """Every enabled ``registry-cache`` entry of ``spec.extensions``."""
+def extensions_of_type(shoot: dict[str, Any], extension_type: str) -> Iterator[ExtensionEntry]:
+    """Every enabled entry of ``spec.extensions`` of one type."""
     extensions = _spec(shoot).get("extensions") or []
     if not isinstance(extensions, list):
         return
     for i, ext in enumerate(extensions):
-        if isinstance(ext, dict) and ext.get("type") == EXTENSION_TYPE and ext.get("disabled") is not True:
+        if isinstance(ext, dict) and ext.get("type") == extension_type and ext.get("disabled") is not True:
             yield ExtensionEntry(i, ext.get("providerConfig"), Path("spec", "extensions").index(i))
 
 
+def find_extension(shoot: dict[str, Any], extension_type: str) -> ExtensionEntry | None:
+    return next(extensions_of_type(shoot, extension_type), None)
+
+
+def registry_cache_extensions(shoot: dict[str, Any]) -> Iterator[ExtensionEntry]:
+    """Every enabled ``registry-cache`` entry of ``spec.extensions``."""
+    return extensions_of_type(shoot, EXTENSION_TYPE)
+
+
 def find_registry_cache_extension(shoot: dict[str, Any]) -> ExtensionEntry | None:
-    return next(registry_cache_extensions(shoot), None)
+    return find_extension(shoot, EXTENSION_TYPE)
+
+
+def find_registry_mirror_extension(shoot: dict[str, Any]) -> ExtensionEntry | None:
+    return find_extension(shoot, MIRROR_EXTENSION_TYPE)
 
 
 def resources(shoot: dict[str, Any]) -> list[dict[str, Any]]:
@@ -56,6 +71,22 @@ def workers(shoot: dict[str, Any]) -> list[Any]:
     provider = _spec(shoot).get("provider")
     items = provider.get("workers") if isinstance(provider, dict) else None
     return items if isinstance(items, list) else []
+
+
+def wants_vpa(shoot: dict[str, Any]) -> bool:
+    """Gardener's ``ShootWantsVerticalPodAutoscaler``: ``spec.kubernetes.verticalPodAutoscaler.enabled``."""
+    kubernetes = _spec(shoot).get("kubernetes")
+    vpa = kubernetes.get("verticalPodAutoscaler") if isinstance(kubernetes, dict) else None
+    return isinstance(vpa, dict) and vpa.get("enabled") is True
+
+
+PURPOSE_TESTING = "testing"
+
+
+def purpose(shoot: dict[str, Any]) -> str:
+    """Gardener's ``GetPurpose``: ``spec.purpose``, ``evaluation`` when unset."""
+    value = _spec(shoot).get("purpose")
+    return value if isinstance(value, str) and value else "evaluation"
 
 
 def is_hibernated(shoot: dict[str, Any]) -> bool:

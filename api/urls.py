@@ -80,7 +80,25 @@ class ParsedURL:
 
     def __init__(self, scheme: str, userinfo: str | None, host: str, path: str, query: str, fragment: str):
         self.scheme, self.userinfo, self.host = scheme, userinfo, host
-        self.path, self.query, self.fragment = path, query, fragment
+        self.path, self.query, self.fragment = path, query, fragment  # path as written (escapes kept)
+
+    def path_segments(self) -> list[bytes]:
+        """Go's ``strings.Split(url.Path, "/")``: the segments of the unescaped path."""
+        return _percent_decode(self.path).split(b"/")
+
+
+def _percent_decode(text: str) -> bytes:
+    """net/url's unescape of a path (already checked by :func:`_unescape`): %XX becomes the byte, '+' stays."""
+    data = text.encode("utf-8", "surrogatepass")
+    out, i = bytearray(), 0
+    while i < len(data):
+        if data[i] == 0x25 and i + 2 < len(data):
+            out.append(int(data[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out.append(data[i])
+            i += 1
+    return bytes(out)
 
 
 _HEX = "0123456789abcdefABCDEF"
@@ -191,7 +209,8 @@ def _parse(raw: str) -> ParsedURL:
 
 
 def url_errors(raw: str, allow_path: bool = False) -> list[str]:
-    """``ValidateURL``: an http(s) URL of ``host[:port]``, no user info, query or fragment (nor path)."""
+    """``ValidateURL``: an http(s) URL of ``host[:port]``, no user info, query or fragment; a path only with
+    ``allow_path`` (a mirror host), and then without ``.`` or ``..`` segments."""
     try:
         url = parse_url(raw)
     except URLParseError as exc:
@@ -201,6 +220,12 @@ def url_errors(raw: str, allow_path: bool = False) -> list[str]:
     errs = host_port_errors(url.host)
     if not allow_path and url.path not in ("", "/"):
         errs.append("url must not contain a path")
+    if allow_path:
+        segments = url.path_segments()
+        if b".." in segments:
+            errs.append("url path must not contain '..'")
+        if b"." in segments:
+            errs.append("url path must not contain '.'")
     if url.userinfo is not None:
         errs.append("url must not contain user info")
     if url.query:

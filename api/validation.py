@@ -49,13 +49,19 @@ def validate_url(path: Path, url: str, allow_path: bool = False) -> list[FieldEr
     return [field.invalid(path, url, msg) for msg in url_errors(url, allow_path)]
 
 
+def validate_upstream_not_ca_bundle_file(path: Path, upstream: str) -> list[FieldError]:
+    """Beyond Gardener, for caches and mirrors alike: nodes keep the caches' CA bundle as
+    ``/etc/containerd/certs.d/ca-bundle.pem``, where the upstream ``ca-bundle.pem`` would have its directory."""
+    if upstream != names.CA_BUNDLE_FILE:
+        return []
+    return [field.invalid(path, upstream, f"must not be {names.CA_BUNDLE_FILE}: nodes keep the caches' CA bundle in "
+                                          "containerd's hosts directory under that name, where this upstream's "
+                                          "directory would be")]
+
+
 def _validate_cache(cache: RegistryCache, path: Path) -> list[FieldError]:
     errs = validate_upstream(path.child("upstream"), cache.upstream)
-    if cache.upstream == names.CA_BUNDLE_FILE:  # beyond Gardener: its directory would be the CA bundle file
-        errs.append(field.invalid(path.child("upstream"), cache.upstream,
-                                  f"must not be {names.CA_BUNDLE_FILE}: nodes keep the caches' CA bundle in "
-                                  f"containerd's hosts directory under that name, where this upstream's directory "
-                                  "would be"))
+    errs += validate_upstream_not_ca_bundle_file(path.child("upstream"), cache.upstream)
     if cache.remote_url is not None:
         errs += validate_url(path.child("remoteURL"), cache.remote_url)
     if cache.volume is not None:

@@ -12,21 +12,40 @@ from __future__ import annotations
 
 import enum
 
+from api import shoot as _shoot
 from api.names import CA_BUNDLE_FILE
-from api.shoot import EXTENSION_TYPE
+from api.shoot import EXTENSION_TYPE, MIRROR_EXTENSION_TYPE
 
 # --- the Extension contract (Gardener) ------------------------------------------------------------------
 EXTENSION_NAME = EXTENSION_TYPE  # the Extension object is named after its type
-FINALIZER = "extensions.gardener.cloud/registry-cache"
+EXTENSION_TYPES = _shoot.EXTENSION_TYPES  # registry-cache and registry-mirror: what the controller serves
+MIRROR_EXTENSION_NAME = MIRROR_EXTENSION_TYPE
+
+
+def finalizer_for(extension_type: str) -> str:
+    """Gardener's finalizer of an extension controller: ``extensions.gardener.cloud/<type>``."""
+    return f"extensions.gardener.cloud/{extension_type}"
+
+
+FINALIZER = finalizer_for(EXTENSION_TYPE)
+MIRROR_FINALIZER = finalizer_for(MIRROR_EXTENSION_TYPE)
 OPERATION_ANNOTATION = "gardener.cloud/operation"
 OPERATION_RECONCILE = "reconcile"
 OPERATION_MIGRATE = "migrate"
 OPERATION_RESTORE = "restore"
 OPERATION_WAIT_FOR_STATE = "wait-for-state"
-# gardenlet labels the seed namespace of a shoot with the extensions it uses; gardener-apiserver labels Shoots
-# with the same key (the bridge does without Gardener): the Shoot webhooks select on it
-EXTENSION_NAMESPACE_LABEL = f"extensions.extensions.gardener.cloud/{EXTENSION_TYPE}"
+# gardenlet labels the seed namespace of a shoot with the extensions it uses, one label per type;
+# gardener-apiserver labels Shoots with the same keys (the bridge does without Gardener): the Shoot webhooks
+# select on them
+def extension_namespace_label(extension_type: str) -> str:
+    return f"extensions.extensions.gardener.cloud/{extension_type}"
+
+
+extension_shoot_label = extension_namespace_label
+EXTENSION_NAMESPACE_LABEL = extension_namespace_label(EXTENSION_TYPE)
+MIRROR_NAMESPACE_LABEL = extension_namespace_label(MIRROR_EXTENSION_TYPE)
 EXTENSION_SHOOT_LABEL = EXTENSION_NAMESPACE_LABEL
+MIRROR_SHOOT_LABEL = MIRROR_NAMESPACE_LABEL
 # gardenlet copies every Secret of spec.resources into the seed namespace as ref-<resourceRef.name>
 REFERENCED_RESOURCE_PREFIX = "ref-"
 # Gardener's finalizer on Secrets that a Shoot's spec.resources lists
@@ -44,12 +63,19 @@ class State(str, enum.Enum):
 
 ERR_CONFIGURATION_PROBLEM = "ERR_CONFIGURATION_PROBLEM"
 ERR_INFRA_DEPENDENCIES = "ERR_INFRA_DEPENDENCIES"
+ERR_INFRA_UNAUTHORIZED = "ERR_INFRA_UNAUTHORIZED"
+# status.conditions, one per cache with credentials: "UpstreamCredentialsValid-<upstream>"
+UPSTREAM_CREDENTIALS_CONDITION = "UpstreamCredentialsValid"
+DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS = 300.0
 
 # --- the objects delivered to the shoot ---------------------------------------------------------------
 SHOOT_NAMESPACE = "kube-system"  # where the caches run in the shoot
 FIELD_MANAGER = "registry-cache"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "registry-cache"
+# what the registry-mirror Extension delivers (its node-config ConfigMap): apart from the caches' objects, so
+# that neither prunes the other's
+MIRROR_MANAGED_BY = "registry-mirror"
 APP_NAME_LABEL = "app.kubernetes.io/name"
 APP_NAME = "registry-cache"
 # The seed namespace whose Extension delivered an object: pruning and deletion touch only its own objects,
@@ -65,7 +91,11 @@ CONTAINER_NAME = "registry-cache"
 VOLUME_NAME = "cache-volume"  # the claim template: PVCs are <VOLUME_NAME>-<statefulset>-<ordinal>
 SERVER_PORT = 5000
 DEBUG_PORT = 5001  # /debug/health and /metrics
-DEFAULT_IMAGE = "docker.io/library/registry:3.0.0"
+# distribution 3.1.1 pinned by digest, as Gardener's extension v0.24.0 pins it (imagevector/images.yaml; its copy
+# in europe-docker.pkg.dev/gardener-project/releases/3rd/registry has the same digest): official images are
+# rebuilt under the same tag. hack/registry-bins.sh builds the same version for the tests.
+DEFAULT_IMAGE = ("docker.io/library/registry:3.1.1"
+                 "@sha256:1be55279f18a2fe1a74edf2664cac61c1bea305b7b4642dab412e7affdcb3e33")
 # Service annotations, as Gardener's
 SERVICE_UPSTREAM_ANNOTATION = "upstream"
 SERVICE_REMOTE_URL_ANNOTATION = "remote-url"
@@ -76,15 +106,43 @@ CA_NAME = "ca-extension-registry-cache"
 CA_BUNDLE_SECRET = f"{CA_NAME}-bundle"  # key bundle.crt: what nodes trust; caSecretName of the status
 TLS_SECRET_LABEL = "registry-cache.gardener.cloud/secret"  # value: ca | bundle | server
 
+# --- caches only nodes can read (standalone, `run --node-auth`) --------------------------------------
+# Per cache, in the seed namespace: generated credentials and their htpasswd line (reused across reconciles).
+NODE_AUTH_SECRET_LABEL = "registry-cache.gardener.cloud/node-auth"  # value: the upstream's resource name
+NODE_AUTH_USERNAME = "registry-cache-node"
+NODE_AUTH_REALM = "registry-cache"
+HTPASSWD_KEY = "htpasswd"  # in the cache's config Secret, next to config.yml
+HTPASSWD_PATH = "/etc/distribution/htpasswd"  # where the cache reads it (the config Secret's mount)
+# In the shoot's kube-system: ONE Secret for every Extension (each owns its keys by server-side apply with
+# a field manager of its own), so that the node agent may read exactly this Secret by name (RBAC
+# resourceNames) and no other. Key: the cache's resource name; value: the Authorization header nodes send.
+NODE_AUTH_SHOOT_SECRET = "registry-cache-node-auth"
+
 # --- nodes ------------------------------------------------------------------------------------------------
 CERTS_DIR = "/etc/containerd/certs.d"
 CA_BUNDLE_PATH = f"{CERTS_DIR}/{CA_BUNDLE_FILE}"
-CAPABILITIES = ("pull", "resolve")
+CAPABILITIES = ("pull", "resolve")  # of a cache; a mirror host has its own (default ["pull"])
+CA_BUNDLE_FILE_PERMISSIONS = 0o644
+# a mirror host's CA bundle: CERTS_DIR/<upstream, ':' as '-'>/<host, sanitized><suffix> (Gardener's ensurer)
+MIRROR_CA_BUNDLE_SUFFIX = "-ca-bundle.pem"
+# containerd 2.1+ reads dial_timeout per host in hosts.toml: how long a dial to the cache may take before
+# containerd tries the next host (the upstream). Its own default is 30 s per request, so a cache that is
+# away (a blackholed address) turns a 2 s pull into minutes: every request of a pull (manifest, config,
+# each layer) tries the cache first. Spegel writes 200ms; 100ms keeps a pull's fallback under a second
+# (measured: tests/e2e/test_failover.py) and is still far above a connect within a cluster (one round
+# trip, well under 10 ms). Go duration syntax.
+DEFAULT_DIAL_TIMEOUT = "100ms"
+# Our additions to a host of Gardener's registry entry shape, in the node-config ConfigMap only (Gardener's
+# OperatingSystemConfig RegistryHost has url, capabilities and caCerts, nothing else).
+HOST_DIAL_TIMEOUT_FIELD = "dialTimeout"
+HOST_NODE_AUTH_FIELD = "nodeAuth"  # the key of this host's entry in the node-auth Secret
 # standalone: the ConfigMaps the node agent reads
 NODE_CONFIG_NAME = "registry-cache-node-config"
 NODE_CONFIG_LABEL = "registry-cache.gardener.cloud/node-config"
 NODE_CONFIG_REGISTRIES_KEY = "registries.yaml"
 NODE_CONFIG_CA_BUNDLE_KEY = "ca-bundle.pem"
+NODE_CONFIG_FILES_KEY = "files.yaml"  # {"files": [OperatingSystemConfig files]}: the mirrors' CA bundles
+MIRROR_NODE_CONFIG_NAME = "registry-mirror-node-config"
 
 # --- standalone mode (gardenlet's part) -------------------------------------------------------------------
 BRIDGE_FINALIZER = "registry-cache.gardener.cloud/bridge"
@@ -113,5 +171,8 @@ SHOOT_HOOK = "validate-shoot"
 SHOOT_MUTATING_HOOK = "admit-shoot-resources"
 SECRET_HOOK = "protect-secret"
 OSC_HOOK = "mutate-osc"
+OSC_MIRROR_HOOK = "mutate-osc-mirror"
 
-__all__ = [name for name in dir() if name.isupper() or name in ("State",)]
+__all__ = [name for name in dir() if name.isupper() or name in ("State", "finalizer_for",
+                                                                "extension_namespace_label",
+                                                                "extension_shoot_label")]

@@ -67,6 +67,9 @@ KINDS = {k.kind: k for k in [
     Kind("authorization.k8s.io/v1", "SubjectAccessReview", "subjectaccessreviews", namespaced=False),
     Kind("coordination.k8s.io/v1", "Lease", "leases"),
     Kind("discovery.k8s.io/v1", "EndpointSlice", "endpointslices"),
+    Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
+    Kind("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
+    Kind("monitoring.coreos.com/v1alpha1", "ScrapeConfig", "scrapeconfigs"),
 ]}
 
 
@@ -150,7 +153,14 @@ class Kube:
 
     def fenced(self, fence: Callable[[], bool]) -> Kube:
         """The same API server and connections, with writes only while ``fence()`` holds."""
-        other = Kube(self.api, self.field_manager, fence)
+        return self._like(self.field_manager, fence)
+
+    def with_field_manager(self, field_manager: str) -> Kube:
+        """The same API server, connections and fence, applying as ``field_manager``."""
+        return self._like(field_manager, self.fence)
+
+    def _like(self, field_manager: str, fence: Callable[[], bool] | None) -> Kube:
+        other = Kube(self.api, field_manager, fence)
         other.calls = self.calls  # one count per API server
         other._lock = self._lock
         return other
@@ -197,9 +207,12 @@ class Kube:
         return data
 
     # --- verbs ---------------------------------------------------------------------------------------
-    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    def get(self, kind: str, name: str, namespace: str | None = None,
+            metadata_only: bool = False) -> dict[str, Any] | None:
+        """The object (``metadata_only``: its PartialObjectMetadata), None when there is none."""
         try:
-            return self.request("GET", KINDS[kind].path(namespace, name))
+            return self.request("GET", KINDS[kind].path(namespace, name),
+                                accept=METADATA if metadata_only else "application/json")
         except ApiError as exc:
             if exc.not_found:
                 return None
@@ -306,15 +319,17 @@ class Kube:
             raise
 
     def has_kind(self, kind: str) -> bool:
-        """Whether the API server serves ``kind`` (e.g. the VPA CRD may be missing)."""
+        """Whether the API server serves ``kind`` (the VPA or Prometheus Operator CRDs may be missing): its group
+        version's discovery document lists it (readable by every authenticated client)."""
+        k = KINDS[kind]
+        group_path = f"/api/{k.api_version}" if "/" not in k.api_version else f"/apis/{k.api_version}"
         try:
-            self.request("GET", KINDS[kind].path(None) if not KINDS[kind].namespaced else
-                         KINDS[kind].path("default"), query=[("limit", "1")], verb="LIST")
-            return True
+            resources = self.request("GET", group_path).get("resources") or []
         except ApiError as exc:
             if exc.not_found:
                 return False
             raise
+        return any(r.get("name") == k.plural for r in resources if isinstance(r, dict))
 
 
 def _json(raw: Any) -> Any:

@@ -32,12 +32,15 @@ import kopf
 
 from extension import metrics
 from extension.component.objects import RenderOptions
+from extension.component.registrycache import MONITORING_OPERATOR
 from extension.constants import (
     ADMISSION_KEY_NAMESPACE,
     ADMISSION_KEY_SECRET,
     BRIDGE_FINALIZER,
     BRIDGE_LABEL,
+    DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS,
     OSC_HOOK,
+    OSC_MIRROR_HOOK,
     RESOURCES_ADMITTED_ANNOTATION,
     SECRET_HOOK,
     SHOOT_HOOK,
@@ -45,7 +48,10 @@ from extension.constants import (
     WEBHOOK_CONFIGURATION_NAME,
 )
 from extension.controller.actuator import Actuator, ShootTarget
+from extension.controller.mirror import MirrorActuator
 from extension.controller.reconciler import DEFAULT_RESYNC_SECONDS, Controller
+from extension.controller.upstreams import UpstreamChecks
+from extension.errors import RegistryCacheError
 from extension.informer import wait_synced
 from extension.kube import ApiError, Kube
 from extension.leader import LeaderElector
@@ -80,6 +86,7 @@ class Runtime:
     controller: Controller
     stop: threading.Event
     seed: Kube
+    upstream_check_interval: float = DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS  # seconds; 0: only at reconciles
     bridge: Bridge | None = None
     index: ReferenceIndex | None = None
     protection: Protection | None = None
@@ -98,15 +105,25 @@ class Runtime:
 def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions, standalone: bool,
                   webhook: WebhookSettings | None = None,
                   checkpoint: Callable[[str], None] = lambda point: None,
-                  resync_seconds: float = DEFAULT_RESYNC_SECONDS, elector: LeaderElector | None = None,
+                  resync_seconds: float = DEFAULT_RESYNC_SECONDS,
+                  monitoring: str | None = MONITORING_OPERATOR,
+                  upstream_check_interval: float = DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS,
+                  upstream_checks: bool = True, elector: LeaderElector | None = None,
                   workers: int = 8) -> Runtime:
-    """The parts: the Extension controller always; with ``standalone`` the bridge and the protection of
-    Secrets in use (gardenlet and Gardener do both otherwise); with ``webhook`` the admission webhooks and,
-    for the Secret webhook, the index of Secrets in use. ``checkpoint`` is a test seam (see the actuator).
-    With ``elector``, ``shoot_target`` must write through clients fenced by it (see :func:`writer`)."""
+    """The parts: the Extension controller (both extension types) always; with ``standalone`` the bridge and the
+    protection of Secrets in use (gardenlet and Gardener do both otherwise); with ``webhook`` the admission
+    webhooks and, for the Secret webhook, the index of Secrets in use. ``monitoring``: where the caches'
+    monitoring goes (see :class:`~extension.controller.actuator.Actuator`). ``upstream_checks``: the caches'
+    upstream credential checks, also every ``upstream_check_interval`` seconds (the mirrors have no credentials).
+    ``checkpoint`` is a test seam. With ``elector``, ``shoot_target`` must write through clients fenced by it
+    (see :func:`writer`)."""
     fence = elector.leading if elector is not None else None
     writes = seed.fenced(fence) if fence is not None else seed
-    controller = Controller(writes, Actuator(writes, shoot_target, options, checkpoint=checkpoint))
+    upstreams = UpstreamChecks() if upstream_checks else None
+    actuator = Actuator(writes, shoot_target, options, checkpoint=checkpoint, monitoring=monitoring,
+                        upstreams=upstreams)
+    controller = Controller(writes, actuator, mirror=MirrorActuator(writes, shoot_target, options, readers=actuator),
+                            upstreams=upstreams)
     index = None
     if standalone or (webhook is not None and webhook.garden):
         index = ReferenceIndex(cleanup_finalizer=BRIDGE_FINALIZER if standalone else None)
@@ -120,7 +137,7 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
     if bridge is not None:
         controller.on_deleted = lambda ext: _extension_deleted(bridge, ext)
     return Runtime(
-        controller, threading.Event(), seed,
+        controller, threading.Event(), seed, upstream_check_interval if upstream_checks else 0.0,
         bridge=bridge, index=index, protection=protection, webhook=webhook,
         serving=serving_cert(seed, webhook) if webhook is not None else None,
         resync_seconds=resync_seconds, admission_key=key, elector=elector, workers=workers)
@@ -183,6 +200,8 @@ def registry(runtime: Runtime) -> kopf.OperatorRegistry:
     if runtime.webhook is not None and runtime.webhook.seed:
         kopf.on.mutate("extensions.gardener.cloud", "v1alpha1", "operatingsystemconfigs", id=OSC_HOOK,
                        registry=reg, operations=["CREATE", "UPDATE"])(_mutate_osc)
+        kopf.on.mutate("extensions.gardener.cloud", "v1alpha1", "operatingsystemconfigs", id=OSC_MIRROR_HOOK,
+                       registry=reg, operations=["CREATE", "UPDATE"])(_mutate_osc_mirror)
     return reg
 
 
@@ -234,6 +253,7 @@ def _lead(runtime: Runtime, workers: list[threading.Thread]) -> None:
         informer.start(stop)
     if not wait_synced(informers, stop):
         return
+    controller.actuator.started(stop)
     log.info("watches synced in %.1fs: %d Extensions", time.monotonic() - started, len(controller.informer))
     for i in range(runtime.workers):
         worker = threading.Thread(target=controller.work, args=(stop,), daemon=True, name=f"worker-{i}")
@@ -244,6 +264,10 @@ def _lead(runtime: Runtime, workers: list[threading.Thread]) -> None:
             runtime.protection.resync()
         except Exception:
             log.exception("the protection's pass over the Secrets in use failed; its retries follow")
+    if runtime.upstream_check_interval > 0:
+        threading.Thread(target=_upstream_check_loop, args=(runtime.controller, runtime.stop,
+                                                            runtime.upstream_check_interval),
+                         daemon=True, name="upstream-check").start()
     if runtime.bridge is not None and runtime.elector is not None:
         try:  # what happened while another replica led (kopf delivered those Shoots while this one followed)
             for shoot in runtime.seed.list("Shoot"):
@@ -393,6 +417,16 @@ def _mutate_osc(body: Any, patch: Any, memo: Runtime, **_: Any) -> None:
         patch.spec["files"] = new_spec["files"]
 
 
+def _mutate_osc_mirror(body: Any, patch: Any, memo: Runtime, **_: Any) -> None:
+    try:
+        new_spec = osc.ensure_mirror(memo.seed, _plain(body))
+    except RegistryCacheError as exc:
+        raise kopf.AdmissionError(str(exc), code=500) from None
+    if new_spec is not None:
+        patch.spec["criConfig"] = new_spec["criConfig"]
+        patch.spec["files"] = new_spec["files"]
+
+
 # --- helpers ---------------------------------------------------------------------------------------------
 
 def _plain(body: Any) -> Any:
@@ -434,6 +468,17 @@ def _register_when_serving(runtime: Runtime, hook: WebhookSettings, serving: ser
         configurations.append(server.configuration(serving.ca_pem, hook.client, standalone=standalone))
     register_with_retries(runtime.seed.apply, configurations, runtime.stop)
     log.info("admission webhooks serving on %s:%s and registered", hook.listen_address, hook.port)
+
+
+def _upstream_check_loop(controller: Controller, stop: threading.Event, interval: float) -> None:
+    """Checks the upstream credentials of every Extension every ``interval`` seconds (each one bounded)."""
+    while not stop.wait(interval):
+        assert controller.upstreams is not None
+        for namespace in controller.upstreams.namespaces():
+            try:
+                controller.check_upstreams(namespace)
+            except Exception:
+                log.exception("upstream credential check of %s failed", namespace)
 
 
 def register_with_retries(apply: Callable[[dict[str, Any]], Any], configurations: list[dict[str, Any]],

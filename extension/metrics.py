@@ -11,10 +11,18 @@
 - ``registry_cache_checks_total{result}``: Extensions looked at without an operation asked for (the periodic
   resync, a delivered object or an input that changed): ``in-sync`` (nothing written) or ``reconciled``;
 - ``registry_cache_queue_depth``: Extensions waiting for a worker;
-- ``registry_cache_leader``: 1 while this replica holds the leader lease (or runs without leader election).
+- ``registry_cache_leader``: 1 while this replica holds the leader lease (or runs without leader election);
+- ``registry_cache_extension_error{namespace, name, type}``: 1 while the last operation of an Extension ended
+  in Error, 0 once one succeeded (the alert ``RegistryCacheExtensionError`` fires after 15 minutes of 1);
+- ``registry_cache_upstream_credentials_valid{namespace, upstream}``: 1 when the upstream accepted a cache's
+  credentials at the last check, 0 when it refused them; no sample while nothing is known (unreachable);
+- ``registry_cache_upstream_reachable{namespace, upstream}``: 1 when the last check got a registry's answer.
+``namespace`` is the seed namespace of the Extension (the shoot): many shoots cache the same upstream.
 """
 
 from __future__ import annotations
+
+import threading
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -28,6 +36,34 @@ INFORMER_SYNCED = Gauge("registry_cache_informer_synced", "Whether an informer h
 CHECKS = Counter("registry_cache_checks", "Extensions checked without an operation asked for", ["result"])
 QUEUE_DEPTH = Gauge("registry_cache_queue_depth", "Extensions waiting for a worker")
 LEADER = Gauge("registry_cache_leader", "1 while this replica reconciles (holds the leader lease)")
+EXTENSION_ERROR = Gauge("registry_cache_extension_error",
+                        "1 while the last operation of the Extension ended in Error, else 0",
+                        ["namespace", "name", "type"])
+UPSTREAM_CREDENTIALS_VALID = Gauge("registry_cache_upstream_credentials_valid",
+                                   "Whether the upstream accepted the cache's credentials at the last check",
+                                   ["namespace", "upstream"])
+UPSTREAM_REACHABLE = Gauge("registry_cache_upstream_reachable",
+                           "Whether the last credentials check got an answer from the upstream",
+                           ["namespace", "upstream"])
+_types: dict[tuple[str, str], str] = {}
+_lock = threading.Lock()
+
+
+def extension_state(namespace: str, name: str, extension_type: str, error: bool) -> None:
+    """Record whether the last operation of an Extension ended in Error."""
+    with _lock:
+        _types[(namespace, name)] = extension_type
+        EXTENSION_ERROR.labels(namespace, name, extension_type).set(1 if error else 0)
+
+
+def forget_extension(namespace: str, name: str) -> None:
+    """The Extension is gone: drop its series."""
+    with _lock:
+        extension_type = _types.pop((namespace, name), None)
+        if extension_type is not None:
+            EXTENSION_ERROR.remove(namespace, name, extension_type)
+
+
 
 
 def serve(address: str) -> None:

@@ -1,9 +1,10 @@
-"""Which Shoots use which credentials Secret, kept current by watching Shoots.
+"""Which Shoots use which Secret, kept current by watching Shoots.
 
-A Secret is *in use* when a Shoot in its namespace lists it in ``spec.resources`` and a cache of the
-Shoot's ``registry-cache`` extension names that entry as ``secretReferenceName``. The admission webhook
-answers from this index (no listing of Shoots per request) and the protection controller keeps the
-``gardener.cloud/reference-protection`` finalizer on exactly the Secrets in use.
+A Secret is *in use* when a Shoot in its namespace lists it in ``spec.resources`` and that entry is named by
+a cache of the Shoot's ``registry-cache`` extension as ``secretReferenceName`` (its credentials) or by a
+mirror host of its ``registry-mirror`` extension as ``caBundleSecretReferenceName`` (its CA bundle). The
+admission webhook answers from this index (no listing of Shoots per request) and the protection controller
+keeps the ``gardener.cloud/reference-protection`` finalizer on exactly the Secrets in use.
 """
 
 from __future__ import annotations
@@ -24,31 +25,59 @@ log = logging.getLogger(__name__)
 class Use:
     shoot: str  # the Shoot's name (same namespace as the Secret)
     resource: str  # the spec.resources entry
-    upstreams: tuple[str, ...]  # the caches that use it
+    upstreams: tuple[str, ...]  # the caches that use it (secretReferenceName)
+    # the mirror hosts that use it (caBundleSecretReferenceName), as (upstream, host)
+    mirrors: tuple[tuple[str, str], ...] = ()
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _cache_references(shoot: dict[str, Any]) -> dict[str, list[str]]:
+    """spec.resources entry -> the upstreams of the caches naming it as secretReferenceName."""
+    entry = shootlib.find_registry_cache_extension(shoot)
+    config = entry.provider_config if entry else None
+    out: dict[str, list[str]] = {}
+    for cache in _list(config.get("caches") if isinstance(config, dict) else None):
+        if isinstance(cache, dict) and isinstance(cache.get("secretReferenceName"), str):
+            out.setdefault(cache["secretReferenceName"], []).append(str(cache.get("upstream", "")))
+    return out
+
+
+def _mirror_references(shoot: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """spec.resources entry -> the (upstream, host) of the mirror hosts naming it as caBundleSecretReferenceName."""
+    entry = shootlib.find_registry_mirror_extension(shoot)
+    config = entry.provider_config if entry else None
+    out: dict[str, list[tuple[str, str]]] = {}
+    for mirror in _list(config.get("mirrors") if isinstance(config, dict) else None):
+        if not isinstance(mirror, dict):
+            continue
+        for host in _list(mirror.get("hosts")):
+            if isinstance(host, dict) and isinstance(host.get("caBundleSecretReferenceName"), str):
+                out.setdefault(host["caBundleSecretReferenceName"], []).append(
+                    (str(mirror.get("upstream", "")), str(host.get("host", ""))))
+    return out
 
 
 def secret_uses(shoot: dict[str, Any], still_counts: bool = True) -> dict[str, Use]:
-    """Secret name -> how this Shoot uses it, for the Secrets its registry-cache caches reference.
+    """Secret name -> how this Shoot uses it, for the Secrets its caches (credentials) and its mirror hosts (CA
+    bundles) reference.
 
-    Read leniently from the raw providerConfig: a Shoot that does not validate still protects its Secrets.
+    Read leniently from the raw providerConfigs: a Shoot that does not validate still protects its Secrets.
     """
     if not still_counts:
         return {}
-    entry = shootlib.find_registry_cache_extension(shoot)
-    config = entry.provider_config if entry else None
-    caches = config.get("caches") if isinstance(config, dict) else None
-    if not isinstance(caches, list):
+    caches, mirrors = _cache_references(shoot), _mirror_references(shoot)
+    if not caches and not mirrors:
         return {}
-    by_reference: dict[str, list[str]] = {}
-    for cache in caches:
-        if isinstance(cache, dict) and isinstance(cache.get("secretReferenceName"), str):
-            by_reference.setdefault(cache["secretReferenceName"], []).append(str(cache.get("upstream", "")))
     out: dict[str, Use] = {}
     for res in shootlib.resources(shoot):
         ref = res.get("resourceRef") or {}
         name = res.get("name")
-        if name in by_reference and ref.get("kind") == "Secret" and isinstance(ref.get("name"), str):
-            out[ref["name"]] = Use(shoot["metadata"]["name"], name, tuple(by_reference[name]))
+        if (name in caches or name in mirrors) and ref.get("kind") == "Secret" and isinstance(ref.get("name"), str):
+            out[ref["name"]] = Use(shoot["metadata"]["name"], name, tuple(caches.get(name, ())),
+                                   tuple(mirrors.get(name, ())))
     return out
 
 
@@ -113,10 +142,24 @@ class ReferenceIndex:
             return set(self._by_secret)
 
 
+def _how(use: Use) -> str:
+    how = []
+    if use.upstreams:
+        how.append(f"as secretReferenceName by the registry cache{'s' if len(use.upstreams) > 1 else ''} for "
+                   f"{', '.join(use.upstreams)}")
+    by_upstream: dict[str, list[str]] = {}
+    for upstream, host in use.mirrors:
+        by_upstream.setdefault(upstream, []).append(host)
+    if by_upstream:
+        how.append("as caBundleSecretReferenceName by the " + "; ".join(
+            f"registry mirror{'s' if len(hosts) > 1 else ''} {' and '.join(hosts)} for {upstream}"
+            for upstream, hosts in by_upstream.items()))
+    return "used " + " and ".join(how)
+
+
 def refusal_message(namespace: str, secret: str, users: list[Use]) -> str:
     """Why a DELETE is refused, and what to do instead."""
-    parts = [f'Shoot "{u.shoot}" (spec.resources entry "{u.resource}", used as secretReferenceName by the '
-             f"registry cache{'s' if len(u.upstreams) > 1 else ''} for {', '.join(u.upstreams)})" for u in users]
+    parts = [f'Shoot "{u.shoot}" (spec.resources entry "{u.resource}", {_how(u)})' for u in users]
+    rotate = " (registry-cache credentials rotate does it)" if any(u.upstreams for u in users) else ""
     return (f"Secret {namespace}/{secret} is still in use by " + "; ".join(parts) + ". Point the spec.resources "
-            "entry at a new Secret first (registry-cache credentials rotate does it), wait for the Shoot to "
-            "reconcile, then delete this one.")
+            f"entry at a new Secret first{rotate}, wait for the Shoot to reconcile, then delete this one.")

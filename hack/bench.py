@@ -113,8 +113,8 @@ class ControllerProcess:
         handle = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "extension.cli", "run", "--kubeconfig", str(self.kubeconfig),
-             "--metrics-address", f"127.0.0.1:{self.port}"], stdout=handle, stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+             "--metrics-address", f"127.0.0.1:{self.port}", "--no-upstream-check"], stdout=handle,
+            stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

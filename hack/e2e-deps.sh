@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the data-path e2e tests (tests/e2e) need from the system's package manager:
-# containerd and ctr (Debian package `containerd`). The registry and crane are built by
-# hack/registry-bins.sh, not here.
+# containerd and ctr (Debian package `containerd`), iptables (the failover test's blackholed address).
+# The registry and crane are built by hack/registry-bins.sh, containerd 2.x by hack/containerd-bins.sh.
 #
 #   hack/e2e-deps.sh            # quiet and instant when everything is present
 #
@@ -21,12 +21,12 @@ case "${1:-}" in
 esac
 
 missing=()
-for tool in containerd ctr; do
+for tool in containerd ctr iptables; do
   command -v "${tool}" >/dev/null 2>&1 || missing+=("${tool}")
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
-log "missing: ${missing[*]}; installing the Debian package containerd"
+log "missing: ${missing[*]}; installing the Debian packages containerd and iptables"
 [[ "$(id -u)" -eq 0 ]] || die "${missing[*]} not found and not running as root: install the package 'containerd' (apt-get install containerd) or run this script as root"
 command -v apt-get >/dev/null 2>&1 || die "${missing[*]} not found and no apt-get on this machine: install containerd (with ctr) by other means"
 
@@ -47,12 +47,12 @@ if ! apt-get update -qq >"${apt_log}" 2>&1; then
   cat "${apt_log}" >&2
   die "apt-get update failed (see above)"
 fi
-if ! apt-get install -y -qq --no-install-recommends containerd >"${apt_log}" 2>&1; then
+if ! apt-get install -y -qq --no-install-recommends containerd iptables >"${apt_log}" 2>&1; then
   cat "${apt_log}" >&2
   die "apt-get install containerd failed (see above)"
 fi
 
-for tool in containerd ctr; do
-  command -v "${tool}" >/dev/null 2>&1 || die "${tool} still not found after installing the package containerd"
+for tool in containerd ctr iptables; do
+  command -v "${tool}" >/dev/null 2>&1 || die "${tool} still not found after installing containerd and iptables"
 done
 log "installed $(containerd --version 2>/dev/null | head -n1)"

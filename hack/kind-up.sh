@@ -16,7 +16,7 @@
 #   KIND_CLUSTER_NAME   cluster name (default: registry-cache); the kubectl context is kind-<name>
 #   KIND_NODE_IMAGE     node image for `kind create cluster --image` (default: kind's own default)
 #   IMAGE_REPO          image repository (default: registry-cache); the tag is dev-<image id>
-#   REGISTRY_IMAGE      the cache image preloaded into the nodes (default: docker.io/library/registry:3.0.0);
+#   REGISTRY_IMAGE      the cache image preloaded into the nodes (default: DEFAULT_IMAGE of extension/constants.py);
 #                       set to "" to skip
 #   ROLLOUT_TIMEOUT     how long to wait for the rollout (default: 300s)
 set -euo pipefail
@@ -34,7 +34,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CLUSTER="${KIND_CLUSTER_NAME:-registry-cache}"
 CONTEXT="kind-${CLUSTER}"
 IMAGE_REPO="${IMAGE_REPO:-registry-cache}"
-REGISTRY_IMAGE="${REGISTRY_IMAGE-docker.io/library/registry:3.0.0}"
+REGISTRY_IMAGE="${REGISTRY_IMAGE-docker.io/library/registry:3.1.1@sha256:1be55279f18a2fe1a74edf2664cac61c1bea305b7b4642dab412e7affdcb3e33}"
 ROLLOUT_TIMEOUT="${ROLLOUT_TIMEOUT:-300s}"
 
 # --- what is needed -----------------------------------------------------------------------------------------

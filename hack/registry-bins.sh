@@ -22,9 +22,9 @@
 #   GO                        go binary to use (default: `go` from PATH, else /usr/local/go/bin/go)
 set -euo pipefail
 
-# Pinned versions. distribution v3.0.0 is the image Gardener's registry-cache extension runs
-# (docker.io/library/registry:3.0.0, extension/render.py DEFAULT_IMAGE).
-DISTRIBUTION_VERSION=v3.0.0
+# Pinned versions. distribution v3.1.1 is the image Gardener's registry-cache extension runs
+# (registry:3.1.1 pinned by digest; DEFAULT_IMAGE in extension/constants.py).
+DISTRIBUTION_VERSION=v3.1.1
 CRANE_VERSION=v0.22.1
 
 log() { printf 'registry-bins: %s\n' "$*" >&2; }

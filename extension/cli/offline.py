@@ -1,25 +1,29 @@
 """``registry-cache validate`` and ``registry-cache render``: admission and rendering from files, no cluster.
 
-``validate`` runs the Shoot webhook's validation (:func:`api.admission.validate_shoot`); ``render`` writes
-what the controller would deliver, from the component's pure plan (:func:`.component.registrycache.plan`)
-with the addresses of ``--endpoint`` and certificates made on the spot.
+``validate`` runs the Shoot webhook's validation of both extensions (:func:`api.admission.admit_shoot`);
+``render`` writes what the controller would deliver, from the components' pure plans
+(:func:`.component.registrycache.plan` with the addresses of ``--endpoint`` and certificates made on the spot;
+the mirrors' registry entries and CA bundle files, :mod:`.component.containerd`).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
 from api import names
-from api.admission import ShootValidation, resolve_credentials, validate_shoot
+from api import shoot as shootlib
+from api.admission import Admission, admit_shoot, resolve_ca_bundles, resolve_credentials
 from api.field import brief
+from api.mirror_v1alpha1 import MirrorConfig
 from api.urls import is_dns1123_subdomain, is_ip_address
 from api.v1alpha3 import RegistryConfig
 from api.validation import remote_url
@@ -27,7 +31,13 @@ from extension import constants as c
 from extension.cli.errors import InputError
 from extension.cli.inputs import Inputs, load_inputs, load_old_shoot
 from extension.component import certs
-from extension.component.containerd import render_hosts_toml
+from extension.component.containerd import (
+    dial_timeout,
+    hosts_toml_for_entry,
+    mirror_files,
+    mirror_registries,
+    render_hosts_toml,
+)
 from extension.component.objects import RenderOptions
 from extension.component.registrycache import cert_requests, plan, scheme
 
@@ -52,20 +62,50 @@ def add_parsers(sub: Any, exit_codes: str) -> None:
     p.add_argument("--endpoint", action="append", default=[], metavar="UPSTREAM=URL",
                    help="the URL nodes reach a cache at, e.g. docker.io=https://10.4.0.12:5000 (repeatable)")
     p.add_argument("--image", default=c.DEFAULT_IMAGE, help=f"the registry image (default {c.DEFAULT_IMAGE})")
-    p.add_argument("--vpa", action="store_true", help="also render a VerticalPodAutoscaler per cache")
+    p.add_argument("--vpa", action="store_true",
+                   help="render a VerticalPodAutoscaler per cache (default: when the Shoot wants VPA, "
+                        "spec.kubernetes.verticalPodAutoscaler.enabled)")
+    add_dial_timeout_argument(p)
     p.set_defaults(func=cmd_render)
 
 
-def _validated(shoot_file: str, inputs: Inputs, old: dict[str, Any] | None, what: str) -> ShootValidation | None:
-    """The validation of the Shoot; None, said on stderr, when it does not enable the extension."""
-    result = validate_shoot(inputs.shoot, old, inputs.secret_getter())
-    if result.extension_path is None:
-        print(f"{shoot_file}: the Shoot does not enable the registry-cache extension; nothing to {what}",
-              file=sys.stderr)
+def add_dial_timeout_argument(p: argparse.ArgumentParser) -> None:
+    """``--dial-timeout``, shared by ``render`` and ``run``."""
+    p.add_argument("--dial-timeout", default=c.DEFAULT_DIAL_TIMEOUT, metavar="DURATION",
+                   help="containerd's dial_timeout for the cache host in hosts.toml (containerd 2.1+; older versions "
+                        "ignore it): how long a node tries to reach a cache before it falls back to the upstream. "
+                        "Caches only: a mirror's host has none (containerd's 30s). "
+                        f"A Go duration; 0 leaves it out (containerd's 30s). Default {c.DEFAULT_DIAL_TIMEOUT}")
+
+
+def parse_dial_timeout(value: str) -> str | None:
+    try:
+        return dial_timeout(value)
+    except ValueError as exc:
+        raise InputError(f"--dial-timeout: {exc}") from None
+
+
+def _validated(shoot_file: str, inputs: Inputs, old: dict[str, Any] | None, what: str) -> Admission | None:
+    """The validation of the Shoot; None, said on stderr, when it enables neither extension."""
+    result = admit_shoot(inputs.shoot, old, inputs.secret_getter())
+    if not result.enabled:
+        print(f"{shoot_file}: the Shoot enables neither the registry-cache nor the registry-mirror extension; "
+              f"nothing to {what}", file=sys.stderr)
         return None
     for err in result.errors:
         print(str(err))
     return result
+
+
+def _summary(result: Admission) -> str:
+    parts = []
+    if result.cache.config is not None:
+        caches = result.cache.config.caches
+        parts.append(f"{len(caches)} caches: {', '.join(c.upstream for c in caches)}")
+    if result.mirror.config is not None:
+        mirrors = result.mirror.config.mirrors
+        parts.append(f"{len(mirrors)} mirrors: {', '.join(m.upstream for m in mirrors)}")
+    return "; ".join(parts)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -73,10 +113,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     result = _validated(args.shoot, inputs, load_old_shoot(args.old) if args.old else None, "validate")
     if result is None:
         return 0
-    if result.errors or result.config is None:
+    if not result.ok:
         return 1
-    caches = ", ".join(cache.upstream for cache in result.config.caches)
-    print(f"{args.shoot}: valid ({len(result.config.caches)} caches: {caches})", file=sys.stderr)
+    print(f"{args.shoot}: valid ({_summary(result)})", file=sys.stderr)
     return 0
 
 
@@ -140,19 +179,37 @@ def _endpoints(config: RegistryConfig, given: dict[str, str], namespace: str) ->
 def cmd_render(args: argparse.Namespace) -> int:
     inputs = load_inputs(args.shoot, args.secret)
     given = parse_endpoints(args.endpoint)
+    timeout = parse_dial_timeout(args.dial_timeout)
     result = _validated(args.shoot, inputs, None, "render")
     if result is None:
         return 0
-    if result.errors or result.config is None or result.extension_path is None:
+    if not result.ok:
         return 1
-    config = result.config
-    unknown = sorted(set(given) - {cache.upstream for cache in config.caches})
+    config = result.cache.config
+    unknown = sorted(set(given) - {cache.upstream for cache in (config.caches if config else [])})
     if unknown:
         raise InputError(f"--endpoint given for {', '.join(unknown)}, which no cache of the Shoot has")
+
+    out = Path(args.output)
+    files = RenderedFiles(out)
+    said = []
+    if config is not None and result.cache.extension_path is not None:
+        said.append(_render_caches(args, inputs, config, result.cache.extension_path, given, timeout, files))
+    if result.mirror.config is not None:
+        said.append(_render_mirrors(inputs, result.mirror.config, files))
+    files.remove_earlier()  # what an earlier render wrote (content-hashed names change), nothing else
+    files.write()
+    (out / "shoot").mkdir(exist_ok=True)  # there even when nothing is delivered to the shoot (only mirrors)
+    print("rendered " + "; ".join(said), file=sys.stderr)
+    return 0
+
+
+def _render_caches(args: argparse.Namespace, inputs: Inputs, config: RegistryConfig, extension_path: Any,
+                   given: dict[str, str], timeout: str | None, files: RenderedFiles) -> str:
     namespace = (inputs.shoot.get("metadata") or {}).get("namespace") or ""
     credentials = resolve_credentials(inputs.shoot, config, inputs.secret_getter(), namespace,
-                                      result.extension_path.child("providerConfig"))
-    options = RenderOptions(image=args.image, vpa=args.vpa)
+                                      extension_path.child("providerConfig"))
+    options = RenderOptions(image=args.image, vpa=args.vpa or shootlib.wants_vpa(inputs.shoot), dial_timeout=timeout)
     endpoints, notes = _endpoints(config, given, options.namespace)
 
     ca = certs.generate_ca()
@@ -161,23 +218,32 @@ def cmd_render(args: argparse.Namespace) -> int:
                     for r in cert_requests(config, options.namespace, addresses)}
     planned = plan(config, credentials, endpoints, server_certs, ca.cert_pem if server_certs else None, options)
 
-    out = Path(args.output)
-    files = RenderedFiles(out)
+    shoot_dir, nodes_dir = files.root / "shoot", files.root / "nodes"
     for i, obj in enumerate(planned.objects):
         files.add(f"shoot/{i:02d}-{obj.filename}", obj.text, secret=obj.kind == "Secret")
     for cache in config.caches:
         files.add(f"nodes/{cache.upstream}/hosts.toml",
                   render_hosts_toml(cache.upstream, remote_url(cache), endpoints[cache.upstream], c.CA_BUNDLE_PATH,
-                                    notes.get(cache.upstream)))
+                                    notes.get(cache.upstream), dial_timeout=timeout))
     if server_certs:
         files.add(f"nodes/{c.CA_BUNDLE_FILE}", ca.cert_pem)
     files.add("provider-status.yaml", yaml.safe_dump(planned.status.to_wire(), sort_keys=False))
-    files.remove_earlier()  # what an earlier render wrote (content-hashed names change), nothing else
-    files.write()
-    shoot_dir, nodes_dir = out / "shoot", out / "nodes"
-    print(f"rendered {len(planned.objects)} objects to {shoot_dir}/ and {len(config.caches)} hosts.toml to "
-          f"{nodes_dir}/", file=sys.stderr)
-    return 0
+    return (f"{len(planned.objects)} objects to {shoot_dir}/ and {len(config.caches)} hosts.toml of caches to "
+            f"{nodes_dir}/")
+
+
+def _render_mirrors(inputs: Inputs, config: MirrorConfig, files: RenderedFiles) -> str:
+    """Per mirrored upstream ``nodes/<upstream>/hosts.toml``, and each private mirror's CA bundle where the
+    hosts.toml names it (a path below /etc/containerd/certs.d, so below ``nodes/``)."""
+    namespace = (inputs.shoot.get("metadata") or {}).get("namespace") or ""
+    bundles = resolve_ca_bundles(inputs.shoot, config, inputs.secret_getter(), namespace)
+    for entry in mirror_registries(config):
+        files.add(f"nodes/{entry['upstream']}/hosts.toml", hosts_toml_for_entry(entry))
+    ca_files = mirror_files(config, bundles)
+    for file in ca_files:
+        files.add(f"nodes/{PurePosixPath(file['path']).relative_to(c.CERTS_DIR)}",
+                  base64.b64decode(file["content"]["inline"]["data"]).decode("utf-8"))
+    return f"{len(config.mirrors)} hosts.toml of mirrors and {len(ca_files)} CA bundles to {files.root / 'nodes'}/"
 
 
 class RenderedFiles:

@@ -10,12 +10,15 @@ from typing import Any
 
 from extension import constants as c
 from extension.cli.errors import InputError
+from extension.cli.offline import add_dial_timeout_argument, parse_dial_timeout
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="run the extension controller (and, with --standalone, the Shoot bridge)",
-                       description="Watches Extensions of type registry-cache in the seed and delivers the caches "
-                                   "to the shoot. Stops on SIGINT/SIGTERM.")
+                       description="Watches Extensions of type registry-cache and registry-mirror in the seed and "
+                                   "delivers the caches (a VerticalPodAutoscaler each when the Shoot wants VPA, "
+                                   "their monitoring unless the Shoot's purpose is testing) and the mirrors. Stops "
+                                   "on SIGINT/SIGTERM.")
     p.add_argument("--kubeconfig", help="the seed cluster (default: in-cluster, then $KUBECONFIG)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--shoot-kubeconfig", metavar="PATH",
@@ -26,21 +29,33 @@ def add_parser(sub: Any) -> None:
     target.add_argument("--gardener", action="store_true",
                         help="under Gardener: reach each shoot as Gardener's extensions do, through the kubeconfig "
                              "gardenlet keeps in Secret gardener-internal (else gardener; only gardener with "
-                             "GARDENER_SHOOT_CLIENT=external)")
+                             "GARDENER_SHOOT_CLIENT=external); the caches' monitoring goes to the shoot namespace "
+                             "of the seed (ScrapeConfig, PrometheusRule, dashboard), as Gardener's")
     p.add_argument("--standalone", action="store_true",
                    help="no Gardener: also do gardenlet's part for Shoots (namespace, Cluster, ref- copies, "
                         "Extension)")
+    p.add_argument("--node-auth", action="store_true",
+                   help="with --standalone: caches only nodes can read. Each cache requires credentials the "
+                        "controller generates (htpasswd); the node agent writes them as an Authorization header "
+                        "into that upstream's hosts.toml (root only). Pods without them get 401 from the cache")
+    p.add_argument("--upstream-check-interval", type=float, default=c.DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS,
+                   metavar="SECONDS",
+                   help="check each upstream's credentials this often, besides at every reconcile; reported as "
+                        "the Extension's UpstreamCredentialsValid-<upstream> conditions and as metrics. 0: only at "
+                        f"reconciles (default {c.DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS:g})")
+    p.add_argument("--no-upstream-check", action="store_true",
+                   help="never check the upstreams' credentials (no requests to the upstreams from the controller)")
     p.add_argument("--image", default=c.DEFAULT_IMAGE, help=f"the registry image (default {c.DEFAULT_IMAGE})")
-    p.add_argument("--vpa", action="store_true", help="deliver a VerticalPodAutoscaler per cache when served")
     p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--metrics-address", metavar="HOST:PORT",
                    help="serve the controller's Prometheus metrics at /metrics, e.g. 0.0.0.0:8081")
     p.add_argument("--resync-period", type=float, default=3600.0, metavar="SECONDS",
-                   help="look at every Extension this often, putting back what was changed in the shoot by hand "
-                        "(default 3600; SIGUSR1 starts one at once)")
+                   help="look at every Extension (of both types) this often, putting back what was changed in the "
+                        "shoot by hand (default 3600; SIGUSR1 starts one at once)")
     p.add_argument("--workers", type=int, default=8, metavar="N",
                    help="Extensions reconciled at once (default 8)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_dial_timeout_argument(p)
     election = p.add_argument_group(
         "leader election", "with several replicas: one reconciles (holds a Lease, as controller-runtime's), all "
                            "serve the webhooks")
@@ -75,11 +90,18 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     from extension import manager
     from extension.cli.offline import host_of
     from extension.component.objects import RenderOptions
+    from extension.component.registrycache import MONITORING_GARDENER, MONITORING_OPERATOR
     from extension.controller import shoots
     from extension.kube import Kube
     from extension.leader import LeaderElector, default_namespace
     from extension.webhook import server
 
+    dial_timeout = parse_dial_timeout(args.dial_timeout)
+    if args.upstream_check_interval < 0:
+        raise InputError("--upstream-check-interval must not be negative")
+    if args.node_auth and not args.standalone:
+        raise InputError("--node-auth needs --standalone: the credentials reach nodes through the node agent; "
+                         "Gardener's OperatingSystemConfig cannot carry an Authorization header for a registry host")
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.workers < 1:
@@ -127,9 +149,14 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
         metrics.serve(args.metrics_address)
     if args.resync_period <= 0:
         raise InputError("--resync-period must be greater than 0")
-    runtime = manager.build_runtime(seed, target, RenderOptions(image=args.image, vpa=args.vpa),
+    options = RenderOptions(image=args.image, dial_timeout=dial_timeout, node_auth=args.node_auth)
+    runtime = manager.build_runtime(seed, target, options,
                                     standalone=args.standalone, webhook=webhook,
                                     checkpoint=checkpoint or (lambda point: None),
-                                    resync_seconds=args.resync_period, elector=elector, workers=args.workers)
+                                    resync_seconds=args.resync_period,
+                                    monitoring=MONITORING_GARDENER if args.gardener else MONITORING_OPERATOR,
+                                    upstream_check_interval=args.upstream_check_interval,
+                                    upstream_checks=not args.no_upstream_check, elector=elector,
+                                    workers=args.workers)
     manager.run(runtime, liveness=args.liveness)
     return 0

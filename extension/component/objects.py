@@ -19,12 +19,14 @@ import yaml
 
 from api import names
 from api.duration import format_duration
+from api.mirror_v1alpha1 import MirrorConfig
 from api.secrets import Credentials
 from api.v1alpha3 import RegistryCache, RegistryCacheStatus, RegistryConfig, RegistryStatus
 from api.validation import gc_ttl_ns, ha_enabled, remote_url, tls_enabled
 from extension import constants as c
 from extension.component.certs import KeyPair
-from extension.component.containerd import containerd_registries
+from extension.component.containerd import containerd_registries, mirror_files, mirror_registries
+from extension.component.nodeauth import NodeCredentials, shoot_key
 from extension.component.templating import b64, parse_yaml, render
 
 
@@ -37,6 +39,10 @@ class RenderOptions:
     # The seed namespace that owns the objects: labelled on each, so that pruning and deletion touch only
     # this Extension's objects even when several shoots share one cluster (standalone mode).
     owner: str | None = None
+    # containerd's dial_timeout per cache host in the node agent's hosts.toml (None: containerd's default)
+    dial_timeout: str | None = c.DEFAULT_DIAL_TIMEOUT
+    # caches only nodes can read (standalone): generated credentials per cache, see component/nodeauth.py
+    node_auth: bool = False
 
     def labels(self, upstream: str) -> dict[str, str]:
         out = {**names.labels(upstream), c.MANAGED_BY_LABEL: c.MANAGED_BY}
@@ -84,8 +90,9 @@ def unique_name(base: str, data: Mapping[str, str | bytes]) -> str:
     return f"{base}-{secret_checksum(data)[:8]}"
 
 
-def render_config_yml(cache: RegistryCache, credentials: Credentials | None = None) -> str:
-    """distribution's ``config.yml`` for one cache."""
+def render_config_yml(cache: RegistryCache, credentials: Credentials | None = None, node_auth: bool = False) -> str:
+    """distribution's ``config.yml`` for one cache; ``node_auth``: clients must authenticate with the
+    htpasswd file next to it (:mod:`.nodeauth`)."""
     return render(
         "config.yml.j2",
         upstream=cache.upstream,
@@ -95,6 +102,7 @@ def render_config_yml(cache: RegistryCache, credentials: Credentials | None = No
         remote_url=remote_url(cache),
         ttl=format_duration(gc_ttl_ns(cache)),
         credentials=credentials,
+        htpasswd_path=c.HTPASSWD_PATH if node_auth else None,
     )
 
 
@@ -109,8 +117,10 @@ def _secret(name: str, namespace: str, labels: dict[str, str], data: Mapping[str
 
 
 def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: KeyPair | None,
-                 options: RenderOptions = RenderOptions()) -> list[RenderedObject]:
-    """The objects of one cache: config Secret, TLS Secret, StatefulSet, Service, PDB, VPA."""
+                 options: RenderOptions = RenderOptions(),
+                 node_auth: NodeCredentials | None = None) -> list[RenderedObject]:
+    """The objects of one cache: config Secret, TLS Secret, StatefulSet, Service, PDB, VPA. With
+    ``node_auth`` the config Secret holds the htpasswd file too and the cache requires it."""
     if tls_enabled(cache) and tls is None:
         raise ValueError(f"cache {cache.upstream}: TLS is on but no server certificate was given")
     name = names.resource_name(cache.upstream)
@@ -119,7 +129,9 @@ def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: Key
     ns = options.namespace
     common = dict(namespace=ns, server_port=c.SERVER_PORT, debug_port=c.DEBUG_PORT)
 
-    config_data = {"config.yml": render_config_yml(cache, credentials)}
+    config_data = {"config.yml": render_config_yml(cache, credentials, node_auth is not None)}
+    if node_auth is not None:
+        config_data[c.HTPASSWD_KEY] = node_auth.htpasswd
     config_secret = _secret(unique_name(f"{name}-config", config_data), ns, labels, config_data)
     objects = [config_secret]
     tls_secret_name = None
@@ -154,7 +166,8 @@ def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: Key
         objects.append(_object("poddisruptionbudget.yaml.j2", namespace=ns, name=name, labels=labels,
                                selector=selector))
     if options.vpa:
-        objects.append(_object("verticalpodautoscaler.yaml.j2", namespace=ns, name=name))
+        # labelled like the other objects, so that it is pruned when the Shoot no longer wants VPA
+        objects.append(_object("verticalpodautoscaler.yaml.j2", namespace=ns, name=name, labels=labels))
     return objects
 
 
@@ -170,17 +183,20 @@ def render_service(cache: RegistryCache, options: RenderOptions = RenderOptions(
 
 def render_shoot(config: RegistryConfig, credentials: Mapping[str, Credentials] | None = None,
                  tls: Mapping[str, KeyPair] | None = None,
-                 options: RenderOptions = RenderOptions()) -> RenderedShoot:
+                 options: RenderOptions = RenderOptions(),
+                 node_auth: Mapping[str, NodeCredentials] | None = None) -> RenderedShoot:
     """Everything delivered to the shoot for a defaulted config: the shared NetworkPolicy, then per cache
-    its objects. ``credentials`` and ``tls`` are keyed by upstream."""
+    its objects. ``credentials``, ``tls`` and ``node_auth`` are keyed by upstream."""
     credentials = credentials or {}
     tls = tls or {}
+    node_auth = node_auth or {}
     out = RenderedShoot()
     out.objects.append(_object("networkpolicy.yaml.j2", name=owned_name(c.NETWORK_POLICY_NAME, options.owner),
                                namespace=options.namespace, owner=options.owner,
                                server_port=c.SERVER_PORT, debug_port=c.DEBUG_PORT))
     for cache in config.caches:
-        out.objects += render_cache(cache, credentials.get(cache.upstream), tls.get(cache.upstream), options)
+        out.objects += render_cache(cache, credentials.get(cache.upstream), tls.get(cache.upstream), options,
+                                    node_auth.get(cache.upstream))
     return out
 
 
@@ -209,10 +225,34 @@ def owned_name(base: str, owner: str | None) -> str:
     return f"{base}-{hashlib.sha256(owner.encode()).hexdigest()[:8]}" if owner else base
 
 
+def _node_config_name(base: str, options: RenderOptions) -> str:
+    return owned_name(base, options.owner)
+
+
 def render_node_config(status: RegistryStatus, ca_bundle: str | None,
-                       options: RenderOptions = RenderOptions()) -> RenderedObject:
-    """The ConfigMap the node agent reads: the registry entries and the CA bundle nodes trust."""
-    name = owned_name(c.NODE_CONFIG_NAME, options.owner)
-    registries = yaml.safe_dump({"registries": containerd_registries(status)}, sort_keys=False, allow_unicode=False)
-    return _object("node-config.yaml.j2", name=name, namespace=options.namespace, owner=options.owner,
-                   registries_yaml=registries, ca_bundle=ca_bundle)
+                       options: RenderOptions = RenderOptions(), node_auth: Iterable[str] = ()) -> RenderedObject:
+    """The ConfigMap the node agent reads: the caches' registry entries and the CA bundle nodes trust. Each
+    cache host carries ``options.dial_timeout``; for the upstreams in ``node_auth`` the host names its key in
+    the node-auth Secret (never the credentials)."""
+    entries = containerd_registries(status, dial_timeout=options.dial_timeout)
+    for entry in entries:
+        if entry["upstream"] in node_auth:
+            entry["hosts"][0][c.HOST_NODE_AUTH_FIELD] = shoot_key(entry["upstream"])
+    registries = yaml.safe_dump({"registries": entries}, sort_keys=False, allow_unicode=False)
+    return _object("node-config.yaml.j2", name=_node_config_name(c.NODE_CONFIG_NAME, options),
+                   namespace=options.namespace, owner=options.owner, managed_by=c.MANAGED_BY,
+                   registries_yaml=registries, ca_bundle=ca_bundle, files_yaml=None)
+
+
+def render_mirror_node_config(config: MirrorConfig, ca_bundles: Mapping[tuple[str, str], bytes],
+                              options: RenderOptions = RenderOptions()) -> RenderedObject:
+    """The ConfigMap the node agent reads for the mirrors: their registry entries and the CA bundle files of
+    private mirrors (``ca_bundles`` per (upstream, host)), as Gardener's mirror ensurer puts them into the
+    OperatingSystemConfig. Neither ``dialTimeout`` nor node auth: those are the caches' (a mirror host gets
+    containerd's own dial timeout, and a mirror is not ours to put credentials in front of)."""
+    registries = yaml.safe_dump({"registries": mirror_registries(config)}, sort_keys=False, allow_unicode=False)
+    files = mirror_files(config, ca_bundles)
+    files_yaml = yaml.safe_dump({"files": files}, sort_keys=False, allow_unicode=False) if files else None
+    return _object("node-config.yaml.j2", name=_node_config_name(c.MIRROR_NODE_CONFIG_NAME, options),
+                   namespace=options.namespace, owner=options.owner, managed_by=c.MIRROR_MANAGED_BY,
+                   registries_yaml=registries, ca_bundle=None, files_yaml=files_yaml)

@@ -8,7 +8,10 @@ Two ways in, one plan:
 - :class:`RegistryCaches` deploys it into a shoot and destroys it again: Services first (the API server
   assigns the cluster IPs that go into the certificates and the endpoints), the TLS material from the seed
   (reused while valid), everything else by server-side apply, then it prunes what this Extension delivered
-  before and no longer renders, the volumes of removed caches included.
+  before and no longer renders, the volumes of removed caches included. With monitoring (Gardener's
+  ``MonitoringEnabled``: not for Shoots whose purpose is ``testing``) it also delivers the scrape, rules and
+  dashboard of :mod:`.monitoring`: under Gardener into the shoot namespace of the seed, standalone as a
+  PrometheusRule and a PodMonitor next to the caches when the shoot serves those kinds.
 
 What is there is known from a :class:`~extension.component.shootview.ShootView` (watched or listed, never read
 object by object), and an object is sent only when it is not as delivered: each carries the hash of the object
@@ -26,7 +29,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,8 +42,9 @@ from api.urls import is_ip_address
 from api.v1alpha3 import RegistryCache, RegistryConfig, RegistryStatus
 from api.validation import decode_and_default, remote_url, tls_enabled
 from extension import constants as c
-from extension.component import certs, tls
+from extension.component import certs, monitoring, nodeauth, tls
 from extension.component.certs import KeyPair
+from extension.component.nodeauth import NodeCredentials
 from extension.component.objects import (
     RenderedObject,
     RenderOptions,
@@ -50,11 +54,23 @@ from extension.component.objects import (
     render_service,
     render_shoot,
 )
-from extension.component.shootview import ListedView, Live, ObjectKey, ShootView
+from extension.component.shootview import (
+    OPTIONAL_KINDS,
+    PRUNED_KINDS,
+    ListedView,
+    Live,
+    ObjectKey,
+    ShootView,
+    live_record,
+)
 from extension.errors import ConfigurationError, ReconcileError, WouldWrite
 from extension.kube import Kube
 
 log = logging.getLogger(__name__)
+
+MONITORING_GARDENER = "gardener"  # ScrapeConfig, PrometheusRule, dashboards in the seed namespace
+MONITORING_OPERATOR = "operator"  # PrometheusRule and PodMonitor in the shoot, where served
+__all__ = ["MONITORING_GARDENER", "MONITORING_OPERATOR", "OPTIONAL_KINDS", "PRUNED_KINDS", "RegistryCaches"]
 
 
 def scheme(cache: RegistryCache) -> str:
@@ -90,14 +106,16 @@ class Plan:
 
 
 def plan(config: RegistryConfig, credentials: Mapping[str, Credentials], endpoints: Mapping[str, str],
-         server_certs: Mapping[str, KeyPair], ca_bundle: str | None, options: RenderOptions) -> Plan:
+         server_certs: Mapping[str, KeyPair], ca_bundle: str | None, options: RenderOptions,
+         node_auth: Mapping[str, NodeCredentials] | None = None) -> Plan:
     """Pure: the objects for the shoot and the provider status. ``endpoints`` is where nodes reach each
-    cache (per upstream), ``server_certs`` the TLS key pair of each TLS cache, ``ca_bundle`` what nodes trust."""
+    cache (per upstream), ``server_certs`` the TLS key pair of each TLS cache, ``ca_bundle`` what nodes trust,
+    ``node_auth`` the credentials of the caches only nodes may read."""
     status = provider_status(
         [(cache.upstream, endpoints[cache.upstream], remote_url(cache)) for cache in config.caches],
         c.CA_BUNDLE_SECRET if server_certs else None)
-    rendered = render_shoot(config, credentials, server_certs, options)
-    return Plan(rendered.objects, render_node_config(status, ca_bundle, options), status)
+    rendered = render_shoot(config, credentials, server_certs, options, node_auth)
+    return Plan(rendered.objects, render_node_config(status, ca_bundle, options, node_auth or {}), status)
 
 
 def delivered_caches(config: RegistryConfig, statefulsets: Mapping[str, dict[str, Any]],
@@ -188,6 +206,10 @@ class Delivery:
     caches: list[dict[str, Any]] = field(default_factory=list)  # what was delivered, for the update rules
     renew_at: dt.datetime | None = None  # the first certificate due for renewal
     hibernated: bool = False  # nothing was delivered: the shoot is hibernated
+    # objects not this Extension's alone: the shoot's shared monitoring and node-auth Secret, (kind, name) -> (hash
+    # of what this Extension applies, resourceVersion); under Gardener the monitoring in the seed namespace
+    shared: dict[ObjectKey, tuple[str, str]] = field(default_factory=dict)
+    seed_objects: dict[ObjectKey, tuple[str, str]] = field(default_factory=dict)
 
 
 def _claims_kept(objects: Mapping[ObjectKey, Any], statefulsets: frozenset[str]) -> bool:
@@ -195,15 +217,25 @@ def _claims_kept(objects: Mapping[ObjectKey, Any], statefulsets: frozenset[str])
 
 
 class RegistryCaches:
-    """The caches of the Extension in seed namespace ``owner``, delivered to ``shoot``. ``view`` is what is
-    there (default: listed, once); ``store`` where the TLS Secrets are read (default: listed)."""
+    """The caches of the Extension in seed namespace ``owner``, delivered to ``shoot``.
+
+    ``view`` is what is there (default: listed, once); ``store`` where the Secrets of the seed namespace are read
+    (the seed cache; default: listed). ``served`` are the kinds of :data:`OPTIONAL_KINDS` the shoot serves,
+    ``seed_served`` the monitoring kinds the seed serves; ``monitoring`` is :data:`MONITORING_GARDENER`,
+    :data:`MONITORING_OPERATOR` or None (no monitoring objects at all)."""
 
     def __init__(self, seed: Kube, shoot: Kube, owner: str, options: RenderOptions,
                  checkpoint=lambda point: None, view: ShootView | None = None,
-                 store: tls.SecretStore | None = None):
+                 store: tls.SecretStore | None = None, served: Collection[str] = (), monitoring: str | None = None,
+                 seed_served: Collection[str] = ()):
         self.seed, self.shoot, self.owner = seed, shoot, owner
         self.options = replace(options, owner=owner)
-        self.view: ShootView = view or ListedView(shoot, self.options.namespace, self.options.vpa)
+        self.served = frozenset(served)
+        self.seed_served = frozenset(seed_served) | {"ConfigMap"}
+        self.monitoring = monitoring
+        kinds = PRUNED_KINDS + tuple(k for k in OPTIONAL_KINDS if k in self.served)
+        self.view: ShootView = view or ListedView(shoot, self.options.namespace, kinds)
+        self.view.watch(kinds)
         self.store = store
         self.on_write: Callable[[dict[str, Any]], None] = lambda written: None  # each object written to the shoot
         self._checkpoint = checkpoint  # a test seam: called with "after-services", "after-apply"
@@ -211,7 +243,8 @@ class RegistryCaches:
     # --- is everything as delivered? -------------------------------------------------------------------
     def unchanged(self, record: Delivery) -> bool:
         """From memory (and the view): every object this Extension delivered still has the version ``record``
-        left it with, nothing else of it is there, and no certificate is due. (Inputs are the caller's.)"""
+        left it with, nothing else of it is there, and no certificate is due. (Inputs are the caller's.) The
+        monitoring in the seed namespace (Gardener) is not watched: its metadata is read."""
         if record.renew_at is None or record.renew_at <= dt.datetime.now(dt.UTC):
             return False
         ours = self.view.objects(self.owner)
@@ -219,15 +252,28 @@ class RegistryCaches:
             live = ours.get(key)
             if live is None or live.version != version:
                 return False
+        for key, (_digest, version) in record.shared.items():
+            live = self.view.live(*key)
+            if live is None or live.version != version:
+                return False
+        for (kind, name), (_digest, version) in record.seed_objects.items():
+            meta = self._seed_metadata(kind, name)
+            if meta is None or meta.version != version:
+                return False
         extra = {k: v for k, v in ours.items() if k not in record.objects}
         return _claims_kept(extra, record.statefulsets)
+
+    def _seed_metadata(self, kind: str, name: str) -> Live | None:
+        obj = self.seed.get(kind, name, self.owner, metadata_only=True)
+        return live_record(obj) if obj is not None else None
 
     # --- deploy ----------------------------------------------------------------------------------------
     def deploy(self, config: RegistryConfig, credentials: Mapping[str, Credentials],
                check_update: UpdateCheck | None = None, record: Delivery | None = None,
-               dry_run: bool = False) -> tuple[RegistryStatus, Delivery]:
-        """``check_update(delivered, config)`` may refuse the change against what was delivered before (the
-        update rules, where no admission webhook enforced them). ``record``: the last delivery of this process.
+               dry_run: bool = False, monitor: bool = True) -> tuple[RegistryStatus, Delivery]:
+        """Deliver the caches; ``monitor``: also their monitoring (Gardener's ``MonitoringEnabled``).
+        ``check_update(delivered, config)`` may refuse the change against what was delivered before (the update
+        rules, where no admission webhook enforced them). ``record``: the last delivery of this process.
         Returns the status and the new record."""
         options = self.options
         ours = self.view.objects(self.owner)
@@ -279,10 +325,19 @@ class RegistryCaches:
             out.seed_versions = {("Secret", self.owner, n): v for n, v in material.versions.items()}
             out.renew_at = material.renew_at
 
-        # 3. Everything else, then prune what this Extension delivered before and no longer renders.
+        # 3. Node credentials (caches only nodes can read), reused while the seed holds them.
+        node_auth = None
+        if options.node_auth:
+            node_auth, versions = nodeauth.ensure(self.seed, self.owner, [cache.upstream for cache in config.caches],
+                                                  self.store, dry_run)
+            out.seed_versions.update({("Secret", self.owner, n): v for n, v in versions.items()})
+
+        # 4. Everything else, then prune what this Extension delivered before and no longer renders.
         endpoints = {cache.upstream: endpoint(scheme(cache), cluster_ips[cache.upstream]) for cache in config.caches}
         planned = plan(config, credentials, endpoints, material.server if material else {},
-                       material.bundle if material else None, options)
+                       material.bundle if material else None, options, node_auth)
+        if node_auth is not None:  # nodes get the header before the caches require it
+            self._node_auth(node_auth, record, out, dry_run)
         for obj in planned.delivered:
             if obj.kind == "Service":
                 continue  # applied above
@@ -300,12 +355,88 @@ class RegistryCaches:
         self._checkpoint("after-apply")
         statefulsets = frozenset(names.resource_name(cache.upstream) for cache in config.caches)
         self._prune(ours, set(out.objects), statefulsets, dry_run)
+        self._monitoring(monitor, record, out, dry_run)
         out.statefulsets = statefulsets
         out.caches = delivered_caches(config, {o.name: o.obj for o in planned.objects if o.kind == "StatefulSet"},
                                       {o.name: o.obj for o in planned.objects if o.kind == "Secret"})
         if out.renew_at is None:
             out.renew_at = dt.datetime.max.replace(tzinfo=dt.UTC)
         return planned.status, out
+
+    def _node_auth(self, credentials: Mapping[str, NodeCredentials], record: Delivery | None, out: Delivery,
+                   dry_run: bool) -> None:
+        """This Extension's keys of the shoot's node-auth Secret (shared by every Extension, a field manager
+        each). Sent when the Secret is missing or this Extension's keys changed since the last delivery; when only
+        the Secret's version moved (another Extension's keys), its keys are read and compared. After a restart an
+        operation sends them once (which keys it dropped before cannot be known); a dry run compares."""
+        headers = {nodeauth.shoot_key(u): creds.authorization for u, creds in credentials.items()}
+        digest = hashlib.sha256(json.dumps(headers, sort_keys=True).encode()).hexdigest()[:20]
+        key = ("Secret", c.NODE_AUTH_SHOOT_SECRET)
+        live = self.view.live(*key)
+        recorded = record.shared.get(key) if record is not None else None
+        if live is not None and recorded == (digest, live.version):
+            out.shared[key] = recorded
+            return
+        changed = recorded is not None and recorded[0] != digest
+        if live is not None and not changed and (recorded is not None or dry_run):
+            current = self.shoot.get("Secret", c.NODE_AUTH_SHOOT_SECRET, self.options.namespace) or {}
+            data = current.get("data") or {}
+            if all(data.get(k) == base64.b64encode(v.encode()).decode() for k, v in headers.items()):
+                out.shared[key] = (digest, str((current.get("metadata") or {}).get("resourceVersion", "")))
+                return
+        if dry_run:
+            raise WouldWrite(f"Secret {self.options.namespace}/{c.NODE_AUTH_SHOOT_SECRET}")
+        written = nodeauth.deliver(self.shoot, self.options.namespace, self.owner, credentials)
+        self.on_write(written)
+        out.shared[key] = (digest, str(written["metadata"].get("resourceVersion", "")))
+
+    def _monitoring(self, wanted: bool, record: Delivery | None, out: Delivery, dry_run: bool) -> None:
+        """Under Gardener the monitoring objects of this shoot live in its seed namespace. Standalone they are
+        shared by every Extension delivering into the same namespace of the shoot (their expressions and
+        selectors cover all caches there): applied by each that wants them (the same objects: sent only when
+        not as delivered), removed with the last cache."""
+        if self.monitoring == MONITORING_GARDENER:
+            for obj in monitoring.gardener_objects(self.owner):
+                kind, name = obj["kind"], obj["metadata"]["name"]
+                if kind not in self.seed_served:
+                    log.warning("%s: the seed serves no %s: not delivered", self.owner, kind)
+                    continue
+                live = self._seed_metadata(kind, name)
+                if wanted:
+                    digest = rendered_hash(obj)
+                    recorded = record.seed_objects.get((kind, name)) if record is not None else None
+                    if as_delivered(live, digest, recorded) and live is not None:
+                        out.seed_objects[(kind, name)] = (digest, live.version)
+                        continue
+                    if dry_run:
+                        raise WouldWrite(f"{kind} {self.owner}/{name}")
+                    applied = self.seed.apply(with_hash(obj, digest))
+                    out.seed_objects[(kind, name)] = (digest, str(applied["metadata"].get("resourceVersion", "")))
+                elif live is not None:
+                    if dry_run:
+                        raise WouldWrite(f"{kind} {self.owner}/{name} (to delete)")
+                    self.seed.delete(kind, name, self.owner)
+        elif self.monitoring == MONITORING_OPERATOR:
+            labels = {c.MANAGED_BY_LABEL: c.MANAGED_BY, c.APP_NAME_LABEL: c.APP_NAME}
+            others = self.view.others_have("StatefulSet", self.owner)
+            for obj in monitoring.operator_objects(self.options.namespace, labels, set(self.served)):
+                key = (obj["kind"], obj["metadata"]["name"])
+                live = self.view.live(*key)
+                if wanted:
+                    digest = rendered_hash(obj)
+                    recorded = record.shared.get(key) if record is not None else None
+                    if as_delivered(live, digest, recorded) and live is not None:
+                        out.shared[key] = (digest, live.version)
+                        continue
+                    if dry_run:
+                        raise WouldWrite(f"{key[0]} {self.options.namespace}/{key[1]}")
+                    applied = self.shoot.apply(with_hash(obj, digest))
+                    self.on_write(applied)
+                    out.shared[key] = (digest, str(applied["metadata"].get("resourceVersion", "")))
+                elif not others and live is not None:
+                    if dry_run:
+                        raise WouldWrite(f"{key[0]} {self.options.namespace}/{key[1]} (to delete)")
+                    self.shoot.delete(key[0], key[1], self.options.namespace)
 
     def _delivered_caches(self, config: RegistryConfig, ours: Mapping[ObjectKey, Live],
                           record: Delivery | None) -> list[dict[str, Any]]:
@@ -328,9 +459,13 @@ class RegistryCaches:
         return delivered_caches(config, statefulsets, secrets)
 
     def destroy(self) -> None:
-        """Remove everything this Extension delivered to the shoot, its volumes included, and its TLS Secrets."""
+        """Remove everything this Extension delivered to the shoot, its volumes included, its TLS Secrets and
+        its monitoring."""
         self._prune(self.view.objects(self.owner), set(), frozenset(), dry_run=False)
         tls.remove_all(self.seed, self.owner, self.store)
+        if nodeauth.remove_all(self.seed, self.owner, self.store) or self.options.node_auth:  # it was on once
+            nodeauth.withdraw(self.shoot, self.options.namespace, self.owner)
+        self._monitoring(False, None, Delivery(), dry_run=False)
 
     def _prune(self, ours: Mapping[ObjectKey, Live], keep: set[ObjectKey], statefulsets: frozenset[str],
                dry_run: bool) -> None:

@@ -24,10 +24,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from extension import constants as c
+from extension.errors import ReconcileError
 from extension.informer import Informer, Key
 from extension.kube import Kube
 
 PRUNED_KINDS = ("StatefulSet", "Secret", "Service", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap")
+# kinds a shoot may or may not serve (CRDs): watched or listed only where they are served
+OPTIONAL_KINDS = ("VerticalPodAutoscaler", "PrometheusRule", "PodMonitor")
 ObjectKey = tuple[str, str]  # (kind, name) in the target namespace
 
 
@@ -51,10 +54,6 @@ def live_record(obj: dict[str, Any], field_manager: str = c.FIELD_MANAGER) -> Li
                 cluster_ip=cluster_ip if isinstance(cluster_ip, str) else None)
 
 
-def kinds(vpa: bool) -> tuple[str, ...]:
-    return PRUNED_KINDS + (("VerticalPodAutoscaler",) if vpa else ()) + ("PersistentVolumeClaim",)
-
-
 def _selector(kind: str) -> str:
     # volumes are made by the StatefulSet controller from the claim template: only the owner label is on them
     return c.OWNER_LABEL if kind == "PersistentVolumeClaim" else f"{c.MANAGED_BY_LABEL}={c.MANAGED_BY}"
@@ -63,44 +62,84 @@ def _selector(kind: str) -> str:
 class ShootView(Protocol):
     watched: bool
 
-    def objects(self, owner: str) -> dict[ObjectKey, Live]: ...
+    def watch(self, kinds: tuple[str, ...]) -> None:
+        """Know these kinds too (volume claims always)."""
 
-    def owner_of(self, kind: str, name: str) -> str | None: ...
+    def objects(self, owner: str) -> dict[ObjectKey, Live]:
+        """Everything of ``owner``."""
+
+    def owner_of(self, kind: str, name: str) -> str | None:
+        """Who owns an object (None: nobody, or not there)."""
+
+    def live(self, kind: str, name: str) -> Live | None:
+        """Any managed object, shared ones (no owner) included."""
+
+    def others_have(self, kind: str, owner: str) -> bool:
+        """Whether an owner other than ``owner`` has objects of ``kind`` there."""
 
 
 class WatchedView:
     """Watches of the target namespace of one cluster; ``on_change(owner, kind, name, live)`` for every change
-    (``live`` None: deleted)."""
+    (``live`` None: deleted). The kinds the shoot may not serve are watched from the first time they are
+    wanted (:meth:`watch`) on."""
 
     watched = True
 
-    def __init__(self, kube: Kube, namespace: str, vpa: bool,
+    def __init__(self, kube: Kube, namespace: str, kinds: tuple[str, ...] = PRUNED_KINDS,
                  on_change: Callable[[str, str, str, Live | None], None] | None = None):
         self.kube, self.namespace = kube, namespace
         self.on_change = on_change
         self._by_owner: dict[str, dict[ObjectKey, Live]] = {}
-        self._owner: dict[ObjectKey, str] = {}
+        self._all: dict[ObjectKey, Live] = {}
+        self._owners: dict[str, dict[str, int]] = {}  # kind -> owner -> how many objects
         self._lock = threading.Lock()
-        self.informers: list[Informer[Live]] = [
-            Informer(kube, kind, live_record, namespace=namespace, label_selector=_selector(kind),
-                     metadata_only=kind != "Service", on_change=self._changed(kind), name=f"shoot-{kind}")
-            for kind in kinds(vpa)]
+        self._stop: threading.Event | None = None
+        self.informers: list[Informer[Live]] = []
+        self.watch(kinds)
+
+    def _informer(self, kind: str) -> Informer[Live]:
+        return Informer(self.kube, kind, live_record, namespace=self.namespace, label_selector=_selector(kind),
+                        metadata_only=kind != "Service", on_change=self._changed(kind), name=f"shoot-{kind}")
+
+    def start(self, stop: threading.Event) -> None:
+        """Remember ``stop`` for the watches started later (the caller starts :attr:`informers`)."""
+        self._stop = stop
+
+    def watch(self, kinds: tuple[str, ...]) -> None:
+        with self._lock:
+            new = [self._informer(kind) for kind in (*kinds, "PersistentVolumeClaim")
+                   if kind not in {i.kind for i in self.informers}]
+            self.informers.extend(new)
+        if self._stop is not None:
+            for informer in new:  # a kind served since the start: watched from now on
+                informer.start(self._stop)
+            for informer in new:
+                if not informer.synced.wait(30):
+                    raise ReconcileError(f"the watch of {informer.kind} in {self.namespace} does not start")
 
     def _changed(self, kind: str) -> Callable[[Key, Live | None, Live | None], None]:
         def changed(key: Key, old: Live | None, new: Live | None) -> None:
             name = key[1]
             okey = (kind, name)
             with self._lock:
-                if old is not None and old.owner:
-                    owned = self._by_owner.get(old.owner)
-                    if owned is not None:
-                        owned.pop(okey, None)
-                        if not owned:
-                            del self._by_owner[old.owner]
-                self._owner.pop(okey, None)
-                if new is not None and new.owner:
-                    self._by_owner.setdefault(new.owner, {})[okey] = new
-                    self._owner[okey] = new.owner
+                if old is not None:
+                    self._all.pop(okey, None)
+                    if old.owner:
+                        owned = self._by_owner.get(old.owner)
+                        if owned is not None:
+                            owned.pop(okey, None)
+                            if not owned:
+                                del self._by_owner[old.owner]
+                        counts = self._owners.get(kind, {})
+                        counts[old.owner] = counts.get(old.owner, 1) - 1
+                        if counts[old.owner] <= 0:
+                            del counts[old.owner]
+                if new is not None:
+                    self._all[okey] = new
+                    if new.owner:
+                        self._by_owner.setdefault(new.owner, {})[okey] = new
+                        counts = self._owners.setdefault(kind, {})
+                        counts[new.owner] = counts.get(new.owner, 0) + 1
             owner = (new or old).owner if (new or old) is not None else ""  # type: ignore[union-attr]
             if owner and self.on_change is not None:
                 self.on_change(owner, kind, name, new)
@@ -111,7 +150,16 @@ class WatchedView:
             return dict(self._by_owner.get(owner, {}))
 
     def owner_of(self, kind: str, name: str) -> str | None:
-        return self._owner.get((kind, name))
+        live = self._all.get((kind, name))
+        return live.owner if live is not None and live.owner else None
+
+    def live(self, kind: str, name: str) -> Live | None:
+        return self._all.get((kind, name))
+
+    def others_have(self, kind: str, owner: str) -> bool:
+        with self._lock:
+            counts = self._owners.get(kind, {})
+            return len(counts) - (1 if owner in counts else 0) > 0
 
     def owners(self) -> int:
         return len(self._by_owner)
@@ -122,14 +170,21 @@ class ListedView:
 
     watched = False
 
-    def __init__(self, kube: Kube, namespace: str, vpa: bool):
-        self.kube, self.namespace, self.vpa = kube, namespace, vpa
+    def __init__(self, kube: Kube, namespace: str, kinds: tuple[str, ...] = PRUNED_KINDS):
+        self.kube, self.namespace = kube, namespace
+        self.kinds = (*kinds, "PersistentVolumeClaim")
         self._all: dict[ObjectKey, Live] | None = None
+
+    def watch(self, kinds: tuple[str, ...]) -> None:
+        wanted = tuple(k for k in (*kinds, "PersistentVolumeClaim") if k not in self.kinds)
+        if wanted:
+            self.kinds += wanted
+            self._all = None
 
     def _load(self) -> dict[ObjectKey, Live]:
         if self._all is None:
             found: dict[ObjectKey, Live] = {}
-            for kind in kinds(self.vpa):
+            for kind in self.kinds:
                 for obj in self.kube.list(kind, self.namespace, label_selector=_selector(kind),
                                           metadata_only=kind != "Service"):
                     found[(kind, obj["metadata"]["name"])] = live_record(obj)
@@ -142,3 +197,9 @@ class ListedView:
     def owner_of(self, kind: str, name: str) -> str | None:
         live = self._load().get((kind, name))
         return live.owner if live is not None and live.owner else None
+
+    def live(self, kind: str, name: str) -> Live | None:
+        return self._load().get((kind, name))
+
+    def others_have(self, kind: str, owner: str) -> bool:
+        return any(k == kind and v.owner and v.owner != owner for (k, _), v in self._load().items())

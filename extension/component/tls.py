@@ -58,9 +58,10 @@ class TLSMaterial:
 
 
 class SecretStore(Protocol):
-    """Where the TLS Secrets are read from (the seed cache: by resourceVersion, not read again while unchanged)."""
+    """Where the Secrets of a seed namespace are read from (the seed cache: by resourceVersion, not read again
+    while unchanged)."""
 
-    def tls_secrets(self, namespace: str) -> dict[str, dict[str, Any]]: ...
+    def labelled(self, namespace: str, label: str) -> dict[str, dict[str, Any]]: ...
 
     def remember(self, written: dict[str, Any]) -> None: ...
 
@@ -71,7 +72,7 @@ def ensure(seed: Kube, namespace: str, requests: list[ServerCertRequest], store:
            dry_run: bool = False) -> TLSMaterial:
     """The CA, the bundle and one server certificate per request, reusing what the Secrets hold. ``dry_run``:
     raise :class:`WouldWrite` instead of writing."""
-    existing = store.tls_secrets(namespace) if store is not None else {
+    existing = store.labelled(namespace, TLS_SECRET_LABEL) if store is not None else {
         s["metadata"]["name"]: s for s in seed.list("Secret", namespace, label_selector=TLS_SECRET_LABEL)}
     versions = {name: str(s["metadata"].get("resourceVersion", "")) for name, s in existing.items()}
 
@@ -129,7 +130,7 @@ def ensure(seed: Kube, namespace: str, requests: list[ServerCertRequest], store:
 
 
 def remove_all(seed: Kube, namespace: str, store: SecretStore | None = None, dry_run: bool = False) -> None:
-    existing = store.tls_secrets(namespace) if store is not None else {
+    existing = store.labelled(namespace, TLS_SECRET_LABEL) if store is not None else {
         s["metadata"]["name"]: s for s in seed.list("Secret", namespace, label_selector=TLS_SECRET_LABEL)}
     for name in existing:
         if dry_run:

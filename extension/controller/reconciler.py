@@ -1,5 +1,7 @@
 """The Extension controller: which operation the Gardener contract asks for, and the status it reports.
 
+Both extension types, ``registry-cache`` and ``registry-mirror``, each with its actuator.
+
 Framework-free: a watch of the Extensions (:mod:`extension.informer`) calls :meth:`Controller.observe` for every
 change; the Gardener contract decides whether that change is a reason to act (operation annotation, deletion,
 generation), so status-only updates and the echoes of the controller's own writes cost nothing and are never
@@ -31,16 +33,26 @@ from typing import Any
 from extension import metrics
 from extension.constants import (
     ERR_INFRA_DEPENDENCIES,
+    EXTENSION_NAME,
     EXTENSION_TYPE,
-    FINALIZER,
+    EXTENSION_TYPES,
     OPERATION_ANNOTATION,
     OPERATION_MIGRATE,
     OPERATION_RECONCILE,
     OPERATION_RESTORE,
     OPERATION_WAIT_FOR_STATE,
     State,
+    finalizer_for,
 )
-from extension.controller.actuator import PROVIDER_STATUS_DIGEST, Actuator, status_digest
+from extension.controller import conditions
+from extension.controller.actuator import (
+    PROVIDER_STATUS_DIGEST,
+    Actuator,
+    ExtensionActuator,
+    Outcome,
+    status_digest,
+)
+from extension.controller.upstreams import UpstreamChecks
 from extension.errors import ReconcileError
 from extension.informer import Informer, Key
 from extension.kube import ApiError, Kube, NotLeader, TransportError
@@ -72,6 +84,10 @@ def _last_operation(ext: dict[str, Any]) -> dict[str, Any]:
     return ((ext.get("status") or {}).get("lastOperation")) or {}
 
 
+def _finalizer(ext: dict[str, Any]) -> str:
+    return finalizer_for((ext.get("spec") or {}).get("type") or "")
+
+
 def decide(ext: dict[str, Any]) -> Op | None:
     """The operation an Extension asks for, in Gardener's order, or None when there is nothing to do."""
     meta = _meta(ext)
@@ -80,7 +96,7 @@ def decide(ext: dict[str, Any]) -> Op | None:
     if annotation == OPERATION_MIGRATE:
         return None if last.get("type") == Op.MIGRATE and last.get("state") == State.SUCCEEDED else Op.MIGRATE
     if meta.get("deletionTimestamp"):
-        return Op.DELETE if FINALIZER in (meta.get("finalizers") or []) else None
+        return Op.DELETE if _finalizer(ext) in (meta.get("finalizers") or []) else None
     if annotation == OPERATION_RESTORE:
         return Op.RESTORE
     if annotation == OPERATION_WAIT_FOR_STATE:
@@ -119,11 +135,12 @@ SKELETON_METADATA = ("namespace", "name", "uid", "resourceVersion", "generation"
 
 
 def skeleton(ext: dict[str, Any]) -> dict[str, Any] | None:
-    """What the controller keeps of an Extension of its type (None for other types): the metadata it reads or
+    """What the controller keeps of an Extension of its types (None for other types): the metadata it reads or
     patches, the spec, and of the status what the contract reads (lastOperation's type and state,
-    observedGeneration) and a digest of the providerStatus (to tell that it is the one written)."""
+    observedGeneration), the conditions it merges into, and a digest of the providerStatus (to tell that it is
+    the one written)."""
     spec = ext.get("spec") or {}
-    if spec.get("type") != EXTENSION_TYPE:
+    if spec.get("type") not in EXTENSION_TYPES:
         return None
     meta = _meta(ext)
     status = ext.get("status") or {}
@@ -131,8 +148,9 @@ def skeleton(ext: dict[str, Any]) -> dict[str, Any] | None:
     kept: dict[str, Any] = {}
     if last:
         kept["lastOperation"] = {k: last[k] for k in ("type", "state") if k in last}
-    if status.get("observedGeneration") is not None:
-        kept["observedGeneration"] = status["observedGeneration"]
+    for name in ("observedGeneration", "conditions"):
+        if status.get(name) is not None:
+            kept[name] = status[name]
     if status.get("providerStatus") is not None:  # compared, never read: its digest is enough
         kept[PROVIDER_STATUS_DIGEST] = status_digest(status["providerStatus"])
     return {"apiVersion": ext.get("apiVersion", "extensions.gardener.cloud/v1alpha1"), "kind": "Extension",
@@ -150,8 +168,13 @@ def checkable(ext: dict[str, Any]) -> bool:
 
 @dataclass
 class Controller:
+    """Drives the Extensions of the types its actuators are for: ``registry-cache`` always, ``registry-mirror``
+    when ``mirror`` is given."""
+
     seed: Kube
     actuator: Actuator
+    mirror: ExtensionActuator | None = None
+    upstreams: UpstreamChecks | None = None  # the credential checks of the caches (None: none)
     backoff: Backoff = field(default_factory=Backoff)
     on_deleted: Callable[[dict[str, Any]], None] | None = None  # an Extension is gone (the bridge finishes up)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
@@ -166,6 +189,22 @@ class Controller:
         self._checks: set[Key] = set()  # keys to look at even when no operation is asked for
         self._written: dict[Key, dict[str, Any]] = {}  # our last write, until its watch event comes
         self.actuator.on_change = self.check
+
+    @property
+    def actuators(self) -> dict[str, ExtensionActuator]:
+        out: dict[str, ExtensionActuator] = {self.actuator.extension_type: self.actuator}
+        if self.mirror is not None:
+            out[self.mirror.extension_type] = self.mirror
+        return out
+
+    def _needs_learning(self, ext: dict[str, Any]) -> bool:
+        """A registry-cache Extension in place that needs no reconcile and whose upstreams the checks do not know
+        yet (the controller started): learnt by a worker (reads only)."""
+        meta = _meta(ext)
+        return self.upstreams is not None and (ext.get("spec") or {}).get("type") == EXTENSION_TYPE \
+            and not meta.get("deletionTimestamp") and meta.get("namespace") not in self.upstreams.known() \
+            and _last_operation(ext).get("state") == State.SUCCEEDED \
+            and _last_operation(ext).get("type") != Op.MIGRATE
 
     def informers(self) -> list[Informer[Any]]:
         """Every watch the controller needs: the Extensions, and what the actuator reads."""
@@ -191,6 +230,9 @@ class Controller:
             # The echo of our own write (finalizer, annotation, status), not a change; but a deletion that came
             # in meanwhile may only be seen in it.
             return
+        if op is None and self._needs_learning(new):
+            self.queue.add(key)
+            return
         if op is None or (is_retry(new) and self.backoff.waiting(_key(new))):
             return
         self.queue.add(key)
@@ -213,6 +255,12 @@ class Controller:
                     _meta(ext).get("uid", ""), ()):
                 return written
         return ext
+
+    def _latest(self, key: Key) -> dict[str, Any] | None:
+        """The latest state: the watch's while it runs (no read), else read."""
+        if self.informer.synced.is_set():
+            return self.current(key)
+        return self.seed.get("Extension", key[1], key[0])
 
     # --- workers --------------------------------------------------------------------------------------
     def work(self, stop: threading.Event) -> None:
@@ -238,12 +286,14 @@ class Controller:
         op = decide(ext)
         if op is not None and is_retry(ext) and self.backoff.waiting(_key(ext)):
             return None
+        if op is None:
+            self._learn_upstreams(ext)
         if op is None and not (look and checkable(ext)):
             return None
         with self._lock_for(_meta(ext).get("uid", "")):
             ext = {**ext, "metadata": dict(_meta(ext))}  # the watch's record is never changed in place
             if op is None:
-                if self.actuator.in_sync(ext):
+                if self.actuators[ext["spec"]["type"]].in_sync(ext):
                     metrics.CHECKS.labels("in-sync").inc()
                     return None
                 metrics.CHECKS.labels("reconciled").inc()
@@ -255,7 +305,7 @@ class Controller:
     def handle(self, ext: dict[str, Any]) -> Op | None:
         """Act on one observed state of an Extension at once (without the queue); returns the operation carried
         out, if any."""
-        if (ext.get("spec") or {}).get("type") != EXTENSION_TYPE:
+        if (ext.get("spec") or {}).get("type") not in self.actuators:
             return None
         meta = _meta(ext)
         uid = meta.get("uid", "")
@@ -264,8 +314,11 @@ class Controller:
             if meta.get("resourceVersion") in self._own_versions.get(uid, ()) and not (
                     op == Op.DELETE and _last_operation(ext).get("type") != Op.DELETE):
                 return None
-            if op is None or (is_retry(ext) and self.backoff.waiting(_key(ext))):
-                return None  # nothing to do, or a failed operation whose backoff has not passed
+            if op is None:
+                self._learn_upstreams(ext)
+                return None
+            if is_retry(ext) and self.backoff.waiting(_key(ext)):
+                return None  # a failed operation whose backoff has not passed
             self._run(op, ext)
             return op
 
@@ -292,7 +345,7 @@ class Controller:
             log.warning("%s: cannot read the Extension to retry it: %s", key, exc.describe())
             self.backoff.failed(key)
             return None
-        op = decide(ext) if ext is not None else None
+        op = decide(ext) if ext is not None and (ext.get("spec") or {}).get("type") in self.actuators else None
         if ext is None or op is None:
             self.backoff.succeeded(key)
             return None
@@ -304,7 +357,8 @@ class Controller:
         """Look at every Extension of this type (Gardener's periodic resync): what is as delivered is left alone
         (nothing written), drift (an object deleted or changed by hand) is put back by a Reconcile; operations
         that are due anyway run as they are. Returns how many were queued."""
-        keys = [key for key, ext in self.informer.items() if checkable(ext) or decide(ext) is not None]
+        keys = [key for key, ext in self.informer.items() if (ext.get("spec") or {}).get("type") in self.actuators
+                and (checkable(ext) or decide(ext) is not None)]
         with self._guard:
             self._checks.update(keys)
         for key in keys:
@@ -320,7 +374,10 @@ class Controller:
             self._written.pop(key, None)
             self._checks.discard(key)
         self.backoff.succeeded(_key(ext))
-        self.actuator.forget(meta.get("namespace", ""))
+        metrics.forget_extension(meta.get("namespace", ""), meta.get("name", ""))
+        actuator = self.actuators.get((ext.get("spec") or {}).get("type") or "")
+        if actuator is not None:
+            actuator.forget(meta.get("namespace", ""))
         if self.on_deleted is not None:
             self.on_deleted(ext)
 
@@ -340,6 +397,7 @@ class Controller:
         meta = _meta(ext)
         ns, name = meta["namespace"], meta["name"]
         key = f"{ns}/{name}"
+        actuator = self.actuators[ext["spec"]["type"]]
         log.info("%s: %s started", key, op.value)
         started = time.monotonic()
         try:
@@ -347,19 +405,23 @@ class Controller:
                 self._prepare(ext, add_finalizer=True)
             elif op == Op.MIGRATE:
                 self._prepare(ext, add_finalizer=False)
-            self._processing(ext, op)
-            provider_status = None
+            self._processing(ext, op, actuator.what)
+            new_conditions = None
             if op == Op.DELETE:
-                self.actuator.delete(ext)
+                actuator.delete(ext)
+                outcome = Outcome(None, f"The {actuator.what} were removed from the shoot")
             elif op == Op.MIGRATE:
-                self.actuator.migrate(ext)
+                actuator.migrate(ext)
+                outcome = Outcome(None, f"Migrated: the {actuator.what} were left in the shoot")
             else:
-                status = self.actuator.restore(ext) if op == Op.RESTORE else self.actuator.reconcile(ext)
-                provider_status = status.to_wire() if status is not None else None
-            self._succeeded(ext, op, provider_status)
+                outcome = actuator.restore(ext) if op == Op.RESTORE else actuator.reconcile(ext)
+                if actuator is self.actuator and outcome.provider_status is not None:  # delivered, not hibernated
+                    new_conditions = self._upstream_conditions(ext)
+            self._succeeded(ext, op, outcome, new_conditions)
             if op in (Op.DELETE, Op.MIGRATE):
-                self._remove_finalizer(ns, name)
+                self._remove_finalizer(ns, name, _finalizer(ext))
             self.backoff.succeeded(key)
+            metrics.extension_state(ns, name, ext["spec"]["type"], error=False)
             metrics.OPERATIONS.labels(op.value, State.SUCCEEDED.value).inc()
             log.info("%s: %s succeeded in %.2fs", key, op.value, time.monotonic() - started)
         except NotLeader:
@@ -370,6 +432,7 @@ class Controller:
                 log.warning("%s: %s failed: %s", key, op.value, message)
             else:
                 log.exception("%s: %s failed", key, op.value)
+            metrics.extension_state(ns, name, ext["spec"]["type"], error=True)
             metrics.OPERATIONS.labels(op.value, State.ERROR.value).inc()
             self._errored(ns, name, op, ext, message, codes)
         finally:
@@ -377,20 +440,35 @@ class Controller:
 
     def _prepare(self, ext: dict[str, Any], add_finalizer: bool) -> None:
         """One patch: add the finalizer and remove a reconcile/restore/migrate annotation (Gardener removes
-        the annotation before it acts)."""
-        meta = _meta(ext)
-        patch: dict[str, Any] = {"metadata": {"resourceVersion": meta.get("resourceVersion")}}
-        finalizers = list(meta.get("finalizers") or [])
-        if add_finalizer and FINALIZER not in finalizers:
-            patch["metadata"]["finalizers"] = finalizers + [FINALIZER]
-        annotation = (meta.get("annotations") or {}).get(OPERATION_ANNOTATION)
-        if annotation in (OPERATION_RECONCILE, OPERATION_RESTORE) or \
-                (annotation == OPERATION_MIGRATE and not add_finalizer):
-            patch["metadata"]["annotations"] = {OPERATION_ANNOTATION: None}
-        if len(patch["metadata"]) > 1:
-            updated = self.seed.patch("Extension", meta["name"], patch, meta["namespace"])
+        the annotation before it acts). When the Extension changed since it was read (409: the bridge's
+        annotation, or this controller's own condition write, whose echo brings no new event), it is read
+        again and the patch made once more."""
+        for attempt in (1, 2):
+            meta = _meta(ext)
+            patch: dict[str, Any] = {"metadata": {"resourceVersion": meta.get("resourceVersion")}}
+            finalizers = list(meta.get("finalizers") or [])
+            finalizer = _finalizer(ext)
+            if add_finalizer and finalizer not in finalizers:
+                patch["metadata"]["finalizers"] = finalizers + [finalizer]
+            annotation = (meta.get("annotations") or {}).get(OPERATION_ANNOTATION)
+            if annotation in (OPERATION_RECONCILE, OPERATION_RESTORE) or \
+                    (annotation == OPERATION_MIGRATE and not add_finalizer):
+                patch["metadata"]["annotations"] = {OPERATION_ANNOTATION: None}
+            if len(patch["metadata"]) == 1:
+                return
+            try:
+                updated = self.seed.patch("Extension", meta["name"], patch, meta["namespace"])
+            except ApiError as exc:
+                fresh = self.seed.get("Extension", meta["name"], meta["namespace"]) \
+                    if exc.conflict and attempt == 1 else None
+                if fresh is None:
+                    raise
+                ext.clear()
+                ext.update(fresh)
+                continue
             self._remember(updated)
             ext["metadata"] = updated["metadata"]
+            return
 
     def _remember(self, written: dict[str, Any]) -> None:
         meta = written.get("metadata") or {}
@@ -410,29 +488,81 @@ class Controller:
         self._remember(written)
         return written
 
-    def _processing(self, ext: dict[str, Any], op: Op) -> None:
+    def _processing(self, ext: dict[str, Any], op: Op, what: str) -> None:
         meta = _meta(ext)
         self._status_patch(meta["namespace"], meta["name"], {"lastOperation": {
             "type": op.value, "state": State.PROCESSING.value, "progress": 1,
-            "description": f"{op.value} of the registry caches is running", "lastUpdateTime": now_rfc3339()}})
+            "description": f"{op.value} of the {what} is running", "lastUpdateTime": now_rfc3339()}})
 
-    def _succeeded(self, ext: dict[str, Any], op: Op, provider_status: dict[str, Any] | None) -> None:
+    def _learn_upstreams(self, ext: dict[str, Any]) -> None:
+        """A registry-cache Extension in place that needs no reconcile (the controller restarted): its upstreams
+        are checked periodically all the same."""
         meta = _meta(ext)
-        hibernated = op in (Op.CREATE, Op.RECONCILE, Op.RESTORE) and provider_status is None
-        description = {
-            Op.DELETE: "The registry caches were removed from the shoot",
-            Op.MIGRATE: "Migrated: the registry caches were left running in the shoot",
-        }.get(op, "The shoot is hibernated: the registry caches are left as they are" if hibernated
-              else "The registry caches are delivered")
+        if self.upstreams is None or (ext.get("spec") or {}).get("type") != EXTENSION_TYPE \
+                or meta.get("deletionTimestamp") or meta["namespace"] in self.upstreams.known() \
+                or _last_operation(ext).get("state") != State.SUCCEEDED \
+                or _last_operation(ext).get("type") == Op.MIGRATE:
+            return
+        try:
+            self.actuator.learn_upstreams(ext)
+        except Exception as exc:  # noqa: BLE001 - learnt at its next reconcile then
+            log.warning("%s: cannot tell which upstreams to check: %s", meta["namespace"], exc)
+
+    def _upstream_conditions(self, ext: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The conditions after checking this Extension's upstream credentials (bounded); None: not checked."""
+        if self.upstreams is None:
+            return None
+        try:
+            results = self.upstreams.run(_meta(ext)["namespace"])
+        except Exception:  # a check never fails a reconcile
+            log.exception("%s: the upstream credential check failed", _meta(ext).get("namespace"))
+            return None
+        if results is None:
+            return None
+        return conditions.merge((ext.get("status") or {}).get("conditions"), results, now_rfc3339())
+
+    def check_upstreams(self, namespace: str) -> bool:
+        """The periodic check of the upstream credentials of one namespace's registry-cache Extension (the
+        registry-mirror Extension has none); writes the conditions when they changed (not for a new
+        lastUpdateTime alone). True when it wrote them."""
+        if self.upstreams is None:
+            return False
+        key = (namespace, EXTENSION_NAME)
+        ext = self._latest(key)
+        if ext is None or _meta(ext).get("deletionTimestamp") or (ext.get("spec") or {}).get("type") != EXTENSION_TYPE:
+            self.upstreams.forget(namespace)
+            return False
+        with self._lock_for(_meta(ext).get("uid", "")):
+            results = self.upstreams.run(namespace)
+            if results is None:
+                return False
+            current = self._latest(key) or ext
+            existing = (current.get("status") or {}).get("conditions")
+            new = conditions.merge(existing, results, now_rfc3339())
+            if conditions.same_state(existing, new):
+                return False
+            try:
+                self._status_patch(namespace, EXTENSION_NAME, {"conditions": new})
+            except ApiError as exc:
+                log.warning("%s: could not write the upstream conditions: %s", namespace, exc)
+                return False
+            return True
+
+    def _succeeded(self, ext: dict[str, Any], op: Op, outcome: Outcome,
+                   new_conditions: list[dict[str, Any]] | None = None) -> None:
+        meta = _meta(ext)
+        provider_status = outcome.provider_status
         status: dict[str, Any] = {
             "lastOperation": {"type": op.value, "state": State.SUCCEEDED.value, "progress": 100,
-                              "description": description, "lastUpdateTime": now_rfc3339()},
+                              "description": outcome.description, "lastUpdateTime": now_rfc3339()},
             "lastError": None,
             "observedGeneration": meta.get("generation"),
         }
         if provider_status is not None:
             # a merge patch merges maps: clear what the new status no longer has
             status["providerStatus"] = {"caSecretName": None, **provider_status}
+        if new_conditions is not None:
+            status["conditions"] = new_conditions
         try:
             self._status_patch(meta["namespace"], meta["name"], status)
         except ApiError as exc:
@@ -459,11 +589,11 @@ class Controller:
             log.warning("%s: could not write the error status (retrying in %.0fs): %s", key, delay,
                         exc.describe() if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}")
 
-    def _remove_finalizer(self, ns: str, name: str) -> None:
+    def _remove_finalizer(self, ns: str, name: str, finalizer: str) -> None:
         current = self.seed.get("Extension", name, ns)
         if current is None:
             return
-        finalizers = [f for f in (current["metadata"].get("finalizers") or []) if f != FINALIZER]
+        finalizers = [f for f in (current["metadata"].get("finalizers") or []) if f != finalizer]
         try:
             self._remember(self.seed.patch("Extension", name, {"metadata": {
                 "finalizers": finalizers, "resourceVersion": current["metadata"]["resourceVersion"]}}, ns))

@@ -1,9 +1,10 @@
 """What the controller reads in the seed besides Extensions: Clusters and Secrets, read again only when changed.
 
 Two metadata-only watches (Clusters; Secrets, keeping only those this controller reads: the ``ref-`` copies,
-its TLS Secrets, the shoot kubeconfig Secrets of ``--gardener``) tell which resourceVersion each object has
-now. What was read (a GET) or written is kept by resourceVersion, in the small shape the actuator uses (of a
-Cluster only the Shoot's name, hibernation and ``spec.resources``; of a Secret its data), and served from
+its TLS and node credentials Secrets, the shoot kubeconfig Secrets of ``--gardener``) tell which
+resourceVersion each object has now. What was read (a GET) or written is kept by resourceVersion, in the small
+shape the actuators use (of a Cluster only the Shoot's name, hibernation, resources, purpose and VPA wish; of a
+Secret its data), and served from
 memory while the watch reports the same version. A change reported by the watch calls ``on_change`` with the
 namespace, so the controller looks at that namespace's Extension again (a read raced ahead of a watch event is
 put right that way). Everything of a namespace is dropped with :meth:`forget`, and an object's entry when the
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from extension.constants import REFERENCED_RESOURCE_PREFIX, TLS_SECRET_LABEL
+from extension.constants import NODE_AUTH_SECRET_LABEL, REFERENCED_RESOURCE_PREFIX, TLS_SECRET_LABEL
 from extension.informer import Informer, Key
 from extension.kube import Kube
 
@@ -26,13 +27,17 @@ Versions = dict[tuple[str, str, str], str]  # (kind, namespace, name) -> resourc
 
 
 def cluster_projection(cluster: dict[str, Any]) -> dict[str, Any]:
-    """What the actuator uses of a Cluster: the Shoot's name and namespace, hibernation and resources."""
+    """What the actuators use of a Cluster: the Shoot's name and namespace, hibernation, resources, purpose and
+    whether it wants VPA."""
     shoot = ((cluster.get("spec") or {}).get("shoot"))
     if not isinstance(shoot, dict):
         return {"shoot": None}
     meta, spec = shoot.get("metadata") or {}, shoot.get("spec") or {}
-    return {"shoot": {"metadata": {k: meta[k] for k in ("name", "namespace") if k in meta},
-                      "spec": {k: spec[k] for k in ("hibernation", "resources") if k in spec}}}
+    kept = {k: spec[k] for k in ("hibernation", "resources", "purpose") if k in spec}
+    kubernetes = spec.get("kubernetes")
+    if isinstance(kubernetes, dict) and "verticalPodAutoscaler" in kubernetes:
+        kept["kubernetes"] = {"verticalPodAutoscaler": kubernetes["verticalPodAutoscaler"]}
+    return {"shoot": {"metadata": {k: meta[k] for k in ("name", "namespace") if k in meta}, "spec": kept}}
 
 
 class SeedCache:
@@ -42,7 +47,8 @@ class SeedCache:
         self.on_change = on_change
         self._kubeconfig_secrets = frozenset(kubeconfig_secrets)
         self._content: dict[tuple[str, str, str], tuple[str, Any]] = {}
-        self._tls: dict[str, set[str]] = {}  # namespace -> names of its TLS Secrets (from the watch)
+        # label -> namespace -> names of the Secrets with that label (its TLS and node credentials Secrets)
+        self._labelled: dict[str, dict[str, set[str]]] = {TLS_SECRET_LABEL: {}, NODE_AUTH_SECRET_LABEL: {}}
         self._lock = threading.Lock()
         self.clusters: Informer[bool] | None = None
         self.secrets: Informer[str] | None = None
@@ -58,12 +64,13 @@ class SeedCache:
         return [self.clusters, self.secrets]
 
     def _secret_record(self, obj: dict[str, Any]) -> str | None:
-        """Kept: the Secrets this controller reads ("ref", "kubeconfig") and its TLS Secrets (their role)."""
+        """Kept: the Secrets this controller reads ("ref", "kubeconfig") and its own (the label they carry)."""
         meta = obj.get("metadata") or {}
         name = meta.get("name") or ""
-        role = (meta.get("labels") or {}).get(TLS_SECRET_LABEL)
-        if role:
-            return str(role)
+        labels = meta.get("labels") or {}
+        for label in self._labelled:
+            if labels.get(label):
+                return label
         if name.startswith(REFERENCED_RESOURCE_PREFIX):
             return "ref"
         return "kubeconfig" if name in self._kubeconfig_secrets else None
@@ -77,14 +84,10 @@ class SeedCache:
     def _secret_changed(self, key: Key, old: str | None, new: str | None) -> None:
         namespace, name = key
         with self._lock:
-            if new is not None and new in ("ca", "bundle", "server"):
-                self._tls.setdefault(namespace, set()).add(name)
-            else:
-                names = self._tls.get(namespace)
-                if names is not None:
-                    names.discard(name)
-                    if not names:
-                        del self._tls[namespace]
+            if old in self._labelled and old != new:
+                self._unindex(old, namespace, name)
+            if new in self._labelled:
+                self._labelled[new].setdefault(namespace, set()).add(name)
         if new is None:
             self._drop(("Secret", namespace, name))
         if self.on_change is not None:
@@ -136,14 +139,21 @@ class SeedCache:
         """(resourceVersion, the Secret as read) of a Secret the controller reads."""
         return self._read("Secret", namespace, name, _secret_shape)
 
-    def tls_secrets(self, namespace: str) -> dict[str, dict[str, Any]]:
-        """The TLS Secrets of ``namespace`` (name -> Secret with data and resourceVersion)."""
+    def _unindex(self, label: str, namespace: str, name: str) -> None:
+        names = self._labelled[label].get(namespace)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self._labelled[label][namespace]
+
+    def labelled(self, namespace: str, label: str) -> dict[str, dict[str, Any]]:
+        """The Secrets of ``namespace`` with ``label`` (the TLS or node credentials label; name -> Secret with
+        data and resourceVersion)."""
         informer = self._watched("Secret")
         if informer is None:
-            return {s["metadata"]["name"]: s for s in self.seed.list("Secret", namespace,
-                                                                      label_selector=TLS_SECRET_LABEL)}
+            return {s["metadata"]["name"]: s for s in self.seed.list("Secret", namespace, label_selector=label)}
         with self._lock:
-            names = sorted(self._tls.get(namespace, ()))
+            names = sorted(self._labelled[label].get(namespace, ()))
         out = {}
         for name in names:
             entry = self.secret(namespace, name)
@@ -159,18 +169,16 @@ class SeedCache:
         with self._lock:
             self._content[("Secret", namespace, name)] = (str(meta.get("resourceVersion") or ""),
                                                           _secret_shape(written))
-            if (meta.get("labels") or {}).get(TLS_SECRET_LABEL):
-                self._tls.setdefault(namespace, set()).add(name)
+            for label, by_namespace in self._labelled.items():
+                if (meta.get("labels") or {}).get(label):
+                    by_namespace.setdefault(namespace, set()).add(name)
 
     def removed(self, namespace: str, name: str) -> None:
         """A Secret the controller deleted."""
         with self._lock:
             self._content.pop(("Secret", namespace, name), None)
-            names = self._tls.get(namespace)
-            if names is not None:
-                names.discard(name)
-                if not names:
-                    del self._tls[namespace]
+            for label in self._labelled:
+                self._unindex(label, namespace, name)
 
     def forget(self, namespace: str) -> None:
         with self._lock:

@@ -23,6 +23,7 @@ from api.shoot import project_of_namespace, technical_namespace
 from api.v1alpha3 import RegistryStatus
 from extension.component.containerd import hosts_toml_for_status
 from extension.constants import (
+    DEFAULT_DIAL_TIMEOUT,
     EXTENSION_NAME,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -71,7 +72,9 @@ def run(workdir: Path | None, manifests: list[Path], wait: bool, timeout: float 
             webhook_port = probe.getsockname()[1]
         operator = subprocess.Popen(
             [sys.executable, "-m", "extension.cli", "run", "--kubeconfig", str(cp.kubeconfig), "--standalone",
-             "--webhooks", "--webhook-address", "127.0.0.1", "--webhook-port", str(webhook_port)],
+             "--webhooks", "--webhook-address", "127.0.0.1", "--webhook-port", str(webhook_port),
+             # the example's quay.io credentials are made up, and local-up contacts nothing beyond this machine
+             "--no-upstream-check"],
             stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         _say(f"  controller running (pid {operator.pid}), log: {log_path}")
 
@@ -197,7 +200,9 @@ def _show(kube: Kube, namespace: str, ext: dict | None) -> int:
                      f"{ann.get('scheme')}://{s['spec']['clusterIP']}:5000 -> {ann.get('remote-url')}"])
     _say(_table(rows))
     _say("(no kubelet here: the StatefulSets stay at 0 ready pods; in kind or a real shoot they run)")
-    for upstream, text in hosts_toml_for_status(RegistryStatus.model_validate(provider)).items():
+    # as the node agent writes it (the controller's default dial_timeout)
+    for upstream, text in hosts_toml_for_status(RegistryStatus.model_validate(provider),
+                                                dial_timeout=DEFAULT_DIAL_TIMEOUT).items():
         _say()
         _say(f"/etc/containerd/certs.d/{upstream}/hosts.toml:")
         _say("\n".join(f"  {line}" if line else "" for line in text.rstrip().splitlines()))

@@ -17,6 +17,12 @@ and brings ``ROOT`` (default ``/etc/containerd/certs.d``) in line:
   trusting the published CA bundle; any HTTP response counts, as with gardener-node-agent). Until then an
   older file of ours stays as it is: containerd falls back to the upstream when the cache is away anyway.
 - ``ROOT/ca-bundle.pem`` while any host is https.
+- a cache host's ``dialTimeout`` as containerd's ``dial_timeout``; a cache host that names a key of the Secret
+  ``registry-cache-node-auth`` (``run --node-auth``) gets that key's ``Authorization`` header, and its
+  ``hosts.toml`` is written readable by root only (0600). Mirror hosts carry neither.
+- a private mirror's CA bundle where the entry's ``caCerts`` names it (``files.yaml`` of the ConfigMap:
+  ``ROOT/<dir>/<host>-ca-bundle.pem``, the directory of the upstream with ``:`` as ``-``, as Gardener names it),
+  written before the ``hosts.toml`` that names it, removed with it.
 - Directories it creates carry a marker file (:data:`MARKER`). A directory without it is not ours: never
   written, never removed (a user's own ``docker.io/hosts.toml`` stays as it is, and the log says so).
   The directory of an upstream that is no longer published is removed only when it carries the marker.
@@ -31,6 +37,7 @@ which caches answer; :class:`NodeAgent` does the I/O. ``registry-cache node-agen
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import http.client
 import logging
@@ -45,7 +52,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from extension.constants import CA_BUNDLE_FILE, CERTS_DIR, NODE_CONFIG_LABEL, SHOOT_NAMESPACE
+from extension.constants import (
+    CA_BUNDLE_FILE,
+    CERTS_DIR,
+    MIRROR_CA_BUNDLE_SUFFIX,
+    NODE_AUTH_SHOOT_SECRET,
+    NODE_CONFIG_LABEL,
+    SHOOT_NAMESPACE,
+)
 from extension.nodeagent.plan import (
     CA_MARKER,
     HOSTS_FILE,
@@ -96,6 +110,17 @@ def probe(url: str, ca_bundle: str | None = None, timeout: float = PROBE_TIMEOUT
         return False
 
 
+def secret_strings(secret: Mapping[str, Any] | None) -> dict[str, str]:
+    """A Secret's data, decoded (keys whose value is not UTF-8 are left out); {} for no Secret."""
+    out = {}
+    for key, value in ((secret or {}).get("data") or {}).items():
+        try:
+            out[key] = base64.b64decode(value).decode()
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return out
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
@@ -118,7 +143,15 @@ def observe(root: Path) -> Observed:
         elif child.is_dir(follow_symlinks=False):
             directory = Path(child.path)
             managed = (directory / MARKER).is_file() and not (directory / MARKER).is_symlink()
-            out.dirs[child.name] = DirState(managed, _read(directory / HOSTS_FILE) if managed else None)
+            files: dict[str, str] = {}
+            if managed:
+                try:
+                    for f in sorted(directory.iterdir()):
+                        if f.name.endswith(MIRROR_CA_BUNDLE_SUFFIX) and f.is_file() and not f.is_symlink():
+                            files[f.name] = _read(f) or ""
+                except OSError as exc:  # one directory that cannot be listed never stops the others
+                    log.warning("cannot list %s: %s", directory, exc)
+            out.dirs[child.name] = DirState(managed, _read(directory / HOSTS_FILE) if managed else None, files)
         elif child.name != CA_MARKER:
             out.dirs[child.name] = DirState(False, None)  # a file or a link is never ours
     out.ca_bundle_managed = (root / CA_MARKER).is_file()
@@ -172,6 +205,7 @@ class SyncResult:
 
 
 ConfigMapLister = Callable[[], list[dict[str, Any]]]
+NodeAuthReader = Callable[[], Mapping[str, str]]  # the node-auth Secret's data, decoded; {} when it is not there
 Prober = Callable[[str, str | None], bool]
 
 
@@ -179,8 +213,10 @@ class NodeAgent:
     """Brings ROOT in line with the ConfigMaps; :meth:`sync` once, :meth:`run` until stopped."""
 
     def __init__(self, list_configmaps: ConfigMapLister, root: str | Path, ca_path: str | None = None,
-                 prober: Prober | None = None, probe_timeout: float = PROBE_TIMEOUT_SECONDS):
+                 prober: Prober | None = None, probe_timeout: float = PROBE_TIMEOUT_SECONDS,
+                 read_node_auth: NodeAuthReader | None = None):
         self.list_configmaps = list_configmaps
+        self.read_node_auth = read_node_auth or (lambda: {})
         self.root = Path(root).absolute()  # hosts.toml names the CA bundle by an absolute path
         self.ca_path = ca_path or str(self.root / CA_BUNDLE_FILE)
         self.prober = prober or (lambda url, ca: probe(url, ca, probe_timeout))
@@ -188,7 +224,10 @@ class NodeAgent:
 
     @classmethod
     def for_kube(cls, kube: Any, namespace: str, root: str | Path, **kw: Any) -> NodeAgent:
-        return cls(lambda: kube.list("ConfigMap", namespace, label_selector=f"{NODE_CONFIG_LABEL}=true"), root, **kw)
+        """Reads the ConfigMaps (LIST by label) and, only when an entry needs it, the one node-auth Secret
+        (GET by name: all the agent may read of Secrets)."""
+        return cls(lambda: kube.list("ConfigMap", namespace, label_selector=f"{NODE_CONFIG_LABEL}=true"), root,
+                   read_node_auth=lambda: secret_strings(kube.get("Secret", NODE_AUTH_SHOOT_SECRET, namespace)), **kw)
 
     # --- one pass ------------------------------------------------------------------------------------
     def sync(self) -> SyncResult:
@@ -201,6 +240,12 @@ class NodeAgent:
             self._said |= said  # what was said before still holds: not repeated once the API server is back
             return SyncResult(False, error=str(exc))
         desired = desired_state(configmaps, self.ca_path)
+        if desired.node_auth_wanted:
+            try:
+                desired = desired_state(configmaps, self.ca_path, self.read_node_auth())
+            except Exception as exc:  # noqa: BLE001 - its entries wait; the others are written
+                self._say(said, logging.WARNING, f"cannot read Secret {NODE_AUTH_SHOOT_SECRET}: "
+                                                 f"{type(exc).__name__}: {getattr(exc, 'status', '')}")
         for problem in desired.problems:
             self._say(said, logging.WARNING, problem)
         try:
@@ -257,16 +302,37 @@ class NodeAgent:
                 log.info("wrote %s", self.root / CA_BUNDLE_FILE)
             except OSError as exc:
                 failures.append(f"cannot write {self.root / CA_BUNDLE_FILE}: {exc}")
-        for upstream, text in sorted(todo.write.items()):
-            directory = self.root / upstream
+        unwritten: list[str] = []  # CA files that could not be written: a hosts.toml naming one is not written
+        for place, text in sorted(todo.write_files.items()):  # before a hosts.toml names them
+            name, file = place.split("/", 1)
             try:
-                directory.mkdir(exist_ok=True)
-                if not (directory / MARKER).is_file():  # a new directory: marked before anything is in it
-                    write_atomic(directory / MARKER, _marker_text(upstream))
-                write_atomic(directory / HOSTS_FILE, text)
-                log.info("%s: wrote %s", upstream, directory / HOSTS_FILE)
+                write_atomic(self._own_dir(name) / file, text)
+                log.info("%s: wrote %s", name, self.root / place)
             except OSError as exc:
-                failures.append(f"{upstream}: cannot write {directory / HOSTS_FILE}: {exc}")
+                unwritten.append(place)
+                failures.append(f"{name}: cannot write {self.root / place}: {exc}")
+        for upstream, text in sorted(todo.write.items()):
+            missing = [place for place in unwritten if f"/{place}\"" in text]  # its caCerts (TOML strings)
+            if missing:  # containerd refuses a hosts.toml whose CA file is missing: the old one stays
+                failures.append(f"{upstream}: {HOSTS_FILE} not written: it names {self.root / missing[0]}, which "
+                                "could not be written")
+                continue
+            try:
+                directory = self._own_dir(upstream)
+                private = upstream in todo.private
+                write_atomic(directory / HOSTS_FILE, text, mode=0o600 if private else 0o644)
+                log.info("%s: wrote %s%s", upstream, directory / HOSTS_FILE,
+                         " (with the cache's credentials, readable by root only)" if private else "")
+            except OSError as exc:
+                failures.append(f"{upstream}: cannot write {self.root / upstream / HOSTS_FILE}: {exc}")
+        for place in todo.remove_files:
+            try:
+                (self.root / place).unlink()
+                log.info("removed %s (no longer published)", self.root / place)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                failures.append(f"cannot remove {self.root / place}: {exc}")
         for upstream in todo.remove:
             try:
                 self._remove(self.root / upstream)
@@ -283,10 +349,18 @@ class NodeAgent:
             log.info("removed %s: no https cache is left", self.root / CA_BUNDLE_FILE)
         return failures
 
+    def _own_dir(self, name: str) -> Path:
+        directory = self.root / name
+        directory.mkdir(exist_ok=True)
+        if not (directory / MARKER).is_file():  # a new directory: marked before anything is in it
+            write_atomic(directory / MARKER, _marker_text(name))
+        return directory
+
     def _remove(self, directory: Path) -> None:
-        """Our two files, then the directory if nothing else is in it (hosts.toml first: a crash in between
-        leaves the marker, so the next sync finishes the job)."""
-        for name in (HOSTS_FILE, MARKER):
+        """Our files, then the directory if nothing else is in it (the marker last: a crash in between leaves
+        it, so the next sync finishes the job)."""
+        ours = [f.name for f in directory.glob(f"*{MIRROR_CA_BUNDLE_SUFFIX}") if f.is_file() and not f.is_symlink()]
+        for name in (HOSTS_FILE, *ours, MARKER):
             try:
                 (directory / name).unlink()
             except FileNotFoundError:

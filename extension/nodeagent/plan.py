@@ -1,12 +1,18 @@
 """The node agent's pure part: from the published ConfigMaps and what is on disk to what to write.
 
 :func:`desired_state` reads the ConfigMaps (every problem is reported and skipped, never fatal: one bad entry
-never keeps the others from being written), :func:`plan` compares with what :class:`Observed` found in ROOT
-and which caches answer. No I/O; :mod:`.agent` does it.
+never keeps the others from being written): the registry entries of caches and mirrors (one ``hosts.toml`` per
+upstream, a ``[host]`` per cache or mirror), the caches' CA bundle and the files of ``files.yaml`` (a private
+mirror's CA bundle, at ``/etc/containerd/certs.d/<dir>/<host>-ca-bundle.pem`` as Gardener names it);
+:func:`plan` compares with what :class:`Observed` found in ROOT and which caches answer. No I/O; :mod:`.agent`
+does it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,8 +24,19 @@ import yaml
 from api import yamldoc
 from api.field import brief
 from api.urls import host_port_errors
-from extension.component.containerd import hosts_toml_for_entry
-from extension.constants import CA_BUNDLE_FILE, CA_BUNDLE_PATH, NODE_CONFIG_CA_BUNDLE_KEY, NODE_CONFIG_REGISTRIES_KEY
+from extension.component.containerd import dial_timeout, hosts_toml_for_entry
+from extension.constants import (
+    CA_BUNDLE_FILE,
+    CA_BUNDLE_PATH,
+    CERTS_DIR,
+    HOST_DIAL_TIMEOUT_FIELD,
+    HOST_NODE_AUTH_FIELD,
+    MIRROR_CA_BUNDLE_SUFFIX,
+    NODE_AUTH_SHOOT_SECRET,
+    NODE_CONFIG_CA_BUNDLE_KEY,
+    NODE_CONFIG_FILES_KEY,
+    NODE_CONFIG_REGISTRIES_KEY,
+)
 
 HOSTS_FILE = "hosts.toml"
 MARKER = ".registry-cache-managed"
@@ -28,7 +45,11 @@ CA_MARKER = ".registry-cache-managed-ca-bundle"
 PROBE_PATH = "/v2/"
 
 SHOWN = 100  # how much of a bad value a problem quotes
+_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+_HEADER_VALUE_RE = re.compile(r"^[\x21-\x7e][\x20-\x7e]*$")  # one line of printable ASCII
 _PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
+# A file this agent writes next to a hosts.toml: a mirror's CA bundle, a plain name.
+_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -60,12 +81,17 @@ class Desired:
     """What the ConfigMaps ask for."""
 
     entries: dict[str, Entry] = field(default_factory=dict)  # by upstream
-    hosts_toml: dict[str, str] = field(default_factory=dict)  # by upstream
+    hosts_toml: dict[str, str] = field(default_factory=dict, repr=False)  # by upstream (may hold credentials)
+    files: dict[str, str] = field(default_factory=dict)  # "<dir>/<name>" below ROOT -> content
     ca_bundle: str | None = None  # every published CA certificate, deduplicated; None when there is none
     # Upstreams named by an entry that could not be used: their directories are kept as they are.
     keep: set[str] = field(default_factory=set)
     # False when a whole ConfigMap could not be read: nothing is removed then (its upstreams are unknown).
     complete: bool = True
+    # Keys of the node-auth Secret the entries name (caches only nodes can read), and the upstreams whose
+    # hosts.toml carries credentials (written readable by root only).
+    node_auth_wanted: set[str] = field(default_factory=set)
+    private: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
 
 
@@ -115,26 +141,82 @@ def _entry_problem(raw: Any) -> str | None:
         ca = host.get("caCerts")
         if ca is not None and (not isinstance(ca, list) or not all(isinstance(c, str) and c for c in ca)):
             return f"host {brief(host.get('url'), SHOWN)}: caCerts is not a list of paths"
+        capabilities = host.get("capabilities")
+        if capabilities is not None and (not isinstance(capabilities, list)
+                                         or not all(c in ("pull", "resolve") for c in capabilities)):
+            return f"host {brief(host.get('url'), SHOWN)}: capabilities is not a list of pull and resolve"
+        if not isinstance(host.get("overridePath", False), bool):
+            return f"host {brief(host.get('url'), SHOWN)}: overridePath is not a boolean"
+        timeout = host.get(HOST_DIAL_TIMEOUT_FIELD)
+        if timeout is not None:
+            try:
+                if not isinstance(timeout, str):
+                    raise ValueError(f"{HOST_DIAL_TIMEOUT_FIELD} is not a string")
+                dial_timeout(timeout)
+            except ValueError as exc:
+                return f"host {brief(host.get('url'), SHOWN)}: {str(exc)[:2 * SHOWN]}"
+        key = host.get(HOST_NODE_AUTH_FIELD)
+        if key is not None and (not isinstance(key, str) or not _KEY_RE.match(key)):
+            return f"host {brief(host.get('url'), SHOWN)}: {HOST_NODE_AUTH_FIELD} is not a Secret key"
     if not isinstance(raw.get("readinessProbe", False), bool):
         return "readinessProbe is not a boolean"
     return None
 
 
 def _with_ca_path(host: Mapping[str, Any], ca_path: str) -> dict[str, Any]:
-    """The controller names the bundle at containerd's default place; point it at where ours is."""
+    """The controller names the CA files at containerd's default place (``/etc/containerd/certs.d``); point
+    them at where this agent writes them: the bundle at ``ca_path``, a mirror's CA beside it (in the directory
+    containerd sees ROOT as)."""
     out = dict(host)
     if host.get("caCerts"):
-        out["caCerts"] = [ca_path if c == CA_BUNDLE_PATH else c for c in host["caCerts"]]
+        root = posixpath.dirname(ca_path)
+        out["caCerts"] = [ca_path if c == CA_BUNDLE_PATH else
+                          root + c[len(CERTS_DIR):] if isinstance(c, str) and c.startswith(CERTS_DIR + "/") else c
+                          for c in host["caCerts"]]
     return out
+
+
+def file_place(path: Any) -> str | None:
+    """``<dir>/<name>`` below ROOT of a published file at ``/etc/containerd/certs.d/<dir>/<name>``: a directory
+    named like a registry host and a plain CA bundle name; None for anything else (never outside ROOT)."""
+    if not isinstance(path, str) or not path.startswith(CERTS_DIR + "/"):
+        return None
+    parts = path[len(CERTS_DIR) + 1:].split("/")
+    if len(parts) != 2 or not valid_upstream(parts[0]) or not _FILE_NAME_RE.match(parts[1]) \
+            or not parts[1].endswith(MIRROR_CA_BUNDLE_SUFFIX) or ".." in parts[1]:
+        return None
+    return f"{parts[0]}/{parts[1]}"
+
+
+def _file_problem(raw: Any) -> tuple[str | None, str | None, str | None]:
+    """(place, content, problem) of one published file."""
+    if not isinstance(raw, dict):
+        return None, None, "a file is not a mapping"
+    place = file_place(raw.get("path"))
+    if place is None:
+        return None, None, f"path {brief(raw.get('path'), SHOWN)} is not a CA bundle file below {CERTS_DIR}/<registry>/"
+    inline = ((raw.get("content") or {}).get("inline") or {}) if isinstance(raw.get("content"), dict) else {}
+    if not isinstance(inline, dict) or inline.get("encoding") != "b64" or not isinstance(inline.get("data"), str):
+        return place, None, f"{raw['path']}: content is not inline base64"
+    try:
+        text = base64.b64decode(inline["data"], validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return place, None, f"{raw['path']}: content is not base64 of UTF-8 text"
+    if not ca_certificates(text):
+        return place, None, f"{raw['path']}: holds no PEM certificate"
+    return place, text, None
 
 
 def ca_certificates(text: str) -> list[str]:
     return [m.group(0) for m in _PEM_RE.finditer(text)]
 
 
-def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUNDLE_PATH) -> Desired:
+def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUNDLE_PATH,
+                  node_auth: Mapping[str, str] | None = None) -> Desired:
     """The entries, files and CA bundle the ConfigMaps ask for; ``ca_path`` is where containerd finds the
-    bundle this agent writes (``ROOT/ca-bundle.pem`` as containerd sees ROOT)."""
+    bundle this agent writes (``ROOT/ca-bundle.pem`` as containerd sees ROOT). ``node_auth`` is the node-auth
+    Secret's data (key -> Authorization header); an entry whose key is not in it is not written (its cache
+    would refuse containerd) and what is on disk for it stays."""
     out = Desired()
     certs: list[str] = []
     for cm in sorted(configmaps, key=_order):
@@ -172,9 +254,19 @@ def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUN
                 continue
             entry = Entry(upstream, raw["server"], tuple(_with_ca_path(h, ca_path) for h in raw["hosts"]),
                           bool(raw.get("readinessProbe", False)), source)
+            headers, missing = _node_auth_headers(entry, node_auth, out)
+            if missing is not None:
+                out.problems.append(f"upstream {upstream}: its cache only serves nodes, and {missing}; hosts.toml "
+                                    "waits for it")
+                out.keep.add(upstream)
+                continue
+            if headers:
+                out.private.add(upstream)
             out.entries[upstream] = entry
             out.hosts_toml[upstream] = hosts_toml_for_entry(
-                {"upstream": upstream, "server": entry.server, "hosts": list(entry.hosts)})
+                {"upstream": upstream, "server": entry.server, "hosts": list(entry.hosts)}, headers)
+        if not _read_files(data.get(NODE_CONFIG_FILES_KEY), source, out):
+            continue
         bundle = data.get(NODE_CONFIG_CA_BUNDLE_KEY)
         if bundle:
             found = ca_certificates(bundle)
@@ -185,6 +277,60 @@ def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUN
     return out
 
 
+def _node_auth_headers(entry: Entry, node_auth: Mapping[str, str] | None,
+                       out: Desired) -> tuple[dict[str, dict[str, str]], str | None]:
+    """Per host URL the Authorization header of the hosts that name a key of the node-auth Secret (a cache only
+    nodes can read; a mirror's hosts name none), and what is missing when one cannot be had."""
+    headers: dict[str, dict[str, str]] = {}
+    for host in entry.hosts:
+        key = host.get(HOST_NODE_AUTH_FIELD)
+        if key is None:
+            continue
+        out.node_auth_wanted.add(key)
+        header = (node_auth or {}).get(key)
+        if header is None or not _HEADER_VALUE_RE.match(header):
+            what = "is not there (yet)" if header is None else "is not a header value"
+            return {}, f"key {key} of Secret {NODE_AUTH_SHOOT_SECRET} {what}"
+        headers[host["url"]] = {"Authorization": header}
+    return headers, None
+
+
+def _read_files(text: Any, source: str, out: Desired) -> bool:
+    """The files of one ConfigMap's ``files.yaml`` into ``out``; False when the key cannot be read at all."""
+    if not text:
+        return True
+    try:
+        doc = yamldoc.load(text) or {}
+    except yaml.YAMLError as exc:
+        out.complete = False
+        out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_FILES_KEY} is not YAML ({exc.__class__.__name__}); "
+                            "nothing is removed until it is fixed")
+        return False
+    except yamldoc.YAMLLimitError as exc:
+        out.complete = False
+        out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_FILES_KEY} cannot be used: it is {exc}; nothing is "
+                            "removed until it is fixed")
+        return False
+    files = doc.get("files") if isinstance(doc, dict) else None
+    if not isinstance(files, list):
+        out.complete = False
+        out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_FILES_KEY} has no list 'files'; nothing is removed "
+                            "until it is fixed")
+        return False
+    for i, raw in enumerate(files):
+        place, content, problem = _file_problem(raw)
+        if problem is not None or place is None or content is None:
+            out.problems.append(f"ConfigMap {source}: files[{i}]: {problem}; file skipped")
+            if place is not None:
+                out.keep.add(place.split("/", 1)[0])
+            continue
+        if place in out.files and out.files[place] != content:
+            out.problems.append(f"{place} is published twice with different content: keeping the first")
+            continue
+        out.files[place] = content
+    return True
+
+
 # --------------------------------------------------------------------------------------------------
 # pure: from what is wanted and what is on disk to what to do
 
@@ -192,7 +338,8 @@ def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUN
 @dataclass(frozen=True)
 class DirState:
     managed: bool  # carries the marker
-    hosts_toml: str | None  # its hosts.toml, if any (read only for managed directories)
+    hosts_toml: str | None = field(repr=False)  # its hosts.toml, if any (read only for managed directories)
+    files: Mapping[str, str] = field(default_factory=dict)  # its CA bundle files by name (managed ones only)
 
 
 @dataclass
@@ -204,7 +351,10 @@ class Observed:
 
 @dataclass
 class Plan:
-    write: dict[str, str] = field(default_factory=dict)  # upstream -> hosts.toml to write
+    write: dict[str, str] = field(default_factory=dict, repr=False)  # upstream -> hosts.toml to write
+    private: set[str] = field(default_factory=set)  # of those, the ones with credentials: root only (0600)
+    write_files: dict[str, str] = field(default_factory=dict)  # "<dir>/<name>" -> content, before the hosts.toml
+    remove_files: list[str] = field(default_factory=list)  # "<dir>/<name>" of ours no longer published
     remove: list[str] = field(default_factory=list)  # upstreams whose (managed) directory goes
     waiting: list[str] = field(default_factory=list)  # wanted or changed, but the cache does not answer
     foreign: list[str] = field(default_factory=list)  # wanted, but the directory is not ours
@@ -214,7 +364,8 @@ class Plan:
 
     @property
     def empty(self) -> bool:
-        return not (self.write or self.remove or self.write_ca_bundle or self.remove_ca_bundle)
+        return not (self.write or self.remove or self.write_ca_bundle or self.remove_ca_bundle or self.write_files
+                    or self.remove_files)
 
 
 def _changes(desired: Desired, observed: Observed) -> dict[str, str]:
@@ -244,11 +395,21 @@ def plan(desired: Desired, observed: Observed, answering: Iterable[str] = ()) ->
             out.waiting.append(upstream)
         else:
             out.write[upstream] = text
-    out.foreign = sorted(u for u in desired.hosts_toml
+    out.private = {u for u in out.write if u in desired.private}
+    file_dirs = {place.split("/", 1)[0] for place in desired.files}
+    out.foreign = sorted(u for u in set(desired.hosts_toml) | file_dirs
                          if u in observed.dirs and not observed.dirs[u].managed)
+    for place, text in sorted(desired.files.items()):
+        directory, name = place.split("/", 1)
+        state = observed.dirs.get(directory)
+        if state is None or (state.managed and state.files.get(name) != text):
+            out.write_files[place] = text
     if desired.complete:
-        out.remove = sorted(name for name, state in observed.dirs.items()
-                            if state.managed and name not in desired.entries and name not in desired.keep)
+        wanted = set(desired.entries) | file_dirs | desired.keep
+        out.remove = sorted(name for name, state in observed.dirs.items() if state.managed and name not in wanted)
+        out.remove_files = sorted(f"{name}/{file}" for name, state in observed.dirs.items()
+                                  if state.managed and name in wanted for file in state.files
+                                  if f"{name}/{file}" not in desired.files)
     https = any(e.https for u, e in desired.entries.items() if u not in out.foreign)
     if observed.ca_bundle is not None and not observed.ca_bundle_managed:
         out.ca_bundle_foreign = https  # somebody else's file: never ours to write or remove

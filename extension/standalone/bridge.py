@@ -1,18 +1,20 @@
 """Standalone mode: gardenlet's part for this extension alone, for clusters without Gardener.
 
-For every Shoot that enables ``registry-cache`` the bridge keeps, in the seed (here: the same API server):
-the namespace ``shoot--<project>--<name>``, the Cluster named like it, ``ref-<secret>`` copies of the
-Secrets in ``spec.resources``, and the Extension with the providerConfig, annotated
-``gardener.cloud/operation: reconcile`` whenever the Shoot changes; and on the Shoot Gardener's label
-``extensions.extensions.gardener.cloud/registry-cache: "true"``, which the Shoot webhooks select on. It removes
-the Extension when the Shoot drops the extension or is deleted (a finalizer on the Shoot waits for the
-Extension's cleanup); the then empty namespace is left in place.
+For every Shoot that enables ``registry-cache`` or ``registry-mirror`` the bridge keeps, in the seed (here: the
+same API server): the namespace ``shoot--<project>--<name>`` (labelled with the extension types it uses, as
+gardenlet labels it), the Cluster named like it, ``ref-<secret>`` copies of the Secrets in ``spec.resources``,
+and per type the Extension named after it with the providerConfig, annotated ``gardener.cloud/operation:
+reconcile`` whenever the Shoot changes; and on the Shoot Gardener's label per type it uses
+(``extensions.extensions.gardener.cloud/<type>: "true"``), which the Shoot webhooks select on. It removes an
+Extension when the Shoot drops its type, and all of them when the Shoot is deleted (a finalizer on the Shoot
+waits for the Extensions' cleanup); the then empty namespace is left in place.
 
-Gardener's guarantees are kept: a Shoot whose name or project has ``--`` (or that is not in a project
-namespace) is refused, so that seed namespaces never collide; a namespace, Cluster or Extension of another
-Shoot is never taken over (refused, said in the Shoot's ``status.lastErrors``); a Secret is copied only when
-the Shoot's author was allowed to read it (the admission record of :mod:`extension.webhook.references`).
-A sync that fails (the API server away) is retried with backoff, as the controller retries.
+Gardener's guarantees are kept, for both types: a Shoot whose name or project has ``--`` (or that is not in a
+project namespace) is refused, so that seed namespaces never collide; a namespace, Cluster or Extension (of
+either type) of another Shoot is never taken over (refused, said in the Shoot's ``status.lastErrors``); a Secret
+is copied only when the Shoot's author was allowed to read it (the admission record of
+:mod:`extension.webhook.references`). A sync that fails (the API server away) is retried with backoff, as the
+controller retries.
 Under a real Gardener this is off: gardenlet does all of it.
 """
 
@@ -28,14 +30,14 @@ from extension.constants import (
     BRIDGE_SHOOT_ANNOTATION,
     BRIDGE_TASK_ID,
     ERR_CONFIGURATION_PROBLEM,
-    EXTENSION_NAME,
-    EXTENSION_NAMESPACE_LABEL,
-    EXTENSION_SHOOT_LABEL,
+    EXTENSION_TYPES,
     OPERATION_ANNOTATION,
     OPERATION_RECONCILE,
     REFERENCED_RESOURCE_PREFIX,
     RESOURCES_ADMITTED_ANNOTATION,
     SHOOT_GENERATION_ANNOTATION,
+    extension_namespace_label,
+    extension_shoot_label,
 )
 from extension.controller.reconciler import now_rfc3339
 from extension.kube import ApiError, Kube
@@ -98,9 +100,9 @@ class Bridge:
     def sync(self, shoot: dict[str, Any]) -> str:
         """Bring the seed side in line with the Shoot. Returns what it did, for logs and tests."""
         meta = shoot["metadata"]
-        wants = shootlib.find_registry_cache_extension(shoot) is not None
-        if meta.get("deletionTimestamp") or not wants:
-            self._label(shoot, False)
+        wanted = [t for t in EXTENSION_TYPES if shootlib.find_extension(shoot, t) is not None]
+        if meta.get("deletionTimestamp") or not wanted:
+            self._label(shoot, [])
             if BRIDGE_FINALIZER not in (meta.get("finalizers") or []):
                 return "nothing"
             return "cleaned-up" if self.cleanup(shoot) else "waiting-for-extension"
@@ -114,28 +116,37 @@ class Bridge:
             log.warning("bridge: %s: refused: %s", shoot_key(shoot), exc)
             self._report(shoot, str(exc))
             return "refused"
-        self._label(shoot, True)
+        self._label(shoot, wanted)
         self.kube.apply({"apiVersion": "v1", "kind": "Namespace",
                          "metadata": {"name": ns, "labels": {BRIDGE_LABEL: "true", "gardener.cloud/role": "shoot",
-                                                             EXTENSION_NAMESPACE_LABEL: "true"},
+                                                             **{extension_namespace_label(t): "true"
+                                                                for t in wanted}},
                                       "annotations": {BRIDGE_SHOOT_ANNOTATION: shoot_key(shoot)}}})
         self.kube.apply(self._cluster(ns, shoot))
         skipped = self._sync_references(ns, shoot)
-        self._sync_extension(ns, shoot)
+        for extension_type in EXTENSION_TYPES:
+            if extension_type in wanted:
+                self._sync_extension(ns, shoot, extension_type)
+            elif self.kube.get("Extension", extension_type, ns) is not None:
+                self.kube.delete("Extension", extension_type, ns)  # the Shoot dropped this type
+                log.info("%s: Extension %s removed (no longer in the Shoot)", ns, extension_type)
         self._report(shoot, "; ".join(skipped) if skipped else None)
         return "synced"
 
-    def _label(self, shoot: dict[str, Any], wanted: bool) -> None:
-        """Gardener's extension label on the Shoot (the Shoot webhooks select on it) and, while the extension is
-        enabled, the bridge's finalizer. One patch, only when something changes."""
+    def _label(self, shoot: dict[str, Any], wanted: list[str]) -> None:
+        """Gardener's extension label per type on the Shoot, for the types in use (the Shoot webhooks select on
+        them) and, while an extension is enabled, the bridge's finalizer. One patch, only when something
+        changes."""
         meta = shoot["metadata"]
-        labelled = (meta.get("labels") or {}).get(EXTENSION_SHOOT_LABEL) == "true"
+        labels = meta.get("labels") or {}
         finalizers = list(meta.get("finalizers") or [])
         patch: dict[str, Any] = {}
         if wanted and BRIDGE_FINALIZER not in finalizers:
             patch["finalizers"] = finalizers + [BRIDGE_FINALIZER]
-        if labelled != wanted:
-            patch["labels"] = {EXTENSION_SHOOT_LABEL: "true" if wanted else None}
+        changed = {extension_shoot_label(t): "true" if t in wanted else None for t in EXTENSION_TYPES
+                   if (labels.get(extension_shoot_label(t)) == "true") != (t in wanted)}
+        if changed:
+            patch["labels"] = changed
         if patch:
             patch["resourceVersion"] = meta["resourceVersion"]
             updated = self.kube.patch("Shoot", meta["name"], {"metadata": patch}, meta["namespace"])
@@ -157,13 +168,14 @@ class Bridge:
             owner = f"{shoot_meta.get('namespace')}/{shoot_meta.get('name')}"
             if owner != me:
                 owners.append(f"Cluster {ns} (of Shoot {owner})")
-        extension = self.kube.get("Extension", EXTENSION_NAME, ns)
-        if extension is not None:
-            meta = extension["metadata"]
-            owner = (meta.get("annotations") or {}).get(BRIDGE_SHOOT_ANNOTATION)
-            if BRIDGE_LABEL not in (meta.get("labels") or {}) or owner not in (None, me):
-                owners.append(f"Extension {ns}/{EXTENSION_NAME} "
-                              f"({'of Shoot ' + owner if owner else 'not made by the bridge'})")
+        for extension_type in EXTENSION_TYPES:  # the Extension is named after its type
+            extension = self.kube.get("Extension", extension_type, ns)
+            if extension is not None:
+                meta = extension["metadata"]
+                owner = (meta.get("annotations") or {}).get(BRIDGE_SHOOT_ANNOTATION)
+                if BRIDGE_LABEL not in (meta.get("labels") or {}) or owner not in (None, me):
+                    owners.append(f"Extension {ns}/{extension_type} "
+                                  f"({'of Shoot ' + owner if owner else 'not made by the bridge'})")
         if owners:
             raise Refused(f"the seed namespace {ns} of this Shoot is another's: " + "; ".join(owners)
                           + "; nothing of it is taken over")
@@ -226,10 +238,10 @@ class Bridge:
                 self.kube.delete("Secret", secret["metadata"]["name"], ns)
         return skipped
 
-    def _sync_extension(self, ns: str, shoot: dict[str, Any]) -> None:
-        entry = shootlib.find_registry_cache_extension(shoot)
+    def _sync_extension(self, ns: str, shoot: dict[str, Any], extension_type: str) -> None:
+        entry = shootlib.find_extension(shoot, extension_type)
         assert entry is not None
-        current = self.kube.get("Extension", EXTENSION_NAME, ns)
+        current = self.kube.get("Extension", extension_type, ns)
         generation = str(shoot["metadata"].get("generation", ""))
         annotations = {SHOOT_GENERATION_ANNOTATION: generation, BRIDGE_SHOOT_ANNOTATION: shoot_key(shoot)}
         if current is None or (current["metadata"].get("annotations") or {}).get(
@@ -239,12 +251,12 @@ class Bridge:
             return  # being removed; recreated on the next change
         self.kube.apply({
             "apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Extension",
-            "metadata": {"name": EXTENSION_NAME, "namespace": ns, "labels": {BRIDGE_LABEL: "true"},
+            "metadata": {"name": extension_type, "namespace": ns, "labels": {BRIDGE_LABEL: "true"},
                          "annotations": annotations},
-            "spec": {"type": shootlib.EXTENSION_TYPE, "providerConfig": entry.provider_config},
+            "spec": {"type": extension_type, "providerConfig": entry.provider_config},
         })
         if OPERATION_ANNOTATION in annotations:
-            log.info("%s: Extension %s asked to reconcile (shoot generation %s)", ns, EXTENSION_NAME, generation)
+            log.info("%s: Extension %s asked to reconcile (shoot generation %s)", ns, extension_type, generation)
 
     def resync_shoot_of(self, namespace: str) -> None:
         """The Extension in ``namespace`` is gone: sync its Shoot again, so that its cleanup finishes."""
@@ -256,9 +268,9 @@ class Bridge:
                 self.handle(shoot)
 
     def cleanup(self, shoot: dict[str, Any]) -> bool:
-        """Delete the Extension; once it is gone, the copies, the Cluster, the namespace and the finalizer.
-        False while the Extension is still being cleaned up by the controller. What belongs to another Shoot
-        (or a Shoot that was refused) is left alone: only the finalizer goes."""
+        """Delete the Extensions; once they are gone, the copies, the Cluster and the finalizer. False while an
+        Extension is still being cleaned up by the controller. What belongs to another Shoot (or a Shoot that was
+        refused) is left alone: only the finalizer goes."""
         ns = self.seed_namespace(shoot)
         try:
             if shootlib.identity_errors(shoot):
@@ -267,10 +279,13 @@ class Bridge:
         except Refused:
             ns = ""
         if ns:
-            if self.kube.get("Extension", EXTENSION_NAME, ns) is not None:
-                self.kube.delete("Extension", EXTENSION_NAME, ns)
-                if self.kube.get("Extension", EXTENSION_NAME, ns) is not None:
-                    return False
+            waiting = False
+            for extension_type in EXTENSION_TYPES:
+                if self.kube.get("Extension", extension_type, ns) is not None:
+                    self.kube.delete("Extension", extension_type, ns)
+                    waiting |= self.kube.get("Extension", extension_type, ns) is not None
+            if waiting:
+                return False
             for secret in self.kube.list("Secret", ns, label_selector=f"{BRIDGE_LABEL}=true"):
                 self.kube.delete("Secret", secret["metadata"]["name"], ns)
             self.kube.delete("Cluster", ns)

@@ -1,4 +1,5 @@
-"""Keeps ``gardener.cloud/reference-protection`` on exactly the credentials Secrets in use.
+"""Keeps ``gardener.cloud/reference-protection`` on exactly the Secrets in use (the caches' credentials, the
+mirror hosts' CA bundles: :mod:`extension.references`).
 
 The safety net behind the admission webhook: while a Secret is in use it carries the finalizer (and the
 label the webhook's object selector matches), so a DELETE that gets past a webhook that is down leaves it

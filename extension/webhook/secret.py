@@ -1,4 +1,5 @@
-"""The Secret webhook's decision: refuse to delete a credentials Secret that a Shoot still uses.
+"""The Secret webhook's decision: refuse to delete a Secret that a Shoot still uses (a cache's credentials, a
+mirror host's CA bundle).
 
 Answers from the :class:`~extension.references.ReferenceIndex` kept by watches, never by listing Shoots per
 request; the refusal names the Shoot, the ``spec.resources`` entry and what to do instead.

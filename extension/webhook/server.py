@@ -6,11 +6,12 @@ kopf serves them (HTTPS with a CA and certificate made here by ``cryptography``)
 
 - ``validate-shoot`` (Shoot CREATE/UPDATE, ``failurePolicy: Fail``): the core validation, create and update
   rules, every worker on containerd, each referenced Secret present, immutable, with valid credentials.
-  Only Shoots that use the extension reach it, as Gardener's extension webhooks: an object selector on
-  Gardener's label ``extensions.extensions.gardener.cloud/registry-cache`` (gardener-apiserver sets it; the
-  standalone bridge keeps it), and in standalone mode a second entry for Shoots not labelled yet whose
-  ``spec.extensions`` enable it (a CEL match condition). A controller that is down blocks only those Shoots.
-  It is removed on a clean shutdown.
+  Only Shoots that use one of the extension types reach it, as Gardener's extension webhooks: object
+  selectors on Gardener's label per type, ``extensions.extensions.gardener.cloud/registry-cache`` and
+  ``.../registry-mirror`` (gardener-apiserver sets them; the standalone bridge keeps them), one entry per label
+  such that a Shoot labelled for both is admitted once, and in standalone mode another entry for Shoots
+  labelled for neither yet whose ``spec.extensions`` enable one (a CEL match condition). A controller that is
+  down blocks only those Shoots. It is removed on a clean shutdown.
 - ``admit-shoot-resources`` (standalone only, mutating, same selection): the requesting user may ``get`` every
   Secret of ``spec.resources`` (SubjectAccessReviews), recorded for the bridge (:mod:`.references`).
 - ``protect-secret`` (Secret DELETE, ``failurePolicy: Ignore``): refuses the DELETE of a Secret in use, naming
@@ -37,33 +38,49 @@ from extension.constants import (
     EXTENSION_NAMESPACE_LABEL,
     EXTENSION_SHOOT_LABEL,
     EXTENSION_TYPE,
+    EXTENSION_TYPES,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    MIRROR_NAMESPACE_LABEL,
+    MIRROR_SHOOT_LABEL,
     OSC_HOOK,
+    OSC_MIRROR_HOOK,
     REFERENCED_LABEL,
     SECRET_HOOK,
     SHOOT_HOOK,
     SHOOT_MUTATING_HOOK,
     WEBHOOK_CERT_SECRET,
     WEBHOOK_CONFIGURATION_NAME,
+    extension_shoot_label,
 )
 from extension.kube import ApiError, Kube
 
 SHOOT_WEBHOOK = "shoots.registry-cache.extensions.gardener.cloud"
-# CEL: a Shoot whose spec.extensions enable registry-cache (before the bridge has labelled it)
-USES_EXTENSION = (f"has(object.spec) && has(object.spec.extensions) && object.spec.extensions.exists(e, "
-                  f"has(e.type) && e.type == '{EXTENSION_TYPE}' && !(has(e.disabled) && e.disabled == true))")
+
+
+# CEL: a Shoot whose spec.extensions enable registry-cache or registry-mirror (before the bridge has labelled it)
+USES_EXTENSION = ("has(object.spec) && has(object.spec.extensions) && object.spec.extensions.exists(e, "
+                  f"has(e.type) && e.type in [{', '.join(repr(t) for t in EXTENSION_TYPES)}] && "
+                  "!(has(e.disabled) && e.disabled == true))")
+
+
+def _not_labelled(extension_type: str) -> dict[str, Any]:
+    """The complement of ``matchLabels: {<the type's label>: "true"}``."""
+    return {"key": extension_shoot_label(extension_type), "operator": "NotIn", "values": ["true"]}
 
 
 def shoot_selections(standalone: bool) -> list[tuple[str, dict[str, Any]]]:
-    """(name prefix, selection) of the Shoot webhooks: Shoots labelled as using the extension, and in standalone
-    mode those not labelled yet that enable it."""
+    """(name prefix, selection) of the Shoot webhooks: Shoots labelled as using either extension type (Gardener
+    labels Shoots per type; a Shoot labelled for both matches only the first entry, so that it is admitted
+    once), and in standalone mode those labelled for neither yet that enable one."""
     out: list[tuple[str, dict[str, Any]]] = [
-        ("", {"objectSelector": {"matchLabels": {EXTENSION_SHOOT_LABEL: "true"}}})]
+        ("", {"objectSelector": {"matchLabels": {EXTENSION_SHOOT_LABEL: "true"}}}),
+        ("mirror-", {"objectSelector": {"matchLabels": {MIRROR_SHOOT_LABEL: "true"},
+                                        "matchExpressions": [_not_labelled(EXTENSION_TYPE)]}})]
     if standalone:
         out.append(("new-", {
-            "objectSelector": {"matchExpressions": [{"key": EXTENSION_SHOOT_LABEL, "operator": "DoesNotExist"}]},
-            "matchConditions": [{"name": "uses-registry-cache", "expression": USES_EXTENSION}]}))
+            "objectSelector": {"matchExpressions": [_not_labelled(t) for t in EXTENSION_TYPES]},
+            "matchConditions": [{"name": "uses-the-extensions", "expression": USES_EXTENSION}]}))
     return out
 
 
@@ -164,23 +181,28 @@ def other_replica_serving(kube: Kube, namespace: str, service: str, me: str) -> 
 
 def mutating_configuration(ca_pem: str, client: Callable[[str], dict[str, Any]], osc_hook: bool = True,
                            shoot_hook: bool = False) -> dict[str, Any]:
-    """The MutatingWebhookConfiguration: the OperatingSystemConfig webhook (only shoot namespaces that use this
-    extension; Fail, so that no node configuration goes out without the caches while we are up) and, in
-    standalone mode, the Shoot webhook that records who may read the referenced Secrets. Removed on a clean
-    shutdown: then nodes pull from the upstreams."""
+    """The MutatingWebhookConfiguration: the OperatingSystemConfig webhooks, one per extension type as Gardener
+    registers them (only shoot namespaces that use the type, gardenlet's label; Fail, so that no node
+    configuration goes out without the caches and mirrors while we are up) and, in standalone mode, the Shoot
+    webhook that records who may read the referenced Secrets. Removed on a clean shutdown: then nodes pull from
+    the upstreams."""
     ca_bundle = base64.b64encode(ca_pem.encode()).decode()
     webhooks: list[dict[str, Any]] = []
     if osc_hook:
-        webhooks.append({
-            "name": "operatingsystemconfigs.registry-cache.extensions.gardener.cloud",
-            "clientConfig": {**client(OSC_HOOK), "caBundle": ca_bundle},
-            "rules": [{"apiGroups": ["extensions.gardener.cloud"], "apiVersions": ["v1alpha1"],
-                       "resources": ["operatingsystemconfigs"], "operations": ["CREATE", "UPDATE"],
-                       "scope": "Namespaced"}],
-            "namespaceSelector": {"matchLabels": {EXTENSION_NAMESPACE_LABEL: "true"}},
-            "failurePolicy": "Fail", "sideEffects": "None", "matchPolicy": "Equivalent",
-            "reinvocationPolicy": "IfNeeded", "admissionReviewVersions": ["v1"], "timeoutSeconds": 10,
-        })
+        for name, hook, label in (("operatingsystemconfigs.registry-cache.extensions.gardener.cloud", OSC_HOOK,
+                                   EXTENSION_NAMESPACE_LABEL),
+                                  ("operatingsystemconfigs.registry-mirror.extensions.gardener.cloud",
+                                   OSC_MIRROR_HOOK, MIRROR_NAMESPACE_LABEL)):
+            webhooks.append({
+                "name": name,
+                "clientConfig": {**client(hook), "caBundle": ca_bundle},
+                "rules": [{"apiGroups": ["extensions.gardener.cloud"], "apiVersions": ["v1alpha1"],
+                           "resources": ["operatingsystemconfigs"], "operations": ["CREATE", "UPDATE"],
+                           "scope": "Namespaced"}],
+                "namespaceSelector": {"matchLabels": {label: "true"}},
+                "failurePolicy": "Fail", "sideEffects": "None", "matchPolicy": "Equivalent",
+                "reinvocationPolicy": "IfNeeded", "admissionReviewVersions": ["v1"], "timeoutSeconds": 10,
+            })
     if shoot_hook:
         for prefix, selection in shoot_selections(standalone=True):
             webhooks.append({

@@ -1,7 +1,8 @@
-"""The Shoot webhook's decision: the admission errors of a Shoot that enables the extension.
+"""The Shoot webhook's decision: the admission errors of a Shoot that enables the extensions.
 
-The same validation as ``registry-cache validate`` (:func:`api.admission.validate_shoot`), with the update
-rules on UPDATE; each error starts with its field path. Shoots without the extension pass untouched.
+The same validation as ``registry-cache validate`` (:func:`api.admission.admit_shoot`: ``registry-cache`` with
+the update rules on UPDATE, and ``registry-mirror``); each error starts with its field path. Shoots without
+either extension pass untouched.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from api.admission import validate_shoot
+from api.admission import admit_shoot
 from api.secrets import SecretData, SecretFormatError, secret_from_manifest
 
 
@@ -28,4 +29,4 @@ def shoot_errors(new: dict[str, Any], old: dict[str, Any] | None,
         except SecretFormatError:
             return SecretData(namespace, name, obj.get("immutable"), {})
 
-    return [str(e) for e in validate_shoot(new, old, secret).errors]
+    return [str(e) for e in admit_shoot(new, old, secret).errors]

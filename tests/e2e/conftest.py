@@ -25,7 +25,8 @@ import pytest
 
 from extension.component.certs import generate_ca
 
-from .dataplane import E2E_DEPS, REGISTRY_BINS, E2EError, Tools, bcrypt_hash
+from .dataplane import CONTAINERD_BINS, E2E_DEPS, REGISTRY_BINS, E2EError, Tools, bcrypt_hash
+from .figures import FIGURES
 from .harness import DataPath
 
 _TIMINGS: dict[str, float] = {}
@@ -75,6 +76,23 @@ def containerd() -> str:
 
 
 @pytest.fixture(scope="session")
+def containerd2() -> Path:
+    """containerd 2.x and its ctr, built from their Go module by hack/containerd-bins.sh (cached); the
+    directory that holds them. Root, as for Debian's."""
+    if os.geteuid() != 0:
+        pytest.skip("containerd runs as root in these tests (its own root, state and socket); not root")
+    t0 = time.monotonic()
+    res = subprocess.run([str(CONTAINERD_BINS)], capture_output=True, text=True, env=_go_env(), timeout=1800)
+    _TIMINGS["hack/containerd-bins.sh"] = time.monotonic() - t0
+    if res.returncode != 0:
+        tail = "\n".join(res.stderr.splitlines()[-20:])
+        if "no Go toolchain found" in res.stderr:
+            pytest.skip(f"containerd 2.x is not built and there is no Go toolchain to build it: {tail}")
+        pytest.fail(f"hack/containerd-bins.sh failed ({res.returncode}):\n{tail}", pytrace=False)
+    return Path(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
 def ca():
     return generate_ca()
 
@@ -89,7 +107,9 @@ def datapath(tools, ca, tmp_path):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _TIMINGS:
+    if _TIMINGS or FIGURES:
         terminalreporter.section("data-path e2e")
         for name, seconds in _TIMINGS.items():
             terminalreporter.write_line(f"{name}: {seconds:.2f}s")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY_BINS = REPO / "hack" / "registry-bins.sh"
 E2E_DEPS = REPO / "hack" / "e2e-deps.sh"
+CONTAINERD_BINS = REPO / "hack" / "containerd-bins.sh"
 LOOPBACK = "127.0.0.1"
 
 # What the official registry:3 image sets (its Dockerfile): no OpenTelemetry exporter. Without it
@@ -218,8 +219,9 @@ class Registry:
     documented ``REGISTRY_*`` environment overrides so that CONFIG itself is used unchanged."""
 
     def __init__(self, binary: Path, name: str, workdir: Path, config_text: str, *, tls: tuple[str, str] | None = None,
-                 ca_file: Path | None = None, port: int | None = None):
+                 ca_file: Path | None = None, port: int | None = None, extra_env: Mapping[str, str] | None = None):
         self.binary = binary
+        self.extra_env = dict(extra_env or {})  # more REGISTRY_* overrides (e.g. the htpasswd path)
         self.name = name
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -250,7 +252,7 @@ class Registry:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.workdir), **REGISTRY_BASE_ENV,
                "REGISTRY_HTTP_ADDR": self.host,
                "REGISTRY_HTTP_DEBUG_ADDR": f"{LOOPBACK}:{self.debug_port}",
-               "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(self.storage)}
+               "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(self.storage), **self.extra_env}
         if self.tls:
             cert, key = self.workdir / "tls.crt", self.workdir / "tls.key"
             cert.write_text(self.tls[0], encoding="utf-8")
@@ -462,7 +464,10 @@ DISABLED_PLUGINS = (
 SNAPSHOTTER = "native"
 
 
-def containerd_config(workdir: Path, socket_path: Path) -> str:
+def containerd_config(workdir: Path, socket_path: Path, transfer: bool = False) -> str:
+    """A private containerd's config (version 2, read by 1.6 and 2.x). ``transfer``: containerd 2.x, whose
+    ``ctr images pull`` goes through the daemon's transfer service (the daemon reads ``--hosts-dir``, as it
+    reads ``config_path`` on a node), which unpacks only for what it is configured for."""
     def q(s: str | Path) -> str:
         return json.dumps(str(s))  # a TOML basic string is a JSON string for these paths
 
@@ -481,7 +486,11 @@ disabled_plugins = [{disabled}]
 
 [plugins."io.containerd.internal.v1.opt"]
   path = {q(workdir / "opt")}
-"""
+""" + (f"""
+[[plugins."io.containerd.transfer.v1.local".unpack_config]]
+  platform = "linux/amd64"
+  snapshotter = {q(SNAPSHOTTER)}
+""" if transfer else "")
 
 
 @dataclass
@@ -497,9 +506,12 @@ class PullResult:
 class Containerd:
     """A private containerd (root, state, socket and config in a temp dir), driven with ``ctr``."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, bin_dir: Path | None = None):
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
+        # containerd and ctr from bin_dir (a containerd 2.x build), else Debian's on PATH
+        self.containerd_bin = str(bin_dir / "containerd") if bin_dir else "containerd"
+        self.ctr_bin = str(bin_dir / "ctr") if bin_dir else "ctr"
         # unix socket paths are limited to 107 bytes: keep the socket in a short temp dir
         self.sockdir = Path(tempfile.mkdtemp(prefix="rc-ctrd-"))
         self.socket = self.sockdir / "containerd.sock"
@@ -507,9 +519,10 @@ class Containerd:
         self.process: Process | None = None
 
     def start(self, timeout: float = 30.0) -> Containerd:
-        self.config.write_text(containerd_config(self.workdir, self.socket), encoding="utf-8")
+        self.config.write_text(containerd_config(self.workdir, self.socket, transfer=self.containerd_bin != "containerd"),
+                               encoding="utf-8")
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": str(self.workdir)}
-        self.process = Process("containerd", ["containerd", "--config", str(self.config)], env,
+        self.process = Process("containerd", [self.containerd_bin, "--config", str(self.config)], env,
                                self.workdir / "containerd.out", self.workdir / "containerd.log", self.workdir)
         self.process.start()
         try:
@@ -525,15 +538,18 @@ class Containerd:
         return self.ctr("version", timeout=5).returncode == 0
 
     def ctr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(["ctr", "--address", str(self.socket), *args], capture_output=True, text=True,
+        return subprocess.run([self.ctr_bin, "--address", str(self.socket), *args], capture_output=True, text=True,
                               timeout=timeout, start_new_session=True)
 
-    def pull(self, ref: str, hosts_dir: Path, user: str | None = None, namespace: str = "e2e") -> PullResult:
-        args = ["--namespace", namespace, "images", "pull", "--hosts-dir", str(hosts_dir),
+    def pull(self, ref: str, hosts_dir: Path, user: str | None = None, namespace: str = "e2e",
+             deadline: str | None = None, timeout: float = 120) -> PullResult:
+        """``ctr images pull``; ``deadline`` is ctr's own ``--timeout`` for the whole command (a Go duration)."""
+        args = ["--timeout", deadline] if deadline else []
+        args += ["--namespace", namespace, "images", "pull", "--hosts-dir", str(hosts_dir),
                 "--snapshotter", SNAPSHOTTER]
         if user:
             args += ["--user", user]
-        res = self.ctr(*args, ref)
+        res = self.ctr(*args, ref, timeout=timeout)
         return PullResult(res.returncode, res.stdout + res.stderr)
 
     def content_digests(self, namespace: str = "e2e") -> set[str]:

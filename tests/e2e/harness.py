@@ -27,8 +27,9 @@ from api.v1alpha3 import RegistryCache
 from api.validation import decode_and_default, remote_url, tls_enabled, validate_registry_config
 from extension.component.certs import KeyPair, generate_server_cert, service_dns_names
 from extension.component.containerd import hosts_toml_for_status
+from extension.component.nodeauth import NodeCredentials
 from extension.component.objects import endpoint, provider_status, render_config_yml
-from extension.constants import SHOOT_NAMESPACE
+from extension.constants import DEFAULT_DIAL_TIMEOUT, HTPASSWD_KEY, SHOOT_NAMESPACE
 
 from .dataplane import LOOPBACK, Containerd, Crane, Image, Registry, Tools, Upstream, write_hosts_dir
 
@@ -110,35 +111,46 @@ class DataPath:
         return self.crane.push_test_image(upstream, repository, tag, (user, upstream.users[user]))
 
     def cache(self, upstream: Registry, credentials: Credentials | None, *, tls: bool | None,
-              secret_reference: str | None = "upstream-credentials") -> Cache:
-        """A cache for ``upstream`` started from exactly the rendered ``config.yml``."""
+              secret_reference: str | None = "upstream-credentials", node_auth: NodeCredentials | None = None) -> Cache:
+        """A cache for ``upstream`` started from exactly the rendered ``config.yml`` (and, for a cache only
+        nodes can read, the htpasswd file of its config Secret, at the path config.yml names on a node)."""
         model = decode_cache(upstream, tls=tls, secret_reference=secret_reference if credentials else None)
-        text = render_config_yml(model, credentials)
+        text = render_config_yml(model, credentials, node_auth is not None)
+        workdir = self._dir("cache")
+        extra_env = {}
+        if node_auth is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+            (workdir / HTPASSWD_KEY).write_text(node_auth.htpasswd, encoding="utf-8")
+            extra_env["REGISTRY_AUTH_HTPASSWD_PATH"] = str(workdir / HTPASSWD_KEY)
         keypair = None
         if tls_enabled(model):
             assert self.ca is not None, "a TLS cache needs the DataPath's CA"
             name = names.resource_name(model.upstream)
             server = generate_server_cert(self.ca, name, service_dns_names(name, SHOOT_NAMESPACE), [LOOPBACK])
             keypair = (server.cert_pem, server.key_pem)
-        reg = Registry(self.tools.registry, "cache", self._dir("cache"), text, tls=keypair, ca_file=self.ca_bundle)
+        reg = Registry(self.tools.registry, "cache", workdir, text, tls=keypair, ca_file=self.ca_bundle,
+                       extra_env=extra_env)
         self._registries.append(reg)
         reg.start()
         return Cache(model, credentials, text, reg)
 
     # --- containerd ---
 
-    def hosts_dir(self, *caches: Cache, ca_path: Path | None = None) -> Path:
-        """``--hosts-dir`` with the hosts.toml per upstream the controller's status leads to."""
+    def hosts_dir(self, *caches: Cache, ca_path: Path | None = None,
+                  dial_timeout: str | None = DEFAULT_DIAL_TIMEOUT) -> Path:
+        """``--hosts-dir`` with the hosts.toml per upstream the controller's status leads to (with the node
+        agent's default ``dial_timeout``, which Debian's containerd 1.6 ignores)."""
         status = provider_status([(c.model.upstream, c.endpoint, remote_url(c.model)) for c in caches],
                                  CA_SECRET_NAME if any(tls_enabled(c.model) for c in caches) else None)
         ca = ca_path or self.ca_bundle
-        files = hosts_toml_for_status(status, ca_path=str(ca) if ca else None)
+        files = hosts_toml_for_status(status, ca_path=str(ca) if ca else None, dial_timeout=dial_timeout)
         d = self._dir("hosts")
         write_hosts_dir(d, files)
         return d
 
-    def containerd(self) -> Containerd:
-        c = Containerd(self._dir("containerd"))
+    def containerd(self, bin_dir: Path | None = None) -> Containerd:
+        """A fresh containerd (Debian's, or the one in ``bin_dir``)."""
+        c = Containerd(self._dir("containerd"), bin_dir)
         self._containerds.append(c)
         return c.start()
 

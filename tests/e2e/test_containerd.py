@@ -20,6 +20,7 @@ import pytest
 
 from extension.component.certs import generate_ca
 from extension.component.containerd import render_hosts_toml
+from extension.constants import DEFAULT_DIAL_TIMEOUT
 
 from .dataplane import CACHE_AGENT, CONTAINERD_AGENT, describe
 from .harness import credentials_from_secret, credentials_secret
@@ -50,7 +51,10 @@ def test_containerd_pulls_private_image_through_cache(datapath, containerd, tls)
 
     hosts = datapath.hosts_dir(cache)  # the controller's chain: provider status -> registry entry -> hosts.toml
     hosts_toml = (hosts / upstream.host / "hosts.toml").read_text()
-    assert hosts_toml == render_hosts_toml(upstream.host, upstream.url, cache.endpoint, str(datapath.ca_bundle))
+    # as the node agent writes it, dial_timeout included: containerd 1.6 ignores the key and pulls as before
+    assert hosts_toml == render_hosts_toml(upstream.host, upstream.url, cache.endpoint, str(datapath.ca_bundle),
+                                           dial_timeout=DEFAULT_DIAL_TIMEOUT)
+    assert f'dial_timeout = "{DEFAULT_DIAL_TIMEOUT}"' in hosts_toml
     assert f'server = "{upstream.url}"' in hosts_toml
     assert f'[host."{cache.endpoint}"]' in hosts_toml
     if tls is False:

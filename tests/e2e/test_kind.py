@@ -42,7 +42,7 @@ from api import names
 from api.v1alpha3 import RegistryStatus
 from extension.component import certs
 from extension.component.containerd import hosts_toml_for_status
-from extension.constants import CA_BUNDLE_PATH, CERTS_DIR
+from extension.constants import CA_BUNDLE_PATH, CERTS_DIR, DEFAULT_DIAL_TIMEOUT, DEFAULT_IMAGE
 from extension.nodeagent.plan import ca_certificates
 
 REPO = Path(__file__).resolve().parents[2]
@@ -236,7 +236,7 @@ def wait_applied(kind: Kind, ext: dict, timeout: float = 300) -> None:
     """Every node has each upstream's hosts.toml as the controller means it, and the CA bundle for TLS
     caches (WaitUntilRegistryCacheConfigurationsAreApplied + VerifyHostsTOMLFilesCreatedForAllNodes)."""
     status = RegistryStatus.model_validate(ext["status"]["providerStatus"])
-    wanted = hosts_toml_for_status(status)
+    wanted = hosts_toml_for_status(status, dial_timeout=DEFAULT_DIAL_TIMEOUT)  # the controller's default
     bundle = None
     if status.ca_secret_name:
         secret = kind.get("secret", status.ca_secret_name, ext["metadata"]["namespace"])
@@ -504,7 +504,7 @@ def private_upstream(image: str, signing: certs.KeyPair, username: str, password
             [signing_volume, {"name": "scripts", "configMap": {"name": "private-registry"}}]),
         service("token-server", 8080),
         deployment("private-registry", {
-            "name": "registry", "image": "docker.io/library/registry:3.0.0", "imagePullPolicy": "IfNotPresent",
+            "name": "registry", "image": DEFAULT_IMAGE, "imagePullPolicy": "IfNotPresent",
             "ports": [{"containerPort": 5000}], "readinessProbe": {"tcpSocket": {"port": 5000}},
             "volumeMounts": [{"name": "signing", "mountPath": "/signing", "readOnly": True},
                              {"name": "config", "mountPath": "/etc/distribution/config.yml",
@@ -641,12 +641,69 @@ def _wait_port(port: int, timeout: float = 20) -> None:
     wait_for(f"port {port}", listening, timeout=timeout, interval=0.1)
 
 
-def test_the_private_upstream_of_the_kind_scenario_works_with_distribution(tools, tmp_path):
-    """Runs here (no kind): the token server and the token-auth registry config of the private-registry
-    scenario, with distribution 3 (the cache's version) and crane built by hack/registry-bins.sh. crane
-    logs in and pushes; without credentials the upstream refuses; a cache from exactly the config.yml the
-    controller renders (credentials of the referenced Secret) pulls through it for a client without any.
-    The realm is a host name, as in the cluster: go-containerregistry refuses realms on private IPs."""
+# On this machine the token server and the upstream are two loopback ports. distribution 3.1 sends the cache's
+# credentials only to a bearer realm on the upstream's own host:port, or on a host name of the same registrable
+# domain (as in the cluster: both under cluster.local); never to another port of 127.0.0.1 or localhost. So
+# here a front on one port serves /token from the token server and relays everything else to the registry,
+# as a registry that is its own token server does.
+FRONT = r'''
+import http.client, os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TOKEN = ("127.0.0.1", int(os.environ["FRONT_TOKEN_PORT"]))
+REGISTRY = ("127.0.0.1", int(os.environ["FRONT_REGISTRY_PORT"]))
+HOP = ("connection", "transfer-encoding", "content-length", "keep-alive")
+
+class Front(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def relay(self):
+        body = None
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            body = b"".join(chunks)
+        elif self.headers.get("Content-Length"):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}  # Host stays
+        conn = http.client.HTTPConnection(*(TOKEN if self.path.startswith("/token") else REGISTRY), timeout=60)
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in HOP:
+                self.send_header(k, v)
+        length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        conn.close()
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = relay
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["FRONT_PORT"])), Front).serve_forever()
+'''
+
+
+def _private_upstream_pull_through(tools, tmp_path: Path, realm_on_upstream: bool) -> tuple[subprocess.CompletedProcess,
+                                                                                              str, str, Path]:
+    """The private-registry scenario's upstream (TOKEN_SERVER, token_registry_config) with a cache from exactly
+    the config.yml the controller renders (the credentials of the referenced Secret). crane logs in and pushes
+    through the front; without credentials the upstream refuses. With ``realm_on_upstream`` the realm is the
+    front's (the upstream's) host:port, else the token server's own port on ``localhost``. Returns crane's pull
+    through the cache by a client without credentials, the username, what the token server logged during that
+    pull, and the cache's storage."""
     import signal
     import sys
     import tarfile
@@ -656,16 +713,17 @@ def test_the_private_upstream_of_the_kind_scenario_works_with_distribution(tools
     from api.validation import decode_and_default
     from extension.component.objects import render_config_yml
 
-    token_port, upstream_port, cache_port, debug_port = (_free_port() for _ in range(4))
+    token_port, registry_port, front_port, cache_port, debug_port = (_free_port() for _ in range(5))
     signing = certs.generate_ca("registry-cache-e2e-token")
     (tmp_path / "tls.crt").write_text(signing.cert_pem)
     (tmp_path / "tls.key").write_text(signing.key_pem)
     (tmp_path / "token_server.py").write_text(TOKEN_SERVER)
+    (tmp_path / "front.py").write_text(FRONT)
     username, password = "e2e-robot", uuid.uuid4().hex
-    upstream = f"127.0.0.1:{upstream_port}"
+    upstream = f"127.0.0.1:{front_port}"
+    realm = f"http://{upstream}/token" if realm_on_upstream else f"http://localhost:{token_port}/token"
     (tmp_path / "upstream.yml").write_text(yaml.safe_dump(token_registry_config(
-        f"http://localhost:{token_port}/token", str(tmp_path / "tls.crt"), str(tmp_path / "upstream-data"),
-        upstream)))
+        realm, str(tmp_path / "tls.crt"), str(tmp_path / "upstream-data"), f"127.0.0.1:{registry_port}")))
     config = decode_and_default({"apiVersion": API_VERSION, "kind": "RegistryConfig", "caches": [
         {"upstream": upstream, "remoteURL": f"http://{upstream}", "http": {"tls": False}}]}, FieldPath("x"))
     cache_config = yaml.safe_load(render_config_yml(config.caches[0], Credentials(username, password)))
@@ -678,12 +736,14 @@ def test_the_private_upstream_of_the_kind_scenario_works_with_distribution(tools
 
     env = {**os.environ, "TOKEN_KEY": str(tmp_path / "tls.key"), "TOKEN_CERT": str(tmp_path / "tls.crt"),
            "TOKEN_ISSUER": "registry-cache-e2e", "TOKEN_SERVICE": "private-registry", "TOKEN_USERNAME": username,
-           "TOKEN_PASSWORD": password, "TOKEN_PORT": str(token_port)}
+           "TOKEN_PASSWORD": password, "TOKEN_PORT": str(token_port), "FRONT_PORT": str(front_port),
+           "FRONT_TOKEN_PORT": str(token_port), "FRONT_REGISTRY_PORT": str(registry_port)}
     procs = []
     try:
         for name, argv, port in [("token-server", [sys.executable, str(tmp_path / "token_server.py")], token_port),
                                  ("upstream", [str(tools.registry), "serve", str(tmp_path / "upstream.yml")],
-                                  upstream_port)]:
+                                  registry_port),
+                                 ("front", [sys.executable, str(tmp_path / "front.py")], front_port)]:
             procs.append(subprocess.Popen(argv, env=env, stdout=open(tmp_path / f"{name}.log", "wb"),
                                           stderr=subprocess.STDOUT))
             _wait_port(port)
@@ -701,12 +761,12 @@ def test_the_private_upstream_of_the_kind_scenario_works_with_distribution(tools
         assert pushed.returncode == 0, pushed.stderr
         anonymous = crane("manifest", "--insecure", f"{upstream}/e2e/test:1", config="nobody")
         assert anonymous.returncode != 0 and "401" in anonymous.stderr, anonymous.stderr
+        before = len((tmp_path / "token-server.log").read_bytes())  # crane's own token requests
         pulled = crane("pull", "--insecure", f"127.0.0.1:{cache_port}/e2e/test:1", str(tmp_path / "out.tar"),
                        config="nobody")
-        assert pulled.returncode == 0, pulled.stderr + (tmp_path / "cache.log").read_text()[-3000:]
-        assert (tmp_path / "cache-data/docker/registry/v2/repositories/e2e/test/_manifests/tags/1").is_dir()
-        tokens = (tmp_path / "token-server.log").read_text()
-        assert f"account={username}" in tokens  # the cache asked for a token with the Secret's username
+        pulled.stderr += (tmp_path / "cache.log").read_text()[-3000:]
+        tokens = (tmp_path / "token-server.log").read_bytes()[before:].decode()
+        return pulled, username, tokens, tmp_path / "cache-data"
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -715,3 +775,24 @@ def test_the_private_upstream_of_the_kind_scenario_works_with_distribution(tools
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def test_the_private_upstream_of_the_kind_scenario_works_with_distribution(tools, tmp_path):
+    """Runs here (no kind): the token server and the token-auth registry config of the private-registry
+    scenario, with distribution 3 (the cache's version) and crane built by hack/registry-bins.sh. A cache from
+    exactly the rendered config.yml pulls through the token-auth upstream for a client without credentials, and
+    asked the token server with the Secret's username."""
+    pulled, username, tokens, data = _private_upstream_pull_through(tools, tmp_path, realm_on_upstream=True)
+    assert pulled.returncode == 0, pulled.stderr
+    assert (data / "docker/registry/v2/repositories/e2e/test/_manifests/tags/1").is_dir()
+    assert f"account={username}" in tokens  # the cache asked for a token with the Secret's username
+
+
+def test_distribution_sends_credentials_only_to_a_realm_of_the_upstream(tools, tmp_path):
+    """What distribution 3.1 changed for the proxy (upstream commit f215e513, "proxy: bind bearer realms to
+    upstream trust boundary"): a bearer realm on another host:port of a literal IP or localhost gets no
+    credentials, so the cache cannot pull from such an upstream (3.0 sent them there). The token server is
+    never asked for the cache's username."""
+    pulled, username, tokens, _ = _private_upstream_pull_through(tools, tmp_path, realm_on_upstream=False)
+    assert pulled.returncode != 0, "distribution 3.1 must not follow a realm on another loopback port"
+    assert f"account={username}" not in tokens

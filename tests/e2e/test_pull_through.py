@@ -10,7 +10,7 @@ import pytest
 
 from extension.component.objects import render_config_yml
 
-from .dataplane import CACHE_AGENT, CRANE_AGENT, describe
+from .dataplane import CACHE_AGENT, CRANE_AGENT, E2EError, describe
 from .harness import credentials_from_secret, credentials_secret
 
 USER, PASSWORD = "robot-e2e", "s3cret: with 'quotes' \"and\" # yaml"  # the password must survive the YAML
@@ -88,3 +88,23 @@ def test_cache_without_credentials_is_refused_by_the_upstream(datapath):
     # What the client saw from the cache: 404 for the manifest.
     seen = [r for r in cache.registry.access_log.since() if CRANE_AGENT.match(r.agent) and "/manifests/" in r.path]
     assert seen and all(r.status == 404 for r in seen), describe(seen)
+
+
+def test_cache_does_not_start_while_its_upstream_is_unreachable(datapath):
+    """distribution 3.0 and 3.1 alike (the image Gardener and we pin): in proxy mode the registry asks the upstream
+    for its auth challenge (``GET <remoteurl>/v2/``) while it starts, and panics when that fails, with or without
+    credentials. So a cache Pod restarted during an upstream outage crash-loops until the upstream answers, and
+    cannot serve what it already holds meanwhile (README, "Credentials"). When this test fails, a new
+    distribution starts without its upstream: update the README."""
+    upstream = datapath.upstream({USER: PASSWORD})
+    creds = credentials_from_secret(credentials_secret("upstream-credentials-v1", USER, PASSWORD),
+                                    "upstream-credentials")
+    cache = datapath.cache(upstream, creds, tls=False)  # starts while the upstream answers
+    cache.registry.stop()
+    upstream.stop()
+
+    with pytest.raises(E2EError) as failed:
+        cache.registry.start(timeout=15)
+    log = cache.registry.app_log()
+    assert "exited" in str(failed.value), failed.value
+    assert f'panic: Get "{upstream.url}/v2/"' in log and "connection refused" in log, log[-2000:]

@@ -15,12 +15,15 @@ T = TypeVar("T")
 
 
 class OperatorProcess:
-    """``crash_at``: end the process at that checkpoint of the actuator (see crash_at.py)."""
+    """``crash_at``: end the process at that checkpoint of the actuator (see crash_at.py). The upstream
+    credential checks are off unless ``upstream_check``: the tests' upstreams with credentials are names of
+    public registries or names that exist nowhere, and no test contacts anything beyond this machine."""
 
     def __init__(self, kubeconfig: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None,
-                 crash_at: str | None = None):
+                 crash_at: str | None = None, upstream_check: bool = False):
         command = ["-m", "tests.integration.crash_at", crash_at] if crash_at else ["-m", "extension.cli"]
-        self.args = [sys.executable, *command, "run", "--kubeconfig", str(kubeconfig), *extra]
+        self.args = [sys.executable, *command, "run", "--kubeconfig", str(kubeconfig), *extra,
+                     *([] if upstream_check else ["--no-upstream-check"])]
         self.log_path = log_path
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen | None = None

@@ -127,3 +127,54 @@ def test_a_sync_that_failed_is_retried(kube, bridge):
     # no change to the Shoot: the retry alone brings the Extension
     wait_for("the Extension after the retry", lambda: kube.get("Extension", "registry-cache", seed_ns),
              timeout=60, log=bridge.log)
+
+
+def mirror_shoot(name: str, project: str = PROJECT) -> dict:
+    """A Shoot that uses only registry-mirror, its private mirror's CA bundle in the Secret ca-v1."""
+    upstream = f"{name}.example"
+    return {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+            "metadata": {"name": name, "namespace": f"garden-{project}"},
+            "spec": {"extensions": [{"type": "registry-mirror", "providerConfig": {
+                "apiVersion": "mirror.extensions.gardener.cloud/v1alpha1", "kind": "MirrorConfig",
+                "mirrors": [{"upstream": upstream, "hosts": [{"host": f"https://private.{upstream}",
+                                                              "caBundleSecretReferenceName": "ca"}]}]}}],
+                     "resources": [{"name": "ca", "resourceRef": {"apiVersion": "v1", "kind": "Secret",
+                                                                  "name": "ca-v1"}}],
+                     "provider": {"type": "local", "workers": [{"name": "w", "cri": {"name": "containerd"}}]}}}
+
+
+def test_a_registry_mirror_shoot_has_the_same_guarantees(kube, bridge):
+    """Issue 9's guarantees for the second extension type: a registry-mirror Extension of another in the seed
+    namespace refuses the Shoot and is never touched (nor deleted with the refused Shoot); the CA bundle Secret
+    of a mirror is not copied without an admission record; the Shoot is labelled for registry-mirror alone."""
+    seed_ns = f"shoot--{PROJECT}--mirror-taken"
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": seed_ns, "labels": {"registry-cache.gardener.cloud/bridge": "true"}}})  # an older bridge's
+    kube.create({"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Extension",
+                 "metadata": {"name": "registry-mirror", "namespace": seed_ns},
+                 "spec": {"type": "not-ours-to-touch"}})
+    kube.create(mirror_shoot("mirror-taken"))
+    error = wait_for("the refusal", lambda: bridge_error(kube, "mirror-taken"), log=bridge.log)
+    assert f"Extension {seed_ns}/registry-mirror (not made by the bridge)" in error
+    assert kube.get("Cluster", seed_ns) is None
+    assert kube.get("Extension", "registry-mirror", seed_ns)["spec"] == {"type": "not-ours-to-touch"}
+    kube.delete("Shoot", "mirror-taken", NS)
+    wait_for("the Shoot gone", lambda: kube.get("Shoot", "mirror-taken", NS) is None, log=bridge.log)
+    assert kube.get("Extension", "registry-mirror", seed_ns)["spec"] == {"type": "not-ours-to-touch"}
+
+    kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ca-v1", "namespace": NS},
+                "immutable": True, "type": "Opaque", "data": {"bundle.crt": "LS0tLS0="}})
+    kube.create(mirror_shoot("mirror-norecord"))
+    error = wait_for("the note", lambda: bridge_error(kube, "mirror-norecord"), log=bridge.log)
+    assert f"Secret {NS}/ca-v1 is not copied: there is no admission record" in error
+    seed_ns = f"shoot--{PROJECT}--mirror-norecord"
+    ext = wait_for("the Extension", lambda: kube.get("Extension", "registry-mirror", seed_ns), log=bridge.log)
+    assert ext["metadata"]["annotations"]["registry-cache.gardener.cloud/shoot"] == f"{NS}/mirror-norecord"
+    assert kube.get("Extension", "registry-cache", seed_ns) is None
+    assert kube.get("Secret", "ref-ca-v1", seed_ns) is None
+    labels = kube.get("Shoot", "mirror-norecord", NS)["metadata"].get("labels") or {}
+    assert labels.get("extensions.extensions.gardener.cloud/registry-mirror") == "true"
+    assert "extensions.extensions.gardener.cloud/registry-cache" not in labels
+    namespace_labels = kube.get("Namespace", seed_ns)["metadata"]["labels"]
+    assert namespace_labels.get("extensions.extensions.gardener.cloud/registry-mirror") == "true"
+    assert "extensions.extensions.gardener.cloud/registry-cache" not in namespace_labels

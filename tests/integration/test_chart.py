@@ -189,7 +189,6 @@ def test_the_deployment_runs_the_seed_controller(rendered_objects):
     args = build_parser().parse_args(argv)
     assert args.command == "run" and args.gardener and args.webhooks == "seed" and not args.standalone
     assert args.leader_election and args.leader_election_namespace is None  # POD_NAMESPACE
-    assert not args.vpa  # the RBAC grants no VerticalPodAutoscalers (and they would live in the shoot)
     assert args.webhook_service == f"{NAMESPACE}/registry-cache-webhook"
     assert (args.metrics_address, args.liveness) == ("0.0.0.0:8081", "http://0.0.0.0:8080/healthz")
     assert container["image"] == IMAGE
@@ -217,7 +216,8 @@ def test_the_rbac_is_for_a_seed(rendered_objects):
     assert not any("*" in (g, r, v) for g, r, v, _ in granted)
     resources = {r for _, r, _, _ in granted}
     assert resources == {"extensions", "extensions/status", "clusters", "secrets",
-                         "mutatingwebhookconfigurations", "customresourcedefinitions"}
+                         "mutatingwebhookconfigurations", "customresourcedefinitions",
+                         "configmaps", "prometheusrules", "scrapeconfigs"}  # (the caches' monitoring)
     # a seed has no Shoots; gardenlet makes the namespaces; the Shoot/Secret webhooks belong to the garden
     assert not resources & {"shoots", "namespaces", "validatingwebhookconfigurations"}
     assert {v for g, r, v, n in granted if r == "mutatingwebhookconfigurations" and not n} == {"create"}
@@ -270,7 +270,8 @@ def chart_token(rendered_objects, control_plane, tmp_path_factory) -> Path:
     """The chart's ServiceAccount and RBAC applied for real (not the Deployment: no kubelet here), and a
     kubeconfig with a token of that ServiceAccount."""
     _ensure_namespace(control_plane.kubeconfig)
-    rbac = [o for o in rendered_objects if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
+    rbac = [o for o in rendered_objects if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+                                                          "RoleBinding")]
     done = _apply(control_plane.kubeconfig, yaml.safe_dump_all(rbac))
     assert done.returncode == 0, done.stdout + done.stderr
     admin = Kube(control_plane.api_client(), field_manager="test-chart")

@@ -106,6 +106,28 @@ def test_the_periodic_resync_puts_back_what_was_deleted_by_hand(kube, control_pl
         wait_for("the StatefulSet back", lambda: seed.owned("StatefulSet") == [name], timeout=30, log=op.log)
 
 
+def test_a_registry_mirror_extension_is_retried_and_resynced_as_a_cache_is(kube, control_plane, tmp_path):
+    """Issue 9's retry of an Extension in Error and its periodic resync, for the second extension type: an Error
+    is carried out again without a change once its cause is gone, and the node configuration deleted by hand is
+    put back."""
+    from .test_mirror import Seed as MirrorSeed
+    from .test_mirror import ca_secret, mirror_config
+
+    seed = MirrorSeed(kube, uniq("mirrorretry"))
+    selector = f"{OWNER}={seed.ns}"
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--resync-period", "2") as op:
+        seed.extension("registry-mirror", mirror_config(f"{seed.name}.example"))  # no ref-ca-v1 yet: Error
+        seed.wait("registry-mirror", op.log, state="Error")
+        kube.apply(ca_secret("ref-ca-v1", seed.ns, immutable=None))  # the cause gone; the Extension unchanged
+        seed.wait("registry-mirror", op.log)
+        [published] = kube.list("ConfigMap", "kube-system", label_selector=selector)
+        kube.delete("ConfigMap", published["metadata"]["name"], "kube-system")
+        wait_for("the node configuration back", lambda: [c["metadata"]["name"] for c in kube.list(
+            "ConfigMap", "kube-system", label_selector=selector)] == [published["metadata"]["name"]],
+            timeout=30, log=op.log)
+        seed.delete("registry-mirror", op.log)
+
+
 def _metrics(port: int) -> dict[str, float]:
     import urllib.request
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()

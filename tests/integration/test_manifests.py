@@ -152,7 +152,6 @@ def test_container_args_are_what_the_command_line_accepts(default):
     args = build_parser().parse_args(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
     assert args.command == "run" and args.standalone and args.liveness == "http://0.0.0.0:8080/healthz"
     assert args.leader_election and args.leader_election_namespace is None  # POD_NAMESPACE
-    assert not args.vpa  # the RBAC grants no VerticalPodAutoscalers
 
     [daemonset] = by_kind(default, "DaemonSet")
     args = build_parser().parse_args(daemonset["spec"]["template"]["spec"]["containers"][0]["args"])
@@ -164,9 +163,12 @@ def test_the_gardener_registration():
     [registration] = kustomize(MANIFESTS / "gardener")
     assert registration["apiVersion"] == "core.gardener.cloud/v1beta1"
     assert registration["kind"] == "ControllerRegistration"
-    [resource] = registration["spec"]["resources"]
-    assert (resource["kind"], resource["type"]) == ("Extension", "registry-cache")
-    assert "globallyEnabled" not in resource and "autoEnable" not in resource  # shoots opt in
+    resources = registration["spec"]["resources"]
+    assert [(r["kind"], r["type"]) for r in resources] == [("Extension", "registry-cache"),
+                                                           ("Extension", "registry-mirror")]
+    for resource in resources:
+        assert "globallyEnabled" not in resource and "autoEnable" not in resource  # shoots opt in
+        assert resource["workerlessSupported"] is False
     # The ControllerDeployment is generated from charts/registry-cache by hack/controller-deployment.py.
     assert registration["spec"]["deployment"]["deploymentRefs"] == [{"name": "extension-registry-cache"}]
     assert "ControllerDeployment" in (MANIFESTS / "gardener" / "controller-registration.yaml").read_text()
@@ -314,7 +316,11 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with OperatorProcess(rbac["controller"], tmp_path / "controller.log", "--standalone", "--webhooks",
+    def node_auth_keys() -> set[str]:  # this Shoot's keys of the one node-auth Secret all Extensions share
+        shared = admin.get("Secret", "registry-cache-node-auth", "kube-system") or {}
+        return {k for k in (shared.get("data") or {}) if k.endswith(name.replace(".", "-") + "-example")}
+
+    with OperatorProcess(rbac["controller"], tmp_path / "controller.log", "--standalone", "--webhooks", "--node-auth",
                          "--webhook-address", "127.0.0.1", "--webhook-port", str(port), "--leader-election",
                          env={"POD_NAMESPACE": "registry-cache"}) as op:
         wait_for("the webhooks", lambda: admin.get("ValidatingWebhookConfiguration",
@@ -326,6 +332,9 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
         assert len(admin.list("StatefulSet", "kube-system", label_selector=owned)) == 3
         assert len(admin.list("PodDisruptionBudget", "kube-system", label_selector=owned)) == 1
         assert admin.get("Secret", f"ref-{name}-creds-v1", seed_ns) is not None
+        # --node-auth: per cache credentials in the seed, their headers in the shared Secret, one key each
+        assert len(admin.list("Secret", seed_ns, label_selector="registry-cache.gardener.cloud/node-auth")) == 3
+        assert len(node_auth_keys()) == 3
 
         # a volume of the cache about to be removed (no StatefulSet controller here makes one)
         sts = "registry-" + up["tls"].replace(".", "-")
@@ -340,14 +349,19 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
                  log=op.log)
         assert len(admin.list("StatefulSet", "kube-system", label_selector=owned)) == 2
         assert admin.list("PodDisruptionBudget", "kube-system", label_selector=owned) == []
+        assert len(node_auth_keys()) == 2  # server-side apply dropped the removed cache's key
         pvc = admin.get("PersistentVolumeClaim", f"cache-volume-{sts}-0", "kube-system")
         assert pvc is None or pvc["metadata"].get("deletionTimestamp"), "the removed cache's volume was kept"
 
-        # the reconcile annotation, as gardenlet sets it
+        # the reconcile annotation, as gardenlet sets it; the node credentials are reused, not made anew
+        node_auth = {x["metadata"]["name"]: x["data"] for x in admin.list(
+            "Secret", seed_ns, label_selector="registry-cache.gardener.cloud/node-auth")}
         admin.patch("Extension", "registry-cache", {"metadata": {"annotations": {
             "gardener.cloud/operation": "reconcile"}}}, seed_ns)
         wait_for("the annotation to be taken", lambda: "gardener.cloud/operation" not in (
             state()[0]["metadata"].get("annotations") or {}) and state()[1] == "Succeeded", timeout=60, log=op.log)
+        assert {x["metadata"]["name"]: x["data"] for x in admin.list(
+            "Secret", seed_ns, label_selector="registry-cache.gardener.cloud/node-auth")} == node_auth
 
         admin.delete("Shoot", name, garden_ns)
         wait_for("the Shoot to be gone", lambda: admin.get("Shoot", name, garden_ns) is None, timeout=90, log=op.log)
@@ -355,6 +369,7 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
         assert admin.get("Cluster", seed_ns) is None
         for kind in ("StatefulSet", "Service", "Secret", "ConfigMap", "NetworkPolicy"):
             assert admin.list(kind, "kube-system", label_selector=owned) == [], kind
+        assert node_auth_keys() == set()
         log = op.log()
     admin.delete("ValidatingWebhookConfiguration", "registry-cache.extensions.gardener.cloud")
     assert not re.search(r"(?<![,.:\d])\b403\b|[Ff]orbidden|Not enough permissions", log), log[-5000:]
@@ -376,7 +391,10 @@ def test_the_node_agent_runs_with_its_service_account(rbac, tmp_path):
     assert done.returncode == 0, done.stderr
     assert not re.search(r"(?<![,.:\d])\b403\b|[Ff]orbidden", done.stderr), done.stderr
     agent = Kube.from_kubeconfig(str(rbac["node-agent"]))
+    # the one node-auth Secret by name, nothing else of Secrets
+    assert not _forbidden(agent, "GET", "/api/v1/namespaces/kube-system/secrets/registry-cache-node-auth")
     for method, path in [("GET", "/api/v1/namespaces/kube-system/secrets"),
+                         ("GET", "/api/v1/namespaces/kube-system/secrets/registry-cache-node-auth-x"),
                          ("GET", "/api/v1/namespaces/kube-system/configmaps/any"),
                          ("GET", "/api/v1/namespaces/default/configmaps"),
                          ("GET", "/api/v1/configmaps")]:

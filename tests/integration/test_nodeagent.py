@@ -28,7 +28,7 @@ import yaml
 from api.v1alpha3 import RegistryStatus
 from extension.component import certs
 from extension.component.containerd import hosts_toml_for_entry, hosts_toml_for_status
-from extension.constants import CA_BUNDLE_FILE, CA_BUNDLE_PATH, NODE_CONFIG_LABEL
+from extension.constants import CA_BUNDLE_FILE, CA_BUNDLE_PATH, DEFAULT_DIAL_TIMEOUT, NODE_CONFIG_LABEL
 from extension.kube import Kube
 from extension.nodeagent.agent import probe
 from extension.nodeagent.plan import CA_MARKER, MARKER, desired_state
@@ -176,7 +176,8 @@ def test_what_the_controller_publishes_waits_for_the_caches(kube, standalone, co
     controller_bundle = base64.b64decode(bundle_secret["data"]["bundle.crt"]).decode()
     assert published["data"]["ca-bundle.pem"] == controller_bundle
     # the agent reads exactly the files the controller means
-    assert desired_state([published]).hosts_toml == hosts_toml_for_status(status)
+    # (with the controller's default dial_timeout for containerd 2.1+)
+    assert desired_state([published]).hosts_toml == hosts_toml_for_status(status, dial_timeout=DEFAULT_DIAL_TIMEOUT)
 
     # The cluster IPs do not answer here: one sync writes the CA bundle and no hosts.toml.
     root = tmp_path / "certs.d"

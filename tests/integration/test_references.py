@@ -1,5 +1,5 @@
-"""Referenced Secrets on the real API server: deletion refused while in use, the finalizer as the safety
-net, Shoot admission, and rotation by command."""
+"""Referenced Secrets on the real API server: deletion refused while in use (a cache's credentials, a mirror
+host's CA bundle), the finalizer as the safety net, Shoot admission, and rotation by command."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 
+from extension.component import certs
 from extension.constants import PROTECTION_FINALIZER
 from extension.constants import WEBHOOK_CONFIGURATION_NAME as CONFIGURATION_NAME
 from extension.kube import ApiError, Kube
@@ -63,6 +64,27 @@ def shoot(name, secret_name, upstream=None, reference="creds", **cache):
                      "provider": {"type": "local", "workers": [{"name": "w", "cri": {"name": "containerd"}}]}}}
 
 
+CA_PEM = certs.generate_ca("refs-mirror-ca").cert_pem
+
+
+def ca_secret(name):
+    """A registry-mirror host's CA bundle Secret, as Gardener's validation wants it."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "type": "Opaque",
+            "immutable": True, "data": {"bundle.crt": base64.b64encode(CA_PEM.encode()).decode()}}
+
+
+def mirror_shoot(name, secret_name, reference="ca"):
+    """A Shoot with only the registry-mirror extension: one private mirror whose CA bundle is ``secret_name``."""
+    return {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot", "metadata": {"name": name, "namespace": NS},
+            "spec": {"extensions": [{"type": "registry-mirror", "providerConfig": {
+                "apiVersion": "mirror.extensions.gardener.cloud/v1alpha1", "kind": "MirrorConfig",
+                "mirrors": [{"upstream": f"{name}.example", "hosts": [
+                    {"host": f"https://mirror.{name}.example", "caBundleSecretReferenceName": reference}]}]}}],
+                     "resources": [{"name": reference, "resourceRef": {"apiVersion": "v1", "kind": "Secret",
+                                                                        "name": secret_name}}],
+                     "provider": {"type": "local", "workers": [{"name": "w", "cri": {"name": "containerd"}}]}}}
+
+
 def protected(kube, name):
     obj = kube.get("Secret", name, NS)
     return obj is not None and PROTECTION_FINALIZER in (obj["metadata"].get("finalizers") or [])
@@ -92,19 +114,60 @@ def test_delete_refused_while_in_use_then_allowed_after_the_swap(kube, operator)
     wait_for("v1 gone", lambda: kube.get("Secret", "del-v1", NS) is None)
 
 
-def test_finalizer_holds_the_secret_without_the_webhook(kube, operator):
-    kube.create(secret("fin-v1"))
-    kube.create(shoot("fin", "fin-v1"))
-    wait_for("the finalizer", lambda: protected(kube, "fin-v1"), log=operator.log)
+def test_a_mirrors_ca_bundle_secret_is_in_use_too(kube, operator):
+    """A registry-mirror host's caBundleSecretReferenceName protects its Secret as a cache's secretReferenceName
+    does: the DELETE is refused naming the Shoot, the entry and the host, until the Shoot points elsewhere."""
+    kube.create(ca_secret("mca-v1"))
+    kube.create(ca_secret("mca-v2"))
+    kube.create(mirror_shoot("mca", "mca-v1"))
+    wait_for("the finalizer", lambda: protected(kube, "mca-v1"), log=operator.log)
+    assert kube.get("Secret", "mca-v1", NS)["metadata"]["labels"]["registry-cache.gardener.cloud/referenced"] == "true"
+    with pytest.raises(ApiError) as info:
+        kube.delete("Secret", "mca-v1", NS)
+    assert info.value.status == 403
+    assert (f'Secret {NS}/mca-v1 is still in use by Shoot "mca" (spec.resources entry "ca", used as '
+            "caBundleSecretReferenceName by the registry mirror https://mirror.mca.example for mca.example). "
+            "Point the spec.resources entry at a new Secret first, wait for the Shoot to reconcile") in info.value.message
+    assert kube.get("Secret", "mca-v1", NS)["metadata"].get("deletionTimestamp") is None
+    kube.patch("Shoot", "mca", [{"op": "replace", "path": "/spec/resources/0/resourceRef/name", "value": "mca-v2"}],
+               NS, merge=False)
+    wait_for("v1 released", lambda: not protected(kube, "mca-v1"), log=operator.log)
+    assert protected(kube, "mca-v2")
+    kube.delete("Secret", "mca-v1", NS)
+    wait_for("v1 gone", lambda: kube.get("Secret", "mca-v1", NS) is None)
+    kube.delete("Shoot", "mca", NS)
+    wait_for("the Shoot gone, v2 released", lambda: kube.get("Shoot", "mca", NS) is None
+             and not protected(kube, "mca-v2"), timeout=60, log=operator.log)
+
+
+def _deleted_or_refused(kube, name):
+    try:
+        kube.delete("Secret", name, NS)
+        return "deleted"
+    except ApiError as exc:
+        if exc.status == 403 and "secrets.registry-cache.extensions.gardener.cloud" in exc.message:
+            return "refused"
+        raise
+
+
+@pytest.mark.parametrize("use", ["credentials", "mirror-ca-bundle"])
+def test_finalizer_holds_the_secret_without_the_webhook(kube, operator, use):
+    name = "fin" if use == "credentials" else "fin-mirror"
+    kube.create(secret(f"{name}-v1") if use == "credentials" else ca_secret(f"{name}-v1"))
+    kube.create(shoot(name, f"{name}-v1") if use == "credentials" else mirror_shoot(name, f"{name}-v1"))
+    wait_for("the finalizer", lambda: protected(kube, f"{name}-v1"), log=operator.log)
     config = kube.get("ValidatingWebhookConfiguration", CONFIGURATION_NAME)
     kube.delete("ValidatingWebhookConfiguration", CONFIGURATION_NAME)  # the webhook is down
     try:
-        kube.delete("Secret", "fin-v1", NS)  # accepted now, but only marks it for deletion
-        held = kube.get("Secret", "fin-v1", NS)
+        # accepted now (once the API server has noticed the configuration is gone: its webhook informer may lag
+        # behind under load), but only marks it for deletion
+        wait_for("the DELETE to pass without the webhook", lambda: _deleted_or_refused(kube, f"{name}-v1") == "deleted",
+                 timeout=15, log=operator.log)
+        held = kube.get("Secret", f"{name}-v1", NS)
         assert held is not None and held["metadata"].get("deletionTimestamp")
         # once no Shoot uses it any more, it goes
-        kube.delete("Shoot", "fin", NS)
-        wait_for("fin-v1 gone", lambda: kube.get("Secret", "fin-v1", NS) is None, timeout=60, log=operator.log)
+        kube.delete("Shoot", name, NS)
+        wait_for(f"{name}-v1 gone", lambda: kube.get("Secret", f"{name}-v1", NS) is None, timeout=60, log=operator.log)
     finally:
         config.pop("metadata")
         kube.apply({"metadata": {"name": CONFIGURATION_NAME}, **config})

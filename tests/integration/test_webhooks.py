@@ -92,6 +92,38 @@ def test_a_killed_controller_blocks_only_shoots_that_use_the_extension(kube, con
     kube.delete("ValidatingWebhookConfiguration", CONFIGURATION_NAME)
 
 
+def test_a_shoot_using_only_registry_mirror_reaches_the_shoot_webhook(kube, control_plane, tmp_path):
+    """Gardener labels Shoots per extension type: a Shoot labelled for registry-mirror alone is validated (its
+    CA bundle Secret must be there) as one labelled for registry-cache is, in garden mode too."""
+    from .test_mirror import ca_secret, mirror_config
+
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--webhooks", "garden", "--webhook-port",
+                         str(free_port()), "--webhook-address", "127.0.0.1") as op:
+        wait_for("the webhooks", lambda: kube.get("ValidatingWebhookConfiguration", CONFIGURATION_NAME), log=op.log)
+        mirror = {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+                  "metadata": {"name": "mirror-only", "namespace": NS,
+                               "labels": {"extensions.extensions.gardener.cloud/registry-mirror": "true"}},
+                  "spec": {"extensions": [{"type": "registry-mirror",
+                                           "providerConfig": mirror_config("mirror-only.example")}],
+                           "resources": [{"name": "ca", "resourceRef": {"apiVersion": "v1", "kind": "Secret",
+                                                                        "name": "mirror-ca"}}],
+                           "provider": {"type": "local", "workers": [{"name": "w", "cri": {"name": "containerd"}}]}}}
+
+        def refusal():  # a dry run until the API server calls the webhook (its informer may lag)
+            try:
+                kube.request("POST", f"/apis/core.gardener.cloud/v1beta1/namespaces/{NS}/shoots", body=mirror,
+                             query=[("dryRun", "All")])
+            except ApiError as exc:
+                return exc.message
+            return None
+        message = wait_for("the refusal", refusal, log=op.log)
+        assert "caBundleSecretReferenceName" in message and f"failed to get secret {NS}/mirror-ca" in message, message
+        kube.create(ca_secret("mirror-ca", NS))
+        kube.create(mirror)  # admitted now
+        kube.delete("Shoot", "mirror-only", NS)
+    kube.delete("ValidatingWebhookConfiguration", CONFIGURATION_NAME)
+
+
 def test_registration_is_retried_until_the_api_server_takes_it():
     from extension.manager import register_with_retries
 

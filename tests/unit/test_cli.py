@@ -95,7 +95,8 @@ def test_render_writes_objects_hosts_and_ca(capsys, tmp_path):
     docker = tomllib.loads((out / "nodes" / "docker.io" / "hosts.toml").read_text())
     assert docker == {"server": "https://registry-1.docker.io",
                       "host": {"https://10.4.0.12:5000": {"capabilities": ["pull", "resolve"],
-                                                         "ca": ["/etc/containerd/certs.d/ca-bundle.pem"]}}}
+                                                         "ca": ["/etc/containerd/certs.d/ca-bundle.pem"],
+                                                         "dial_timeout": "100ms"}}}
     ghcr = (out / "nodes" / "ghcr.io" / "hosts.toml").read_text()
     assert '[host."https://registry-ghcr-io.kube-system.svc.cluster.local:5000"]' in ghcr
     assert "note: ghcr.io: no --endpoint given, hosts.toml points at" in err and "--endpoint ghcr.io=" in err
@@ -107,6 +108,16 @@ def test_render_writes_objects_hosts_and_ca(capsys, tmp_path):
     # a second render replaces the first one's files
     assert run(capsys, "render", SHOOT, "--secret", SECRET, "--output", out)[0] == 0
     assert len(list((out / "shoot").glob("*.yaml"))) == len(objects)
+
+
+def test_render_dial_timeout(capsys, tmp_path):
+    out = tmp_path / "out"
+    assert run(capsys, "render", SHOOT, "--secret", SECRET, "-o", out, "--dial-timeout", "1s")[0] == 0
+    assert 'dial_timeout = "1s"' in (out / "nodes" / "docker.io" / "hosts.toml").read_text()
+    assert run(capsys, "render", SHOOT, "--secret", SECRET, "-o", out, "--dial-timeout", "0")[0] == 0
+    assert "dial_timeout" not in (out / "nodes" / "docker.io" / "hosts.toml").read_text()
+    code, _, err = run(capsys, "render", SHOOT, "--secret", SECRET, "-o", out, "--dial-timeout", "soon")
+    assert code == 2 and "--dial-timeout" in err and "not a Go duration" in err
 
 
 def test_render_invalid_renders_nothing(capsys, tmp_path):
@@ -139,7 +150,7 @@ def test_a_shoot_without_the_extension_is_the_same_to_validate_and_render(tmp_pa
     rendered = run(capsys, "render", path, "-o", tmp_path / "out")
     assert validated[:2] == rendered[:2] == (0, "")
     assert validated[2].replace("validate", "X") == rendered[2].replace("render", "X")
-    assert "does not enable the registry-cache extension" in rendered[2]
+    assert "enables neither the registry-cache nor the registry-mirror extension" in rendered[2]
     assert not (tmp_path / "out").exists()
 
 
@@ -149,6 +160,11 @@ def test_every_exit_code_comes_from_one_table(capsys):
     assert run(capsys, "validate", "/nonexistent.yaml")[0] == ExitCode.USAGE
     assert run(capsys, "credentials", "rotate", "--shoot", "nope", "--reference", "r", "--username", "u",
                "--password-stdin")[0] == ExitCode.USAGE
+
+
+def test_run_node_auth_needs_standalone(capsys):
+    code, _, err = run(capsys, "run", "--node-auth", "--kubeconfig", "/nonexistent")
+    assert code == 2 and "--node-auth needs --standalone" in err
 
 
 def test_render_writes_secrets_0600_and_removes_only_its_own_files(capsys, tmp_path):

@@ -101,8 +101,9 @@ def test_transport_errors_are_infrastructure_problems_and_errored_never_raises()
     assert message.startswith("the API server could not be reached for GET /apis/extensions.gardener.cloud/")
     assert "Connection refused" in message and "object at 0x" not in message
 
-    class Unused:
-        pass
+    class Unused:  # an actuator never reached: the seed is away before it acts
+        extension_type = "registry-cache"
+        what = "registry caches"
 
     controller = Controller(seed, Unused())  # type: ignore[arg-type]
     errors = metrics.OPERATIONS.labels("Reconcile", "Error")

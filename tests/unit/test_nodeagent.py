@@ -17,7 +17,7 @@ from extension.cli.nodeagent import add_parser
 from extension.component import certs
 from extension.component.containerd import hosts_toml_for_status
 from extension.component.objects import RenderOptions, provider_status, render_node_config
-from extension.constants import CA_BUNDLE_FILE, CA_BUNDLE_PATH, NODE_CONFIG_LABEL
+from extension.constants import CA_BUNDLE_FILE, CA_BUNDLE_PATH, DEFAULT_DIAL_TIMEOUT, NODE_CONFIG_LABEL
 from extension.nodeagent.agent import NodeAgent, observe
 from extension.nodeagent.plan import (
     CA_MARKER,
@@ -54,6 +54,21 @@ def configmap(name: str, *entries: dict, ca: str | None = None, created: str = "
 
 # --- from ConfigMaps to files ----------------------------------------------------------------------------
 
+def test_dial_timeout_of_an_entry_is_written_or_the_entry_skipped():
+    good = entry("a.io", "https://10.0.0.1:5000")
+    good["hosts"][0]["dialTimeout"] = "350ms"
+    bad = entry("b.io", "https://10.0.0.2:5000")
+    bad["hosts"][0]["dialTimeout"] = "fast"
+    negative = entry("c.io", "https://10.0.0.3:5000")
+    negative["hosts"][0]["dialTimeout"] = "-1s"
+    desired = desired_state([configmap("cm", good, bad, negative)])
+    assert set(desired.hosts_toml) == {"a.io"}
+    assert tomllib.loads(desired.hosts_toml["a.io"])["host"]["https://10.0.0.1:5000"]["dial_timeout"] == "350ms"
+    assert len(desired.problems) == 2 and "'fast' is not a Go duration" in desired.problems[0]
+    assert "must not be negative" in desired.problems[1]
+    assert desired.keep == {"b.io", "c.io"}  # what is on disk for them stays
+
+
 def test_reads_what_the_controller_publishes():
     status = provider_status([("docker.io", "https://10.4.0.12:5000", "https://registry-1.docker.io"),
                               ("my-registry.io:5000", "http://10.4.0.15:5000", "http://my-registry.io:5000")],
@@ -61,7 +76,9 @@ def test_reads_what_the_controller_publishes():
     published = render_node_config(status, CA.cert_pem, RenderOptions(owner="shoot--dev--crazy-botany")).obj
     desired = desired_state([published])
     assert desired.problems == [] and desired.complete
-    assert desired.hosts_toml == hosts_toml_for_status(status)  # containerd's default place: nothing rewritten
+    # containerd's default place: nothing rewritten; the controller's default dial timeout on every host
+    assert desired.hosts_toml == hosts_toml_for_status(status, dial_timeout=DEFAULT_DIAL_TIMEOUT)
+    assert all(f'dial_timeout = "{DEFAULT_DIAL_TIMEOUT}"' in text for text in desired.hosts_toml.values())
     assert desired.ca_bundle == CA.cert_pem
     assert [e.readiness_probe for e in desired.entries.values()] == [True, True]
     assert desired.entries["docker.io"].probe_url == "https://10.4.0.12:5000/v2/"
@@ -361,6 +378,56 @@ def test_a_bad_kubeconfig_is_exit_code_2(tmp_path, capsys):
     from extension.cli.main import main
     assert main(["node-agent", "--kubeconfig", str(tmp_path / "missing"), "--root", str(tmp_path), "--once"]) == 2
     assert "cannot load the kubeconfig" in capsys.readouterr().err
+
+
+# --- caches only nodes can read (run --node-auth) -------------------------------------------------------
+
+def _auth_entry(upstream: str, url: str, key: str) -> dict:
+    e = entry(upstream, url)
+    e["hosts"][0]["nodeAuth"] = key
+    return e
+
+
+def test_node_auth_header_from_the_secret_or_the_entry_waits():
+    cm = configmap("a", _auth_entry("a.io", "https://10.0.0.1:5000", "registry-a-io"),
+                   _auth_entry("b.io", "https://10.0.0.2:5000", "registry-b-io"), entry("c.io", "http://10.0.0.3:5000"))
+    first = desired_state([cm])  # the agent reads the Secret only when an entry wants it
+    assert first.node_auth_wanted == {"registry-a-io", "registry-b-io"} and set(first.hosts_toml) == {"c.io"}
+    assert first.keep == {"a.io", "b.io"}  # what is on disk for them stays
+    desired = desired_state([cm], node_auth={"registry-a-io": "Basic c2VjcmV0", "registry-b-io": "Basic x\ny"})
+    assert set(desired.hosts_toml) == {"a.io", "c.io"} and desired.private == {"a.io"}
+    host = tomllib.loads(desired.hosts_toml["a.io"])["host"]["https://10.0.0.1:5000"]
+    assert host["header"] == {"Authorization": "Basic c2VjcmV0"}
+    assert "Authorization" not in desired.hosts_toml["c.io"]
+    assert any("b.io" in p and "not a header value" in p for p in desired.problems)
+    assert not any("c2VjcmV0" in p for p in desired.problems)
+    bad = entry("d.io", "http://10.0.0.4:5000")
+    bad["hosts"][0]["nodeAuth"] = "../etc"
+    assert "is not a Secret key" in desired_state([configmap("b", bad)]).problems[0]
+
+
+def test_node_auth_hosts_toml_is_written_root_only(tmp_path):
+    cm = configmap("a", _auth_entry("a.io", "http://10.0.0.1:5000", "registry-a-io"), entry("c.io", "http://10.0.0.3:5000"))
+    reads = []
+
+    def read():
+        reads.append(1)
+        return {"registry-a-io": "Basic c2VjcmV0"}
+
+    root = tmp_path / "certs.d"
+    agent = NodeAgent(lambda: [cm], root, prober=lambda url, ca: True, read_node_auth=read)
+    result = agent.sync()
+    assert result.ok and result.plan.private == {"a.io"} and reads == [1]
+    assert (root / "a.io" / "hosts.toml").stat().st_mode & 0o777 == 0o600
+    assert (root / "c.io" / "hosts.toml").stat().st_mode & 0o777 == 0o644
+
+    def broken():
+        raise PermissionError("403 Forbidden")
+
+    cm2 = configmap("a", _auth_entry("a.io", "http://10.0.0.9:5000", "registry-a-io"))
+    agent = NodeAgent(lambda: [cm2], root, prober=lambda url, ca: True, read_node_auth=broken)
+    assert agent.sync().ok
+    assert "10.0.0.1" in (root / "a.io" / "hosts.toml").read_text()  # kept until the Secret can be read
 
 
 # --- bad entries never stop the others (issue 9) -----------------------------------------------------------

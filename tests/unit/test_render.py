@@ -200,6 +200,19 @@ def test_provider_status_wire_format():
     assert "caSecretName" not in provider_status([], None).to_wire()
 
 
+def test_dial_timeout_in_hosts_toml():
+    from extension.component.containerd import dial_timeout
+    text = render_hosts_toml("docker.io", "https://registry-1.docker.io", "https://10.4.0.12:5000",
+                             dial_timeout="200ms")
+    assert tomllib.loads(text)["host"]["https://10.4.0.12:5000"]["dial_timeout"] == "200ms"
+    assert "dial_timeout" not in render_hosts_toml("a.io", "https://a.io", "http://10.0.0.1:5000")
+    assert dial_timeout("200ms") == "200ms" and dial_timeout("1.5s") == "1.5s"
+    assert dial_timeout("0") is None and dial_timeout("0s") is None and dial_timeout("") is None
+    for bad in ("200", "fast", "-1s", "1d"):
+        with pytest.raises(ValueError):
+            dial_timeout(bad)
+
+
 def test_node_config_for_the_node_agent():
     from extension.component.containerd import containerd_registries, hosts_toml_for_entry
     from extension.component.objects import render_node_config
@@ -214,10 +227,38 @@ def test_node_config_for_the_node_agent():
     assert "caCerts" not in entries[1]["hosts"][0]  # no CA for a plain http endpoint
     cm = render_node_config(status, "PEM", RenderOptions(owner="shoot--dev--x")).obj
     assert cm["metadata"]["name"].startswith("registry-cache-node-config-")
+    # the node agent's entries carry the dial timeout (Gardener's RegistryHost has no such field)
+    assert yaml.safe_load(cm["data"]["registries.yaml"]) == {"registries": [
+        {**e, "hosts": [{**e["hosts"][0], "dialTimeout": "100ms"}]} for e in entries]}
+    cm = render_node_config(status, "PEM", RenderOptions(owner="shoot--dev--x", dial_timeout=None)).obj
     assert yaml.safe_load(cm["data"]["registries.yaml"]) == {"registries": entries}
     assert cm["data"]["ca-bundle.pem"] == "PEM"
     assert tomllib.loads(hosts_toml_for_entry(entries[1]))["host"] == {
         "http://10.0.0.2:5000": {"capabilities": ["pull", "resolve"]}}
+
+
+def test_node_auth_config_secret_and_node_config():
+    from extension.component import nodeauth
+    from extension.component.objects import render_node_config
+    node = nodeauth.generate()
+    assert nodeauth.valid(node) and node.htpasswd.startswith("registry-cache-node:$2b$04$")
+    assert not nodeauth.valid(nodeauth.NodeCredentials(node.username, "other", node.htpasswd))
+    assert node.password not in repr(node)
+    cfg = decode_and_default(config({"upstream": "docker.io", "http": {"tls": False}}), PC)
+    objects = render_shoot(cfg, node_auth={"docker.io": node}).objects
+    secret = next(o.obj for o in objects if o.kind == "Secret" and "-config-" in o.name)
+    assert base64.b64decode(secret["data"]["htpasswd"]).decode() == node.htpasswd
+    conf = yaml.safe_load(base64.b64decode(secret["data"]["config.yml"]))
+    assert conf["auth"] == {"htpasswd": {"realm": "registry-cache", "path": "/etc/distribution/htpasswd"}}
+    plain = next(o.obj for o in render_shoot(cfg).objects if o.kind == "Secret" and "-config-" in o.name)
+    assert "htpasswd" not in plain["data"] and "auth" not in yaml.safe_load(base64.b64decode(plain["data"]["config.yml"]))
+    status = provider_status([("docker.io", "https://10.0.0.1:5000", "https://registry-1.docker.io")], "ca")
+    cm = render_node_config(status, "PEM", RenderOptions(owner="o"), node_auth=["docker.io"]).obj
+    entries = yaml.safe_load(cm["data"]["registries.yaml"])["registries"]
+    assert entries[0]["hosts"][0]["nodeAuth"] == "registry-docker-io" and node.password not in str(cm)
+    shared = nodeauth.shoot_secret("kube-system", {"registry-docker-io": node.authorization})
+    assert shared["metadata"]["name"] == "registry-cache-node-auth" and "registry-cache.gardener.cloud/owner" \
+        not in shared["metadata"]["labels"]
 
 
 def test_what_was_delivered_is_read_back_for_the_update_rules():
@@ -243,3 +284,42 @@ def test_what_was_delivered_is_read_back_for_the_update_rules():
         f'{PC}.caches[1].garbageCollection.ttl: Invalid value: "1h0m0s": garbage collection cannot be enabled '
         '(ttl > 0) once it is disabled (ttl = 0)']
     assert validate_registry_config_update(delivered, before, PC) == []
+
+
+def test_vpa_and_priority_as_gardener_v024():
+    """VPA ``updateMode: InPlaceOrRecreate`` with a 20Mi memory floor, requests only, other containers off;
+    the cache Pods run with ``priorityClassName: system-cluster-critical``."""
+    cfg = decode_and_default(config({"upstream": "a.io"}), PC)
+    out = render_shoot(cfg, tls={"a.io": FAKE_TLS}, options=RenderOptions(vpa=True))
+    [vpa] = out.by_kind("VerticalPodAutoscaler")
+    assert vpa["spec"]["updatePolicy"] == {"updateMode": "InPlaceOrRecreate"}
+    assert vpa["spec"]["resourcePolicy"]["containerPolicies"] == [
+        {"containerName": "registry-cache", "controlledValues": "RequestsOnly", "minAllowed": {"memory": "20Mi"}},
+        {"containerName": "*", "mode": "Off"}]
+    [sts] = out.by_kind("StatefulSet")
+    assert sts["spec"]["template"]["spec"]["priorityClassName"] == "system-cluster-critical"
+    assert render_shoot(cfg, tls={"a.io": FAKE_TLS}).by_kind("VerticalPodAutoscaler") == []
+
+
+def test_vpa_only_when_the_shoot_wants_it():
+    from api.shoot import purpose, wants_vpa
+    shoot = {"spec": {"kubernetes": {"verticalPodAutoscaler": {"enabled": True}}}}
+    assert wants_vpa(shoot) and not wants_vpa({"spec": {"kubernetes": {"verticalPodAutoscaler": {}}}})
+    assert not wants_vpa({"spec": {}}) and not wants_vpa({"spec": {"kubernetes": {"verticalPodAutoscaler": None}}})
+    assert purpose({"spec": {}}) == "evaluation" and purpose({"spec": {"purpose": "testing"}}) == "testing"
+
+
+def test_ipv6_cluster_ips_in_brackets_everywhere():
+    """An IPv6 cluster IP: ``[addr]:5000`` in the status and hosts.toml (Go's net.JoinHostPort), the address
+    itself in the server certificate."""
+    from extension.component.registrycache import cert_requests, plan
+    cfg = decode_and_default(config({"upstream": "ghcr.io"}, {"upstream": "quay.io", "http": {"tls": False}}), PC)
+    endpoints = {"ghcr.io": endpoint("https", "fd00:10:96::1a"), "quay.io": endpoint("http", "fd00:10:96::1b")}
+    assert endpoints == {"ghcr.io": "https://[fd00:10:96::1a]:5000", "quay.io": "http://[fd00:10:96::1b]:5000"}
+    [request] = cert_requests(cfg, "kube-system", {"ghcr.io": ["fd00:10:96::1a"]})
+    assert request.ip_addresses == ["fd00:10:96::1a"]
+    planned = plan(cfg, {}, endpoints, {"ghcr.io": FAKE_TLS}, "PEM", RenderOptions())
+    assert [c.endpoint for c in planned.status.caches] == ["https://[fd00:10:96::1a]:5000",
+                                                           "http://[fd00:10:96::1b]:5000"]
+    hosts = hosts_toml_for_status(planned.status)
+    assert list(tomllib.loads(hosts["ghcr.io"])["host"]) == ["https://[fd00:10:96::1a]:5000"]

@@ -79,7 +79,8 @@ def extension(**status):
             "spec": {"type": "registry-cache", "providerConfig": {"caches": [{"upstream": "a.io"}]}},
             "status": {"lastOperation": {"type": "Reconcile", "state": "Succeeded", "progress": 100,
                                          "description": "x" * 500, "lastUpdateTime": "2026-01-01T00:00:00Z"},
-                       "observedGeneration": 2, "providerStatus": {"caches": []}, "conditions": [{"x": 1}] * 20,
+                       "observedGeneration": 2, "providerStatus": {"caches": []}, "lastError": {"description": "y"},
+                       "conditions": [{"type": "UpstreamCredentialsValid-a.io", "status": "True"}],
                        **status}}
 
 
@@ -89,12 +90,14 @@ def test_what_is_kept_of_an_extension_is_what_the_contract_reads():
     assert kept is not None
     assert "managedFields" not in kept["metadata"] and kept["metadata"]["finalizers"] == ["other", FINALIZER]
     assert kept["status"] == {"lastOperation": {"type": "Reconcile", "state": "Succeeded"},
-                              "observedGeneration": 2, "providerStatusDigest": status_digest({"caches": []})}
+                              "observedGeneration": 2, "providerStatusDigest": status_digest({"caches": []}),
+                              "conditions": ext["status"]["conditions"]}  # merged into by the upstream checks
     assert kept["spec"] == ext["spec"]
     for variant in (ext, {**ext, "metadata": {**ext["metadata"], "annotations": {}}},
                     {**ext, "metadata": {**ext["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}):
         assert decide(skeleton(variant)) == decide(variant)  # type: ignore[arg-type]
     assert skeleton({**ext, "spec": {"type": "other"}}) is None
+    assert skeleton({**ext, "spec": {"type": "registry-mirror"}}) is not None
 
 
 def test_only_succeeded_extensions_are_looked_at_without_an_operation():

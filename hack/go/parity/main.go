@@ -12,8 +12,18 @@
 //	    -> {"errors": [...]} from ValidateUpstreamRegistrySecret on Secret garden-dev/creds
 //	{"op":"names","upstream":"...","suffix":"..."|absent}
 //	    -> {"labelValue","resourceName","upstreamURL","serviceName"}
-//	{"op":"upstream","upstream":"..."} / {"op":"url","url":"..."}
-//	    -> {"errors": [...]} from ValidateUpstream / ValidateURL(..., allowPath=false)
+//	{"op":"upstream","upstream":"..."} / {"op":"url","url":"...","allowPath":bool}
+//	    -> {"errors": [...]} from ValidateUpstream / ValidateURL(..., allowPath)
+//	{"op":"mirror","config":{...}}
+//	    decode a MirrorConfig as the registry-mirror admission webhook does (strict UniversalDecoder, defaults),
+//	    then ValidateMirrorConfig -> {"decodeError": "..."} or {"errors": [...], "decoded": <v1alpha1 JSON>}
+//	{"op":"caBundle","secret":{"immutable":bool|null,"data":{...}},"name":"ref-name"}
+//	    -> {"errors": [...]} from ValidateMirrorHostCABundleSecret on Secret garden-dev/ca-bundle
+//	{"op":"mirrorShoot","shoot":{"namespace","extensions":[{"type","providerConfig"}],"workers":["containerd"],
+//	                             "resources":[{"name","kind","refName"}]},"secrets":[{"name","immutable","data"}]}
+//	    the registry-mirror Shoot validator (pkg/admission/validator/mirror) on a Shoot of the internal API,
+//	    reading the Secrets from a fake client -> {"errors": [...]} (field errors) or {"error": "..."} (a plain
+//	    error, e.g. a worker without containerd, a config that does not decode, a Secret that is not there)
 //
 // Each error is {"type","field","badValue","badValueJSON","detail","error"}. A request that cannot be
 // handled yields {"fatal": "..."}; the process itself only exits at the end of its input.
@@ -21,17 +31,29 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 
+	"github.com/gardener/gardener/pkg/apis/core"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	fakeclient "sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	mirroradmission "github.com/gardener/gardener-extension-registry-cache/pkg/admission/validator/mirror"
+	"github.com/gardener/gardener-extension-registry-cache/pkg/apis/mirror"
+	mirrorinstall "github.com/gardener/gardener-extension-registry-cache/pkg/apis/mirror/install"
+	mirrorv1alpha1 "github.com/gardener/gardener-extension-registry-cache/pkg/apis/mirror/v1alpha1"
+	mirrorvalidation "github.com/gardener/gardener-extension-registry-cache/pkg/apis/mirror/validation"
 	"github.com/gardener/gardener-extension-registry-cache/pkg/apis/registry"
 	"github.com/gardener/gardener-extension-registry-cache/pkg/apis/registry/install"
 	"github.com/gardener/gardener-extension-registry-cache/pkg/apis/registry/v1alpha3"
@@ -40,14 +62,36 @@ import (
 )
 
 type request struct {
-	Op       string          `json:"op"`
-	Config   json.RawMessage `json:"config"`
-	Old      json.RawMessage `json:"old"`
-	Secret   *secretInput    `json:"secret"`
-	Name     string          `json:"name"`
-	Upstream string          `json:"upstream"`
-	Suffix   *string         `json:"suffix"`
-	URL      string          `json:"url"`
+	Op        string          `json:"op"`
+	Config    json.RawMessage `json:"config"`
+	Old       json.RawMessage `json:"old"`
+	Secret    *secretInput    `json:"secret"`
+	Name      string          `json:"name"`
+	Upstream  string          `json:"upstream"`
+	Suffix    *string         `json:"suffix"`
+	URL       string          `json:"url"`
+	AllowPath bool            `json:"allowPath"`
+	Shoot     *shootInput     `json:"shoot"`
+	Secrets   []namedSecret   `json:"secrets"`
+}
+
+type shootInput struct {
+	Namespace  string `json:"namespace"`
+	Extensions []struct {
+		Type           string          `json:"type"`
+		ProviderConfig json.RawMessage `json:"providerConfig"`
+	} `json:"extensions"`
+	Workers   []string `json:"workers"`
+	Resources []struct {
+		Name    string `json:"name"`
+		Kind    string `json:"kind"`
+		RefName string `json:"refName"`
+	} `json:"resources"`
+}
+
+type namedSecret struct {
+	Name string `json:"name"`
+	secretInput
 }
 
 type secretInput struct {
@@ -72,10 +116,13 @@ var (
 
 	providerConfigPath = field.NewPath("spec", "extensions").Index(0).Child("providerConfig")
 	secretRefPath      = providerConfigPath.Child("caches").Index(0).Child("secretReferenceName")
+	caBundleRefPath    = providerConfigPath.Child("mirrors").Index(0).Child("hosts").Index(0).Child("caBundleSecretReferenceName")
 )
 
 func init() {
 	install.Install(scheme)
+	// The admission binary installs both APIs into one scheme (pkg/admission/cmd).
+	mirrorinstall.Install(scheme)
 	// As pkg/admission/validator/cache/webhook.go builds it.
 	decoder = serializer.NewCodecFactory(scheme, serializer.EnableStrict).UniversalDecoder()
 }
@@ -164,6 +211,93 @@ func handleSecret(req request) map[string]any {
 	return map[string]any{"errors": convertErrors(validation.ValidateUpstreamRegistrySecret(secret, secretRefPath, req.Name))}
 }
 
+func handleMirror(req request) map[string]any {
+	cfg := &mirror.MirrorConfig{}
+	if err := runtime.DecodeInto(decoder, req.Config, cfg); err != nil {
+		return map[string]any{"decodeError": err.Error()}
+	}
+	allErrs := mirrorvalidation.ValidateMirrorConfig(cfg, providerConfigPath)
+	out := &mirrorv1alpha1.MirrorConfig{}
+	if err := scheme.Convert(cfg, out, nil); err != nil {
+		return map[string]any{"fatal": "convert: " + err.Error()}
+	}
+	out.TypeMeta = metav1.TypeMeta{APIVersion: mirrorv1alpha1.SchemeGroupVersion.String(), Kind: "MirrorConfig"}
+	decoded, err := json.Marshal(out)
+	if err != nil {
+		return map[string]any{"fatal": "marshal: " + err.Error()}
+	}
+	return map[string]any{"errors": convertErrors(allErrs), "decoded": json.RawMessage(decoded)}
+}
+
+func handleCABundle(req request) map[string]any {
+	if req.Secret == nil {
+		return map[string]any{"fatal": "secret missing"}
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "garden-dev", Name: "ca-bundle"},
+		Immutable:  req.Secret.Immutable,
+		Data:       req.Secret.Data,
+	}
+	return map[string]any{"errors": convertErrors(mirrorvalidation.ValidateMirrorHostCABundleSecret(secret, caBundleRefPath, req.Name))}
+}
+
+// handleMirrorShoot runs the registry-mirror Shoot validator of the admission webhook on a Shoot of the internal
+// API (as the API server hands it to the webhook, CRI already defaulted), with the Secrets in a fake client.
+func handleMirrorShoot(req request) map[string]any {
+	in := req.Shoot
+	if in == nil {
+		return map[string]any{"fatal": "shoot missing"}
+	}
+	shoot := &core.Shoot{ObjectMeta: metav1.ObjectMeta{Name: "crazy-botany", Namespace: in.Namespace}}
+	for _, ext := range in.Extensions {
+		e := core.Extension{Type: ext.Type}
+		if !isNull(ext.ProviderConfig) {
+			e.ProviderConfig = &runtime.RawExtension{Raw: ext.ProviderConfig}
+		}
+		shoot.Spec.Extensions = append(shoot.Spec.Extensions, e)
+	}
+	for _, cri := range in.Workers {
+		shoot.Spec.Provider.Workers = append(shoot.Spec.Provider.Workers, core.Worker{CRI: &core.CRI{Name: core.CRIName(cri)}})
+	}
+	for _, r := range in.Resources {
+		shoot.Spec.Resources = append(shoot.Spec.Resources, core.NamedResourceReference{
+			Name:        r.Name,
+			ResourceRef: autoscalingv1.CrossVersionObjectReference{APIVersion: "v1", Kind: r.Kind, Name: r.RefName},
+		})
+	}
+	objects := make([]client.Object, 0, len(req.Secrets))
+	for _, s := range req.Secrets {
+		objects = append(objects, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: in.Namespace, Name: s.Name},
+			Immutable:  s.Immutable,
+			Data:       s.Data,
+		})
+	}
+	reader := fakeclient.NewClientBuilder().WithObjects(objects...).Build()
+	err := mirroradmission.NewShootValidator(reader, decoder).Validate(context.Background(), shoot, nil)
+	if err == nil {
+		return map[string]any{"errors": []fieldError{}}
+	}
+	var list field.ErrorList
+	var single *field.Error
+	var aggregate utilerrors.Aggregate
+	switch {
+	case errors.As(err, &aggregate):
+		for _, e := range aggregate.Errors() {
+			fe, ok := e.(*field.Error)
+			if !ok {
+				return map[string]any{"error": err.Error()}
+			}
+			list = append(list, fe)
+		}
+	case errors.As(err, &single):
+		list = field.ErrorList{single}
+	default:
+		return map[string]any{"error": err.Error()}
+	}
+	return map[string]any{"errors": convertErrors(list)}
+}
+
 func handleNames(req request) map[string]any {
 	return map[string]any{
 		"labelValue":   registryutils.ComputeUpstreamLabelValue(req.Upstream),
@@ -193,7 +327,13 @@ func handle(line []byte) (resp map[string]any) {
 	case "upstream":
 		return map[string]any{"errors": convertErrors(validation.ValidateUpstream(providerConfigPath.Child("caches").Index(0).Child("upstream"), req.Upstream))}
 	case "url":
-		return map[string]any{"errors": convertErrors(validation.ValidateURL(providerConfigPath.Child("caches").Index(0).Child("remoteURL"), req.URL, false))}
+		return map[string]any{"errors": convertErrors(validation.ValidateURL(providerConfigPath.Child("caches").Index(0).Child("remoteURL"), req.URL, req.AllowPath))}
+	case "mirror":
+		return handleMirror(req)
+	case "caBundle":
+		return handleCABundle(req)
+	case "mirrorShoot":
+		return handleMirrorShoot(req)
 	default:
 		return map[string]any{"fatal": fmt.Sprintf("unknown op %q", req.Op)}
 	}

@@ -1,0 +1,198 @@
+"""The caches' monitoring and VerticalPodAutoscalers as Gardener v0.24 delivers them, against real API servers.
+
+- Under Gardener (``run --gardener``; the shoot is the second control plane, reached through gardenlet's
+  ``gardener-internal`` kubeconfig Secret): the ScrapeConfig, PrometheusRule and dashboard ConfigMap in the shoot
+  namespace of the seed, not for a Shoot whose purpose is ``testing``; a VPA per cache only while the Shoot
+  wants VPA (``spec.kubernetes.verticalPodAutoscaler.enabled`` in the Cluster).
+- Standalone (``--shoot-kubeconfig``): a PrometheusRule and a PodMonitor next to the caches where the shoot serves
+  those kinds, removed with the last cache.
+
+Neither cluster serves those kinds by itself: minimal CRDs of them are installed, as the Prometheus Operator,
+Gardener's monitoring stack and the VPA would install them.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+
+import pytest
+
+from extension.component import monitoring
+from extension.kube import Kube
+from extension.local.controlplane import wait_for_crds_established
+
+from .operator_process import OperatorProcess, wait_for
+
+CACHE_API = "registry.extensions.gardener.cloud/v1alpha3"
+OWNER = "registry-cache.gardener.cloud/owner"
+
+
+def crd(group: str, version: str, kind: str, plural: str) -> dict:
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.{group}", "annotations": {
+                # the VPA's own CRD carries this too: *.k8s.io groups are protected
+                "api-approved.kubernetes.io": "https://github.com/kubernetes/kubernetes/pull/63797"}},
+            "spec": {"group": group, "scope": "Namespaced",
+                     "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+                     "versions": [{"name": version, "served": True, "storage": True,
+                                   "schema": {"openAPIV3Schema": {"type": "object",
+                                                                  "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
+PROMETHEUS_RULE = crd("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules")
+POD_MONITOR = crd("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors")
+SCRAPE_CONFIG = crd("monitoring.coreos.com", "v1alpha1", "ScrapeConfig", "scrapeconfigs")
+VPA = crd("autoscaling.k8s.io", "v1", "VerticalPodAutoscaler", "verticalpodautoscalers")
+
+
+def install(kube: Kube, *crds: dict) -> None:
+    for obj in crds:
+        kube.request("PATCH", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{obj['metadata']['name']}",
+                     body=obj, query=[("fieldManager", "test"), ("force", "true")],
+                     content_type="application/apply-patch+yaml")
+    wait_for_crds_established(kube.api, [o["metadata"]["name"] for o in crds], timeout=30)
+
+
+@pytest.fixture(scope="module")
+def kube(control_plane):
+    k = Kube(control_plane.api_client(), field_manager="gardenlet-test")
+    install(k, PROMETHEUS_RULE, SCRAPE_CONFIG)  # Gardener's monitoring stack in the seed
+    return k
+
+
+@pytest.fixture(scope="module")
+def shoot_kube(second_control_plane):
+    k = Kube(second_control_plane.api_client(), field_manager="test")
+    install(k, VPA, PROMETHEUS_RULE, POD_MONITOR)
+    return k
+
+
+def uniq(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+class Seed:
+    def __init__(self, kube: Kube, name: str, kubeconfig: bytes | None = None):
+        self.kube, self.name, self.ns = kube, name, f"shoot--mon--{name}"
+        self.spec: dict = {"provider": {"type": "local", "workers": [{"name": "w", "cri": {"name": "containerd"}}]},
+                           "kubernetes": {"verticalPodAutoscaler": {"enabled": True}}}
+        kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns}})
+        if kubeconfig is not None:
+            kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gardener-internal",
+                                                                          "namespace": self.ns},
+                        "data": {"kubeconfig": base64.b64encode(kubeconfig).decode()}})
+        self.apply_cluster()
+
+    def apply_cluster(self) -> None:
+        self.kube.apply({"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Cluster",
+                         "metadata": {"name": self.ns},
+                         "spec": {"seed": {}, "cloudProfile": {}, "shoot": {
+                             "apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+                             "metadata": {"name": self.name, "namespace": "garden-mon"}, "spec": self.spec}}})
+
+    def create(self, upstream: str) -> None:
+        self.kube.create({"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Extension",
+                          "metadata": {"name": "registry-cache", "namespace": self.ns},
+                          "spec": {"type": "registry-cache", "providerConfig": {
+                              "apiVersion": CACHE_API, "kind": "RegistryConfig",
+                              "caches": [{"upstream": upstream, "http": {"tls": False}}]}}})
+
+    def reconcile(self) -> None:
+        self.kube.patch("Extension", "registry-cache", {"metadata": {"annotations": {
+            "gardener.cloud/operation": "reconcile"}}}, self.ns)
+
+    def wait(self, log) -> dict:
+        def done():
+            ext = self.kube.get("Extension", "registry-cache", self.ns) or {}
+            status = ext.get("status") or {}
+            last = status.get("lastOperation") or {}
+            if last.get("state") == "Succeeded" and status.get("observedGeneration") == ext["metadata"]["generation"] \
+                    and "gardener.cloud/operation" not in (ext["metadata"].get("annotations") or {}):
+                return ext
+            return None
+        return wait_for(f"the Extension in {self.ns} to succeed", done, timeout=60, log=log)
+
+    def delete(self, log) -> None:
+        self.kube.delete("Extension", "registry-cache", self.ns)
+        wait_for("the Extension to be gone", lambda: self.kube.get("Extension", "registry-cache", self.ns) is None,
+                 timeout=60, log=log)
+
+
+def test_under_gardener_monitoring_in_the_seed_and_vpa_as_the_shoot_wants(kube, shoot_kube, control_plane,
+                                                                            second_control_plane, tmp_path):
+    seed = Seed(kube, uniq("gardener"), kubeconfig=second_control_plane.kubeconfig.read_bytes())
+    upstream = f"{seed.name}.example"
+    name = f"registry-{upstream.replace('.', '-')}"
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--gardener") as op:
+        seed.create(upstream)
+        seed.wait(op.log)
+        # the monitoring in the seed namespace, with Gardener's names and labels
+        configmap = kube.get("ConfigMap", "registry-cache-dashboards", seed.ns)
+        assert configmap["metadata"]["labels"]["dashboard.monitoring.gardener.cloud/shoot"] == "true"
+        assert configmap["data"]["registry-cache.dashboard.json"] == monitoring.dashboard_json()
+        rule = kube.get("PrometheusRule", "shoot-registry-cache", seed.ns)
+        assert rule["metadata"]["labels"] == {"prometheus": "shoot", "component": "registry-cache"}
+        assert rule["spec"]["groups"][0]["name"] == "registry-cache.rules"
+        scrape = kube.get("ScrapeConfig", "shoot-registry-cache", seed.ns)
+        assert scrape["spec"]["metricRelabelings"][0]["regex"] == "^(registry_proxy_.+)$"
+        assert shoot_kube.get("PodMonitor", "registry-cache", "kube-system") is None  # standalone's, not Gardener's
+        # the caches and their VPA in the shoot
+        assert [s["metadata"]["name"] for s in shoot_kube.list("StatefulSet", "kube-system",
+                                                               label_selector=f"{OWNER}={seed.ns}")] == [name]
+        vpa = shoot_kube.get("VerticalPodAutoscaler", name, "kube-system")
+        assert vpa["spec"]["updatePolicy"] == {"updateMode": "InPlaceOrRecreate"}
+        assert vpa["spec"]["resourcePolicy"]["containerPolicies"][0]["minAllowed"] == {"memory": "20Mi"}
+
+        # purpose testing, VPA off: no monitoring, no VPA
+        seed.spec["purpose"] = "testing"
+        seed.spec["kubernetes"]["verticalPodAutoscaler"]["enabled"] = False
+        seed.apply_cluster()
+        seed.reconcile()
+        wait_for("the monitoring and the VPA to go", lambda: all(
+            kube.get(kind, obj_name, seed.ns) is None for kind, obj_name in (
+                ("ConfigMap", "registry-cache-dashboards"), ("PrometheusRule", "shoot-registry-cache"),
+                ("ScrapeConfig", "shoot-registry-cache")))
+            and shoot_kube.get("VerticalPodAutoscaler", name, "kube-system") is None, timeout=60, log=op.log)
+        seed.wait(op.log)
+        assert shoot_kube.get("StatefulSet", name, "kube-system") is not None
+
+        # monitoring back; then Delete removes it with the caches
+        del seed.spec["purpose"]
+        seed.apply_cluster()
+        seed.reconcile()
+        wait_for("the monitoring back", lambda: kube.get("PrometheusRule", "shoot-registry-cache", seed.ns),
+                 timeout=60, log=op.log)
+        seed.wait(op.log)
+        seed.delete(op.log)
+        assert kube.get("PrometheusRule", "shoot-registry-cache", seed.ns) is None
+        assert kube.get("ScrapeConfig", "shoot-registry-cache", seed.ns) is None
+        assert shoot_kube.list("StatefulSet", "kube-system", label_selector=f"{OWNER}={seed.ns}") == []
+
+
+def test_standalone_prometheus_rule_and_pod_monitor_next_to_the_caches(kube, shoot_kube, control_plane,
+                                                                         second_control_plane, tmp_path):
+    seed = Seed(kube, uniq("standalone"))
+    seed.spec["kubernetes"]["verticalPodAutoscaler"]["enabled"] = False
+    seed.apply_cluster()
+    upstream = f"{seed.name}.example"
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--shoot-kubeconfig",
+                         str(second_control_plane.kubeconfig)) as op:
+        seed.create(upstream)
+        seed.wait(op.log)
+        rule = shoot_kube.get("PrometheusRule", "registry-cache", "kube-system")
+        assert [r.get("alert") or r.get("record") for r in rule["spec"]["groups"][0]["rules"]] == [
+            r.get("alert") or r.get("record") for r in monitoring.cache_rules()]
+        monitor = shoot_kube.get("PodMonitor", "registry-cache", "kube-system")
+        assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "debug"
+        assert kube.get("ScrapeConfig", "shoot-registry-cache", seed.ns) is None  # Gardener's, not standalone's
+        name = f"registry-{upstream.replace('.', '-')}"
+        assert shoot_kube.get("StatefulSet", name, "kube-system") is not None
+        assert shoot_kube.get("VerticalPodAutoscaler", name, "kube-system") is None  # the Shoot wants no VPA
+
+        seed.delete(op.log)
+        others = [s for s in shoot_kube.list("StatefulSet", "kube-system",
+                                             label_selector="app.kubernetes.io/managed-by=registry-cache")]
+        gone = shoot_kube.get("PodMonitor", "registry-cache", "kube-system") is None
+        # shared by every Extension delivering into this namespace: removed with the last cache
+        assert gone == (not others), others
