@@ -112,8 +112,17 @@ class Informer(Generic[R]):
             except (ApiError, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
                 if stop.is_set():
                     break
+                if isinstance(exc, ApiError) and exc.status == 410:  # Gone, as the answer to the request itself
+                    version = None
                 log.warning("informer %s: %s; again in %.1fs", self.name,
                             exc.describe() if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}", delay)
+                stop.wait(delay)
+                delay = min(30.0, delay * 2)
+            except Exception:  # a bug must not end the watch for good: list again
+                if stop.is_set():
+                    break
+                log.exception("informer %s failed; listing again in %.1fs", self.name, delay)
+                version = None
                 stop.wait(delay)
                 delay = min(30.0, delay * 2)
         self.close()

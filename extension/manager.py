@@ -243,16 +243,36 @@ def _lost_lease() -> None:
     os._exit(1)
 
 
+CACHE_SYNC_TIMEOUT = 120.0  # as controller-runtime's CacheSyncTimeout: a leader whose watches do not list ends
+
+
 def _lead(runtime: Runtime, workers: list[threading.Thread]) -> None:
-    """The leader's part: the controller's watches, then (all listed) its workers, the retries and the resync; in
-    standalone mode a pass of the bridge over every Shoot and of the protection over every Secret in use."""
+    """The leader's part (:func:`_leading`); should it fail (its watches do not list within
+    :data:`CACHE_SYNC_TIMEOUT`, an API server away at its start), the process ends rather than hold the lease and
+    do nothing: started again, or the other replica takes over."""
+    try:
+        _leading(runtime, workers)
+    except Exception:
+        if runtime.stop.is_set():
+            return
+        log.exception("the controller could not start: exiting")
+        logging.shutdown()
+        os._exit(1)
+
+
+def _leading(runtime: Runtime, workers: list[threading.Thread]) -> None:
+    """The controller's watches, then (all listed) its workers, the retries and the resync; in standalone mode a
+    pass of the bridge over every Shoot and of the protection over every Secret in use."""
     stop, controller = runtime.stop, runtime.controller
     started = time.monotonic()
     informers = controller.informers()
     for informer in informers:
         informer.start(stop)
-    if not wait_synced(informers, stop):
-        return
+    if not wait_synced(informers, stop, timeout=CACHE_SYNC_TIMEOUT):
+        if stop.is_set():
+            return
+        raise RuntimeError(f"the watches did not list within {CACHE_SYNC_TIMEOUT:.0f}s: " + ", ".join(
+            i.name for i in informers if not i.synced.is_set()))
     controller.actuator.started(stop)
     log.info("watches synced in %.1fs: %d Extensions", time.monotonic() - started, len(controller.informer))
     for i in range(runtime.workers):
