@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -135,7 +136,9 @@ def test_render_bad_endpoint(capsys, tmp_path):
 
 
 def test_runs_as_a_process():
-    command = [shutil.which("registry-cache")] if shutil.which("registry-cache") else [sys.executable, "-m", "extension.cli"]
+    # the console script installed with this interpreter (not whichever registry-cache comes first on PATH)
+    script = shutil.which("registry-cache", path=sysconfig.get_path("scripts"))
+    command = [script] if script else [sys.executable, "-m", "extension.cli"]
     done = subprocess.run([*command, "validate", str(SHOOT), "--secret", str(SECRET)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     done = subprocess.run([*command, "validate", "/nonexistent.yaml"], capture_output=True, text=True)
