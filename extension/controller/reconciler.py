@@ -157,6 +157,13 @@ def skeleton(ext: dict[str, Any]) -> dict[str, Any] | None:
             "metadata": {k: meta[k] for k in SKELETON_METADATA if k in meta}, "spec": spec, "status": kept}
 
 
+def _removed(ext: dict[str, Any]) -> bool:
+    """Whether a write's answer tells that the API server removed the object instead of storing the write (the
+    last finalizer of an object being deleted went): it then carries the resourceVersion last stored, which the
+    watch brings with the state before the write (the finalizer still there)."""
+    return bool(_meta(ext).get("deletionTimestamp")) and not _meta(ext).get("finalizers")
+
+
 def checkable(ext: dict[str, Any]) -> bool:
     """Whether a look without an operation asked for applies: the last operation (not a Migrate) succeeded, the
     Extension is not being deleted and not waiting for its state."""
@@ -223,7 +230,7 @@ class Controller:
         with self._guard:
             echo = version in self._own_versions.get(meta.get("uid", ""), ())
             written = self._written.get(key)
-            if written is not None and _meta(written).get("resourceVersion") == version:
+            if written is not None and _meta(written).get("resourceVersion") == version and not _removed(written):
                 del self._written[key]
         op = decide(new)
         if echo and not (op == Op.DELETE and _last_operation(new).get("type") != Op.DELETE):
@@ -290,7 +297,7 @@ class Controller:
             self._learn_upstreams(ext)
         if op is None and not (look and checkable(ext)):
             return None
-        with self._lock_for(_meta(ext).get("uid", "")):
+        with self._lock_for(_meta(ext)):
             ext = {**ext, "metadata": dict(_meta(ext))}  # the watch's record is never changed in place
             if op is None:
                 if self.actuators[ext["spec"]["type"]].in_sync(ext):
@@ -309,7 +316,7 @@ class Controller:
             return None
         meta = _meta(ext)
         uid = meta.get("uid", "")
-        with self._lock_for(uid):
+        with self._lock_for(meta):
             op = decide(ext)
             if meta.get("resourceVersion") in self._own_versions.get(uid, ()) and not (
                     op == Op.DELETE and _last_operation(ext).get("type") != Op.DELETE):
@@ -349,7 +356,7 @@ class Controller:
         if ext is None or op is None:
             self.backoff.succeeded(key)
             return None
-        with self._lock_for(_meta(ext).get("uid", "")):
+        with self._lock_for(_meta(ext)):
             self._run(op, ext)
         return op
 
@@ -389,9 +396,46 @@ class Controller:
                     "checks": len(self._checks), "records": self.actuator.records()}
 
     # --- the operation --------------------------------------------------------------------------------
-    def _lock_for(self, uid: str) -> threading.Lock:
+    def _lock_for(self, meta: dict[str, Any]) -> threading.Lock:
+        uid = meta.get("uid", "")
         with self._guard:
-            return self._locks.setdefault(uid, threading.Lock())
+            lock = self._locks.get(uid)
+            if lock is None:
+                lock = threading.Lock()
+                if self._watched((meta.get("namespace", ""), meta.get("name", "")), uid):
+                    self._locks[uid] = lock  # (one of a deleted Extension is not kept: nothing else waits for it)
+            return lock
+
+    def _watched(self, key: Key, uid: str) -> bool:
+        """Whether state may be kept for the Extension ``uid``: not when the watch, running, no longer has it
+        (deleted: forget() dropped what was kept, or is about to; kept now, it would stay for good). Called
+        under ``_guard``: the watch drops its record before it calls forget(), which takes ``_guard``."""
+        if not self.informer.synced.is_set():
+            return True  # no watch (handle(), retry()): it is not forgotten by one either
+        kept = self.informer.get(key)
+        return kept is not None and _meta(kept).get("uid") == uid
+
+    def _add_own_version(self, meta: dict[str, Any], record: dict[str, Any] | None = None) -> None:
+        """(under ``_guard``) A resourceVersion of the Extension written or acted on by this controller; with
+        ``record``, the state written, gone by until the watch brings it."""
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        uid = meta.get("uid", "")
+        version = str(meta.get("resourceVersion"))
+        if not self._watched(key, uid):
+            return
+        versions = self._own_versions.setdefault(uid, [])
+        versions.append(version)
+        del versions[:-8]
+        # kept until its watch event comes (observe drops it then, under the same lock), unless it came first; an
+        # answer that the object was removed instead stays until the watch tells the deletion (forget())
+        if record is not None and (self.informer.version(key) != version or _removed(record)):
+            self._written[key] = record
+
+    def _gone(self, ns: str, name: str) -> bool:
+        try:
+            return self.seed.get("Extension", name, ns) is None
+        except ApiError:
+            return False
 
     def _run(self, op: Op, ext: dict[str, Any]) -> None:
         meta = _meta(ext)
@@ -400,6 +444,8 @@ class Controller:
         actuator = self.actuators[ext["spec"]["type"]]
         log.info("%s: %s started", key, op.value)
         started = time.monotonic()
+        with self._guard:  # the state acted on counts as seen: until our own writes come back, we go by them
+            self._add_own_version(meta)
         try:
             if op in (Op.CREATE, Op.RECONCILE, Op.RESTORE):
                 self._prepare(ext, add_finalizer=True)
@@ -418,15 +464,21 @@ class Controller:
                 if actuator is self.actuator and outcome.provider_status is not None:  # delivered, not hibernated
                     new_conditions = self._upstream_conditions(ext)
             self._succeeded(ext, op, outcome, new_conditions)
+            # before the finalizer goes: once it has, the watch may tell the Extension's deletion (forget()) any time
+            metrics.extension_state(ns, name, ext["spec"]["type"], error=False)
             if op in (Op.DELETE, Op.MIGRATE):
                 self._remove_finalizer(ns, name, _finalizer(ext))
             self.backoff.succeeded(key)
-            metrics.extension_state(ns, name, ext["spec"]["type"], error=False)
             metrics.OPERATIONS.labels(op.value, State.SUCCEEDED.value).inc()
             log.info("%s: %s succeeded in %.2fs", key, op.value, time.monotonic() - started)
         except NotLeader:
             log.warning("%s: %s stopped: this replica is no longer the leader", key, op.value)
         except Exception as exc:  # every failure ends in Error on the Extension, never in a crash
+            if op == Op.DELETE and isinstance(exc, ApiError) and exc.not_found and self._gone(ns, name):
+                # deleted meanwhile (its finalizer removed by someone else): nothing to report, nothing to retry
+                log.info("%s: %s: the Extension is gone already", key, op.value)
+                self.backoff.succeeded(key)
+                return
             message, codes = _describe(exc)
             if isinstance(exc, (ReconcileError, ApiError)):
                 log.warning("%s: %s failed: %s", key, op.value, message)
@@ -471,17 +523,9 @@ class Controller:
             return
 
     def _remember(self, written: dict[str, Any]) -> None:
-        meta = written.get("metadata") or {}
         record = skeleton(written)
-        key = (meta.get("namespace", ""), meta.get("name", ""))
-        version = str(meta.get("resourceVersion"))
         with self._guard:
-            versions = self._own_versions.setdefault(meta.get("uid", ""), [])
-            versions.append(version)
-            del versions[:-8]
-            # kept until its watch event comes (observe drops it then, under the same lock), unless it came first
-            if record is not None and self.informer.version(key) != version:
-                self._written[key] = record
+            self._add_own_version(written.get("metadata") or {}, record)
 
     def _status_patch(self, ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         written = self.seed.patch("Extension", name, {"status": status}, ns, subresource="status")
@@ -532,7 +576,7 @@ class Controller:
         if ext is None or _meta(ext).get("deletionTimestamp") or (ext.get("spec") or {}).get("type") != EXTENSION_TYPE:
             self.upstreams.forget(namespace)
             return False
-        with self._lock_for(_meta(ext).get("uid", "")):
+        with self._lock_for(_meta(ext)):
             results = self.upstreams.run(namespace)
             if results is None:
                 return False
