@@ -215,3 +215,64 @@ def test_what_is_changed_by_hand_is_put_back_at_once_and_after_a_restart(kube, c
         wait_for("the NetworkPolicy back", lambda: seed.owned("NetworkPolicy") == [netpol], log=op.log)
         wait_for("Succeeded", lambda: seed.state() == "Succeeded", log=op.log)
     assert kube.get("Extension", "registry-cache", seed.ns)["metadata"]["generation"] == generation
+
+
+def test_what_is_kept_per_extension_goes_with_it(quiet_control_plane, tmp_path):
+    """Issue 11: the state kept per Extension (its watch record, locks, own resourceVersions, delivery records,
+    the seed cache's copies, the shoot view's records, the error metric's series) is bounded by the Extensions
+    there are: all of it goes when they are deleted. The controller runs in this process (against the real API server) to be looked at."""
+    import threading
+
+    from prometheus_client import REGISTRY
+
+    from extension.component.objects import RenderOptions
+    from extension.controller import shoots
+    from extension.controller.actuator import Actuator
+    from extension.controller.reconciler import Controller
+    from extension.informer import wait_synced
+
+    admin = Kube(quiet_control_plane.api_client(), field_manager="gardenlet-test")
+    seed_kube = Kube(quiet_control_plane.api_client())
+    controller = Controller(seed_kube, Actuator(seed_kube, shoots.same_cluster(seed_kube), RenderOptions()))
+    stop = threading.Event()
+    informers = controller.informers()
+    try:
+        for informer in informers:
+            informer.start(stop)
+        assert wait_synced(informers, stop, timeout=60)
+        controller.actuator.started(stop)
+        workers = [threading.Thread(target=controller.work, args=(stop,), daemon=True) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        wait_for("idle", lambda: controller.queue.idle())
+        before = controller.kept()
+        content_before = len(controller.actuator.cache)
+        assert controller.actuator.view is not None
+        owners_before = controller.actuator.view.owners()
+        seeds = [Seed(admin, uniq("kept")) for _ in range(4)]
+        for seed in seeds:
+            seed.add_credentials("c", "c-v1", "user", "pass")
+            seed.create({"upstream": f"a.{seed.name}.example", "secretReferenceName": "c"})
+        for seed in seeds:
+            wait_for(f"{seed.ns} Succeeded", lambda s=seed: s.state() == "Succeeded")
+        error_series = lambda s: REGISTRY.get_sample_value(
+            "registry_cache_extension_error", {"namespace": s.ns, "name": "registry-cache", "type": "registry-cache"})
+        assert [error_series(seed) for seed in seeds] == [0] * 4
+        grown = controller.kept()
+        assert grown["extensions"] == before["extensions"] + 4 and grown["records"] == before["records"] + 4
+        assert len(controller.actuator.cache) > content_before
+        for seed in seeds:
+            admin.delete("Extension", "registry-cache", seed.ns)
+        for seed in seeds:
+            wait_for(f"{seed.ns} gone", lambda s=seed: s.ext() is None)
+        wait_for("everything of them dropped", lambda: controller.kept() == before and controller.queue.idle(),
+                 timeout=30)
+        assert len(controller.actuator.cache) == content_before
+        assert all(not controller.actuator.view.objects(seed.ns) for seed in seeds)
+        assert controller.actuator.view.owners() == owners_before
+        assert [error_series(seed) for seed in seeds] == [None] * 4
+    finally:
+        stop.set()
+        controller.queue.close()
+        for informer in informers:
+            informer.close()
