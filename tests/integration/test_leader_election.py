@@ -48,7 +48,9 @@ def identity_in(log: str) -> str | None:
 def intervals(log: str, end: float, frozen: float | None = None) -> dict[str, list[tuple[float, float]]]:
     """Per seed namespace, the (start, end) of every operation in a controller log; one still running ends at
     ``end``. With ``frozen`` (when the process was stopped): an operation whose writes were refused once it ran
-    again ("stopped") wrote last before ``frozen``; one that started after it wrote nothing and is left out."""
+    again ("stopped") wrote last before ``frozen``; one that started after it wrote nothing and is left out. So
+    does one the log leaves open: the process ended (lease lost) before the operation logged its end, and the
+    fence (the renew deadline, past when it woke up) refused every write it tried meanwhile."""
     out: dict[str, list[tuple[float, float]]] = {}
     open_: dict[str, float] = {}
     for line in log.splitlines():
@@ -67,7 +69,10 @@ def intervals(log: str, end: float, frozen: float | None = None) -> dict[str, li
                 stamp = frozen
             out.setdefault(ns, []).append((start, stamp))
     for ns, start in open_.items():
-        out.setdefault(ns, []).append((start, end))
+        if frozen is None:
+            out.setdefault(ns, []).append((start, end))
+        elif start <= frozen:
+            out.setdefault(ns, []).append((start, frozen))
     return out
 
 
