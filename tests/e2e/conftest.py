@@ -93,3 +93,10 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("data-path e2e")
         for name, seconds in _TIMINGS.items():
             terminalreporter.write_line(f"{name}: {seconds:.2f}s")
+    from . import scenarios, test_node  # noqa: PLC0415
+    if test_node.timings() or scenarios.FIGURES:
+        terminalreporter.section("one-node cluster e2e")
+        for name, seconds in test_node.timings().items():
+            terminalreporter.write_line(f"{name}: {seconds:.1f}s")
+        for line in scenarios.FIGURES:
+            terminalreporter.write_line(line)

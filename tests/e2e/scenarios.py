@@ -136,6 +136,13 @@ class E2ECluster:
     def cache_holds(self, upstream: str, image: Image) -> bool:
         raise NotImplementedError
 
+    def freeze_cache(self, upstream: str) -> bool:
+        """SIGSTOP the cache's registry process (so it is unready but still takes connections)."""
+        return False
+
+    def thaw_cache(self, upstream: str) -> None:
+        pass
+
     def egress(self) -> Any | None:
         """What tried to leave the machine (``None``: this cluster cannot tell)."""
         return None
@@ -500,6 +507,188 @@ def test_create_enabled_force_delete(cluster, shoots):
     wait_caches_ready(cluster, [up.host])
     wait_applied(cluster, ext)
     verify_registry_cache(cluster, up, "e2e/after-force-delete")
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    wait_removed(cluster, [up.host])
+    assert_nothing_left(cluster, name, [up.host])
+
+
+# --- failover, measured -----------------------------------------------------------------------------------
+
+FIGURES: list[str] = []  # printed in the terminal summary (tests/e2e/conftest.py)
+
+
+def _seconds(text: str) -> float:
+    """A Go duration as kubelet prints it (``523ms``, ``1.5s``, ``1m2.3s``) in seconds."""
+    import re
+    total = 0.0
+    for value, unit in re.findall(r"([\d.]+)(ms|µs|us|ns|h|m|s)", text):
+        total += float(value) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9}[unit]
+    return total
+
+
+def pull_seconds(c: E2ECluster, pod: str) -> float:
+    """How long the kubelet says the Pod's image pull took (its ``Pulled`` event)."""
+    import re
+
+    def event() -> str | None:
+        events = json.loads(c.kubectl("get", "events", "-n", WORKLOAD_NAMESPACE, "--field-selector",
+                                      f"involvedObject.name={pod},reason=Pulled", "-o", "json").stdout)["items"]
+        for e in events:
+            m = re.search(r"Successfully pulled image \S+ in (\S+)", e.get("message", ""))
+            if m:
+                return m.group(1)
+        return None
+
+    return _seconds(wait_for(f"the Pulled event of {pod}", event, timeout=30))
+
+
+def timed_pull(c: E2ECluster, up: Upstream, repository: str, timeout: float = 300) -> tuple[float, list[Any], str]:
+    """Run a Pod with a fresh image; returns the pull time, the upstream's requests meanwhile and the Pod."""
+    image = up.push(repository, uuid.uuid4().hex[:8])
+    mark = up.mark()
+    pod = run_pod(c, image.ref, timeout=timeout)
+    return pull_seconds(c, pod), up.fetched(mark), pod
+
+
+def test_failover_when_the_cache_is_gone_or_unready(cluster, shoots):
+    """A Pod that needs a new image still starts when its cache is deleted, and when it is unready (its
+    process frozen: it accepts connections and answers nothing): containerd falls back to the upstream.
+    Prints the pull times with the cache and in both failures."""
+    up = cluster.upstream("public")
+    name = "e2e-cache-fo"
+    shoots.append(name)
+    cluster.apply(shoot_manifest(name, [cache(up)]))
+    ext = wait_reconciled(cluster, name, [up.host])
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    sts = names.resource_name(up.host)
+
+    with_cache, requests, pod = timed_pull(cluster, up, "e2e/failover-cached")
+    assert not [r for r in requests if r.agent.startswith("containerd/")], "fell back with the cache up"
+    cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
+
+    # 1. the cache Pod deleted: its endpoint goes at once, containerd is refused and goes to the upstream
+    cluster.kubectl("delete", "pod", "-n", "kube-system", f"{sts}-0", "--wait=false", "--grace-period=0",
+                    "--force")
+    deleted, requests, pod = timed_pull(cluster, up, "e2e/failover-deleted")
+    via = "upstream" if [r for r in requests if r.agent.startswith("containerd/")] else "cache (already back)"
+    cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
+    wait_caches_ready(cluster, [up.host])
+
+    # 2. the cache unready: frozen, so connections hang until containerd gives up on them
+    if not cluster.freeze_cache(up.host):
+        pytest.skip(f"{cluster.name}: cannot freeze a cache process here")
+    try:
+        unready, requests, pod = timed_pull(cluster, up, "e2e/failover-frozen", timeout=600)
+        fell_back = [r for r in requests if r.agent.startswith("containerd/") and "/blobs/" in r.path]
+        assert fell_back, "the frozen cache's Pod started without the node falling back:\n" + \
+            "\n".join(map(str, requests))
+        cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
+    finally:
+        cluster.thaw_cache(up.host)
+    FIGURES.append(f"{cluster.name}: image pull through the cache {with_cache:.2f}s; cache Pod deleted "
+                   f"{deleted:.2f}s (via {via}); cache frozen (unready) {unready:.2f}s (fallback to the upstream)")
+    print(FIGURES[-1])
+    assert_no_egress(cluster)
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    wait_removed(cluster, [up.host])
+
+
+def test_delete_with_system_components(cluster, shoots):
+    """A system component (a DaemonSet in kube-system) pulls its image through the cache; the Shoot is
+    deleted; the component then rolls to a new image of the same upstream. The node must pull it from the
+    upstream without ever timing out against the removed cache: containerd's log has no I/O timeout."""
+    up = cluster.upstream("public")
+    name = "e2e-cache-sys"
+    shoots.append(name)
+    cluster.apply(shoot_manifest(name, [cache(up)]))
+    ext = wait_reconciled(cluster, name, [up.host])
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    endpoint = ext["status"]["providerStatus"]["caches"][0]["endpoint"]
+
+    def daemonset(image: Image) -> dict:
+        labels = {"app": "e2e-system-component"}
+        return {"apiVersion": "apps/v1", "kind": "DaemonSet",
+                "metadata": {"name": "e2e-system-component", "namespace": "kube-system"},
+                "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+                    "priorityClassName": "system-node-critical", "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "c", "image": image.ref}]}}}}
+
+    def rolled(image: Image) -> bool:
+        ds = cluster.get("daemonset", "e2e-system-component", "kube-system") or {}
+        s = ds.get("status") or {}
+        return s.get("numberReady") == 1 and s.get("updatedNumberScheduled") == 1 and \
+            ds["spec"]["template"]["spec"]["containers"][0]["image"] == image.ref and \
+            s.get("observedGeneration") == ds["metadata"]["generation"]
+
+    first = up.push("e2e/system-component", "v1")
+    mark = up.mark()
+    cluster.apply(daemonset(first))
+    try:
+        wait_for("the system component to run", lambda: rolled(first), timeout=180)
+        assert not [r for r in up.fetched(mark) if r.agent.startswith("containerd/")]
+        log_mark = len(cluster.containerd_log() or "")
+
+        delete_shoot(cluster, name)
+        shoots.remove(name)
+        wait_removed(cluster, [up.host])
+        second = up.push("e2e/system-component", "v2")
+        mark = up.mark()
+        cluster.apply(daemonset(second))
+        wait_for("the system component to roll after the caches went", lambda: rolled(second), timeout=180)
+        direct = [r for r in up.fetched(mark) if r.agent.startswith("containerd/") and "/blobs/" in r.path]
+        assert direct, "the node pulled the new image from nowhere?"
+        log = (cluster.containerd_log() or "")[log_mark:]
+        if cluster.containerd_log() is not None:
+            host = endpoint.split("://", 1)[1]
+            timeouts = [line for line in log.splitlines() if "i/o timeout" in line or
+                        ("timeout" in line and host in line)]
+            assert not timeouts, "containerd timed out against a cache:\n" + "\n".join(timeouts[:10])
+    finally:
+        cluster.delete("daemonset", "e2e-system-component", "kube-system", wait=False)
+    assert_nothing_left(cluster, name, [up.host])
+    assert_no_egress(cluster)
+
+
+def test_ca_rotation(cluster, shoots):
+    """The extension's CA is renewed (here: replaced by one with 10% of its life left, so the next reconcile
+    renews it as at 80%): the bundle nodes trust holds the old and the new CA, each TLS cache gets a
+    certificate of the new CA and rolls, and the node keeps pulling through the cache."""
+    from extension import certs
+    import datetime as dt
+
+    up = cluster.upstream("public")
+    name = "e2e-cache-ca"
+    shoots.append(name)
+    ns = seed_namespace(name)
+    cluster.apply(shoot_manifest(name, [cache(up)]))
+    ext = wait_reconciled(cluster, name, [up.host])
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    verify_registry_cache(cluster, up, "e2e/ca-before")
+
+    ca_secret = cluster.get("secret", "ca-extension-registry-cache", ns)
+    now = dt.datetime.now(dt.timezone.utc)
+    old = certs.generate_ca(validity=dt.timedelta(days=10), now=now - dt.timedelta(days=9))
+    ca_secret["data"] = {"ca.crt": base64.b64encode(old.cert_pem.encode()).decode(),
+                         "ca.key": base64.b64encode(old.key_pem.encode()).decode()}
+    for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+        ca_secret["metadata"].pop(key, None)
+    cluster.kubectl("replace", "-f", "-", input=json.dumps(ca_secret))
+    # the cache must first be served by the old CA's certificate (as after 80% of a real CA's life)
+    cluster.kubectl("annotate", EXTENSION, "registry-cache", "-n", ns, f"{OPERATION}=reconcile", "--overwrite")
+    ext = wait_reconciled(cluster, name, [up.host], extra=lambda e: old.cert_pem not in
+                          base64.b64decode(cluster.get("secret", "ca-extension-registry-cache", ns)["data"]["ca.crt"]).decode())
+    new_ca = base64.b64decode(cluster.get("secret", "ca-extension-registry-cache", ns)["data"]["ca.crt"]).decode()
+    bundle = base64.b64decode(cluster.get("secret", "ca-extension-registry-cache-bundle", ns)["data"]["bundle.crt"]).decode()
+    assert new_ca in bundle and old.cert_pem in bundle, "the bundle must hold the new and the old CA"
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    verify_registry_cache(cluster, up, "e2e/ca-after")
+
     delete_shoot(cluster, name)
     shoots.remove(name)
     wait_removed(cluster, [up.host])

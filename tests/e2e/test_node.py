@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -127,6 +128,40 @@ class NodeCluster(E2ECluster):
             image.digest.split(":", 1)[1]
         return revision.is_dir() and all((blobs / d.split(":", 1)[1][:2] / d.split(":", 1)[1] / "data").is_file() for d in image.blobs)
 
+    def _cache_pids(self, upstream: str) -> list[int]:
+        from api import names
+        pod = self.get("pod", f"{names.resource_name(upstream)}-0", "kube-system")
+        if not pod:
+            return []
+        uid = pod["metadata"]["uid"]
+        pids = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                cgroup = (d / "cgroup").read_text()
+                argv = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"pod{uid}" in cgroup and argv and argv[0].endswith(b"registry"):
+                pids.append(int(d.name))
+        return pids
+
+    def freeze_cache(self, upstream: str) -> bool:
+        pids = self._cache_pids(upstream)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        self._frozen = pids
+        return bool(pids)
+
+    def thaw_cache(self, upstream: str) -> None:
+        for pid in getattr(self, "_frozen", []):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self._frozen = []
+
     def egress(self):
         return self.stack.cluster.network.egress()
 
@@ -169,9 +204,6 @@ def cluster(node_stack) -> NodeCluster:
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": scenarios.WORKLOAD_NAMESPACE}})
     return c
 
-
-def pytest_terminal_summary(terminalreporter):  # (collected from conftest only; kept for reference)
-    pass
 
 
 def timings() -> dict[str, float]:
