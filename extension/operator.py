@@ -22,6 +22,7 @@ from .actuator import Actuator, Settings
 from . import metrics, tls, webhooks
 from .bridge import BRIDGE_FINALIZER, BRIDGE_LABEL, Bridge
 from .controller import Controller
+from .health import HealthLoop
 from .kube import Kube
 from .protection import Protection
 from .references import ReferenceIndex
@@ -231,6 +232,9 @@ def _login(**_: Any) -> kopf.ConnectionInfo:
         scheme=scheme or None, token=token or None, expiration=None)
 
 
+HEALTH_INTERVAL = 10.0  # seconds between the caches' health checks (condition SystemComponentsHealthy)
+
+
 def _retry_loop(controller: Controller, stop: threading.Event, interval: float = 1.0) -> None:
     """Runs failed operations again once their backoff has passed."""
     while not stop.wait(interval):
@@ -273,6 +277,9 @@ def run(runtime: Runtime, liveness: str | None = None) -> None:
     retry = threading.Thread(target=_retry_loop, args=(runtime.controller, runtime.stop), daemon=True,
                              name="retry")
     retry.start()
+    actuator = runtime.controller.actuator
+    health = HealthLoop(actuator.seed, actuator.shoot_target, interval=HEALTH_INTERVAL)
+    threading.Thread(target=health.run, args=(runtime.stop,), daemon=True, name="health").start()
     try:
         kopf.run(clusterwide=True, standalone=True, liveness_endpoint=liveness)
     finally:

@@ -136,6 +136,12 @@ class E2ECluster:
     def cache_holds(self, upstream: str, image: Image) -> bool:
         raise NotImplementedError
 
+    def stop_upstream(self, up: Upstream) -> None:
+        raise NotImplementedError
+
+    def start_upstream(self, up: Upstream) -> None:
+        raise NotImplementedError
+
     def freeze_cache(self, upstream: str) -> bool:
         """SIGSTOP the cache's registry process (so it is unready but still takes connections)."""
         return False
@@ -693,3 +699,46 @@ def test_ca_rotation(cluster, shoots):
     shoots.remove(name)
     wait_removed(cluster, [up.host])
     assert_nothing_left(cluster, name, [up.host])
+
+
+def extension_condition(c: E2ECluster, shoot: str) -> dict | None:
+    ext = c.get(EXTENSION, "registry-cache", seed_namespace(shoot)) or {}
+    return next((x for x in (ext.get("status") or {}).get("conditions") or []
+                 if x.get("type") == "SystemComponentsHealthy"), None)
+
+
+def test_cache_while_its_upstream_is_away(cluster, shoots):
+    """distribution 3.0 in proxy mode exits at start while its upstream does not answer. A cache Pod
+    restarted during an upstream outage therefore cannot start; the Extension says so (condition
+    SystemComponentsHealthy False, naming the cache, its state and why), and the cache serves again once
+    the upstream is back (the condition turns True)."""
+    up = cluster.upstream("outage")
+    name = "e2e-cache-out"
+    shoots.append(name)
+    cluster.apply(shoot_manifest(name, [cache(up)]))
+    ext = wait_reconciled(cluster, name, [up.host])
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    verify_registry_cache(cluster, up, "e2e/before-outage")
+    wait_for("condition SystemComponentsHealthy True", lambda: (extension_condition(cluster, name) or {})
+             .get("status") == "True", timeout=60, details=cluster.logs)
+
+    sts = names.resource_name(up.host)
+    cluster.stop_upstream(up)
+    try:
+        cluster.kubectl("delete", "pod", "-n", "kube-system", f"{sts}-0", "--wait=true", "--timeout=60s")
+        cond = wait_for("the Extension to report the cache that cannot start", lambda: (
+            (x := extension_condition(cluster, name)) and x.get("status") == "False" and "panic:" in x["message"]
+            and x), timeout=180, details=cluster.logs)
+        assert cond["reason"] == "CachesNotReady" and sts in cond["message"], cond
+        assert "checks its upstream at start" in cond["message"], cond
+        print(f"condition while the upstream is away: {cond['message']}")
+    finally:
+        cluster.start_upstream(up)
+    wait_caches_ready(cluster, [up.host], timeout=400)
+    wait_for("condition SystemComponentsHealthy True again", lambda: (extension_condition(cluster, name) or {})
+             .get("status") == "True", timeout=60, details=cluster.logs)
+    verify_registry_cache(cluster, up, "e2e/after-outage")
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    wait_removed(cluster, [up.host])

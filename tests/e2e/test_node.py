@@ -128,6 +128,12 @@ class NodeCluster(E2ECluster):
             image.digest.split(":", 1)[1]
         return revision.is_dir() and all((blobs / d.split(":", 1)[1][:2] / d.split(":", 1)[1] / "data").is_file() for d in image.blobs)
 
+    def stop_upstream(self, up: NodeUpstream) -> None:
+        up.registry.stop()
+
+    def start_upstream(self, up: NodeUpstream) -> None:
+        up.registry.start()
+
     def _cache_pids(self, upstream: str) -> list[int]:
         from api import names
         pod = self.get("pod", f"{names.resource_name(upstream)}-0", "kube-system")
