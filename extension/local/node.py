@@ -189,6 +189,10 @@ class LocalCluster:
         return self.workdir / "logs"
 
     @property
+    def kubelet_root(self) -> Path:
+        return self._run_dir / "kubelet"
+
+    @property
     def containerd_socket(self) -> Path:
         return self._run_dir / "containerd.sock"
 
@@ -415,7 +419,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _start_kubelet(self) -> None:
         assert self.cp is not None and self.node_bins is not None
         kubelet = self.workdir / "kubelet"
-        for d in ("root", "certs", "pod-logs", "volume-plugins"):
+        # its root holds unix sockets (pod-resources, plugins): a short path, under /run
+        self.kubelet_root.mkdir(parents=True, exist_ok=True)
+        for d in ("certs", "pod-logs", "volume-plugins"):
             (kubelet / d).mkdir(parents=True, exist_ok=True)
         (kubelet / "resolv.conf").write_text("")  # Pods get no name server: nothing to ask off the machine
         for key in KUBELET_SYSCTLS:
@@ -445,7 +451,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         (kubelet / "config.yaml").write_text(yaml.safe_dump(config))
         self._spawn("kubelet", [
             str(self.node_bins / "kubelet"), f"--config={kubelet / 'config.yaml'}",
-            f"--kubeconfig={self.kubelet_kubeconfig}", f"--root-dir={kubelet / 'root'}",
+            f"--kubeconfig={self.kubelet_kubeconfig}", f"--root-dir={self.kubelet_root}",
             f"--cert-dir={kubelet / 'certs'}", f"--hostname-override={NODE_NAME}",
             f"--node-ip={self.network.node_ip}", "--v=1"], in_node=True,
             env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
