@@ -60,6 +60,20 @@ def parse_access_log(text: str) -> list[Request]:
     return out
 
 
+def parse_authorized(text: str) -> list[tuple[str, str, str]]:
+    """(user, URI, User-Agent) of each "authorized request" line of distribution's app log (logrus text)."""
+    out = []
+    for line in text.splitlines():
+        if 'msg="authorized request"' not in line:
+            continue
+        user = re.search(r'auth\.user\.name="?([^" ]+)', line)
+        uri = re.search(r'http\.request\.uri="?([^" ]+)', line)
+        agent = re.search(r'http\.request\.useragent=(?:"([^"]*)"|(\S+))', line)
+        out.append((user.group(1) if user else "", uri.group(1) if uri else "",
+                    (agent.group(1) or agent.group(2) or "") if agent else ""))
+    return out
+
+
 def bcrypt_hash(password: str) -> str:
     import bcrypt  # noqa: PLC0415 (a test dependency; only the private upstream needs it)
 
@@ -146,17 +160,7 @@ class LocalRegistry:
 
     def authorized(self, since: int = 0) -> list[tuple[str, str, str]]:
         """(user, URI, User-Agent) of every request the registry's basic auth let in (its app log)."""
-        text = self.log.read_text(errors="replace")[since:] if self.log.exists() else ""
-        out = []
-        for line in text.splitlines():
-            if 'msg="authorized request"' not in line:
-                continue
-            user = re.search(r'auth\.user\.name="?([^" ]+)', line)
-            uri = re.search(r'http\.request\.uri="?([^" ]+)', line)
-            agent = re.search(r'http\.request\.useragent=(?:"([^"]*)"|(\S+))', line)
-            out.append((user.group(1) if user else "", uri.group(1) if uri else "",
-                        (agent.group(1) or agent.group(2) or "") if agent else ""))
-        return out
+        return parse_authorized(self.log.read_text(errors="replace")[since:] if self.log.exists() else "")
 
     def mark(self) -> int:
         return self.log.stat().st_size if self.log.exists() else 0
