@@ -37,6 +37,8 @@ POD_RANGE_START = "10.244.0.16"
 POD_RANGE_END = "10.244.0.254"
 REGISTRY_IPS = [f"10.244.0.{i}" for i in range(2, 16)]  # for test registries: upstreams on the bridge
 EGRESS_CHAIN = "RC-EGRESS"
+SERVICES_CHAIN = "RC-UNPROGRAMMED-SERVICES"
+SERVICE_CIDR = "10.0.0.0/24"  # extension.controlplane.SERVICE_CLUSTER_IP_RANGE
 _LOCK = Path("/run/registry-cache-node-network.lock")
 _LINK_NET = "10.200.{}.0/24"
 
@@ -45,6 +47,7 @@ _LINK_NET = "10.200.{}.0/24"
 class Egress:
     packets: int
     connections: list[str]
+    unprogrammed_services: list[str]
 
     def __str__(self) -> str:
         conns = "\n".join(f"  {c}" for c in self.connections) or "  (conntrack saw none)"
@@ -118,9 +121,22 @@ class NodeNetwork:
         # remember where they went (xt_recent by destination, per namespace: /proc/net/xt_recent/rc-egress)
         self.iptables("-t", "mangle", "-A", EGRESS_CHAIN, "-m", "recent", "--set", "--rdest", "--name", "rc-egress")
         self.iptables("-t", "mangle", "-A", EGRESS_CHAIN, "-j", "DROP")
+        # A ClusterIP kube-proxy has not programmed (yet, or any more: a Service just made or deleted, probed
+        # by the node agent or containerd in that moment) also takes the default route; such a packet is
+        # addressed to no host anywhere: counted apart (unprogrammed_services), dropped, not egress.
+        self.iptables("-t", "mangle", "-N", SERVICES_CHAIN)
+        self.iptables("-t", "mangle", "-A", SERVICES_CHAIN, "-m", "recent", "--set", "--rdest", "--name", "rc-services")
+        self.iptables("-t", "mangle", "-A", SERVICES_CHAIN, "-j", "DROP")
+        self.iptables("-t", "mangle", "-A", "POSTROUTING", "-o", "void0", "-d", SERVICE_CIDR, "-j", SERVICES_CHAIN)
         self.iptables("-t", "mangle", "-A", "POSTROUTING", "-o", "void0", "-j", EGRESS_CHAIN)
         self.iptables("-t", "mangle", "-A", "POSTROUTING", "-o", "eth0", "-s", POD_CIDR, "-j", EGRESS_CHAIN)
         self.iptables("-t", "mangle", "-A", "POSTROUTING", "-o", "eth0", "!", "-d", self.host_ip, "-j", EGRESS_CHAIN)
+
+    def reset_egress(self) -> None:
+        """Start counting anew (each test asserts on what happened during itself)."""
+        for chain, name in ((EGRESS_CHAIN, "rc-egress"), (SERVICES_CHAIN, "rc-services")):
+            self.iptables("-t", "mangle", "-Z", chain)
+            run(self.argv(["sh", "-c", f"echo / > /proc/net/xt_recent/{name}"]), check=False)
 
     def egress(self) -> Egress:
         """What tried to leave the node so far (packets dropped by RC-EGRESS, and conntrack's entries whose
@@ -137,6 +153,11 @@ class NodeNetwork:
             m = re.match(r"src=(\S+)", line)
             if m:
                 conns.append(f"to {m.group(1)}")
+        services = []
+        for line in run(self.argv(["cat", "/proc/net/xt_recent/rc-services"]), check=False).stdout.splitlines():
+            m = re.match(r"src=(\S+)", line)
+            if m:
+                services.append(m.group(1))
         res = run(self.argv(["conntrack", "-L", "-o", "extended"]), check=False)
         local = ipaddress.ip_network(POD_CIDR)
         for line in res.stdout.splitlines():
@@ -148,10 +169,10 @@ class NodeNetwork:
             except ValueError:
                 continue
             if dst in local or dst.is_loopback or str(dst) in (self.host_ip, self.node_ip) \
-                    or dst in ipaddress.ip_network("10.0.0.0/24"):
+                    or dst in ipaddress.ip_network(SERVICE_CIDR):
                 continue
             conns.append(line.strip())
-        return Egress(packets, conns)
+        return Egress(packets, conns, services)
 
     def teardown(self) -> None:
         if self.created:

@@ -107,6 +107,8 @@ def node_prerequisites() -> list[str]:
     for tool in ("containerd", "runc", "iptables", "conntrack", "nsenter", "ip"):
         if not shutil.which(tool) and not Path("/usr/sbin", tool).exists() and not Path("/sbin", tool).exists():
             missing.append(tool)
+    if not shutil.which("kubectl"):
+        missing.append("kubectl")
     if not any(Path(d, "bridge").is_file() and Path(d, "host-local").is_file() for d in CNI_BIN_DIRS):
         missing.append("the CNI plugins (Debian's containernetworking-plugins)")
     if not (CGROUP_V1 / "memory").is_dir() and not (CGROUP_V1 / "cgroup.controllers").is_file():

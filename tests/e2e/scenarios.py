@@ -149,6 +149,9 @@ class E2ECluster:
     def thaw_cache(self, upstream: str) -> None:
         pass
 
+    def reset_egress(self) -> None:
+        pass
+
     def egress(self) -> Any | None:
         """What tried to leave the machine (``None``: this cluster cannot tell)."""
         return None
@@ -323,7 +326,9 @@ def assert_nothing_left(c: E2ECluster, shoot: str, upstreams: list[str]) -> None
 
 @pytest.fixture
 def shoots(cluster):
-    """Shoots a test made: deleted at the end whatever happened, so that the next scenario starts clean."""
+    """Shoots a test made: deleted at the end whatever happened, so that the next scenario starts clean.
+    (Also where a test's count of packets that tried to leave the machine starts.)"""
+    cluster.reset_egress()
     made: list[str] = []
     yield made
     for name in made:

@@ -168,6 +168,9 @@ class NodeCluster(E2ECluster):
                 pass
         self._frozen = []
 
+    def reset_egress(self) -> None:
+        self.stack.cluster.network.reset_egress()
+
     def egress(self):
         return self.stack.cluster.network.egress()
 
