@@ -195,7 +195,7 @@ def cmd_local_up(args: argparse.Namespace) -> int:
         from .local.node import node_prerequisites
         missing = node_prerequisites()
         if not missing:
-            from .local import up
+            from .local import up_node as up
             return up.run(Path(args.workdir) if args.workdir else None,
                           [Path(p) for p in args.manifest] or None, wait=not args.no_wait, timeout=args.timeout)
         print("This machine cannot run the local node (missing: " + "; ".join(missing) + "; as root, "
