@@ -67,10 +67,13 @@ CGROUP_V1 = Path("/sys/fs/cgroup")
 HOSTPATH_PV_ROOT = Path("/tmp/hostpath_pv")  # hard-coded in Kubernetes' host-path provisioner
 VOLUME_USER = 65532  # who owns the provisioned volumes: the user the caches run as
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+# WaitForFirstConsumer (as kind's "standard"): the scheduler has the claim provisioned and bound while it
+# binds the Pod. With Immediate binding a cache Pod was once left "unschedulable: unbound immediate
+# PersistentVolumeClaims" for minutes after its volume was provisioned (the scheduler retried it only late).
 _STORAGE_CLASS = {
     "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
     "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-    "provisioner": "kubernetes.io/host-path", "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
+    "provisioner": "kubernetes.io/host-path", "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer",
 }
 
 
