@@ -67,6 +67,10 @@ ERR_INFRA_UNAUTHORIZED = "ERR_INFRA_UNAUTHORIZED"
 # status.conditions, one per cache with credentials: "UpstreamCredentialsValid-<upstream>"
 UPSTREAM_CREDENTIALS_CONDITION = "UpstreamCredentialsValid"
 DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS = 300.0
+# status.conditions: the caches' health (their StatefulSets and Pods in the shoot), as Gardener's health checks
+# report an extension's workloads; checked every HEALTH_CHECK_INTERVAL_SECONDS
+SYSTEM_COMPONENTS_HEALTHY_CONDITION = "SystemComponentsHealthy"
+HEALTH_CHECK_INTERVAL_SECONDS = 10.0
 
 # --- the objects delivered to the shoot ---------------------------------------------------------------
 SHOOT_NAMESPACE = "kube-system"  # where the caches run in the shoot

@@ -39,6 +39,7 @@ from extension.constants import (
     WEBHOOK_CONFIGURATION_NAME,
 )
 from extension.controller.actuator import Actuator, ShootTarget
+from extension.controller.health import HealthLoop
 from extension.controller.mirror import MirrorActuator
 from extension.controller.reconciler import DEFAULT_RESYNC_SECONDS, Controller
 from extension.controller.upstreams import UpstreamChecks
@@ -174,6 +175,9 @@ def run(runtime: Runtime, liveness: str | None = None) -> None:
         threading.Thread(target=_upstream_check_loop, args=(runtime.controller, runtime.stop,
                                                             runtime.upstream_check_interval),
                          daemon=True, name="upstream-check").start()
+    # the caches' health (condition SystemComponentsHealthy), every HEALTH_CHECK_INTERVAL_SECONDS
+    threading.Thread(target=HealthLoop(runtime.controller.actuator).run, args=(runtime.stop,), daemon=True,
+                     name="health").start()
     try:
         kopf.run(registry=registry(runtime), memo=runtime, clusterwide=True, standalone=True,
                  liveness_endpoint=liveness)
