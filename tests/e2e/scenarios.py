@@ -87,9 +87,16 @@ class E2ECluster:
     certs_dir = "/etc/containerd/certs.d"
     cache_image = DEFAULT_IMAGE  # what the controller renders (`run --image`)
 
+    def kubectl_argv(self, *args: str) -> list[str]:
+        """kubectl with ``args`` against this cluster."""
+        raise NotImplementedError
+
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 120) -> subprocess.CompletedProcess:
-        raise NotImplementedError
+        done = subprocess.run(self.kubectl_argv(*args), input=input, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+        return done
 
     # generic helpers
     def get(self, resource: str, name: str, namespace: str | None = None) -> dict | None:
@@ -162,6 +169,10 @@ class E2ECluster:
         return None
 
     def containerd_log(self) -> str | None:
+        return None
+
+    def controller_manager_log(self) -> str | None:
+        """kube-controller-manager's log (``None``: this cluster cannot tell)."""
         return None
 
     def logs(self) -> str:
@@ -309,6 +320,102 @@ def assert_no_egress(c: E2ECluster) -> None:
         assert egress.packets == 0 and not egress.connections, str(egress)
 
 
+class DeletionOrder:
+    """Watches objects of kube-system (``kubectl get -w``) while a step runs; then says at which
+    resourceVersion each was marked for deletion (deletionTimestamp) or deleted. The resourceVersions of one
+    API server (etcd's revision) grow with every write, across kinds: their order is the order of the writes.
+
+    ::
+
+        with DeletionOrder(cluster, [("statefulset", "registry-a"), ("pvc", "cache-volume-registry-a-0")]) as w:
+            ...  # the step
+        w.deleted_at("pvc", "cache-volume-registry-a-0")
+    """
+
+    def __init__(self, c: E2ECluster, objects: list[tuple[str, str]]):
+        self.c, self.objects = c, objects
+        self._procs: dict[tuple[str, str], subprocess.Popen] = {}
+        self._out: dict[tuple[str, str], list[str]] = {}
+
+    def __enter__(self) -> DeletionOrder:
+        import threading
+        for resource, name in self.objects:
+            proc = subprocess.Popen(self.c.kubectl_argv(
+                "get", resource, "-n", "kube-system", "--field-selector", f"metadata.name={name}", "-w",
+                "--output-watch-events", "-o", "json"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            chunks: list[str] = []
+            self._procs[(resource, name)], self._out[(resource, name)] = proc, chunks
+            threading.Thread(target=lambda p=proc, o=chunks: o.extend(iter(p.stdout.readline, "")),
+                             daemon=True).start()
+        for key in self._out:  # each watch has listed the object: the step's writes come after
+            wait_for(f"the watch of {key[0]} {key[1]}", lambda k=key: self._events(k), timeout=30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(1)  # the last events on their way
+        for proc in self._procs.values():
+            proc.terminate()
+            proc.wait(10)
+
+    def _events(self, key: tuple[str, str]) -> list[dict]:
+        text, events, decoder, at = "".join(self._out[key]), [], json.JSONDecoder(), 0
+        while True:
+            while at < len(text) and text[at].isspace():
+                at += 1
+            if at >= len(text):
+                return events
+            try:
+                event, at = decoder.raw_decode(text, at)
+            except ValueError:
+                return events  # the rest is still being written
+            events.append(event)
+
+    def deleted_at(self, resource: str, name: str) -> int | None:
+        for event in self._events((resource, name)):
+            meta = event["object"]["metadata"]
+            if event["type"] == "DELETED" or meta.get("deletionTimestamp"):
+                return int(meta["resourceVersion"])
+        return None
+
+
+def claims_made(c: E2ECluster, statefulset_uid: str) -> list[str]:
+    """What the StatefulSet controller says it did about volume claims for this StatefulSet (its events,
+    each message once per time it happened): ``create Claim <claim> Pod <pod> in StatefulSet <sts> success``."""
+    events = json.loads(c.kubectl("get", "events", "-n", "kube-system", "--field-selector",
+                                  f"involvedObject.uid={statefulset_uid}", "-o", "json").stdout)["items"]
+    return [e["message"] for e in events if " Claim " in e.get("message", "")
+            for _ in range(e.get("count") or 1)]
+
+
+def assert_claim_removed_once(c: E2ECluster, statefulset: str, statefulset_uid: str, claim: dict,
+                              order: DeletionOrder, kcm_mark: int = 0, settle: float = 15) -> None:
+    """The volume claim of a removed cache went after its StatefulSet (``order`` watched both): gone, its volume
+    released and deleted, and the StatefulSet controller never made a second claim of the same name (as it may
+    when the claim is deleted first: "pvc ... is being deleted", then a new claim and volume for the Pod it
+    still starts)."""
+    name = claim["metadata"]["name"]
+    sts_deleted, claim_deleted = order.deleted_at("statefulset", statefulset), order.deleted_at("pvc", name)
+    assert sts_deleted is not None and claim_deleted is not None, (sts_deleted, claim_deleted)
+    assert sts_deleted < claim_deleted, \
+        f"the claim {name} was deleted (resourceVersion {claim_deleted}) before its StatefulSet ({sts_deleted})"
+    wait_for(f"the removed cache's volume claim {name} to go",
+             lambda: c.get("pvc", name, "kube-system") is None, timeout=120)
+    time.sleep(settle)  # a second claim, if any, comes within seconds of the first one's going
+    again = c.get("pvc", name, "kube-system")
+    assert again is None, f"a second claim {name} was made (uid {again['metadata']['uid']})"
+    made = claims_made(c, statefulset_uid)
+    assert len(made) == 1, f"the StatefulSet controller made {len(made)} claims for {statefulset}: {made}"
+    volumes = [pv for pv in json.loads(c.kubectl("get", "pv", "-o", "json").stdout)["items"]
+               if (pv["spec"].get("claimRef") or {}).get("name") == name]
+    wait_for(f"the volume of {name} to be deleted", lambda: not [
+        pv for pv in json.loads(c.kubectl("get", "pv", "-o", "json").stdout)["items"]
+        if (pv["spec"].get("claimRef") or {}).get("name") == name], timeout=120,
+        details=lambda: json.dumps(volumes, indent=1)[:3000])
+    log = (c.controller_manager_log() or "")[kcm_mark:]
+    deleted_early = [line for line in log.splitlines() if f"pvc {name} is being deleted" in line]
+    assert not deleted_early, "the claim was deleted before its StatefulSet:\n" + "\n".join(deleted_early[:5])
+
+
 def delete_shoot(c: E2ECluster, name: str) -> None:
     c.delete("shoot", name, PROJECT_NAMESPACE, wait=False)  # the bridge's finalizer waits for the cleanup
     wait_for(f"Shoot {name} to be gone", lambda: c.get("shoot", name, PROJECT_NAMESPACE) is None, timeout=300,
@@ -367,19 +474,32 @@ def test_create_enable_add_remove_disable_delete(cluster, shoots):
     wait_applied(cluster, ext)
     verify_registry_cache(cluster, second, "e2e/add")
 
-    cluster.apply(shoot_manifest(name, [cache(public)]))
-    ext = wait_reconciled(cluster, name, [public.host])
+    removed = names.resource_name(second.host)
+    sts_uid = cluster.get("statefulset", removed, "kube-system")["metadata"]["uid"]
+    claim = cluster.get("pvc", f"cache-volume-{removed}-0", "kube-system")
+    kcm_mark = len(cluster.controller_manager_log() or "")
+    with DeletionOrder(cluster, [("statefulset", removed), ("pvc", claim["metadata"]["name"])]) as order:
+        cluster.apply(shoot_manifest(name, [cache(public)]))
+        ext = wait_reconciled(cluster, name, [public.host])
+        wait_for("the removed cache's volume claim to go",
+                 lambda: cluster.get("pvc", claim["metadata"]["name"], "kube-system") is None, timeout=120)
     wait_removed(cluster, [second.host])
     wait_applied(cluster, ext)
-    assert cluster.get("statefulset", names.resource_name(second.host), "kube-system") is None
-    wait_for("the removed cache's volume claim to go",
-             lambda: cluster.get("pvc", f"cache-volume-{names.resource_name(second.host)}-0", "kube-system") is None,
-             timeout=120)
+    assert cluster.get("statefulset", removed, "kube-system") is None
+    assert_claim_removed_once(cluster, removed, sts_uid, claim, order, kcm_mark)
 
-    cluster.apply(shoot_manifest(name, None))
-    wait_for("the Extension to go", lambda: cluster.get(EXTENSION, "registry-cache", seed_namespace(name)) is None,
-             details=cluster.logs)
+    kept = names.resource_name(public.host)
+    sts_uid = cluster.get("statefulset", kept, "kube-system")["metadata"]["uid"]
+    claim = cluster.get("pvc", f"cache-volume-{kept}-0", "kube-system")
+    kcm_mark = len(cluster.controller_manager_log() or "")
+    with DeletionOrder(cluster, [("statefulset", kept), ("pvc", claim["metadata"]["name"])]) as order:
+        cluster.apply(shoot_manifest(name, None))
+        wait_for("the Extension to go", lambda: cluster.get(EXTENSION, "registry-cache", seed_namespace(name))
+                 is None, details=cluster.logs)
+        wait_for("the cache's volume claim to go",
+                 lambda: cluster.get("pvc", claim["metadata"]["name"], "kube-system") is None, timeout=120)
     wait_removed(cluster, [public.host])
+    assert_claim_removed_once(cluster, kept, sts_uid, claim, order, kcm_mark)
     assert_nothing_left(cluster, name, [public.host, second.host])
 
     delete_shoot(cluster, name)

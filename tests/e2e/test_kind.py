@@ -172,12 +172,8 @@ class KindCluster(E2ECluster):
         self._users: dict[str, str] = {}
         self._frozen: list[tuple[str, str]] = []
 
-    def kubectl(self, *args, input=None, check=True, timeout=120):
-        done = subprocess.run(["kubectl", "--context", self.context, *args], input=input, capture_output=True,
-                              text=True, timeout=timeout)
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
-        return done
+    def kubectl_argv(self, *args: str) -> list[str]:
+        return ["kubectl", "--context", self.context, *args]
 
     def nodes(self) -> list[str]:
         out = subprocess.run(["kind", "get", "nodes", "--name", self.cluster_name], capture_output=True, text=True,
@@ -256,6 +252,11 @@ class KindCluster(E2ECluster):
     def containerd_log(self) -> str | None:
         return "".join(subprocess.run(["docker", "exec", node, "journalctl", "-u", "containerd", "--no-pager"],
                                       capture_output=True, text=True).stdout for node in self.nodes())
+
+    def controller_manager_log(self) -> str | None:
+        done = self.kubectl("logs", "-n", "kube-system", "-l", "component=kube-controller-manager", "--tail=-1",
+                            check=False)
+        return done.stdout if done.returncode == 0 else None
 
     def logs(self) -> str:
         done = self.kubectl("logs", "-n", "registry-cache", "deployment/registry-cache-controller", "--tail=60",

@@ -68,12 +68,8 @@ class NodeCluster(E2ECluster):
         self._upstreams: dict[str, NodeUpstream] = {}
         self._users: dict[str, str] = {}
 
-    def kubectl(self, *args, input=None, check=True, timeout=120):
-        done = subprocess.run(["kubectl", "--kubeconfig", str(self.stack.kubeconfig), *args], input=input,
-                              capture_output=True, text=True, timeout=timeout)
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
-        return done
+    def kubectl_argv(self, *args: str) -> list[str]:
+        return ["kubectl", "--kubeconfig", str(self.stack.kubeconfig), *args]
 
     def nodes(self) -> list[str]:
         return ["local-node"]
@@ -176,6 +172,9 @@ class NodeCluster(E2ECluster):
 
     def containerd_log(self) -> str | None:
         return self.stack.cluster.containerd_log.read_text(errors="replace")
+
+    def controller_manager_log(self) -> str | None:
+        return (self.stack.cluster.logs / "kube-controller-manager.log").read_text(errors="replace")
 
     def logs(self) -> str:
         return self.stack.logs()
