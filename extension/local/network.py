@@ -36,6 +36,7 @@ BRIDGE = "rcbr0"
 BRIDGE_IP = "10.244.0.1"
 POD_RANGE_START = "10.244.0.16"
 POD_RANGE_END = "10.244.0.254"
+BRIDGE_MAC = "02:00:0a:f4:00:01"  # locally administered, from the gateway's address
 REGISTRY_IPS = [f"10.244.0.{i}" for i in range(2, 16)]  # for test registries: upstreams on the bridge
 EGRESS_CHAIN = "RC-EGRESS"
 SERVICES_CHAIN = "RC-UNPROGRAMMED-SERVICES"
@@ -104,7 +105,11 @@ class NodeNetwork:
         self.ip("addr", "add", f"{self.node_ip}/24", "dev", "eth0")
         self.ip("link", "set", "eth0", "up")
         # the Pods' bridge, with the gateway and the test registries' addresses
-        self.ip("link", "add", BRIDGE, "type", "bridge")
+        # with an address of its own: a bridge without one takes the lowest of its ports' (the Pods' veths), so
+        # it changes when a Pod goes, and Pods that still have the old one for the gateway or a registry send
+        # into the void until their neighbour entry expires (about 30 s: a cache's first request to its upstream
+        # after another Pod was deleted hung for its whole dial timeout)
+        self.ip("link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge")
         self.ip("addr", "add", f"{BRIDGE_IP}/24", "dev", BRIDGE)
         for address in REGISTRY_IPS:
             self.ip("addr", "add", f"{address}/32", "dev", BRIDGE)
@@ -132,6 +137,11 @@ class NodeNetwork:
         self.iptables("-t", "mangle", "-A", "POSTROUTING", "-o", "void0", "-j", EGRESS_CHAIN)
         self.iptables("-t", "mangle", "-A", "POSTROUTING", "-o", "eth0", "-s", POD_CIDR, "-j", EGRESS_CHAIN)
         self.iptables("-t", "mangle", "-A", "POSTROUTING", "-o", "eth0", "!", "-d", self.host_ip, "-j", EGRESS_CHAIN)
+
+    def bridge_address(self) -> str:
+        """The Pods' bridge's link-layer address now (it must stay :data:`BRIDGE_MAC`)."""
+        out = run(self.argv(["ip", "-o", "link", "show", BRIDGE])).stdout
+        return out.split("link/ether", 1)[1].split()[0] if "link/ether" in out else ""
 
     def reset_egress(self) -> None:
         """Start counting anew (each test asserts on what happened during itself)."""
