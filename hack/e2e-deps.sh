@@ -2,9 +2,10 @@
 # Install what the data-path e2e tests (tests/e2e) need from the system's package manager:
 # containerd and ctr (Debian package `containerd`), iptables (the failover test's blackholed address, the
 # node's egress counting and kube-proxy), and for the one-node cluster (extension/local) runc, the CNI plugins
-# (`containernetworking-plugins`: bridge, host-local, loopback, portmap) and conntrack. The
-# registry and crane are built by hack/registry-bins.sh, containerd 2.x by hack/containerd-bins.sh,
-# Kubernetes by hack/control-plane-bins.sh and hack/node-bins.sh, not here.
+# (`containernetworking-plugins`: bridge, host-local, loopback, portmap), conntrack and a static busybox
+# (`busybox-static`: /bin/sh in the cluster's cache image, for the credential helper of a cache without
+# credentials). The registry and crane are built by hack/registry-bins.sh, containerd 2.x by
+# hack/containerd-bins.sh, Kubernetes by hack/control-plane-bins.sh and hack/node-bins.sh, not here.
 #
 #   hack/e2e-deps.sh            # quiet and instant when everything is present
 #
@@ -25,16 +26,18 @@ esac
 
 # what -> the Debian package that has it
 declare -A package_of=([containerd]=containerd [ctr]=containerd [runc]=runc [iptables]=iptables
-                       [conntrack]=conntrack [cni-bridge]=containernetworking-plugins)
+                       [conntrack]=conntrack [cni-bridge]=containernetworking-plugins
+                       [busybox-static]=busybox-static)
 have() {
   case "$1" in
     cni-bridge) [[ -x /usr/lib/cni/bridge || -x /opt/cni/bin/bridge ]] ;;
+    busybox-static) dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' ;;
     *) command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" || -x "/sbin/$1" ]] ;;
   esac
 }
 missing=()
 packages=()
-for tool in containerd ctr runc iptables conntrack cni-bridge; do
+for tool in containerd ctr runc iptables conntrack cni-bridge busybox-static; do
   if ! have "${tool}"; then
     missing+=("${tool}")
     [[ " ${packages[*]:-} " == *" ${package_of[${tool}]} "* ]] || packages+=("${package_of[${tool}]}")

@@ -2,8 +2,9 @@
 report an extension's workloads.
 
 Delivering the objects is not the same as having caches: a cache Pod can fail to start (distribution 3.x in
-proxy mode exits with a panic when its upstream does not answer at start, so the Pod restarts with backoff
-until the upstream is back; a volume it cannot write; an image that cannot be pulled). Every interval the
+proxy mode with ``proxy.username/password``, a cache with credentials, asks its upstream at start and exits
+with a panic when it does not answer, so the Pod restarts with backoff until the upstream is back; a volume it
+cannot write; an image that cannot be pulled). Every interval the
 controller looks at the cache StatefulSets and Pods it delivered for each registry-cache Extension and writes
 the condition when it changed:
 
@@ -43,8 +44,8 @@ from extension.kube import ApiError
 
 log = logging.getLogger(__name__)
 
-UNREACHABLE_HINT = ("distribution checks its upstream at start and exits while the upstream cannot be "
-                    "reached; the cache restarts with backoff and serves again once the upstream answers")
+UNREACHABLE_HINT = ("a cache with credentials checks its upstream at start and exits while the upstream cannot "
+                    "be reached; it restarts with backoff and serves again once the upstream answers")
 
 
 def _now() -> str:

@@ -54,7 +54,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from extension.component.certs import KeyPair, generate_ca, generate_server_cert
 from extension.local import network as net
 from extension.local.controlplane import LocalControlPlane, hack_dir, resolve_bin_dir
-from extension.local.images import Images, build_and_push
+from extension.local.images import Images, build_and_push, static_busybox
 from extension.local.procs import ClusterError, Proc, run, tail, wait_for
 from extension.local.registries import LocalRegistry
 
@@ -114,6 +114,8 @@ def node_prerequisites() -> list[str]:
         missing.append("kubectl")
     if not any(Path(d, "bridge").is_file() and Path(d, "host-local").is_file() for d in CNI_BIN_DIRS):
         missing.append("the CNI plugins (Debian's containernetworking-plugins)")
+    if static_busybox() is None:
+        missing.append("a static busybox, the cache image's /bin/sh (Debian's busybox-static)")
     if not (CGROUP_V1 / "memory").is_dir() and not (CGROUP_V1 / "cgroup.controllers").is_file():
         missing.append("cgroups under /sys/fs/cgroup")
     return missing
@@ -353,10 +355,13 @@ class LocalCluster:
 
     def _push_images(self) -> None:
         assert self.node_bins and self.registry_bin and self.test_ca
+        busybox = static_busybox()
+        assert busybox is not None  # node_prerequisites
         self.progress("images: pause and the distribution registry, built with crane")
         self.images = build_and_push(self.crane, self.workdir / "images", IMAGE_REGISTRY,
                                      pause_bin=self.node_bins / "pause", registry_bin=self.registry_bin,
-                                     registry_tag=self.registry_version, ca_bundle_pem=self.test_ca.cert_pem)
+                                     registry_tag=self.registry_version, ca_bundle_pem=self.test_ca.cert_pem,
+                                     busybox_bin=busybox)
 
     def _start_containerd(self) -> None:
         node = self.workdir / "node"

@@ -31,7 +31,8 @@ import yaml
 from api import names
 from api.v1alpha3 import RegistryStatus
 from extension.component.containerd import hosts_toml_for_status
-from extension.constants import DEFAULT_DIAL_TIMEOUT, DEFAULT_IMAGE, RESOURCES_ADMITTED_ANNOTATION
+from extension.constants import CONTAINER_NAME, DEFAULT_DIAL_TIMEOUT, DEFAULT_IMAGE, RESOURCES_ADMITTED_ANNOTATION
+from extension.local.registries import parse_access_log
 from extension.nodeagent.plan import ca_certificates
 
 from .figures import CLUSTER_FIGURES as FIGURES
@@ -149,6 +150,10 @@ class E2ECluster:
         raise NotImplementedError
 
     def stop_upstream(self, up: Upstream) -> None:
+        raise NotImplementedError
+
+    def forget_image(self, image: Image) -> None:
+        """Remove the image from every node's containerd (its content too), so that the next Pod pulls it."""
         raise NotImplementedError
 
     def start_upstream(self, up: Upstream) -> None:
@@ -845,38 +850,90 @@ def extension_condition(c: E2ECluster, shoot: str) -> dict | None:
                  if x.get("type") == "SystemComponentsHealthy"), None)
 
 
+def cache_served(c: E2ECluster, statefulset: str) -> set[str]:
+    """The paths the cache Pod's current container answered GET with 200 (distribution's access log)."""
+    log = c.kubectl("logs", "-n", "kube-system", f"{statefulset}-0", "-c", CONTAINER_NAME, check=False).stdout
+    return {r.path for r in parse_access_log(log) if r.method == "GET" and r.status == 200}
+
+
+def restart_cache_pod(c: E2ECluster, statefulset: str) -> str:
+    """Delete the cache's Pod (the StatefulSet makes a new one); returns the old Pod's uid."""
+    uid = c.get("pod", f"{statefulset}-0", "kube-system")["metadata"]["uid"]
+    c.kubectl("delete", "pod", "-n", "kube-system", f"{statefulset}-0", "--wait=true", "--timeout=60s")
+    return uid
+
+
+def wait_new_pod_ready(c: E2ECluster, statefulset: str, old_uid: str, timeout: float = 180) -> None:
+    def ready() -> bool:
+        pod = c.get("pod", f"{statefulset}-0", "kube-system") or {"metadata": {}}
+        return pod["metadata"].get("uid") not in (None, old_uid) and any(
+            x.get("type") == "Ready" and x.get("status") == "True"
+            for x in (pod.get("status") or {}).get("conditions") or [])
+
+    wait_for(f"a new Pod of {statefulset} to be Ready", ready, timeout=timeout,
+             details=lambda: c.kubectl("describe", "pod", "-n", "kube-system", f"{statefulset}-0",
+                                       check=False).stdout + c.logs())
+
+
 def test_cache_while_its_upstream_is_away(cluster, shoots):
-    """distribution 3.0 in proxy mode exits at start while its upstream does not answer. A cache Pod
-    restarted during an upstream outage therefore cannot start; the Extension says so (condition
-    SystemComponentsHealthy False, naming the cache, its state and why), and the cache serves again once
-    the upstream is back (the condition turns True)."""
-    up = cluster.upstream("outage")
+    """A cache restarted while its upstream is away. Without credentials its config names the rendered
+    credential helper (``proxy.exec``), so distribution asks the upstream nothing at start: the cache becomes
+    Ready, and the node pulls through it an image it holds while the upstream is down (nothing to fall back
+    to; the cache's log shows it served every blob). With credentials (``proxy.username/password``, kept on
+    purpose) distribution exits at start while the upstream does not answer: the Extension says so (condition
+    SystemComponentsHealthy False, naming that cache alone, its state and why), and it serves again once its
+    upstream is back (the condition turns True)."""
+    public, private = cluster.upstream("outage"), cluster.upstream("private")
+    user, password = cluster.credentials()
     name = "e2e-cache-out"
     shoots.append(name)
-    cluster.apply(shoot_manifest(name, [cache(up)]))
-    ext = wait_reconciled(cluster, name, [up.host])
-    wait_caches_ready(cluster, [up.host])
+    secret = f"{name}-credentials-v1"
+    cluster.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
+                   "metadata": {"name": secret, "namespace": PROJECT_NAMESPACE},
+                   "stringData": {"username": user, "password": password}})
+    resources = [{"name": "private-credentials", "resourceRef": {"apiVersion": "v1", "kind": "Secret", "name": secret}}]
+    upstreams = [public.host, private.host]
+    cluster.apply(shoot_manifest(name, [cache(public), cache(private, secretReferenceName="private-credentials")],
+                                 resources))
+    ext = wait_reconciled(cluster, name, upstreams)
+    wait_caches_ready(cluster, upstreams)
     wait_applied(cluster, ext)
-    verify_registry_cache(cluster, up, "e2e/before-outage")
+    held = verify_registry_cache(cluster, public, "e2e/before-outage")
+    verify_registry_cache(cluster, private, "e2e/before-outage-private")
     wait_for("condition SystemComponentsHealthy True", lambda: (extension_condition(cluster, name) or {})
              .get("status") == "True", timeout=60, details=cluster.logs)
 
-    sts = names.resource_name(up.host)
-    cluster.stop_upstream(up)
+    public_sts, private_sts = names.resource_name(public.host), names.resource_name(private.host)
+    cluster.stop_upstream(public)
+    cluster.stop_upstream(private)
     try:
-        cluster.kubectl("delete", "pod", "-n", "kube-system", f"{sts}-0", "--wait=true", "--timeout=60s")
+        old = {sts: restart_cache_pod(cluster, sts) for sts in (public_sts, private_sts)}
+        # without credentials: Ready without its upstream, and the node pulls what it holds through it
+        wait_new_pod_ready(cluster, public_sts, old[public_sts])
+        cluster.forget_image(held)
+        pod = run_pod(cluster, held.ref)
+        served = cache_served(cluster, public_sts)
+        assert {f"/v2/{held.repository}/blobs/{d}" for d in held.blobs} <= served, served
+        cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
+        # with credentials: cannot start, and the Extension says which cache and why
         cond = wait_for("the Extension to report the cache that cannot start", lambda: (
             (x := extension_condition(cluster, name)) and x.get("status") == "False" and "panic:" in x["message"]
             and x), timeout=180, details=cluster.logs)
-        assert cond["reason"] == "CachesNotReady" and sts in cond["message"], cond
-        assert "checks its upstream at start" in cond["message"], cond
-        print(f"condition while the upstream is away: {cond['message']}")
+        assert cond["reason"] == "CachesNotReady" and private_sts in cond["message"], cond
+        assert public_sts not in cond["message"], cond
+        assert "a cache with credentials checks its upstream at start" in cond["message"], cond
+        print(f"condition while the upstreams are away: {cond['message']}")
+        assert_no_egress(cluster)
     finally:
-        cluster.start_upstream(up)
-    wait_caches_ready(cluster, [up.host], timeout=400)
+        cluster.start_upstream(public)
+        cluster.start_upstream(private)
+    restart_cache_pod(cluster, private_sts)  # rather than wait out its crash-loop backoff
+    wait_caches_ready(cluster, upstreams, timeout=300)
     wait_for("condition SystemComponentsHealthy True again", lambda: (extension_condition(cluster, name) or {})
              .get("status") == "True", timeout=60, details=cluster.logs)
-    verify_registry_cache(cluster, up, "e2e/after-outage")
+    verify_registry_cache(cluster, public, "e2e/after-outage")
+    verify_registry_cache(cluster, private, "e2e/after-outage-private")
     delete_shoot(cluster, name)
     shoots.remove(name)
-    wait_removed(cluster, [up.host])
+    wait_removed(cluster, upstreams)
+    cluster.delete("secret", secret, PROJECT_NAMESPACE)

@@ -216,6 +216,10 @@ class KindCluster(E2ECluster):
         self.kubectl("scale", "-n", UPSTREAMS_NAMESPACE, f"deployment/{up.name}", "--replicas=1")
         up.wait_ready()
 
+    def forget_image(self, image: Image) -> None:
+        for node in self.nodes():
+            subprocess.run(["docker", "exec", node, "crictl", "rmi", image.ref], capture_output=True, timeout=60)
+
     def _cache_pod(self, upstream: str) -> dict | None:
         return self.get("pod", f"{names.resource_name(upstream)}-0", "kube-system")
 
@@ -324,13 +328,38 @@ def sign(claims):
         signature = KEY.sign(data, padding.PKCS1v15(), hashes.SHA256())
     return data.decode() + "." + b64(signature)
 
+BACKEND = os.environ.get("TOKEN_BACKEND")  # set: the registry itself is reached through this server (one origin)
+
 class Handler(BaseHTTPRequestHandler):
+    def forward(self):
+        import urllib.error, urllib.request
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "accept", "user-agent")}
+        request = urllib.request.Request(BACKEND + self.path, headers=headers, method=self.command)
+        try:
+            response = urllib.request.urlopen(request, timeout=30)
+        except urllib.error.HTTPError as e:
+            response = e
+        body = response.read()
+        self.send_response(response.status if hasattr(response, "status") else response.code)
+        for key, value in response.headers.items():
+            if key.lower() not in ("date", "server", "connection", "transfer-encoding"):
+                self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self):
+        return self.forward() if BACKEND else self.answer(404, {"error": "not found"})
+
     def do_GET(self):
         url = urlsplit(self.path)
         if url.path != "/token":
-            return self.answer(404, {"error": "not found"})
-        if self.headers.get("Authorization") != EXPECTED:
+            return self.forward() if BACKEND else self.answer(404, {"error": "not found"})
+        # TOKEN_ANONYMOUS_PULL=1: as docker.io, a request without credentials gets a token to pull
+        anonymous = "Authorization" not in self.headers and os.environ.get("TOKEN_ANONYMOUS_PULL") == "1"
+        if self.headers.get("Authorization") != EXPECTED and not anonymous:
             return self.answer(401, {"error": "wrong or no credentials"})
+        allowed = ("pull",) if anonymous else ("pull", "push")
         query = parse_qs(url.query)
         access = []
         for scope in query.get("scope", []):
@@ -338,9 +367,11 @@ class Handler(BaseHTTPRequestHandler):
             name, _, actions = rest.rpartition(":")
             if kind == "repository":
                 access.append({"type": kind, "name": name,
-                               "actions": [a for a in actions.split(",") if a in ("pull", "push")]})
+                               "actions": [a for a in actions.split(",") if a in allowed]})
+        if anonymous:
+            self.log_message("anonymous token: %s", json.dumps(access))
         now = int(time.time())
-        token = sign({"iss": os.environ["TOKEN_ISSUER"], "sub": os.environ["TOKEN_USERNAME"],
+        token = sign({"iss": os.environ["TOKEN_ISSUER"], "sub": "" if anonymous else os.environ["TOKEN_USERNAME"],
                       "aud": os.environ["TOKEN_SERVICE"], "exp": now + 300, "nbf": now - 10, "iat": now,
                       "jti": uuid.uuid4().hex, "access": access})
         issued = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

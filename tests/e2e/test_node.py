@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from extension.local import network as net
 from extension.local.node import PushedImage, node_prerequisites, push_test_image
 from extension.local.procs import ClusterError
 from extension.local.registries import LocalRegistry
@@ -130,6 +131,14 @@ class NodeCluster(E2ECluster):
     def start_upstream(self, up: NodeUpstream) -> None:
         up.registry.start()
 
+    def forget_image(self, image: Image) -> None:
+        ctr = self.stack.cluster.ctr
+        repository = image.ref.rsplit(":", 1)[0]
+        refs = [r for r in ctr("-n", "k8s.io", "images", "ls", "-q").stdout.split()
+                if r == image.ref or r.startswith(repository + "@") or r in image.blobs]  # CRI: tag, digest, id
+        assert refs, f"{image.ref} is not on the node"
+        ctr("-n", "k8s.io", "images", "rm", "--sync", *refs)
+
     def _cache_pids(self, upstream: str) -> list[int]:
         from api import names
         pod = self.get("pod", f"{names.resource_name(upstream)}-0", "kube-system")
@@ -200,8 +209,11 @@ def node_stack(tmp_path_factory) -> Stack:
     CLUSTER_TIMINGS["one-node cluster start (with the controller and node agent)"] = time.monotonic() - t0
     CLUSTER_TIMINGS["  of which the cluster itself"] = stack.cluster.start_seconds or 0
     yield stack
+    # Pods came and went: the bridge kept its address (else Pods talk to a gateway that is gone for ~30 s)
+    bridge = stack.cluster.network.bridge_address()
     t0 = time.monotonic()
     stack.stop()
+    assert bridge == net.BRIDGE_MAC, f"the Pods' bridge changed its address to {bridge}"
     CLUSTER_TIMINGS["one-node cluster stop"] = time.monotonic() - t0
 
 
