@@ -67,6 +67,10 @@ ERR_INFRA_UNAUTHORIZED = "ERR_INFRA_UNAUTHORIZED"
 # status.conditions, one per cache with credentials: "UpstreamCredentialsValid-<upstream>"
 UPSTREAM_CREDENTIALS_CONDITION = "UpstreamCredentialsValid"
 DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS = 300.0
+# status.conditions: the caches' health (their StatefulSets and Pods in the shoot), as Gardener's health checks
+# report an extension's workloads; checked every HEALTH_CHECK_INTERVAL_SECONDS
+SYSTEM_COMPONENTS_HEALTHY_CONDITION = "SystemComponentsHealthy"
+HEALTH_CHECK_INTERVAL_SECONDS = 10.0
 
 # --- the objects delivered to the shoot ---------------------------------------------------------------
 SHOOT_NAMESPACE = "kube-system"  # where the caches run in the shoot
@@ -113,6 +117,15 @@ NODE_AUTH_USERNAME = "registry-cache-node"
 NODE_AUTH_REALM = "registry-cache"
 HTPASSWD_KEY = "htpasswd"  # in the cache's config Secret, next to config.yml
 HTPASSWD_PATH = "/etc/distribution/htpasswd"  # where the cache reads it (the config Secret's mount)
+
+# --- caches without credentials: a credential helper instead of proxy.username/password ------------------
+# distribution's proxy asks its upstream for the token realm at start (GET <remoteurl>/v2/) and exits while the
+# upstream cannot be reached, unless proxy.exec names a docker-credential-helper: then it asks nothing at start.
+# Caches without credentials get one that answers with empty credentials, a script in the config Secret, mounted
+# executable next to config.yml (the image needs a /bin/sh: the official registry:3 image is Alpine's).
+CREDENTIAL_HELPER_KEY = "credential-helper"
+CREDENTIAL_HELPER_PATH = f"/etc/distribution/{CREDENTIAL_HELPER_KEY}"
+CREDENTIAL_HELPER_MODE = 0o755
 # In the shoot's kube-system: ONE Secret for every Extension (each owns its keys by server-side apply with
 # a field manager of its own), so that the node agent may read exactly this Secret by name (RBAC
 # resourceNames) and no other. Key: the cache's resource name; value: the Authorization header nodes send.

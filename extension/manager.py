@@ -48,6 +48,7 @@ from extension.constants import (
     WEBHOOK_CONFIGURATION_NAME,
 )
 from extension.controller.actuator import Actuator, ShootTarget
+from extension.controller.health import HealthLoop
 from extension.controller.mirror import MirrorActuator
 from extension.controller.reconciler import DEFAULT_RESYNC_SECONDS, Controller
 from extension.controller.upstreams import UpstreamChecks
@@ -288,6 +289,9 @@ def _leading(runtime: Runtime, workers: list[threading.Thread]) -> None:
         threading.Thread(target=_upstream_check_loop, args=(runtime.controller, runtime.stop,
                                                             runtime.upstream_check_interval),
                          daemon=True, name="upstream-check").start()
+    # the caches' health (condition SystemComponentsHealthy), every HEALTH_CHECK_INTERVAL_SECONDS
+    threading.Thread(target=HealthLoop(runtime.controller).run, args=(runtime.stop,), daemon=True,
+                     name="health").start()
     if runtime.bridge is not None and runtime.elector is not None:
         try:  # what happened while another replica led (kopf delivered those Shoots while this one followed)
             for shoot in runtime.seed.list("Shoot"):

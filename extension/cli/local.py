@@ -1,8 +1,10 @@
-"""``registry-cache local-up``: everything on this machine (:mod:`extension.local.up`)."""
+"""``registry-cache local-up``: everything on this machine (:mod:`extension.local.up`), with the one-node cluster
+unless ``--no-node`` or the machine cannot run it (then it says so and falls back to the control plane only)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,24 +12,42 @@ from extension.cli.errors import InputError
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("local-up", help="run everything locally: control plane, controller, the example Shoot",
-                       description="Starts etcd and kube-apiserver on loopback (built with Go on first use, or "
-                                   "from $KUBEBUILDER_ASSETS), installs the CRDs, runs the controller with the "
-                                   "standalone bridge, applies the manifests (default: the example), shows the "
-                                   "result and keeps running until Ctrl-C.")
-    p.add_argument("manifest", nargs="*", help="YAML files with Shoots and Secrets (default: the docs example)")
-    p.add_argument("--workdir", help="where the control plane, kubeconfig and logs live "
+    p = sub.add_parser("local-up", help="run everything locally: a one-node cluster, the controller, the node "
+                                        "agent, test upstreams and the example Shoot",
+                       description="Starts a one-node Kubernetes cluster from processes (etcd, kube-apiserver, "
+                                   "kube-controller-manager, kube-scheduler, kubelet, kube-proxy, containerd; built "
+                                   "with Go on first use), the controller in standalone mode with its webhooks, the "
+                                   "node agent, two test upstreams on the node's bridge, applies the example "
+                                   "(examples/local-shoot.yaml), shows the caches Ready and an image pulled "
+                                   "through each, and keeps running until Ctrl-C. --no-node: only etcd and "
+                                   "kube-apiserver and the docs example (nothing runs as a Pod); also what it falls "
+                                   "back to, and says so, where the node cannot run.")
+    p.add_argument("manifest", nargs="*", help="YAML files with Shoots and Secrets (default: "
+                                               "examples/local-shoot.yaml; with --no-node the docs example)")
+    p.add_argument("--no-node", action="store_true",
+                   help="the control plane only (for machines that cannot run containers)")
+    p.add_argument("--workdir", help="where the cluster, kubeconfig and logs live "
                                      "(default: ./.registry-cache-local)")
     p.add_argument("--no-wait", action="store_true", help="show the result and stop instead of running on")
-    p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for each Extension (default 90)")
+    p.add_argument("--timeout", type=float, default=180.0,
+                   help="seconds to wait for each Extension and its caches (default 180)")
     p.set_defaults(func=cmd_local_up)
 
 
 def cmd_local_up(args: argparse.Namespace) -> int:
     from extension.local import up
-    manifests = [Path(p) for p in args.manifest] or up.default_manifests()
-    for path in manifests:
-        if not path.exists():
+    from extension.local.node import node_prerequisites
+
+    for path in args.manifest:
+        if not Path(path).exists():
             raise InputError(f"{path}: no such file")
-    return up.run(Path(args.workdir) if args.workdir else None, manifests, wait=not args.no_wait,
-                  timeout=args.timeout)
+    node = not args.no_node
+    if node:
+        missing = node_prerequisites()
+        if missing:
+            print("This machine cannot run the local node (missing: " + "; ".join(missing) + "; as root, "
+                  "hack/e2e-deps.sh installs the packages). Falling back to the control plane only (--no-node): "
+                  "the caches are delivered but no Pod runs.", file=sys.stderr, flush=True)
+            node = False
+    return up.run(Path(args.workdir) if args.workdir else None, [Path(p) for p in args.manifest] or None,
+                  wait=not args.no_wait, timeout=args.timeout, node=node)

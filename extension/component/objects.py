@@ -106,6 +106,12 @@ def render_config_yml(cache: RegistryCache, credentials: Credentials | None = No
     )
 
 
+def render_credential_helper() -> str:
+    """The credential helper of a cache without credentials (``proxy.exec``): answers ``get`` with empty
+    credentials (the docker-credential-helpers protocol)."""
+    return render("credential-helper.sh.j2")
+
+
 def _object(template: str, **values: Any) -> RenderedObject:
     text = render(template, **values)
     return RenderedObject(text, parse_yaml(text))
@@ -132,6 +138,11 @@ def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: Key
     config_data = {"config.yml": render_config_yml(cache, credentials, node_auth is not None)}
     if node_auth is not None:
         config_data[c.HTPASSWD_KEY] = node_auth.htpasswd
+    config_items: list[tuple[str, int | None]] = []  # all keys, when one needs a mode of its own
+    if credentials is None:
+        config_data[c.CREDENTIAL_HELPER_KEY] = render_credential_helper()
+        config_items = [(key, c.CREDENTIAL_HELPER_MODE if key == c.CREDENTIAL_HELPER_KEY else None)
+                        for key in sorted(config_data)]
     config_secret = _secret(unique_name(f"{name}-config", config_data), ns, labels, config_data)
     objects = [config_secret]
     tls_secret_name = None
@@ -156,7 +167,7 @@ def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: Key
                     "networking.gardener.cloud/to-public-networks": "allowed"},
         replicas=2 if ha else 1, high_availability=ha, image=options.image,
         priority_class_name=options.priority_class_name, env=env,
-        config_secret_name=config_secret.name, tls_secret_name=tls_secret_name,
+        config_secret_name=config_secret.name, config_items=config_items, tls_secret_name=tls_secret_name,
         size=cache.volume.size.canonical() if cache.volume and cache.volume.size else "10Gi",
         storage_class_name=cache.volume.storage_class_name if cache.volume else None,
         claim_labels={**selector, c.OWNER_LABEL: options.owner} if options.owner else selector,

@@ -29,6 +29,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -71,6 +72,9 @@ log = logging.getLogger(__name__)
 MONITORING_GARDENER = "gardener"  # ScrapeConfig, PrometheusRule, dashboards in the seed namespace
 MONITORING_OPERATOR = "operator"  # PrometheusRule and PodMonitor in the shoot, where served
 __all__ = ["MONITORING_GARDENER", "MONITORING_OPERATOR", "OPTIONAL_KINDS", "PRUNED_KINDS", "RegistryCaches"]
+# how long a prune waits for the StatefulSet of a removed cache to be gone before deleting its volume claims
+STATEFULSET_GONE_TIMEOUT_SECONDS = 30.0
+STATEFULSET_GONE_POLL_SECONDS = 0.5
 
 
 def scheme(cache: RegistryCache) -> str:
@@ -469,19 +473,45 @@ class RegistryCaches:
 
     def _prune(self, ours: Mapping[ObjectKey, Live], keep: set[ObjectKey], statefulsets: frozenset[str],
                dry_run: bool) -> None:
+        """Delete what this Extension delivered and no longer renders (``keep``), and the volume claims of the
+        caches that are gone (not in ``statefulsets``): those only once their StatefulSet is gone. A claim
+        deleted while its StatefulSet is still there stays Terminating under the StatefulSet controller ("pvc
+        is being deleted"), which makes a new claim of the same name, and so a new volume, for a Pod it still
+        starts; the StatefulSet is deleted with background propagation (its Pods go after it, the claims'
+        protection finalizer keeps each claim until its Pod is gone)."""
         namespace = self.options.namespace
-        for kind, name in sorted(set(ours) - keep):
+        gone = sorted(set(ours) - keep)
+        claims = [name for kind, name in gone
+                  if kind == "PersistentVolumeClaim" and claim_statefulset(name) not in statefulsets]
+        for kind, name in gone:
             if kind == "PersistentVolumeClaim":
-                if claim_statefulset(name) in statefulsets:
-                    continue
-                if dry_run:
-                    raise WouldWrite(f"{kind} {namespace}/{name} (to delete)")
-                log.info("deleting volume %s/%s of a removed cache", namespace, name)
-            else:
-                if dry_run:
-                    raise WouldWrite(f"{kind} {namespace}/{name} (to delete)")
-                log.info("pruning %s %s/%s", kind, namespace, name)
+                continue
+            if dry_run:
+                raise WouldWrite(f"{kind} {namespace}/{name} (to delete)")
+            log.info("pruning %s %s/%s", kind, namespace, name)
             self.shoot.delete(kind, name, namespace)
+        if not claims:
+            return
+        if dry_run:
+            raise WouldWrite(f"PersistentVolumeClaim {namespace}/{claims[0]} (to delete)")
+        self._wait_statefulsets_gone({claim_statefulset(name) for name in claims})
+        for name in claims:
+            log.info("deleting volume %s/%s of a removed cache", namespace, name)
+            self.shoot.delete("PersistentVolumeClaim", name, namespace)
+
+    def _wait_statefulsets_gone(self, statefulsets: set[str]) -> None:
+        """Until none of these StatefulSets is left (deleted with background propagation they go at once; one
+        that a finalizer holds keeps its claims until a later reconcile: the retry)."""
+        deadline = time.monotonic() + STATEFULSET_GONE_TIMEOUT_SECONDS
+        while True:
+            left = sorted(statefulsets & {s["metadata"]["name"] for s in self.shoot.list(
+                "StatefulSet", self.options.namespace, label_selector=f"{c.OWNER_LABEL}={self.owner}")})
+            if not left:
+                return
+            if time.monotonic() >= deadline:
+                raise ReconcileError(f"StatefulSet {', '.join(left)} in {self.options.namespace} is still being "
+                                     "deleted; its volume claims are deleted once it is gone")
+            time.sleep(STATEFULSET_GONE_POLL_SECONDS)
 
 
 def _pod_spec(sts: dict[str, Any]) -> dict[str, Any]:

@@ -41,10 +41,11 @@ from extension.constants import (
     OPERATION_RECONCILE,
     OPERATION_RESTORE,
     OPERATION_WAIT_FOR_STATE,
+    SYSTEM_COMPONENTS_HEALTHY_CONDITION,
     State,
     finalizer_for,
 )
-from extension.controller import conditions
+from extension.controller import conditions, health
 from extension.controller.actuator import (
     PROVIDER_STATUS_DIGEST,
     Actuator,
@@ -589,6 +590,28 @@ class Controller:
                 self._status_patch(namespace, EXTENSION_NAME, {"conditions": new})
             except ApiError as exc:
                 log.warning("%s: could not write the upstream conditions: %s", namespace, exc)
+                return False
+            return True
+
+    def write_health(self, namespace: str, status: str, reason: str, message: str) -> bool:
+        """Condition ``SystemComponentsHealthy`` of one namespace's registry-cache Extension (from
+        :class:`~extension.controller.health.HealthLoop`), merged into its latest conditions under its lock;
+        written only when status, reason or message changed. True when it wrote it."""
+        key = (namespace, EXTENSION_NAME)
+        ext = self._latest(key)
+        if ext is None or _meta(ext).get("deletionTimestamp") or (ext.get("spec") or {}).get("type") != EXTENSION_TYPE:
+            return False
+        with self._lock_for(_meta(ext)):
+            current = self._latest(key) or ext
+            merged = health.merge_condition((current.get("status") or {}).get("conditions") or [],
+                                            status, reason, message)
+            if merged is None:
+                return False
+            try:
+                self._status_patch(namespace, EXTENSION_NAME, {"conditions": merged})
+            except ApiError as exc:
+                log.warning("%s: could not write the condition %s: %s", namespace,
+                            SYSTEM_COMPONENTS_HEALTHY_CONDITION, exc)
                 return False
             return True
 

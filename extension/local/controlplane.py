@@ -244,13 +244,13 @@ _CREDENTIAL_FILES = ("sa.key", "sa.pub", "client-ca.key", "client-ca.crt", "admi
 # processes
 
 
-def _free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (all sockets held open together so they differ)."""
+def _free_ports(n: int, address: str = "127.0.0.1") -> list[int]:
+    """n distinct free ports on ``address`` (all sockets held open together so they differ)."""
     socks = []
     try:
         for _ in range(n):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+            s.bind((address, 0))
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
@@ -336,13 +336,16 @@ class LocalControlPlane:
     ``die_with_parent``: give the processes PR_SET_PDEATHSIG=SIGKILL (only when ``start()`` runs on the
     main thread), so that they do not outlive a process killed without running atexit handlers.
     ``progress``: receives the output lines of hack/control-plane-bins.sh (a first build takes minutes).
+    ``bind_address``: where kube-apiserver listens and what it advertises (default loopback); the local
+    cluster's node reaches it on the host end of its network link.
     """
 
     def __init__(self, workdir: Path | None = None, bin_dir: Path | None = None, *,
                  name: str = "local", apiserver_args: Sequence[str] = (), etcd_args: Sequence[str] = (),
                  ready_timeout: float = _APISERVER_READY_TIMEOUT, die_with_parent: bool = True,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, bind_address: str = "127.0.0.1") -> None:
         self.name = name
+        self.bind_address = bind_address
         self._workdir_arg = Path(workdir) if workdir is not None else None
         self._bin_dir_arg = Path(bin_dir) if bin_dir is not None else None
         self.apiserver_args = list(apiserver_args)
@@ -410,7 +413,7 @@ class LocalControlPlane:
     def server(self) -> str:
         if self.port is None:
             raise ControlPlaneError("the control plane has not been started")
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.bind_address}:{self.port}"
 
     @property
     def etcd_url(self) -> str:
@@ -552,8 +555,8 @@ class LocalControlPlane:
         return [
             str(self.bin_dir / "kube-apiserver"),
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.bind_address}",
+            f"--advertise-address={self.bind_address}",
             f"--secure-port={self.port}",
             f"--cert-dir={self.apiserver_cert_dir}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
@@ -570,7 +573,7 @@ class LocalControlPlane:
 
     def _start_apiserver(self) -> None:
         for attempt in range(1, _PORT_ATTEMPTS + 1):
-            (self.port,) = _free_ports(1)
+            (self.port,) = _free_ports(1, self.bind_address)
             self._apiserver = self._spawn(self._apiserver_argv(), self.apiserver_log)
             try:
                 self._wait_apiserver_ready()

@@ -26,7 +26,7 @@ import pytest
 from extension.component.certs import generate_ca
 
 from .dataplane import CONTAINERD_BINS, E2E_DEPS, REGISTRY_BINS, E2EError, Tools, bcrypt_hash
-from .figures import FIGURES
+from .figures import CLUSTER_FIGURES, CLUSTER_TIMINGS, FIGURES
 from .harness import DataPath
 
 _TIMINGS: dict[str, float] = {}
@@ -112,4 +112,10 @@ def pytest_terminal_summary(terminalreporter):
         for name, seconds in _TIMINGS.items():
             terminalreporter.write_line(f"{name}: {seconds:.2f}s")
         for line in FIGURES:
+            terminalreporter.write_line(line)
+    if CLUSTER_TIMINGS or CLUSTER_FIGURES:
+        terminalreporter.section("one-node cluster e2e")
+        for name, seconds in CLUSTER_TIMINGS.items():
+            terminalreporter.write_line(f"{name}: {seconds:.1f}s")
+        for line in CLUSTER_FIGURES:
             terminalreporter.write_line(line)

@@ -356,18 +356,29 @@ auth:
 """
 
 
+def public_upstream_config() -> str:
+    """A public upstream: distribution without auth (anyone pulls, as from docker.io anonymously)."""
+    return upstream_config().split("auth:\n", 1)[0]
+
+
 class Upstream(Registry):
-    """A private upstream registry that requires these users' basic-auth credentials for everything."""
+    """A private upstream registry that requires these users' basic-auth credentials for everything; without
+    users a public one (no auth at all)."""
 
     def __init__(self, binary: Path, workdir: Path, users: Mapping[str, str], port: int | None = None):
-        super().__init__(binary, "upstream", workdir, upstream_config(), port=port)
+        super().__init__(binary, "upstream", workdir, upstream_config() if users else public_upstream_config(),
+                         port=port)
         self.users = dict(users)
+        self.public = not users
 
     def env(self) -> dict[str, str]:
+        if self.public:
+            return super().env()
         return {**super().env(), "REGISTRY_AUTH_HTPASSWD_PATH": str(self.workdir / "htpasswd")}
 
     def start(self, timeout: float = 20.0) -> Upstream:
-        write_htpasswd(self.workdir / "htpasswd", self.users)
+        if not self.public:
+            write_htpasswd(self.workdir / "htpasswd", self.users)
         super().start(timeout)
         return self
 
@@ -432,13 +443,14 @@ class Crane:
             raise E2EError(f"{' '.join(args)} failed ({res.returncode}):\n{res.stderr}")
         return res
 
-    def push_test_image(self, registry: Registry, repository: str, tag: str, auth: tuple[str, str]) -> Image:
+    def push_test_image(self, registry: Registry, repository: str, tag: str, auth: tuple[str, str] | None) -> Image:
         """A tiny one-layer image, made offline: a unique file appended onto crane's empty base, pushed with
-        ``auth``, platform set to linux/amd64 (so containerd unpacks it without doubt)."""
+        ``auth`` (None: anonymously, to a public upstream), platform set to linux/amd64 (so containerd unpacks
+        it without doubt)."""
         token = hashlib.sha256(os.urandom(16)).hexdigest()
         layer = layer_tarball(self.workdir / f"layer-{token[:12]}.tar", f"registry-cache e2e {repository}:{tag} {token}\n")
         ref = f"{registry.host}/{repository}:{tag}"
-        creds = {registry.host: auth}
+        creds = {registry.host: auth} if auth else None
         self.run("append", "-f", str(layer), "-t", ref, auth=creds)
         self.run("mutate", ref, "--set-platform", "linux/amd64", "-t", ref, auth=creds)
         digest = self.run("digest", ref, auth=creds).stdout.strip()

@@ -7,7 +7,9 @@ fixture's finalizer). The caches are configured only by the project's own code:
   (so ``http.tls`` defaults to true, the ttl to 168h, ...) and validated;
 - the credentials come from a Secret manifest through :func:`api.secrets.secret_from_manifest`,
   checked with :func:`api.secrets.validate_upstream_secret` as the webhook does;
-- ``config.yml`` is :func:`extension.component.render.render_config_yml`, handed to distribution unchanged;
+- ``config.yml`` is :func:`extension.component.objects.render_config_yml`, handed to distribution unchanged
+  (the paths a node has, of the volume, the TLS files, the htpasswd file and the credential helper of a cache
+  without credentials, only through distribution's ``REGISTRY_*`` environment overrides);
 - the TLS material is :func:`extension.component.certs.generate_ca` / :func:`extension.component.certs.generate_server_cert`
   for the Service names and the "cluster IP" 127.0.0.1, as the controller issues it;
 - containerd's ``hosts.toml`` goes through the controller's chain: :func:`extension.component.render.provider_status`
@@ -28,8 +30,15 @@ from api.validation import decode_and_default, remote_url, tls_enabled, validate
 from extension.component.certs import KeyPair, generate_server_cert, service_dns_names
 from extension.component.containerd import hosts_toml_for_status
 from extension.component.nodeauth import NodeCredentials
-from extension.component.objects import endpoint, provider_status, render_config_yml
-from extension.constants import DEFAULT_DIAL_TIMEOUT, HTPASSWD_KEY, SHOOT_NAMESPACE
+from extension.component.objects import endpoint, provider_status, render_config_yml, render_credential_helper
+from extension.constants import (
+    CREDENTIAL_HELPER_KEY,
+    CREDENTIAL_HELPER_MODE,
+    CREDENTIAL_HELPER_PATH,
+    DEFAULT_DIAL_TIMEOUT,
+    HTPASSWD_KEY,
+    SHOOT_NAMESPACE,
+)
 
 from .dataplane import LOOPBACK, Containerd, Crane, Image, Registry, Tools, Upstream, write_hosts_dir
 
@@ -107,8 +116,9 @@ class DataPath:
         self._registries.append(up)
         return up.start()
 
-    def push(self, upstream: Upstream, repository: str, tag: str, user: str) -> Image:
-        return self.crane.push_test_image(upstream, repository, tag, (user, upstream.users[user]))
+    def push(self, upstream: Upstream, repository: str, tag: str, user: str | None) -> Image:
+        """Push a test image as ``user`` (None: anonymously, to a public upstream)."""
+        return self.crane.push_test_image(upstream, repository, tag, (user, upstream.users[user]) if user else None)
 
     def cache(self, upstream: Registry, credentials: Credentials | None, *, tls: bool | None,
               secret_reference: str | None = "upstream-credentials", node_auth: NodeCredentials | None = None) -> Cache:
@@ -122,6 +132,12 @@ class DataPath:
             workdir.mkdir(parents=True, exist_ok=True)
             (workdir / HTPASSWD_KEY).write_text(node_auth.htpasswd, encoding="utf-8")
             extra_env["REGISTRY_AUTH_HTPASSWD_PATH"] = str(workdir / HTPASSWD_KEY)
+        if CREDENTIAL_HELPER_PATH in text:  # the credential helper of its config Secret, where config.yml names it
+            workdir.mkdir(parents=True, exist_ok=True)
+            helper = workdir / CREDENTIAL_HELPER_KEY
+            helper.write_text(render_credential_helper(), encoding="utf-8")
+            helper.chmod(CREDENTIAL_HELPER_MODE)
+            extra_env["REGISTRY_PROXY_EXEC_COMMAND"] = str(helper)
         keypair = None
         if tls_enabled(model):
             assert self.ca is not None, "a TLS cache needs the DataPath's CA"

@@ -1,22 +1,18 @@
-"""Gardener's registry-cache e2e scenarios on a kind cluster, in standalone mode.
+"""Gardener's registry-cache e2e scenarios (tests/e2e/scenarios.py) on a kind cluster, where Docker exists.
 
-The cluster comes from hack/kind-up.sh (reused when it exists): the image built from the Dockerfile, the
-CRDs, the controller (`registry-cache run --standalone`) and the node agent DaemonSet. Every scenario
-drives a Shoot in ``garden-local`` as a user would (kubectl), and checks what Gardener's e2e checks:
+The same scenario code as on the one-node cluster (tests/e2e/test_node.py); only the cluster differs. The
+cluster comes from hack/kind-up.sh (reused when it exists): the image built from the Dockerfile, the CRDs,
+the controller (`registry-cache run --standalone`) and the node agent DaemonSet. The upstreams are
+distribution registries (the caches' own image, registry:3.1.1 by digest) in the cluster itself, plain HTTP on their Service's cluster IP
+(``<clusterIP>:5000``: a node reaches it through kube-proxy when it falls back, and nothing beyond the
+cluster has it), one private (htpasswd); test images are busybox, made unique by a label and pushed with
+crane from a Job. kind nodes are Docker containers: their files are read with ``docker exec``, a cache
+process is frozen through ``crictl`` on the node, containerd's log is its journal.
 
-- the Extension reconciles (status Succeeded for the Shoot's generation);
-- every node has ``/etc/containerd/certs.d/<upstream>/hosts.toml`` exactly as the controller means it
-  (and the CA bundle for TLS caches), and loses it when the cache is removed;
-- a Pod with an image of that upstream runs, and the image is in the cache's storage: containerd pulled
-  through the cache and did not fall back to the upstream.
-
-Scenarios (test/e2e/cache/*.go of gardener-extension-registry-cache): enable, add, remove, disable;
-TLS off then on; a private upstream with credentials; hibernate and reconcile; force delete.
-
-Needs a Docker engine, kind and kubectl, and network access from the cluster to docker.io, public.ecr.aws,
-ghcr.io, registry.k8s.io and gcr.io. Without Docker or kind every scenario skips and says what is missing.
-The private upstream's parts (token server, token-auth registry config) are also checked without kind, with
-the distribution and crane binaries of hack/registry-bins.sh (the last test here).
+Needs a Docker engine, kind and kubectl, and access from the cluster to docker.io and gcr.io (the
+registry, busybox and crane images). Without Docker or kind every scenario skips and says what is missing.
+The token-auth private upstream of an earlier version of these scenarios is still checked here, without kind,
+with the distribution and crane binaries of hack/registry-bins.sh (the last test).
 
     python -m pytest tests/e2e/test_kind.py       # KIND_CLUSTER_NAME (default registry-cache)
     REGISTRY_CACHE_KIND_KEEP=1 python -m pytest tests/e2e/test_kind.py   # keep a cluster it created
@@ -29,47 +25,31 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 import yaml
 
 from api import names
-from api.v1alpha3 import RegistryStatus
 from extension.component import certs
-from extension.component.containerd import hosts_toml_for_status
-from extension.constants import CA_BUNDLE_PATH, CERTS_DIR, DEFAULT_DIAL_TIMEOUT, DEFAULT_IMAGE
-from extension.nodeagent.plan import ca_certificates
+from extension.constants import DEFAULT_IMAGE
+from extension.local.registries import bcrypt_hash, parse_access_log, parse_authorized
+
+from .scenarios import *  # noqa: F403 - the scenarios, run on kind
+from .scenarios import E2ECluster, Image, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = os.environ.get("KIND_CLUSTER_NAME", "registry-cache")
 CONTEXT = f"kind-{CLUSTER}"
 KEEP = os.environ.get("REGISTRY_CACHE_KIND_KEEP") == "1"
-PROJECT_NAMESPACE = "garden-local"
-WORKLOAD_NAMESPACE = "registry-cache-e2e"
 API_VERSION = "registry.extensions.gardener.cloud/v1alpha3"
-OWNER = "registry-cache.gardener.cloud/owner"
-OPERATION = "gardener.cloud/operation"
+UPSTREAMS_NAMESPACE = "registry-cache-e2e-upstreams"
+REGISTRY_IMAGE = DEFAULT_IMAGE  # the upstreams run the caches' own image (distribution 3.1.1)
+CRANE_IMAGE = "gcr.io/go-containerregistry/crane:debug"
+BASE_IMAGE = "docker.io/library/busybox:1.36.1"
 
-# Images as Gardener's e2e uses them (by digest where it pins one); every scenario pulls images no other
-# scenario pulls, so that a node never has an image already (it would not pull it through the cache).
-DOCKER_NGINX_1230 = "docker.io/library/nginx@sha256:db345982a2f2a4257c6f699a499feb1d79451a1305e8022f16456ddc3ad6b94c"
-DOCKER_NGINX_1240 = "docker.io/library/nginx@sha256:066476749f229923b9de29cc9a0738ea2d45923b16a2b388449ea549673f97d8"
-ECR_NGINX_1199 = "public.ecr.aws/nginx/nginx@sha256:f248a8862fa9b21badbe043518f52f143946e2dc705300e8534f8ca624a291b2"
-GHCR_ALPINE_3188 = "ghcr.io/jitesoft/alpine:3.18.8"
-GHCR_ALPINE_3194 = "ghcr.io/jitesoft/alpine:3.19.4"
-K8S_NGINX_1154 = "registry.k8s.io/e2e-test-images/nginx@sha256:db048754ae68ae337d8fa96494c96d2a1204c3320f5dcf7e8e71085adec85da6"
-K8S_BUSYBOX = "registry.k8s.io/e2e-test-images/busybox:1.36.1-1"
-SLEEP = ["sh", "-c", "sleep 3600"]
-
-T = TypeVar("T")
-
-
-# --- what is needed ----------------------------------------------------------------------------------------
 
 def missing_tools() -> list[str]:
     missing = []
@@ -92,61 +72,111 @@ def missing_tools() -> list[str]:
     return missing
 
 
-def wait_for(what: str, probe: Callable[[], T], timeout: float = 300, interval: float = 3,
-             details: Callable[[], str] | None = None) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    extra = details() if details else ""
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}\n{extra}")
+class KindUpstream:
+    """distribution in the cluster: a Deployment with a volume, its Service, plain HTTP on the cluster IP."""
+
+    def __init__(self, cluster: KindCluster, role: str, users: dict[str, str] | None):
+        self.cluster, self.role, self.users = cluster, role, dict(users or {})
+        self.name = f"upstream-{role}"
+        cluster.apply(*self._objects())
+        svc = wait_for(f"the Service of {self.name}", lambda: (cluster.get("service", self.name, UPSTREAMS_NAMESPACE)
+                                                              or {}).get("spec", {}).get("clusterIP"), timeout=60)
+        self.host = f"{svc}:5000"
+        self.remote_url = f"http://{self.host}"
+        self.wait_ready()
+
+    def _objects(self) -> list[dict]:
+        ns, labels = UPSTREAMS_NAMESPACE, {"app": f"upstream-{self.role}"}
+        config: dict = {"version": 0.1, "log": {"level": "info"}, "http": {"addr": ":5000"},
+                        "storage": {"filesystem": {"rootdirectory": "/var/lib/registry"}, "delete": {"enabled": True}}}
+        if self.users:
+            config["auth"] = {"htpasswd": {"realm": self.name, "path": "/auth/htpasswd"}}
+        htpasswd = "".join(f"{u}:{bcrypt_hash(p)}\n" for u, p in self.users.items())
+        return [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": self.name, "namespace": ns},
+             "stringData": {"config.yml": yaml.safe_dump(config), "htpasswd": htpasswd}},
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": self.name, "namespace": ns},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": self.name, "namespace": ns},
+             "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": labels},
+                      "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
+                          "name": "registry", "image": REGISTRY_IMAGE, "args": ["/etc/upstream/config.yml"],
+                          "ports": [{"containerPort": 5000}], "readinessProbe": {"tcpSocket": {"port": 5000}},
+                          "volumeMounts": [{"name": "config", "mountPath": "/etc/upstream", "readOnly": True},
+                                           {"name": "config", "mountPath": "/auth", "readOnly": True},
+                                           {"name": "data", "mountPath": "/var/lib/registry"}]}],
+                          "volumes": [{"name": "config", "secret": {"secretName": self.name}},
+                                      {"name": "data", "persistentVolumeClaim": {"claimName": self.name}}]}}}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": self.name, "namespace": ns},
+             "spec": {"selector": labels, "ports": [{"port": 5000, "targetPort": 5000}]}},
+        ]
+
+    def wait_ready(self) -> None:
+        wait_for(f"{self.name} ready", lambda: ((self.cluster.get("deployment", self.name, UPSTREAMS_NAMESPACE) or {})
+                                                .get("status") or {}).get("readyReplicas") == 1, timeout=300)
+
+    def _log(self) -> str:
+        return self.cluster.kubectl("logs", "-n", UPSTREAMS_NAMESPACE, f"deployment/{self.name}", "--tail=-1",
+                                    check=False).stdout
+
+    def push(self, repository: str, tag: str) -> Image:
+        ref = f"{self.host}/{repository}:{tag}"
+        job = f"push-{uuid.uuid4().hex[:8]}"
+        login = ""
+        if self.users:
+            user = sorted(self.users)[-1]
+            login = f'crane auth login --insecure {self.host} -u {user} -p "$PASSWORD" && '
+        script = (f"{login}crane mutate --insecure {BASE_IMAGE} --label e2e={uuid.uuid4().hex} "
+                  f"--entrypoint sleep --cmd 3600 -t {ref} >/dev/null && crane digest --insecure {ref} && "
+                  f"crane manifest --insecure {ref}")
+        env = [{"name": "DOCKER_CONFIG", "value": "/tmp/docker"}]
+        if self.users:
+            env.append({"name": "PASSWORD", "value": self.users[sorted(self.users)[-1]]})
+        self.cluster.apply({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": job, "namespace": UPSTREAMS_NAMESPACE},
+                            "spec": {"backoffLimit": 3, "template": {"spec": {"restartPolicy": "Never", "containers": [{
+                                "name": "crane", "image": CRANE_IMAGE, "command": ["sh", "-c", script], "env": env}]}}}})
+        wait_for(f"Job {job}", lambda: ((self.cluster.get("job", job, UPSTREAMS_NAMESPACE) or {}).get("status") or {})
+                 .get("succeeded", 0) >= 1, timeout=300)
+        out = self.cluster.kubectl("logs", "-n", UPSTREAMS_NAMESPACE, f"job/{job}").stdout
+        digest, manifest = out.split("\n", 1)
+        blobs = json.loads(manifest)
+        self.cluster.delete("job", job, UPSTREAMS_NAMESPACE, wait=False)
+        return Image(ref, repository, digest.strip(), frozenset(
+            [blobs["config"]["digest"], *(layer["digest"] for layer in blobs["layers"])]))
+
+    def mark(self) -> int:
+        return len(self._log())
+
+    def fetched(self, since: int):
+        return parse_access_log(self._log()[since:])
+
+    def users_of_blob_fetches(self, since: int) -> set[str]:
+        return {u for u, uri, agent in parse_authorized(self._log()[since:])
+                if "/blobs/" in uri and agent.startswith("Go-http-client/")}
+
+    def reconfigure(self, users: dict[str, str]) -> None:
+        self.users = dict(users)
+        self.cluster.apply(*self._objects())
+        self.cluster.kubectl("rollout", "restart", "-n", UPSTREAMS_NAMESPACE, f"deployment/{self.name}")
+        self.cluster.kubectl("rollout", "status", "-n", UPSTREAMS_NAMESPACE, f"deployment/{self.name}",
+                             "--timeout=300s", timeout=330)
 
 
-# --- the cluster -------------------------------------------------------------------------------------------
+class KindCluster(E2ECluster):
+    name = "kind"
 
-class Kind:
-    """kubectl against the kind context, and the nodes (Docker containers) for their files."""
+    def __init__(self, context: str, name: str):
+        self.context, self.cluster_name = context, name
+        self._upstreams: dict[str, KindUpstream] = {}
+        self._users: dict[str, str] = {}
+        self._frozen: list[tuple[str, str]] = []
 
-    def __init__(self, context: str, name: str, image: str):
-        self.context, self.name, self.image = context, name, image
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 120) -> subprocess.CompletedProcess:
-        done = subprocess.run(["kubectl", "--context", self.context, *args], input=input, capture_output=True,
-                              text=True, timeout=timeout)
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
-        return done
-
-    def get(self, resource: str, name: str, namespace: str | None = None) -> dict | None:
-        ns = ["-n", namespace] if namespace else []
-        done = self.kubectl("get", resource, name, *ns, "-o", "json", "--ignore-not-found", check=False)
-        if done.returncode != 0:
-            raise AssertionError(f"kubectl get {resource} {name}: {done.stderr.strip()}")
-        return json.loads(done.stdout) if done.stdout.strip() else None
-
-    def select(self, resource: str, namespace: str, selector: str) -> list[dict]:
-        return json.loads(self.kubectl("get", resource, "-n", namespace, "-l", selector, "-o", "json").stdout)["items"]
-
-    def apply(self, *objs: dict) -> None:
-        self.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager", "e2e", "-f", "-",
-                     input=yaml.safe_dump_all(objs, sort_keys=False))
-
-    def patch(self, resource: str, name: str, patch: dict, namespace: str | None = None,
-              check: bool = True) -> None:
-        ns = ["-n", namespace] if namespace else []
-        self.kubectl("patch", resource, name, *ns, "--type", "merge", "-p", json.dumps(patch), check=check)
-
-    def delete(self, resource: str, name: str, namespace: str | None = None, wait: bool = True) -> None:
-        ns = ["-n", namespace] if namespace else []
-        self.kubectl("delete", resource, name, *ns, "--ignore-not-found", f"--wait={str(wait).lower()}",
-                     "--timeout=300s", timeout=330)
+    def kubectl_argv(self, *args: str) -> list[str]:
+        return ["kubectl", "--context", self.context, *args]
 
     def nodes(self) -> list[str]:
-        out = subprocess.run(["kind", "get", "nodes", "--name", self.name], capture_output=True, text=True,
+        out = subprocess.run(["kind", "get", "nodes", "--name", self.cluster_name], capture_output=True, text=True,
                              check=True).stdout
         return [n for n in out.split() if n]
 
@@ -154,7 +184,85 @@ class Kind:
         done = subprocess.run(["docker", "exec", node, "cat", path], capture_output=True, text=True, timeout=30)
         return done.stdout if done.returncode == 0 else None
 
-    def controller_logs(self) -> str:
+    def upstream(self, role: str) -> KindUpstream:
+        if role not in self._upstreams:
+            users = None
+            if role == "private":
+                self._users = {"robot-v1": uuid.uuid4().hex}
+                users = self._users
+            self._upstreams[role] = KindUpstream(self, role, users)
+        return self._upstreams[role]
+
+    def credentials(self) -> tuple[str, str]:
+        user = sorted(self._users)[-1]
+        return user, self._users[user]
+
+    def new_credentials(self) -> tuple[str, str]:
+        user = f"robot-v{len(self._users) + 1}"
+        self._users[user] = uuid.uuid4().hex
+        self._upstreams["private"].reconfigure(self._users)
+        return user, self._users[user]
+
+    def revoke_credentials(self, keep: tuple[str, str]) -> None:
+        self._users = {keep[0]: keep[1]}
+        self._upstreams["private"].reconfigure(self._users)
+
+    def stop_upstream(self, up: KindUpstream) -> None:
+        self.kubectl("scale", "-n", UPSTREAMS_NAMESPACE, f"deployment/{up.name}", "--replicas=0")
+        wait_for(f"{up.name} stopped", lambda: not self.select("pods", UPSTREAMS_NAMESPACE, f"app={up.name}"),
+                 timeout=120)
+
+    def start_upstream(self, up: KindUpstream) -> None:
+        self.kubectl("scale", "-n", UPSTREAMS_NAMESPACE, f"deployment/{up.name}", "--replicas=1")
+        up.wait_ready()
+
+    def forget_image(self, image: Image) -> None:
+        for node in self.nodes():
+            subprocess.run(["docker", "exec", node, "crictl", "rmi", image.ref], capture_output=True, timeout=60)
+
+    def _cache_pod(self, upstream: str) -> dict | None:
+        return self.get("pod", f"{names.resource_name(upstream)}-0", "kube-system")
+
+    def cache_holds(self, upstream: str, image: Image) -> bool:
+        pod = self._cache_pod(upstream)
+        if not pod:
+            return False
+        v2 = "/var/lib/registry/docker/registry/v2"
+        paths = [f"{v2}/repositories/{image.repository}/_manifests/revisions/sha256/{image.digest.split(':', 1)[1]}"]
+        paths += [f"{v2}/blobs/sha256/{d.split(':', 1)[1][:2]}/{d.split(':', 1)[1]}/data" for d in image.blobs]
+        test = " && ".join(f"test -e {p}" for p in paths)
+        return self.kubectl("exec", "-n", "kube-system", pod["metadata"]["name"], "-c", "registry-cache", "--",
+                            "sh", "-c", test, check=False).returncode == 0
+
+    def freeze_cache(self, upstream: str) -> bool:
+        pod = self._cache_pod(upstream)
+        if not pod or not (pod.get("status") or {}).get("containerStatuses"):
+            return False
+        node = pod["spec"]["nodeName"]
+        container = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+        pid = subprocess.run(["docker", "exec", node, "crictl", "inspect", "--output", "go-template", "--template",
+                              "{{.info.pid}}", container], capture_output=True, text=True).stdout.strip()
+        if not pid.isdigit():
+            return False
+        subprocess.run(["docker", "exec", node, "kill", "-STOP", pid], check=True)
+        self._frozen.append((node, pid))
+        return True
+
+    def thaw_cache(self, upstream: str) -> None:
+        for node, pid in self._frozen:
+            subprocess.run(["docker", "exec", node, "kill", "-CONT", pid], capture_output=True)
+        self._frozen = []
+
+    def containerd_log(self) -> str | None:
+        return "".join(subprocess.run(["docker", "exec", node, "journalctl", "-u", "containerd", "--no-pager"],
+                                      capture_output=True, text=True).stdout for node in self.nodes())
+
+    def controller_manager_log(self) -> str | None:
+        done = self.kubectl("logs", "-n", "kube-system", "-l", "component=kube-controller-manager", "--tail=-1",
+                            check=False)
+        return done.stdout if done.returncode == 0 else None
+
+    def logs(self) -> str:
         done = self.kubectl("logs", "-n", "registry-cache", "deployment/registry-cache-controller", "--tail=60",
                             check=False)
         agent = self.kubectl("logs", "-n", "kube-system", "daemonset/registry-cache-node-agent", "--tail=40",
@@ -163,222 +271,29 @@ class Kind:
 
 
 @pytest.fixture(scope="module")
-def kind() -> Kind:
+def cluster() -> KindCluster:
     missing = missing_tools()
     if missing:
         pytest.skip("the kind e2e scenarios need " + "; ".join(missing) + ". Where those exist, "
-                    "`python -m pytest tests/e2e/test_kind.py` runs hack/kind-up.sh and the scenarios.")
+                    "`python -m pytest tests/e2e/test_kind.py` runs hack/kind-up.sh and the scenarios; here they "
+                    "run on the one-node cluster (tests/e2e/test_node.py).")
     existed = CLUSTER in subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True).stdout.split()
     up = subprocess.run([str(REPO / "hack" / "kind-up.sh")], capture_output=True, text=True, timeout=3600,
                         env={**os.environ, "KIND_CLUSTER_NAME": CLUSTER})
     if up.returncode != 0:
         pytest.fail(f"hack/kind-up.sh failed ({up.returncode}):\n" + "\n".join(up.stderr.splitlines()[-30:]),
                     pytrace=False)
-    cluster = Kind(CONTEXT, CLUSTER, up.stdout.strip().splitlines()[-1])
-    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PROJECT_NAMESPACE}},
-                  {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": WORKLOAD_NAMESPACE}})
-    yield cluster
+    c = KindCluster(CONTEXT, CLUSTER)
+    from . import scenarios
+    c.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": scenarios.PROJECT_NAMESPACE}},
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": scenarios.WORKLOAD_NAMESPACE}})
+    yield c
     if not existed and not KEEP:
         subprocess.run([str(REPO / "hack" / "kind-down.sh")], env={**os.environ, "KIND_CLUSTER_NAME": CLUSTER},
                        capture_output=True, timeout=600)
 
 
-# --- Shoots, as a user writes them ----------------------------------------------------------------------------
-
-def seed_namespace(shoot: str) -> str:
-    return f"shoot--local--{shoot}"
-
-
-def shoot_manifest(name: str, caches: list[dict] | None, resources: list[dict] | None = None,
-                   hibernated: bool = False) -> dict:
-    spec: dict[str, Any] = {
-        "cloudProfile": {"name": "local"}, "region": "local",
-        "kubernetes": {"version": "1.32.0"},
-        "provider": {"type": "local", "workers": [{"name": "local", "machine": {"type": "local"},
-                                                   "cri": {"name": "containerd"}, "minimum": 1, "maximum": 1}]},
-        "hibernation": {"enabled": hibernated},
-        "extensions": [],
-        "resources": resources or [],
-    }
-    if caches is not None:
-        spec["extensions"] = [{"type": "registry-cache", "providerConfig": {
-            "apiVersion": API_VERSION, "kind": "RegistryConfig", "caches": caches}}]
-    return {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
-            "metadata": {"name": name, "namespace": PROJECT_NAMESPACE}, "spec": spec}
-
-
-def cache(upstream: str, **extra: Any) -> dict:
-    return {"upstream": upstream, "volume": {"size": "2Gi"}, **extra}
-
-
-def wait_reconciled(kind: Kind, shoot: str, upstreams: list[str], timeout: float = 600) -> dict:
-    """The Extension has taken the Shoot's current caches: Succeeded for its generation, no pending
-    operation, providerStatus with exactly these upstreams."""
-    ns = seed_namespace(shoot)
-
-    def done() -> dict | None:
-        ext = kind.get("extensions.extensions.gardener.cloud", "registry-cache", ns)
-        if ext is None:
-            return None
-        status = ext.get("status") or {}
-        caches = ((status.get("providerStatus") or {}).get("caches")) or []
-        ok = (status.get("lastOperation", {}).get("state") == "Succeeded"
-              and status.get("observedGeneration") == ext["metadata"]["generation"]
-              and OPERATION not in (ext["metadata"].get("annotations") or {})
-              and sorted(c["upstream"] for c in caches) == sorted(upstreams))
-        return ext if ok else None
-
-    return wait_for(f"Extension {ns}/registry-cache to reconcile {upstreams}", done, timeout=timeout,
-                    details=kind.controller_logs)
-
-
-def wait_applied(kind: Kind, ext: dict, timeout: float = 300) -> None:
-    """Every node has each upstream's hosts.toml as the controller means it, and the CA bundle for TLS
-    caches (WaitUntilRegistryCacheConfigurationsAreApplied + VerifyHostsTOMLFilesCreatedForAllNodes)."""
-    status = RegistryStatus.model_validate(ext["status"]["providerStatus"])
-    wanted = hosts_toml_for_status(status, dial_timeout=DEFAULT_DIAL_TIMEOUT)  # the controller's default
-    bundle = None
-    if status.ca_secret_name:
-        secret = kind.get("secret", status.ca_secret_name, ext["metadata"]["namespace"])
-        bundle = base64.b64decode(secret["data"]["bundle.crt"]).decode()
-    for node in kind.nodes():
-        for upstream, text in wanted.items():
-            path = f"{CERTS_DIR}/{upstream}/hosts.toml"
-            wait_for(f"{path} on {node}", lambda: kind.node_file(node, path) == text, timeout=timeout,
-                     details=lambda: f"on the node: {kind.node_file(node, path)!r}\nwanted: {text!r}\n"
-                                     + kind.controller_logs())
-        if bundle:
-            wait_for(f"{CA_BUNDLE_PATH} on {node} with the CA of {ext['metadata']['namespace']}",
-                     lambda: all(c in (kind.node_file(node, CA_BUNDLE_PATH) or "") for c in ca_certificates(bundle)),
-                     timeout=timeout, details=kind.controller_logs)
-
-
-def wait_removed(kind: Kind, upstreams: list[str], timeout: float = 300) -> None:
-    """VerifyHostsTOMLFilesDeletedForAllNodes."""
-    for node in kind.nodes():
-        for upstream in upstreams:
-            path = f"{CERTS_DIR}/{upstream}/hosts.toml"
-            wait_for(f"{path} to be removed from {node}", lambda: kind.node_file(node, path) is None,
-                     timeout=timeout, details=kind.controller_logs)
-
-
-def repository_of(image: str, upstream: str) -> str:
-    rest = image[len(upstream) + 1:]
-    return rest.split("@", 1)[0].rsplit(":", 1)[0] if "@" in rest else rest.rsplit(":", 1)[0]
-
-
-def verify_registry_cache(kind: Kind, upstream: str, image: str, command: list[str] | None = None) -> None:
-    """VerifyRegistryCache: a Pod with the image runs, and the cache holds the image (so containerd pulled
-    it through the cache and did not fall back to the upstream)."""
-    name = f"pull-{uuid.uuid4().hex[:6]}"
-    container: dict[str, Any] = {"name": "c", "image": image, "imagePullPolicy": "IfNotPresent"}
-    if command:
-        container["command"] = command
-    kind.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": WORKLOAD_NAMESPACE},
-                "spec": {"containers": [container], "terminationGracePeriodSeconds": 1}})
-    try:
-        wait_for(f"Pod {name} ({image}) to run",
-                 lambda: ((kind.get("pod", name, WORKLOAD_NAMESPACE) or {}).get("status") or {}).get("phase")
-                 == "Running", timeout=300,
-                 details=lambda: kind.kubectl("describe", "pod", name, "-n", WORKLOAD_NAMESPACE, check=False).stdout)
-        selector = f"{names.UPSTREAM_HOST_LABEL}={names.upstream_label_value(upstream)}"
-        pods = kind.select("pods", "kube-system", selector)
-        assert pods, f"no cache Pod for {upstream} ({selector})"
-        repository = repository_of(image, upstream)
-        path = f"/var/lib/registry/docker/registry/v2/repositories/{repository}/_manifests"
-        if "@sha256:" in image:
-            path += "/revisions/sha256/" + image.rsplit("@sha256:", 1)[1]
-        wait_for(f"{path} in the cache of {upstream}", lambda: any(
-            kind.kubectl("exec", "-n", "kube-system", p["metadata"]["name"], "-c", "registry-cache", "--",
-                         "test", "-d", path, check=False).returncode == 0 for p in pods), timeout=120)
-    finally:
-        kind.delete("pod", name, WORKLOAD_NAMESPACE, wait=False)
-
-
-def delete_shoot(kind: Kind, name: str) -> None:
-    kind.delete("shoot", name, PROJECT_NAMESPACE, wait=False)  # the bridge's finalizer waits for the cleanup
-    wait_for(f"Shoot {name} to be gone", lambda: kind.get("shoot", name, PROJECT_NAMESPACE) is None, timeout=600,
-             details=kind.controller_logs)
-
-
-def assert_nothing_left(kind: Kind, shoot: str) -> None:
-    owned = f"{OWNER}={seed_namespace(shoot)}"
-    for resource in ("statefulsets", "services", "secrets", "configmaps", "networkpolicies",
-                     "poddisruptionbudgets"):
-        assert kind.select(resource, "kube-system", owned) == [], f"{resource} of {shoot} left in kube-system"
-
-
-@pytest.fixture
-def shoots(kind):
-    """Shoots a test made: deleted at the end whatever happened, so that the next scenario starts clean."""
-    made: list[str] = []
-    yield made
-    for name in made:
-        try:
-            delete_shoot(kind, name)
-        except AssertionError as exc:  # the test's own failure is the one to report
-            print(f"cleanup of Shoot {name} failed: {exc}")
-
-
-# --- the scenarios ---------------------------------------------------------------------------------------
-
-def test_create_enable_add_remove_disable_delete(kind, shoots):
-    """create_enable_add_remove_disable_delete.go"""
-    name = "e2e-cache-def"
-    shoots.append(name)
-    kind.apply(shoot_manifest(name, None))
-
-    kind.apply(shoot_manifest(name, [cache("docker.io")]))
-    ext = wait_reconciled(kind, name, ["docker.io"])
-    wait_applied(kind, ext)
-    verify_registry_cache(kind, "docker.io", DOCKER_NGINX_1230)
-
-    kind.apply(shoot_manifest(name, [cache("docker.io"), cache("public.ecr.aws")]))
-    ext = wait_reconciled(kind, name, ["docker.io", "public.ecr.aws"])
-    wait_applied(kind, ext)
-    verify_registry_cache(kind, "public.ecr.aws", ECR_NGINX_1199)
-
-    kind.apply(shoot_manifest(name, [cache("docker.io")]))
-    ext = wait_reconciled(kind, name, ["docker.io"])
-    wait_removed(kind, ["public.ecr.aws"])
-    wait_applied(kind, ext)
-    assert kind.get("statefulset", names.resource_name("public.ecr.aws"), "kube-system") is None
-
-    kind.apply(shoot_manifest(name, None))
-    wait_for("the Extension to go", lambda: kind.get("extensions.extensions.gardener.cloud", "registry-cache",
-                                                     seed_namespace(name)) is None, details=kind.controller_logs)
-    wait_removed(kind, ["docker.io"])
-    assert_nothing_left(kind, name)
-
-    delete_shoot(kind, name)
-
-
-def test_create_disable_tls_enable_tls_delete(kind, shoots):
-    """create_disable_tls_enable_tls_delete.go"""
-    name = "e2e-cache-tls"
-    shoots.append(name)
-    kind.apply(shoot_manifest(name, [cache("ghcr.io", http={"tls": True})]))
-    ext = wait_reconciled(kind, name, ["ghcr.io"])
-    assert ext["status"]["providerStatus"]["caches"][0]["endpoint"].startswith("https://")
-    wait_applied(kind, ext)
-
-    kind.apply(shoot_manifest(name, [cache("ghcr.io", http={"tls": False})]))
-    ext = wait_for("the http endpoint", lambda: (e := wait_reconciled(kind, name, ["ghcr.io"]))
-                   ["status"]["providerStatus"]["caches"][0]["endpoint"].startswith("http://") and e)
-    assert "caSecretName" not in ext["status"]["providerStatus"]
-    wait_applied(kind, ext)
-    verify_registry_cache(kind, "ghcr.io", GHCR_ALPINE_3188, SLEEP)
-
-    kind.apply(shoot_manifest(name, [cache("ghcr.io", http={"tls": True})]))
-    ext = wait_for("the https endpoint", lambda: (e := wait_reconciled(kind, name, ["ghcr.io"]))
-                   ["status"]["providerStatus"]["caches"][0]["endpoint"].startswith("https://") and e)
-    wait_applied(kind, ext)
-    verify_registry_cache(kind, "ghcr.io", GHCR_ALPINE_3194, SLEEP)
-
-    delete_shoot(kind, name)
-    wait_removed(kind, ["ghcr.io"])
-    assert_nothing_left(kind, name)
-
+# --- on this machine: a token-auth private upstream, with the real registry and crane ------------------------
 
 # A token server for the private upstream: real private registries (Gardener's e2e uses Artifact Registry)
 # hand out bearer tokens, so the cache's credentials go to a token realm here, not in a basic-auth header
@@ -413,13 +328,38 @@ def sign(claims):
         signature = KEY.sign(data, padding.PKCS1v15(), hashes.SHA256())
     return data.decode() + "." + b64(signature)
 
+BACKEND = os.environ.get("TOKEN_BACKEND")  # set: the registry itself is reached through this server (one origin)
+
 class Handler(BaseHTTPRequestHandler):
+    def forward(self):
+        import urllib.error, urllib.request
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "accept", "user-agent")}
+        request = urllib.request.Request(BACKEND + self.path, headers=headers, method=self.command)
+        try:
+            response = urllib.request.urlopen(request, timeout=30)
+        except urllib.error.HTTPError as e:
+            response = e
+        body = response.read()
+        self.send_response(response.status if hasattr(response, "status") else response.code)
+        for key, value in response.headers.items():
+            if key.lower() not in ("date", "server", "connection", "transfer-encoding"):
+                self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self):
+        return self.forward() if BACKEND else self.answer(404, {"error": "not found"})
+
     def do_GET(self):
         url = urlsplit(self.path)
         if url.path != "/token":
-            return self.answer(404, {"error": "not found"})
-        if self.headers.get("Authorization") != EXPECTED:
+            return self.forward() if BACKEND else self.answer(404, {"error": "not found"})
+        # TOKEN_ANONYMOUS_PULL=1: as docker.io, a request without credentials gets a token to pull
+        anonymous = "Authorization" not in self.headers and os.environ.get("TOKEN_ANONYMOUS_PULL") == "1"
+        if self.headers.get("Authorization") != EXPECTED and not anonymous:
             return self.answer(401, {"error": "wrong or no credentials"})
+        allowed = ("pull",) if anonymous else ("pull", "push")
         query = parse_qs(url.query)
         access = []
         for scope in query.get("scope", []):
@@ -427,9 +367,11 @@ class Handler(BaseHTTPRequestHandler):
             name, _, actions = rest.rpartition(":")
             if kind == "repository":
                 access.append({"type": kind, "name": name,
-                               "actions": [a for a in actions.split(",") if a in ("pull", "push")]})
+                               "actions": [a for a in actions.split(",") if a in allowed]})
+        if anonymous:
+            self.log_message("anonymous token: %s", json.dumps(access))
         now = int(time.time())
-        token = sign({"iss": os.environ["TOKEN_ISSUER"], "sub": os.environ["TOKEN_USERNAME"],
+        token = sign({"iss": os.environ["TOKEN_ISSUER"], "sub": "" if anonymous else os.environ["TOKEN_USERNAME"],
                       "aud": os.environ["TOKEN_SERVICE"], "exp": now + 300, "nbf": now - 10, "iat": now,
                       "jti": uuid.uuid4().hex, "access": access})
         issued = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -446,11 +388,6 @@ class Handler(BaseHTTPRequestHandler):
 ThreadingHTTPServer(("", int(os.environ.get("TOKEN_PORT", "8080"))), Handler).serve_forever()
 '''
 
-PRIVATE_NAMESPACE = "registry-cache-e2e-private"
-PRIVATE_REGISTRY = f"private-registry.{PRIVATE_NAMESPACE}.svc.cluster.local:5000"
-TOKEN_REALM = f"http://token-server.{PRIVATE_NAMESPACE}.svc.cluster.local:8080/token"
-PRIVATE_IMAGE = f"{PRIVATE_REGISTRY}/e2e/busybox:1.36.1"
-CRANE_IMAGE = "gcr.io/go-containerregistry/crane:debug"
 
 
 def token_registry_config(realm: str, rootcertbundle: str, rootdirectory: str, addr: str) -> dict:
@@ -463,167 +400,6 @@ def token_registry_config(realm: str, rootcertbundle: str, rootdirectory: str, a
                            "rootcertbundle": rootcertbundle}},
     }
 
-
-def private_upstream(image: str, signing: certs.KeyPair, username: str, password: str) -> list[dict]:
-    """A registry (distribution 3, the cache's own image) with token auth, its token server, and a Job that
-    copies busybox into it with the credentials."""
-    ns = PRIVATE_NAMESPACE
-    labels = lambda app: {"app": app}
-    registry_config = token_registry_config(TOKEN_REALM, "/signing/tls.crt", "/var/lib/registry", ":5000")
-    token_env = [{"name": "TOKEN_KEY", "value": "/signing/tls.key"}, {"name": "TOKEN_CERT", "value": "/signing/tls.crt"},
-                 {"name": "TOKEN_ISSUER", "value": "registry-cache-e2e"},
-                 {"name": "TOKEN_SERVICE", "value": "private-registry"},
-                 {"name": "TOKEN_USERNAME", "valueFrom": {"secretKeyRef": {"name": "credentials", "key": "username"}}},
-                 {"name": "TOKEN_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "credentials", "key": "password"}}}]
-
-    def deployment(app: str, container: dict, volumes: list[dict]) -> dict:
-        return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": app, "namespace": ns},
-                "spec": {"replicas": 1, "selector": {"matchLabels": labels(app)},
-                         "template": {"metadata": {"labels": labels(app)},
-                                      "spec": {"containers": [container], "volumes": volumes}}}}
-
-    def service(app: str, port: int) -> dict:
-        return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": app, "namespace": ns},
-                "spec": {"selector": labels(app), "ports": [{"port": port, "targetPort": port}]}}
-
-    signing_volume = {"name": "signing", "secret": {"secretName": "token-signing"}}
-    return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token-signing", "namespace": ns},
-         "stringData": {"tls.crt": signing.cert_pem, "tls.key": signing.key_pem}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "credentials", "namespace": ns},
-         "stringData": {"username": username, "password": password}},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "private-registry", "namespace": ns},
-         "data": {"token_server.py": TOKEN_SERVER, "config.yml": yaml.safe_dump(registry_config)}},
-        deployment("token-server", {
-            "name": "token-server", "image": image, "imagePullPolicy": "IfNotPresent",
-            "command": ["python", "/scripts/token_server.py"], "env": token_env,
-            "ports": [{"containerPort": 8080}], "readinessProbe": {"tcpSocket": {"port": 8080}},
-            "volumeMounts": [{"name": "signing", "mountPath": "/signing", "readOnly": True},
-                             {"name": "scripts", "mountPath": "/scripts", "readOnly": True}]},
-            [signing_volume, {"name": "scripts", "configMap": {"name": "private-registry"}}]),
-        service("token-server", 8080),
-        deployment("private-registry", {
-            "name": "registry", "image": DEFAULT_IMAGE, "imagePullPolicy": "IfNotPresent",
-            "ports": [{"containerPort": 5000}], "readinessProbe": {"tcpSocket": {"port": 5000}},
-            "volumeMounts": [{"name": "signing", "mountPath": "/signing", "readOnly": True},
-                             {"name": "config", "mountPath": "/etc/distribution/config.yml",
-                              "subPath": "config.yml", "readOnly": True},
-                             {"name": "data", "mountPath": "/var/lib/registry"}]},
-            [signing_volume, {"name": "config", "configMap": {"name": "private-registry"}},
-             {"name": "data", "emptyDir": {}}]),
-        service("private-registry", 5000),
-        {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "push", "namespace": ns},
-         "spec": {"backoffLimit": 6, "template": {"spec": {"restartPolicy": "OnFailure", "containers": [{
-             "name": "crane", "image": CRANE_IMAGE,
-             "command": ["sh", "-c", 'crane auth login "$REGISTRY" -u "$USERNAME" -p "$PASSWORD" && '
-                                     'crane copy --insecure docker.io/library/busybox:1.36.1 "$IMAGE"'],
-             "env": [{"name": "REGISTRY", "value": PRIVATE_REGISTRY}, {"name": "IMAGE", "value": PRIVATE_IMAGE},
-                     {"name": "DOCKER_CONFIG", "value": "/tmp/docker"},
-                     {"name": "USERNAME", "valueFrom": {"secretKeyRef": {"name": "credentials", "key": "username"}}},
-                     {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "credentials", "key": "password"}}}],
-         }]}}}},
-    ]
-
-
-def test_create_enable_for_private_registry_delete(kind, shoots):
-    """create_enable_for_private_registry_delete.go: the upstream needs credentials, the cache has them
-    (from the Shoot's referenced Secret), the Pod has none. The node cannot even resolve the upstream's
-    name (cluster DNS): the Pod runs only if the cache served the image."""
-    username, password = "e2e-robot", uuid.uuid4().hex
-    kind.apply(*private_upstream(kind.image, certs.generate_ca("registry-cache-e2e-token"), username, password))
-    try:
-        wait_for("the image in the private upstream", lambda: (
-            (kind.get("job", "push", PRIVATE_NAMESPACE) or {}).get("status", {}).get("succeeded", 0) >= 1),
-            timeout=600, details=lambda: kind.kubectl("logs", "-n", PRIVATE_NAMESPACE, "job/push", check=False).stdout)
-
-        name = "e2e-cache-prv"
-        shoots.append(name)
-        secret = f"{name}-credentials-v1"
-        kind.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
-                    "metadata": {"name": secret, "namespace": PROJECT_NAMESPACE},
-                    "stringData": {"username": username, "password": password}})
-        resources = [{"name": "private-credentials",
-                      "resourceRef": {"apiVersion": "v1", "kind": "Secret", "name": secret}}]
-        kind.apply(shoot_manifest(name, [cache(PRIVATE_REGISTRY, remoteURL=f"http://{PRIVATE_REGISTRY}",
-                                               secretReferenceName="private-credentials")], resources))
-        ext = wait_reconciled(kind, name, [PRIVATE_REGISTRY])
-        wait_applied(kind, ext)
-        verify_registry_cache(kind, PRIVATE_REGISTRY, PRIVATE_IMAGE, SLEEP)
-
-        delete_shoot(kind, name)
-        wait_removed(kind, [PRIVATE_REGISTRY])
-        assert_nothing_left(kind, name)
-        kind.delete("secret", secret, PROJECT_NAMESPACE)
-    finally:
-        kind.delete("namespace", PRIVATE_NAMESPACE, wait=False)
-
-
-def test_create_enabled_hibernate_reconcile_delete(kind, shoots):
-    """create_enabled_hibernate_reconcile_delete.go; kind keeps its node, so waking up is checked too."""
-    name = "e2e-cache-hib"
-    shoots.append(name)
-    kind.apply(shoot_manifest(name, [cache("registry.k8s.io")]))
-    ext = wait_reconciled(kind, name, ["registry.k8s.io"])
-    wait_applied(kind, ext)
-    verify_registry_cache(kind, "registry.k8s.io", K8S_NGINX_1154)
-
-    kind.apply(shoot_manifest(name, [cache("registry.k8s.io")], hibernated=True))
-    ext = wait_for("the hibernated reconcile", lambda: (e := wait_reconciled(kind, name, ["registry.k8s.io"]))
-                   and "hibernated" in e["status"]["lastOperation"]["description"] and e)
-    assert kind.get("statefulset", names.resource_name("registry.k8s.io"), "kube-system") is not None
-
-    # gardenlet's reconcile: the operation annotation on the Extension, removed when taken
-    kind.kubectl("annotate", "extensions.extensions.gardener.cloud", "registry-cache", "-n", seed_namespace(name),
-                 f"{OPERATION}=reconcile", "--overwrite")
-    wait_reconciled(kind, name, ["registry.k8s.io"])
-
-    kind.apply(shoot_manifest(name, [cache("registry.k8s.io")], hibernated=False))
-    ext = wait_for("the woken-up reconcile", lambda: (e := wait_reconciled(kind, name, ["registry.k8s.io"]))
-                   and "hibernated" not in e["status"]["lastOperation"]["description"] and e)
-    wait_applied(kind, ext)
-    verify_registry_cache(kind, "registry.k8s.io", K8S_BUSYBOX, SLEEP)
-
-    delete_shoot(kind, name)
-    wait_removed(kind, ["registry.k8s.io"])
-    assert_nothing_left(kind, name)
-
-
-def test_create_enabled_force_delete(kind, shoots):
-    """create_enabled_force_delete.go. Without gardenlet, force deletion is what it does to a stuck Shoot:
-    the Extension is deleted and its finalizer removed without waiting for the controller, then the
-    Shoot's finalizer. The Shoot must be gone at once; the caches it leaves behind in this (same) cluster
-    are adopted by a Shoot of the same name and removed with its normal deletion."""
-    name = "e2e-cache-fd"
-    shoots.append(name)
-    kind.apply(shoot_manifest(name, [cache("docker.io")]))
-    ext = wait_reconciled(kind, name, ["docker.io"])
-    wait_applied(kind, ext)
-    verify_registry_cache(kind, "docker.io", DOCKER_NGINX_1240)
-
-    ns = seed_namespace(name)
-    kind.delete("shoot", name, PROJECT_NAMESPACE, wait=False)
-    kind.delete("extensions.extensions.gardener.cloud", "registry-cache", ns, wait=False)
-    # (the controller may finish its Delete first and the objects be gone already: no check)
-    kind.patch("extensions.extensions.gardener.cloud", "registry-cache", {"metadata": {"finalizers": None}}, ns,
-               check=False)
-    kind.patch("shoot", name, {"metadata": {"finalizers": None}}, PROJECT_NAMESPACE, check=False)
-    wait_for("the force-deleted Shoot to be gone", lambda: kind.get("shoot", name, PROJECT_NAMESPACE) is None,
-             timeout=60)
-    wait_for("the Extension to be gone", lambda: kind.get("extensions.extensions.gardener.cloud",
-                                                          "registry-cache", ns) is None, timeout=60)
-    ready = kind.get("deployment", "registry-cache-controller", "registry-cache")
-    assert ready and ready["status"].get("readyReplicas") == 1, kind.controller_logs()
-
-    kind.apply(shoot_manifest(name, [cache("docker.io")]))
-    ext = wait_reconciled(kind, name, ["docker.io"])
-    wait_applied(kind, ext)
-    delete_shoot(kind, name)
-    wait_removed(kind, ["docker.io"])
-    assert_nothing_left(kind, name)
-
-
-# --- on this machine: the private upstream's parts, with the real registry and crane ------------------------
 
 def _free_port() -> int:
     import socket

@@ -6,12 +6,16 @@ log (every request, its status and who sent it) and from the cache's storage dir
 
 from __future__ import annotations
 
+import shutil
+import uuid
+
 import pytest
 
 from extension.component.objects import render_config_yml
 
 from .dataplane import CACHE_AGENT, CRANE_AGENT, E2EError, describe
 from .harness import credentials_from_secret, credentials_secret
+from .tokenauth import TokenUpstream
 
 USER, PASSWORD = "robot-e2e", "s3cret: with 'quotes' \"and\" # yaml"  # the password must survive the YAML
 
@@ -90,16 +94,67 @@ def test_cache_without_credentials_is_refused_by_the_upstream(datapath):
     assert seen and all(r.status == 404 for r in seen), describe(seen)
 
 
-def test_cache_does_not_start_while_its_upstream_is_unreachable(datapath):
-    """distribution 3.0 and 3.1 alike (the image Gardener and we pin): in proxy mode the registry asks the upstream
-    for its auth challenge (``GET <remoteurl>/v2/``) while it starts, and panics when that fails, with or without
-    credentials. So a cache Pod restarted during an upstream outage crash-loops until the upstream answers, and
-    cannot serve what it already holds meanwhile (README, "Credentials"). When this test fails, a new
-    distribution starts without its upstream: update the README."""
+def test_cache_without_credentials_starts_and_serves_while_its_upstream_is_away(datapath):
+    """distribution (3.0 and 3.1 alike) in proxy mode asks the upstream for its token realm (``GET
+    <remoteurl>/v2/``) at start and panics when that fails, unless ``proxy.exec`` names a credential helper. The
+    rendered config of a cache without credentials does (a helper that answers with none): the cache, restarted
+    while its upstream is away, starts and serves what it holds; a manifest by tag and every blob, from its
+    storage."""
+    upstream = datapath.upstream({})
+    image = datapath.push(upstream, "public/hello", "v1", None)
+    cache = datapath.cache(upstream, None, tls=False)
+    assert "exec:" in cache.config_text and "username" not in cache.config_text
+    ref = image.ref(cache.registry.host)
+    datapath.crane.run("pull", ref, str(datapath.workdir / "warm.tar"))  # now the cache holds it
+    assert image.all_digests <= cache.registry.blob_digests()
+
+    cache.registry.stop()
+    upstream.stop()
+    cache.registry.start(timeout=15)  # would raise: "exited" with distribution's panic
+    mark = cache.registry.access_log.mark()
+    assert datapath.crane.run("digest", ref).stdout.strip() == image.digest
+    datapath.crane.run("pull", ref, str(datapath.workdir / "during-outage.tar"))
+    served = [r for r in cache.registry.access_log.since(mark) if CRANE_AGENT.match(r.agent)]
+    assert {f"/v2/{image.repository}/blobs/{d}" for d in image.blobs} <= \
+        {r.path for r in served if r.status == 200}, describe(served)
+    assert "panic" not in cache.registry.app_log()
+
+
+def test_cache_without_credentials_pulls_anonymously_from_a_token_auth_upstream(datapath, tools, tmp_path):
+    """As from docker.io, which wants a bearer token even for a public image and hands one out without
+    credentials: distribution asks the rendered credential helper (``proxy.exec``), which answers with none,
+    gets an anonymous token and pulls through; the token server saw no credentials."""
+    # crane pushes to no token realm on a private address: the image is pushed to a registry without auth,
+    # whose storage the token-auth upstream then serves
+    plain = datapath.upstream({})
+    image = datapath.push(plain, "library/hello", "v1", None)
+    plain.stop()
+    upstream = TokenUpstream(tools.registry, tmp_path / "token-upstream", "robot", uuid.uuid4().hex,
+                             anonymous_pull=True)
+    shutil.copytree(plain.storage, upstream.workdir / "data")
+    upstream.start()
+    try:
+        cache = datapath.cache(upstream, None, tls=False)
+        assert "exec:" in cache.config_text
+        ref = image.ref(cache.registry.host)
+        assert datapath.crane.run("digest", ref).stdout.strip() == image.digest
+        datapath.crane.run("pull", ref, str(datapath.workdir / "anonymous.tar"))
+        assert image.all_digests <= cache.registry.blob_digests()
+        tokens = (upstream.workdir / "token-server.err").read_text(errors="replace")
+        assert 'anonymous token: [{"type": "repository", "name": "library/hello", "actions": ["pull"]}]' in tokens
+    finally:
+        upstream.stop()
+
+
+def test_cache_with_credentials_does_not_start_while_its_upstream_is_unreachable(datapath):
+    """A cache with credentials keeps ``proxy.username/password``, as Gardener renders it, and so
+    distribution's start-up request for the token realm: restarted while its upstream is unreachable it panics, its Pod restarts until the upstream answers, and the Extension's
+    condition SystemComponentsHealthy names it (README, "A cache restarted while its upstream is away")."""
     upstream = datapath.upstream({USER: PASSWORD})
     creds = credentials_from_secret(credentials_secret("upstream-credentials-v1", USER, PASSWORD),
                                     "upstream-credentials")
     cache = datapath.cache(upstream, creds, tls=False)  # starts while the upstream answers
+    assert "exec:" not in cache.config_text
     cache.registry.stop()
     upstream.stop()
 

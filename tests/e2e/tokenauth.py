@@ -21,8 +21,15 @@ from .test_kind import TOKEN_SERVER, token_registry_config
 
 
 class TokenUpstream:
-    def __init__(self, registry_bin: Path, workdir: Path, username: str, password: str):
+    def __init__(self, registry_bin: Path, workdir: Path, username: str, password: str, *,
+                 anonymous_pull: bool = False):
+        """``anonymous_pull``: the token server also gives a pull token to a request without credentials (as
+        docker.io does for public images)."""
         self.registry_bin, self.workdir = registry_bin, workdir
+        self.anonymous_pull = anonymous_pull
+        # with anonymous pulls (docker.io's case) clients reach the registry through the token server, so the
+        # realm is on the registry's own origin, the only one distribution 3.1 takes for an IP address
+        self.same_origin = anonymous_pull
         workdir.mkdir(parents=True, exist_ok=True)
         self.username, self.password = username, password
         self.token_port, self.port, self.debug_port = free_port(), free_port(), free_port()
@@ -30,7 +37,8 @@ class TokenUpstream:
         (workdir / "tls.crt").write_text(signing.cert_pem)
         (workdir / "tls.key").write_text(signing.key_pem)
         (workdir / "token_server.py").write_text(TOKEN_SERVER)
-        config = token_registry_config(self.realm, str(workdir / "tls.crt"), str(workdir / "data"), self.host)
+        config = token_registry_config(self.realm, str(workdir / "tls.crt"), str(workdir / "data"),
+                                       f"{LOOPBACK}:{self.port}")
         config["http"]["debug"] = {"addr": f"{LOOPBACK}:{self.debug_port}"}
         (workdir / "registry.yml").write_text(yaml.safe_dump(config))
         self.token_server: Process | None = None
@@ -42,7 +50,7 @@ class TokenUpstream:
 
     @property
     def host(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
+        return f"{LOOPBACK}:{self.token_port if self.same_origin else self.port}"
 
     @property
     def url(self) -> str:
@@ -56,7 +64,9 @@ class TokenUpstream:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TOKEN_KEY": str(self.workdir / "tls.key"),
                "TOKEN_CERT": str(self.workdir / "tls.crt"), "TOKEN_ISSUER": "registry-cache-e2e",
                "TOKEN_SERVICE": "private-registry", "TOKEN_USERNAME": self.username,
-               "TOKEN_PASSWORD": self.password, "TOKEN_PORT": str(self.token_port)}
+               "TOKEN_PASSWORD": self.password, "TOKEN_PORT": str(self.token_port),
+               "TOKEN_ANONYMOUS_PULL": "1" if self.anonymous_pull else "",
+               "TOKEN_BACKEND": f"http://{LOOPBACK}:{self.port}" if self.same_origin else ""}
         self.token_server = Process("token-server", [sys.executable, str(self.workdir / "token_server.py")], env,
                                     self.workdir / "token-server.log", self.workdir / "token-server.err", self.workdir)
         self.token_server.start()

@@ -101,8 +101,9 @@ def test_shoot_lifecycle(kube, standalone):
 
 
 def test_local_up_command(tmp_path):
-    """The README's first command, as a user runs it (with --no-wait so that it returns)."""
-    done = subprocess.run([sys.executable, "-m", "extension.cli", "local-up", "--no-wait", "--workdir",
+    """The README's first command in its control-plane-only mode (--no-node; with the node it is
+    tests/e2e/test_local_up.py), as a user runs it (with --no-wait so that it returns)."""
+    done = subprocess.run([sys.executable, "-m", "extension.cli", "local-up", "--no-node", "--no-wait", "--workdir",
                            str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout

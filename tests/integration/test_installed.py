@@ -61,7 +61,7 @@ def test_render_from_anywhere(installed, tmp_path):
 
 
 def test_local_up_from_anywhere(installed, control_plane_bin_dir, tmp_path):
-    done = subprocess.run([str(installed / "registry-cache"), "local-up", "--no-wait", "--workdir", "lu"],
+    done = subprocess.run([str(installed / "registry-cache"), "local-up", "--no-node", "--no-wait", "--workdir", "lu"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Create Succeeded" in done.stdout, done.stdout[-3000:]

@@ -236,3 +236,30 @@ def test_a_long_invalid_value_is_cut_short(capsys, tmp_path):
     assert code == 1
     [line] = out.splitlines()
     assert line.startswith('spec.provider.workers[0].cri.name: Invalid value: [["xxx') and len(line) < 1200
+
+
+def test_local_up_with_the_node_by_default_and_the_fallback(capsys, monkeypatch, tmp_path):
+    """local-up runs the one-node cluster unless --no-node; where the node cannot run it says what is missing
+    and falls back to the control plane only (and the docs example instead of the node's)."""
+    from extension.local import node, up
+
+    calls = []
+    monkeypatch.setattr(up, "run", lambda workdir, manifests, wait, timeout, node: calls.append(
+        (manifests, wait, timeout, node)) or 0)
+    monkeypatch.setattr(node, "node_prerequisites", lambda: [])
+    assert main(["local-up", "--no-wait"]) == 0
+    assert calls.pop() == (None, False, 180.0, True)
+    assert main(["local-up", "--no-node", "--timeout", "60"]) == 0
+    assert calls.pop() == (None, True, 60.0, False)
+    assert "Falling back" not in capsys.readouterr().err
+
+    monkeypatch.setattr(node, "node_prerequisites", lambda: ["runc", "kubectl"])
+    assert main(["local-up", "--no-wait"]) == 0
+    assert calls.pop()[3] is False
+    err = capsys.readouterr().err
+    assert "missing: runc; kubectl" in err and "Falling back to the control plane only (--no-node)" in err
+    assert up.default_manifests(True) == [up.EXAMPLES / "local-shoot.yaml"]
+    assert [p.name for p in up.default_manifests(False)] == ["quay-credentials-v1.yaml", "shoot.yaml"]
+    assert all(p.is_file() for p in up.default_manifests(True) + up.default_manifests(False))
+
+    assert main(["local-up", str(tmp_path / "missing.yaml")]) == 2

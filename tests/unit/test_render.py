@@ -17,6 +17,7 @@ from extension.component.objects import (
     endpoint,
     provider_status,
     render_config_yml,
+    render_credential_helper,
     render_shoot,
     unique_name,
 )
@@ -79,7 +80,8 @@ def test_config_yml_content():
     cfg, _ = rendered()
     by_upstream = {c.upstream: yaml.safe_load(render_config_yml(c, CREDS.get(c.upstream))) for c in cfg.caches}
     docker = by_upstream["docker.io"]
-    assert docker["proxy"] == {"remoteurl": "https://registry-1.docker.io", "ttl": "168h0m0s"}
+    assert docker["proxy"] == {"remoteurl": "https://registry-1.docker.io", "ttl": "168h0m0s",
+                               "exec": {"command": "/etc/distribution/credential-helper"}}
     assert docker["storage"]["delete"] == {"enabled": True} and "cache" not in docker["storage"]
     assert docker["storage"]["filesystem"] == {"rootdirectory": "/var/lib/registry"}
     assert docker["http"]["addr"] == ":5000" and docker["http"]["debug"]["addr"] == ":5001"
@@ -323,3 +325,61 @@ def test_ipv6_cluster_ips_in_brackets_everywhere():
                                                            "http://[fd00:10:96::1b]:5000"]
     hosts = hosts_toml_for_status(planned.status)
     assert list(tomllib.loads(hosts["ghcr.io"])["host"]) == ["https://[fd00:10:96::1a]:5000"]
+
+
+def _config_volume(sts: dict) -> dict:
+    return next(v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "config-volume")["secret"]
+
+
+@pytest.mark.parametrize("node_auth", [False, True], ids=["open", "node-auth"])
+def test_a_cache_without_credentials_gets_the_credential_helper(node_auth):
+    """distribution asks its upstream at start (and exits while it cannot be reached) unless proxy.exec names a
+    credential helper: a cache without credentials gets one that answers with none, in its config Secret,
+    mounted executable next to config.yml."""
+    from extension.component import nodeauth
+    cfg = decode_and_default(config({"upstream": "docker.io"}), PC)
+    objects = render_shoot(cfg, tls={"docker.io": FAKE_TLS},
+                           node_auth={"docker.io": nodeauth.generate()} if node_auth else None).objects
+    secret = next(o.obj for o in objects if o.kind == "Secret" and "-config-" in o.name)
+    conf = yaml.safe_load(base64.b64decode(secret["data"]["config.yml"]))
+    assert conf["proxy"]["exec"] == {"command": "/etc/distribution/credential-helper"}
+    assert "username" not in conf["proxy"] and "password" not in conf["proxy"]
+    assert base64.b64decode(secret["data"]["credential-helper"]).decode() == render_credential_helper()
+    volume = _config_volume(next(o.obj for o in objects if o.kind == "StatefulSet"))
+    assert volume["secretName"] == secret["metadata"]["name"]
+    # every key of the Secret (items select), the helper executable for the group fsGroup gives the cache
+    assert volume["items"] == [{"key": k, "path": k, **({"mode": 0o755} if k == "credential-helper" else {})}
+                               for k in sorted(secret["data"])]
+    assert ("htpasswd" in secret["data"]) is node_auth
+
+
+def test_a_cache_with_credentials_keeps_username_and_password():
+    """A cache with credentials is rendered as Gardener renders it: proxy.username/password, no helper."""
+    cfg = decode_and_default(config({"upstream": "quay.io", "secretReferenceName": "creds"}), PC)
+    creds = Credentials("robot", "pw")
+    conf = yaml.safe_load(render_config_yml(cfg.caches[0], creds))
+    assert conf["proxy"] == {"remoteurl": "https://quay.io", "ttl": "168h0m0s", "username": "robot", "password": "pw"}
+    objects = render_shoot(cfg, {"quay.io": creds}, {"quay.io": FAKE_TLS}).objects
+    secret = next(o.obj for o in objects if o.kind == "Secret" and "-config-" in o.name)
+    assert set(secret["data"]) == {"config.yml"}
+    assert "items" not in _config_volume(next(o.obj for o in objects if o.kind == "StatefulSet"))
+
+
+@pytest.mark.parametrize("server", ["registry-1.docker.io", "10.244.0.2", "[fd00::1]:5000", "", 'x"}, "Secret": "y'])
+def test_the_credential_helper_answers_get_with_empty_credentials(tmp_path, server):
+    """The docker-credential-helpers protocol as distribution's proxy.exec speaks it: ``<helper> get``, the server
+    on stdin (no newline), JSON on stdout. The server is echoed only when it looks like a host."""
+    import json
+    import shutil
+    import subprocess
+    helper = tmp_path / "credential-helper"
+    helper.write_text(render_credential_helper())
+    helper.chmod(0o755)
+    shells = [[str(helper)]] + ([[shutil.which("busybox"), "sh", str(helper)]] if shutil.which("busybox") else [])
+    for argv in shells:
+        done = subprocess.run([*argv, "get"], input=server, capture_output=True, text=True, timeout=10)
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        assert answer == {"ServerURL": server if '"' not in server else "", "Username": "", "Secret": ""}
+        refused = subprocess.run([*argv, "store"], input="{}", capture_output=True, text=True, timeout=10)
+        assert refused.returncode == 1 and "only 'get'" in refused.stderr

@@ -1,0 +1,725 @@
+"""A real one-node Kubernetes cluster from processes, as Kubernetes' ``hack/local-up-cluster.sh`` runs one.
+
+::
+
+    with LocalCluster(workdir) as cluster:
+        cluster.kubeconfig            # admin
+        cluster.images.registry       # the cache image the node pulls (give it to the controller's --image)
+        cluster.upstream("public")    # a test registry on the node's bridge, TLS from the test CA
+        cluster.node_file("/etc/containerd/certs.d/10.244.0.2/hosts.toml")
+
+Processes (logs in ``workdir/logs``):
+
+- on the host: etcd and kube-apiserver (:class:`extension.local.controlplane.LocalControlPlane`, listening on the
+  host end of the node's link), kube-controller-manager (with Kubernetes' own host-path provisioner and a
+  default StorageClass, so volume claim templates bind) and kube-scheduler;
+- in the node's network namespace (:mod:`.network`): containerd (Debian's, with its own config, root, state
+  and socket; CRI with ``restrict_oom_score_adj``, a local pause image, ``registry.config_path`` =
+  :attr:`LocalCluster.certs_d`, CNI bridge + host-local + portmap + loopback from Debian), the kubelet
+  (cgroupfs, its own root, cgroup root, Pod log dir; webhook authn/authz; a ``system:node`` client
+  certificate), kube-proxy (iptables), the cluster's image registry and the test upstreams.
+
+Kubernetes' binaries are built from the same module and version (``hack/control-plane-bins.sh``,
+``hack/node-bins.sh``), distribution and crane by ``hack/registry-bins.sh``, all cached under
+``~/.cache/registry-cache``. Host-wide things it must touch are unique to this cluster (network namespace,
+host link, cgroup root ``/rc-node-<id>``) or recorded and restored by :meth:`LocalCluster.stop` (the kernel
+sysctls the kubelet sets, ``/var/log/containers`` entries).
+
+Volumes: kube-controller-manager runs as user 65532, so the host-path provisioner's directories
+(``/tmp/hostpath_pv/<uuid>``, mode 0750) belong to the user the caches run as: host-path volumes ignore
+``fsGroup``, and Kubernetes' provisioner makes root-owned directories that user 65532 cannot write.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from extension.component.certs import KeyPair, generate_ca, generate_server_cert
+from extension.local import network as net
+from extension.local.controlplane import LocalControlPlane, hack_dir, resolve_bin_dir
+from extension.local.images import Images, build_and_push, static_busybox
+from extension.local.procs import ClusterError, Proc, run, tail, wait_for
+from extension.local.registries import LocalRegistry
+
+log = logging.getLogger(__name__)
+
+NODE_NAME = "local-node"
+IMAGE_REGISTRY = "127.0.0.1:5000"  # in the node's network namespace
+KUBELET_SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
+CGROUP_V1 = Path("/sys/fs/cgroup")
+HOSTPATH_PV_ROOT = Path("/tmp/hostpath_pv")  # hard-coded in Kubernetes' host-path provisioner
+VOLUME_USER = 65532  # who owns the provisioned volumes: the user the caches run as
+CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+# WaitForFirstConsumer (as kind's "standard"): the scheduler has the claim provisioned and bound while it
+# binds the Pod. With Immediate binding a cache Pod was once left "unschedulable: unbound immediate
+# PersistentVolumeClaims" for minutes after its volume was provisioned (the scheduler retried it only late).
+_STORAGE_CLASS = {
+    "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+    "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "provisioner": "kubernetes.io/host-path", "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer",
+}
+
+
+def _bins(script: str, progress: Callable[[str], None] | None) -> Path:
+    env = dict(os.environ)
+    if not shutil.which("go") and Path("/usr/local/go/bin/go").is_file():
+        env["PATH"] = "/usr/local/go/bin:" + env.get("PATH", "")
+    proc = subprocess.Popen(["bash", str(hack_dir() / script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    err: list[str] = []
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            err.append(line.rstrip())
+            if progress:
+                progress(line.rstrip())
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    out = proc.stdout.read() if proc.stdout else ""
+    rc = proc.wait()
+    t.join()
+    if rc != 0:
+        raise ClusterError(f"hack/{script} failed ({rc}):\n" + "\n".join(err[-20:]))
+    return Path(out.strip().splitlines()[-1])
+
+
+def node_prerequisites() -> list[str]:
+    """What this machine lacks to run the node (empty: it can)."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (the node creates a network namespace, cgroups and mounts)")
+    for tool in ("containerd", "runc", "iptables", "conntrack", "nsenter", "ip"):
+        if not shutil.which(tool) and not Path("/usr/sbin", tool).exists() and not Path("/sbin", tool).exists():
+            missing.append(tool)
+    if not shutil.which("kubectl"):
+        missing.append("kubectl")
+    if not any(Path(d, "bridge").is_file() and Path(d, "host-local").is_file() for d in CNI_BIN_DIRS):
+        missing.append("the CNI plugins (Debian's containernetworking-plugins)")
+    if static_busybox() is None:
+        missing.append("a static busybox, the cache image's /bin/sh (Debian's busybox-static)")
+    if not (CGROUP_V1 / "memory").is_dir() and not (CGROUP_V1 / "cgroup.controllers").is_file():
+        missing.append("cgroups under /sys/fs/cgroup")
+    return missing
+
+
+def _client_cert(ca_dir: Path, out: Path, name: str, org: str | None) -> None:
+    ca_key = serialization.load_pem_private_key((ca_dir / "client-ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)  # as extension.local.controlplane makes it
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / "client-ca.crt").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    attrs = ([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)] if org else []) + \
+        [x509.NameAttribute(NameOID.COMMON_NAME, name)]
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    out.with_suffix(".key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                          serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    out.with_suffix(".key").chmod(0o600)
+    out.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _kubeconfig(path: Path, server: str, ca_file: Path, cert: Path, key: Path) -> Path:
+    b64 = lambda p: base64.b64encode(p.read_bytes()).decode()
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "local",
+        "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority-data": b64(ca_file)}}],
+        "users": [{"name": "user", "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "user"}}],
+    }))
+    path.chmod(0o600)
+    return path
+
+
+class LocalCluster:
+    """One node, one control plane; see the module docstring. ``start()`` / ``stop()``, or a context."""
+
+    def __init__(self, workdir: Path, *, progress: Callable[[str], None] | None = None):
+        self.workdir = Path(workdir).resolve()
+        self.progress = progress or (lambda m: log.info("%s", m))
+        self.network = net.NodeNetwork()
+        self.id = self.network.id
+        self.cp: LocalControlPlane | None = None
+        self.procs: dict[str, Proc] = {}
+        self.images: Images | None = None
+        self.test_ca: KeyPair | None = None
+        self.registries: list[LocalRegistry] = []
+        self.registry_bin: Path | None = None
+        self.registry_version = ""
+        self.crane_bin: Path | None = None
+        self.node_bins: Path | None = None
+        self._sysctls: dict[str, str] = {}
+        self._made_var_log_containers = False
+        self._made_hostpath_root = False
+        self._hostpath_root_mode: int | None = None
+        self._cgroup_dirs: list[Path] = []
+        self._volume_dirs: list[Path] = []
+        self._run_dir = Path(f"/run/rc-node-{self.id}")  # sockets: short paths
+        self.start_seconds: float | None = None
+        self._upstream_n = 0
+
+    # -- paths ---------------------------------------------------------------------------------------
+
+    @property
+    def kubeconfig(self) -> Path:
+        assert self.cp is not None
+        return self.cp.kubeconfig
+
+    @property
+    def certs_d(self) -> Path:
+        """containerd's ``registry.config_path``: where the node agent writes ``hosts.toml``."""
+        return self.workdir / "node" / "certs.d"
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self._run_dir / "kubelet"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self._run_dir / "containerd.sock"
+
+    @property
+    def containerd_log(self) -> Path:
+        return self.logs / "containerd.log"
+
+    @property
+    def test_ca_file(self) -> Path:
+        return self.workdir / "test-ca.crt"
+
+    @property
+    def cgroup_root(self) -> str:
+        return f"/rc-node-{self.id}"
+
+    def node_file(self, path: str | Path) -> str | None:
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return None
+
+    def in_node(self, argv: list[str]) -> list[str]:
+        return self.network.argv(argv)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalCluster:
+        missing = node_prerequisites()
+        if missing:
+            raise ClusterError("this machine cannot run the node: missing " + "; ".join(missing)
+                               + " (hack/e2e-deps.sh installs the packages, as root)")
+        t0 = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        try:
+            self.progress("binaries: kube-apiserver, etcd, the node's Kubernetes binaries, distribution, crane")
+            cp_bins = resolve_bin_dir(self.progress)
+            self.node_bins = _bins("node-bins.sh", self.progress)
+            reg_bins = _bins("registry-bins.sh", self.progress)  # .../registry-v<distribution version>
+            self.registry_bin, self.crane_bin = reg_bins / "registry", reg_bins / "crane"
+            self.registry_version = reg_bins.name.removeprefix("registry-v")
+            self.progress(f"network namespace {self.network.netns}")
+            self.network.setup()
+            assert self.network.host_ip is not None
+            self.progress(f"control plane on {self.network.host_ip}")
+            admin = self.workdir / "control-plane" / "certs" / "admin"
+            self.cp = LocalControlPlane(self.workdir / "control-plane", cp_bins, name=f"node-{self.id}",
+                                        bind_address=self.network.host_ip, apiserver_args=[
+                                            "--authorization-mode=Node",  # after the default RBAC: Node,RBAC together
+                                            "--enable-admission-plugins=NodeRestriction",
+                                            "--kubelet-preferred-address-types=InternalIP",
+                                            f"--kubelet-client-certificate={admin}.crt",
+                                            f"--kubelet-client-key={admin}.key",
+                                        ])
+            self.cp.start()
+            self._credentials()
+            self._start_controllers()
+            self._test_ca()
+            self._start_image_registry()
+            self._start_containerd()
+            self._push_images()
+            self._start_kubelet()
+            self._start_kube_proxy()
+            self._apply_storage_class()
+            self._wait_node_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - t0
+        self.progress(f"node {NODE_NAME} Ready ({self.start_seconds:.0f}s)")
+        return self
+
+    def _credentials(self) -> None:
+        assert self.cp is not None
+        certs = self.cp.certs_dir
+        pki = self.workdir / "pki"
+        pki.mkdir(exist_ok=True)
+        pki.chmod(0o700)
+        _client_cert(certs, pki / "kubelet", f"system:node:{NODE_NAME}", "system:nodes")
+        self.kubelet_kubeconfig = _kubeconfig(pki / "kubelet.kubeconfig", self.cp.server, self.cp.ca_file,
+                                              pki / "kubelet.crt", pki / "kubelet.key")
+        admin = (certs / "admin.crt", certs / "admin.key")
+        self.admin_kubeconfig = _kubeconfig(pki / "admin.kubeconfig", self.cp.server, self.cp.ca_file, *admin)
+        # kube-controller-manager runs as VOLUME_USER: its own copy of the credentials it may read
+        # (under /run: the workdir may sit in a directory only root can enter, e.g. pytest's basetemp)
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        self._run_dir.chmod(0o755)
+        kcm = self._run_dir / "kcm"
+        kcm.mkdir(exist_ok=True)
+        self.kcm_kubeconfig = _kubeconfig(kcm / "kubeconfig", self.cp.server, self.cp.ca_file, *admin)
+        shutil.copy(certs / "sa.key", kcm / "sa.key")
+        for f in (kcm, kcm / "kubeconfig", kcm / "sa.key"):
+            os.chown(f, VOLUME_USER, VOLUME_USER)
+
+    def _spawn(self, name: str, argv: list[str], *, in_node: bool, env: dict | None = None,
+               user: int | None = None) -> Proc:
+        if in_node:
+            argv = self.network.argv(argv)
+        if user is not None:
+            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--", *argv]
+        proc = Proc(name, argv, self.logs / f"{name}.log", env=env, cwd=self.workdir).start()
+        self.procs[name] = proc
+        return proc
+
+    def _start_controllers(self) -> None:
+        assert self.cp is not None
+        if not HOSTPATH_PV_ROOT.exists():
+            HOSTPATH_PV_ROOT.mkdir()
+            self._made_hostpath_root = True
+        mode = HOSTPATH_PV_ROOT.stat().st_mode & 0o7777
+        if mode != 0o1777:
+            # the provisioner (as VOLUME_USER) creates one directory per volume in it: world-writable and
+            # sticky like /tmp, so each owner keeps its own (the mode is restored by stop())
+            self._hostpath_root_mode = mode
+            HOSTPATH_PV_ROOT.chmod(0o1777)
+        bins = self.node_bins
+        assert bins is not None
+        self._spawn("kube-controller-manager", [
+            str(bins / "kube-controller-manager"), f"--kubeconfig={self.kcm_kubeconfig}",
+            "--leader-elect=false", "--secure-port=0", "--enable-hostpath-provisioner",
+            f"--service-account-private-key-file={self._run_dir / 'kcm' / 'sa.key'}",
+            "--use-service-account-credentials=false", "--controllers=*,-serviceaccount-token",
+            "--node-monitor-grace-period=40s", "--v=1"], in_node=False, user=VOLUME_USER)
+        self._spawn("kube-scheduler", [
+            str(bins / "kube-scheduler"), f"--kubeconfig={self.admin_kubeconfig}", "--leader-elect=false",
+            "--secure-port=0", "--v=1"], in_node=False)
+
+    def _test_ca(self) -> None:
+        self.test_ca = generate_ca("registry-cache local test CA")
+        self.test_ca_file.write_text(self.test_ca.cert_pem)
+
+    def _start_image_registry(self) -> None:
+        assert self.registry_bin is not None
+        host, port = IMAGE_REGISTRY.split(":")
+        reg = LocalRegistry("image-registry", self.registry_bin, self.workdir / "image-registry", host, int(port),
+                            wrap=self.network.argv)
+        self.registries.append(reg.start())
+
+    def crane(self, args: list[str], env: dict | None = None) -> str:
+        """crane inside the node's namespace, trusting the test CA."""
+        assert self.crane_bin is not None
+        full = {"PATH": "/usr/bin:/bin", "HOME": str(self.workdir), "SSL_CERT_FILE": str(self.test_ca_file),
+                "DOCKER_CONFIG": str(self.workdir / "crane"), **(env or {})}
+        return run(self.network.argv([str(self.crane_bin), *args]), env=full, timeout=300).stdout
+
+    def _push_images(self) -> None:
+        assert self.node_bins and self.registry_bin and self.test_ca
+        busybox = static_busybox()
+        assert busybox is not None  # node_prerequisites
+        self.progress("images: pause and the distribution registry, built with crane")
+        self.images = build_and_push(self.crane, self.workdir / "images", IMAGE_REGISTRY,
+                                     pause_bin=self.node_bins / "pause", registry_bin=self.registry_bin,
+                                     registry_tag=self.registry_version, ca_bundle_pem=self.test_ca.cert_pem,
+                                     busybox_bin=busybox)
+
+    def _start_containerd(self) -> None:
+        node = self.workdir / "node"
+        for d in ("containerd", "cni/net.d", "cni/ipam", "opt"):
+            (node / d).mkdir(parents=True, exist_ok=True)
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        self.certs_d.mkdir(parents=True, exist_ok=True)
+        image_registry = self.certs_d / IMAGE_REGISTRY
+        image_registry.mkdir(exist_ok=True)
+        (image_registry / "hosts.toml").write_text(f'server = "http://{IMAGE_REGISTRY}"\n\n[host."http://{IMAGE_REGISTRY}"]\n'
+                                      '  capabilities = ["pull", "resolve"]\n')
+        cni_bin = next(p for p in CNI_BIN_DIRS if Path(p, "bridge").is_file())
+        (node / "cni/net.d/10-rc-node.conflist").write_text(json.dumps({
+            "cniVersion": "0.4.0", "name": "rc-node", "plugins": [
+                {"type": "bridge", "bridge": net.BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
+                 "ipam": {"type": "host-local", "dataDir": str(node / "cni/ipam"),
+                          "ranges": [[{"subnet": net.POD_CIDR, "gateway": net.BRIDGE_IP,
+                                       "rangeStart": net.POD_RANGE_START, "rangeEnd": net.POD_RANGE_END}]],
+                          "routes": [{"dst": "0.0.0.0/0"}]}},
+                {"type": "portmap", "capabilities": {"portMappings": True}}]}, indent=2))
+        q = json.dumps
+        pause = f"{IMAGE_REGISTRY}/registry-cache/pause:local"
+        config = f"""\
+version = 2
+root = {q(str(node / "containerd"))}
+state = {q(str(self._run_dir / "state"))}
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+                    "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
+
+[grpc]
+  address = {q(str(self.containerd_socket))}
+[ttrpc]
+  address = {q(str(self.containerd_socket) + ".ttrpc")}
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = {q(str(node / "opt"))}
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = {q(pause)}
+  # this VM's root lacks CAP_SYS_RESOURCE: runc cannot lower a sandbox's oom_score_adj
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = {q(str(self._run_dir / "runc"))}
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = {q(cni_bin)}
+    conf_dir = {q(str(node / "cni/net.d"))}
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = {q(str(self.certs_d))}
+"""
+        (node / "containerd.toml").write_text(config)
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               # Go's roots for the upstreams containerd falls back to: only the test CA
+               "SSL_CERT_FILE": str(self.test_ca_file)}
+        proc = self._spawn("containerd", ["containerd", "--config", str(node / "containerd.toml")],
+                           in_node=True, env=env)
+        def answers() -> bool:
+            proc.check()
+            return self.ctr("version", check=False).returncode == 0
+
+        wait_for("containerd to answer", answers, timeout=30, details=lambda: tail(proc.log))
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return run(["ctr", "--address", str(self.containerd_socket), *args], check=check, timeout=timeout)
+
+    def _start_kubelet(self) -> None:
+        assert self.cp is not None and self.node_bins is not None
+        kubelet = self.workdir / "kubelet"
+        # its root holds unix sockets (pod-resources, plugins): a short path, under /run
+        self.kubelet_root.mkdir(parents=True, exist_ok=True)
+        for d in ("certs", "pod-logs", "volume-plugins"):
+            (kubelet / d).mkdir(parents=True, exist_ok=True)
+        (kubelet / "resolv.conf").write_text("")  # Pods get no name server: nothing to ask off the machine
+        for key in KUBELET_SYSCTLS:
+            self._sysctls[key] = Path("/proc/sys", key.replace(".", "/")).read_text().strip()
+        if not Path("/var/log/containers").exists():
+            self._made_var_log_containers = True
+        self._make_cgroup_root()
+        config = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+            "address": self.network.node_ip, "port": 10250, "readOnlyPort": 0,
+            "healthzBindAddress": "127.0.0.1", "healthzPort": 10248,
+            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
+                               "x509": {"clientCAFile": str(self.cp.certs_dir / "client-ca.crt")}},
+            "authorization": {"mode": "Webhook"},
+            "cgroupDriver": "cgroupfs", "cgroupRoot": self.cgroup_root, "failSwapOn": False,
+            "failCgroupV1": False, "makeIPTablesUtilChains": False,
+            "resolvConf": str(kubelet / "resolv.conf"), "podLogsDir": str(kubelet / "pod-logs"),
+            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
+            "volumePluginDir": str(kubelet / "volume-plugins"),
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%",
+                             "nodefs.inodesFree": "1%"},
+            "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
+            "serializeImagePulls": False, "registerNode": True,
+            "syncFrequency": "10s", "fileCheckFrequency": "10s",
+            "nodeStatusReportFrequency": "10s",
+        }
+        (kubelet / "config.yaml").write_text(yaml.safe_dump(config))
+        self._spawn("kubelet", [
+            str(self.node_bins / "kubelet"), f"--config={kubelet / 'config.yaml'}",
+            f"--kubeconfig={self.kubelet_kubeconfig}", f"--root-dir={self.kubelet_root}",
+            f"--cert-dir={kubelet / 'certs'}", f"--hostname-override={NODE_NAME}",
+            f"--node-ip={self.network.node_ip}", "--v=1"], in_node=True,
+            env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+
+    def _make_cgroup_root(self) -> None:
+        if (CGROUP_V1 / "cgroup.controllers").is_file():
+            d = CGROUP_V1 / self.cgroup_root.lstrip("/")
+            d.mkdir(exist_ok=True)
+            self._cgroup_dirs.append(d)
+            return
+        for hierarchy in sorted(CGROUP_V1.iterdir()):
+            if not hierarchy.is_dir() or hierarchy.is_symlink() or hierarchy.name == "unified":
+                continue
+            d = hierarchy / self.cgroup_root.lstrip("/")
+            d.mkdir(exist_ok=True)
+            if hierarchy.name.startswith("cpuset") or (hierarchy / "cpuset.cpus").exists():
+                for f in ("cpuset.cpus", "cpuset.mems"):
+                    if (hierarchy / f).exists():
+                        (d / f).write_text((hierarchy / f).read_text())
+            self._cgroup_dirs.append(d)
+
+    def _start_kube_proxy(self) -> None:
+        assert self.node_bins is not None
+        config = {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(self.admin_kubeconfig)},
+            "mode": "iptables", "hostnameOverride": NODE_NAME, "clusterCIDR": net.POD_CIDR,
+            "bindAddress": self.network.node_ip,
+            "healthzBindAddress": "127.0.0.1:10256", "metricsBindAddress": "127.0.0.1:10249",
+            "nodePortAddresses": [f"{net.BRIDGE_IP}/32"],
+            # leave the (host-wide) conntrack sysctls alone
+            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+            "iptables": {"syncPeriod": "10s", "minSyncPeriod": "0s"},
+        }
+        path = self.workdir / "kube-proxy.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self._spawn("kube-proxy", [str(self.node_bins / "kube-proxy"), f"--config={path}", "--v=1"], in_node=True,
+                    env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                timeout: float = 120) -> subprocess.CompletedProcess:
+        return run(["kubectl", "--kubeconfig", str(self.kubeconfig), *args], check=check, input=input,
+                   timeout=timeout)
+
+    def _apply_storage_class(self) -> None:
+        self.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(_STORAGE_CLASS))
+
+    def _wait_node_ready(self, timeout: float = 180) -> None:
+        def ready() -> bool:
+            for p in self.procs.values():
+                p.check()
+            res = self.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
+            if res.returncode != 0:
+                return False
+            conds = {c["type"]: c["status"] for c in json.loads(res.stdout)["status"].get("conditions", [])}
+            return conds.get("Ready") == "True"
+
+        wait_for(f"node {NODE_NAME} to be Ready", ready, timeout=timeout, interval=1,
+                 details=lambda: tail(self.logs / "kubelet.log", 40))
+
+    # -- test registries -------------------------------------------------------------------------------
+
+    def upstream(self, name: str, users: dict[str, str] | None = None) -> LocalRegistry:
+        """A new upstream registry on the next free IP literal of the node's bridge, port 443, TLS from the
+        test CA; private (basic auth) with ``users``."""
+        assert self.registry_bin is not None and self.test_ca is not None
+        address = net.REGISTRY_IPS[self._upstream_n]
+        self._upstream_n += 1
+        cert = generate_server_cert(self.test_ca, name, [name], [address])
+        reg = LocalRegistry(name, self.registry_bin, self.workdir / "upstreams" / f"{address}-{name}", address, 443,
+                            wrap=self.network.argv, tls=(cert.cert_pem, cert.key_pem), ca_file=self.test_ca_file,
+                            users=users)
+        self.registries.append(reg.start())
+        return reg
+
+    # -- teardown --------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop everything and leave the host as it was (idempotent, best effort, reports nothing)."""
+        if self.cp is not None and self.cp.running:
+            self.volume_dirs()
+        kubelet = self.procs.pop("kubelet", None)
+        if kubelet:
+            kubelet.stop()
+        if self.containerd_socket.exists() and self.procs.get("containerd") and self.procs["containerd"].running:
+            self._remove_containers()
+        for name in ("kube-proxy", "containerd", "kube-scheduler", "kube-controller-manager"):
+            p = self.procs.pop(name, None)
+            if p:
+                p.stop()
+        for p in self.procs.values():
+            p.stop()
+        self.procs.clear()
+        self._kill_shims()
+        for reg in self.registries:
+            reg.stop()
+        self.registries.clear()
+        if self.cp is not None:
+            self.cp.stop()
+        self._unmount_all()
+        self.network.teardown()
+        for d in reversed(self._cgroup_dirs):
+            for sub in sorted(d.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+                try:
+                    sub.rmdir()
+                except OSError:
+                    pass
+        self._cgroup_dirs.clear()
+        for key, value in self._sysctls.items():
+            try:
+                Path("/proc/sys", key.replace(".", "/")).write_text(value)
+            except OSError as e:
+                log.warning("cannot restore %s=%s: %s", key, value, e)
+        self._sysctls.clear()
+        logs = self.workdir / "kubelet" / "pod-logs"
+        containers = Path("/var/log/containers")
+        if containers.is_dir():
+            for link in containers.iterdir():
+                if link.is_symlink() and os.readlink(link).startswith(str(logs)):
+                    link.unlink(missing_ok=True)
+            if self._made_var_log_containers:
+                try:
+                    containers.rmdir()
+                except OSError:
+                    pass
+        shutil.rmtree(self._run_dir, ignore_errors=True)
+        self._release_volumes()
+
+    def _release_volumes(self) -> None:
+        """Remove the directories of this cluster's host-path volumes (the ones its PVs name) and put
+        /tmp/hostpath_pv back as it was."""
+        for d in self._volume_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self._volume_dirs.clear()
+        if self._made_hostpath_root:
+            try:
+                HOSTPATH_PV_ROOT.rmdir()
+                self._made_hostpath_root = False
+            except OSError:
+                pass
+        elif self._hostpath_root_mode is not None and HOSTPATH_PV_ROOT.exists():
+            HOSTPATH_PV_ROOT.chmod(self._hostpath_root_mode)
+            self._hostpath_root_mode = None
+
+    def volume_dirs(self) -> list[Path]:
+        """The host directories of the cluster's PersistentVolumes now (remembered for stop())."""
+        res = self.kubectl("get", "pv", "-o", "json", check=False)
+        dirs = []
+        if res.returncode == 0:
+            for pv in json.loads(res.stdout)["items"]:
+                path = (pv["spec"].get("hostPath") or {}).get("path")
+                if path:
+                    dirs.append(Path(path))
+        for d in dirs:
+            if d not in self._volume_dirs and str(d).startswith(str(HOSTPATH_PV_ROOT) + "/"):
+                self._volume_dirs.append(d)
+        return dirs
+
+    def _remove_containers(self) -> None:
+        tasks = self.ctr("-n", "k8s.io", "tasks", "ls", "-q", check=False).stdout.split()
+        for t in tasks:
+            self.ctr("-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", t, check=False)
+        deadline = time.monotonic() + 15
+        for t in tasks:
+            while self.ctr("-n", "k8s.io", "tasks", "delete", t, check=False).returncode != 0 \
+                    and time.monotonic() < deadline:
+                time.sleep(0.3)
+        for c in self.ctr("-n", "k8s.io", "containers", "ls", "-q", check=False).stdout.split():
+            self.ctr("-n", "k8s.io", "containers", "delete", c, check=False)
+
+    def _kill_shims(self) -> None:
+        """containerd-shim-runc-v2 processes of this containerd outlive it (they are started with its
+        address): SIGKILL those, found by the address in their command line."""
+        needle = str(self.containerd_socket).encode()
+        for pid_dir in Path("/proc").iterdir():
+            if not pid_dir.name.isdigit():
+                continue
+            try:
+                cmdline = (pid_dir / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"containerd-shim" in cmdline and needle in cmdline:
+                try:
+                    os.kill(int(pid_dir.name), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def _unmount_all(self) -> None:
+        roots = (str(self.workdir) + "/", str(self._run_dir) + "/")
+        for _ in range(3):
+            mounts = []
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    point = line.split()[4].encode().decode("unicode_escape")
+                    if point.startswith(roots):
+                        mounts.append(point)
+            if not mounts:
+                return
+            for point in sorted(set(mounts), key=len, reverse=True):
+                subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+class PushedImage:
+    """An image pushed to a test upstream: runnable (the pause program) and unique (a file of its own)."""
+
+    def __init__(self, upstream: LocalRegistry, repository: str, tag: str, digest: str, blobs: frozenset[str]):
+        self.upstream, self.repository, self.tag, self.digest, self.blobs = upstream, repository, tag, digest, blobs
+
+    @property
+    def ref(self) -> str:
+        return f"{self.upstream.host}/{self.repository}:{self.tag}"
+
+    @property
+    def all_digests(self) -> frozenset[str]:
+        return self.blobs | {self.digest}
+
+
+def push_test_image(cluster: LocalCluster, upstream: LocalRegistry, repository: str, tag: str,
+                    auth: tuple[str, str] | None = None) -> PushedImage:
+    """Build a small runnable image (the pause program plus a unique file) and push it to ``upstream``."""
+    import io
+    import secrets as _secrets
+    import tarfile
+    import tempfile
+
+    assert cluster.node_bins is not None
+    work = Path(tempfile.mkdtemp(prefix="image-", dir=cluster.workdir))
+    token = _secrets.token_hex(16)
+    layer = work / "layer.tar"
+    with tarfile.open(layer, "w") as tar:
+        data = f"registry-cache e2e {repository}:{tag} {token}\n".encode()
+        info = tarfile.TarInfo(f"registry-cache-e2e/{token}.txt")
+        info.size, info.mode, info.mtime = len(data), 0o644, 0
+        tar.addfile(info, io.BytesIO(data))
+        pause = cluster.node_bins / "pause"
+        info = tarfile.TarInfo("pause")
+        info.size, info.mode, info.mtime = pause.stat().st_size, 0o755, 0
+        with open(pause, "rb") as f:
+            tar.addfile(info, f)
+    env = {"DOCKER_CONFIG": str(work)}
+    auths = {}
+    if auth:
+        auths[upstream.host] = {"auth": base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()}
+    (work / "config.json").write_text(json.dumps({"auths": auths}))
+    (work / "config.json").chmod(0o600)
+    ref = f"{upstream.host}/{repository}:{tag}"
+    cluster.crane(["append", "-f", str(layer), "-t", ref], env)
+    cluster.crane(["mutate", ref, "--entrypoint", "/pause", "--set-platform", "linux/amd64", "-t", ref], env)
+    digest = cluster.crane(["digest", ref], env).strip()
+    manifest = json.loads(cluster.crane(["manifest", ref], env))
+    shutil.rmtree(work, ignore_errors=True)
+    blobs = frozenset([manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])])
+    return PushedImage(upstream, repository, tag, digest, blobs)

@@ -1,0 +1,21 @@
+// Command kubelet is a thin wrapper around the upstream k8s.io/kubernetes/cmd/kubelet main package (same
+// imports, same behaviour). It exists only so hack/node-bins.sh can build the binary from the published Go
+// module with the local Go toolchain.
+package main
+
+import (
+	"context"
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"          // for JSON log format registration
+	_ "k8s.io/component-base/metrics/prometheus/clientgo" // for client metric registration
+	_ "k8s.io/component-base/metrics/prometheus/version"  // for version metric registration
+	"k8s.io/kubernetes/cmd/kubelet/app"
+)
+
+func main() {
+	command := app.NewKubeletCommand(context.Background())
+	code := cli.Run(command)
+	os.Exit(code)
+}

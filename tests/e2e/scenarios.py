@@ -1,0 +1,939 @@
+"""Gardener's registry-cache e2e scenarios (its ``test/e2e/cache/*.go``), once, for any cluster.
+
+A test module imports the tests from here and provides the fixture ``cluster``: an :class:`E2ECluster` for
+its kind of cluster (``test_node.py``: the one-node cluster from processes on this machine; ``test_kind.py``:
+kind, where Docker exists). Every scenario drives Shoots in ``garden-local`` as a user does (kubectl against
+the standalone controller) and checks what really happened:
+
+- the Extension reconciles (Succeeded for the Shoot's generation, providerStatus with these upstreams);
+- the cache Pods are Ready, their volume claims bound;
+- the node has ``<certs.d>/<upstream>/hosts.toml`` exactly as the controller means it (and the CA bundle
+  for TLS caches), and loses it when the cache goes;
+- a Pod with a fresh image of the upstream runs; the image's blobs are in the cache volume's storage; the
+  upstream's request log shows the cache fetched them and the node did not (no fallback);
+- nothing tried to leave the machine (where the cluster can tell).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import pytest
+import yaml
+
+from api import names
+from api.v1alpha3 import RegistryStatus
+from extension.component.containerd import hosts_toml_for_status
+from extension.constants import CONTAINER_NAME, DEFAULT_DIAL_TIMEOUT, DEFAULT_IMAGE, RESOURCES_ADMITTED_ANNOTATION
+from extension.local.registries import parse_access_log
+from extension.nodeagent.plan import ca_certificates
+
+from .figures import CLUSTER_FIGURES as FIGURES
+
+PROJECT_NAMESPACE = "garden-local"
+WORKLOAD_NAMESPACE = "registry-cache-e2e"
+API_VERSION = "registry.extensions.gardener.cloud/v1alpha3"
+OWNER = "registry-cache.gardener.cloud/owner"
+OPERATION = "gardener.cloud/operation"
+EXTENSION = "extensions.extensions.gardener.cloud"
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T], timeout: float = 300, interval: float = 1,
+             details: Callable[[], str] | None = None) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    extra = details() if details else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}\n{extra}")
+
+
+# --- what a cluster offers the scenarios -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Image:
+    ref: str
+    repository: str
+    digest: str
+    blobs: frozenset[str]
+
+
+class Upstream(Protocol):
+    host: str        # the cache's `upstream`
+    remote_url: str  # the cache's `remoteURL`
+
+    def push(self, repository: str, tag: str) -> Image: ...
+    def mark(self) -> int: ...
+    def fetched(self, since: int) -> list[Any]: ...  # requests with .path, .status, .agent
+    def users_of_blob_fetches(self, since: int) -> set[str]: ...  # who the cache authenticated as
+    def revoke_all_but(self, users: dict[str, str]) -> None: ...
+
+
+class E2ECluster:
+    """kubectl against the cluster; subclasses add the nodes, upstreams and storage."""
+
+    name = "cluster"
+    certs_dir = "/etc/containerd/certs.d"
+    cache_image = DEFAULT_IMAGE  # what the controller renders (`run --image`)
+
+    def kubectl_argv(self, *args: str) -> list[str]:
+        """kubectl with ``args`` against this cluster."""
+        raise NotImplementedError
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 120) -> subprocess.CompletedProcess:
+        done = subprocess.run(self.kubectl_argv(*args), input=input, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+        return done
+
+    # generic helpers
+    def get(self, resource: str, name: str, namespace: str | None = None) -> dict | None:
+        ns = ["-n", namespace] if namespace else []
+        done = self.kubectl("get", resource, name, *ns, "-o", "json", "--ignore-not-found", check=False)
+        if done.returncode != 0:
+            raise AssertionError(f"kubectl get {resource} {name}: {done.stderr.strip()}")
+        return json.loads(done.stdout) if done.stdout.strip() else None
+
+    def select(self, resource: str, namespace: str, selector: str) -> list[dict]:
+        return json.loads(self.kubectl("get", resource, "-n", namespace, "-l", selector, "-o", "json").stdout)["items"]
+
+    def apply(self, *objs: dict) -> None:
+        self.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager", "e2e", "-f", "-",
+                     input=yaml.safe_dump_all(objs, sort_keys=False))
+
+    def patch(self, resource: str, name: str, patch: dict, namespace: str | None = None, check: bool = True,
+              kind: str = "merge") -> subprocess.CompletedProcess:
+        ns = ["-n", namespace] if namespace else []
+        return self.kubectl("patch", resource, name, *ns, "--type", kind, "-p", json.dumps(patch), check=check)
+
+    def delete(self, resource: str, name: str, namespace: str | None = None, wait: bool = True) -> None:
+        ns = ["-n", namespace] if namespace else []
+        self.kubectl("delete", resource, name, *ns, "--ignore-not-found", f"--wait={str(wait).lower()}",
+                     "--timeout=300s", timeout=330)
+
+    # what subclasses provide
+    def nodes(self) -> list[str]:
+        raise NotImplementedError
+
+    def node_file(self, node: str, path: str) -> str | None:
+        raise NotImplementedError
+
+    def upstream(self, role: str) -> Upstream:
+        """``public`` (anonymous), ``second`` (anonymous) or ``private`` (needs :meth:`credentials`)."""
+        raise NotImplementedError
+
+    def credentials(self) -> tuple[str, str]:
+        """Valid credentials of the private upstream (the ones it knows now)."""
+        raise NotImplementedError
+
+    def new_credentials(self) -> tuple[str, str]:
+        """Make the private upstream also accept a new user; returns it."""
+        raise NotImplementedError
+
+    def revoke_credentials(self, keep: tuple[str, str]) -> None:
+        raise NotImplementedError
+
+    def cache_holds(self, upstream: str, image: Image) -> bool:
+        raise NotImplementedError
+
+    def stop_upstream(self, up: Upstream) -> None:
+        raise NotImplementedError
+
+    def forget_image(self, image: Image) -> None:
+        """Remove the image from every node's containerd (its content too), so that the next Pod pulls it."""
+        raise NotImplementedError
+
+    def start_upstream(self, up: Upstream) -> None:
+        raise NotImplementedError
+
+    def freeze_cache(self, upstream: str) -> bool:
+        """SIGSTOP the cache's registry process (so it is unready but still takes connections)."""
+        return False
+
+    def thaw_cache(self, upstream: str) -> None:
+        pass
+
+    def reset_egress(self) -> None:
+        pass
+
+    def egress(self) -> Any | None:
+        """What tried to leave the machine (``None``: this cluster cannot tell)."""
+        return None
+
+    def containerd_log(self) -> str | None:
+        return None
+
+    def controller_manager_log(self) -> str | None:
+        """kube-controller-manager's log (``None``: this cluster cannot tell)."""
+        return None
+
+    def logs(self) -> str:
+        return ""
+
+    def timings(self) -> dict[str, float]:
+        return {}
+
+
+# --- Shoots, as a user writes them ------------------------------------------------------------------------
+
+def seed_namespace(shoot: str) -> str:
+    return f"shoot--local--{shoot}"
+
+
+def shoot_manifest(name: str, caches: list[dict] | None, resources: list[dict] | None = None,
+                   hibernated: bool = False) -> dict:
+    spec: dict[str, Any] = {
+        "cloudProfile": {"name": "local"}, "region": "local",
+        "kubernetes": {"version": "1.34.4"},
+        "provider": {"type": "local", "workers": [{"name": "local", "machine": {"type": "local"},
+                                                   "cri": {"name": "containerd"}, "minimum": 1, "maximum": 1}]},
+        "hibernation": {"enabled": hibernated},
+        "extensions": [],
+        "resources": resources or [],
+    }
+    if caches is not None:
+        spec["extensions"] = [{"type": "registry-cache", "providerConfig": {
+            "apiVersion": API_VERSION, "kind": "RegistryConfig", "caches": caches}}]
+    return {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+            "metadata": {"name": name, "namespace": PROJECT_NAMESPACE}, "spec": spec}
+
+
+def cache(up: Upstream, **extra: Any) -> dict:
+    return {"upstream": up.host, "remoteURL": up.remote_url, "volume": {"size": "1Gi"}, **extra}
+
+
+def wait_reconciled(c: E2ECluster, shoot: str, upstreams: list[str], timeout: float = 300,
+                    extra: Callable[[dict], bool] = lambda ext: True) -> dict:
+    ns = seed_namespace(shoot)
+
+    def done() -> dict | None:
+        ext = c.get(EXTENSION, "registry-cache", ns)
+        if ext is None:
+            return None
+        status = ext.get("status") or {}
+        caches = ((status.get("providerStatus") or {}).get("caches")) or []
+        ok = (status.get("lastOperation", {}).get("state") == "Succeeded"
+              and status.get("observedGeneration") == ext["metadata"]["generation"]
+              and OPERATION not in (ext["metadata"].get("annotations") or {})
+              and sorted(x["upstream"] for x in caches) == sorted(upstreams))
+        return ext if ok and extra(ext) else None
+
+    return wait_for(f"Extension {ns}/registry-cache to reconcile {upstreams}", done, timeout=timeout,
+                    details=c.logs)
+
+
+def wait_caches_ready(c: E2ECluster, upstreams: list[str], timeout: float = 240) -> None:
+    """Each cache's StatefulSet has its Pod Ready (so its volume claim is bound and the volume writable)."""
+    for upstream in upstreams:
+        name = names.resource_name(upstream)
+
+        def ready() -> bool:
+            sts = c.get("statefulset", name, "kube-system")
+            status = (sts or {}).get("status") or {}
+            return bool(sts) and status.get("readyReplicas") == 1 and \
+                status.get("updatedReplicas") == 1 and status.get("currentRevision") == status.get("updateRevision")
+
+        wait_for(f"cache {name} Ready", ready, timeout=timeout,
+                 details=lambda: c.kubectl("describe", "pod", "-n", "kube-system", f"{name}-0", check=False).stdout
+                 + c.logs())
+        pvc = c.get("pvc", f"cache-volume-{name}-0", "kube-system")
+        assert pvc and pvc["status"].get("phase") == "Bound", pvc
+        sts = c.get("statefulset", name, "kube-system")
+        assert sts and sts["spec"]["template"]["spec"]["containers"][0]["image"] == c.cache_image, sts
+
+
+def wait_applied(c: E2ECluster, ext: dict, timeout: float = 120) -> None:
+    """Every node has each upstream's hosts.toml as the controller means it, and the CA bundle for TLS
+    caches (WaitUntilRegistryCacheConfigurationsAreApplied, VerifyHostsTOMLFilesCreatedForAllNodes)."""
+    status = RegistryStatus.model_validate(ext["status"]["providerStatus"])
+    # as the node agent writes them for the controller's default --dial-timeout
+    wanted = hosts_toml_for_status(status, ca_path=f"{c.certs_dir}/ca-bundle.pem", dial_timeout=DEFAULT_DIAL_TIMEOUT)
+    bundle = None
+    if status.ca_secret_name:
+        secret = c.get("secret", status.ca_secret_name, ext["metadata"]["namespace"])
+        bundle = base64.b64decode(secret["data"]["bundle.crt"]).decode()
+    for node in c.nodes():
+        for upstream, text in wanted.items():
+            path = f"{c.certs_dir}/{upstream}/hosts.toml"
+            wait_for(f"{path} on {node}", lambda: c.node_file(node, path) == text, timeout=timeout,
+                     details=lambda: f"on the node: {c.node_file(node, path)!r}\nwanted: {text!r}\n" + c.logs())
+        if bundle:
+            path = f"{c.certs_dir}/ca-bundle.pem"
+            wait_for(f"{path} on {node} with the CA of {ext['metadata']['namespace']}",
+                     lambda: all(x in (c.node_file(node, path) or "") for x in ca_certificates(bundle)),
+                     timeout=timeout, details=c.logs)
+
+
+def wait_removed(c: E2ECluster, upstreams: list[str], timeout: float = 120) -> None:
+    for node in c.nodes():
+        for upstream in upstreams:
+            path = f"{c.certs_dir}/{upstream}/hosts.toml"
+            wait_for(f"{path} to be removed from {node}", lambda: c.node_file(node, path) is None,
+                     timeout=timeout, details=c.logs)
+
+
+def run_pod(c: E2ECluster, image: str, name: str | None = None, timeout: float = 180) -> str:
+    name = name or f"pull-{uuid.uuid4().hex[:6]}"
+    c.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": WORKLOAD_NAMESPACE},
+             "spec": {"containers": [{"name": "c", "image": image, "imagePullPolicy": "IfNotPresent"}],
+                      "terminationGracePeriodSeconds": 1}})
+    wait_for(f"Pod {name} ({image}) to be Ready", lambda: any(
+        cond.get("type") == "Ready" and cond.get("status") == "True"
+        for cond in ((c.get("pod", name, WORKLOAD_NAMESPACE) or {}).get("status") or {}).get("conditions", [])),
+        timeout=timeout,
+        details=lambda: c.kubectl("describe", "pod", name, "-n", WORKLOAD_NAMESPACE, check=False).stdout)
+    return name
+
+
+def verify_registry_cache(c: E2ECluster, up: Upstream, repository: str) -> Image:
+    """VerifyRegistryCache, and more: a Pod with a fresh image of the upstream runs; the cache volume holds
+    the image; the upstream served its blobs to the cache and nothing to the node (no fallback)."""
+    image = up.push(repository, uuid.uuid4().hex[:8])
+    mark = up.mark()
+    pod = run_pod(c, image.ref)
+    try:
+        wait_for(f"{image.ref} in the storage of the cache for {up.host}", lambda: c.cache_holds(up.host, image),
+                 timeout=60)
+        requests = up.fetched(mark)
+        by_cache = {r.path for r in requests if r.status == 200 and r.agent.startswith("Go-http-client/")}
+        assert {f"/v2/{image.repository}/blobs/{d}" for d in image.blobs} <= by_cache, \
+            "the cache did not fetch the blobs:\n" + "\n".join(map(str, requests))
+        by_node = [r for r in requests if r.agent.startswith("containerd/")]
+        assert not by_node, "the node fell back to the upstream:\n" + "\n".join(map(str, by_node))
+        assert_no_egress(c)
+    finally:
+        c.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
+    return image
+
+
+def assert_no_egress(c: E2ECluster) -> None:
+    egress = c.egress()
+    if egress is not None:
+        assert egress.packets == 0 and not egress.connections, str(egress)
+
+
+class DeletionOrder:
+    """Watches objects of kube-system (``kubectl get -w``) while a step runs; then says at which
+    resourceVersion each was marked for deletion (deletionTimestamp) or deleted. The resourceVersions of one
+    API server (etcd's revision) grow with every write, across kinds: their order is the order of the writes.
+
+    ::
+
+        with DeletionOrder(cluster, [("statefulset", "registry-a"), ("pvc", "cache-volume-registry-a-0")]) as w:
+            ...  # the step
+        w.deleted_at("pvc", "cache-volume-registry-a-0")
+    """
+
+    def __init__(self, c: E2ECluster, objects: list[tuple[str, str]]):
+        self.c, self.objects = c, objects
+        self._procs: dict[tuple[str, str], subprocess.Popen] = {}
+        self._out: dict[tuple[str, str], list[str]] = {}
+
+    def __enter__(self) -> DeletionOrder:
+        import threading
+        for resource, name in self.objects:
+            proc = subprocess.Popen(self.c.kubectl_argv(
+                "get", resource, "-n", "kube-system", "--field-selector", f"metadata.name={name}", "-w",
+                "--output-watch-events", "-o", "json"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            chunks: list[str] = []
+            self._procs[(resource, name)], self._out[(resource, name)] = proc, chunks
+            threading.Thread(target=lambda p=proc, o=chunks: o.extend(iter(p.stdout.readline, "")),
+                             daemon=True).start()
+        for key in self._out:  # each watch has listed the object: the step's writes come after
+            wait_for(f"the watch of {key[0]} {key[1]}", lambda k=key: self._events(k), timeout=30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(1)  # the last events on their way
+        for proc in self._procs.values():
+            proc.terminate()
+            proc.wait(10)
+
+    def _events(self, key: tuple[str, str]) -> list[dict]:
+        text, events, decoder, at = "".join(self._out[key]), [], json.JSONDecoder(), 0
+        while True:
+            while at < len(text) and text[at].isspace():
+                at += 1
+            if at >= len(text):
+                return events
+            try:
+                event, at = decoder.raw_decode(text, at)
+            except ValueError:
+                return events  # the rest is still being written
+            events.append(event)
+
+    def deleted_at(self, resource: str, name: str) -> int | None:
+        for event in self._events((resource, name)):
+            meta = event["object"]["metadata"]
+            if event["type"] == "DELETED" or meta.get("deletionTimestamp"):
+                return int(meta["resourceVersion"])
+        return None
+
+
+def claims_made(c: E2ECluster, statefulset_uid: str) -> list[str]:
+    """What the StatefulSet controller says it did about volume claims for this StatefulSet (its events,
+    each message once per time it happened): ``create Claim <claim> Pod <pod> in StatefulSet <sts> success``."""
+    events = json.loads(c.kubectl("get", "events", "-n", "kube-system", "--field-selector",
+                                  f"involvedObject.uid={statefulset_uid}", "-o", "json").stdout)["items"]
+    return [e["message"] for e in events if " Claim " in e.get("message", "")
+            for _ in range(e.get("count") or 1)]
+
+
+def assert_claim_removed_once(c: E2ECluster, statefulset: str, statefulset_uid: str, claim: dict,
+                              order: DeletionOrder, kcm_mark: int = 0, settle: float = 15) -> None:
+    """The volume claim of a removed cache went after its StatefulSet (``order`` watched both): gone, its volume
+    released and deleted, and the StatefulSet controller never made a second claim of the same name (as it may
+    when the claim is deleted first: "pvc ... is being deleted", then a new claim and volume for the Pod it
+    still starts)."""
+    name = claim["metadata"]["name"]
+    sts_deleted, claim_deleted = order.deleted_at("statefulset", statefulset), order.deleted_at("pvc", name)
+    assert sts_deleted is not None and claim_deleted is not None, (sts_deleted, claim_deleted)
+    assert sts_deleted < claim_deleted, \
+        f"the claim {name} was deleted (resourceVersion {claim_deleted}) before its StatefulSet ({sts_deleted})"
+    wait_for(f"the removed cache's volume claim {name} to go",
+             lambda: c.get("pvc", name, "kube-system") is None, timeout=120)
+    time.sleep(settle)  # a second claim, if any, comes within seconds of the first one's going
+    again = c.get("pvc", name, "kube-system")
+    assert again is None, f"a second claim {name} was made (uid {again['metadata']['uid']})"
+    made = claims_made(c, statefulset_uid)
+    assert len(made) == 1, f"the StatefulSet controller made {len(made)} claims for {statefulset}: {made}"
+    volumes = [pv for pv in json.loads(c.kubectl("get", "pv", "-o", "json").stdout)["items"]
+               if (pv["spec"].get("claimRef") or {}).get("name") == name]
+    wait_for(f"the volume of {name} to be deleted", lambda: not [
+        pv for pv in json.loads(c.kubectl("get", "pv", "-o", "json").stdout)["items"]
+        if (pv["spec"].get("claimRef") or {}).get("name") == name], timeout=120,
+        details=lambda: json.dumps(volumes, indent=1)[:3000])
+    log = (c.controller_manager_log() or "")[kcm_mark:]
+    deleted_early = [line for line in log.splitlines() if f"pvc {name} is being deleted" in line]
+    assert not deleted_early, "the claim was deleted before its StatefulSet:\n" + "\n".join(deleted_early[:5])
+
+
+def delete_shoot(c: E2ECluster, name: str) -> None:
+    c.delete("shoot", name, PROJECT_NAMESPACE, wait=False)  # the bridge's finalizer waits for the cleanup
+    wait_for(f"Shoot {name} to be gone", lambda: c.get("shoot", name, PROJECT_NAMESPACE) is None, timeout=300,
+             details=c.logs)
+
+
+def assert_nothing_left(c: E2ECluster, shoot: str, upstreams: list[str]) -> None:
+    owned = f"{OWNER}={seed_namespace(shoot)}"
+    for resource in ("statefulsets", "services", "secrets", "configmaps", "networkpolicies",
+                     "poddisruptionbudgets"):
+        assert c.select(resource, "kube-system", owned) == [], f"{resource} of {shoot} left in kube-system"
+    for upstream in upstreams:
+        name = names.resource_name(upstream)
+        wait_for(f"the volume claim of {name} to be gone",
+                 lambda: c.get("pvc", f"cache-volume-{name}-0", "kube-system") is None, timeout=120)
+        wait_for(f"the Pod of {name} to be gone", lambda: c.get("pod", f"{name}-0", "kube-system") is None,
+                 timeout=120)
+    wait_for("every volume of the shoot to be released and deleted", lambda: not [
+        pv for pv in json.loads(c.kubectl("get", "pv", "-o", "json").stdout)["items"]
+        if (pv["spec"].get("claimRef") or {}).get("name", "").startswith("cache-volume-")
+        and any(names.resource_name(u) in pv["spec"]["claimRef"]["name"] for u in upstreams)], timeout=120)
+
+
+@pytest.fixture
+def shoots(cluster):
+    """Shoots a test made: deleted at the end whatever happened, so that the next scenario starts clean.
+    (Also where a test's count of packets that tried to leave the machine starts.)"""
+    cluster.reset_egress()
+    made: list[str] = []
+    yield made
+    for name in made:
+        try:
+            delete_shoot(cluster, name)
+        except AssertionError as exc:  # the test's own failure is the one to report
+            print(f"cleanup of Shoot {name} failed: {exc}")
+
+
+# --- the scenarios -----------------------------------------------------------------------------------------
+
+def test_create_enable_add_remove_disable_delete(cluster, shoots):
+    """create_enable_add_remove_disable_delete.go"""
+    public, second = cluster.upstream("public"), cluster.upstream("second")
+    name = "e2e-cache-def"
+    shoots.append(name)
+    cluster.apply(shoot_manifest(name, None))
+
+    cluster.apply(shoot_manifest(name, [cache(public)]))
+    ext = wait_reconciled(cluster, name, [public.host])
+    wait_caches_ready(cluster, [public.host])
+    wait_applied(cluster, ext)
+    verify_registry_cache(cluster, public, "e2e/enable")
+
+    cluster.apply(shoot_manifest(name, [cache(public), cache(second)]))
+    ext = wait_reconciled(cluster, name, [public.host, second.host])
+    wait_caches_ready(cluster, [public.host, second.host])
+    wait_applied(cluster, ext)
+    verify_registry_cache(cluster, second, "e2e/add")
+
+    removed = names.resource_name(second.host)
+    sts_uid = cluster.get("statefulset", removed, "kube-system")["metadata"]["uid"]
+    claim = cluster.get("pvc", f"cache-volume-{removed}-0", "kube-system")
+    kcm_mark = len(cluster.controller_manager_log() or "")
+    with DeletionOrder(cluster, [("statefulset", removed), ("pvc", claim["metadata"]["name"])]) as order:
+        cluster.apply(shoot_manifest(name, [cache(public)]))
+        ext = wait_reconciled(cluster, name, [public.host])
+        wait_for("the removed cache's volume claim to go",
+                 lambda: cluster.get("pvc", claim["metadata"]["name"], "kube-system") is None, timeout=120)
+    wait_removed(cluster, [second.host])
+    wait_applied(cluster, ext)
+    assert cluster.get("statefulset", removed, "kube-system") is None
+    assert_claim_removed_once(cluster, removed, sts_uid, claim, order, kcm_mark)
+
+    kept = names.resource_name(public.host)
+    sts_uid = cluster.get("statefulset", kept, "kube-system")["metadata"]["uid"]
+    claim = cluster.get("pvc", f"cache-volume-{kept}-0", "kube-system")
+    kcm_mark = len(cluster.controller_manager_log() or "")
+    with DeletionOrder(cluster, [("statefulset", kept), ("pvc", claim["metadata"]["name"])]) as order:
+        cluster.apply(shoot_manifest(name, None))
+        wait_for("the Extension to go", lambda: cluster.get(EXTENSION, "registry-cache", seed_namespace(name))
+                 is None, details=cluster.logs)
+        wait_for("the cache's volume claim to go",
+                 lambda: cluster.get("pvc", claim["metadata"]["name"], "kube-system") is None, timeout=120)
+    wait_removed(cluster, [public.host])
+    assert_claim_removed_once(cluster, kept, sts_uid, claim, order, kcm_mark)
+    assert_nothing_left(cluster, name, [public.host, second.host])
+
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+
+
+def test_create_disable_tls_enable_tls_delete(cluster, shoots):
+    """create_disable_tls_enable_tls_delete.go"""
+    up = cluster.upstream("public")
+    name = "e2e-cache-tls"
+    shoots.append(name)
+    cluster.apply(shoot_manifest(name, [cache(up, http={"tls": False})]))
+    ext = wait_reconciled(cluster, name, [up.host])
+    assert ext["status"]["providerStatus"]["caches"][0]["endpoint"].startswith("http://")
+    assert "caSecretName" not in ext["status"]["providerStatus"]
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    verify_registry_cache(cluster, up, "e2e/tls-off")
+
+    cluster.apply(shoot_manifest(name, [cache(up, http={"tls": True})]))
+    ext = wait_reconciled(cluster, name, [up.host], extra=lambda e: e["status"]["providerStatus"]["caches"][0]
+                          ["endpoint"].startswith("https://"))
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    verify_registry_cache(cluster, up, "e2e/tls-on")
+
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    wait_removed(cluster, [up.host])
+    assert_nothing_left(cluster, name, [up.host])
+
+
+def test_private_upstream_with_credentials_and_rotation(cluster, shoots):
+    """create_enable_for_private_registry_delete.go, then the rotation of Gardener's docs: v2 created, the
+    Shoot points at it, the reconcile rolls the cache, v1 deleted and revoked at the upstream; pulls keep
+    going through the cache with v2 (the upstream's log names the user)."""
+    up = cluster.upstream("private")
+    user1, password1 = cluster.credentials()
+    name = "e2e-cache-prv"
+    shoots.append(name)
+
+    def secret(version: int, user: str, password: str) -> dict:
+        return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
+                "metadata": {"name": f"{name}-credentials-v{version}", "namespace": PROJECT_NAMESPACE},
+                "stringData": {"username": user, "password": password}}
+
+    def resources(version: int) -> list[dict]:
+        return [{"name": "private-credentials",
+                 "resourceRef": {"apiVersion": "v1", "kind": "Secret", "name": f"{name}-credentials-v{version}"}}]
+
+    private_cache = cache(up, secretReferenceName="private-credentials")
+    cluster.apply(secret(1, user1, password1))
+    cluster.apply(shoot_manifest(name, [private_cache], resources(1)))
+    ext = wait_reconciled(cluster, name, [up.host])
+    # standalone: the Shoot webhook checked that the Shoot's author may read the Secret and recorded it; the
+    # bridge copies only what such a record covers
+    annotations = cluster.get("shoot", name, PROJECT_NAMESPACE)["metadata"].get("annotations") or {}
+    assert annotations.get(RESOURCES_ADMITTED_ANNOTATION), annotations
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    mark = up.mark()
+    verify_registry_cache(cluster, up, "e2e/private-v1")
+    assert up.users_of_blob_fetches(mark) == {user1}
+    # the node has no credentials: without the cache it could not pull at all
+    config_secrets = cluster.select("secrets", "kube-system", f"{OWNER}={seed_namespace(name)}")
+    assert not [s for s in config_secrets if password1 in json.dumps(s.get("metadata", {}))]
+
+    # rotation
+    user2, password2 = cluster.new_credentials()
+    cluster.apply(secret(2, user2, password2))
+    sts_before = cluster.get("statefulset", names.resource_name(up.host), "kube-system")
+    cluster.apply(shoot_manifest(name, [private_cache], resources(2)))
+    ext = wait_reconciled(cluster, name, [up.host], extra=lambda e:
+                          cluster.get("statefulset", names.resource_name(up.host), "kube-system")["spec"]
+                          != sts_before["spec"])
+    wait_caches_ready(cluster, [up.host])
+    cluster.delete("secret", f"{name}-credentials-v1", PROJECT_NAMESPACE)
+    cluster.revoke_credentials(keep=(user2, password2))
+    wait_applied(cluster, ext)
+    mark = up.mark()
+    verify_registry_cache(cluster, up, "e2e/private-v2")
+    assert up.users_of_blob_fetches(mark) == {user2}
+
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    wait_removed(cluster, [up.host])
+    assert_nothing_left(cluster, name, [up.host])
+    cluster.delete("secret", f"{name}-credentials-v2", PROJECT_NAMESPACE)
+
+
+def test_create_enabled_hibernate_reconcile_delete(cluster, shoots):
+    """create_enabled_hibernate_reconcile_delete.go: hibernated, the Extension is left alone (its caches
+    stay); gardenlet's reconcile annotation is taken; woken up, the caches serve again."""
+    up = cluster.upstream("public")
+    name = "e2e-cache-hib"
+    shoots.append(name)
+    cluster.apply(shoot_manifest(name, [cache(up)]))
+    ext = wait_reconciled(cluster, name, [up.host])
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    verify_registry_cache(cluster, up, "e2e/before-hibernation")
+
+    cluster.apply(shoot_manifest(name, [cache(up)], hibernated=True))
+    wait_reconciled(cluster, name, [up.host], extra=lambda e: "hibernated" in e["status"]["lastOperation"]["description"])
+    assert cluster.get("statefulset", names.resource_name(up.host), "kube-system") is not None
+
+    cluster.kubectl("annotate", EXTENSION, "registry-cache", "-n", seed_namespace(name), f"{OPERATION}=reconcile",
+                    "--overwrite")
+    wait_reconciled(cluster, name, [up.host])
+
+    cluster.apply(shoot_manifest(name, [cache(up)], hibernated=False))
+    ext = wait_reconciled(cluster, name, [up.host],
+                          extra=lambda e: "hibernated" not in e["status"]["lastOperation"]["description"])
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    verify_registry_cache(cluster, up, "e2e/after-wake-up")
+
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    wait_removed(cluster, [up.host])
+    assert_nothing_left(cluster, name, [up.host])
+
+
+def test_create_enabled_force_delete(cluster, shoots):
+    """create_enabled_force_delete.go. Without gardenlet, force deletion is what it does to a stuck Shoot:
+    the Extension deleted and its finalizer removed without waiting for the controller, then the Shoot's.
+    The Shoot is gone at once; what it leaves in the cluster is adopted by a Shoot of the same name and
+    removed with its normal deletion."""
+    up = cluster.upstream("public")
+    name = "e2e-cache-fd"
+    shoots.append(name)
+    cluster.apply(shoot_manifest(name, [cache(up)]))
+    ext = wait_reconciled(cluster, name, [up.host])
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+
+    ns = seed_namespace(name)
+    cluster.delete("shoot", name, PROJECT_NAMESPACE, wait=False)
+    cluster.delete(EXTENSION, "registry-cache", ns, wait=False)
+    cluster.patch(EXTENSION, "registry-cache", {"metadata": {"finalizers": None}}, ns, check=False)
+    cluster.patch("shoot", name, {"metadata": {"finalizers": None}}, PROJECT_NAMESPACE, check=False)
+    wait_for("the force-deleted Shoot to be gone", lambda: cluster.get("shoot", name, PROJECT_NAMESPACE) is None,
+             timeout=60)
+    wait_for("the Extension to be gone", lambda: cluster.get(EXTENSION, "registry-cache", ns) is None, timeout=60)
+
+    cluster.apply(shoot_manifest(name, [cache(up)]))
+    ext = wait_reconciled(cluster, name, [up.host])
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    verify_registry_cache(cluster, up, "e2e/after-force-delete")
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    wait_removed(cluster, [up.host])
+    assert_nothing_left(cluster, name, [up.host])
+
+
+# --- failover, measured -----------------------------------------------------------------------------------
+
+def _seconds(text: str) -> float:
+    """A Go duration as kubelet prints it (``523ms``, ``1.5s``, ``1m2.3s``) in seconds."""
+    import re
+    total = 0.0
+    for value, unit in re.findall(r"([\d.]+)(ms|µs|us|ns|h|m|s)", text):
+        total += float(value) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9}[unit]
+    return total
+
+
+def pull_seconds(c: E2ECluster, pod: str) -> float:
+    """How long the kubelet says the Pod's image pull took (its ``Pulled`` event)."""
+    import re
+
+    def event() -> str | None:
+        events = json.loads(c.kubectl("get", "events", "-n", WORKLOAD_NAMESPACE, "--field-selector",
+                                      f"involvedObject.name={pod},reason=Pulled", "-o", "json").stdout)["items"]
+        for e in events:
+            m = re.search(r"Successfully pulled image \S+ in (\S+)", e.get("message", ""))
+            if m:
+                return m.group(1)
+        return None
+
+    return _seconds(wait_for(f"the Pulled event of {pod}", event, timeout=30))
+
+
+def timed_pull(c: E2ECluster, up: Upstream, repository: str, timeout: float = 300) -> tuple[float, list[Any], str]:
+    """Run a Pod with a fresh image; returns the pull time, the upstream's requests meanwhile and the Pod."""
+    image = up.push(repository, uuid.uuid4().hex[:8])
+    mark = up.mark()
+    pod = run_pod(c, image.ref, timeout=timeout)
+    return pull_seconds(c, pod), up.fetched(mark), pod
+
+
+def test_failover_when_the_cache_is_gone_or_unready(cluster, shoots):
+    """A Pod that needs a new image still starts when its cache is deleted, and when it is unready (its
+    process frozen: it accepts connections and answers nothing): containerd falls back to the upstream.
+    Prints the pull times with the cache and in both failures."""
+    up, uncached = cluster.upstream("public"), cluster.upstream("second")
+    # the baseline: an upstream no cache is configured for (containerd goes to it directly)
+    direct, _, pod = timed_pull(cluster, uncached, "e2e/failover-direct")
+    cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
+    name = "e2e-cache-fo"
+    shoots.append(name)
+    cluster.apply(shoot_manifest(name, [cache(up)]))
+    ext = wait_reconciled(cluster, name, [up.host])
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    sts = names.resource_name(up.host)
+
+    with_cache, requests, pod = timed_pull(cluster, up, "e2e/failover-cached")
+    assert not [r for r in requests if r.agent.startswith("containerd/")], "fell back with the cache up"
+    cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
+
+    # 1. the cache Pod deleted: its endpoint goes at once, containerd is refused and goes to the upstream
+    cluster.kubectl("delete", "pod", "-n", "kube-system", f"{sts}-0", "--wait=false", "--grace-period=0",
+                    "--force")
+    deleted, requests, pod = timed_pull(cluster, up, "e2e/failover-deleted")
+    via = "upstream" if [r for r in requests if r.agent.startswith("containerd/")] else "cache (already back)"
+    cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
+    wait_caches_ready(cluster, [up.host])
+
+    # 2. the cache unready: frozen, so connections hang until containerd gives up on them
+    if not cluster.freeze_cache(up.host):
+        pytest.skip(f"{cluster.name}: cannot freeze a cache process here")
+    try:
+        unready, requests, pod = timed_pull(cluster, up, "e2e/failover-frozen", timeout=600)
+        fell_back = [r for r in requests if r.agent.startswith("containerd/") and "/blobs/" in r.path]
+        assert fell_back, "the frozen cache's Pod started without the node falling back:\n" + \
+            "\n".join(map(str, requests))
+        cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
+    finally:
+        cluster.thaw_cache(up.host)
+    FIGURES.append(f"{cluster.name}: image pull without a cache {direct:.2f}s; through the cache {with_cache:.2f}s; "
+                   f"cache Pod deleted {deleted:.2f}s (via {via}); cache frozen (unready) {unready:.2f}s (fallback to the upstream)")
+    print(FIGURES[-1])
+    assert_no_egress(cluster)
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    wait_removed(cluster, [up.host])
+
+
+def test_delete_with_system_components(cluster, shoots):
+    """A system component (a DaemonSet in kube-system) pulls its image through the cache; the Shoot is
+    deleted; the component then rolls to a new image of the same upstream. The node must pull it from the
+    upstream without ever timing out against the removed cache: containerd's log has no I/O timeout."""
+    up = cluster.upstream("public")
+    name = "e2e-cache-sys"
+    shoots.append(name)
+    cluster.apply(shoot_manifest(name, [cache(up)]))
+    ext = wait_reconciled(cluster, name, [up.host])
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    endpoint = ext["status"]["providerStatus"]["caches"][0]["endpoint"]
+
+    def daemonset(image: Image) -> dict:
+        labels = {"app": "e2e-system-component"}
+        return {"apiVersion": "apps/v1", "kind": "DaemonSet",
+                "metadata": {"name": "e2e-system-component", "namespace": "kube-system"},
+                "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+                    "priorityClassName": "system-node-critical", "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "c", "image": image.ref}]}}}}
+
+    def rolled(image: Image) -> bool:
+        ds = cluster.get("daemonset", "e2e-system-component", "kube-system") or {}
+        s = ds.get("status") or {}
+        return s.get("numberReady") == 1 and s.get("updatedNumberScheduled") == 1 and \
+            ds["spec"]["template"]["spec"]["containers"][0]["image"] == image.ref and \
+            s.get("observedGeneration") == ds["metadata"]["generation"]
+
+    first = up.push("e2e/system-component", "v1")
+    mark = up.mark()
+    cluster.apply(daemonset(first))
+    try:
+        wait_for("the system component to run", lambda: rolled(first), timeout=180)
+        assert not [r for r in up.fetched(mark) if r.agent.startswith("containerd/")]
+        log_mark = len(cluster.containerd_log() or "")
+
+        delete_shoot(cluster, name)
+        shoots.remove(name)
+        wait_removed(cluster, [up.host])
+        second = up.push("e2e/system-component", "v2")
+        mark = up.mark()
+        cluster.apply(daemonset(second))
+        wait_for("the system component to roll after the caches went", lambda: rolled(second), timeout=180)
+        direct = [r for r in up.fetched(mark) if r.agent.startswith("containerd/") and "/blobs/" in r.path]
+        assert direct, "the node pulled the new image from nowhere?"
+        log = (cluster.containerd_log() or "")[log_mark:]
+        if cluster.containerd_log() is not None:
+            host = endpoint.split("://", 1)[1]
+            timeouts = [line for line in log.splitlines() if "i/o timeout" in line or
+                        ("timeout" in line and host in line)]
+            assert not timeouts, "containerd timed out against a cache:\n" + "\n".join(timeouts[:10])
+    finally:
+        cluster.delete("daemonset", "e2e-system-component", "kube-system", wait=False)
+    assert_nothing_left(cluster, name, [up.host])
+    assert_no_egress(cluster)
+
+
+def test_ca_rotation(cluster, shoots):
+    """The extension's CA is renewed (here: replaced by one with 10% of its life left, so the next reconcile
+    renews it as at 80%): the bundle nodes trust holds the old and the new CA, each TLS cache gets a
+    certificate of the new CA and rolls, and the node keeps pulling through the cache."""
+    import datetime as dt
+
+    from extension.component import certs
+
+    up = cluster.upstream("public")
+    name = "e2e-cache-ca"
+    shoots.append(name)
+    ns = seed_namespace(name)
+    cluster.apply(shoot_manifest(name, [cache(up)]))
+    ext = wait_reconciled(cluster, name, [up.host])
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    verify_registry_cache(cluster, up, "e2e/ca-before")
+
+    ca_secret = cluster.get("secret", "ca-extension-registry-cache", ns)
+    now = dt.datetime.now(dt.UTC)
+    old = certs.generate_ca(validity=dt.timedelta(days=10), now=now - dt.timedelta(days=9))
+    ca_secret["data"] = {"ca.crt": base64.b64encode(old.cert_pem.encode()).decode(),
+                         "ca.key": base64.b64encode(old.key_pem.encode()).decode()}
+    for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+        ca_secret["metadata"].pop(key, None)
+    cluster.kubectl("replace", "-f", "-", input=json.dumps(ca_secret))
+    # the cache must first be served by the old CA's certificate (as after 80% of a real CA's life)
+    cluster.kubectl("annotate", EXTENSION, "registry-cache", "-n", ns, f"{OPERATION}=reconcile", "--overwrite")
+    ext = wait_reconciled(cluster, name, [up.host], extra=lambda e: old.cert_pem not in
+                          base64.b64decode(cluster.get("secret", "ca-extension-registry-cache", ns)["data"]["ca.crt"]).decode())
+    new_ca = base64.b64decode(cluster.get("secret", "ca-extension-registry-cache", ns)["data"]["ca.crt"]).decode()
+    bundle = base64.b64decode(cluster.get("secret", "ca-extension-registry-cache-bundle", ns)["data"]["bundle.crt"]).decode()
+    assert new_ca in bundle and old.cert_pem in bundle, "the bundle must hold the new and the old CA"
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    verify_registry_cache(cluster, up, "e2e/ca-after")
+
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    wait_removed(cluster, [up.host])
+    assert_nothing_left(cluster, name, [up.host])
+
+
+def extension_condition(c: E2ECluster, shoot: str) -> dict | None:
+    ext = c.get(EXTENSION, "registry-cache", seed_namespace(shoot)) or {}
+    return next((x for x in (ext.get("status") or {}).get("conditions") or []
+                 if x.get("type") == "SystemComponentsHealthy"), None)
+
+
+def cache_served(c: E2ECluster, statefulset: str) -> set[str]:
+    """The paths the cache Pod's current container answered GET with 200 (distribution's access log)."""
+    log = c.kubectl("logs", "-n", "kube-system", f"{statefulset}-0", "-c", CONTAINER_NAME, check=False).stdout
+    return {r.path for r in parse_access_log(log) if r.method == "GET" and r.status == 200}
+
+
+def restart_cache_pod(c: E2ECluster, statefulset: str) -> str:
+    """Delete the cache's Pod (the StatefulSet makes a new one); returns the old Pod's uid."""
+    uid = c.get("pod", f"{statefulset}-0", "kube-system")["metadata"]["uid"]
+    c.kubectl("delete", "pod", "-n", "kube-system", f"{statefulset}-0", "--wait=true", "--timeout=60s")
+    return uid
+
+
+def wait_new_pod_ready(c: E2ECluster, statefulset: str, old_uid: str, timeout: float = 180) -> None:
+    def ready() -> bool:
+        pod = c.get("pod", f"{statefulset}-0", "kube-system") or {"metadata": {}}
+        return pod["metadata"].get("uid") not in (None, old_uid) and any(
+            x.get("type") == "Ready" and x.get("status") == "True"
+            for x in (pod.get("status") or {}).get("conditions") or [])
+
+    wait_for(f"a new Pod of {statefulset} to be Ready", ready, timeout=timeout,
+             details=lambda: c.kubectl("describe", "pod", "-n", "kube-system", f"{statefulset}-0",
+                                       check=False).stdout + c.logs())
+
+
+def test_cache_while_its_upstream_is_away(cluster, shoots):
+    """A cache restarted while its upstream is away. Without credentials its config names the rendered
+    credential helper (``proxy.exec``), so distribution asks the upstream nothing at start: the cache becomes
+    Ready, and the node pulls through it an image it holds while the upstream is down (nothing to fall back
+    to; the cache's log shows it served every blob). With credentials (``proxy.username/password``, kept on
+    purpose) distribution exits at start while the upstream does not answer: the Extension says so (condition
+    SystemComponentsHealthy False, naming that cache alone, its state and why), and it serves again once its
+    upstream is back (the condition turns True)."""
+    public, private = cluster.upstream("outage"), cluster.upstream("private")
+    user, password = cluster.credentials()
+    name = "e2e-cache-out"
+    shoots.append(name)
+    secret = f"{name}-credentials-v1"
+    cluster.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
+                   "metadata": {"name": secret, "namespace": PROJECT_NAMESPACE},
+                   "stringData": {"username": user, "password": password}})
+    resources = [{"name": "private-credentials", "resourceRef": {"apiVersion": "v1", "kind": "Secret", "name": secret}}]
+    upstreams = [public.host, private.host]
+    cluster.apply(shoot_manifest(name, [cache(public), cache(private, secretReferenceName="private-credentials")],
+                                 resources))
+    ext = wait_reconciled(cluster, name, upstreams)
+    wait_caches_ready(cluster, upstreams)
+    wait_applied(cluster, ext)
+    held = verify_registry_cache(cluster, public, "e2e/before-outage")
+    verify_registry_cache(cluster, private, "e2e/before-outage-private")
+    wait_for("condition SystemComponentsHealthy True", lambda: (extension_condition(cluster, name) or {})
+             .get("status") == "True", timeout=60, details=cluster.logs)
+
+    public_sts, private_sts = names.resource_name(public.host), names.resource_name(private.host)
+    cluster.stop_upstream(public)
+    cluster.stop_upstream(private)
+    try:
+        old = {sts: restart_cache_pod(cluster, sts) for sts in (public_sts, private_sts)}
+        # without credentials: Ready without its upstream, and the node pulls what it holds through it
+        wait_new_pod_ready(cluster, public_sts, old[public_sts])
+        cluster.forget_image(held)
+        pod = run_pod(cluster, held.ref)
+        served = cache_served(cluster, public_sts)
+        assert {f"/v2/{held.repository}/blobs/{d}" for d in held.blobs} <= served, served
+        cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
+        # with credentials: cannot start, and the Extension says which cache and why
+        cond = wait_for("the Extension to report the cache that cannot start", lambda: (
+            (x := extension_condition(cluster, name)) and x.get("status") == "False" and "panic:" in x["message"]
+            and x), timeout=180, details=cluster.logs)
+        assert cond["reason"] == "CachesNotReady" and private_sts in cond["message"], cond
+        assert public_sts not in cond["message"], cond
+        assert "a cache with credentials checks its upstream at start" in cond["message"], cond
+        print(f"condition while the upstreams are away: {cond['message']}")
+        assert_no_egress(cluster)
+    finally:
+        cluster.start_upstream(public)
+        cluster.start_upstream(private)
+    restart_cache_pod(cluster, private_sts)  # rather than wait out its crash-loop backoff
+    wait_caches_ready(cluster, upstreams, timeout=300)
+    wait_for("condition SystemComponentsHealthy True again", lambda: (extension_condition(cluster, name) or {})
+             .get("status") == "True", timeout=60, details=cluster.logs)
+    verify_registry_cache(cluster, public, "e2e/after-outage")
+    verify_registry_cache(cluster, private, "e2e/after-outage-private")
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    wait_removed(cluster, upstreams)
+    cluster.delete("secret", secret, PROJECT_NAMESPACE)

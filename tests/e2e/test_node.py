@@ -1,0 +1,225 @@
+"""Gardener's e2e scenarios (tests/e2e/scenarios.py) on the one-node cluster from processes on this machine.
+
+The cluster (extension/local: etcd, kube-apiserver, kube-controller-manager, kube-scheduler on the host;
+containerd, kubelet, kube-proxy in the node's own network namespace), the controller in standalone mode with
+its webhooks, and the node agent start once per test session. The caches run the distribution image built
+here with crane; their upstreams are distribution registries on IP literals of the node's bridge
+(``10.244.0.2``...), TLS from a test CA, one private (basic auth): nothing a fallback could reach exists
+beyond this machine, and every test asserts that nothing tried to leave it.
+
+Needs root, Go (or the build cache), and Debian's containerd, runc, CNI plugins, iptables and conntrack
+(``.ci/run`` installs them with hack/e2e-deps.sh). Without them the tests skip and say what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from extension.local import network as net
+from extension.local.node import PushedImage, node_prerequisites, push_test_image
+from extension.local.procs import ClusterError
+from extension.local.registries import LocalRegistry
+from extension.local.stack import Stack
+
+from . import scenarios
+from .figures import CLUSTER_TIMINGS
+from .scenarios import *  # noqa: F403 - the scenarios, run on this cluster
+from .scenarios import E2ECluster, Image
+
+pytestmark = pytest.mark.e2e
+
+class NodeUpstream:
+    def __init__(self, cluster: NodeCluster, registry: LocalRegistry, auth: tuple[str, str] | None):
+        self.cluster, self.registry, self.auth = cluster, registry, auth
+        self.host = registry.host
+        self.remote_url = registry.url
+
+    def push(self, repository: str, tag: str) -> Image:
+        pushed: PushedImage = push_test_image(self.cluster.stack.cluster, self.registry, repository, tag,
+                                              self.auth)
+        return Image(pushed.ref, repository, pushed.digest, pushed.blobs)
+
+    def mark(self) -> int:
+        return self.registry.mark()
+
+    def fetched(self, since: int):
+        return self.registry.requests(since)
+
+    def users_of_blob_fetches(self, since: int) -> set[str]:
+        return {user for user, uri, agent in self.registry.authorized(since)
+                if "/blobs/" in uri and agent.startswith("Go-http-client/")}
+
+
+class NodeCluster(E2ECluster):
+    name = "node"
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.certs_dir = str(stack.cluster.certs_d)
+        assert stack.cluster.images is not None
+        self.cache_image = stack.cluster.images.registry  # distribution as hack/registry-bins.sh builds it
+        self._upstreams: dict[str, NodeUpstream] = {}
+        self._users: dict[str, str] = {}
+
+    def kubectl_argv(self, *args: str) -> list[str]:
+        return ["kubectl", "--kubeconfig", str(self.stack.kubeconfig), *args]
+
+    def nodes(self) -> list[str]:
+        return ["local-node"]
+
+    def node_file(self, node: str, path: str) -> str | None:
+        return self.stack.cluster.node_file(path)
+
+    def upstream(self, role: str) -> NodeUpstream:
+        if role not in self._upstreams:
+            users = None
+            if role == "private":
+                self._users = {"robot-v1": secrets.token_hex(12)}
+                users = self._users
+            reg = self.stack.cluster.upstream(role, users=users)
+            self._upstreams[role] = NodeUpstream(self, reg, self.credentials() if users else None)
+        return self._upstreams[role]
+
+    def credentials(self) -> tuple[str, str]:
+        user = sorted(self._users)[-1]
+        return user, self._users[user]
+
+    def new_credentials(self) -> tuple[str, str]:
+        user = f"robot-v{len(self._users) + 1}"
+        self._users[user] = secrets.token_hex(12)
+        up = self._upstreams["private"]
+        up.registry.restart_with_users(self._users)
+        return user, self._users[user]
+
+    def revoke_credentials(self, keep: tuple[str, str]) -> None:
+        self._users = {keep[0]: keep[1]}
+        up = self._upstreams["private"]
+        up.registry.restart_with_users(self._users)
+        up.auth = keep
+
+    def volume_dir(self, upstream: str) -> Path | None:
+        from api import names
+        pvc = self.get("pvc", f"cache-volume-{names.resource_name(upstream)}-0", "kube-system")
+        if not pvc or not pvc["spec"].get("volumeName"):
+            return None
+        pv = self.get("pv", pvc["spec"]["volumeName"])
+        path = ((pv or {}).get("spec", {}).get("hostPath") or {}).get("path")
+        self.stack.cluster.volume_dirs()  # remembered for the cleanup
+        return Path(path) if path else None
+
+    def cache_holds(self, upstream: str, image: Image) -> bool:
+        root = self.volume_dir(upstream)
+        if root is None:
+            return False
+        v2 = root / "docker" / "registry" / "v2"
+        blobs = v2 / "blobs" / "sha256"
+        revision = v2 / "repositories" / image.repository / "_manifests" / "revisions" / "sha256" / \
+            image.digest.split(":", 1)[1]
+        return revision.is_dir() and all((blobs / d.split(":", 1)[1][:2] / d.split(":", 1)[1] / "data").is_file() for d in image.blobs)
+
+    def stop_upstream(self, up: NodeUpstream) -> None:
+        up.registry.stop()
+
+    def start_upstream(self, up: NodeUpstream) -> None:
+        up.registry.start()
+
+    def forget_image(self, image: Image) -> None:
+        ctr = self.stack.cluster.ctr
+        repository = image.ref.rsplit(":", 1)[0]
+        refs = [r for r in ctr("-n", "k8s.io", "images", "ls", "-q").stdout.split()
+                if r == image.ref or r.startswith(repository + "@") or r in image.blobs]  # CRI: tag, digest, id
+        assert refs, f"{image.ref} is not on the node"
+        ctr("-n", "k8s.io", "images", "rm", "--sync", *refs)
+
+    def _cache_pids(self, upstream: str) -> list[int]:
+        from api import names
+        pod = self.get("pod", f"{names.resource_name(upstream)}-0", "kube-system")
+        if not pod:
+            return []
+        uid = pod["metadata"]["uid"]
+        pids = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                cgroup = (d / "cgroup").read_text()
+                argv = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"pod{uid}" in cgroup and argv and argv[0].endswith(b"registry"):
+                pids.append(int(d.name))
+        return pids
+
+    def freeze_cache(self, upstream: str) -> bool:
+        pids = self._cache_pids(upstream)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        self._frozen = pids
+        return bool(pids)
+
+    def thaw_cache(self, upstream: str) -> None:
+        for pid in getattr(self, "_frozen", []):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self._frozen = []
+
+    def reset_egress(self) -> None:
+        self.stack.cluster.network.reset_egress()
+
+    def egress(self):
+        return self.stack.cluster.network.egress()
+
+    def containerd_log(self) -> str | None:
+        return self.stack.cluster.containerd_log.read_text(errors="replace")
+
+    def controller_manager_log(self) -> str | None:
+        return (self.stack.cluster.logs / "kube-controller-manager.log").read_text(errors="replace")
+
+    def logs(self) -> str:
+        return self.stack.logs()
+
+
+@pytest.fixture(scope="session")
+def node_stack(tmp_path_factory) -> Stack:
+    missing = node_prerequisites()
+    if missing:
+        pytest.skip("the one-node cluster needs " + "; ".join(missing)
+                    + " (as root, hack/e2e-deps.sh installs the packages)")
+    workdir = tmp_path_factory.mktemp("node")
+    stack = Stack(workdir)
+    t0 = time.monotonic()
+    try:
+        stack.start()
+    except ClusterError as e:
+        failure = f"the one-node cluster did not start: {e}"
+    else:
+        failure = ""
+    if failure:
+        pytest.fail(failure, pytrace=False)
+    CLUSTER_TIMINGS["one-node cluster start (with the controller and node agent)"] = time.monotonic() - t0
+    CLUSTER_TIMINGS["  of which the cluster itself"] = stack.cluster.start_seconds or 0
+    yield stack
+    # Pods came and went: the bridge kept its address (else Pods talk to a gateway that is gone for ~30 s)
+    bridge = stack.cluster.network.bridge_address()
+    t0 = time.monotonic()
+    stack.stop()
+    assert bridge == net.BRIDGE_MAC, f"the Pods' bridge changed its address to {bridge}"
+    CLUSTER_TIMINGS["one-node cluster stop"] = time.monotonic() - t0
+
+
+@pytest.fixture(scope="session")
+def cluster(node_stack) -> NodeCluster:
+    c = NodeCluster(node_stack)
+    c.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": scenarios.PROJECT_NAMESPACE}},
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": scenarios.WORKLOAD_NAMESPACE}})
+    return c
