@@ -156,13 +156,14 @@ class HealthLoop:
         shared = shared_cluster(actuator.shoot_target)
         by_owner: dict[str, list[dict[str, Any]]] | None = None
         shared_pods: Callable[[], list[dict[str, Any]]] | None = None
-        if shared is not None:  # one LIST for all
+        if shared is not None:  # one LIST for all, page by page, only what the condition reads kept
             by_owner = {}
-            for sts in shared.list("StatefulSet", SHOOT_NAMESPACE,
-                                   label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}"):
-                owner = (sts["metadata"].get("labels") or {}).get(OWNER_LABEL)
-                if owner:
-                    by_owner.setdefault(owner, []).append(sts)
+            for page, _ in shared.pages("StatefulSet", SHOOT_NAMESPACE,
+                                        label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}"):
+                for sts in page:
+                    owner = (sts["metadata"].get("labels") or {}).get(OWNER_LABEL)
+                    if owner:
+                        by_owner.setdefault(owner, []).append(_slim(sts))
             shared_pods = _once(lambda: shared.list("Pod", SHOOT_NAMESPACE,
                                                     label_selector=f"{APP_NAME_LABEL}={APP_NAME}"))
         for ext in extensions:
@@ -190,6 +191,13 @@ class HealthLoop:
                 self.check_all()
             except Exception:
                 log.exception("health checks failed")
+
+
+def _slim(sts: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`caches_condition` reads of a StatefulSet."""
+    return {"metadata": {"name": sts["metadata"]["name"]},
+            "spec": {"replicas": (sts.get("spec") or {}).get("replicas", 1)},
+            "status": {"readyReplicas": (sts.get("status") or {}).get("readyReplicas") or 0}}
 
 
 def _once(read: Callable[[], list[dict[str, Any]]]) -> Callable[[], list[dict[str, Any]]]:
