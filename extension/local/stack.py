@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kubernetes import client as k8s_client
@@ -29,7 +29,8 @@ def install_crds(api: k8s_client.ApiClient) -> None:
     wait_for_crds_established(api, [o["metadata"]["name"] for o in load_manifests([CRDS])], timeout=60)
 
 
-def start_controller(kubeconfig: Path, log: Path, image: str | None = None, webhook_timeout: float = 60) -> Proc:
+def start_controller(kubeconfig: Path, log: Path, image: str | None = None, webhook_timeout: float = 60,
+                     extra_args: Sequence[str] = ()) -> Proc:
     """``registry-cache run --standalone --webhooks`` on loopback, returned once its webhooks are registered.
 
     The Shoot webhooks must be there before the first Shoot: they check (and record for the bridge) that the
@@ -45,6 +46,7 @@ def start_controller(kubeconfig: Path, log: Path, image: str | None = None, webh
             "--webhooks", "--webhook-address", "127.0.0.1", "--webhook-port", str(port), "--no-upstream-check"]
     if image:
         argv += ["--image", image]
+    argv += list(extra_args)
     proc = Proc("controller", argv, log).start()
     kube = Kube.from_kubeconfig(str(kubeconfig))
     deadline = time.monotonic() + webhook_timeout
@@ -104,6 +106,14 @@ class Stack:
             self.stop()
             raise
         return self
+
+    def restart_controller(self, extra_args: Sequence[str] = ()) -> None:
+        """The controller again, with these flags of ``registry-cache run`` (its log goes on)."""
+        assert self.cluster.images is not None
+        if self.controller is not None:
+            self.controller.stop()
+        self.controller = start_controller(self.kubeconfig, self.cluster.logs / "controller.log",
+                                           image=self.cluster.images.registry, extra_args=extra_args)
 
     def start_node_agent(self) -> None:
         self.node_agent = Proc("node-agent", self.cluster.in_node([

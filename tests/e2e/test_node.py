@@ -13,6 +13,7 @@ Needs root, Go (or the build cache), and Debian's containerd, runc, CNI plugins,
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -223,3 +224,61 @@ def cluster(node_stack) -> NodeCluster:
     c.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": scenarios.PROJECT_NAMESPACE}},
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": scenarios.WORKLOAD_NAMESPACE}})
     return c
+
+
+def test_a_cache_only_nodes_can_read(cluster, shoots, node_stack):
+    """A cache only nodes can read, on the one-node cluster: the controller with ``--node-auth``. The node
+    agent writes the cache's Authorization header into its ``hosts.toml`` (root only), the node's containerd
+    pulls through the cache with it (nothing from the upstream), and a Pod without it gets 401 from the cache
+    (busybox wget in the cluster's cache image, on the cache's cluster IP)."""
+    import stat
+    import tomllib
+
+    from api import names
+    from extension.constants import NODE_AUTH_SHOOT_SECRET
+
+    node_stack.restart_controller(["--node-auth"])
+    try:
+        up = cluster.upstream("public")
+        name = "e2e-node-auth"
+        shoots.append(name)
+        cluster.apply(scenarios.shoot_manifest(name, [scenarios.cache(up, http={"tls": False})]))
+        ext = scenarios.wait_reconciled(cluster, name, [up.host])
+        scenarios.wait_caches_ready(cluster, [up.host])
+        endpoint = ext["status"]["providerStatus"]["caches"][0]["endpoint"]
+        resource = names.resource_name(up.host)
+
+        def header() -> str | None:
+            secret = cluster.get("secret", NODE_AUTH_SHOOT_SECRET, "kube-system") or {}
+            value = (secret.get("data") or {}).get(resource)
+            return base64.b64decode(value).decode() if value else None
+
+        scenarios.wait_for("the cache's node credentials in the shared Secret", lambda: header() is not None)
+        path = Path(cluster.certs_dir) / up.host / "hosts.toml"
+
+        def written() -> dict | None:
+            text = cluster.node_file("node", str(path))
+            return tomllib.loads(text)["host"].get(endpoint) if text else None
+
+        scenarios.wait_for(f"{path} with the Authorization header", lambda: (written() or {}).get("header") ==
+                           {"Authorization": header()}, details=cluster.logs)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.stat().st_uid == 0
+        scenarios.verify_registry_cache(cluster, up, "e2e/node-auth")  # the node pulls through it
+
+        pod = f"no-credentials-{secrets.token_hex(3)}"
+        cluster.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace":
+                                                                        scenarios.WORKLOAD_NAMESPACE},
+                       "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [{
+                           "name": "wget", "image": cluster.cache_image,
+                           "command": ["/bin/busybox", "wget", "-S", "-O-", f"{endpoint}/v2/"]}]}})
+        scenarios.wait_for(f"Pod {pod} to end", lambda: ((cluster.get("pod", pod, scenarios.WORKLOAD_NAMESPACE)
+                                                          or {}).get("status") or {}).get("phase")
+                           in ("Succeeded", "Failed"), timeout=120)
+        said = cluster.kubectl("logs", "-n", scenarios.WORKLOAD_NAMESPACE, pod).stdout
+        assert "401 Unauthorized" in said, said
+        cluster.delete("pod", pod, scenarios.WORKLOAD_NAMESPACE, wait=False)
+        scenarios.delete_shoot(cluster, name)
+        shoots.remove(name)
+        scenarios.wait_removed(cluster, [up.host])
+    finally:
+        node_stack.restart_controller()
