@@ -1,7 +1,7 @@
 """Every credential format a user already has, reduced to the one username and password the cache uses.
 
-The cache (distribution's proxy) authenticates to its upstream with ``proxy.username`` and
-``proxy.password`` only. This module reads the formats users keep credentials in and returns exactly the
+The cache (distribution's proxy) authenticates to its upstream with one username and password only (its
+credential helper answers with them). This module reads the formats users keep credentials in and returns exactly the
 username and password a ``docker login`` (or a kubelet pulling with the same Secret) would have used:
 
 Secrets referenced through ``secretReferenceName``
@@ -96,8 +96,8 @@ DOCKER_HUB_INDEX_KEY = "https://index.docker.io/v1/"  # the key `docker login` w
 MAX_DOCUMENT_BYTES = 1 << 20          # a Secret holds at most 1 MiB; so does any credentials file we read
 
 REGISTRY_TOKEN_DETAIL = ("holds a registry token (a bearer token for the registry), but the cache authenticates "
-                         "to its upstream only with a username and password (distribution's proxy.username and "
-                         "proxy.password): give a username and password instead")
+                         "to its upstream only with a username and password (what distribution's proxy asks its "
+                         "credential helper for): give a username and password instead")
 
 
 class CredentialsError(RegistryCacheError, ValueError):

@@ -118,14 +118,17 @@ NODE_AUTH_REALM = "registry-cache"
 HTPASSWD_KEY = "htpasswd"  # in the cache's config Secret, next to config.yml
 HTPASSWD_PATH = "/etc/distribution/htpasswd"  # where the cache reads it (the config Secret's mount)
 
-# --- caches without credentials: a credential helper instead of proxy.username/password ------------------
-# distribution's proxy asks its upstream for the token realm at start (GET <remoteurl>/v2/) and exits while the
-# upstream cannot be reached, unless proxy.exec names a docker-credential-helper: then it asks nothing at start.
-# Caches without credentials get one that answers with empty credentials, a script in the config Secret, mounted
-# executable next to config.yml (the image needs a /bin/sh: the official registry:3 image is Alpine's).
+# --- the upstream's credentials: a credential helper instead of proxy.username/password -----------------
+# distribution's proxy with proxy.username/password asks its upstream for the token realm at start (GET
+# <remoteurl>/v2/) and exits while the upstream cannot be reached; with proxy.exec naming a
+# docker-credential-helper it asks nothing at start and runs the helper when a request needs credentials.
+# Every cache gets one: a script in its config Secret, mounted executable next to config.yml (the image needs
+# a /bin/sh: the official registry:3 image is Alpine's), that answers with the credentials of the file
+# UPSTREAM_CREDENTIALS_KEY beside it (rendered JSON, one line), or with none when there is no such file.
 CREDENTIAL_HELPER_KEY = "credential-helper"
 CREDENTIAL_HELPER_PATH = f"/etc/distribution/{CREDENTIAL_HELPER_KEY}"
 CREDENTIAL_HELPER_MODE = 0o755
+UPSTREAM_CREDENTIALS_KEY = "upstream-credentials"
 # In the shoot's kube-system: ONE Secret for every Extension (each owns its keys by server-side apply with
 # a field manager of its own), so that the node agent may read exactly this Secret by name (RBAC
 # resourceNames) and no other. Key: the cache's resource name; value: the Authorization header nodes send.

@@ -90,9 +90,9 @@ def unique_name(base: str, data: Mapping[str, str | bytes]) -> str:
     return f"{base}-{secret_checksum(data)[:8]}"
 
 
-def render_config_yml(cache: RegistryCache, credentials: Credentials | None = None, node_auth: bool = False) -> str:
-    """distribution's ``config.yml`` for one cache; ``node_auth``: clients must authenticate with the
-    htpasswd file next to it (:mod:`.nodeauth`)."""
+def render_config_yml(cache: RegistryCache, node_auth: bool = False) -> str:
+    """distribution's ``config.yml`` for one cache (no credentials: :func:`config_files`); ``node_auth``: clients
+    must authenticate with the htpasswd file next to it (:mod:`.nodeauth`)."""
     return render(
         "config.yml.j2",
         upstream=cache.upstream,
@@ -101,15 +101,32 @@ def render_config_yml(cache: RegistryCache, credentials: Credentials | None = No
         tls=tls_enabled(cache),
         remote_url=remote_url(cache),
         ttl=format_duration(gc_ttl_ns(cache)),
-        credentials=credentials,
         htpasswd_path=c.HTPASSWD_PATH if node_auth else None,
     )
 
 
 def render_credential_helper() -> str:
-    """The credential helper of a cache without credentials (``proxy.exec``): answers ``get`` with empty
-    credentials (the docker-credential-helpers protocol)."""
+    """The credential helper every cache names in ``proxy.exec`` (the docker-credential-helpers protocol)."""
     return render("credential-helper.sh.j2")
+
+
+def render_upstream_credentials(credentials: Credentials) -> str:
+    """What the credential helper answers with: one line of JSON (``json.dumps`` escapes every control
+    character), ASCII only."""
+    return json.dumps({"Username": credentials.username, "Secret": credentials.password}) + "\n"
+
+
+def config_files(cache: RegistryCache, credentials: Credentials | None,
+                 node_auth: NodeCredentials | None = None) -> dict[str, str]:
+    """The files of a cache's config Secret, mounted in ``/etc/distribution``: ``config.yml``, the credential
+    helper, the upstream's credentials for it (if any) and the htpasswd file of a cache only nodes can read."""
+    files = {"config.yml": render_config_yml(cache, node_auth is not None),
+             c.CREDENTIAL_HELPER_KEY: render_credential_helper()}
+    if credentials is not None:
+        files[c.UPSTREAM_CREDENTIALS_KEY] = render_upstream_credentials(credentials)
+    if node_auth is not None:
+        files[c.HTPASSWD_KEY] = node_auth.htpasswd
+    return files
 
 
 def _object(template: str, **values: Any) -> RenderedObject:
@@ -135,14 +152,10 @@ def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: Key
     ns = options.namespace
     common = dict(namespace=ns, server_port=c.SERVER_PORT, debug_port=c.DEBUG_PORT)
 
-    config_data = {"config.yml": render_config_yml(cache, credentials, node_auth is not None)}
-    if node_auth is not None:
-        config_data[c.HTPASSWD_KEY] = node_auth.htpasswd
-    config_items: list[tuple[str, int | None]] = []  # all keys, when one needs a mode of its own
-    if credentials is None:
-        config_data[c.CREDENTIAL_HELPER_KEY] = render_credential_helper()
-        config_items = [(key, c.CREDENTIAL_HELPER_MODE if key == c.CREDENTIAL_HELPER_KEY else None)
-                        for key in sorted(config_data)]
+    config_data = config_files(cache, credentials, node_auth)
+    # every key (items select them), the helper executable: distribution runs it (proxy.exec)
+    config_items = [(key, c.CREDENTIAL_HELPER_MODE if key == c.CREDENTIAL_HELPER_KEY else None)
+                    for key in sorted(config_data)]
     config_secret = _secret(unique_name(f"{name}-config", config_data), ns, labels, config_data)
     objects = [config_secret]
     tls_secret_name = None

@@ -1,10 +1,10 @@
 """The caches' health on the Extension: condition ``SystemComponentsHealthy``, as Gardener's health checks
 report an extension's workloads.
 
-Delivering the objects is not the same as having caches: a cache Pod can fail to start (distribution 3.x in
-proxy mode with ``proxy.username/password``, a cache with credentials, asks its upstream at start and exits
-with a panic when it does not answer, so the Pod restarts with backoff until the upstream is back; a volume it
-cannot write; an image that cannot be pulled). Every interval the
+Delivering the objects is not the same as having caches: a cache Pod can fail to start (a volume claim that
+does not bind, a volume it cannot write, an image that cannot be pulled; distribution configured with
+``proxy.username/password`` rather than the rendered credential helper asks its upstream at start and exits
+with a panic when it does not answer). Every interval the
 controller looks at the cache StatefulSets and Pods it delivered for each registry-cache Extension and writes
 the condition when it changed:
 
@@ -54,8 +54,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-UNREACHABLE_HINT = ("a cache with credentials checks its upstream at start and exits while the upstream cannot "
-                    "be reached; it restarts with backoff and serves again once the upstream answers")
+UNREACHABLE_HINT = ("distribution asked its upstream at start and exited while the upstream could not be reached "
+                    "(a config with proxy.username/password, not the credential helper the controller renders); "
+                    "it restarts with backoff and serves again once the upstream answers")
 
 
 def _now() -> str:

@@ -7,9 +7,10 @@ fixture's finalizer). The caches are configured only by the project's own code:
   (so ``http.tls`` defaults to true, the ttl to 168h, ...) and validated;
 - the credentials come from a Secret manifest through :func:`api.secrets.secret_from_manifest`,
   checked with :func:`api.secrets.validate_upstream_secret` as the webhook does;
-- ``config.yml`` is :func:`extension.component.objects.render_config_yml`, handed to distribution unchanged
-  (the paths a node has, of the volume, the TLS files, the htpasswd file and the credential helper of a cache
-  without credentials, only through distribution's ``REGISTRY_*`` environment overrides);
+- ``config.yml`` and the other files of the config Secret (the credential helper, the upstream's credentials,
+  the htpasswd file) are :func:`extension.component.objects.config_files`, ``config.yml`` handed to
+  distribution unchanged (the paths a node has, of the volume, the TLS files, the htpasswd file and the
+  credential helper, only through distribution's ``REGISTRY_*`` environment overrides);
 - the TLS material is :func:`extension.component.certs.generate_ca` / :func:`extension.component.certs.generate_server_cert`
   for the Service names and the "cluster IP" 127.0.0.1, as the controller issues it;
 - containerd's ``hosts.toml`` goes through the controller's chain: :func:`extension.component.render.provider_status`
@@ -30,11 +31,10 @@ from api.validation import decode_and_default, remote_url, tls_enabled, validate
 from extension.component.certs import KeyPair, generate_server_cert, service_dns_names
 from extension.component.containerd import hosts_toml_for_status
 from extension.component.nodeauth import NodeCredentials
-from extension.component.objects import endpoint, provider_status, render_config_yml, render_credential_helper
+from extension.component.objects import config_files, endpoint, provider_status
 from extension.constants import (
     CREDENTIAL_HELPER_KEY,
     CREDENTIAL_HELPER_MODE,
-    CREDENTIAL_HELPER_PATH,
     DEFAULT_DIAL_TIMEOUT,
     HTPASSWD_KEY,
     SHOOT_NAMESPACE,
@@ -80,7 +80,7 @@ class Cache:
 
     model: RegistryCache
     credentials: Credentials | None
-    config_text: str  # exactly what render_config_yml returned
+    config_text: str  # exactly the config.yml config_files rendered
     registry: Registry
 
     @property
@@ -125,19 +125,16 @@ class DataPath:
         """A cache for ``upstream`` started from exactly the rendered ``config.yml`` (and, for a cache only
         nodes can read, the htpasswd file of its config Secret, at the path config.yml names on a node)."""
         model = decode_cache(upstream, tls=tls, secret_reference=secret_reference if credentials else None)
-        text = render_config_yml(model, credentials, node_auth is not None)
+        files = config_files(model, credentials, node_auth)
+        text = files.pop("config.yml")
         workdir = self._dir("cache")
-        extra_env = {}
+        workdir.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():  # the other files of its config Secret, beside each other
+            (workdir / name).write_text(content, encoding="utf-8")
+        (workdir / CREDENTIAL_HELPER_KEY).chmod(CREDENTIAL_HELPER_MODE)
+        extra_env = {"REGISTRY_PROXY_EXEC_COMMAND": str(workdir / CREDENTIAL_HELPER_KEY)}
         if node_auth is not None:
-            workdir.mkdir(parents=True, exist_ok=True)
-            (workdir / HTPASSWD_KEY).write_text(node_auth.htpasswd, encoding="utf-8")
             extra_env["REGISTRY_AUTH_HTPASSWD_PATH"] = str(workdir / HTPASSWD_KEY)
-        if CREDENTIAL_HELPER_PATH in text:  # the credential helper of its config Secret, where config.yml names it
-            workdir.mkdir(parents=True, exist_ok=True)
-            helper = workdir / CREDENTIAL_HELPER_KEY
-            helper.write_text(render_credential_helper(), encoding="utf-8")
-            helper.chmod(CREDENTIAL_HELPER_MODE)
-            extra_env["REGISTRY_PROXY_EXEC_COMMAND"] = str(helper)
         keypair = None
         if tls_enabled(model):
             assert self.ca is not None, "a TLS cache needs the DataPath's CA"

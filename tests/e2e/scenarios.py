@@ -876,13 +876,11 @@ def wait_new_pod_ready(c: E2ECluster, statefulset: str, old_uid: str, timeout: f
 
 
 def test_cache_while_its_upstream_is_away(cluster, shoots):
-    """A cache restarted while its upstream is away. Without credentials its config names the rendered
-    credential helper (``proxy.exec``), so distribution asks the upstream nothing at start: the cache becomes
-    Ready, and the node pulls through it an image it holds while the upstream is down (nothing to fall back
-    to; the cache's log shows it served every blob). With credentials (``proxy.username/password``, kept on
-    purpose) distribution exits at start while the upstream does not answer: the Extension says so (condition
-    SystemComponentsHealthy False, naming that cache alone, its state and why), and it serves again once its
-    upstream is back (the condition turns True)."""
+    """Caches restarted while their upstreams are away. Each config names the rendered credential helper
+    (``proxy.exec``), so distribution asks the upstream nothing at start: both caches, the public one and the
+    one with credentials, become Ready, and the node pulls through each an image it holds while its upstream
+    is down (nothing to fall back to; the cache's log shows it served every blob); the Extension's condition
+    SystemComponentsHealthy stays True; once the upstreams are back both pull new images through."""
     public, private = cluster.upstream("outage"), cluster.upstream("private")
     user, password = cluster.credentials()
     name = "e2e-cache-out"
@@ -898,42 +896,54 @@ def test_cache_while_its_upstream_is_away(cluster, shoots):
     ext = wait_reconciled(cluster, name, upstreams)
     wait_caches_ready(cluster, upstreams)
     wait_applied(cluster, ext)
-    held = verify_registry_cache(cluster, public, "e2e/before-outage")
-    verify_registry_cache(cluster, private, "e2e/before-outage-private")
+    held = {public.host: verify_registry_cache(cluster, public, "e2e/before-outage"),
+            private.host: verify_registry_cache(cluster, private, "e2e/before-outage-private")}
     wait_for("condition SystemComponentsHealthy True", lambda: (extension_condition(cluster, name) or {})
              .get("status") == "True", timeout=60, details=cluster.logs)
 
-    public_sts, private_sts = names.resource_name(public.host), names.resource_name(private.host)
     cluster.stop_upstream(public)
     cluster.stop_upstream(private)
     try:
-        old = {sts: restart_cache_pod(cluster, sts) for sts in (public_sts, private_sts)}
-        # without credentials: Ready without its upstream, and the node pulls what it holds through it
-        wait_new_pod_ready(cluster, public_sts, old[public_sts])
-        cluster.forget_image(held)
-        pod = run_pod(cluster, held.ref)
-        served = cache_served(cluster, public_sts)
-        assert {f"/v2/{held.repository}/blobs/{d}" for d in held.blobs} <= served, served
-        cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
-        # with credentials: cannot start, and the Extension says which cache and why
-        cond = wait_for("the Extension to report the cache that cannot start", lambda: (
-            (x := extension_condition(cluster, name)) and x.get("status") == "False" and "panic:" in x["message"]
-            and x), timeout=180, details=cluster.logs)
-        assert cond["reason"] == "CachesNotReady" and private_sts in cond["message"], cond
-        assert public_sts not in cond["message"], cond
-        assert "a cache with credentials checks its upstream at start" in cond["message"], cond
-        print(f"condition while the upstreams are away: {cond['message']}")
+        for up in (public, private):
+            sts = names.resource_name(up.host)
+            wait_new_pod_ready(cluster, sts, restart_cache_pod(cluster, sts))
+            cluster.forget_image(held[up.host])
+            pod = run_pod(cluster, held[up.host].ref)
+            served = cache_served(cluster, sts)
+            assert {f"/v2/{held[up.host].repository}/blobs/{d}" for d in held[up.host].blobs} <= served, served
+            cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
+        cond = extension_condition(cluster, name) or {}
+        assert cond.get("status") == "True", cond
         assert_no_egress(cluster)
     finally:
         cluster.start_upstream(public)
         cluster.start_upstream(private)
-    restart_cache_pod(cluster, private_sts)  # rather than wait out its crash-loop backoff
-    wait_caches_ready(cluster, upstreams, timeout=300)
-    wait_for("condition SystemComponentsHealthy True again", lambda: (extension_condition(cluster, name) or {})
-             .get("status") == "True", timeout=60, details=cluster.logs)
     verify_registry_cache(cluster, public, "e2e/after-outage")
     verify_registry_cache(cluster, private, "e2e/after-outage-private")
     delete_shoot(cluster, name)
     shoots.remove(name)
     wait_removed(cluster, upstreams)
     cluster.delete("secret", secret, PROJECT_NAMESPACE)
+
+
+def test_a_cache_that_cannot_start_is_named_on_the_extension(cluster, shoots):
+    """The caches' health on the Extension: a cache whose volume claim cannot bind (a StorageClass nobody
+    serves) is named by condition SystemComponentsHealthy False with what its Pod shows; the other cache of
+    the Shoot is not named."""
+    public, second = cluster.upstream("public"), cluster.upstream("second")
+    name = "e2e-cache-health"
+    shoots.append(name)
+    cluster.apply(shoot_manifest(name, [cache(public), cache(second, volume={"size": "1Gi",
+                                                                            "storageClassName": "nobody-serves"})]))
+    wait_reconciled(cluster, name, [public.host, second.host])
+    wait_caches_ready(cluster, [public.host])
+    good, bad = names.resource_name(public.host), names.resource_name(second.host)
+    cond = wait_for("the Extension to name the cache that cannot start", lambda: (
+        (x := extension_condition(cluster, name)) and x.get("status") == "False" and bad in x["message"]
+        and good not in x["message"] and x), timeout=120, details=cluster.logs)  # (the good one Ready by now)
+    assert cond["reason"] == "CachesNotReady", cond
+    assert f"{bad} has 0/1 ready ({bad}-0: Pending" in cond["message"], cond
+    print(f"condition with a cache that cannot start: {cond['message']}")
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    wait_removed(cluster, [public.host, second.host])

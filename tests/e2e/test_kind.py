@@ -487,7 +487,8 @@ def _private_upstream_pull_through(tools, tmp_path: Path, realm_on_upstream: boo
     from api.field import Path as FieldPath
     from api.secrets import Credentials
     from api.validation import decode_and_default
-    from extension.component.objects import render_config_yml
+    from extension.component.objects import config_files
+    from extension.constants import CREDENTIAL_HELPER_KEY
 
     token_port, registry_port, front_port, cache_port, debug_port = (_free_port() for _ in range(5))
     signing = certs.generate_ca("registry-cache-e2e-token")
@@ -502,7 +503,12 @@ def _private_upstream_pull_through(tools, tmp_path: Path, realm_on_upstream: boo
         realm, str(tmp_path / "tls.crt"), str(tmp_path / "upstream-data"), f"127.0.0.1:{registry_port}")))
     config = decode_and_default({"apiVersion": API_VERSION, "kind": "RegistryConfig", "caches": [
         {"upstream": upstream, "remoteURL": f"http://{upstream}", "http": {"tls": False}}]}, FieldPath("x"))
-    cache_config = yaml.safe_load(render_config_yml(config.caches[0], Credentials(username, password)))
+    files = config_files(config.caches[0], Credentials(username, password))
+    for name, text in files.items():  # the config Secret's files, the credential helper where config.yml names it
+        (tmp_path / name).write_text(text)
+    (tmp_path / CREDENTIAL_HELPER_KEY).chmod(0o755)
+    cache_config = yaml.safe_load(files["config.yml"])
+    cache_config["proxy"]["exec"]["command"] = str(tmp_path / CREDENTIAL_HELPER_KEY)
     cache_config["storage"]["filesystem"]["rootdirectory"] = str(tmp_path / "cache-data")
     cache_config["http"]["addr"] = f"127.0.0.1:{cache_port}"
     cache_config["http"]["debug"]["addr"] = f"127.0.0.1:{debug_port}"

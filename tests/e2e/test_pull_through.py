@@ -10,6 +10,7 @@ import shutil
 import uuid
 
 import pytest
+import yaml
 
 from extension.component.objects import render_config_yml
 
@@ -35,7 +36,7 @@ def test_cache_pulls_through_credentialed_upstream(datapath, tls):
 
     cache = datapath.cache(upstream, creds, tls=tls)
     # distribution runs with exactly the file render_config_yml produced (paths/ports only via env).
-    assert cache.registry.config_path.read_bytes() == render_config_yml(cache.model, creds).encode("utf-8")
+    assert cache.registry.config_path.read_bytes() == render_config_yml(cache.model).encode("utf-8")
     assert cache.registry.scheme == ("http" if tls is False else "https")
     assert image.all_digests.isdisjoint(cache.registry.blob_digests())
 
@@ -74,7 +75,7 @@ def test_cache_without_credentials_is_refused_by_the_upstream(datapath):
     image = datapath.push(upstream, "private/hello", "v1", USER)
 
     cache = datapath.cache(upstream, None, tls=False)
-    assert cache.registry.config_path.read_bytes() == render_config_yml(cache.model, None).encode("utf-8")
+    assert cache.registry.config_path.read_bytes() == render_config_yml(cache.model).encode("utf-8")
     assert "username" not in cache.config_text and "password" not in cache.config_text
 
     mark = upstream.access_log.mark()
@@ -94,19 +95,25 @@ def test_cache_without_credentials_is_refused_by_the_upstream(datapath):
     assert seen and all(r.status == 404 for r in seen), describe(seen)
 
 
-def test_cache_without_credentials_starts_and_serves_while_its_upstream_is_away(datapath):
+@pytest.mark.parametrize("private", [False, True], ids=["public", "private"])
+def test_cache_starts_and_serves_while_its_upstream_is_away(datapath, private):
     """distribution (3.0 and 3.1 alike) in proxy mode asks the upstream for its token realm (``GET
     <remoteurl>/v2/``) at start and panics when that fails, unless ``proxy.exec`` names a credential helper. The
-    rendered config of a cache without credentials does (a helper that answers with none): the cache, restarted
-    while its upstream is away, starts and serves what it holds; a manifest by tag and every blob, from its
-    storage."""
-    upstream = datapath.upstream({})
-    image = datapath.push(upstream, "public/hello", "v1", None)
-    cache = datapath.cache(upstream, None, tls=False)
-    assert "exec:" in cache.config_text and "username" not in cache.config_text
+    rendered config of every cache does (a helper answering with the credentials beside it, or none): the cache,
+    restarted while its upstream is away, starts and serves what it holds; a manifest by tag and every blob,
+    from its storage. Private: the upstream wants basic auth, the helper's credentials get the image first."""
+    upstream = datapath.upstream({USER: PASSWORD} if private else {})
+    image = datapath.push(upstream, "team/hello", "v1", USER if private else None)
+    creds = credentials_from_secret(credentials_secret("upstream-credentials-v1", USER, PASSWORD),
+                                    "upstream-credentials") if private else None
+    cache = datapath.cache(upstream, creds, tls=False)
+    assert "exec:" in cache.config_text and "username" not in cache.config_text and PASSWORD not in cache.config_text
     ref = image.ref(cache.registry.host)
     datapath.crane.run("pull", ref, str(datapath.workdir / "warm.tar"))  # now the cache holds it
     assert image.all_digests <= cache.registry.blob_digests()
+    if private:  # the upstream refuses anyone without credentials: it served the cache, so the helper's worked
+        assert [r for r in upstream.access_log.since() if CACHE_AGENT.match(r.agent) and r.status == 200
+                and "/blobs/" in r.path], describe(upstream.access_log.since())
 
     cache.registry.stop()
     upstream.stop()
@@ -146,15 +153,21 @@ def test_cache_without_credentials_pulls_anonymously_from_a_token_auth_upstream(
         upstream.stop()
 
 
-def test_cache_with_credentials_does_not_start_while_its_upstream_is_unreachable(datapath):
-    """A cache with credentials keeps ``proxy.username/password``, as Gardener renders it, and so
-    distribution's start-up request for the token realm: restarted while its upstream is unreachable it panics, its Pod restarts until the upstream answers, and the Extension's
-    condition SystemComponentsHealthy names it (README, "A cache restarted while its upstream is away")."""
+def test_with_username_and_password_distribution_does_not_start_while_its_upstream_is_unreachable(datapath):
+    """Why every cache gets the credential helper: the same cache with ``proxy.username/password`` instead, as
+    Gardener renders a cache with credentials, asks its upstream at start and panics while the upstream is
+    unreachable (its Pod would crash-loop until the upstream answers). When this test fails, a new distribution
+    starts without its upstream."""
     upstream = datapath.upstream({USER: PASSWORD})
     creds = credentials_from_secret(credentials_secret("upstream-credentials-v1", USER, PASSWORD),
                                     "upstream-credentials")
     cache = datapath.cache(upstream, creds, tls=False)  # starts while the upstream answers
-    assert "exec:" not in cache.config_text
+    cache.registry.stop()
+    config = yaml.safe_load(cache.config_text)
+    config["proxy"] = {"remoteurl": config["proxy"]["remoteurl"], "username": USER, "password": PASSWORD}
+    cache.registry.config_text = yaml.safe_dump(config)
+    cache.registry.extra_env.pop("REGISTRY_PROXY_EXEC_COMMAND")
+    assert cache.registry.start(timeout=15)  # with the upstream there, it starts
     cache.registry.stop()
     upstream.stop()
 

@@ -9,9 +9,9 @@ sends the revoked credentials and gets 401 from the upstream.
 
 from __future__ import annotations
 
-import difflib
+import json
 
-from extension.component.objects import render_config_yml, unique_name
+from extension.component.objects import config_files, render_config_yml, unique_name
 
 from .dataplane import CACHE_AGENT, CRANE_AGENT, describe
 from .harness import credentials_from_secret, credentials_secret
@@ -25,7 +25,7 @@ def test_rotated_credentials_on_the_data_path(datapath):
 
     creds_v1 = credentials_from_secret(credentials_secret("team-registry-v1", "user1", "password-1"), REFERENCE)
     old = datapath.cache(upstream, creds_v1, tls=None)
-    assert old.registry.config_path.read_bytes() == render_config_yml(old.model, creds_v1).encode("utf-8")
+    assert old.registry.config_path.read_bytes() == render_config_yml(old.model).encode("utf-8")
     assert datapath.crane.run("digest", before.ref(old.registry.host),
                               ca_file=datapath.ca_bundle).stdout.strip() == before.digest
     datapath.crane.run("pull", before.ref(old.registry.host), str(datapath.workdir / "before.tar"),
@@ -42,14 +42,14 @@ def test_rotated_credentials_on_the_data_path(datapath):
     # The re-rendered cache: Secret v2 behind the same reference.
     creds_v2 = credentials_from_secret(credentials_secret("team-registry-v2", "user2", "password-2"), REFERENCE)
     new = datapath.cache(upstream, creds_v2, tls=None)
-    assert new.registry.config_path.read_bytes() == render_config_yml(new.model, creds_v2).encode("utf-8")
-    changed = [line for line in difflib.unified_diff(old.config_text.splitlines(), new.config_text.splitlines(),
-                                                     lineterm="", n=0) if line[:1] in "+-" and line[:3] not in ("+++", "---")]
-    assert sorted(changed) == sorted(["-  username: user1", "-  password: password-1",
-                                      "+  username: user2", "+  password: password-2"]), changed
+    assert new.registry.config_path.read_bytes() == render_config_yml(new.model).encode("utf-8")
+    # config.yml is the same; only the credentials file of the config Secret changed ...
+    assert new.config_text == old.config_text
+    files_v1, files_v2 = config_files(old.model, creds_v1), config_files(new.model, creds_v2)
+    assert [k for k in files_v1 if files_v1[k] != files_v2[k]] == ["upstream-credentials"]
+    assert json.loads(files_v2["upstream-credentials"]) == {"Username": "user2", "Secret": "password-2"}
     # ... so the config Secret gets a new content-hashed name and the StatefulSet rolls.
-    assert unique_name("registry-config", {"config.yml": old.config_text}) != \
-        unique_name("registry-config", {"config.yml": new.config_text})
+    assert unique_name("registry-config", files_v1) != unique_name("registry-config", files_v2)
 
     mark = upstream.access_log.mark()
     assert datapath.crane.run("digest", after.ref(new.registry.host),

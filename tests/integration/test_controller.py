@@ -8,6 +8,7 @@ Extension, then watches what ``registry-cache run`` (a separate process) does. C
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 
 import pytest
@@ -119,6 +120,12 @@ def config_yml(kube, secret_name):
     return yaml.safe_load(base64.b64decode(secret["data"]["config.yml"]))
 
 
+def upstream_credentials(kube, secret_name):
+    """What the cache's credential helper answers with (the config Secret's credentials file)."""
+    secret = kube.get("Secret", secret_name, "kube-system")
+    return json.loads(base64.b64decode(secret["data"]["upstream-credentials"]))
+
+
 def test_create_three_caches(kube, operator):
     seed = Seed(kube, uniq("create"))
     ups = [f"{u}.{seed.name}.example" for u in ("docker", "ghcr", "quay")]
@@ -205,7 +212,7 @@ def test_swap_credentials_by_reference(kube, operator):
     seed.create({"upstream": up, "secretReferenceName": "quay"})
     seed.wait_done("Create", operator.log)
     [config_v1] = [s for s in seed.owned("Secret") if "-config-" in s]
-    assert config_yml(kube, config_v1)["proxy"]["username"] == "robot+v1"
+    assert upstream_credentials(kube, config_v1)["Username"] == "robot+v1"
     # gardenlet's part of a rotation: copy the new Secret, point spec.resources at it, annotate
     seed.add_credentials("quay", "quay-v2", "robot+v2", "password-two")
     seed.annotate("reconcile")
@@ -214,7 +221,8 @@ def test_swap_credentials_by_reference(kube, operator):
     seed.wait_done("Reconcile", operator.log)
     [config_v2] = [s for s in seed.owned("Secret") if "-config-" in s]
     assert config_yml(kube, config_v2)["proxy"] == {"remoteurl": f"https://{up}", "ttl": "168h0m0s",
-                                                     "username": "robot+v2", "password": "password-two"}
+                                                     "exec": {"command": "/etc/distribution/credential-helper"}}
+    assert upstream_credentials(kube, config_v2) == {"Username": "robot+v2", "Secret": "password-two"}
     assert kube.get("Secret", config_v1, "kube-system") is None
     volumes = kube.get("StatefulSet", name, "kube-system")["spec"]["template"]["spec"]["volumes"]
     assert next(v for v in volumes if v["name"] == "config-volume")["secret"]["secretName"] == config_v2
@@ -347,8 +355,7 @@ def test_every_credential_format_renders_the_same_proxy_credentials(kube, operat
     configs = [s for s in seed.owned("Secret") if "-config-" in s]
     assert len(configs) == 4
     for name in configs:
-        proxy = config_yml(kube, name)["proxy"]
-        assert (proxy["username"], proxy["password"]) == (user, password), name
+        assert upstream_credentials(kube, name) == {"Username": user, "Secret": password}, name
     assert password not in operator.log()
 
 

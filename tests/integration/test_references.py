@@ -4,6 +4,7 @@ host's CA bundle), the finalizer as the safety net, Shoot admission, and rotatio
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import subprocess
 import sys
@@ -227,8 +228,8 @@ def test_rotation_by_command_v1_v2_v3(kube, operator, control_plane):
     assert names == ["rot-v3"]
     [config] = [s for s in kube.list("Secret", "kube-system", label_selector=f"registry-cache.gardener.cloud/owner={seed_ns}")
                 if "-config-" in s["metadata"]["name"]]
-    proxy = yaml.safe_load(base64.b64decode(config["data"]["config.yml"]))["proxy"]
-    assert (proxy["username"], proxy["password"]) == ("robot+v3", PASSWORDS[2])
+    assert json.loads(base64.b64decode(config["data"]["upstream-credentials"])) == \
+        {"Username": "robot+v3", "Secret": PASSWORDS[2]}
 
 
 def test_rotation_refuses_bad_credentials_and_keeps_everything(kube, operator, control_plane):

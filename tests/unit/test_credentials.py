@@ -359,8 +359,8 @@ def test_kep_errors():
     [token] = errors(kep({"serverAddress": "quay.io", "registryToken": PW}))
     assert token == (HEAD + f'the data entry "registryToken" in the referenced secret {KEY} holds a registry token '
                             '(a bearer token for the registry), but the cache authenticates to its upstream only '
-                            "with a username and password (distribution's proxy.username and proxy.password): give "
-                            'a username and password instead')
+                            "with a username and password (what distribution's proxy asks its credential helper "
+                            "for): give a username and password instead")
     assert errors(kep({"serverAddress": "quay.io", "username": "u"})) == [
         HEAD + f'missing "password" data entry in the referenced secret {KEY}']
     assert errors(kep({"serverAddress": "quay.io"})) == [

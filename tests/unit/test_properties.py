@@ -6,6 +6,8 @@ YAML, ``hosts.toml`` as TOML and the Kubernetes objects as YAML, whatever they c
 """
 
 import base64
+import json
+import subprocess
 import tomllib
 
 import yaml
@@ -17,7 +19,7 @@ from api.secrets import SecretData, credentials_of, validate_upstream_secret
 from api.validation import decode_and_default, validate_registry_config
 from extension.component.certs import KeyPair
 from extension.component.containerd import render_hosts_toml
-from extension.component.objects import render_config_yml, render_shoot
+from extension.component.objects import config_files, render_shoot
 from extension.component.quoting import toml_quote, yaml_quote
 
 from .helpers import PC, config
@@ -60,14 +62,25 @@ def _cache_with_credentials():
 @example(username='u"\nproxy:\n  remoteurl: http://evil', password="x")
 @example(username="u", password="p\n  username: root #")
 @example(username="{{ 7*7 }}", password="{% raw %}")
-def test_credentials_survive_config_yml(username, password):
+def test_credentials_survive_the_credential_helper(username, password, tmp_path_factory):
+    """config.yml holds no credentials; the rendered credential helper (run by /bin/sh, as distribution's
+    proxy.exec runs it) answers with exactly the Secret's, from the rendered file beside it."""
     secret = SecretData("garden-dev", "creds", True, {"username": username.encode(), "password": password.encode()})
     assume(not validate_upstream_secret(secret, SP, "creds"))
     cache = _cache_with_credentials()
-    parsed = yaml.safe_load(render_config_yml(cache, credentials_of(secret)))
+    files = config_files(cache, credentials_of(secret))
+    parsed = yaml.safe_load(files["config.yml"])
     assert parsed["proxy"] == {"remoteurl": "https://quay.io", "ttl": "168h0m0s",
-                               "username": username, "password": password}
+                               "exec": {"command": "/etc/distribution/credential-helper"}}
     assert set(parsed) == {"version", "log", "storage", "http", "health", "proxy"}
+    workdir = tmp_path_factory.mktemp("helper")
+    for name, text in files.items():
+        (workdir / name).write_text(text, encoding="utf-8")
+    (workdir / "credential-helper").chmod(0o755)
+    done = subprocess.run([str(workdir / "credential-helper"), "get"], input="quay.io", capture_output=True, text=True,
+                          timeout=10)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"Username": username, "Secret": password}
 
 
 @SETTINGS
@@ -78,8 +91,8 @@ def test_credentials_survive_the_config_secret(username, password):
     cfg = decode_and_default(config({"upstream": "quay.io", "secretReferenceName": "creds"}), PC)
     out = render_shoot(cfg, {"quay.io": credentials_of(secret)}, {"quay.io": FAKE_TLS})
     config_secret = next(o.obj for o in out.objects if o.name.startswith("registry-quay-io-config-"))
-    text = base64.b64decode(config_secret["data"]["config.yml"]).decode()
-    assert yaml.safe_load(text)["proxy"]["password"] == password
+    text = base64.b64decode(config_secret["data"]["upstream-credentials"]).decode()
+    assert json.loads(text) == {"Username": username, "Secret": password} and text.count("\n") == 1
 
 
 # URLs validation accepts: http(s), a DNS-1123 host, an optional port, nothing else but an optional "/".

@@ -1,6 +1,7 @@
 """Rendering: golden files for the docs example, and the shape of every object."""
 
 import base64
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -14,6 +15,7 @@ from extension.component.certs import KeyPair
 from extension.component.containerd import hosts_toml_for_status, render_hosts_toml
 from extension.component.objects import (
     RenderOptions,
+    config_files,
     endpoint,
     provider_status,
     render_config_yml,
@@ -58,7 +60,7 @@ def check_golden(name: str, text: str):
 
 def test_golden_config_yml():
     for cache in docs_config().caches:
-        check_golden(f"config/{cache.upstream}.yml", render_config_yml(cache, CREDS.get(cache.upstream)))
+        check_golden(f"config/{cache.upstream}.yml", render_config_yml(cache))
 
 
 def test_golden_shoot_objects():
@@ -78,7 +80,7 @@ def test_golden_hosts_toml():
 
 def test_config_yml_content():
     cfg, _ = rendered()
-    by_upstream = {c.upstream: yaml.safe_load(render_config_yml(c, CREDS.get(c.upstream))) for c in cfg.caches}
+    by_upstream = {c.upstream: yaml.safe_load(render_config_yml(c)) for c in cfg.caches}
     docker = by_upstream["docker.io"]
     assert docker["proxy"] == {"remoteurl": "https://registry-1.docker.io", "ttl": "168h0m0s",
                                "exec": {"command": "/etc/distribution/credential-helper"}}
@@ -90,7 +92,7 @@ def test_config_yml_content():
                                      "key": "/etc/distribution/certs/tls.key"}
     assert docker["health"]["storagedriver"]["enabled"] is True
     assert by_upstream["quay.io"]["proxy"] == {"remoteurl": "https://quay.io", "ttl": "0s",
-                                               "username": "example+robot", "password": "not-a-real-password"}
+                                               "exec": {"command": "/etc/distribution/credential-helper"}}
     assert by_upstream["my-registry.io:5000"]["proxy"]["remoteurl"] == "http://my-registry.io:5000"
 
 
@@ -143,8 +145,9 @@ def test_objects_shape():
     secrets = out.by_kind("Secret")
     assert all(s["immutable"] is True for s in secrets)
     quay_config = next(s for s in secrets if s["metadata"]["name"].startswith("registry-quay-io-config-"))
-    text = base64.b64decode(quay_config["data"]["config.yml"]).decode()
-    assert quay_config["metadata"]["name"] == unique_name("registry-quay-io-config", {"config.yml": text})
+    files = {key: base64.b64decode(value).decode() for key, value in quay_config["data"].items()}
+    assert set(files) == {"config.yml", "credential-helper", "upstream-credentials"}
+    assert quay_config["metadata"]["name"] == unique_name("registry-quay-io-config", files)
     volumes = {v["name"]: v["secret"] for v in sts["registry-quay-io"]["spec"]["template"]["spec"]["volumes"]}
     assert volumes["config-volume"]["secretName"] == quay_config["metadata"]["name"]
     assert volumes["certs-volume"]["defaultMode"] == 0o640
@@ -332,19 +335,28 @@ def _config_volume(sts: dict) -> dict:
 
 
 @pytest.mark.parametrize("node_auth", [False, True], ids=["open", "node-auth"])
-def test_a_cache_without_credentials_gets_the_credential_helper(node_auth):
+@pytest.mark.parametrize("with_credentials", [False, True], ids=["public", "private"])
+def test_every_cache_gets_the_credential_helper(node_auth, with_credentials):
     """distribution asks its upstream at start (and exits while it cannot be reached) unless proxy.exec names a
-    credential helper: a cache without credentials gets one that answers with none, in its config Secret,
-    mounted executable next to config.yml."""
+    credential helper: every cache gets one, in its config Secret, mounted executable next to config.yml, with
+    the upstream's credentials (if any) in a file beside it; config.yml holds none."""
     from extension.component import nodeauth
-    cfg = decode_and_default(config({"upstream": "docker.io"}), PC)
-    objects = render_shoot(cfg, tls={"docker.io": FAKE_TLS},
-                           node_auth={"docker.io": nodeauth.generate()} if node_auth else None).objects
+    upstream = "quay.io" if with_credentials else "docker.io"
+    cfg = decode_and_default(config({"upstream": upstream, **({"secretReferenceName": "creds"}
+                                                                if with_credentials else {})}), PC)
+    creds = {upstream: Credentials("robot", 'p"w\n')} if with_credentials else {}
+    objects = render_shoot(cfg, creds, tls={upstream: FAKE_TLS},
+                           node_auth={upstream: nodeauth.generate()} if node_auth else None).objects
     secret = next(o.obj for o in objects if o.kind == "Secret" and "-config-" in o.name)
     conf = yaml.safe_load(base64.b64decode(secret["data"]["config.yml"]))
     assert conf["proxy"]["exec"] == {"command": "/etc/distribution/credential-helper"}
     assert "username" not in conf["proxy"] and "password" not in conf["proxy"]
     assert base64.b64decode(secret["data"]["credential-helper"]).decode() == render_credential_helper()
+    if with_credentials:
+        assert json.loads(base64.b64decode(secret["data"]["upstream-credentials"])) == \
+            {"Username": "robot", "Secret": 'p"w\n'}
+    else:
+        assert "upstream-credentials" not in secret["data"]
     volume = _config_volume(next(o.obj for o in objects if o.kind == "StatefulSet"))
     assert volume["secretName"] == secret["metadata"]["name"]
     # every key of the Secret (items select), the helper executable for the group fsGroup gives the cache
@@ -353,16 +365,26 @@ def test_a_cache_without_credentials_gets_the_credential_helper(node_auth):
     assert ("htpasswd" in secret["data"]) is node_auth
 
 
-def test_a_cache_with_credentials_keeps_username_and_password():
-    """A cache with credentials is rendered as Gardener renders it: proxy.username/password, no helper."""
-    cfg = decode_and_default(config({"upstream": "quay.io", "secretReferenceName": "creds"}), PC)
-    creds = Credentials("robot", "pw")
-    conf = yaml.safe_load(render_config_yml(cfg.caches[0], creds))
-    assert conf["proxy"] == {"remoteurl": "https://quay.io", "ttl": "168h0m0s", "username": "robot", "password": "pw"}
-    objects = render_shoot(cfg, {"quay.io": creds}, {"quay.io": FAKE_TLS}).objects
-    secret = next(o.obj for o in objects if o.kind == "Secret" and "-config-" in o.name)
-    assert set(secret["data"]) == {"config.yml"}
-    assert "items" not in _config_volume(next(o.obj for o in objects if o.kind == "StatefulSet"))
+@pytest.mark.parametrize("password", ["pw", 'with "quotes", \\ and a\nnewline', "ünïcödé", " spaces "])
+def test_the_credential_helper_answers_with_the_credentials_beside_it(tmp_path, password):
+    """With the rendered credentials file beside it the helper answers with exactly those (also under busybox's
+    sh, the local cluster's image); a file it cannot read makes it fail (distribution logs that)."""
+    import shutil
+    import subprocess
+    files = config_files(decode_and_default(config({"upstream": "quay.io", "secretReferenceName": "c"}), PC)
+                         .caches[0], Credentials("robot", password))
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    helper = tmp_path / "credential-helper"
+    helper.chmod(0o755)
+    shells = [[str(helper)]] + ([[shutil.which("busybox"), "sh", str(helper)]] if shutil.which("busybox") else [])
+    for argv in shells:
+        done = subprocess.run([*argv, "get"], input="quay.io", capture_output=True, text=True, timeout=10)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"Username": "robot", "Secret": password}
+    (tmp_path / "upstream-credentials").write_text("")  # there, but empty: not "no credentials"
+    done = subprocess.run([str(helper), "get"], input="quay.io", capture_output=True, text=True, timeout=10)
+    assert done.returncode == 1 and "cannot read" in done.stderr
 
 
 @pytest.mark.parametrize("server", ["registry-1.docker.io", "10.244.0.2", "[fd00::1]:5000", "", 'x"}, "Secret": "y'])
