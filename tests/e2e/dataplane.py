@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from extension.local.registries import Request, parse_access_log
+
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY_BINS = REPO / "hack" / "registry-bins.sh"
 E2E_DEPS = REPO / "hack" / "e2e-deps.sh"
@@ -101,35 +103,6 @@ def write_htpasswd(path: Path, users: Mapping[str, str]) -> None:
 
 
 # --- access logs ----------------------------------------------------------------------------------------
-
-# gorilla/handlers' combined log format, which distribution writes to stdout for every request.
-_ACCESS = re.compile(r'^(?P<remote>\S+) \S+ \S+ \[[^\]]*\] "(?P<method>\S+) (?P<uri>\S+) [^"]*" '
-                     r'(?P<status>\d{3}) \S+ "[^"]*" "(?P<agent>[^"]*)"')
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    uri: str
-    status: int
-    agent: str
-
-    @property
-    def path(self) -> str:
-        return self.uri.split("?", 1)[0]
-
-    def __str__(self) -> str:
-        return f"{self.method} {self.uri} -> {self.status} ({self.agent})"
-
-
-def parse_access_log(text: str) -> list[Request]:
-    out = []
-    for line in text.splitlines():
-        m = _ACCESS.match(line)
-        if m:
-            out.append(Request(m["method"], m["uri"], int(m["status"]), m["agent"]))
-    return out
-
 
 class AccessLog:
     """The access log of a registry across restarts (one file, appended); ``mark()``/``since()`` give the
