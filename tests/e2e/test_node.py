@@ -210,10 +210,11 @@ def node_stack(tmp_path_factory) -> Stack:
     CLUSTER_TIMINGS["one-node cluster start (with the controller and node agent)"] = time.monotonic() - t0
     CLUSTER_TIMINGS["  of which the cluster itself"] = stack.cluster.start_seconds or 0
     yield stack
-    # Pods came and went: the bridge kept its address (else Pods talk to a gateway that is gone for ~30 s)
-    bridge = stack.cluster.network.bridge_address()
-    t0 = time.monotonic()
-    stack.stop()
+    try:  # Pods came and went: the bridge kept its address (else Pods talk to a gateway that is gone for ~30 s)
+        bridge = stack.cluster.network.bridge_address()
+    finally:
+        t0 = time.monotonic()
+        stack.stop()
     assert bridge == net.BRIDGE_MAC, f"the Pods' bridge changed its address to {bridge}"
     CLUSTER_TIMINGS["one-node cluster stop"] = time.monotonic() - t0
 
