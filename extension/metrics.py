@@ -11,6 +11,8 @@
 - ``registry_cache_checks_total{result}``: Extensions looked at without an operation asked for (the periodic
   resync, a delivered object or an input that changed): ``in-sync`` (nothing written) or ``reconciled``;
 - ``registry_cache_queue_depth``: Extensions waiting for a worker;
+- ``registry_cache_health_condition_writes_total``: conditions ``SystemComponentsHealthy`` written (a write
+  happens only when the caches' state changed; its PATCH is also in the requests above);
 - ``registry_cache_leader``: 1 while this replica holds the leader lease (or runs without leader election);
 - ``registry_cache_extension_error{namespace, name, type}``: 1 while the last operation of an Extension ended
   in Error, 0 once one succeeded (the alert ``RegistryCacheExtensionError`` fires after 15 minutes of 1);
@@ -34,6 +36,7 @@ WEBHOOK_REFUSALS = Counter("registry_cache_webhook_refusals", "Admission request
 INFORMER_OBJECTS = Gauge("registry_cache_informer_objects", "Objects an informer keeps", ["informer"])
 INFORMER_SYNCED = Gauge("registry_cache_informer_synced", "Whether an informer has listed once", ["informer"])
 CHECKS = Counter("registry_cache_checks", "Extensions checked without an operation asked for", ["result"])
+HEALTH_WRITES = Counter("registry_cache_health_condition_writes", "SystemComponentsHealthy conditions written")
 QUEUE_DEPTH = Gauge("registry_cache_queue_depth", "Extensions waiting for a worker")
 LEADER = Gauge("registry_cache_leader", "1 while this replica reconciles (holds the leader lease)")
 EXTENSION_ERROR = Gauge("registry_cache_extension_error",

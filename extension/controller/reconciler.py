@@ -613,6 +613,7 @@ class Controller:
                 log.warning("%s: could not write the condition %s: %s", namespace,
                             SYSTEM_COMPONENTS_HEALTHY_CONDITION, exc)
                 return False
+            metrics.HEALTH_WRITES.inc()
             return True
 
     def _succeeded(self, ext: dict[str, Any], op: Op, outcome: Outcome,

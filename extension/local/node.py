@@ -240,8 +240,13 @@ class LocalCluster:
             raise ClusterError("this machine cannot run the node: missing " + "; ".join(missing)
                                + " (hack/e2e-deps.sh installs the packages, as root)")
         t0 = time.monotonic()
+        for gone in sweep_stale_clusters():
+            self.progress(f"removed {gone}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        self._run_dir.mkdir(parents=True, exist_ok=True)
+        self._run_dir.chmod(0o755)
+        (self._run_dir / OWNER_FILE).write_text(f"{os.getpid()} {_process_start(os.getpid())} {self.workdir}\n")
         try:
             self.progress("binaries: kube-apiserver, etcd, the node's Kubernetes binaries, distribution, crane")
             cp_bins = resolve_bin_dir(self.progress)
@@ -670,6 +675,101 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 return
             for point in sorted(set(mounts), key=len, reverse=True):
                 subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+# --- clusters left behind ------------------------------------------------------------------------------
+# A run killed with SIGKILL (or a test session ended by SIGTERM) cannot stop its cluster. Each cluster writes
+# who started it into its /run directory; the next LocalCluster.start() removes every cluster whose starter is
+# gone: its processes (by network namespace, cgroup and command line), mounts, network namespace, cgroups.
+
+OWNER_FILE = "owner"  # in /run/rc-node-<id>: "<pid> <its start time in clock ticks> <workdir>"
+RUN_ROOT = Path("/run")
+UNOWNED_GRACE_SECONDS = 60.0  # a /run directory without an owner file is taken for stale only after this
+
+
+def _process_start(pid: int) -> str:
+    """The start time of a process (field 22 of /proc/<pid>/stat), "" when there is none: with the pid it tells
+    a process from a later one with the same pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def stale_clusters(run_root: Path = RUN_ROOT) -> list[tuple[str, Path | None]]:
+    """(id, workdir) of every cluster whose starter is gone (or that names none and is older than
+    :data:`UNOWNED_GRACE_SECONDS`)."""
+    stale = []
+    for d in sorted(run_root.glob("rc-node-*")):
+        try:
+            parts = (d / OWNER_FILE).read_text().split(maxsplit=2)
+        except OSError:  # none yet (a cluster starting right now), or none ever (made before owners were written)
+            if time.time() - d.stat().st_mtime < UNOWNED_GRACE_SECONDS:
+                continue
+            parts = []
+        if len(parts) == 3 and parts[0].isdigit() and _process_start(int(parts[0])) == parts[1]:
+            continue  # its starter runs
+        stale.append((d.name.removeprefix("rc-node-"), Path(parts[2].strip()) if len(parts) == 3 else None))
+    return stale
+
+
+def _pids(cluster_id: str, workdir: Path | None) -> set[int]:
+    """The processes of a cluster: in its network namespace or its cgroups, or naming its /run directory or
+    workdir on their command line."""
+    pids: set[int] = set()
+    listed = run(["ip", "netns", "pids", f"rc-node-{cluster_id}"], check=False)
+    pids.update(int(p) for p in listed.stdout.split() if p.isdigit())
+    for procs in CGROUP_V1.glob(f"*/rc-node-{cluster_id}/**/cgroup.procs"):
+        try:
+            pids.update(int(p) for p in procs.read_text().split())
+        except OSError:
+            pass
+    needles = [f"/run/rc-node-{cluster_id}/".encode()] + ([f"{workdir}/".encode()] if workdir else [])
+    for pid_dir in Path("/proc").iterdir():
+        if pid_dir.name.isdigit():
+            try:
+                cmdline = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if any(n in cmdline for n in needles):
+                pids.add(int(pid_dir.name))
+    return pids - {os.getpid(), os.getppid()}
+
+
+def sweep_stale_clusters(run_root: Path = RUN_ROOT) -> list[str]:
+    """Remove every cluster left behind by a run that cannot stop it any more; what was removed, in words."""
+    removed = []
+    for cluster_id, workdir in stale_clusters(run_root):
+        run_dir = run_root / f"rc-node-{cluster_id}"
+        for _ in range(3):  # a container's processes may be forked while the first ones go
+            pids = _pids(cluster_id, workdir)
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.5)
+        roots = tuple(f"{r}/" for r in (run_dir, workdir, f"/run/netns/rc-node-{cluster_id}") if r)
+        with open("/proc/self/mountinfo") as f:
+            points = [p for p in (line.split()[4].encode().decode("unicode_escape") for line in f)
+                      if p.startswith(roots) or p == f"/run/netns/rc-node-{cluster_id}"]
+        for point in sorted(set(points), key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
+        run(["ip", "netns", "del", f"rc-node-{cluster_id}"], check=False)
+        run(["ip", "link", "del", f"rcn{cluster_id}"], check=False)
+        for top in CGROUP_V1.glob(f"*/rc-node-{cluster_id}"):
+            for sub in sorted(top.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+                try:
+                    sub.rmdir()
+                except OSError:
+                    pass
+        shutil.rmtree(run_dir, ignore_errors=True)
+        removed.append(f"the cluster rc-node-{cluster_id} a killed run left behind"
+                       + (f" (workdir {workdir})" if workdir else ""))
+    return removed
 
 
 class PushedImage:
