@@ -165,8 +165,8 @@ class HealthLoop:
                     owner = (sts["metadata"].get("labels") or {}).get(OWNER_LABEL)
                     if owner:
                         by_owner.setdefault(owner, []).append(_slim(sts))
-            shared_pods = _once(lambda: shared.list("Pod", SHOOT_NAMESPACE,
-                                                    label_selector=f"{APP_NAME_LABEL}={APP_NAME}"))
+            shared_pods = _once(lambda: [_slim_pod(pod) for page, _ in shared.pages(
+                "Pod", SHOOT_NAMESPACE, label_selector=f"{APP_NAME_LABEL}={APP_NAME}") for pod in page])
         for ext in extensions:
             ns = ext["metadata"]["namespace"]
             try:
@@ -199,6 +199,13 @@ def _slim(sts: dict[str, Any]) -> dict[str, Any]:
     return {"metadata": {"name": sts["metadata"]["name"]},
             "spec": {"replicas": (sts.get("spec") or {}).get("replicas", 1)},
             "status": {"readyReplicas": (sts.get("status") or {}).get("readyReplicas") or 0}}
+
+
+def _slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`describe_pod` reads of a Pod."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    return {"metadata": {k: meta[k] for k in ("name", "deletionTimestamp") if k in meta},
+            "status": {k: status[k] for k in ("phase", "conditions", "containerStatuses") if k in status}}
 
 
 def _once(read: Callable[[], list[dict[str, Any]]]) -> Callable[[], list[dict[str, Any]]]:
