@@ -76,7 +76,7 @@ class _Lists:
         key, _, value = (label_selector or "").partition("=")
         return [o for o in self.objects.get(kind, []) if (o["metadata"].get("labels") or {}).get(key) == value]
 
-    def pages(self, kind, namespace=None, label_selector=None, **_):
+    def pages(self, kind, namespace=None, label_selector=None, limit=500, **_):
         items = self.list(kind, namespace, label_selector)
         for i in range(0, max(len(items), 1), 20):  # pages of 20
             yield items[i:i + 20], "1"
