@@ -236,15 +236,18 @@ def wait_reconciled(c: E2ECluster, shoot: str, upstreams: list[str], timeout: fl
 
 
 def wait_caches_ready(c: E2ECluster, upstreams: list[str], timeout: float = 240) -> None:
-    """Each cache's StatefulSet has its Pod Ready (so its volume claim is bound and the volume writable)."""
+    """Each cache's StatefulSet has its Pod Ready (so its volume claim is bound and the volume writable), of its
+    latest spec: the StatefulSet controller has seen that spec (observedGeneration; before that its status still
+    says "rolled" of the previous one, and a pull would meet the cache's Pod being replaced) and rolled it."""
     for upstream in upstreams:
         name = names.resource_name(upstream)
 
         def ready() -> bool:
             sts = c.get("statefulset", name, "kube-system")
             status = (sts or {}).get("status") or {}
-            return bool(sts) and status.get("readyReplicas") == 1 and \
-                status.get("updatedReplicas") == 1 and status.get("currentRevision") == status.get("updateRevision")
+            return bool(sts) and status.get("observedGeneration") == sts["metadata"].get("generation") and \
+                status.get("readyReplicas") == 1 and status.get("updatedReplicas") == 1 and \
+                status.get("currentRevision") == status.get("updateRevision")
 
         wait_for(f"cache {name} Ready", ready, timeout=timeout,
                  details=lambda: c.kubectl("describe", "pod", "-n", "kube-system", f"{name}-0", check=False).stdout
