@@ -915,8 +915,9 @@ def test_cache_while_its_upstream_is_away(cluster, shoots):
             served = cache_served(cluster, sts)
             assert {f"/v2/{held[up.host].repository}/blobs/{d}" for d in held[up.host].blobs} <= served, served
             cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
-        cond = extension_condition(cluster, name) or {}
-        assert cond.get("status") == "True", cond
+        # (a round of the health check may have seen a restarted Pod before it was Ready: the next says Ready)
+        wait_for("condition SystemComponentsHealthy True with both upstreams away", lambda: (
+            extension_condition(cluster, name) or {}).get("status") == "True", timeout=60, details=cluster.logs)
         assert_no_egress(cluster)
     finally:
         cluster.start_upstream(public)
