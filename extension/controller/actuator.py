@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from api import shoot as shootlib
 from api.admission import resolve_credentials
@@ -94,6 +94,28 @@ class ServedKinds:
 
     def forget(self, key: str) -> None:
         self._known.pop(key, None)
+
+
+
+C = TypeVar("C")
+
+
+def decode_provider_config(extension: dict[str, Any], extension_type: str,
+                           decode: Callable[[Any, Path], C], validate: Callable[[C, Path], list[Any]]) -> C:
+    """An Extension's providerConfig decoded, defaulted and validated; :class:`ConfigurationError` naming
+    every field path that is wrong."""
+    raw = (extension.get("spec") or {}).get("providerConfig")
+    if raw is None:
+        raise ConfigurationError("spec.providerConfig: Required value: providerConfig is required for the "
+                                 f"{extension_type} extension")
+    try:
+        config = decode(raw, PROVIDER_CONFIG_PATH)
+    except ValidationFailed as exc:
+        raise ConfigurationError(str(exc)) from None
+    errors = validate(config, PROVIDER_CONFIG_PATH)
+    if errors:
+        raise ConfigurationError("; ".join(str(e) for e in errors))
+    return config
 
 
 class Actuator:
@@ -202,18 +224,7 @@ class Actuator:
         return entry[0], shoot
 
     def decode(self, extension: dict[str, Any]) -> RegistryConfig:
-        raw = (extension.get("spec") or {}).get("providerConfig")
-        if raw is None:
-            raise ConfigurationError("spec.providerConfig: Required value: providerConfig is required for the "
-                                     "registry-cache extension")
-        try:
-            config = decode_and_default(raw, PROVIDER_CONFIG_PATH)
-        except ValidationFailed as exc:
-            raise ConfigurationError(str(exc)) from None
-        errors = validate_registry_config(config, PROVIDER_CONFIG_PATH)
-        if errors:
-            raise ConfigurationError("; ".join(str(e) for e in errors))
-        return config
+        return decode_provider_config(extension, EXTENSION_TYPE, decode_and_default, validate_registry_config)
 
     def get_secret(self, namespace: str, name: str) -> SecretData | None:
         obj = self.read_secret(namespace, name)

@@ -21,7 +21,7 @@ from api.shoot import MIRROR_EXTENSION_TYPE
 from extension.component.objects import RenderOptions
 from extension.component.registrymirror import RegistryMirrors
 from extension.constants import REFERENCED_RESOURCE_PREFIX
-from extension.controller.actuator import PROVIDER_CONFIG_PATH, Actuator, Outcome, ShootTarget
+from extension.controller.actuator import Actuator, Outcome, ShootTarget, decode_provider_config
 from extension.errors import ConfigurationError, WouldWrite
 from extension.kube import Kube
 
@@ -42,18 +42,8 @@ class MirrorActuator:
         self._records: dict[str, tuple[str, str]] = {}  # namespace -> (hash, resourceVersion) of its ConfigMap
 
     def decode(self, extension: dict[str, Any]) -> MirrorConfig:
-        raw = (extension.get("spec") or {}).get("providerConfig")
-        if raw is None:
-            raise ConfigurationError("spec.providerConfig: Required value: providerConfig is required for the "
-                                     "registry-mirror extension")
-        try:
-            config = decode_and_default_mirror(raw, PROVIDER_CONFIG_PATH)
-        except ValidationFailed as exc:
-            raise ConfigurationError(str(exc)) from None
-        errors = validate_mirror_config(config, PROVIDER_CONFIG_PATH)
-        if errors:
-            raise ConfigurationError("; ".join(str(e) for e in errors))
-        return config
+        return decode_provider_config(extension, MIRROR_EXTENSION_TYPE, decode_and_default_mirror,
+                                      validate_mirror_config)
 
     def _mirrors(self, namespace: str) -> RegistryMirrors:
         return RegistryMirrors(self.shoot_target(namespace), namespace, self.options)
