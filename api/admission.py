@@ -83,8 +83,10 @@ def referenced_secret_name(shoot: dict[str, Any], reference: str) -> str | None:
 
 def check_credentials(shoot: dict[str, Any], config: RegistryConfig, path: Path, get_secret: SecretGetter | None,
                       namespace: str | None = None, name_prefix: str = "",
-                      require_immutable: bool = True) -> tuple[dict[str, Credentials], list[FieldError]]:
-    """Follow every ``secretReferenceName`` through ``spec.resources`` to its Secret and check it.
+                      require_immutable: bool = True,
+                      read_secrets: bool = True) -> tuple[dict[str, Credentials], list[FieldError]]:
+    """Follow every ``secretReferenceName`` through ``spec.resources`` to its Secret and check it (not
+    ``read_secrets``: only that ``spec.resources`` has the entry).
 
     ``get_secret(namespace, name)`` is asked for ``name_prefix + resourceRef.name`` in ``namespace`` (the
     Shoot's by default; the seed namespace and ``ref-`` for gardenlet's copies). Returns the credentials per
@@ -103,6 +105,8 @@ def check_credentials(shoot: dict[str, Any], config: RegistryConfig, path: Path,
         if secret_name is None:
             errs.append(field.invalid(p, reference,
                                       f"failed to find referenced resource with name {reference} and kind Secret"))
+            continue
+        if not read_secrets:
             continue
         name = name_prefix + secret_name
         secret = get_secret(namespace, name) if get_secret else None
@@ -125,10 +129,11 @@ def _referenced(shoot: dict[str, Any], config: RegistryConfig) -> list[tuple[str
 
 
 def validate_shoot(shoot: dict[str, Any], old_shoot: dict[str, Any] | None = None,
-                   get_secret: SecretGetter | None = None) -> ShootValidation:
+                   get_secret: SecretGetter | None = None, read_secrets: bool = True) -> ShootValidation:
     """Validate the registry-cache part of a Shoot as the admission webhook does, on create or update.
 
-    ``get_secret(namespace, name)`` returns a referenced Secret or None when it does not exist.
+    ``get_secret(namespace, name)`` returns a referenced Secret or None when it does not exist; not
+    ``read_secrets``: the referenced Secrets are not looked at (only that ``spec.resources`` names them).
     """
     entry = shootlib.find_registry_cache_extension(shoot)
     if entry is None:
@@ -154,7 +159,7 @@ def validate_shoot(shoot: dict[str, Any], old_shoot: dict[str, Any] | None = Non
                     return ShootValidation(config, _unique(errs), entry.path)  # nothing of ours changed
                 errs += validate_registry_config_update(old_config, config, path)
     errs += validate_registry_config(config, path)
-    errs += check_credentials(shoot, config, path, get_secret)[1]
+    errs += check_credentials(shoot, config, path, get_secret, read_secrets=read_secrets)[1]
     return ShootValidation(config, _unique(errs), entry.path)
 
 
@@ -201,7 +206,7 @@ def _ca_bundle_references(config: MirrorConfig, path: Path) -> list[tuple[str, s
 
 
 def check_ca_bundles(shoot: dict[str, Any], config: MirrorConfig, path: Path,
-                     get_secret: SecretGetter | None) -> list[FieldError]:
+                     get_secret: SecretGetter | None, read_secrets: bool = True) -> list[FieldError]:
     """Follow every ``caBundleSecretReferenceName`` through ``spec.resources`` to its Secret in the Shoot's
     namespace and check it (``ValidateMirrorHostCABundleSecret``); Gardener's words, on the reference's path."""
     errs: list[FieldError] = []
@@ -211,6 +216,8 @@ def check_ca_bundles(shoot: dict[str, Any], config: MirrorConfig, path: Path,
         if secret_name is None:
             errs.append(field.invalid(p, reference,
                                       f"failed to find referenced resource with name {reference} and kind Secret"))
+            continue
+        if not read_secrets:
             continue
         secret = get_secret(namespace, secret_name) if get_secret else None
         if secret is None:
@@ -268,7 +275,8 @@ def _validate_against_caches(config: MirrorConfig, cached: set[str], path: Path)
             for i, mirror in enumerate(config.mirrors) if mirror.upstream in cached]
 
 
-def validate_mirror_shoot(shoot: dict[str, Any], get_secret: SecretGetter | None = None) -> MirrorValidation:
+def validate_mirror_shoot(shoot: dict[str, Any], get_secret: SecretGetter | None = None,
+                          read_secrets: bool = True) -> MirrorValidation:
     """Validate the ``registry-mirror`` part of a Shoot as Gardener's mirror admission does (the same on create
     and update: the mirror has no immutable fields)."""
     entry = shootlib.find_registry_mirror_extension(shoot)
@@ -284,7 +292,7 @@ def validate_mirror_shoot(shoot: dict[str, Any], get_secret: SecretGetter | None
     except ValidationFailed as exc:
         return MirrorValidation(None, _unique(errs + exc.errors), entry.path)
     errs += validate_mirror_config(config, path)
-    errs += check_ca_bundles(shoot, config, path, get_secret)
+    errs += check_ca_bundles(shoot, config, path, get_secret, read_secrets)
     errs += _validate_against_caches(config, _cache_upstreams(shoot), path)
     return MirrorValidation(config, _unique(errs), entry.path)
 
@@ -314,6 +322,8 @@ class Admission:
 
 
 def admit_shoot(shoot: dict[str, Any], old_shoot: dict[str, Any] | None = None,
-                get_secret: SecretGetter | None = None) -> Admission:
-    """Validate both extensions of a Shoot as the admission webhooks do, on create or update."""
-    return Admission(validate_shoot(shoot, old_shoot, get_secret), validate_mirror_shoot(shoot, get_secret))
+                get_secret: SecretGetter | None = None, read_secrets: bool = True) -> Admission:
+    """Validate both extensions of a Shoot as the admission webhooks do, on create or update (not
+    ``read_secrets``: without looking at the referenced Secrets)."""
+    return Admission(validate_shoot(shoot, old_shoot, get_secret, read_secrets),
+                     validate_mirror_shoot(shoot, get_secret, read_secrets))

@@ -169,12 +169,11 @@ REFERENCED_LABEL = "registry-cache.gardener.cloud/referenced"  # Secrets in use;
 # The bridge never takes over objects of another Shoot.
 BRIDGE_SHOOT_ANNOTATION = "registry-cache.gardener.cloud/shoot"
 BRIDGE_TASK_ID = "registry-cache-bridge"  # its entry in a Shoot's status.lastErrors
-# The admission record of a Shoot's spec.resources (standalone, set by the Shoot mutating webhook): an HMAC of
-# the Shoot and the Secrets it references, made once the requesting user was found to be allowed to read them
-# all. The bridge copies only Secrets such a record covers.
-RESOURCES_ADMITTED_ANNOTATION = "registry-cache.gardener.cloud/resources-admitted"
-ADMISSION_KEY_SECRET = "registry-cache-admission-key"  # in ADMISSION_KEY_NAMESPACE, key "key"
-ADMISSION_KEY_NAMESPACE = "kube-system"
+# The ValidatingAdmissionPolicies (and their bindings, of the same names) the bridge acts only under
+# (manifests/policies/shoots.yaml): who may reference which Secret, who may configure the nodes' registries.
+SHOOT_REFERENCES_POLICY = "shoot-references.registry-cache.extensions.gardener.cloud"
+SHOOT_NODE_CONFIGURATION_POLICY = "shoot-node-configuration.registry-cache.extensions.gardener.cloud"
+SHOOT_POLICIES = (SHOOT_REFERENCES_POLICY, SHOOT_NODE_CONFIGURATION_POLICY)
 
 # --- leader election (a Lease in the controller's namespace, as controller-runtime's) ---------------------
 LEADER_ELECTION_ID = "registry-cache-leader-election"
@@ -184,7 +183,6 @@ WEBHOOK_CONFIGURATION_NAME = "registry-cache.extensions.gardener.cloud"
 # with --webhook-service: the webhook server's CA and certificate, shared by the replicas behind that Service
 WEBHOOK_CERT_SECRET = "registry-cache-webhook-tls"
 SHOOT_HOOK = "validate-shoot"
-SHOOT_MUTATING_HOOK = "admit-shoot-resources"
 SECRET_HOOK = "protect-secret"
 OSC_HOOK = "mutate-osc"
 OSC_MIRROR_HOOK = "mutate-osc-mirror"

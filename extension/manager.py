@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -34,17 +35,13 @@ from extension import metrics
 from extension.component.objects import RenderOptions
 from extension.component.registrycache import MONITORING_OPERATOR
 from extension.constants import (
-    ADMISSION_KEY_NAMESPACE,
-    ADMISSION_KEY_SECRET,
     BRIDGE_FINALIZER,
     BRIDGE_LABEL,
     DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS,
     OSC_HOOK,
     OSC_MIRROR_HOOK,
-    RESOURCES_ADMITTED_ANNOTATION,
     SECRET_HOOK,
     SHOOT_HOOK,
-    SHOOT_MUTATING_HOOK,
     WEBHOOK_CONFIGURATION_NAME,
 )
 from extension.controller.actuator import Actuator, ShootTarget
@@ -58,8 +55,9 @@ from extension.kube import ApiError, Kube
 from extension.leader import LeaderElector
 from extension.references import ReferenceIndex
 from extension.standalone.bridge import Bridge
+from extension.standalone.policies import PolicyCheck
 from extension.standalone.protection import Protection
-from extension.webhook import osc, references, server
+from extension.webhook import osc, server
 from extension.webhook.secret import secret_delete_refusal
 from extension.webhook.shoot import shoot_errors
 
@@ -75,6 +73,14 @@ class WebhookSettings:
     garden: bool = True  # Shoot validation and Secret protection (where Shoots and their Secrets are)
     seed: bool = True  # the OperatingSystemConfig webhook (where the shoot namespaces are)
     service: tuple[str, str] | None = None  # (namespace, name) of the Service in front of every replica
+    # The CA of the client certificate the API server presents (its AdmissionConfiguration's kubeConfigFile):
+    # with it only the API server can call the webhooks; without it anyone who reaches the port can, and the
+    # answers carry nothing read from Secrets or other Shoots.
+    client_ca: str | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.client_ca is not None
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,6 @@ class Runtime:
     webhook: WebhookSettings | None = None
     serving: server.ServingCert | None = None
     resync_seconds: float = DEFAULT_RESYNC_SECONDS
-    admission_key: bytes | None = None  # standalone with the garden webhooks: the key of admission records
     elector: LeaderElector | None = None
     workers: int = 8
     resync_now: threading.Event = field(default_factory=threading.Event)  # SIGUSR1: a resync at once
@@ -133,15 +138,15 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
     if standalone:
         assert index is not None
         protection = Protection(Kube(seed.api, field_manager="registry-cache-protection", fence=fence), index)
-    key = admission_key(seed) if standalone and webhook is not None and webhook.garden else None
-    bridge = Bridge(Kube(seed.api, field_manager="registry-cache-bridge", fence=fence), key) if standalone else None
+    bridge = Bridge(Kube(seed.api, field_manager="registry-cache-bridge", fence=fence), index,
+                    PolicyCheck(seed)) if standalone else None
     if bridge is not None:
         controller.on_deleted = lambda ext: _extension_deleted(bridge, ext)
     return Runtime(
         controller, threading.Event(), seed, upstream_check_interval if upstream_checks else 0.0,
         bridge=bridge, index=index, protection=protection, webhook=webhook,
         serving=serving_cert(seed, webhook) if webhook is not None else None,
-        resync_seconds=resync_seconds, admission_key=key, elector=elector, workers=workers)
+        resync_seconds=resync_seconds, elector=elector, workers=workers)
 
 
 def serving_cert(seed: Kube, webhook: WebhookSettings) -> server.ServingCert:
@@ -162,26 +167,6 @@ def writer(seed: Kube, elector: LeaderElector | None) -> Kube:
     return seed.fenced(elector.leading) if elector is not None else seed
 
 
-def admission_key(seed: Kube) -> bytes:
-    """The key of the admission records (standalone), kept in a Secret so that records outlive restarts; made
-    on first use."""
-    import base64
-    import secrets
-
-    for _ in range(3):
-        existing = seed.get("Secret", ADMISSION_KEY_SECRET, ADMISSION_KEY_NAMESPACE)
-        if existing is not None and (existing.get("data") or {}).get("key"):
-            return base64.b64decode(existing["data"]["key"])
-        try:
-            seed.create({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
-                         "metadata": {"name": ADMISSION_KEY_SECRET, "namespace": ADMISSION_KEY_NAMESPACE},
-                         "data": {"key": base64.b64encode(secrets.token_bytes(32)).decode()}})
-        except ApiError as exc:
-            if not exc.conflict:  # another replica made it meanwhile: read it
-                raise
-    raise RuntimeError(f"Secret {ADMISSION_KEY_NAMESPACE}/{ADMISSION_KEY_SECRET} has no key")
-
-
 def registry(runtime: Runtime) -> kopf.OperatorRegistry:
     """Every handler, registered for what ``runtime`` runs."""
     reg = kopf.OperatorRegistry()
@@ -193,9 +178,6 @@ def registry(runtime: Runtime) -> kopf.OperatorRegistry:
     if runtime.webhook is not None and runtime.webhook.garden:
         kopf.on.validate("core.gardener.cloud", "v1beta1", "shoots", id=SHOOT_HOOK, registry=reg,
                          operations=["CREATE", "UPDATE"])(_validate_shoot)
-        if runtime.admission_key is not None:
-            kopf.on.mutate("core.gardener.cloud", "v1beta1", "shoots", id=SHOOT_MUTATING_HOOK, registry=reg,
-                           operations=["CREATE", "UPDATE"])(_admit_shoot_resources)
         kopf.on.validate("", "v1", "secrets", id=SECRET_HOOK, operations=["DELETE"], registry=reg,
                          ignore_failures=True)(_protect_secret)
     if runtime.webhook is not None and runtime.webhook.seed:
@@ -312,8 +294,16 @@ def _configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None
     settings.watching.client_timeout = 330
     hook, serving = memo.webhook, memo.serving
     if hook is not None and serving is not None:
-        settings.admission.server = kopf.WebhookServer(
-            addr=hook.listen_address, port=hook.port, certfile=str(serving.certfile), pkeyfile=str(serving.keyfile))
+        if hook.authenticated:  # only a caller with a client certificate of this CA (the API server) gets an answer
+            settings.admission.server = kopf.WebhookServer(
+                addr=hook.listen_address, port=hook.port, certfile=str(serving.certfile),
+                pkeyfile=str(serving.keyfile), verify_mode=ssl.CERT_REQUIRED, verify_cafile=hook.client_ca)
+        else:
+            log.warning("the webhooks answer any caller that reaches port %s (no --webhook-client-ca): they read no "
+                        "Secret and name no other Shoot in their answers", hook.port)
+            settings.admission.server = kopf.WebhookServer(
+                addr=hook.listen_address, port=hook.port, certfile=str(serving.certfile),
+                pkeyfile=str(serving.keyfile))
         settings.admission.managed = None  # the configuration is ours: service references, selectors, policies
         threading.Thread(target=_register_when_serving, args=(memo, hook, serving), daemon=True,
                          name="webhook-registration").start()
@@ -333,7 +323,7 @@ def _cleanup(memo: Runtime, **_: Any) -> None:
         if hook.garden:
             memo.seed.apply(server.configuration(serving.ca_pem, hook.client, shoot_hook=False,
                                                  standalone=memo.bridge is not None))
-        if hook.seed or memo.admission_key is not None:
+        if hook.seed:
             memo.seed.delete("MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION_NAME)
     except Exception:
         log.exception("could not remove the Shoot and OperatingSystemConfig webhooks")
@@ -378,24 +368,13 @@ def _on_shoot(event: Any, body: Any, memo: Runtime, **_: Any) -> None:
 
 # --- admission -------------------------------------------------------------------------------------------
 
-def _can_read(seed: Kube, userinfo: Any) -> Callable[[str, str], bool]:
-    """Whether the requesting user may get a Secret: a SubjectAccessReview, as Gardener's
-    ResourceReferenceManager asks its authorizer."""
-    user = _plain(userinfo) or {}
-    return lambda namespace, name: bool((seed.create(references.subject_access_review(user, namespace, name))
-                                         .get("status") or {}).get("allowed"))
-
-
-def _validate_shoot(*, memo: Runtime, new: Any = None, old: Any = None, userinfo: Any = None, **_: Any) -> None:
-    seed = memo.seed
+def _validate_shoot(*, memo: Runtime, new: Any = None, old: Any = None, **_: Any) -> None:
+    seed, hook = memo.seed, memo.webhook
+    authenticated = hook is not None and hook.authenticated
     new_shoot, old_shoot = _plain(new), (_plain(old) if old else None)
-    errors = shoot_errors(new_shoot, old_shoot, lambda ns, name: seed.get("Secret", name, ns))
-    if memo.admission_key is None and references.resources_changed(new_shoot, old_shoot):
-        # (standalone: the mutating webhook checked it already, before this one)
-        unreadable = references.unreadable(new_shoot, _can_read(seed, userinfo))
-        if unreadable:
-            errors.append(references.refusal(unreadable, (new_shoot.get("metadata") or {}).get("namespace", ""),
-                                             (_plain(userinfo) or {}).get("username", "")))
+    claims = memo.index if memo.bridge is not None else None  # standalone: every Shoot shares the nodes
+    errors = shoot_errors(new_shoot, old_shoot, lambda ns, name: seed.get("Secret", name, ns), claims,
+                          authenticated)
     if errors:
         meta = (new or {}).get("metadata") or {}
         log.info("refused Shoot %s/%s: %d errors", meta.get("namespace"), meta.get("name"), len(errors))
@@ -403,31 +382,11 @@ def _validate_shoot(*, memo: Runtime, new: Any = None, old: Any = None, userinfo
         raise kopf.AdmissionError("\n".join(errors), code=422)
 
 
-def _admit_shoot_resources(*, memo: Runtime, body: Any, patch: Any, old: Any = None, userinfo: Any = None,
-                           **_: Any) -> None:
-    """Standalone: refuse a Shoot whose new spec.resources name a Secret the requesting user may not get, and
-    record that the check passed (the bridge copies only Secrets such a record covers)."""
-    assert memo.admission_key is not None
-    shoot, old_shoot = _plain(body), (_plain(old) if old else None)
-    annotation = RESOURCES_ADMITTED_ANNOTATION
-    if not references.resources_changed(shoot, old_shoot) and \
-            references.admitted(memo.admission_key, old_shoot or {}, annotation):
-        record: str | None = references.resources_record(memo.admission_key, shoot)  # unchanged: still valid
-    else:
-        unreadable = references.unreadable(shoot, _can_read(memo.seed, userinfo))
-        if unreadable and references.resources_changed(shoot, old_shoot):
-            metrics.WEBHOOK_REFUSALS.labels(SHOOT_MUTATING_HOOK).inc()
-            raise kopf.AdmissionError(references.refusal(unreadable, (shoot.get("metadata") or {}).get(
-                "namespace", ""), (_plain(userinfo) or {}).get("username", "")), code=403)
-        record = None if unreadable else references.resources_record(memo.admission_key, shoot)
-    if ((shoot.get("metadata") or {}).get("annotations") or {}).get(annotation) != record:
-        patch.metadata.annotations[annotation] = record
-
-
 def _protect_secret(*, memo: Runtime, old: Any = None, **_: Any) -> None:
     assert memo.index is not None
     meta = (old or {}).get("metadata") or {}
-    refusal = secret_delete_refusal(memo.index, meta.get("namespace", ""), meta.get("name", ""))
+    refusal = secret_delete_refusal(memo.index, meta.get("namespace", ""), meta.get("name", ""),
+                                    named=memo.webhook is not None and memo.webhook.authenticated)
     if refusal:
         log.info("refused DELETE of Secret %s/%s: in use", meta.get("namespace"), meta.get("name"))
         metrics.WEBHOOK_REFUSALS.labels(SECRET_HOOK).inc()
@@ -485,9 +444,8 @@ def _register_when_serving(runtime: Runtime, hook: WebhookSettings, serving: ser
             runtime.stop.wait(0.2)
     configurations = []
     standalone = runtime.bridge is not None
-    if hook.seed or runtime.admission_key is not None:  # first: the Shoot webhooks' record of who may read what
-        configurations.append(server.mutating_configuration(serving.ca_pem, hook.client, osc_hook=hook.seed,
-                                                            shoot_hook=runtime.admission_key is not None))
+    if hook.seed:
+        configurations.append(server.mutating_configuration(serving.ca_pem, hook.client))
     if hook.garden:
         configurations.append(server.configuration(serving.ca_pem, hook.client, standalone=standalone))
     register_with_retries(runtime.seed.apply, configurations, runtime.stop)

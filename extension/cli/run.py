@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +83,10 @@ def add_parser(sub: Any) -> None:
                        help="how the API server reaches the webhooks (default https://127.0.0.1:PORT)")
     hooks.add_argument("--webhook-service", metavar="NAMESPACE/NAME",
                        help="in a cluster: reach the webhooks through this Service (port 443)")
+    hooks.add_argument("--webhook-client-ca", metavar="FILE",
+                       help="answer only callers with a client certificate issued by this CA: the API server, "
+                            "given one in its AdmissionConfiguration (kubeConfigFile); without it any caller that "
+                            "reaches the port gets an answer, which then reads no Secret and names no other Shoot")
     p.set_defaults(func=cmd_run)
 
 
@@ -141,9 +146,16 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
             url = args.webhook_url or f"https://127.0.0.1:{args.webhook_port}"
             client = server.url_client(url)
             hostnames = [host_of(url)]
+        if args.webhook_client_ca is not None:
+            try:
+                ssl.create_default_context().load_verify_locations(cafile=args.webhook_client_ca)
+            except OSError as exc:  # ssl.SSLError too: not a PEM certificate
+                raise InputError(f"--webhook-client-ca {args.webhook_client_ca}: expected a file with PEM CA "
+                                 f"certificates ({exc.strerror or exc})") from None
         webhook = manager.WebhookSettings(args.webhook_address, args.webhook_port, client, hostnames,
                                           garden=args.webhooks in ("all", "garden"),
-                                          seed=args.webhooks in ("all", "seed"), service=service)
+                                          seed=args.webhooks in ("all", "seed"), service=service,
+                                          client_ca=args.webhook_client_ca)
     if args.metrics_address:
         from extension import metrics
         metrics.serve(args.metrics_address)

@@ -138,3 +138,29 @@ def covers(pair: KeyPair, ca: KeyPair, dns_names: list[str], ip_addresses: list[
     have_dns = sorted(san.get_values_for_type(x509.DNSName))
     have_ips = sorted(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
     return have_dns == sorted(dns_names) and have_ips == sorted(str(ipaddress.ip_address(i)) for i in ip_addresses)
+
+
+def generate_client_cert(ca: KeyPair, common_name: str, organization: str | None = None,
+                         validity: dt.timedelta = SERVER_VALIDITY, now: dt.datetime | None = None) -> KeyPair:
+    """A client certificate (``clientAuth``) for ``CN=common_name[, O=organization]`` issued by ``ca``."""
+    now = now or _now()
+    ca_key = serialization.load_pem_private_key(ca.key_pem.encode(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"the CA key is a {type(ca_key).__name__}, expected an elliptic-curve key")
+    key = _new_key()
+    attrs = ([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []) + \
+        [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return KeyPair(_cert_pem(cert), _key_pem(key))

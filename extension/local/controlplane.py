@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from extension.component import certs as kcerts
 from extension.constants import FIELD_MANAGER
 from extension.local.assets import asset_dir
 
@@ -236,8 +237,31 @@ def _generate_credentials(certs: Path, validity: dt.timedelta = dt.timedelta(day
     # token,user,uid,"group1,group2"
     _write(certs / "token.csv", f'{secrets.token_hex(16)},{ADMIN_USER},{ADMIN_USER}-uid,"{ADMIN_GROUP}"\n'.encode())
 
+    # What kube-apiserver presents to admission webhooks (its AdmissionConfiguration's kubeConfigFile): a client
+    # certificate of a CA of its own, which a webhook server trusts for exactly this caller
+    # (`registry-cache run --webhook-client-ca webhook-client-ca.crt`).
+    webhook_ca = kcerts.generate_ca("registry-cache-local-webhook-client-ca", validity=validity)
+    webhook_client = kcerts.generate_client_cert(webhook_ca, "kube-apiserver", validity=validity)
+    _write(certs / "webhook-client-ca.crt", webhook_ca.cert_pem.encode(), 0o644)
+    _write(certs / "webhook-client.crt", webhook_client.cert_pem.encode(), 0o644)
+    _write(certs / "webhook-client.key", webhook_client.key_pem.encode())
+    kubeconfig = {"apiVersion": "v1", "kind": "Config", "clusters": [], "contexts": [], "users": [
+        # '*': every webhook this API server calls (only this project's, in a local cluster); name a Service
+        # (`registry-cache-webhook.registry-cache.svc`) to present it to that one alone
+        {"name": "*", "user": {"client-certificate": str(certs / "webhook-client.crt"),
+                               "client-key": str(certs / "webhook-client.key")}}]}
+    _write(certs / "webhook-client.kubeconfig", yaml.safe_dump(kubeconfig).encode())
+    webhook = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "WebhookAdmissionConfiguration",
+               "kubeConfigFile": str(certs / "webhook-client.kubeconfig")}
+    _write(certs / "admission.yaml", yaml.safe_dump({
+        "apiVersion": "apiserver.config.k8s.io/v1", "kind": "AdmissionConfiguration",
+        "plugins": [{"name": plugin, "configuration": webhook}
+                    for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")]}).encode())
 
-_CREDENTIAL_FILES = ("sa.key", "sa.pub", "client-ca.key", "client-ca.crt", "admin.key", "admin.crt", "token.csv")
+
+_CREDENTIAL_FILES = ("sa.key", "sa.pub", "client-ca.key", "client-ca.crt", "admin.key", "admin.crt", "token.csv",
+                     "webhook-client-ca.crt", "webhook-client.crt", "webhook-client.key", "webhook-client.kubeconfig",
+                     "admission.yaml")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -383,6 +407,12 @@ class LocalControlPlane:
     @property
     def apiserver_cert_dir(self) -> Path:
         return self._path("apiserver-certs")
+
+    @property
+    def webhook_client_ca_file(self) -> Path:
+        """The CA of the client certificate kube-apiserver presents to admission webhooks
+        (``registry-cache run --webhook-client-ca``)."""
+        return self.certs_dir / "webhook-client-ca.crt"
 
     @property
     def ca_file(self) -> Path:
@@ -568,6 +598,7 @@ class LocalControlPlane:
             f"--token-auth-file={certs / 'token.csv'}",
             "--allow-privileged=true",
             "--disable-admission-plugins=ServiceAccount",
+            f"--admission-control-config-file={certs / 'admission.yaml'}",
             *self.apiserver_args,
         ]
 

@@ -21,20 +21,22 @@ from extension.local.node import LocalCluster
 from extension.local.procs import ClusterError, Proc, tail
 
 CRDS = asset_dir("crds")
+POLICIES = asset_dir("policies")
 
 
 def install_crds(api: k8s_client.ApiClient) -> None:
-    """The Shoot, Cluster and Extension CRDs, established."""
+    """The Shoot, Cluster and Extension CRDs, established, and standalone mode's admission policies for Shoots
+    (without them the bridge delivers nothing)."""
     apply_manifests(api, [CRDS])
     wait_for_crds_established(api, [o["metadata"]["name"] for o in load_manifests([CRDS])], timeout=60)
+    apply_manifests(api, [POLICIES])
 
 
 def start_controller(kubeconfig: Path, log: Path, image: str | None = None, webhook_timeout: float = 60,
                      extra_args: Sequence[str] = ()) -> Proc:
     """``registry-cache run --standalone --webhooks`` on loopback, returned once its webhooks are registered.
 
-    The Shoot webhooks must be there before the first Shoot: they check (and record for the bridge) that the
-    Shoot's author may read the Secrets it references; the bridge copies no Secret of a Shoot written before.
+    The Shoot webhooks must be there before the first Shoot: an invalid Shoot must not get in.
     ``--no-upstream-check``: the controller contacts nothing beyond this machine (the docs example's upstreams
     are public registries; the node's test upstreams live in the node's network namespace, which the host has
     no route to, so a check from the host would take the host's default route off the machine).

@@ -11,10 +11,14 @@ waits for the Extensions' cleanup); the then empty namespace is left in place.
 
 Gardener's guarantees are kept, for both types: a Shoot whose name or project has ``--`` (or that is not in a
 project namespace) is refused, so that seed namespaces never collide; a namespace, Cluster or Extension (of
-either type) of another Shoot is never taken over (refused, said in the Shoot's ``status.lastErrors``); a Secret
-is copied only when the Shoot's author was allowed to read it (the admission record of
-:mod:`extension.webhook.references`). A sync that fails (the API server away) is retried with backoff, as the
-controller retries.
+either type) of another Shoot is never taken over (refused, said in the Shoot's ``status.lastErrors``).
+
+Secrets are copied and Extensions delivered only while the admission policies for Shoots are in force
+(:mod:`.policies`: the author of ``spec.resources`` may read every Secret listed there; only cluster operators
+enable or change the extensions, since every Shoot configures the same nodes); otherwise nothing new is delivered
+and nothing delivered before is removed. An upstream has one owner across all Shoots and both types: a Shoot
+whose upstream an older Shoot claims (a race the Shoot webhook lost) is refused. A sync that fails (the API server
+away) is retried with backoff, as the controller retries.
 Under a real Gardener this is off: gardenlet does all of it.
 """
 
@@ -34,15 +38,15 @@ from extension.constants import (
     OPERATION_ANNOTATION,
     OPERATION_RECONCILE,
     REFERENCED_RESOURCE_PREFIX,
-    RESOURCES_ADMITTED_ANNOTATION,
     SHOOT_GENERATION_ANNOTATION,
     extension_namespace_label,
     extension_shoot_label,
 )
 from extension.controller.reconciler import now_rfc3339
 from extension.kube import ApiError, Kube
+from extension.references import ReferenceIndex, claim_refusal
 from extension.retry import Backoff
-from extension.webhook import references
+from extension.standalone.policies import PolicyCheck
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +61,10 @@ class Refused(Exception):
 
 
 class Bridge:
-    def __init__(self, kube: Kube, admission_key: bytes | None = None):
+    def __init__(self, kube: Kube, index: ReferenceIndex | None = None, policies: PolicyCheck | None = None):
         self.kube = kube  # its own field manager: registry-cache-bridge
-        self.admission_key = admission_key  # None: no Shoot webhook records admissions, no Secret is copied
+        self.index = index  # the upstreams' claims (None: not checked)
+        self.policies = policies if policies is not None else PolicyCheck(kube)
         self.backoff = Backoff()
 
     @staticmethod
@@ -112,6 +117,10 @@ class Bridge:
                 raise Refused("; ".join(problems))
             ns = self.seed_namespace(shoot)
             self._check_owner(ns, shoot)
+            unsafe = self.policies.refusal()
+            if unsafe:
+                raise Refused(unsafe)
+            self._check_claims(shoot)
         except Refused as exc:
             log.warning("bridge: %s: refused: %s", shoot_key(shoot), exc)
             self._report(shoot, str(exc))
@@ -123,14 +132,14 @@ class Bridge:
                                                                 for t in wanted}},
                                       "annotations": {BRIDGE_SHOOT_ANNOTATION: shoot_key(shoot)}}})
         self.kube.apply(self._cluster(ns, shoot))
-        skipped = self._sync_references(ns, shoot)
+        self._sync_references(ns, shoot)
         for extension_type in EXTENSION_TYPES:
             if extension_type in wanted:
                 self._sync_extension(ns, shoot, extension_type)
             elif self.kube.get("Extension", extension_type, ns) is not None:
                 self.kube.delete("Extension", extension_type, ns)  # the Shoot dropped this type
                 log.info("%s: Extension %s removed (no longer in the Shoot)", ns, extension_type)
-        self._report(shoot, "; ".join(skipped) if skipped else None)
+        self._report(shoot, None)
         return "synced"
 
     def _label(self, shoot: dict[str, Any], wanted: list[str]) -> None:
@@ -180,6 +189,16 @@ class Bridge:
             raise Refused(f"the seed namespace {ns} of this Shoot is another's: " + "; ".join(owners)
                           + "; nothing of it is taken over")
 
+    def _check_claims(self, shoot: dict[str, Any]) -> None:
+        """Raise :class:`Refused` when an older Shoot claims one of this Shoot's upstreams."""
+        if self.index is None:
+            return
+        held = self.index.held_by_others(shoot, older_only=True)
+        if held:
+            namespace = shoot["metadata"]["namespace"]
+            raise Refused("; ".join(claim_refusal(upstream, claim, namespace)
+                                    for upstream, claim in sorted(held.items())) + "; nothing is delivered")
+
     def _report(self, shoot: dict[str, Any], problem: str | None) -> None:
         """The bridge's entry in the Shoot's ``status.lastErrors`` (Gardener's shape), set or cleared."""
         meta = shoot["metadata"]
@@ -209,19 +228,12 @@ class Bridge:
                          "cloudProfile": {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile",
                                           "metadata": {"name": "standalone"}}}}
 
-    def _sync_references(self, ns: str, shoot: dict[str, Any]) -> list[str]:
-        """Copy the referenced Secrets the Shoot's author may read; returns why others were not copied."""
+    def _sync_references(self, ns: str, shoot: dict[str, Any]) -> None:
+        """Copy the referenced Secrets (the policy admitted only authors who may read them)."""
         wanted: set[str] = set()
-        skipped: list[str] = []
-        admitted = references.admitted(self.admission_key, shoot, RESOURCES_ADMITTED_ANNOTATION)
-        for i, res in enumerate(shootlib.resources(shoot)):
+        for res in shootlib.resources(shoot):
             ref = res.get("resourceRef") or {}
             if ref.get("kind") != "Secret" or not isinstance(ref.get("name"), str) or not ref["name"]:
-                continue
-            if not admitted:
-                skipped.append(f"spec.resources[{i}]: Secret {shoot['metadata']['namespace']}/{ref['name']} is not "
-                               "copied: there is no admission record that the Shoot's author may read it (write the "
-                               "Shoot while registry-cache runs with --webhooks)")
                 continue
             source = self.kube.get("Secret", ref["name"], shoot["metadata"]["namespace"])
             if source is None:
@@ -236,7 +248,6 @@ class Bridge:
         for secret in self.kube.list("Secret", ns, label_selector=f"{BRIDGE_LABEL}=true"):
             if secret["metadata"]["name"] not in wanted:
                 self.kube.delete("Secret", secret["metadata"]["name"], ns)
-        return skipped
 
     def _sync_extension(self, ns: str, shoot: dict[str, Any], extension_type: str) -> None:
         entry = shootlib.find_extension(shoot, extension_type)

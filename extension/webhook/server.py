@@ -12,8 +12,8 @@ kopf serves them (HTTPS with a CA and certificate made here by ``cryptography``)
   such that a Shoot labelled for both is admitted once, and in standalone mode another entry for Shoots
   labelled for neither yet whose ``spec.extensions`` enable one (a CEL match condition). A controller that is
   down blocks only those Shoots. It is removed on a clean shutdown.
-- ``admit-shoot-resources`` (standalone only, mutating, same selection): the requesting user may ``get`` every
-  Secret of ``spec.resources`` (SubjectAccessReviews), recorded for the bridge (:mod:`.references`).
+  Who may reference which Secret is not this webhook's to decide: in standalone mode a ValidatingAdmissionPolicy
+  does it inside the API server (``manifests/policies``), under Gardener the ResourceReferenceManager.
 - ``protect-secret`` (Secret DELETE, ``failurePolicy: Ignore``): refuses the DELETE of a Secret in use, naming
   the Shoot and the reference. In standalone mode an object selector on the label the protection controller
   sets on Secrets in use keeps every other Secret away; without it (``--webhooks garden``, where Gardener keeps
@@ -48,7 +48,6 @@ from extension.constants import (
     REFERENCED_LABEL,
     SECRET_HOOK,
     SHOOT_HOOK,
-    SHOOT_MUTATING_HOOK,
     WEBHOOK_CERT_SECRET,
     WEBHOOK_CONFIGURATION_NAME,
     extension_shoot_label,
@@ -179,41 +178,27 @@ def other_replica_serving(kube: Kube, namespace: str, service: str, me: str) -> 
                for piece in slices for endpoint in piece.get("endpoints") or ())
 
 
-def mutating_configuration(ca_pem: str, client: Callable[[str], dict[str, Any]], osc_hook: bool = True,
-                           shoot_hook: bool = False) -> dict[str, Any]:
+def mutating_configuration(ca_pem: str, client: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
     """The MutatingWebhookConfiguration: the OperatingSystemConfig webhooks, one per extension type as Gardener
     registers them (only shoot namespaces that use the type, gardenlet's label; Fail, so that no node
-    configuration goes out without the caches and mirrors while we are up) and, in standalone mode, the Shoot
-    webhook that records who may read the referenced Secrets. Removed on a clean shutdown: then nodes pull from
-    the upstreams."""
+    configuration goes out without the caches and mirrors while we are up). Removed on a clean shutdown: then
+    nodes pull from the upstreams."""
     ca_bundle = base64.b64encode(ca_pem.encode()).decode()
     webhooks: list[dict[str, Any]] = []
-    if osc_hook:
-        for name, hook, label in (("operatingsystemconfigs.registry-cache.extensions.gardener.cloud", OSC_HOOK,
-                                   EXTENSION_NAMESPACE_LABEL),
-                                  ("operatingsystemconfigs.registry-mirror.extensions.gardener.cloud",
-                                   OSC_MIRROR_HOOK, MIRROR_NAMESPACE_LABEL)):
-            webhooks.append({
-                "name": name,
-                "clientConfig": {**client(hook), "caBundle": ca_bundle},
-                "rules": [{"apiGroups": ["extensions.gardener.cloud"], "apiVersions": ["v1alpha1"],
-                           "resources": ["operatingsystemconfigs"], "operations": ["CREATE", "UPDATE"],
-                           "scope": "Namespaced"}],
-                "namespaceSelector": {"matchLabels": {label: "true"}},
-                "failurePolicy": "Fail", "sideEffects": "None", "matchPolicy": "Equivalent",
-                "reinvocationPolicy": "IfNeeded", "admissionReviewVersions": ["v1"], "timeoutSeconds": 10,
-            })
-    if shoot_hook:
-        for prefix, selection in shoot_selections(standalone=True):
-            webhooks.append({
-                "name": f"{prefix}resources.{SHOOT_WEBHOOK}",
-                "clientConfig": {**client(SHOOT_MUTATING_HOOK), "caBundle": ca_bundle},
-                "rules": [{"apiGroups": ["core.gardener.cloud"], "apiVersions": ["v1beta1"], "resources": ["shoots"],
-                           "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}],
-                **selection,
-                "failurePolicy": "Fail", "sideEffects": "None", "matchPolicy": "Equivalent",
-                "reinvocationPolicy": "Never", "admissionReviewVersions": ["v1"], "timeoutSeconds": 10,
-            })
+    for name, hook, label in (("operatingsystemconfigs.registry-cache.extensions.gardener.cloud", OSC_HOOK,
+                               EXTENSION_NAMESPACE_LABEL),
+                              ("operatingsystemconfigs.registry-mirror.extensions.gardener.cloud",
+                               OSC_MIRROR_HOOK, MIRROR_NAMESPACE_LABEL)):
+        webhooks.append({
+            "name": name,
+            "clientConfig": {**client(hook), "caBundle": ca_bundle},
+            "rules": [{"apiGroups": ["extensions.gardener.cloud"], "apiVersions": ["v1alpha1"],
+                       "resources": ["operatingsystemconfigs"], "operations": ["CREATE", "UPDATE"],
+                       "scope": "Namespaced"}],
+            "namespaceSelector": {"matchLabels": {label: "true"}},
+            "failurePolicy": "Fail", "sideEffects": "None", "matchPolicy": "Equivalent",
+            "reinvocationPolicy": "IfNeeded", "admissionReviewVersions": ["v1"], "timeoutSeconds": 10,
+        })
     return {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
             "metadata": {"name": WEBHOOK_CONFIGURATION_NAME, "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
             "webhooks": webhooks}

@@ -1,7 +1,7 @@
 """Fixtures for tests against a real local control plane (etcd + kube-apiserver processes).
 
 ``control_plane``        the "seed": one LocalControlPlane for the whole session, with manifests/crds applied
-                         and established.
+                         and established, and the admission policies of manifests/policies.
 ``second_control_plane`` a second, independent LocalControlPlane (the "shoot is another cluster" case);
                          started only when a test asks for it; no CRDs.
 ``api_client``           a kubernetes ApiClient (admin) for ``control_plane``.
@@ -34,6 +34,7 @@ from extension.local.controlplane import (
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "manifests" / "crds"
+POLICY_DIR = REPO / "manifests" / "policies"  # standalone mode's admission policies for Shoots
 
 # name -> {"start": s, "crds": s, "stop": s}, reported in the terminal summary
 _TIMINGS: dict[str, dict[str, float]] = {}
@@ -87,6 +88,7 @@ def control_plane(control_plane_bin_dir, tmp_path_factory):
         try:
             apply_manifests(api, [CRD_DIR])
             wait_for_crds_established(api, crd_names(), timeout=60)
+            apply_manifests(api, [POLICY_DIR])
         finally:
             api.close()
         _TIMINGS["seed"]["crds"] = time.monotonic() - t0

@@ -33,9 +33,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def standalone(control_plane, kube, tmp_path_factory):
-    """Standalone with the webhooks: the bridge copies only Secrets whose admission was recorded."""
+    """Standalone with the webhooks (the references policy admitted the Secrets the bridge copies)."""
     with OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("bridge") / "op.log", "--standalone",
-                         "--webhooks", "--webhook-port", str(free_port()), "--webhook-address", "127.0.0.1") as op:
+                         "--webhooks", "--webhook-port", str(free_port()), "--webhook-address", "127.0.0.1",
+                         "--webhook-client-ca", str(control_plane.webhook_client_ca_file)) as op:
         wait_for("the webhooks", lambda: kube.get("MutatingWebhookConfiguration", CONFIGURATION_NAME), log=op.log)
         yield op
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):

@@ -1,6 +1,7 @@
 """Gardener's guarantees kept by the standalone bridge itself (no webhooks here: what gets past admission, e.g.
 while the controller runs without --webhooks): seed namespaces never shared, nothing of another Shoot taken
-over, no Secret copied without a record that the Shoot's author may read it, and a failed sync retried."""
+over, and a failed sync retried. (Who may reference which Secret: the admission policies, tests in
+test_trust_model.py.)"""
 
 from __future__ import annotations
 
@@ -76,20 +77,6 @@ def test_a_namespace_cluster_or_extension_of_another_shoot_is_never_taken_over(k
     assert kube.get("Cluster", seed_ns) is not None and kube.get("Extension", "registry-cache", seed_ns) is not None
 
 
-def test_no_secret_is_copied_without_a_record_that_the_author_may_read_it(kube, bridge):
-    """Without the webhooks nobody checked that the Shoot's author may read the referenced Secret: the bridge
-    does not copy it and says so (the Extension then reports the missing Secret)."""
-    kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "quay-credentials-v1", "namespace": NS},
-                "immutable": True, "type": "Opaque",
-                "data": {"username": "ZXhhbXBsZStyb2JvdA==", "password": "c2VjcmV0"}})
-    kube.create(example_shoot("norecord", PROJECT))
-    error = wait_for("the note", lambda: bridge_error(kube, "norecord"), log=bridge.log)
-    assert f"Secret {NS}/quay-credentials-v1 is not copied: there is no admission record" in error
-    seed_ns = f"shoot--{PROJECT}--norecord"
-    wait_for("the Extension", lambda: kube.get("Extension", "registry-cache", seed_ns), log=bridge.log)
-    assert kube.get("Secret", "ref-quay-credentials-v1", seed_ns) is None
-
-
 def test_a_sync_that_failed_is_retried(kube, bridge):
     """A Shoot created during an API hiccup got no Extension until it changed: the bridge retries with backoff.
     The hiccup is real: a ValidatingAdmissionPolicy refuses the seed namespace for a while."""
@@ -146,7 +133,7 @@ def mirror_shoot(name: str, project: str = PROJECT) -> dict:
 def test_a_registry_mirror_shoot_has_the_same_guarantees(kube, bridge):
     """Issue 9's guarantees for the second extension type: a registry-mirror Extension of another in the seed
     namespace refuses the Shoot and is never touched (nor deleted with the refused Shoot); the CA bundle Secret
-    of a mirror is not copied without an admission record; the Shoot is labelled for registry-mirror alone."""
+    of a mirror is copied; the Shoot is labelled for registry-mirror alone."""
     seed_ns = f"shoot--{PROJECT}--mirror-taken"
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
         "name": seed_ns, "labels": {"registry-cache.gardener.cloud/bridge": "true"}}})  # an older bridge's
@@ -164,15 +151,14 @@ def test_a_registry_mirror_shoot_has_the_same_guarantees(kube, bridge):
 
     kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ca-v1", "namespace": NS},
                 "immutable": True, "type": "Opaque", "data": {"bundle.crt": "LS0tLS0="}})
-    kube.create(mirror_shoot("mirror-norecord"))
-    error = wait_for("the note", lambda: bridge_error(kube, "mirror-norecord"), log=bridge.log)
-    assert f"Secret {NS}/ca-v1 is not copied: there is no admission record" in error
-    seed_ns = f"shoot--{PROJECT}--mirror-norecord"
+    kube.create(mirror_shoot("mirror-copied"))
+    seed_ns = f"shoot--{PROJECT}--mirror-copied"
     ext = wait_for("the Extension", lambda: kube.get("Extension", "registry-mirror", seed_ns), log=bridge.log)
-    assert ext["metadata"]["annotations"]["registry-cache.gardener.cloud/shoot"] == f"{NS}/mirror-norecord"
+    assert ext["metadata"]["annotations"]["registry-cache.gardener.cloud/shoot"] == f"{NS}/mirror-copied"
     assert kube.get("Extension", "registry-cache", seed_ns) is None
-    assert kube.get("Secret", "ref-ca-v1", seed_ns) is None
-    labels = kube.get("Shoot", "mirror-norecord", NS)["metadata"].get("labels") or {}
+    wait_for("the copy", lambda: kube.get("Secret", "ref-ca-v1", seed_ns), log=bridge.log)
+    assert bridge_error(kube, "mirror-copied") == ""
+    labels = kube.get("Shoot", "mirror-copied", NS)["metadata"].get("labels") or {}
     assert labels.get("extensions.extensions.gardener.cloud/registry-mirror") == "true"
     assert "extensions.extensions.gardener.cloud/registry-cache" not in labels
     namespace_labels = kube.get("Namespace", seed_ns)["metadata"]["labels"]

@@ -48,7 +48,8 @@ def operator(kube, control_plane, tmp_path_factory):
     """The controller in standalone mode (the shoot is the seed) with the OperatingSystemConfig webhooks."""
     port = free_port()
     with OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("mirror") / "op.log", "--standalone",
-                         "--webhooks", "--webhook-port", str(port), "--webhook-address", "127.0.0.1") as op:
+                         "--webhooks", "--webhook-port", str(port), "--webhook-address", "127.0.0.1",
+                         "--webhook-client-ca", str(control_plane.webhook_client_ca_file)) as op:
         osc_hooks = {"operatingsystemconfigs.registry-cache.extensions.gardener.cloud",
                      "operatingsystemconfigs.registry-mirror.extensions.gardener.cloud"}
         wait_for("the mutating webhooks", lambda: osc_hooks <= {w["name"] for w in (kube.get(
@@ -266,8 +267,9 @@ def test_the_bridge_keeps_both_extension_types(kube, operator):
 
 def test_a_shoot_using_only_registry_mirror_goes_through_the_shoot_webhooks(kube, operator, control_plane):
     """A Shoot that uses registry-mirror alone reaches the Shoot webhooks (first by the entry for Shoots not
-    labelled yet, then by its registry-mirror label): its author must be allowed to read the CA bundle Secret
-    (issue 9's SubjectAccessReview, for the mirrors' Secrets), the admission record lets the bridge copy it."""
+    labelled yet, then by its registry-mirror label); its author must be allowed to read the CA bundle Secret
+    (the references policy, for the mirrors' Secrets too) and to configure the nodes (a ClusterRoleBinding), and
+    the bridge copies the Secret."""
     project, name = "mirroronly", uniq("only")
     ns, seed_ns = f"garden-{project}", f"shoot--{project}--{name}"
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
@@ -284,6 +286,12 @@ def test_a_shoot_using_only_registry_mirror_goes_through_the_shoot_webhooks(kube
         "metadata": {"name": "author", "namespace": ns},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "author"},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}]})
+    kube.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "bob-node-configuration"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "registry-cache:node-configuration"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}]})
     api = control_plane.api_client()
     api.set_default_header("Impersonate-User", "bob")
     bob = Kube(api, field_manager="bob")
@@ -296,11 +304,10 @@ def test_a_shoot_using_only_registry_mirror_goes_through_the_shoot_webhooks(kube
     with pytest.raises(ApiError) as refused:
         bob.create(shoot)
     assert "shoot cannot reference a resource you are not allowed to read" in refused.value.message
-    assert f'user "bob" may not get Secret {ns}/ca-hidden' in refused.value.message
+    assert f'user "bob" may not get every Secret of {ns}/ca-hidden' in refused.value.message
 
     shoot["spec"]["resources"][0]["resourceRef"]["name"] = "ca-v1"
     bob.create(shoot)
-    assert "registry-cache.gardener.cloud/resources-admitted" in kube.get("Shoot", name, ns)["metadata"]["annotations"]
     wait_for("the CA bundle copied", lambda: kube.get("Secret", "ref-ca-v1", seed_ns), timeout=30, log=operator.log)
     wait_for("registry-mirror to succeed", lambda: (
         ((kube.get("Extension", "registry-mirror", seed_ns) or {}).get("status") or {}).get("lastOperation") or {}).get(
@@ -313,7 +320,7 @@ def test_a_shoot_using_only_registry_mirror_goes_through_the_shoot_webhooks(kube
     with pytest.raises(ApiError) as refused:
         bob.patch("Shoot", name, [{"op": "replace", "path": "/spec/resources/0/resourceRef/name",
                                    "value": "ca-hidden"}], ns, merge=False)
-    assert f'user "bob" may not get Secret {ns}/ca-hidden' in refused.value.message
+    assert f'user "bob" may not get every Secret of {ns}/ca-hidden' in refused.value.message
     with pytest.raises(ApiError) as refused:
         bob.patch("Shoot", name, [{"op": "remove", "path": "/spec/resources"}], ns, merge=False)
     assert "caBundleSecretReferenceName" in refused.value.message, refused.value.message

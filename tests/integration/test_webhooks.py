@@ -51,7 +51,8 @@ def test_garden_mode_alone_refuses_deleting_a_secret_in_use(kube, control_plane,
     selector on that label let every DELETE through."""
     kube.create(secret("garden-v1"))
     with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--webhooks", "garden", "--webhook-port",
-                         str(free_port()), "--webhook-address", "127.0.0.1") as op:
+                         str(free_port()), "--webhook-address", "127.0.0.1",
+                         "--webhook-client-ca", str(control_plane.webhook_client_ca_file)) as op:
         wait_for("the webhooks", lambda: kube.get("ValidatingWebhookConfiguration", CONFIGURATION_NAME), log=op.log)
         kube.create(shoot("garden", "garden-v1"))
 
@@ -72,7 +73,8 @@ def test_garden_mode_alone_refuses_deleting_a_secret_in_use(kube, control_plane,
 def test_a_killed_controller_blocks_only_shoots_that_use_the_extension(kube, control_plane, tmp_path):
     """failurePolicy Fail on every Shoot without a selector: after kill -9 no Shoot could be changed."""
     op = OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--webhooks", "garden", "--webhook-port",
-                         str(free_port()), "--webhook-address", "127.0.0.1").start()
+                         str(free_port()), "--webhook-address", "127.0.0.1",
+                         "--webhook-client-ca", str(control_plane.webhook_client_ca_file)).start()
     try:
         wait_for("the webhooks", lambda: kube.get("ValidatingWebhookConfiguration", CONFIGURATION_NAME), log=op.log)
         assert op.proc is not None
@@ -98,7 +100,8 @@ def test_a_shoot_using_only_registry_mirror_reaches_the_shoot_webhook(kube, cont
     from .test_mirror import ca_secret, mirror_config
 
     with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--webhooks", "garden", "--webhook-port",
-                         str(free_port()), "--webhook-address", "127.0.0.1") as op:
+                         str(free_port()), "--webhook-address", "127.0.0.1",
+                         "--webhook-client-ca", str(control_plane.webhook_client_ca_file)) as op:
         wait_for("the webhooks", lambda: kube.get("ValidatingWebhookConfiguration", CONFIGURATION_NAME), log=op.log)
         mirror = {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
                   "metadata": {"name": "mirror-only", "namespace": NS,

@@ -63,13 +63,10 @@ def test_a_registry_mirror_only_shoot_is_selected_in_garden_and_standalone_mode(
     assert names[:3] == ["shoots.registry-cache.extensions.gardener.cloud",
                          "mirror-shoots.registry-cache.extensions.gardener.cloud",
                          "new-shoots.registry-cache.extensions.gardener.cloud"]
-    mutating = mutating_configuration("PEM", lambda hook: {"url": f"https://x/{hook}"}, shoot_hook=True)["webhooks"]
+    mutating = mutating_configuration("PEM", lambda hook: {"url": f"https://x/{hook}"})["webhooks"]
     assert [w["name"] for w in mutating] == [
         "operatingsystemconfigs.registry-cache.extensions.gardener.cloud",
-        "operatingsystemconfigs.registry-mirror.extensions.gardener.cloud",
-        "resources.shoots.registry-cache.extensions.gardener.cloud",
-        "mirror-resources.shoots.registry-cache.extensions.gardener.cloud",
-        "new-resources.shoots.registry-cache.extensions.gardener.cloud"]
+        "operatingsystemconfigs.registry-mirror.extensions.gardener.cloud"]
 
 
 def test_the_new_shoots_condition_names_both_types():
