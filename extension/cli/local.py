@@ -1,5 +1,6 @@
 """``registry-cache local-up``: everything on this machine (:mod:`extension.local.up`), with the one-node cluster
-unless ``--no-node`` or the machine cannot run it (then it says so and falls back to the control plane only)."""
+unless ``--no-node`` or the machine cannot run it. Debian packages the node needs are installed first where that
+can be done (root with apt-get); where not, it says what is missing and falls back to the control plane only."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def add_parser(sub: Any) -> None:
 
 def cmd_local_up(args: argparse.Namespace) -> int:
     from extension.local import up
-    from extension.local.node import node_prerequisites
+    from extension.local.node import install_node_packages, node_prerequisites
 
     for path in args.manifest:
         if not Path(path).exists():
@@ -44,6 +45,8 @@ def cmd_local_up(args: argparse.Namespace) -> int:
     node = not args.no_node
     if node:
         missing = node_prerequisites()
+        if missing and install_node_packages():
+            missing = node_prerequisites()
         if missing:
             print("This machine cannot run the local node (missing: " + "; ".join(missing) + "; as root, "
                   "hack/e2e-deps.sh installs the packages). Falling back to the control plane only (--no-node): "

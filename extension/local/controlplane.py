@@ -362,13 +362,17 @@ class LocalControlPlane:
     ``progress``: receives the output lines of hack/control-plane-bins.sh (a first build takes minutes).
     ``bind_address``: where kube-apiserver listens and what it advertises (default loopback); the local
     cluster's node reaches it on the host end of its network link.
+    ``service_accounts``: the ServiceAccount admission plugin (Pods get their account's token); off without a
+    node, where no kube-controller-manager makes the namespaces' default accounts.
     """
 
     def __init__(self, workdir: Path | None = None, bin_dir: Path | None = None, *,
                  name: str = "local", apiserver_args: Sequence[str] = (), etcd_args: Sequence[str] = (),
                  ready_timeout: float = _APISERVER_READY_TIMEOUT, die_with_parent: bool = True,
-                 progress: Callable[[str], None] | None = None, bind_address: str = "127.0.0.1") -> None:
+                 progress: Callable[[str], None] | None = None, bind_address: str = "127.0.0.1",
+                 service_accounts: bool = False) -> None:
         self.name = name
+        self.service_accounts = service_accounts
         self.bind_address = bind_address
         self._workdir_arg = Path(workdir) if workdir is not None else None
         self._bin_dir_arg = Path(bin_dir) if bin_dir is not None else None
@@ -597,7 +601,7 @@ class LocalControlPlane:
             f"--client-ca-file={certs / 'client-ca.crt'}",
             f"--token-auth-file={certs / 'token.csv'}",
             "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount",
+            *([] if self.service_accounts else ["--disable-admission-plugins=ServiceAccount"]),
             f"--admission-control-config-file={certs / 'admission.yaml'}",
             *self.apiserver_args,
         ]

@@ -15,7 +15,16 @@ nothing is left in the host's tables when it is deleted.
   namespace itself (``void0``), and chain ``RC-EGRESS`` (mangle POSTROUTING) counts and drops every packet
   sent there, by a node process or by a Pod, and every packet a Pod sends towards the host link.
   :meth:`NodeNetwork.egress` reports what was counted, with the connections conntrack saw, so tests can
-  assert that nothing tried to leave (a DNS query, a fallback to a public registry).
+  assert that nothing tried to leave (a DNS query, a fallback to a public registry). Pods may answer what
+  reached them (conntrack's ESTABLISHED) and open connections to one place on the host: kube-apiserver's port
+  (:meth:`NodeNetwork.allow_apiserver`; the ``kubernetes`` Service leads there).
+- The host reaches the Pods and the Services through the node: routes for ``10.244.0.0/24`` and
+  ``10.0.0.0/24`` via the node's end of the link, added before anything starts, so that kube-apiserver
+  calls a webhook behind its Service through kube-proxy in the node, as a control plane host does. Without
+  them those addresses take the host's default route, off the machine. The host's side is guarded too: chain
+  ``RC-HOST-<id>`` (mangle OUTPUT) counts and drops every packet for those networks that would leave by any
+  other link (counted in :meth:`NodeNetwork.egress`). The routes are one host's: one cluster at a time has
+  them (a second one is refused, naming the first).
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ POD_RANGE_END = "10.244.0.254"
 BRIDGE_MAC = "02:00:0a:f4:00:01"  # locally administered, from the gateway's address
 REGISTRY_IPS = [f"10.244.0.{i}" for i in range(2, 16)]  # for test registries: upstreams on the bridge
 EGRESS_CHAIN = "RC-EGRESS"
+HOST_CHAIN = "RC-HOST-{}"  # on the host: what heads for the node's networks by another link
 SERVICES_CHAIN = "RC-UNPROGRAMMED-SERVICES"
 SERVICE_CIDR = SERVICE_CLUSTER_IP_RANGE
 _LOCK = Path("/run/registry-cache-node-network.lock")
@@ -50,10 +60,13 @@ class Egress:
     packets: int
     connections: list[str]
     unprogrammed_services: list[str]
+    host_packets: int = 0  # sent by the host towards the Pod or Service network, but not through the node
 
     def __str__(self) -> str:
         conns = "\n".join(f"  {c}" for c in self.connections) or "  (conntrack saw none)"
-        return f"{self.packets} packet(s) tried to leave the node:\n{conns}"
+        host = f"; {self.host_packets} packet(s) of the host headed for the node's networks by another link" \
+            if self.host_packets else ""
+        return f"{self.packets} packet(s) tried to leave the node{host}:\n{conns}"
 
 
 class NodeNetwork:
@@ -64,6 +77,8 @@ class NodeNetwork:
         self.host_ip: str | None = None
         self.node_ip: str | None = None
         self.created = False
+        self.host_chain = HOST_CHAIN.format(self.id)
+        self._host_guard = False
 
     @property
     def netns_path(self) -> str:
@@ -100,6 +115,7 @@ class NodeNetwork:
             run(["ip", "link", "set", f"{self.host_if}n", "netns", self.netns])
             run(["ip", "addr", "add", f"{self.host_ip}/24", "dev", self.host_if])
             run(["ip", "link", "set", self.host_if, "up"])
+            self._route_node_networks()
         self.ip("link", "set", "lo", "up")
         self.ip("link", "set", f"{self.host_if}n", "name", "eth0")
         self.ip("addr", "add", f"{self.node_ip}/24", "dev", "eth0")
@@ -133,10 +149,36 @@ class NodeNetwork:
         self.iptables("-t", "mangle", "-N", SERVICES_CHAIN)
         self.iptables("-t", "mangle", "-A", SERVICES_CHAIN, "-m", "recent", "--set", "--rdest", "--name", "rc-services")
         self.iptables("-t", "mangle", "-A", SERVICES_CHAIN, "-j", "DROP")
+        # what answers a connection made from outside (kube-apiserver calling a webhook Pod) goes back
+        self.iptables("-t", "mangle", "-A", "POSTROUTING", "-o", "eth0", "-m", "conntrack", "--ctstate",
+                      "ESTABLISHED,RELATED", "-j", "RETURN")
         self.iptables("-t", "mangle", "-A", "POSTROUTING", "-o", "void0", "-d", SERVICE_CIDR, "-j", SERVICES_CHAIN)
         self.iptables("-t", "mangle", "-A", "POSTROUTING", "-o", "void0", "-j", EGRESS_CHAIN)
         self.iptables("-t", "mangle", "-A", "POSTROUTING", "-o", "eth0", "-s", POD_CIDR, "-j", EGRESS_CHAIN)
         self.iptables("-t", "mangle", "-A", "POSTROUTING", "-o", "eth0", "!", "-d", self.host_ip, "-j", EGRESS_CHAIN)
+
+    def _route_node_networks(self) -> None:
+        """The host's routes to the Pod and Service networks through the node, and the guard behind them (called
+        under the lock, with the link up)."""
+        held = [line for cidr in (POD_CIDR, SERVICE_CIDR)
+                for line in run(["ip", "-4", "route", "show", "exact", cidr]).stdout.splitlines() if line.strip()]
+        if held:
+            raise ClusterError("another local cluster holds the host's routes to the Pod and Service networks ("
+                               + "; ".join(held) + "): one cluster at a time on a host (stop it, or let the next "
+                               "start sweep it if its starter is gone)")
+        for cidr in (POD_CIDR, SERVICE_CIDR):
+            run(["ip", "route", "add", cidr, "via", str(self.node_ip), "dev", self.host_if])
+        run(["iptables", "-w", "5", "-t", "mangle", "-N", self.host_chain])
+        self._host_guard = True
+        run(["iptables", "-w", "5", "-t", "mangle", "-A", self.host_chain, "-j", "DROP"])
+        for cidr in (POD_CIDR, SERVICE_CIDR):
+            run(["iptables", "-w", "5", "-t", "mangle", "-I", "OUTPUT", "-d", cidr, "!", "-o", self.host_if,
+                 "-j", self.host_chain])
+
+    def allow_apiserver(self, port: int) -> None:
+        """Pods may open connections to kube-apiserver on the host (and nothing else there)."""
+        self.iptables("-t", "mangle", "-I", "POSTROUTING", "1", "-o", "eth0", "-d", str(self.host_ip), "-p", "tcp",
+                      "--dport", str(port), "-j", "RETURN")
 
     def bridge_address(self) -> str:
         """The Pods' bridge's link-layer address now (it must stay :data:`BRIDGE_MAC`)."""
@@ -148,6 +190,8 @@ class NodeNetwork:
         for chain, name in ((EGRESS_CHAIN, "rc-egress"), (SERVICES_CHAIN, "rc-services")):
             self.iptables("-t", "mangle", "-Z", chain)
             run(self.argv(["sh", "-c", f"echo / > /proc/net/xt_recent/{name}"]), check=False)
+        if self._host_guard:
+            run(["iptables", "-w", "5", "-t", "mangle", "-Z", self.host_chain], check=False)
 
     def egress(self) -> Egress:
         """What tried to leave the node so far (packets dropped by RC-EGRESS, and conntrack's entries whose
@@ -183,10 +227,30 @@ class NodeNetwork:
                     or dst in ipaddress.ip_network(SERVICE_CIDR):
                 continue
             conns.append(line.strip())
-        return Egress(packets, conns, services)
+        return Egress(packets, conns, services, self._host_packets())
+
+    def _host_packets(self) -> int:
+        if not self._host_guard:
+            return 0
+        out = run(["iptables", "-w", "5", "-t", "mangle", "-L", self.host_chain, "-v", "-n", "-x"], check=False).stdout
+        rows = (line.split() for line in out.splitlines()[2:])
+        return sum(int(cols[0]) for cols in rows if cols and cols[0].isdigit())
 
     def teardown(self) -> None:
+        if self._host_guard:  # the routes go with the link; the host's chain and its jumps are ours to remove
+            remove_host_chain(self.host_chain)
+            self._host_guard = False
         if self.created:
             run(["ip", "netns", "del", self.netns], check=False)
             run(["ip", "link", "del", self.host_if], check=False)  # gone with the namespace's end, normally
             self.created = False
+
+
+def remove_host_chain(chain: str) -> None:
+    """Remove a cluster's guard chain from the host's mangle table, and the OUTPUT rules that jump to it."""
+    out = run(["iptables", "-w", "5", "-t", "mangle", "-S", "OUTPUT"], check=False).stdout
+    for line in out.splitlines():
+        if line.startswith("-A OUTPUT ") and line.endswith(f"-j {chain}"):
+            run(["iptables", "-w", "5", "-t", "mangle", "-D", *line.split()[1:]], check=False)
+    run(["iptables", "-w", "5", "-t", "mangle", "-F", chain], check=False)
+    run(["iptables", "-w", "5", "-t", "mangle", "-X", chain], check=False)

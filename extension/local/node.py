@@ -121,6 +121,21 @@ def node_prerequisites() -> list[str]:
     return missing
 
 
+def install_node_packages() -> bool:
+    """Install the Debian packages the node needs (``hack/e2e-deps.sh``: containerd, runc, iptables, conntrack,
+    the CNI plugins, busybox-static), saying so, where this process can: root with apt-get. False where it
+    cannot or the installation failed (its output says why)."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return False
+    print("Installing the Debian packages the local node needs (containerd, runc, iptables, conntrack, "
+          "containernetworking-plugins, busybox-static) with apt-get ...", flush=True)
+    done = subprocess.run(["bash", str(hack_dir() / "e2e-deps.sh")], text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=900)
+    for line in done.stdout.splitlines():
+        print(f"  {line}", flush=True)
+    return done.returncode == 0
+
+
 def _client_cert(ca_dir: Path, out: Path, name: str, org: str | None) -> None:
     ca_key = serialization.load_pem_private_key((ca_dir / "client-ca.key").read_bytes(), None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)  # as extension.local.controlplane makes it
@@ -260,7 +275,7 @@ class LocalCluster:
             self.progress(f"control plane on {self.network.host_ip}")
             admin = self.workdir / "control-plane" / "certs" / "admin"
             self.cp = LocalControlPlane(self.workdir / "control-plane", cp_bins, name=f"node-{self.id}",
-                                        bind_address=self.network.host_ip, apiserver_args=[
+                                        bind_address=self.network.host_ip, service_accounts=True, apiserver_args=[
                                             "--authorization-mode=Node",  # after the default RBAC: Node,RBAC together
                                             "--enable-admission-plugins=NodeRestriction",
                                             "--kubelet-preferred-address-types=InternalIP",
@@ -268,6 +283,8 @@ class LocalCluster:
                                             f"--kubelet-client-key={admin}.key",
                                         ])
             self.cp.start()
+            assert self.cp.port is not None
+            self.network.allow_apiserver(self.cp.port)  # Pods (the controller, the node agent) reach it
             self._credentials()
             self._start_controllers()
             self._test_ca()
@@ -304,7 +321,8 @@ class LocalCluster:
         kcm.mkdir(exist_ok=True)
         self.kcm_kubeconfig = _kubeconfig(kcm / "kubeconfig", self.cp.server, self.cp.ca_file, *admin)
         shutil.copy(certs / "sa.key", kcm / "sa.key")
-        for f in (kcm, kcm / "kubeconfig", kcm / "sa.key"):
+        shutil.copy(self.cp.ca_file, kcm / "ca.crt")
+        for f in (kcm, kcm / "kubeconfig", kcm / "sa.key", kcm / "ca.crt"):
             os.chown(f, VOLUME_USER, VOLUME_USER)
 
     def _spawn(self, name: str, argv: list[str], *, in_node: bool, env: dict | None = None,
@@ -335,6 +353,8 @@ class LocalCluster:
             "--leader-elect=false", "--secure-port=0", "--enable-hostpath-provisioner",
             f"--service-account-private-key-file={self._run_dir / 'kcm' / 'sa.key'}",
             "--use-service-account-credentials=false", "--controllers=*,-serviceaccount-token",
+            # the ConfigMap kube-root-ca.crt in every namespace: Pods' projected tokens trust the API server by it
+            f"--root-ca-file={self._run_dir / 'kcm' / 'ca.crt'}",
             "--node-monitor-grace-period=40s", "--v=1"], in_node=False, user=VOLUME_USER)
         self._spawn("kube-scheduler", [
             str(bins / "kube-scheduler"), f"--kubeconfig={self.admin_kubeconfig}", "--leader-elect=false",
@@ -759,7 +779,8 @@ def sweep_stale_clusters(run_root: Path = RUN_ROOT) -> list[str]:
         for point in sorted(set(points), key=len, reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True)
         run(["ip", "netns", "del", f"rc-node-{cluster_id}"], check=False)
-        run(["ip", "link", "del", f"rcn{cluster_id}"], check=False)
+        run(["ip", "link", "del", f"rcn{cluster_id}"], check=False)  # and the host's routes through it
+        net.remove_host_chain(net.HOST_CHAIN.format(cluster_id))
         for top in CGROUP_V1.glob(f"*/rc-node-{cluster_id}"):
             for sub in sorted(top.glob("**/"), key=lambda p: len(p.parts), reverse=True):
                 try:
