@@ -1,10 +1,15 @@
 # registry-cache: the controller (`registry-cache run`) and the node agent (`registry-cache node-agent`).
 #
 #   docker build -t registry-cache:0.1.0 .
+#   hack/image.sh        # the same without a Docker engine (buildah), with a base built from Debian
+#                        # packages where the default base cannot be pulled (see the README)
 #
 # Only the package and its runtime dependencies end up in the image: no tests, no hack/, no build tools.
 # The base image is pinned by digest (python:3.11.10-slim-bookworm) and every runtime dependency by
-# constraints.txt, so that the same source builds the same image.
+# constraints.txt, so that the same source builds the same image. Any BASE with `python3` (3.11+, with its
+# venv module), `groupadd` and `useradd` works: hack/image.sh passes a Debian bookworm root file system with
+# python3 and python3-venv where python:slim cannot be pulled. The program lives in a venv at /opt/venv on
+# either base (Debian's own python3 is externally managed, PEP 668).
 ARG BASE=python:3.11.10-slim-bookworm@sha256:5148c0e4bbb64271bca1d3322360ebf4bfb7564507ae32dd639322e4952a6b16
 
 # --- build: the project and its dependencies as wheels ------------------------------------------------------
@@ -16,7 +21,15 @@ COPY api ./api
 COPY extension ./extension
 # pyproject.toml maps the CRDs, examples and build scripts of local-up into the package; none of it runs in
 # the image, so those folders stay empty here.
-RUN mkdir -p manifests/crds manifests/seed-crds examples hack && pip wheel --wheel-dir /wheels -c constraints.txt . \
+# Behind a TLS-inspecting proxy or with a package index of your own, give pip a configuration and the CA
+# bundle it names (`cert = /etc/pip-ca.crt`) as build secrets, which stay in no layer (hack/image.sh does
+# this with the host's CA bundle):
+#   docker build --secret id=pip-conf,src=pip.conf --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt .
+RUN --mount=type=secret,id=pip-conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-ca,target=/etc/pip-ca.crt \
+    mkdir -p manifests/crds manifests/seed-crds examples hack \
+ && python3 -m venv /opt/pip \
+ && /opt/pip/bin/pip wheel --wheel-dir /wheels -c constraints.txt . \
  && cp constraints.txt /wheels/
 
 # --- runtime -----------------------------------------------------------------------------------------------
@@ -24,13 +37,17 @@ FROM ${BASE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
 RUN groupadd --system --gid 65532 nonroot \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin nonroot
-# the wheels are bind-mounted from the build stage: they do not stay in a layer
+# The wheels are bind-mounted from the build stage (BuildKit, and buildah >= 1.28): they stay in no layer.
+# pip and setuptools, which the venv brings along, run nowhere at runtime: they go in the same step.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels -c /wheels/constraints.txt registry-cache \
+    python3 -m venv /opt/venv \
+ && pip install --no-index --find-links=/wheels -c /wheels/constraints.txt registry-cache \
+ && pip uninstall --yes pip setuptools \
  && registry-cache --help >/dev/null
 USER 65532:65532
 ENTRYPOINT ["registry-cache"]

@@ -13,21 +13,36 @@
 Each image is one layer tarball made with :mod:`tarfile`, appended by ``crane append`` onto crane's empty
 base, its config set with ``crane mutate`` (entrypoint, cmd, env, platform linux/amd64), and pushed to the
 cluster's image registry.
+
+- ``registry-cache``: the product itself, built from the repository's ``Dockerfile`` by ``hack/image.sh``
+  (buildah, no Docker engine) into an OCI archive cached by the hash of its sources
+  (:func:`product_archive`), and pushed with crane as ``<host>/registry-cache/registry-cache:<tag>``, the tag
+  being the start of that hash (:func:`push_product`). The image needs the Dockerfile and its build context:
+  it is built from a checkout (this package's own, when it runs from one, or ``source``/
+  ``REGISTRY_CACHE_SOURCE``). An installed package carries ``hack/image.sh`` but no Dockerfile and no
+  sources to build from: :func:`product_archive` then says so (:class:`ImageUnavailable`).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import shutil
+import subprocess
 import tarfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from extension.local.assets import asset_dir
 from extension.local.procs import ClusterError
 
 PAUSE_REPOSITORY = "registry-cache/pause"
 REGISTRY_REPOSITORY = "registry-cache/registry"
+PRODUCT_REPOSITORY = "registry-cache/registry-cache"
 
 
 @dataclass(frozen=True)
@@ -125,3 +140,139 @@ def build_and_push(crane: Callable[[list[str]], str], workdir: Path, registry_ho
         if config.get("os") != "linux" or not config.get("config", {}).get("Entrypoint"):
             raise ClusterError(f"image {ref} was not built as meant: {config}")
     return Images(pause=pause, registry=registry)
+
+
+# --- the product image ------------------------------------------------------------------------------------
+
+class ImageUnavailable(ClusterError):
+    """The product image cannot be built here: no checkout to build from, or no buildah and no way to get it."""
+
+
+@dataclass(frozen=True)
+class ProductImage:
+    archive: Path  # the OCI archive hack/image.sh wrote
+    reference: str  # <host>/registry-cache/registry-cache:<tag>
+    by_digest: str  # <host>/registry-cache/registry-cache@sha256:...
+    digest: str  # sha256:... of the image manifest
+
+
+_ARCHIVE_NAME = re.compile(r"registry-cache-([0-9a-f]{64})\.tar")
+
+
+def checkout_root() -> Path | None:
+    """The checkout this package runs from (a source tree with the Dockerfile), or None when installed."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "Dockerfile").is_file() and (root / ".dockerignore").is_file() else None
+
+
+def product_archive(progress: Callable[[str], None] | None = None, *, source: Path | None = None) -> Path:
+    """Run ``hack/image.sh`` (built once per state of the sources, then cached) and return the OCI archive.
+
+    ``source`` is the checkout to build; by default ``REGISTRY_CACHE_SOURCE``, else the checkout this
+    package runs from. ``progress`` receives the script's stderr lines as they come (a first build takes a
+    few minutes). Raises :class:`ImageUnavailable` when there is no checkout or no buildah can be had,
+    :class:`ClusterError` with the tail of the script's output when the build fails.
+    """
+    env_source = os.environ.get("REGISTRY_CACHE_SOURCE")
+    root = source or (Path(env_source) if env_source else None) or checkout_root()
+    if root is None or not (root / "Dockerfile").is_file():
+        raise ImageUnavailable(
+            "the registry-cache image is built from a checkout of the repository (the Dockerfile and its build "
+            "context: pyproject.toml, README.md, constraints.txt, api/, extension/), which an installed package "
+            "does not carry: run from a checkout, or set REGISTRY_CACHE_SOURCE=/path/to/checkout")
+    script = asset_dir("hack") / "image.sh"
+    if shutil.which("bash") is None or not script.is_file():
+        raise ImageUnavailable(f"bash and {script} are needed to build the image")
+    env = {**os.environ, "REGISTRY_CACHE_SOURCE": str(root)}
+    proc = subprocess.Popen(["bash", str(script)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    err: list[str] = []
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            err.append(line.rstrip("\n"))
+            if progress is not None:
+                progress(line.rstrip("\n"))
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    out = proc.stdout.read() if proc.stdout else ""
+    rc = proc.wait()
+    t.join()
+    tail = "\n".join(err[-20:])
+    if rc == 3:  # the script's "cannot be had here"
+        raise ImageUnavailable(f"hack/image.sh cannot build the image here:\n{tail}")
+    if rc != 0:
+        raise ClusterError(f"hack/image.sh failed ({rc}):\n{tail}")
+    lines = out.strip().splitlines()
+    archive = Path(lines[-1]) if lines else None
+    if archive is None or not archive.is_file() or not _ARCHIVE_NAME.fullmatch(archive.name):
+        raise ClusterError(f"hack/image.sh printed no archive ({out!r}):\n{tail}")
+    return archive
+
+
+def archive_tag(archive: Path) -> str:
+    """The tag of an archive's image: the first 16 hex digits of the hash of its sources (its name)."""
+    match = _ARCHIVE_NAME.fullmatch(archive.name)
+    if not match:
+        raise ClusterError(f"{archive} is not named as hack/image.sh names its archives")
+    return match.group(1)[:16]
+
+
+def archive_manifest(archive: Path) -> tuple[str, dict]:
+    """The digest and the manifest of the one image in an OCI archive."""
+    with tarfile.open(archive) as tar:
+        def read(name: str) -> bytes:
+            f = tar.extractfile(name)
+            if f is None:
+                raise ClusterError(f"{archive}: {name} is not a file")
+            return f.read()
+
+        index = json.loads(read("index.json"))
+        manifests = index.get("manifests", [])
+        if len(manifests) != 1:
+            raise ClusterError(f"{archive}: expected one image in index.json, found {len(manifests)}")
+        digest = manifests[0]["digest"]
+        return digest, json.loads(read("blobs/" + digest.replace(":", "/", 1)))
+
+
+def _unpack_layout(archive: Path, dest: Path) -> Path:
+    """The OCI archive as an OCI image layout directory (what ``crane push`` reads); unpacked once."""
+    if (dest / "index.json").is_file():
+        return dest
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            name = Path(member.name)
+            if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+                raise ClusterError(f"{archive}: unexpected member {member.name!r} in an OCI archive")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4
+            tar.extractall(tmp, filter="data")
+        else:
+            tar.extractall(tmp)  # checked above: files and directories inside tmp only
+    tmp.rename(dest)
+    return dest
+
+
+def push_product(crane: Callable[[list[str]], str], registry_host: str, workdir: Path, *,
+                 archive: Path | None = None, progress: Callable[[str], None] | None = None,
+                 insecure: bool = True) -> ProductImage:
+    """Ensure the product image's archive (:func:`product_archive`) and push it to ``registry_host`` as
+    ``<host>/registry-cache/registry-cache:<tag>``. ``crane(args)`` runs crane where it reaches the registry
+    and returns its stdout (raises on failure); ``insecure``: the registry speaks plain HTTP. The image is
+    pushed as built (the same manifest digest as in the archive, checked)."""
+    archive = archive or product_archive(progress)
+    digest, _ = archive_manifest(archive)
+    tag = archive_tag(archive)
+    workdir.mkdir(parents=True, exist_ok=True)
+    layout = _unpack_layout(archive, workdir / f"registry-cache-oci-{tag}")
+    reference = f"{registry_host}/{PRODUCT_REPOSITORY}:{tag}"
+    out = crane(["push", *(["--insecure"] if insecure else []), str(layout), reference])
+    pushed = out.strip().splitlines()[-1] if out.strip() else ""
+    by_digest = f"{registry_host}/{PRODUCT_REPOSITORY}@{digest}"
+    if pushed != by_digest:
+        raise ClusterError(f"crane pushed {reference} as {pushed!r}, the archive holds {digest}")
+    return ProductImage(archive=archive, reference=reference, by_digest=by_digest, digest=digest)

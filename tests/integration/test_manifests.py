@@ -188,6 +188,12 @@ def test_the_dockerfile_ships_only_what_runs():
     assert "USER 65532:65532" in runtime
     assert 'ENTRYPOINT ["registry-cache"]' in runtime and 'CMD ["run"]' in runtime
     assert "pip install --no-index" in runtime  # no network, no test extras in the runtime stage
+    # the same on python:slim and on a Debian base (whose python3 is externally managed, PEP 668): a venv at
+    # /opt/venv, without pip and setuptools once the program is in; the wheels are bind-mounted, not copied
+    assert "python3 -m venv /opt/venv" in runtime and "pip uninstall --yes pip setuptools" in runtime
+    assert "--mount=type=bind,from=build,source=/wheels,target=/wheels" in runtime
+    assert "COPY" not in runtime and "--mount=type=secret" not in runtime  # the build's pip secrets stay there
+    assert re.search(r"^ENV (?:.*\\\n)*\s*PATH=/opt/venv/bin:\$PATH$", runtime, re.M), runtime
     ignore = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert ignore[0] == "*"  # everything is excluded but the few things listed
     assert {"!pyproject.toml", "!README.md", "!constraints.txt", "!api/", "!extension/"} <= set(ignore)
