@@ -176,6 +176,11 @@ RESOURCES_ADMITTED_ANNOTATION = "registry-cache.gardener.cloud/resources-admitte
 ADMISSION_KEY_SECRET = "registry-cache-admission-key"  # in ADMISSION_KEY_NAMESPACE, key "key"
 ADMISSION_KEY_NAMESPACE = "kube-system"
 
+# --- Events --------------------------------------------------------------------------------------------
+# a Warning Event on an object the controller skips because its JSON nests too deep to decode
+# (extension/jsondecode.py, extension/kube.py)
+UNDECODABLE_EVENT_REASON = "NestedTooDeep"
+
 # --- leader election (a Lease in the controller's namespace, as controller-runtime's) ---------------------
 LEADER_ELECTION_ID = "registry-cache-leader-election"
 
