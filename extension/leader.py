@@ -13,7 +13,10 @@ The record and the timing are client-go's:
 - a candidate reads the Lease every ``retry_period``; it takes it when there is none, when its holder is empty
   (released), or when the record has not changed for ``lease_duration`` *as measured on the candidate's own
   clock since it last saw it change* (no clocks are compared between machines); taking and renewing are
-  updates with the resourceVersion read (optimistic concurrency), so of two candidates only one wins;
+  updates with the resourceVersion read (optimistic concurrency), so of two candidates only one wins. "Saw" is
+  when the read returned, as client-go's ``observedTime``: timed from before the request, a read that took
+  longer than ``lease_duration - renew_deadline`` would date a renewal written while it waited too early, and
+  the candidate could take a Lease whose holder still counts itself leader;
 - the leader renews every ``retry_period``; it counts as leader only while its last successful renew, timed
   from before the request was sent, is less than ``renew_deadline`` old (:meth:`LeaderElector.leading`); with
   ``renew_deadline`` < ``lease_duration`` it stops writing before anyone else may take the Lease;
@@ -93,6 +96,7 @@ class LeaderElector:
             now = _micro_time(dt.datetime.now(dt.UTC))
             try:
                 lease = self.kube.get("Lease", self.name, self.namespace)
+                observed = self.clock()  # when the record was seen: after the read (client-go's observedTime)
                 if lease is None:
                     self.kube.create({
                         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -105,7 +109,7 @@ class LeaderElector:
                 record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("acquireTime"),
                           spec.get("leaseTransitions"), spec.get("leaseDurationSeconds"))
                 if record != self._observed:
-                    self._observed, self._observed_at = record, started
+                    self._observed, self._observed_at = record, observed
                 holder = spec.get("holderIdentity") or ""
                 duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
                 if holder and holder != self.identity and self._observed_at + duration > started:
