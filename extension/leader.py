@@ -23,8 +23,10 @@ The record and the timing are client-go's:
 - writes of the controller go through a client fenced with :meth:`leading` (:meth:`extension.kube.Kube.fenced`):
   once the renew deadline has passed not one more write is sent, whatever is in flight; then ``on_stopped`` is
   called (the process ends, as controller-runtime's manager does, and is restarted as a follower);
-- on a clean stop the leader releases the Lease (holder empty, duration 1 s, as client-go's ``ReleaseOnCancel``),
-  so that the other replica takes over at once instead of after ``lease_duration`` (a rollout).
+- on a clean stop the leader keeps renewing while its work in flight drains (the caller stops :meth:`run` only
+  then), and then releases the Lease (holder empty, duration 1 s, as client-go's ``ReleaseOnCancel``, which
+  controller-runtime's manager triggers once its runnables have stopped), so that the other replica takes over
+  at once instead of after ``lease_duration`` (a rollout).
 """
 
 from __future__ import annotations
@@ -156,8 +158,9 @@ class LeaderElector:
 
     # --- the loop ------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, on_started: Callable[[], None], on_stopped: Callable[[], None]) -> None:
-        """Wait to become the leader, call ``on_started``, renew until ``stop`` (then release: the caller has
-        stopped writing by then) or until the lease is lost (``on_stopped``)."""
+        """Wait to become the leader, call ``on_started``, renew until ``stop`` or until the lease is lost
+        (``on_stopped``). On ``stop`` the Lease is released (client-go's ``ReleaseOnCancel``): the caller sets it
+        once its work has drained, and until then it is renewed, so that the work in flight may still write."""
         log.info("waiting for the leader lease %s/%s as %s", self.namespace, self.name, self.identity)
         while not stop.is_set():
             if self.try_acquire_or_renew():
@@ -177,3 +180,4 @@ class LeaderElector:
                           self.renew_deadline)
                 on_stopped()
                 return
+        self.release()

@@ -218,9 +218,12 @@ def registry(runtime: Runtime) -> kopf.OperatorRegistry:
 def run(runtime: Runtime, liveness: str | None = None) -> None:
     """Run until stopped (SIGINT/SIGTERM): kopf (webhooks, Shoots) here, the controller once leading."""
     workers: list[threading.Thread] = []
+    lease_stop = threading.Event()  # set once the work in flight has drained: the elector then releases the Lease
+    election: threading.Thread | None = None
 
     def start_leading() -> None:
-        threading.Thread(target=_lead, args=(runtime, workers), daemon=True, name="controller").start()
+        if not runtime.stop.is_set():
+            threading.Thread(target=_lead, args=(runtime, workers), daemon=True, name="controller").start()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGUSR1, lambda *_: runtime.resync_now.set())
@@ -238,21 +241,23 @@ def run(runtime: Runtime, liveness: str | None = None) -> None:
         metrics.LEADER.set(1)
         start_leading()
     else:
-        threading.Thread(target=runtime.elector.run, args=(runtime.stop, start_leading, _lost_lease), daemon=True,
-                         name="leader-election").start()
+        election = threading.Thread(target=runtime.elector.run, args=(lease_stop, start_leading, _lost_lease),
+                                    daemon=True, name="leader-election")
+        election.start()
     try:
         kopf.run(registry=registry(runtime), memo=runtime, clusterwide=True, standalone=True,
                  liveness_endpoint=liveness)
     finally:
         runtime.stop.set()
         runtime.controller.queue.close()
-        deadline = time.monotonic() + 20
-        for worker in list(workers):  # the operations in flight end before the lease is released
+        deadline = time.monotonic() + DRAIN_SECONDS
+        for worker in list(workers):  # the operations in flight end (the lease still renewed) before it is released
             worker.join(max(0.0, deadline - time.monotonic()))
         for informer in [*runtime.controller.informers(), *([shoots] if shoots is not None else [])]:
             informer.close()
-        if runtime.elector is not None:
-            runtime.elector.release()
+        lease_stop.set()
+        if election is not None:
+            election.join(RELEASE_SECONDS)
 
 
 def _lost_lease() -> None:
@@ -263,6 +268,8 @@ def _lost_lease() -> None:
     os._exit(1)
 
 
+DRAIN_SECONDS = 20.0  # at a stop, how long the operations in flight may still run
+RELEASE_SECONDS = 10.0  # then, how long the elector may take to release the lease
 CACHE_SYNC_TIMEOUT = 120.0  # as controller-runtime's CacheSyncTimeout: a leader whose watches do not list ends
 
 

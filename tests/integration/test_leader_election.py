@@ -234,6 +234,42 @@ def test_a_clean_stop_releases_the_lease_and_the_other_takes_over_at_once(kube, 
             b.stop()
 
 
+def test_a_stop_during_a_long_operation_renews_until_it_ends_then_releases(kube, control_plane, seeds, tmp_path):
+    """SIGTERM while an operation runs past the renew deadline: the leader keeps renewing while it drains, the
+    operation ends with its writes (none refused), then the Lease is released and the other replica takes over
+    at once, well under the lease duration after the stop (before: renewing stopped at SIGTERM, the operation's
+    writes were refused from the renew deadline on, the Lease was not released as no longer held, and the other
+    replica waited for it to expire)."""
+    lease, flag = uniq("lease"), tmp_path / "slow-once"
+    timing = {"lease": 12.0, "renew": 3.0, "retry": 0.5}
+    slow = 6.0  # past the renew deadline, well under the lease duration
+    a = elector(control_plane, tmp_path / "a.log", lease, timing, slow_at=("after-services", slow, flag)).start()
+    b = None
+    try:
+        wait_for("a leader", lambda: identity_in(a.log()), log=a.log)
+        b = elector(control_plane, tmp_path / "b.log", lease, timing).start()
+        wait_for("all converged", converged(seeds), log=a.log)
+        flag.touch()
+        seed = seeds[0]
+        seed.set_caches({"upstream": f"a.{seed.name}.example"}, {"upstream": f"slow.{seed.name}.example"})
+        wait_for("the slow operation", lambda: "slow_at: sleeping" in a.log(), log=a.log)
+        stopped = time.monotonic()
+        a.proc.send_signal(signal.SIGTERM)
+        wait_for("b to lead", lambda: identity_in(b.log()), timeout=3 * timing["lease"], interval=0.05, log=b.log)
+        took = time.monotonic() - stopped
+        assert a.wait_exit(30) == 0, a.log()[-3000:]
+        after = a.log().split("slow_at: awake", 1)[1]
+        assert re.search(rf"^\S+ \S+ INFO \S+: {seed.ns}/registry-cache: Reconcile succeeded", after, re.M), after
+        assert "released the leader lease" in after
+        assert slow - 1.0 <= took < timing["lease"] - 3.0, took  # released once drained, not expired
+        wait_for("all converged under b", converged(seeds), log=b.log)
+        assert_never_both(a.log(), b.log(), time.time())
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+
+
 def test_a_follower_whose_read_is_slow_never_takes_a_lease_still_held(kube, control_plane, tmp_path):
     """b reads the Lease through a proxy that holds its request 4 s; a renews while it is held (so b's answer has
     a's new renewal) and then renews no more, as if cut off from the API server while it still writes elsewhere
