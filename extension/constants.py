@@ -175,6 +175,11 @@ SHOOT_REFERENCES_POLICY = "shoot-references.registry-cache.extensions.gardener.c
 SHOOT_NODE_CONFIGURATION_POLICY = "shoot-node-configuration.registry-cache.extensions.gardener.cloud"
 SHOOT_POLICIES = (SHOOT_REFERENCES_POLICY, SHOOT_NODE_CONFIGURATION_POLICY)
 
+# --- Events --------------------------------------------------------------------------------------------
+# a Warning Event on an object the controller skips because its JSON nests too deep to decode
+# (extension/jsondecode.py, extension/kube.py)
+UNDECODABLE_EVENT_REASON = "NestedTooDeep"
+
 # --- leader election (a Lease in the controller's namespace, as controller-runtime's) ---------------------
 LEADER_ELECTION_ID = "registry-cache-leader-election"
 

@@ -13,14 +13,18 @@ is synchronous). One :class:`Informer` per kind and selector:
 - ``transform`` turns each object into the record kept (or None: not kept), so memory is what the records
   need, not what the objects hold; the raw objects are dropped at once;
 - ``on_change(key, old, new)`` is called on the informer's thread for every change of a kept record
-  (``new`` None: deleted); it must be quick (the controller only queues work there).
+  (``new`` None: deleted); it must be quick (the controller only queues work there);
+- ``on_object(obj)`` (optional) is called with each object listed or changed, before it is dropped (what
+  kopf's ``on.event`` handlers get), on the informer's thread; a deletion comes through ``on_change``;
+- an object nested too deep to decode (:mod:`extension.jsondecode`) is skipped, not a reason to stop: the
+  client names it (a log line, an Event); its last decoded record, if any, is kept until it changes again,
+  and its deletion is still seen.
 
 Records are replaced, never changed in place, so :meth:`get` and :meth:`items` may hand them out without copies.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -51,10 +55,12 @@ class Informer(Generic[R]):
     def __init__(self, kube: Kube, kind: str, transform: Callable[[dict[str, Any]], R | None], *,
                  namespace: str | None = None, label_selector: str | None = None, metadata_only: bool = False,
                  on_change: Callable[[Key, R | None, R | None], None] | None = None, name: str | None = None,
-                 watch_seconds: int = 300, page_size: int = 100):
+                 watch_seconds: int = 300, page_size: int = 100,
+                 on_object: Callable[[dict[str, Any]], None] | None = None):
         self.kube, self.kind, self.transform = kube, kind, transform
         self.namespace, self.label_selector, self.metadata_only = namespace, label_selector, metadata_only
         self.on_change = on_change
+        self.on_object = on_object
         self.name = name or kind
         self.watch_seconds = watch_seconds
         self.page_size = page_size
@@ -130,13 +136,16 @@ class Informer(Generic[R]):
     def _list(self) -> str:
         seen: set[Key] = set()
         version = ""
+        skipped: list[dict[str, Any]] = []  # nested too deep to decode: still there, its old record kept
         for page, page_version in self.kube.pages(self.kind, self.namespace, self.label_selector,
-                                                  self.metadata_only, limit=self.page_size):
+                                                  self.metadata_only, limit=self.page_size, skipped=skipped):
             version = page_version
             for obj in page:  # one page at a time: only the records stay
                 seen.add(key_of(obj))
                 self._apply("ADDED", obj)
             page.clear()
+            seen.update(key_of(obj) for obj in skipped)
+            skipped.clear()
         for key in [k for k in list(self._store) if k not in seen]:  # gone while we were not watching
             self._remove(key)
         metrics.INFORMER_OBJECTS.labels(self.name).set(len(self._store))
@@ -155,13 +164,14 @@ class Informer(Generic[R]):
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
-                        version = self._event(json.loads(line), version)
+                        event, deep = self.kube.watch_event(line, self.kind)
+                        version = self._event(event, version, deep)
         finally:
             self._response = None
             response.release_conn()
         return version
 
-    def _event(self, event: dict[str, Any], version: str) -> str:
+    def _event(self, event: dict[str, Any], version: str, deep: bool = False) -> str:
         kind, obj = event.get("type"), event.get("object") or {}
         if kind == "ERROR":
             if obj.get("code") == 410:
@@ -170,6 +180,8 @@ class Informer(Generic[R]):
         new_version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
         if kind == "BOOKMARK":
             return new_version
+        if deep and kind != "DELETED":
+            return new_version  # skipped (and named by the client); what was known of it stays
         if kind == "DELETED":
             self._remove(key_of(obj))
         elif kind in ("ADDED", "MODIFIED"):
@@ -183,6 +195,11 @@ class Informer(Generic[R]):
         old = self._store.get(key)
         if old is not None and old[0] == version:
             return  # a relist that found it unchanged
+        if self.on_object is not None:
+            try:
+                self.on_object(obj)
+            except Exception:  # a handler's bug must not end the watch
+                log.exception("informer %s: handler failed for %s/%s", self.name, *key)
         record = self.transform(obj)
         with self._lock:
             if record is None:

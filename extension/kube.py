@@ -5,12 +5,19 @@ Server-side apply, get, list, patch and delete as plain JSON over the ``kubernet
 which keeps the calls of a reconcile few and countable (:attr:`Kube.calls`, by verb: GET, LIST, WATCH, PATCH,
 POST, DELETE). :meth:`Kube.watch` opens a watch stream (:mod:`extension.informer` reads it). A ``fence`` refuses
 writes once this process may no longer make them (leader election: :mod:`extension.leader`).
+
+An object nested deeper than this controller decodes (:mod:`extension.jsondecode`) never stops the others: a
+List answers without it, a GET or a write raises :class:`Undecodable`, a watch event (:meth:`Kube.watch_event`)
+says so; each time the object is named in a log line and in a Kubernetes Event on it, once per
+resourceVersion.
 """
 
 from __future__ import annotations
 
 import builtins
-import json
+import datetime as dt
+import hashlib
+import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -22,8 +29,10 @@ import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from extension import metrics
-from extension.constants import FIELD_MANAGER
+from extension import jsondecode, metrics
+from extension.constants import FIELD_MANAGER, UNDECODABLE_EVENT_REASON
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,7 @@ KINDS = {k.kind: k for k in [
     Kind("v1", "Namespace", "namespaces", namespaced=False),
     Kind("v1", "Secret", "secrets"),
     Kind("v1", "ConfigMap", "configmaps"),
+    Kind("v1", "Event", "events"),
     Kind("v1", "Service", "services"),
     Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
     Kind("v1", "Pod", "pods"),
@@ -99,6 +109,20 @@ class ApiError(Exception):
         return f"the API server refused {self.method} {self.path}: {self.status} {self.reason}: {self.message}"
 
 
+class Undecodable(ApiError):
+    """The answer is an object nested deeper than this controller decodes (:data:`jsondecode.MAX_DEPTH`): it is
+    skipped (and was named in a log line and an Event). Not a refusal and not worth a quick retry: it stays so
+    until the object changes. Status 0."""
+
+    def __init__(self, method: str, path: str, skeleton: Any):
+        self.skeleton = skeleton
+        super().__init__(method, path, 0, {"reason": "Undecodable", "message": (
+            f"the object nests deeper than {jsondecode.MAX_DEPTH} levels; this controller does not decode it")})
+
+    def describe(self) -> str:
+        return f"{self.method} {self.path}: {self.message}"
+
+
 class TransportError(ApiError):
     """The API server could not be reached (a refused connection, a timeout, a broken TLS connection): not a
     refusal, an infrastructure problem that is retried. Status 0."""
@@ -125,6 +149,7 @@ METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v
 METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 POOL_SIZE = 32  # connections kept per API server: the workers, the webhooks' reviews and the watches at once
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_DROPPED = "\x00dropped"  # (in a page from request: the items left out, for pages())
 
 
 class NotLeader(ApiError):
@@ -154,6 +179,7 @@ class Kube:
         self.calls: Counter[str] = Counter()
         self.fence = fence  # when set and it returns False, writes are refused (NotLeader) without being sent
         self._lock = threading.Lock()
+        self._reported: set[tuple[str, str]] = set()  # (uid, resourceVersion) of undecodable objects named
         _widen_pool(api_client, POOL_SIZE)
 
     def fenced(self, fence: Callable[[], bool]) -> Kube:
@@ -168,6 +194,7 @@ class Kube:
         other = Kube(self.api, field_manager, fence)
         other.calls = self.calls  # one count per API server
         other._lock = self._lock
+        other._reported = self._reported
         return other
 
     @classmethod
@@ -188,7 +215,10 @@ class Kube:
 
     def request(self, method: str, path: str, body: Any = None, query: Iterable[tuple[str, str]] = (),
                 content_type: str = "application/json", timeout: float = 30, verb: str | None = None,
-                accept: str = "application/json") -> Any:
+                accept: str = "application/json", kind: Kind | None = None, answer: bool = True) -> Any:
+        """One request; the decoded answer (``answer=False``: None, not read). ``kind``: what the answer holds
+        (named when it cannot be decoded); with ``verb="LIST"`` the answer is a List, whose items nested too deep
+        are left out."""
         if method in WRITE_VERBS and self.fence is not None and not self.fence():
             raise NotLeader(method, path)
         headers = {"Accept": accept, "Content-Type": content_type}
@@ -206,18 +236,95 @@ class Kube:
             raise ApiError(method, path, exc.status, _json(exc.body)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:  # MaxRetryError, ProtocolError, refused, timeout
             raise TransportError(method, path, _cause(exc)) from None
-        data = _json(response.data)
         if response.status >= 400:
-            raise ApiError(method, path, response.status, data)
+            raise ApiError(method, path, response.status, _json(response.data))
+        if not answer:
+            return None
+        return self._decode(method, path, response.data, verb == "LIST", kind)
+
+    def _decode(self, method: str, path: str, raw: Any, listing: bool, kind: Kind | None) -> Any:
+        if raw is None or raw == b"" or raw == "":
+            return {}
+        try:
+            if listing:
+                data, dropped = jsondecode.decode_list(raw)
+                for item in dropped:
+                    self.undecodable(item, kind)
+                if dropped:
+                    data[_DROPPED] = dropped
+                return data
+            data, deep = jsondecode.decode_object(raw)
+        except jsondecode.TooDeep as exc:
+            data, deep = exc.skeleton, True
+        except ValueError:
+            return _text(raw)
+        if deep:
+            self.undecodable(data if isinstance(data, dict) else {}, kind)
+            raise Undecodable(method, path, data)
         return data
+
+    def watch_event(self, line: bytes, kind: str) -> tuple[dict[str, Any], bool]:
+        """One line of a watch stream: the event, and whether its object nests too deep to be decoded (then the
+        object is a skeleton, its metadata kept: it was named in a log line and an Event)."""
+        event, deep = jsondecode.decode_event(line)
+        if not isinstance(event, dict):
+            raise ValueError(f"a watch event that is not an object: {str(event)[:100]}")
+        if deep and event.get("type") != "DELETED":  # (gone: nothing to skip, nowhere to put an Event)
+            obj = event.get("object")
+            self.undecodable(obj if isinstance(obj, dict) else {}, KINDS[kind])
+        return event, deep
+
+    def undecodable(self, skeleton: dict[str, Any], kind: Kind | None) -> None:
+        """Say that an object is skipped because it nests too deep: a log line and a Warning Event on it (once
+        per resourceVersion and process; the Event's name is derived from them, so a second replica or a
+        restart adds none). Never raises."""
+        meta = skeleton.get("metadata")
+        if not isinstance(meta, dict):
+            meta = {}
+        api_version = kind.api_version if kind else str(skeleton.get("apiVersion") or "")
+        kind_name = kind.kind if kind else str(skeleton.get("kind") or "object")
+        name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "")
+        uid, version = str(meta.get("uid") or ""), str(meta.get("resourceVersion") or "")
+        with self._lock:
+            if (uid, version) in self._reported:
+                return
+            if len(self._reported) > 10000:  # bounded: at worst a name is said once more
+                self._reported.clear()
+            self._reported.add((uid, version))
+        what = f"{kind_name} {namespace + '/' if namespace else ''}{name}"
+        log.error("%s (uid %s, resourceVersion %s) is skipped: its JSON nests deeper than %d levels, more than "
+                  "this controller decodes; the other objects go on. Change it to nest less deeply.", what,
+                  uid or "?", version or "?", jsondecode.MAX_DEPTH)
+        if not name or not api_version:
+            return
+        digest = hashlib.sha256(f"{UNDECODABLE_EVENT_REASON}/{uid}/{version}".encode()).hexdigest()[:16]
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{name[:200]}.{digest}", "namespace": namespace or "default"},
+            "involvedObject": {"apiVersion": api_version, "kind": kind_name, "name": name,
+                               **({"namespace": namespace} if namespace else {}),
+                               **({"uid": uid} if uid else {}), **({"resourceVersion": version} if version else {})},
+            "reason": UNDECODABLE_EVENT_REASON, "type": "Warning",
+            "message": (f"registry-cache skips this {kind_name}: its JSON nests deeper than {jsondecode.MAX_DEPTH} "
+                        "levels, more than the controller decodes. The other objects are not affected; change "
+                        "this one to nest less deeply."),
+            "source": {"component": FIELD_MANAGER}, "reportingComponent": FIELD_MANAGER,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1}
+        try:
+            self.create(event)
+        except ApiError as exc:
+            if not exc.conflict:  # (conflict: already said, by another replica or before a restart)
+                log.warning("could not record an Event on %s: %s", what, exc.describe())
 
     # --- verbs ---------------------------------------------------------------------------------------
     def get(self, kind: str, name: str, namespace: str | None = None,
             metadata_only: bool = False) -> dict[str, Any] | None:
-        """The object (``metadata_only``: its PartialObjectMetadata), None when there is none."""
+        """The object (``metadata_only``: its PartialObjectMetadata), None when there is none; :class:`Undecodable`
+        when it nests too deep."""
         try:
             return self.request("GET", KINDS[kind].path(namespace, name),
-                                accept=METADATA if metadata_only else "application/json")
+                                accept=METADATA if metadata_only else "application/json", kind=KINDS[kind])
         except ApiError as exc:
             if exc.not_found:
                 return None
@@ -225,7 +332,8 @@ class Kube:
 
     def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None,
              metadata_only: bool = False) -> list[dict[str, Any]]:
-        """Every object (or with ``metadata_only`` only their metadata: PartialObjectMetadata), in pages of 500."""
+        """Every object (or with ``metadata_only`` only their metadata: PartialObjectMetadata), in pages of 500;
+        without the objects nested too deep to decode (each named in a log line and an Event)."""
         return self.list_pages(kind, namespace, label_selector, metadata_only)[0]
 
     def list_pages(self, kind: str, namespace: str | None = None, label_selector: str | None = None,
@@ -239,16 +347,22 @@ class Kube:
         return items, version
 
     def pages(self, kind: str, namespace: str | None = None, label_selector: str | None = None,
-              metadata_only: bool = False, limit: int = 500) -> Iterator[tuple[builtins.list[dict[str, Any]], str]]:
+              metadata_only: bool = False, limit: int = 500,
+              skipped: builtins.list[dict[str, Any]] | None = None,
+              ) -> Iterator[tuple[builtins.list[dict[str, Any]], str]]:
         """The pages of a LIST (one snapshot), each with the list's resourceVersion: a caller that keeps only
-        what it needs of each page never holds more than one page."""
+        what it needs of each page never holds more than one page. The items nested too deep to decode are left
+        out (and named in a log line and an Event); ``skipped`` gets their skeletons (metadata kept)."""
         query = [("labelSelector", label_selector)] if label_selector else []
         accept = METADATA_LIST if metadata_only else "application/json"
         api_version, k = KINDS[kind].api_version, KINDS[kind].kind
         token = ""
         while True:
-            page = self.request("GET", KINDS[kind].path(namespace), verb="LIST", accept=accept,
+            page = self.request("GET", KINDS[kind].path(namespace), verb="LIST", accept=accept, kind=KINDS[kind],
                                 query=query + [("limit", str(limit))] + ([("continue", token)] if token else []))
+            dropped = page.pop(_DROPPED, [])
+            if skipped is not None:
+                skipped.extend(dropped)
             meta = page.get("metadata") or {}
             items = page.get("items") or []
             del page
@@ -293,29 +407,29 @@ class Kube:
         meta = obj["metadata"]
         query = [("fieldManager", self.field_manager)] + ([("force", "true")] if force else [])
         return self.request("PATCH", kind.path(meta.get("namespace"), meta["name"], subresource), body=obj,
-                            query=query, content_type="application/apply-patch+yaml")
+                            query=query, content_type="application/apply-patch+yaml", kind=kind)
 
     def patch(self, kind: str, name: str, patch: dict[str, Any] | builtins.list[dict[str, Any]],
               namespace: str | None = None, subresource: str | None = None, merge: bool = True) -> dict[str, Any]:
         content_type = "application/merge-patch+json" if merge else "application/json-patch+json"
         return self.request("PATCH", KINDS[kind].path(namespace, name, subresource), body=patch,
-                            content_type=content_type)
+                            content_type=content_type, kind=KINDS[kind])
 
     def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
         """PUT: the whole object, refused (409) when ``metadata.resourceVersion`` is no longer current."""
         kind = KINDS[obj["kind"]]
         meta = obj["metadata"]
-        return self.request("PUT", kind.path(meta.get("namespace"), meta["name"]), body=obj)
+        return self.request("PUT", kind.path(meta.get("namespace"), meta["name"]), body=obj, kind=kind)
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         kind = KINDS[obj["kind"]]
-        return self.request("POST", kind.path(obj["metadata"].get("namespace")), body=obj)
+        return self.request("POST", kind.path(obj["metadata"].get("namespace")), body=obj, kind=kind)
 
     def delete(self, kind: str, name: str, namespace: str | None = None,
                propagation: str = "Background") -> bool:
         """Delete; False when it was already gone."""
         try:
-            self.request("DELETE", KINDS[kind].path(namespace, name),
+            self.request("DELETE", KINDS[kind].path(namespace, name), answer=False,
                          body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation})
             return True
         except ApiError as exc:
@@ -337,12 +451,15 @@ class Kube:
         return any(r.get("name") == k.plural for r in resources if isinstance(r, dict))
 
 
+def _text(raw: Any) -> Any:
+    return raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
+
+
 def _json(raw: Any) -> Any:
+    """An error's body: its Status (cut where it nests too deep), else its text."""
     if raw is None or raw == b"" or raw == "":
         return {}
-    if isinstance(raw, (bytes, bytearray)):
-        raw = raw.decode("utf-8", "replace")
     try:
-        return json.loads(raw)
+        return jsondecode.loads(raw, jsondecode.MAX_DEPTH)[0]
     except ValueError:
-        return raw
+        return _text(raw)

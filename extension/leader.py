@@ -13,15 +13,20 @@ The record and the timing are client-go's:
 - a candidate reads the Lease every ``retry_period``; it takes it when there is none, when its holder is empty
   (released), or when the record has not changed for ``lease_duration`` *as measured on the candidate's own
   clock since it last saw it change* (no clocks are compared between machines); taking and renewing are
-  updates with the resourceVersion read (optimistic concurrency), so of two candidates only one wins;
+  updates with the resourceVersion read (optimistic concurrency), so of two candidates only one wins. "Saw" is
+  when the read returned, as client-go's ``observedTime``: timed from before the request, a read that took
+  longer than ``lease_duration - renew_deadline`` would date a renewal written while it waited too early, and
+  the candidate could take a Lease whose holder still counts itself leader;
 - the leader renews every ``retry_period``; it counts as leader only while its last successful renew, timed
   from before the request was sent, is less than ``renew_deadline`` old (:meth:`LeaderElector.leading`); with
   ``renew_deadline`` < ``lease_duration`` it stops writing before anyone else may take the Lease;
 - writes of the controller go through a client fenced with :meth:`leading` (:meth:`extension.kube.Kube.fenced`):
   once the renew deadline has passed not one more write is sent, whatever is in flight; then ``on_stopped`` is
   called (the process ends, as controller-runtime's manager does, and is restarted as a follower);
-- on a clean stop the leader releases the Lease (holder empty, duration 1 s, as client-go's ``ReleaseOnCancel``),
-  so that the other replica takes over at once instead of after ``lease_duration`` (a rollout).
+- on a clean stop the leader keeps renewing while its work in flight drains (the caller stops :meth:`run` only
+  then), and then releases the Lease (holder empty, duration 1 s, as client-go's ``ReleaseOnCancel``, which
+  controller-runtime's manager triggers once its runnables have stopped), so that the other replica takes over
+  at once instead of after ``lease_duration`` (a rollout).
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ class LeaderElector:
             now = _micro_time(dt.datetime.now(dt.UTC))
             try:
                 lease = self.kube.get("Lease", self.name, self.namespace)
+                observed = self.clock()  # when the record was seen: after the read (client-go's observedTime)
                 if lease is None:
                     self.kube.create({
                         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -105,7 +111,7 @@ class LeaderElector:
                 record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("acquireTime"),
                           spec.get("leaseTransitions"), spec.get("leaseDurationSeconds"))
                 if record != self._observed:
-                    self._observed, self._observed_at = record, started
+                    self._observed, self._observed_at = record, observed
                 holder = spec.get("holderIdentity") or ""
                 duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
                 if holder and holder != self.identity and self._observed_at + duration > started:
@@ -152,8 +158,9 @@ class LeaderElector:
 
     # --- the loop ------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, on_started: Callable[[], None], on_stopped: Callable[[], None]) -> None:
-        """Wait to become the leader, call ``on_started``, renew until ``stop`` (then release: the caller has
-        stopped writing by then) or until the lease is lost (``on_stopped``)."""
+        """Wait to become the leader, call ``on_started``, renew until ``stop`` or until the lease is lost
+        (``on_stopped``). On ``stop`` the Lease is released (client-go's ``ReleaseOnCancel``): the caller sets it
+        once its work has drained, and until then it is renewed, so that the work in flight may still write."""
         log.info("waiting for the leader lease %s/%s as %s", self.namespace, self.name, self.identity)
         while not stop.is_set():
             if self.try_acquire_or_renew():
@@ -173,3 +180,4 @@ class LeaderElector:
                           self.renew_deadline)
                 on_stopped()
                 return
+        self.release()

@@ -2,11 +2,15 @@
 
 Two halves:
 
-- **kopf** serves the admission webhooks and watches Shoots (the index of Secrets in use, which the Secret
-  webhook answers from) on every replica. Every handler only translates a kopf event into a call on the parts
-  (:class:`Runtime`), which kopf passes to each handler as ``memo``; nothing is kept in module globals and every
-  handler is registered in :func:`registry`, in one place. kopf keeps no state on the objects (no annotations,
-  no finalizers of its own) and posts no Kubernetes events.
+- **kopf** serves the admission webhooks on every replica. Every handler only translates a kopf request into a
+  call on the parts (:class:`Runtime`), which kopf passes to each handler as ``memo``; nothing is kept in module
+  globals and every handler is registered in :func:`registry`, in one place. kopf keeps no state on the objects
+  (no annotations, no finalizers of its own) and posts no Kubernetes events.
+- **the Shoot watch** (:mod:`.informer`, on every replica, when there is an index of Secrets in use: the Secret
+  webhook answers from it) feeds the index and, on the leader, the bridge and the protection. It was kopf's
+  until a Shoot nested 3,000 levels deep (the API server takes 10,000) made kopf's list raise
+  ``RecursionError``: kopf's watcher task failed, its orchestrator re-raised it and ``kopf.run`` ended, at every
+  start. The informer's client skips such an object and names it (:mod:`.jsondecode`, :mod:`.kube`).
 - **the controller** runs on the leader only (:mod:`.leader`; every replica is the leader without
   ``--leader-election``): its own watches (:mod:`.informer`: Extensions, and what the actuator reads: Clusters,
   Secrets, the delivered objects), its workers, the retries and the periodic resync; in standalone mode the
@@ -50,7 +54,7 @@ from extension.controller.mirror import MirrorActuator
 from extension.controller.reconciler import DEFAULT_RESYNC_SECONDS, Controller
 from extension.controller.upstreams import UpstreamChecks
 from extension.errors import RegistryCacheError
-from extension.informer import wait_synced
+from extension.informer import Informer, Key, wait_synced
 from extension.kube import ApiError, Kube
 from extension.leader import LeaderElector
 from extension.references import ReferenceIndex
@@ -133,7 +137,6 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
     index = None
     if standalone or (webhook is not None and webhook.garden):
         index = ReferenceIndex(cleanup_finalizer=BRIDGE_FINALIZER if standalone else None)
-        index.prime(seed.list("Shoot"))
     protection = None
     if standalone:
         assert index is not None
@@ -147,6 +150,14 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
         bridge=bridge, index=index, protection=protection, webhook=webhook,
         serving=serving_cert(seed, webhook) if webhook is not None else None,
         resync_seconds=resync_seconds, elector=elector, workers=workers)
+
+
+def shoot_watch(runtime: Runtime) -> Informer[bool]:
+    """The Shoot watch of every replica: it keeps the index current and, on the leader, hands each Shoot to the
+    protection and the bridge (only that a Shoot exists is recorded; each is dropped once handled)."""
+    return Informer(runtime.seed, "Shoot", lambda shoot: True, name="shoots",
+                    on_object=lambda shoot: _on_shoot(runtime, shoot),
+                    on_change=lambda key, old, new: _on_shoot_deleted(runtime, key) if new is None else None)
 
 
 def serving_cert(seed: Kube, webhook: WebhookSettings) -> server.ServingCert:
@@ -173,8 +184,6 @@ def registry(runtime: Runtime) -> kopf.OperatorRegistry:
     kopf.on.startup(registry=reg)(_configure)
     kopf.on.cleanup(registry=reg)(_cleanup)
     kopf.on.login(registry=reg)(_login)
-    if runtime.index is not None:
-        kopf.on.event("core.gardener.cloud", "v1beta1", "shoots", registry=reg)(_on_shoot)
     if runtime.webhook is not None and runtime.webhook.garden:
         kopf.on.validate("core.gardener.cloud", "v1beta1", "shoots", id=SHOOT_HOOK, registry=reg,
                          operations=["CREATE", "UPDATE"])(_validate_shoot)
@@ -191,31 +200,46 @@ def registry(runtime: Runtime) -> kopf.OperatorRegistry:
 def run(runtime: Runtime, liveness: str | None = None) -> None:
     """Run until stopped (SIGINT/SIGTERM): kopf (webhooks, Shoots) here, the controller once leading."""
     workers: list[threading.Thread] = []
+    lease_stop = threading.Event()  # set once the work in flight has drained: the elector then releases the Lease
+    election: threading.Thread | None = None
 
     def start_leading() -> None:
-        threading.Thread(target=_lead, args=(runtime, workers), daemon=True, name="controller").start()
+        if not runtime.stop.is_set():
+            threading.Thread(target=_lead, args=(runtime, workers), daemon=True, name="controller").start()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGUSR1, lambda *_: runtime.resync_now.set())
+    shoots = shoot_watch(runtime) if runtime.index is not None else None
+    if shoots is not None:  # the index is primed before the webhooks answer from it, and before leading
+        started = time.monotonic()
+        shoots.start(runtime.stop)
+        if not wait_synced([shoots], runtime.stop, timeout=CACHE_SYNC_TIMEOUT):
+            runtime.stop.set()
+            raise RuntimeError(f"the Shoot watch did not list within {CACHE_SYNC_TIMEOUT:.0f}s")
+        assert runtime.index is not None
+        runtime.index.primed.set()
+        log.info("Shoot watch synced in %.1fs: %d Shoots", time.monotonic() - started, len(shoots))
     if runtime.elector is None:
         metrics.LEADER.set(1)
         start_leading()
     else:
-        threading.Thread(target=runtime.elector.run, args=(runtime.stop, start_leading, _lost_lease), daemon=True,
-                         name="leader-election").start()
+        election = threading.Thread(target=runtime.elector.run, args=(lease_stop, start_leading, _lost_lease),
+                                    daemon=True, name="leader-election")
+        election.start()
     try:
         kopf.run(registry=registry(runtime), memo=runtime, clusterwide=True, standalone=True,
                  liveness_endpoint=liveness)
     finally:
         runtime.stop.set()
         runtime.controller.queue.close()
-        deadline = time.monotonic() + 20
-        for worker in list(workers):  # the operations in flight end before the lease is released
+        deadline = time.monotonic() + DRAIN_SECONDS
+        for worker in list(workers):  # the operations in flight end (the lease still renewed) before it is released
             worker.join(max(0.0, deadline - time.monotonic()))
-        for informer in runtime.controller.informers():
+        for informer in [*runtime.controller.informers(), *([shoots] if shoots is not None else [])]:
             informer.close()
-        if runtime.elector is not None:
-            runtime.elector.release()
+        lease_stop.set()
+        if election is not None:
+            election.join(RELEASE_SECONDS)
 
 
 def _lost_lease() -> None:
@@ -226,6 +250,8 @@ def _lost_lease() -> None:
     os._exit(1)
 
 
+DRAIN_SECONDS = 20.0  # at a stop, how long the operations in flight may still run
+RELEASE_SECONDS = 10.0  # then, how long the elector may take to release the lease
 CACHE_SYNC_TIMEOUT = 120.0  # as controller-runtime's CacheSyncTimeout: a leader whose watches do not list ends
 
 
@@ -274,8 +300,8 @@ def _leading(runtime: Runtime, workers: list[threading.Thread]) -> None:
     # the caches' health (condition SystemComponentsHealthy), every HEALTH_CHECK_INTERVAL_SECONDS
     threading.Thread(target=HealthLoop(runtime.controller).run, args=(runtime.stop,), daemon=True,
                      name="health").start()
-    if runtime.bridge is not None and runtime.elector is not None:
-        try:  # what happened while another replica led (kopf delivered those Shoots while this one followed)
+    if runtime.bridge is not None:
+        try:  # every Shoot once: those listed at start, and what happened while another replica led
             for shoot in runtime.seed.list("Shoot"):
                 runtime.bridge.handle(shoot)
         except Exception:
@@ -350,20 +376,28 @@ def _extension_deleted(bridge: Bridge, ext: dict[str, Any]) -> None:
             log.exception("%s: the bridge could not finish the Shoot's cleanup", ext["metadata"]["namespace"])
 
 
-def _on_shoot(event: Any, body: Any, memo: Runtime, **_: Any) -> None:
-    shoot = _plain(body)
-    meta = shoot["metadata"]
-    assert memo.index is not None
-    changed = (memo.index.remove(meta["namespace"], meta["name"]) if event.get("type") == "DELETED"
-               else memo.index.update(shoot))
-    if not memo.leading():
-        return  # the index is every replica's; writing is the leader's
-    if memo.protection is not None:
-        for namespace, name in sorted(changed):
-            memo.protection.handle(namespace, name)
-    if event.get("type") == "DELETED" or memo.bridge is None:
-        return
-    memo.bridge.handle(shoot)
+def _on_shoot(runtime: Runtime, shoot: dict[str, Any]) -> None:
+    """A Shoot listed or changed (the Shoot watch's thread)."""
+    assert runtime.index is not None
+    changed = runtime.index.update(shoot)
+    if not runtime.leading() or not runtime.index.primed.is_set():
+        return  # the index is every replica's; writing is the leader's, which starts with a pass over all
+    _protect(runtime, changed)
+    if runtime.bridge is not None:
+        runtime.bridge.handle(shoot)
+
+
+def _on_shoot_deleted(runtime: Runtime, key: Key) -> None:
+    assert runtime.index is not None
+    changed = runtime.index.remove(*key)
+    if runtime.leading():
+        _protect(runtime, changed)
+
+
+def _protect(runtime: Runtime, secrets: set[tuple[str, str]]) -> None:
+    if runtime.protection is not None:
+        for namespace, name in sorted(secrets):
+            runtime.protection.handle(namespace, name)
 
 
 # --- admission -------------------------------------------------------------------------------------------

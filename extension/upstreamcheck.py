@@ -3,7 +3,9 @@
 1. ``GET <remoteURL>/v2/`` without credentials;
 2. on 401, the ``WWW-Authenticate`` challenge names the way in: ``Bearer realm=...,service=...`` -> ``GET
    <realm>?service=<service>&account=<username>`` with the credentials as basic auth, then ``GET /v2/`` with
-   the token it hands out; ``Basic`` -> ``GET /v2/`` with the credentials;
+   the token it hands out, but only to a realm that distribution 3.1 would send them to (:func:`realm_allowed`;
+   any other realm is :data:`UNEXPECTED`, and nothing is sent to it); ``Basic`` -> ``GET /v2/`` with the
+   credentials;
 3. an upstream that answers ``/v2/`` without credentials gets them once more (``GET /v2/`` with basic
    auth): some registries refuse even public content to wrong credentials.
 
@@ -24,7 +26,9 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import functools
 import http.client
+import ipaddress
 import json
 import re
 import ssl
@@ -35,6 +39,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from publicsuffixlist import PublicSuffixList
 
 from api.secrets import Credentials
 
@@ -76,6 +82,62 @@ def parse_challenge(header: str | None) -> tuple[str, dict[str, str]] | None:
     return scheme.lower(), params
 
 
+def realm_allowed(remote_url: str, realm: str) -> bool:
+    """Whether the credentials of the upstream at ``remote_url`` may go to the token ``realm`` its challenge
+    names.
+
+    distribution 3.1's rule (``registry/proxy/proxyauth.go`` ``realmAllowed``, commit f215e513 "bind bearer
+    realms to upstream trust boundary", the fix of GHSA-3p65-76g6-3w7r / CVE-2026-33540: its proxy keeps only the
+    bearer challenges whose realm passes): the realm is an absolute URL, and its host (with the port, as
+    written, case-insensitive) is the remote's, or both hosts are names, neither an IP address nor
+    ``localhost``, with the same registrable domain (eTLD+1 by the Public Suffix List, its private section
+    included as Go's ``publicsuffix`` has it: ``auth.docker.io`` for ``registry-1.docker.io``, but not
+    ``b.github.io`` for ``a.github.io``). Stricter than distribution in two points: a remote reached over https
+    gets a realm over https only (distribution does not look at the scheme, so an https upstream could have the
+    credentials sent in clear text), and a host without a registrable domain (a public suffix itself) matches
+    only itself."""
+    remote, target = urllib.parse.urlsplit(remote_url), urllib.parse.urlsplit(realm)
+    if target.scheme not in ("http", "https") or not _hostport(target) or not _hostport(remote):
+        return False
+    if remote.scheme == "https" and target.scheme != "https":
+        return False
+    if _hostport(remote).lower() == _hostport(target).lower():
+        return True
+    remote_host, realm_host = (remote.hostname or "").lower(), (target.hostname or "").lower()
+    if not remote_host or not realm_host or _literal_or_local(remote_host) or _literal_or_local(realm_host):
+        return False
+    domain = _registrable_domain(remote_host)
+    return domain is not None and domain == _registrable_domain(realm_host)
+
+
+def _hostport(parts: urllib.parse.SplitResult) -> str:
+    """Go's ``URL.Host``: the host and port as written, without user info."""
+    return parts.netloc.rpartition("@")[2]
+
+
+def _literal_or_local(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    return PublicSuffixList()  # the list the package ships; nothing is fetched
+
+
+def _registrable_domain(host: str) -> str | None:
+    """eTLD+1, None where Go's ``EffectiveTLDPlusOne`` fails (a public suffix, an empty label)."""
+    if host.startswith(".") or host.endswith(".") or ".." in host:
+        return None
+    domain = _public_suffixes().privatesuffix(host)
+    return domain if isinstance(domain, str) else None
+
+
 def token_url(realm: str, service: str | None, username: str) -> str:
     """The token request of ``docker login``: the realm with ``service`` and ``account`` (no scope)."""
     parts = urllib.parse.urlsplit(realm)
@@ -107,12 +169,19 @@ class _NoAnswer(Exception):
     pass
 
 
-def _get(url: str, timeout: float, authorization: str | None = None) -> _Answer:
+def _opener(ssl_context: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
+    if ssl_context is None:
+        return _OPENER
+    return urllib.request.build_opener(_NoRedirect(), urllib.request.HTTPSHandler(context=ssl_context))
+
+
+def _get(url: str, timeout: float, authorization: str | None = None,
+         opener: urllib.request.OpenerDirector = _OPENER) -> _Answer:
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
     if authorization:
         headers["Authorization"] = authorization
     try:
-        with _OPENER.open(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
+        with opener.open(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
             return _Answer(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read(65536))
     except urllib.error.HTTPError as exc:
         body = exc.read(65536) if exc.fp is not None else b""
@@ -130,18 +199,25 @@ def _host(url: str) -> str:
     return urllib.parse.urlsplit(url).netloc
 
 
-def check(target: Target, timeout: float = REQUEST_TIMEOUT_SECONDS) -> CheckResult:
-    """Check one upstream's credentials as a registry client does (see the module)."""
+def check(target: Target, timeout: float = REQUEST_TIMEOUT_SECONDS,
+          ssl_context: ssl.SSLContext | None = None) -> CheckResult:
+    """Check one upstream's credentials as a registry client does (see the module). ``ssl_context``: whom to
+    trust over https (default: the system's CAs)."""
     up, creds = target.upstream, target.credentials
+    opener = _opener(ssl_context)
+
+    def get(url: str, timeout: float, authorization: str | None = None) -> _Answer:
+        return _get(url, timeout, authorization, opener)
+
     base = target.remote_url.rstrip("/") + "/v2/"
     where, asked = "GET /v2/", base
     try:
-        first = _get(base, timeout)
+        first = get(base, timeout)
         if first.status >= 500:
             return CheckResult(up, UNREACHABLE, first.status, f"{where} at {_host(base)}: {first.status}")
         if first.status == 200:
             where = "GET /v2/ with the credentials (the upstream needs none)"
-            again = _get(base, timeout, _basic(creds))
+            again = get(base, timeout, _basic(creds))
             return _decide(up, again, where, _host(base))
         if first.status != 401:
             return CheckResult(up, UNEXPECTED, first.status, f"{where} at {_host(base)}: {first.status}")
@@ -151,12 +227,18 @@ def check(target: Target, timeout: float = REQUEST_TIMEOUT_SECONDS) -> CheckResu
         scheme, params = challenge
         if scheme == "basic":
             where = "GET /v2/ with the credentials (basic auth)"
-            return _decide(up, _get(base, timeout, _basic(creds)), where, _host(base))
+            return _decide(up, get(base, timeout, _basic(creds)), where, _host(base))
         if scheme != "bearer" or not params.get("realm", "").startswith(("http://", "https://")):
             return CheckResult(up, UNEXPECTED, 401, f"{where} at {_host(base)}: unsupported challenge {scheme}")
         realm = params["realm"]
+        if not realm_allowed(target.remote_url, realm):
+            origin = urllib.parse.urlsplit(realm)
+            wanted = "an https URL" if base.startswith("https:") else "a URL"
+            return CheckResult(up, UNEXPECTED, 401, (
+                f"{where} at {_host(base)}: 401 naming the token realm {origin.scheme}://{_hostport(origin)}, "
+                f"not {wanted} of this host or its domain: the credentials were not sent there"))
         where, asked = "GET token", realm
-        token_answer = _get(token_url(realm, params.get("service"), creds.username), timeout, _basic(creds))
+        token_answer = get(token_url(realm, params.get("service"), creds.username), timeout, _basic(creds))
         if token_answer.status != 200:
             return _decide(up, token_answer, where, _host(realm))
         try:
@@ -167,7 +249,7 @@ def check(target: Target, timeout: float = REQUEST_TIMEOUT_SECONDS) -> CheckResu
         if not isinstance(token, str) or not token:
             return CheckResult(up, UNEXPECTED, 200, f"{where} at {_host(realm)}: 200 without a token")
         where = "GET /v2/ with the token"
-        return _decide(up, _get(base, timeout, f"Bearer {token}"), where, _host(base))
+        return _decide(up, get(base, timeout, f"Bearer {token}"), where, _host(base))
     except _NoAnswer as exc:
         return CheckResult(up, UNREACHABLE, None, f"{where} at {_host(asked)}: no answer ({exc})")
 

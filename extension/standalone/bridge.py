@@ -43,7 +43,7 @@ from extension.constants import (
     extension_shoot_label,
 )
 from extension.controller.reconciler import now_rfc3339
-from extension.kube import ApiError, Kube
+from extension.kube import ApiError, Kube, Undecodable
 from extension.references import ReferenceIndex, claim_refusal
 from extension.retry import Backoff
 from extension.standalone.policies import PolicyCheck
@@ -92,6 +92,9 @@ class Bridge:
             namespace, name = key.split("/", 1)
             try:
                 shoot = self.kube.get("Shoot", name, namespace)
+            except Undecodable:  # nested too deep (named already): skipped until it changes
+                self.backoff.succeeded(key)
+                continue
             except ApiError as exc:
                 log.warning("bridge: %s: %s", key, exc.describe())
                 self.backoff.failed(key)

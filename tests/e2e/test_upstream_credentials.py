@@ -13,7 +13,7 @@ import pytest
 
 from api.secrets import Credentials
 from extension.controller.conditions import merge
-from extension.upstreamcheck import INVALID, UNREACHABLE, VALID, Target, check, check_all
+from extension.upstreamcheck import INVALID, UNEXPECTED, UNREACHABLE, VALID, Target, check, check_all
 
 from .dataplane import LOOPBACK, free_port
 from .tokenauth import TokenUpstream
@@ -23,7 +23,9 @@ USER = "robot-check"
 
 @pytest.fixture
 def token_upstream(tools, tmp_path):
-    up = TokenUpstream(tools.registry, tmp_path / "token-upstream", USER, uuid.uuid4().hex)
+    """The realm on the registry's own origin (an address: the only realm distribution 3.1 and the check send
+    credentials to)."""
+    up = TokenUpstream(tools.registry, tmp_path / "token-upstream", USER, uuid.uuid4().hex, same_origin=True)
     try:
         yield up.start()
     finally:
@@ -52,7 +54,7 @@ def test_token_auth_upstream_valid_wrong_revoked_unreachable(token_upstream):
     assert (revoked.result, revoked.http_status) == (INVALID, 401), revoked
     assert check(Target("private.example:5000", up.url, Credentials(USER, new_password))).result == VALID
 
-    # the token service away (the registry answers): unreachable, not bad credentials
+    # the token service away (and with it the registry's origin): unreachable, not bad credentials
     assert up.token_server is not None
     up.token_server.stop()
     no_tokens = check(Target("private.example:5000", up.url, Credentials(USER, new_password)))
@@ -63,6 +65,19 @@ def test_token_auth_upstream_valid_wrong_revoked_unreachable(token_upstream):
     assert (gone.result, gone.http_status) == (UNREACHABLE, None), gone
     assert "Connection refused" in gone.detail or "refused" in gone.detail.lower(), gone
     _no_secret_in([valid, wrong, revoked, no_tokens, gone], old_password, new_password, "not-the-password")
+
+
+def test_a_realm_on_another_port_gets_no_credentials(tools, tmp_path):
+    """The realm on another port of the registry's address: distribution 3.1 sends its credentials nowhere
+    there (the pull fails: tests/e2e/test_pull_through.py), and neither does the check: it says so."""
+    up = TokenUpstream(tools.registry, tmp_path / "token-upstream", USER, uuid.uuid4().hex).start()
+    try:
+        result = check(Target("private.example:5000", up.url, Credentials(USER, up.password)))
+    finally:
+        up.stop()
+    assert (result.result, result.http_status) == (UNEXPECTED, 401), result
+    assert f"token realm http://{LOOPBACK}:{up.token_port}" in result.detail
+    assert "GET /token" not in (up.workdir / "token-server.err").read_text(errors="replace")  # not even asked
 
 
 def test_basic_auth_upstream(datapath):

@@ -22,14 +22,15 @@ from .test_kind import TOKEN_SERVER, token_registry_config
 
 class TokenUpstream:
     def __init__(self, registry_bin: Path, workdir: Path, username: str, password: str, *,
-                 anonymous_pull: bool = False):
+                 anonymous_pull: bool = False, same_origin: bool | None = None):
         """``anonymous_pull``: the token server also gives a pull token to a request without credentials (as
-        docker.io does for public images)."""
+        docker.io does for public images). ``same_origin`` (default: with ``anonymous_pull``): clients reach the
+        registry through the token server, so the realm is on the registry's own origin, the only one
+        distribution 3.1 (and the controller's credential check) sends credentials to for an IP address;
+        otherwise the realm is on another port."""
         self.registry_bin, self.workdir = registry_bin, workdir
         self.anonymous_pull = anonymous_pull
-        # with anonymous pulls (docker.io's case) clients reach the registry through the token server, so the
-        # realm is on the registry's own origin, the only one distribution 3.1 takes for an IP address
-        self.same_origin = anonymous_pull
+        self.same_origin = anonymous_pull if same_origin is None else same_origin
         workdir.mkdir(parents=True, exist_ok=True)
         self.username, self.password = username, password
         self.token_port, self.port, self.debug_port = free_port(), free_port(), free_port()

@@ -15,13 +15,17 @@ T = TypeVar("T")
 
 
 class OperatorProcess:
-    """``crash_at``: end the process at that checkpoint of the actuator (see crash_at.py). The upstream
-    credential checks are off unless ``upstream_check``: the tests' upstreams with credentials are names of
-    public registries or names that exist nowhere, and no test contacts anything beyond this machine."""
+    """``crash_at``: end the process at that checkpoint of the actuator (see crash_at.py); ``slow_at``: (point,
+    seconds, flag file) to sleep there once the flag file exists (see slow_at.py). The upstream credential
+    checks are off unless ``upstream_check``: the tests' upstreams with credentials are names of public
+    registries or names that exist nowhere, and no test contacts anything beyond this machine."""
 
     def __init__(self, kubeconfig: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None,
-                 crash_at: str | None = None, upstream_check: bool = False):
+                 crash_at: str | None = None, upstream_check: bool = False,
+                 slow_at: tuple[str, float, Path] | None = None):
         command = ["-m", "tests.integration.crash_at", crash_at] if crash_at else ["-m", "extension.cli"]
+        if slow_at is not None:
+            command = ["-m", "tests.integration.slow_at", slow_at[0], str(slow_at[1]), str(slow_at[2])]
         self.args = [sys.executable, *command, "run", "--kubeconfig", str(kubeconfig), *extra,
                      *([] if upstream_check else ["--no-upstream-check"])]
         self.log_path = log_path

@@ -1,10 +1,12 @@
 """A TCP proxy on loopback that a test can cut and restore: the API server "goes away" for a client that
-reaches it through the proxy (connections reset, new ones refused), while everything else still reaches it."""
+reaches it through the proxy (connections reset, new ones refused), while everything else still reaches it.
+``delay`` holds what the client sends for that many seconds first: its requests reach the server late."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 
 class TcpProxy:
@@ -14,6 +16,7 @@ class TcpProxy:
         self._server: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self.delay = 0.0
 
     def start(self) -> TcpProxy:
         server = socket.socket()
@@ -38,13 +41,14 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, delayed in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, delayed), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, delayed: bool) -> None:
         try:
             while data := src.recv(65536):
+                if delayed and self.delay:
+                    time.sleep(self.delay)
                 dst.sendall(data)
         except OSError:
             pass

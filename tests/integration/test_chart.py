@@ -217,7 +217,9 @@ def test_the_rbac_is_for_a_seed(rendered_objects):
     resources = {r for _, r, _, _ in granted}
     assert resources == {"extensions", "extensions/status", "clusters", "secrets",
                          "mutatingwebhookconfigurations", "customresourcedefinitions",
-                         "configmaps", "prometheusrules", "scrapeconfigs"}  # (the caches' monitoring)
+                         "configmaps", "prometheusrules", "scrapeconfigs",  # (the caches' monitoring)
+                         "events"}  # (on an object nested too deep to decode)
+    assert {v for g, r, v, n in granted if r == "events"} == {"create"}
     # a seed has no Shoots; gardenlet makes the namespaces; the Shoot/Secret webhooks belong to the garden
     assert not resources & {"shoots", "namespaces", "validatingwebhookconfigurations"}
     assert {v for g, r, v, n in granted if r == "mutatingwebhookconfigurations" and not n} == {"create"}

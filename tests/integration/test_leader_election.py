@@ -3,8 +3,11 @@
 What is checked: one of them reconciles, the other waits; killed (SIGKILL: no release), the leader is replaced
 within the lease duration of its last renewal (plus the follower's polling period); a leader that is frozen
 (SIGSTOP) past its renew deadline sends not one more write once it runs again, and ends; stopped cleanly
-(SIGTERM), it releases the Lease and the other takes over at once. Throughout, Extensions keep changing, and no
-Extension is ever reconciled by both processes at once (the operation intervals in their logs).
+(SIGTERM), it releases the Lease and the other takes over at once, also when an operation in flight runs past
+the renew deadline (it renews until that operation ends, as client-go's ReleaseOnCancel under
+controller-runtime). Throughout, Extensions keep changing, and no Extension is ever reconciled by both processes
+at once (the operation intervals in their logs). And a follower whose read of the Lease is slow dates what it
+read from when the answer came (client-go's observedTime), never taking a Lease its holder still counts as its.
 """
 
 from __future__ import annotations
@@ -14,10 +17,16 @@ import re
 import signal
 import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
+import yaml
+
+from extension.kube import Kube
+from extension.leader import LeaderElector
 
 from .operator_process import OperatorProcess, wait_for
+from .tcp_proxy import TcpProxy
 from .test_controller import Seed, kube, uniq
 
 LEASE_NS = "kube-system"
@@ -26,13 +35,13 @@ LINE = re.compile(r"^(\S+ \S+) \w+ extension\.controller\.reconciler: (\S+)/regi
                   r"(started|succeeded|failed|stopped)", re.M)  # stopped: its writes refused, no longer leading
 
 
-def elector(control_plane, log, lease):
+def elector(control_plane, log, lease, timing=TIMING, **kw):
     return OperatorProcess(
         control_plane.kubeconfig, log, "--leader-election", "--leader-election-namespace", LEASE_NS,
         "--leader-election-id", lease,
-        "--leader-election-lease-duration", str(TIMING["lease"]),
-        "--leader-election-renew-deadline", str(TIMING["renew"]),
-        "--leader-election-retry-period", str(TIMING["retry"]))
+        "--leader-election-lease-duration", str(timing["lease"]),
+        "--leader-election-renew-deadline", str(timing["renew"]),
+        "--leader-election-retry-period", str(timing["retry"]), **kw)
 
 
 def holder(kube, lease) -> str:
@@ -223,6 +232,85 @@ def test_a_clean_stop_releases_the_lease_and_the_other_takes_over_at_once(kube, 
         a.stop()
         if b is not None:
             b.stop()
+
+
+def test_a_stop_during_a_long_operation_renews_until_it_ends_then_releases(kube, control_plane, seeds, tmp_path):
+    """SIGTERM while an operation runs past the renew deadline: the leader keeps renewing while it drains, the
+    operation ends with its writes (none refused), then the Lease is released and the other replica takes over
+    at once, well under the lease duration after the stop (before: renewing stopped at SIGTERM, the operation's
+    writes were refused from the renew deadline on, the Lease was not released as no longer held, and the other
+    replica waited for it to expire)."""
+    lease, flag = uniq("lease"), tmp_path / "slow-once"
+    timing = {"lease": 12.0, "renew": 3.0, "retry": 0.5}
+    slow = 6.0  # past the renew deadline, well under the lease duration
+    a = elector(control_plane, tmp_path / "a.log", lease, timing, slow_at=("after-services", slow, flag)).start()
+    b = None
+    try:
+        wait_for("a leader", lambda: identity_in(a.log()), log=a.log)
+        b = elector(control_plane, tmp_path / "b.log", lease, timing).start()
+        wait_for("all converged", converged(seeds), log=a.log)
+        flag.touch()
+        seed = seeds[0]
+        seed.set_caches({"upstream": f"a.{seed.name}.example"}, {"upstream": f"slow.{seed.name}.example"})
+        wait_for("the slow operation", lambda: "slow_at: sleeping" in a.log(), log=a.log)
+        stopped = time.monotonic()
+        a.proc.send_signal(signal.SIGTERM)
+        wait_for("b to lead", lambda: identity_in(b.log()), timeout=3 * timing["lease"], interval=0.05, log=b.log)
+        took = time.monotonic() - stopped
+        assert a.wait_exit(30) == 0, a.log()[-3000:]
+        after = a.log().split("slow_at: awake", 1)[1]
+        assert re.search(rf"^\S+ \S+ INFO \S+: {seed.ns}/registry-cache: Reconcile succeeded", after, re.M), after
+        assert "released the leader lease" in after
+        assert slow - 1.0 <= took < timing["lease"] - 3.0, took  # released once drained, not expired
+        wait_for("all converged under b", converged(seeds), log=b.log)
+        assert_never_both(a.log(), b.log(), time.time())
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+
+
+def test_a_follower_whose_read_is_slow_never_takes_a_lease_still_held(kube, control_plane, tmp_path):
+    """b reads the Lease through a proxy that holds its request 4 s; a renews while it is held (so b's answer has
+    a's new renewal) and then renews no more, as if cut off from the API server while it still writes elsewhere
+    (it counts itself leader for the renew deadline after that renewal). b must date the record it read from when
+    the answer came: dated from when it asked (before), b took the Lease 4 s after asking, while a still counted
+    itself leader."""
+    timing = {"lease_duration": 4.0, "renew_deadline": 3.0, "retry_period": 0.5}
+    lease = uniq("lease")
+    config = yaml.safe_load(control_plane.kubeconfig.read_text())
+    server = urlsplit(config["clusters"][0]["cluster"]["server"])
+    proxy = TcpProxy(server.hostname, server.port).start()
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    proxied = tmp_path / "kubeconfig"
+    proxied.write_text(yaml.safe_dump(config))
+    a = LeaderElector(kube, LEASE_NS, lease, identity="a", **timing)
+    b = LeaderElector(Kube.from_kubeconfig(str(proxied)), LEASE_NS, lease, identity="b", **timing)
+    try:
+        assert a.try_acquire_or_renew()
+        assert not b.try_acquire_or_renew()  # b saw a's record (and keeps its connection through the proxy)
+        proxy.delay = 4.0
+        result: dict[str, bool] = {}
+        asked = time.monotonic()
+        reading = threading.Thread(target=lambda: result.setdefault("b", b.try_acquire_or_renew()))
+        reading.start()
+        time.sleep(2.5)
+        assert a.try_acquire_or_renew()  # while b's read is held; a's last renewal
+        renewed = time.monotonic()
+        reading.join(15)
+        answered = time.monotonic()
+        proxy.delay = 0.0
+        assert result == {"b": False}
+        assert 4.0 <= answered - asked < 7.5, answered - asked  # one request held, once
+        while not b.try_acquire_or_renew():
+            time.sleep(0.05)
+        took = time.monotonic()
+        assert not a.leading(), (f"b took the Lease {took - asked:.1f}s after it asked, {took - renewed:.1f}s after "
+                                 f"a renewed it, while a still counted itself leader")
+        assert took - answered >= timing["lease_duration"], took - answered
+    finally:
+        proxy.cut()
+        kube.delete("Lease", lease, LEASE_NS)
 
 
 def _port() -> int:
