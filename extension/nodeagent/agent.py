@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import errno
 import http.client
 import logging
 import os
 import ssl
+import stat
 import tempfile
 import threading
 import time
@@ -78,6 +80,7 @@ log = logging.getLogger("registry-cache.node-agent")
 DEFAULT_ROOT = CERTS_DIR
 DEFAULT_NAMESPACE = SHOOT_NAMESPACE
 PROBE_TIMEOUT_SECONDS = 2.0
+MAX_READ = 4 << 20  # bytes of a file in ROOT read to compare: more than any hosts.toml or CA bundle we write
 
 
 # --------------------------------------------------------------------------------------------------
@@ -122,13 +125,32 @@ def secret_strings(secret: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def _read(path: Path) -> str | None:
+    """A file's text; None when there is none. A link, a device, a FIFO or a file larger than any we write is
+    not read (a link to ``/dev/zero`` would never end): it reads as something that differs from anything wanted,
+    so a file of ours is replaced (the rename replaces a link itself, never its target)."""
     try:
-        return path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link
+            return "\0not a regular file"
         log.warning("cannot read %s: %s", path, exc)
         return "\0unreadable"  # differs from anything wanted: rewritten if ours
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "\0not a regular file"
+        data = os.read(fd, MAX_READ + 1)
+        while len(data) <= MAX_READ and (more := os.read(fd, MAX_READ + 1 - len(data))):
+            data += more
+        if len(data) > MAX_READ:
+            return "\0too large"
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return "\0unreadable"
+    finally:
+        os.close(fd)
 
 
 def observe(root: Path) -> Observed:
@@ -286,6 +308,10 @@ class NodeAgent:
         for upstream in todo.foreign:
             self._say(said, logging.WARNING, f"{upstream}: {self.root / upstream} is not ours (no {MARKER}): left "
                                              "as it is, this upstream's cache is not configured on this node")
+        for upstream, place in sorted(todo.foreign_ca.items()):
+            self._say(said, logging.WARNING, f"{upstream}: {HOSTS_FILE} not written: the CA file it names, "
+                                             f"{self.root / place}, is in a directory that is not ours (no {MARKER}"
+                                             "): containerd would read whatever is there")
         if todo.ca_bundle_foreign:
             self._say(said, logging.WARNING, f"{self.root / CA_BUNDLE_FILE} is not ours (no {CA_MARKER}): left as "
                                              "it is; https caches may not be trusted by containerd")
