@@ -51,9 +51,10 @@ class Informer(Generic[R]):
     def __init__(self, kube: Kube, kind: str, transform: Callable[[dict[str, Any]], R | None], *,
                  namespace: str | None = None, label_selector: str | None = None, metadata_only: bool = False,
                  on_change: Callable[[Key, R | None, R | None], None] | None = None, name: str | None = None,
-                 watch_seconds: int = 300, page_size: int = 100):
+                 watch_seconds: int = 300, page_size: int = 100, field_selector: str | None = None):
         self.kube, self.kind, self.transform = kube, kind, transform
         self.namespace, self.label_selector, self.metadata_only = namespace, label_selector, metadata_only
+        self.field_selector = field_selector
         self.on_change = on_change
         self.name = name or kind
         self.watch_seconds = watch_seconds
@@ -131,7 +132,8 @@ class Informer(Generic[R]):
         seen: set[Key] = set()
         version = ""
         for page, page_version in self.kube.pages(self.kind, self.namespace, self.label_selector,
-                                                  self.metadata_only, limit=self.page_size):
+                                                  self.metadata_only, limit=self.page_size,
+                                                  field_selector=self.field_selector):
             version = page_version
             for obj in page:  # one page at a time: only the records stay
                 seen.add(key_of(obj))
@@ -144,7 +146,7 @@ class Informer(Generic[R]):
 
     def _watch(self, version: str, stop: threading.Event) -> str:
         response = self.kube.watch(self.kind, version, self.namespace, self.label_selector, self.metadata_only,
-                                   timeout_seconds=self.watch_seconds)
+                                   timeout_seconds=self.watch_seconds, field_selector=self.field_selector)
         self._response = response
         buffer = b""
         try:

@@ -235,10 +235,13 @@ class Kube:
         return items, version
 
     def pages(self, kind: str, namespace: str | None = None, label_selector: str | None = None,
-              metadata_only: bool = False, limit: int = 500) -> Iterator[tuple[builtins.list[dict[str, Any]], str]]:
+              metadata_only: bool = False, limit: int = 500, *, field_selector: str | None = None
+              ) -> Iterator[tuple[builtins.list[dict[str, Any]], str]]:
         """The pages of a LIST (one snapshot), each with the list's resourceVersion: a caller that keeps only
-        what it needs of each page never holds more than one page."""
+        what it needs of each page never holds more than one page. ``field_selector`` ``metadata.name=<name>``
+        lists one object by name (what RBAC ``resourceNames`` allow to list and watch)."""
         query = [("labelSelector", label_selector)] if label_selector else []
+        query += [("fieldSelector", field_selector)] if field_selector else []
         accept = METADATA_LIST if metadata_only else "application/json"
         api_version, k = KINDS[kind].api_version, KINDS[kind].kind
         token = ""
@@ -258,7 +261,7 @@ class Kube:
 
     def watch(self, kind: str, resource_version: str, namespace: str | None = None,
               label_selector: str | None = None, metadata_only: bool = False,
-              timeout_seconds: int = 300) -> urllib3.BaseHTTPResponse:
+              timeout_seconds: int = 300, *, field_selector: str | None = None) -> urllib3.BaseHTTPResponse:
         """A watch stream from ``resource_version`` (newline-delimited JSON events, bookmarks included); the
         caller reads and closes it. The server ends it after ``timeout_seconds``."""
         path = KINDS[kind].path(namespace)
@@ -266,6 +269,8 @@ class Kube:
                  ("timeoutSeconds", str(timeout_seconds))]
         if label_selector:
             query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         _, url, headers, _, _ = self.api.param_serialize(
             method="GET", resource_path=path, query_params=query,
             header_params={"Accept": METADATA if metadata_only else "application/json"}, body=None,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import base64
 import logging
+import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -604,3 +606,68 @@ def test_the_agent_never_reads_through_a_link_in_place_of_a_file_of_ours(tmp_pat
     (root / CA_BUNDLE_FILE).symlink_to(outside)
     assert agent.sync().ok
     assert not (root / CA_BUNDLE_FILE).is_symlink() and (root / CA_BUNDLE_FILE).read_text() == CA.cert_pem
+
+
+# --- the loop: a change at once, a timer for what waits (issue 21, item 5) ----------------------------------
+
+def _wait(what, probe, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return time.monotonic()
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_wake_syncs_at_once_and_the_timer_probes_again_without_reading_the_source(tmp_path):
+    cluster = FakeCluster(configmap("a", entry("ghcr.io", "http://10.0.0.2:5000", probe=False)))
+    reads = []
+
+    def read():
+        reads.append(time.monotonic())
+        return cluster.list()
+
+    agent = NodeAgent(read, tmp_path, prober=cluster.probe)
+    stop = threading.Event()
+    listed = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(60.0, stop, lambda s: listed.wait(5)), daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    assert reads == []  # nothing before the source's first list
+    listed.set()
+    _wait("ghcr.io", lambda: (tmp_path / "ghcr.io" / "hosts.toml").is_file())
+
+    # a change: written at once when woken (the timer is a minute away)
+    cluster.configmaps = [configmap("a", entry("ghcr.io", "http://10.0.0.9:5000", probe=False))]
+    started = time.monotonic()
+    agent.wake()
+    done = _wait("the new endpoint", lambda: "10.0.0.9" in (tmp_path / "ghcr.io" / "hosts.toml").read_text())
+    assert done - started < 1.0
+    stop.set()
+    agent.wake()
+    thread.join(2)
+    assert not thread.is_alive()
+
+    # the timer: a cache that does not answer is probed again every interval, unwoken
+    cluster.configmaps = [configmap("a", entry("quay.io", "http://10.0.0.3:5000"))]
+    agent2 = NodeAgent(read, tmp_path / "2", prober=cluster.probe)
+    stop2 = threading.Event()
+    thread = threading.Thread(target=agent2.run, args=(0.1, stop2), daemon=True)
+    thread.start()
+    _wait("two probes", lambda: cluster.probed.count("http://10.0.0.3:5000/v2/") >= 2)
+    cluster.answering = {"http://10.0.0.3:5000"}
+    _wait("quay.io once its cache answers", lambda: (tmp_path / "2" / "quay.io" / "hosts.toml").is_file())
+    stop2.set()
+    thread.join(2)
+    assert not thread.is_alive()
+
+
+def test_the_node_auth_secret_is_released_when_no_entry_names_a_key(tmp_path):
+    released = []
+    cms = [configmap("a", _auth_entry("a.io", "http://10.0.0.1:5000", "registry-a-io"))]
+    agent = NodeAgent(lambda: cms, tmp_path, prober=lambda url, ca: True,
+                      read_node_auth=lambda: {"registry-a-io": "Basic c2VjcmV0"},
+                      release_node_auth=lambda: released.append(1))
+    assert agent.sync().ok and released == []
+    cms[:] = [configmap("a", entry("a.io", "http://10.0.0.1:5000"))]
+    assert agent.sync().ok and released == [1]
