@@ -472,3 +472,41 @@ def test_after_410_gone_and_a_restart_of_the_api_server_the_agent_lists_again_an
             entry("w.example", "http://127.0.0.1:6006", probe=False), root)
         assert agent.stop() == 0
     proxy.cut()
+
+
+def test_the_node_auth_secret_is_watched_while_a_cache_needs_it(kube, control_plane, tmp_path):
+    """New header values change the Secret and no ConfigMap: the agent follows them through its watch of the
+    Secret (by name), which it holds only while an entry names a key. No header value is ever logged."""
+    ns = f"nodeagent-{uuid.uuid4().hex[:5]}"
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    root = tmp_path / "certs.d"
+    private = entry("p.example", "http://127.0.0.1:5011", probe=False)
+    private["hosts"][0]["nodeAuth"] = "registry-p-example"
+
+    def secret(value: str) -> dict:
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry-cache-node-auth", "namespace": ns},
+                "data": {"registry-p-example": base64.b64encode(value.encode()).decode()}}
+
+    kube.apply(node_config(ns, "private", [private]))
+    with AgentProcess(control_plane.kubeconfig, tmp_path / "agent.log", root, ns, interval=3600) as agent:
+        wait_for("the agent to wait for the key", lambda: "key registry-p-example of Secret registry-cache-node-auth "
+                 "is not there (yet)" in agent.log(), log=agent.log)
+        assert not (root / "p.example").exists()
+        kube.apply(secret("Basic Zmlyc3Q6b25l"))
+        wait_for("the header", lambda: (root / "p.example" / "hosts.toml").is_file(), timeout=2.0, interval=0.02,
+                 log=agent.log)
+        assert '"Authorization" = "Basic Zmlyc3Q6b25l"' in (root / "p.example" / "hosts.toml").read_text()
+        assert (root / "p.example" / "hosts.toml").stat().st_mode & 0o777 == 0o600
+        kube.apply(secret("Basic c2Vjb25kOnR3bw=="))  # new credentials, the ConfigMap as it was
+        wait_for("the new header", lambda: "c2Vjb25kOnR3bw==" in (root / "p.example" / "hosts.toml").read_text(),
+                 timeout=2.0, interval=0.02, log=agent.log)
+        # no entry names a key any more: the watch of the Secret ends, the hosts.toml has no header
+        kube.apply(node_config(ns, "private", [entry("p.example", "http://127.0.0.1:5011", probe=False)]))
+        wait_for("no header", lambda: "Authorization" not in (root / "p.example" / "hosts.toml").read_text(),
+                 timeout=2.0, interval=0.02, log=agent.log)
+        wait_for("the Secret's watch to end", lambda: "no longer watching Secret" in agent.log(), log=agent.log)
+        assert agent.stop() == 0
+    log = agent.log()
+    assert log.count(f": watching Secret {ns}/registry-cache-node-auth") == 1
+    assert "Zmlyc3Q6b25l" not in log and "c2Vjb25kOnR3bw==" not in log
+    kube.delete("ConfigMap", "private", ns)
