@@ -56,9 +56,10 @@ class Informer(Generic[R]):
                  namespace: str | None = None, label_selector: str | None = None, metadata_only: bool = False,
                  on_change: Callable[[Key, R | None, R | None], None] | None = None, name: str | None = None,
                  watch_seconds: int = 300, page_size: int = 100,
-                 on_object: Callable[[dict[str, Any]], None] | None = None):
+                 on_object: Callable[[dict[str, Any]], None] | None = None, field_selector: str | None = None):
         self.kube, self.kind, self.transform = kube, kind, transform
         self.namespace, self.label_selector, self.metadata_only = namespace, label_selector, metadata_only
+        self.field_selector = field_selector
         self.on_change = on_change
         self.on_object = on_object
         self.name = name or kind
@@ -138,7 +139,8 @@ class Informer(Generic[R]):
         version = ""
         skipped: list[dict[str, Any]] = []  # nested too deep to decode: still there, its old record kept
         for page, page_version in self.kube.pages(self.kind, self.namespace, self.label_selector,
-                                                  self.metadata_only, limit=self.page_size, skipped=skipped):
+                                                  self.metadata_only, limit=self.page_size, skipped=skipped,
+                                                  field_selector=self.field_selector):
             version = page_version
             for obj in page:  # one page at a time: only the records stay
                 seen.add(key_of(obj))
@@ -153,7 +155,7 @@ class Informer(Generic[R]):
 
     def _watch(self, version: str, stop: threading.Event) -> str:
         response = self.kube.watch(self.kind, version, self.namespace, self.label_selector, self.metadata_only,
-                                   timeout_seconds=self.watch_seconds)
+                                   timeout_seconds=self.watch_seconds, field_selector=self.field_selector)
         self._response = response
         buffer = b""
         try:

@@ -348,12 +348,15 @@ class Kube:
 
     def pages(self, kind: str, namespace: str | None = None, label_selector: str | None = None,
               metadata_only: bool = False, limit: int = 500,
-              skipped: builtins.list[dict[str, Any]] | None = None,
+              skipped: builtins.list[dict[str, Any]] | None = None, *, field_selector: str | None = None,
               ) -> Iterator[tuple[builtins.list[dict[str, Any]], str]]:
         """The pages of a LIST (one snapshot), each with the list's resourceVersion: a caller that keeps only
         what it needs of each page never holds more than one page. The items nested too deep to decode are left
-        out (and named in a log line and an Event); ``skipped`` gets their skeletons (metadata kept)."""
+        out (and named in a log line and an Event); ``skipped`` gets their skeletons (metadata kept).
+        ``field_selector`` ``metadata.name=<name>`` lists one object by name (what RBAC ``resourceNames`` allow to
+        list and watch)."""
         query = [("labelSelector", label_selector)] if label_selector else []
+        query += [("fieldSelector", field_selector)] if field_selector else []
         accept = METADATA_LIST if metadata_only else "application/json"
         api_version, k = KINDS[kind].api_version, KINDS[kind].kind
         token = ""
@@ -376,7 +379,7 @@ class Kube:
 
     def watch(self, kind: str, resource_version: str, namespace: str | None = None,
               label_selector: str | None = None, metadata_only: bool = False,
-              timeout_seconds: int = 300) -> urllib3.BaseHTTPResponse:
+              timeout_seconds: int = 300, *, field_selector: str | None = None) -> urllib3.BaseHTTPResponse:
         """A watch stream from ``resource_version`` (newline-delimited JSON events, bookmarks included); the
         caller reads and closes it. The server ends it after ``timeout_seconds``."""
         path = KINDS[kind].path(namespace)
@@ -384,6 +387,8 @@ class Kube:
                  ("timeoutSeconds", str(timeout_seconds))]
         if label_selector:
             query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         _, url, headers, _, _ = self.api.param_serialize(
             method="GET", resource_path=path, query_params=query,
             header_params={"Accept": METADATA if metadata_only else "application/json"}, body=None,

@@ -9,8 +9,10 @@ the controller publishes in the shoot: ConfigMaps in ``kube-system`` labelled
   readinessProbe}]}`` (Gardener's OperatingSystemConfig shape, see :func:`.render.containerd_registries`);
 - ``ca-bundle.pem``: the CA certificates nodes trust for the caches' TLS.
 
-Every ``--interval`` seconds it LISTs those ConfigMaps (all of them: one per Extension in standalone mode)
-and brings ``ROOT`` (default ``/etc/containerd/certs.d``) in line:
+It LISTs those ConfigMaps once (all of them: one per Extension in standalone mode), then WATCHes them
+(:mod:`.watch`), and brings ``ROOT`` (default ``/etc/containerd/certs.d``) in line on every change, and every
+``--interval`` seconds from what it keeps in memory (caches that do not answer yet are probed again; no API
+request):
 
 - ``ROOT/<upstream>/hosts.toml`` per upstream, rendered with :func:`.render.hosts_toml_for_entry`, written
   only once the cache answers when ``readinessProbe`` is set (a GET of ``<host>/v2/``, 2 s timeout,
@@ -39,13 +41,14 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import errno
 import http.client
 import logging
 import os
 import ssl
+import stat
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +81,7 @@ log = logging.getLogger("registry-cache.node-agent")
 DEFAULT_ROOT = CERTS_DIR
 DEFAULT_NAMESPACE = SHOOT_NAMESPACE
 PROBE_TIMEOUT_SECONDS = 2.0
+MAX_READ = 4 << 20  # bytes of a file in ROOT read to compare: more than any hosts.toml or CA bundle we write
 
 
 # --------------------------------------------------------------------------------------------------
@@ -122,13 +126,32 @@ def secret_strings(secret: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def _read(path: Path) -> str | None:
+    """A file's text; None when there is none. A link, a device, a FIFO or a file larger than any we write is
+    not read (a link to ``/dev/zero`` would never end): it reads as something that differs from anything wanted,
+    so a file of ours is replaced (the rename replaces a link itself, never its target)."""
     try:
-        return path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link
+            return "\0not a regular file"
         log.warning("cannot read %s: %s", path, exc)
         return "\0unreadable"  # differs from anything wanted: rewritten if ours
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "\0not a regular file"
+        data = os.read(fd, MAX_READ + 1)
+        while len(data) <= MAX_READ and (more := os.read(fd, MAX_READ + 1 - len(data))):
+            data += more
+        if len(data) > MAX_READ:
+            return "\0too large"
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return "\0unreadable"
+    finally:
+        os.close(fd)
 
 
 def observe(root: Path) -> Observed:
@@ -214,9 +237,13 @@ class NodeAgent:
 
     def __init__(self, list_configmaps: ConfigMapLister, root: str | Path, ca_path: str | None = None,
                  prober: Prober | None = None, probe_timeout: float = PROBE_TIMEOUT_SECONDS,
-                 read_node_auth: NodeAuthReader | None = None):
+                 read_node_auth: NodeAuthReader | None = None,
+                 release_node_auth: Callable[[], None] | None = None):
         self.list_configmaps = list_configmaps
         self.read_node_auth = read_node_auth or (lambda: {})
+        # called after a sync whose ConfigMaps name no key of the node-auth Secret (a watch of it may end)
+        self.release_node_auth = release_node_auth or (lambda: None)
+        self._wake = threading.Event()
         self.root = Path(root).absolute()  # hosts.toml names the CA bundle by an absolute path
         self.ca_path = ca_path or str(self.root / CA_BUNDLE_FILE)
         self.prober = prober or (lambda url, ca: probe(url, ca, probe_timeout))
@@ -225,7 +252,8 @@ class NodeAgent:
     @classmethod
     def for_kube(cls, kube: Any, namespace: str, root: str | Path, **kw: Any) -> NodeAgent:
         """Reads the ConfigMaps (LIST by label) and, only when an entry needs it, the one node-auth Secret
-        (GET by name: all the agent may read of Secrets)."""
+        (GET by name: all the agent may read of Secrets) at every sync: ``--once``. For good,
+        :func:`.watch.watching_agent` watches them instead."""
         return cls(lambda: kube.list("ConfigMap", namespace, label_selector=f"{NODE_CONFIG_LABEL}=true"), root,
                    read_node_auth=lambda: secret_strings(kube.get("Secret", NODE_AUTH_SHOOT_SECRET, namespace)), **kw)
 
@@ -240,7 +268,9 @@ class NodeAgent:
             self._said |= said  # what was said before still holds: not repeated once the API server is back
             return SyncResult(False, error=str(exc))
         desired = desired_state(configmaps, self.ca_path)
-        if desired.node_auth_wanted:
+        if not desired.node_auth_wanted:
+            self.release_node_auth()
+        else:
             try:
                 desired = desired_state(configmaps, self.ca_path, self.read_node_auth())
             except Exception as exc:  # noqa: BLE001 - its entries wait; the others are written
@@ -286,6 +316,10 @@ class NodeAgent:
         for upstream in todo.foreign:
             self._say(said, logging.WARNING, f"{upstream}: {self.root / upstream} is not ours (no {MARKER}): left "
                                              "as it is, this upstream's cache is not configured on this node")
+        for upstream, place in sorted(todo.foreign_ca.items()):
+            self._say(said, logging.WARNING, f"{upstream}: {HOSTS_FILE} not written: the CA file it names, "
+                                             f"{self.root / place}, is in a directory that is not ours (no {MARKER}"
+                                             "): containerd would read whatever is there")
         if todo.ca_bundle_foreign:
             self._say(said, logging.WARNING, f"{self.root / CA_BUNDLE_FILE} is not ours (no {CA_MARKER}): left as "
                                              "it is; https caches may not be trusted by containerd")
@@ -374,16 +408,26 @@ class NodeAgent:
                         directory.name, directory, ", ".join(others))
 
     # --- the loop ------------------------------------------------------------------------------------
-    def run(self, interval: float, stop: threading.Event | None = None) -> int:
+    def wake(self) -> None:
+        """Sync now (what it reads changed, or it is to stop): from any thread."""
+        self._wake.set()
+
+    def run(self, interval: float, stop: threading.Event | None = None,
+            ready: Callable[[threading.Event], bool] | None = None) -> int:
+        """Sync when :meth:`wake` is called and at the latest every ``interval`` seconds (re-probing the caches
+        that do not answer yet, checking ROOT: with a watched source that reads memory, not the API server)
+        until ``stop`` is set (call :meth:`wake` too, to end the wait at once). ``ready(stop)``: wait for the
+        source's first LIST before the first sync (False: stopped meanwhile)."""
         stop = stop or threading.Event()
-        log.info("node agent: writing %s every %.1fs (CA bundle at %s for containerd)", self.root, interval,
-                 self.ca_path)
-        while True:
-            started = time.monotonic()
-            try:
-                self.sync()
-            except Exception:
-                log.exception("sync failed")
-            if stop.wait(max(0.0, interval - (time.monotonic() - started))):
-                log.info("node agent: stopped")
-                return 0
+        log.info("node agent: writing %s on every change, and checking it every %.1fs (CA bundle at %s for "
+                 "containerd)", self.root, interval, self.ca_path)
+        if ready is None or ready(stop):
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    self.sync()
+                except Exception:
+                    log.exception("sync failed")
+                self._wake.wait(interval)
+        log.info("node agent: stopped")
+        return 0

@@ -92,6 +92,8 @@ class Desired:
     # hosts.toml carries credentials (written readable by root only).
     node_auth_wanted: set[str] = field(default_factory=set)
     private: set[str] = field(default_factory=set)
+    # Per upstream, the mirror CA bundle files (``<dir>/<name>`` below ROOT, in ``files``) its hosts.toml names.
+    ca_files: dict[str, set[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
 
@@ -141,6 +143,11 @@ def _entry_problem(raw: Any) -> str | None:
         ca = host.get("caCerts")
         if ca is not None and (not isinstance(ca, list) or not all(isinstance(c, str) and c for c in ca)):
             return f"host {brief(host.get('url'), SHOWN)}: caCerts is not a list of paths"
+        for path in ca or []:
+            if path != CA_BUNDLE_PATH and file_place(path) is None:
+                return (f"host {brief(host.get('url'), SHOWN)}: caCerts path {brief(path, SHOWN)} is neither the "
+                        f"caches' CA bundle {CA_BUNDLE_PATH} nor a mirror's CA bundle file "
+                        f"{CERTS_DIR}/<registry>/<name>{MIRROR_CA_BUNDLE_SUFFIX}")
         capabilities = host.get("capabilities")
         if capabilities is not None and (not isinstance(capabilities, list)
                                          or not all(c in ("pull", "resolve") for c in capabilities)):
@@ -163,16 +170,22 @@ def _entry_problem(raw: Any) -> str | None:
     return None
 
 
+def ca_places(host: Mapping[str, Any]) -> list[str]:
+    """``<dir>/<name>`` below ROOT of the mirror CA bundle files a host's ``caCerts`` names (the caches' bundle
+    left out); only for a host :func:`_entry_problem` accepted."""
+    return [place for c in host.get("caCerts") or [] if c != CA_BUNDLE_PATH
+            for place in [file_place(c)] if place is not None]
+
+
 def _with_ca_path(host: Mapping[str, Any], ca_path: str) -> dict[str, Any]:
     """The controller names the CA files at containerd's default place (``/etc/containerd/certs.d``); point
     them at where this agent writes them: the bundle at ``ca_path``, a mirror's CA beside it (in the directory
-    containerd sees ROOT as)."""
+    containerd sees ROOT as). Only the caches' bundle and the mirrors' files (:func:`file_place`) get here:
+    :func:`_entry_problem` refuses any other path."""
     out = dict(host)
     if host.get("caCerts"):
         root = posixpath.dirname(ca_path)
-        out["caCerts"] = [ca_path if c == CA_BUNDLE_PATH else
-                          root + c[len(CERTS_DIR):] if isinstance(c, str) and c.startswith(CERTS_DIR + "/") else c
-                          for c in host["caCerts"]]
+        out["caCerts"] = [ca_path if c == CA_BUNDLE_PATH else f"{root}/{file_place(c)}" for c in host["caCerts"]]
     return out
 
 
@@ -219,7 +232,8 @@ def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUN
     would refuse containerd) and what is on disk for it stays."""
     out = Desired()
     certs: list[str] = []
-    for cm in sorted(configmaps, key=_order):
+    readable: list[tuple[str, list[Any]]] = []
+    for cm in sorted(configmaps, key=_order):  # first every file: an entry may only name a file published
         source = _source(cm)
         data = cm.get("data") or {}
         try:
@@ -240,8 +254,20 @@ def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUN
             out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_REGISTRIES_KEY} has no list 'registries'; "
                                 "nothing is removed until it is fixed")
             continue
+        readable.append((source, registries))
+        if not _read_files(data.get(NODE_CONFIG_FILES_KEY), source, out):
+            continue
+        bundle = data.get(NODE_CONFIG_CA_BUNDLE_KEY)
+        if bundle:
+            found = ca_certificates(bundle)
+            if not found:
+                out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_CA_BUNDLE_KEY} holds no PEM certificate")
+            certs += [c for c in found if c not in certs]
+    for source, registries in readable:
         for i, raw in enumerate(registries):
             problem = _entry_problem(raw)
+            if problem is None:
+                problem = _unpublished_ca_problem(raw, out)
             if problem is not None:
                 out.problems.append(f"ConfigMap {source}: registries[{i}]: {problem}; entry skipped")
                 if isinstance(raw, dict) and valid_upstream(raw.get("upstream")):
@@ -263,18 +289,24 @@ def desired_state(configmaps: Iterable[Mapping[str, Any]], ca_path: str = CA_BUN
             if headers:
                 out.private.add(upstream)
             out.entries[upstream] = entry
+            places = {place for h in raw["hosts"] for place in ca_places(h)}
+            if places:
+                out.ca_files[upstream] = places
             out.hosts_toml[upstream] = hosts_toml_for_entry(
                 {"upstream": upstream, "server": entry.server, "hosts": list(entry.hosts)}, headers)
-        if not _read_files(data.get(NODE_CONFIG_FILES_KEY), source, out):
-            continue
-        bundle = data.get(NODE_CONFIG_CA_BUNDLE_KEY)
-        if bundle:
-            found = ca_certificates(bundle)
-            if not found:
-                out.problems.append(f"ConfigMap {source}: {NODE_CONFIG_CA_BUNDLE_KEY} holds no PEM certificate")
-            certs += [c for c in found if c not in certs]
     out.ca_bundle = "\n".join(certs) + "\n" if certs else None
     return out
+
+
+def _unpublished_ca_problem(raw: Mapping[str, Any], out: Desired) -> str | None:
+    """A mirror CA bundle file an entry names that no ConfigMap publishes (in ``files.yaml``): this agent would
+    not write it, and containerd would read whatever is at that path, or refuse the hosts.toml without it."""
+    for host in raw["hosts"]:
+        for place in ca_places(host):
+            if place not in out.files:
+                return (f"host {brief(host.get('url'), SHOWN)}: caCerts path {CERTS_DIR}/{place} is not a file "
+                        f"published in {NODE_CONFIG_FILES_KEY}")
+    return None
 
 
 def _node_auth_headers(entry: Entry, node_auth: Mapping[str, str] | None,
@@ -358,6 +390,9 @@ class Plan:
     remove: list[str] = field(default_factory=list)  # upstreams whose (managed) directory goes
     waiting: list[str] = field(default_factory=list)  # wanted or changed, but the cache does not answer
     foreign: list[str] = field(default_factory=list)  # wanted, but the directory is not ours
+    # wanted, but a CA file it names is in a directory that is not ours (nor a directory at all: a link, a file):
+    # upstream -> that file's "<dir>/<name>". Not written: containerd would read what somebody else put there.
+    foreign_ca: dict[str, str] = field(default_factory=dict)
     write_ca_bundle: str | None = None
     remove_ca_bundle: bool = False
     ca_bundle_foreign: bool = False  # a ca-bundle.pem that is not ours is in the way
@@ -386,12 +421,21 @@ def to_probe(desired: Desired, observed: Observed) -> dict[str, str]:
             if desired.entries[u].readiness_probe}
 
 
+def _ours_or_new(observed: Observed, directory: str) -> bool:
+    state = observed.dirs.get(directory)
+    return state is None or state.managed
+
+
 def plan(desired: Desired, observed: Observed, answering: Iterable[str] = ()) -> Plan:
     """What to write and remove; ``answering`` are the upstreams whose cache answered its probe."""
     answering = set(answering)
     out = Plan()
     for upstream, text in _changes(desired, observed).items():
-        if desired.entries[upstream].readiness_probe and upstream not in answering:
+        foreign_ca = sorted(place for place in desired.ca_files.get(upstream, ())
+                            if not _ours_or_new(observed, place.split("/", 1)[0]))
+        if foreign_ca:
+            out.foreign_ca[upstream] = foreign_ca[0]
+        elif desired.entries[upstream].readiness_probe and upstream not in answering:
             out.waiting.append(upstream)
         else:
             out.write[upstream] = text

@@ -8,7 +8,8 @@ webhooks upsert, as the Go extension's ensurers do:
   trust; skipped for a shoot being deleted or hibernated, and until the Extension reports its caches;
 - ``registry-mirror``: one entry per mirrored upstream (from the Extension's providerConfig) and the CA bundle
   file of each private mirror beside its ``hosts.toml`` (from gardenlet's ``ref-`` copies); skipped for a shoot
-  being deleted. A missing Extension or CA bundle Secret refuses the request, as Gardener's ensurer does.
+  being deleted. A missing Extension or CA bundle Secret refuses the request, as Gardener's ensurer does; so
+  does a providerConfig that does not validate (Gardener's ensurer relies on admission for that).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from api import shoot as shootlib
 from api.admission import resolve_ca_bundles
 from api.field import Path, ValidationFailed
-from api.mirror_validation import decode_and_default_mirror
+from api.mirror_validation import decode_and_default_mirror, validate_mirror_config
 from api.secrets import secret_from_manifest
 from api.v1alpha3 import RegistryStatus
 from extension.component import tls
@@ -103,6 +104,11 @@ def ensure_mirror(seed: Kube, osc: dict[str, Any]) -> dict[str, Any] | None:
                                  ".spec.providerConfig specified")
     try:
         config = decode_and_default_mirror(raw, PROVIDER_CONFIG_PATH)
+        # as the actuator does: an upstream or host the Shoot's admission would have refused (``..``, ``/``) would
+        # name a CA file outside /etc/containerd/certs.d, and gardener-node-agent writes files where they say
+        errors = validate_mirror_config(config, PROVIDER_CONFIG_PATH)
+        if errors:
+            raise ValidationFailed(errors)
 
         def get_secret(ns: str, name: str):
             obj = seed.get("Secret", name, ns)

@@ -54,6 +54,10 @@ class TcpProxy:
             pass
         finally:
             for s in (src, dst):
+                try:  # shutdown first: a close alone leaves the peer's connection open while the other pipe's
+                    s.shutdown(socket.SHUT_RDWR)  # thread is blocked in recv() on it (no FIN is sent)
+                except OSError:
+                    pass
                 try:
                     s.close()
                 except OSError:

@@ -405,3 +405,16 @@ def test_the_node_agent_runs_with_its_service_account(rbac, tmp_path):
                          ("GET", "/api/v1/namespaces/default/configmaps"),
                          ("GET", "/api/v1/configmaps")]:
         assert _forbidden(agent, method, path), (method, path)
+    # what the running agent does: LIST and WATCH the ConfigMaps, and the one Secret by name (fieldSelector)
+    configmaps, secrets = "/api/v1/namespaces/kube-system/configmaps", "/api/v1/namespaces/kube-system/secrets"
+    by_name = [("fieldSelector", "metadata.name=registry-cache-node-auth")]
+    watch = [("watch", "1"), ("timeoutSeconds", "1")]
+    agent.request("GET", configmaps, query=[("labelSelector", "registry-cache.gardener.cloud/node-config=true")])
+    agent.request("GET", configmaps, query=watch)
+    agent.request("GET", secrets, query=by_name)
+    agent.request("GET", secrets, query=by_name + watch)
+    for query in ([("fieldSelector", "metadata.name=registry-cache-node-auth-x")], watch,
+                  [("fieldSelector", "metadata.namespace=kube-system")]):
+        with pytest.raises(ApiError) as refused:
+            agent.request("GET", secrets, query=query)
+        assert refused.value.status == 403, query

@@ -6,6 +6,9 @@
   gets its entries written once they answer.
 - ConfigMaps made by the test: waiting, answering (any HTTP status), an endpoint that moves, an upstream
   removed, the CA bundle coming and going, an upstream in two ConfigMaps, a user's own directory.
+- Watched, not polled: with an hour between the agent's timer ticks, a change reaches the files within 2 s; after
+  a 410 Gone (etcd compacted past the agent's resourceVersion while it was cut off) it lists again, and after the
+  API server is killed and started again it follows changes again.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import base64
 import copy
 import http.server
+import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -348,3 +353,160 @@ def test_the_api_server_away_leaves_the_files(kube, control_plane, tmp_path):
     assert done.returncode == 1, done.stderr
     assert "cannot list the node-config ConfigMaps, files left as they are" in done.stderr
     assert tree(root) == {f"ghcr.io/{MARKER}": "", "ghcr.io/hosts.toml": "kept"}
+
+
+# --- watched, not polled (issue 21, item 5) ------------------------------------------------------------------
+
+def _follows(root: Path, upstream: str, url: str, seconds: float) -> float:
+    """How long until ``root/upstream/hosts.toml`` names ``url``; fails after ``seconds``."""
+    t0 = time.monotonic()
+    path = root / upstream / "hosts.toml"
+    while time.monotonic() - t0 < seconds:
+        if path.is_file() and f'[host."{url}"]' in path.read_text():
+            return time.monotonic() - t0
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not name {url} within {seconds}s")
+
+
+def test_a_change_reaches_the_files_at_once_without_polling(kube, control_plane, tmp_path):
+    """The agent's timer is an hour: every change below can only come through its watch."""
+    ns = f"nodeagent-{uuid.uuid4().hex[:5]}"
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    root = tmp_path / "certs.d"
+    kube.apply(node_config(ns, "watched", [entry("w.example", "http://127.0.0.1:5001", probe=False)]))
+    with AgentProcess(control_plane.kubeconfig, tmp_path / "agent.log", root, ns, interval=3600) as agent:
+        _follows(root, "w.example", "http://127.0.0.1:5001", 30)
+        took = []
+        for port in (5002, 5003, 5004):
+            kube.apply(node_config(ns, "watched", [entry("w.example", f"http://127.0.0.1:{port}", probe=False)]))
+            took.append(_follows(root, "w.example", f"http://127.0.0.1:{port}", 2.0))
+        # a second ConfigMap, and its removal
+        kube.apply(node_config(ns, "other", [entry("o.example", "http://127.0.0.1:5005", probe=False)]))
+        took.append(_follows(root, "o.example", "http://127.0.0.1:5005", 2.0))
+        kube.delete("ConfigMap", "other", ns)
+        t0 = time.monotonic()
+        wait_for("o.example to go", lambda: not (root / "o.example").exists(), timeout=2.0, interval=0.02,
+                 log=agent.log)
+        took.append(time.monotonic() - t0)
+        print(f"\nnode agent: a ConfigMap change reached the files in {', '.join(f'{t:.2f}' for t in took)} s")
+        assert agent.stop() == 0
+    kube.delete("ConfigMap", "watched", ns)
+
+
+@pytest.fixture
+def own_control_plane(control_plane_bin_dir, tmp_path):
+    """A control plane of this test's own, to compact and restart. Without the API server's watch cache a watch
+    goes to etcd, which answers a compacted resourceVersion with 410 Gone, every time."""
+    from extension.local.controlplane import LocalControlPlane
+
+    cp = LocalControlPlane(workdir=tmp_path / "cp", bin_dir=control_plane_bin_dir, name="agent-410",
+                           apiserver_args=["--watch-cache=false"])
+    cp.start()
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+def _etcd(cp, call: str, body: dict) -> dict:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"{cp.etcd_url}/v3/{call}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def test_after_410_gone_and_a_restart_of_the_api_server_the_agent_lists_again_and_follows(own_control_plane,
+                                                                                           tmp_path):
+    from .tcp_proxy import TcpProxy
+
+    cp = own_control_plane
+    kube = Kube(cp.api_client(), field_manager="nodeagent-test")
+    ns = "nodeagent-410"
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    # the agent reaches the API server through a proxy that can cut it off, and that follows it to a new port
+    proxy = TcpProxy("127.0.0.1", cp.port).start()
+    config = yaml.safe_load(cp.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    kubeconfig = tmp_path / "agent-kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    root = tmp_path / "certs.d"
+
+    def publish(port: int) -> str:
+        url = f"http://127.0.0.1:{port}"
+        kube.apply(node_config(ns, "watched", [entry("w.example", url, probe=False)]))
+        return url
+
+    with AgentProcess(kubeconfig, tmp_path / "agent.log", root, ns, interval=3600) as agent:
+        _follows(root, "w.example", publish(6001), 30)
+        _follows(root, "w.example", publish(6002), 2.0)
+
+        # 410: the agent cut off, a change meanwhile, etcd compacted past it; back, its watch from the old
+        # resourceVersion is answered 410 Gone: it lists again and finds the change
+        proxy.cut()
+        wait_for("the agent to see its watch end", lambda: "informer node-config" in agent.log(), log=agent.log)
+        url = publish(6003)
+        kube.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "unrelated", "namespace": ns}})
+        revision = int(_etcd(cp, "kv/range", {"key": "Lw=="})["header"]["revision"])  # key "/"
+        _etcd(cp, "kv/compaction", {"revision": str(revision), "physical": True})
+        proxy.restore()
+        _follows(root, "w.example", url, 40)
+        wait_for("the agent to list again", lambda: "resourceVersion too old, listing again" in agent.log()
+                 or "410" in agent.log(), log=agent.log)
+        _follows(root, "w.example", publish(6004), 2.0)  # and it watches again
+
+        # the API server killed and started again (on another port, with the same etcd data): the agent waits,
+        # comes back, and follows changes again
+        os.kill(cp.pids["kube-apiserver"], signal.SIGKILL)
+        cp.stop()
+        cp.start()
+        proxy.cut()
+        proxy.target = ("127.0.0.1", cp.port)
+        proxy.restore()
+        kube = Kube(cp.api_client(), field_manager="nodeagent-test")
+        _follows(root, "w.example", publish(6005), 45)
+        _follows(root, "w.example", publish(6006), 2.0)
+        assert (root / "w.example" / "hosts.toml").read_text() == expected_hosts_toml(
+            entry("w.example", "http://127.0.0.1:6006", probe=False), root)
+        assert agent.stop() == 0
+    proxy.cut()
+
+
+def test_the_node_auth_secret_is_watched_while_a_cache_needs_it(kube, control_plane, tmp_path):
+    """New header values change the Secret and no ConfigMap: the agent follows them through its watch of the
+    Secret (by name), which it holds only while an entry names a key. No header value is ever logged."""
+    ns = f"nodeagent-{uuid.uuid4().hex[:5]}"
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    root = tmp_path / "certs.d"
+    private = entry("p.example", "http://127.0.0.1:5011", probe=False)
+    private["hosts"][0]["nodeAuth"] = "registry-p-example"
+
+    def secret(value: str) -> dict:
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry-cache-node-auth", "namespace": ns},
+                "data": {"registry-p-example": base64.b64encode(value.encode()).decode()}}
+
+    kube.apply(node_config(ns, "private", [private]))
+    with AgentProcess(control_plane.kubeconfig, tmp_path / "agent.log", root, ns, interval=3600) as agent:
+        wait_for("the agent to wait for the key", lambda: "key registry-p-example of Secret registry-cache-node-auth "
+                 "is not there (yet)" in agent.log(), log=agent.log)
+        assert not (root / "p.example").exists()
+        kube.apply(secret("Basic Zmlyc3Q6b25l"))
+        wait_for("the header", lambda: (root / "p.example" / "hosts.toml").is_file(), timeout=2.0, interval=0.02,
+                 log=agent.log)
+        assert '"Authorization" = "Basic Zmlyc3Q6b25l"' in (root / "p.example" / "hosts.toml").read_text()
+        assert (root / "p.example" / "hosts.toml").stat().st_mode & 0o777 == 0o600
+        kube.apply(secret("Basic c2Vjb25kOnR3bw=="))  # new credentials, the ConfigMap as it was
+        wait_for("the new header", lambda: "c2Vjb25kOnR3bw==" in (root / "p.example" / "hosts.toml").read_text(),
+                 timeout=2.0, interval=0.02, log=agent.log)
+        # no entry names a key any more: the watch of the Secret ends, the hosts.toml has no header
+        kube.apply(node_config(ns, "private", [entry("p.example", "http://127.0.0.1:5011", probe=False)]))
+        wait_for("no header", lambda: "Authorization" not in (root / "p.example" / "hosts.toml").read_text(),
+                 timeout=2.0, interval=0.02, log=agent.log)
+        wait_for("the Secret's watch to end", lambda: "no longer watching Secret" in agent.log(), log=agent.log)
+        assert agent.stop() == 0
+    log = agent.log()
+    assert log.count(f": watching Secret {ns}/registry-cache-node-auth") == 1
+    assert "Zmlyc3Q6b25l" not in log and "c2Vjb25kOnR3bw==" not in log
+    kube.delete("ConfigMap", "private", ns)

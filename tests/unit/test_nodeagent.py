@@ -4,7 +4,10 @@ server and fake probes (the real API server, caches and process: tests/integrati
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
+import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -492,3 +495,179 @@ def test_a_huge_bad_value_is_quoted_short():
     huge = {"upstream": "x" * 1_000_000, "server": "https://a.io", "hosts": [{"url": "https://b"}]}
     desired = desired_state([configmap("a", huge)])
     assert len(desired.problems[0]) < 300 and '"xxxx' in desired.problems[0]
+
+
+# --- caCerts: only the files this agent writes below the certs root (issue 17, item 8) ----------------------
+
+def _mirror_configmap(name: str, *entries: dict, files: list[dict] | None = None) -> dict:
+    cm = configmap(name, *entries)
+    if files is not None:
+        cm["data"]["files.yaml"] = yaml.safe_dump({"files": files})
+    return cm
+
+
+def _ca_file(path: str) -> dict:
+    return {"path": path, "permissions": 0o644,
+            "content": {"inline": {"encoding": "b64", "data": base64.b64encode(CA.cert_pem.encode()).decode()}}}
+
+
+@pytest.mark.parametrize("path", [
+    "/dev/zero",
+    "/etc/containerd/certs.d/../../../dev/zero",
+    "/etc/containerd/certs.d/a.io/../../../../dev/zero-ca-bundle.pem",
+    "/etc/containerd/certs.d/ca-bundle.pem/../../../../dev/zero",
+    "/etc/containerd/certs.d//dev-ca-bundle.pem",
+    "/etc/containerd/certs.d/./x-ca-bundle.pem",
+    "/etc/containerd/certs.d/a.io/hosts.toml",
+    "/etc/containerd/certs.d/a.io/b/x-ca-bundle.pem",
+    "/etc/containerd/certs.d/a.io/x-ca-bundle.pem\n",
+    "/etc/containerd/certs.d",
+    "/etc/containerd/certs.d.evil/ca-bundle.pem",
+    "ca-bundle.pem",
+    "../ca-bundle.pem",
+    "/etc/containerd/certs.d/a.io/x-ca-bundle.pem",  # the right shape, but no ConfigMap publishes that file
+])
+def test_a_ca_certs_path_that_is_not_a_file_of_ours_skips_the_entry(tmp_path, path):
+    bad = entry("a.io", "https://10.0.0.1:5000")
+    bad["hosts"][0]["caCerts"] = [CA_BUNDLE_PATH, path]
+    cm = configmap("evil", bad, entry("ghcr.io", "https://10.0.0.2:5000"), ca=CA.cert_pem)
+    desired = desired_state([cm])
+    assert list(desired.entries) == ["ghcr.io"] and desired.keep == {"a.io"} and desired.complete
+    [problem] = desired.problems
+    assert problem.startswith('ConfigMap kube-system/evil: registries[0]: host "https://10.0.0.1:5000": caCerts '
+                              "path "), problem
+    assert problem.endswith("; entry skipped") and len(problem) < 400
+    assert path.strip() in problem or path.encode("unicode_escape").decode() in problem
+
+    # on a node: what is on disk for a.io stays, ghcr.io is written, nothing names the path
+    root = tmp_path / "certs.d"
+    (root / "a.io").mkdir(parents=True)
+    (root / "a.io" / MARKER).write_text("")
+    (root / "a.io" / "hosts.toml").write_text("# the last good one\n")
+    result = NodeAgent(lambda: [cm], root, prober=lambda url, ca: True).sync()
+    assert result.ok, result.error
+    assert (root / "a.io" / "hosts.toml").read_text() == "# the last good one\n"
+    assert (root / "ghcr.io" / "hosts.toml").is_file()
+    assert tomllib.loads((root / "ghcr.io" / "hosts.toml").read_text())["host"]["https://10.0.0.2:5000"]["ca"] == [
+        str(root / CA_BUNDLE_FILE)]
+
+
+def test_a_mirror_ca_file_published_anywhere_is_accepted_and_mapped_below_the_root():
+    host = {"url": "https://m.example:8443", "capabilities": ["pull"],
+            "caCerts": ["/etc/containerd/certs.d/reg.io-5000/m.example-8443-ca-bundle.pem"]}
+    cm = _mirror_configmap("m", {"upstream": "reg.io:5000", "server": "https://reg.io:5000", "hosts": [host]},
+                           files=[_ca_file(host["caCerts"][0])])
+    desired = desired_state([cm], ca_path="/var/certs.d/ca-bundle.pem")
+    assert desired.problems == [] and desired.files.keys() == {"reg.io-5000/m.example-8443-ca-bundle.pem"}
+    assert desired.ca_files == {"reg.io:5000": {"reg.io-5000/m.example-8443-ca-bundle.pem"}}
+    assert tomllib.loads(desired.hosts_toml["reg.io:5000"])["host"]["https://m.example:8443"]["ca"] == [
+        "/var/certs.d/reg.io-5000/m.example-8443-ca-bundle.pem"]
+    # a files.yaml entry that cannot be used: the entry naming it is not written either
+    broken = _mirror_configmap("m", {"upstream": "reg.io:5000", "server": "https://reg.io:5000", "hosts": [host]},
+                               files=[{**_ca_file(host["caCerts"][0]), "content": {"inline": {"data": "x"}}}])
+    desired = desired_state([broken])
+    assert desired.entries == {} and desired.keep == {"reg.io:5000", "reg.io-5000"}
+    assert "is not a file published in files.yaml; entry skipped" in desired.problems[-1]
+
+
+def test_a_ca_file_in_a_directory_that_is_not_ours_is_never_named(tmp_path):
+    """A link where the mirror's CA directory would be (reg.io:5000's CA lives in reg.io-5000/): the agent writes
+    nothing through it, and no hosts.toml names a file in it."""
+    host = {"url": "https://m.example:8443", "capabilities": ["pull"],
+            "caCerts": ["/etc/containerd/certs.d/reg.io-5000/m.example-8443-ca-bundle.pem"]}
+    cm = _mirror_configmap("m", {"upstream": "reg.io:5000", "server": "https://reg.io:5000", "hosts": [host]},
+                           entry("ghcr.io", "http://10.0.0.2:5000", probe=False), files=[_ca_file(host["caCerts"][0])])
+    root, elsewhere = tmp_path / "certs.d", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "m.example-8443-ca-bundle.pem").symlink_to("/dev/zero")
+    (root / "reg.io-5000").symlink_to(elsewhere)
+    result = NodeAgent(lambda: [cm], root, prober=lambda url, ca: True).sync()
+    assert result.ok, result.error
+    assert result.plan.foreign_ca == {"reg.io:5000": "reg.io-5000/m.example-8443-ca-bundle.pem"}
+    assert not (root / "reg.io:5000").exists() and (root / "ghcr.io" / "hosts.toml").is_file()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["m.example-8443-ca-bundle.pem"]
+    # once the directory is the agent's to make, both are written, the CA file first
+    (root / "reg.io-5000").unlink()
+    assert NodeAgent(lambda: [cm], root, prober=lambda url, ca: True).sync().ok
+    assert (root / "reg.io-5000" / "m.example-8443-ca-bundle.pem").read_text() == CA.cert_pem
+    assert (root / "reg.io:5000" / "hosts.toml").is_file()
+
+
+def test_the_agent_never_reads_through_a_link_in_place_of_a_file_of_ours(tmp_path):
+    """Our ca-bundle.pem replaced by a link to a file elsewhere that holds the same text: the link is replaced by
+    the file itself (read through, it looked up to date; a link to /dev/zero would have been read forever)."""
+    root, outside = tmp_path / "certs.d", tmp_path / "outside.pem"
+    cm = configmap("a", entry("ghcr.io", "https://10.0.0.2:5000", probe=False), ca=CA.cert_pem)
+    agent = NodeAgent(lambda: [cm], root, prober=lambda url, ca: True)
+    assert agent.sync().ok
+    outside.write_text(CA.cert_pem)
+    (root / CA_BUNDLE_FILE).unlink()
+    (root / CA_BUNDLE_FILE).symlink_to(outside)
+    assert agent.sync().ok
+    assert not (root / CA_BUNDLE_FILE).is_symlink() and (root / CA_BUNDLE_FILE).read_text() == CA.cert_pem
+
+
+# --- the loop: a change at once, a timer for what waits (issue 21, item 5) ----------------------------------
+
+def _wait(what, probe, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return time.monotonic()
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_wake_syncs_at_once_and_the_timer_probes_again_without_reading_the_source(tmp_path):
+    cluster = FakeCluster(configmap("a", entry("ghcr.io", "http://10.0.0.2:5000", probe=False)))
+    reads = []
+
+    def read():
+        reads.append(time.monotonic())
+        return cluster.list()
+
+    agent = NodeAgent(read, tmp_path, prober=cluster.probe)
+    stop = threading.Event()
+    listed = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(60.0, stop, lambda s: listed.wait(5)), daemon=True)
+    thread.start()
+    time.sleep(0.2)
+    assert reads == []  # nothing before the source's first list
+    listed.set()
+    _wait("ghcr.io", lambda: (tmp_path / "ghcr.io" / "hosts.toml").is_file())
+
+    # a change: written at once when woken (the timer is a minute away)
+    cluster.configmaps = [configmap("a", entry("ghcr.io", "http://10.0.0.9:5000", probe=False))]
+    started = time.monotonic()
+    agent.wake()
+    done = _wait("the new endpoint", lambda: "10.0.0.9" in (tmp_path / "ghcr.io" / "hosts.toml").read_text())
+    assert done - started < 1.0
+    stop.set()
+    agent.wake()
+    thread.join(2)
+    assert not thread.is_alive()
+
+    # the timer: a cache that does not answer is probed again every interval, unwoken
+    cluster.configmaps = [configmap("a", entry("quay.io", "http://10.0.0.3:5000"))]
+    agent2 = NodeAgent(read, tmp_path / "2", prober=cluster.probe)
+    stop2 = threading.Event()
+    thread = threading.Thread(target=agent2.run, args=(0.1, stop2), daemon=True)
+    thread.start()
+    _wait("two probes", lambda: cluster.probed.count("http://10.0.0.3:5000/v2/") >= 2)
+    cluster.answering = {"http://10.0.0.3:5000"}
+    _wait("quay.io once its cache answers", lambda: (tmp_path / "2" / "quay.io" / "hosts.toml").is_file())
+    stop2.set()
+    thread.join(2)
+    assert not thread.is_alive()
+
+
+def test_the_node_auth_secret_is_released_when_no_entry_names_a_key(tmp_path):
+    released = []
+    cms = [configmap("a", _auth_entry("a.io", "http://10.0.0.1:5000", "registry-a-io"))]
+    agent = NodeAgent(lambda: cms, tmp_path, prober=lambda url, ca: True,
+                      read_node_auth=lambda: {"registry-a-io": "Basic c2VjcmV0"},
+                      release_node_auth=lambda: released.append(1))
+    assert agent.sync().ok and released == []
+    cms[:] = [configmap("a", entry("a.io", "http://10.0.0.1:5000"))]
+    assert agent.sync().ok and released == [1]

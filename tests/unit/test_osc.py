@@ -2,9 +2,13 @@
 
 import base64
 
+import pytest
+
+from api.mirror_v1alpha1 import API_VERSION
 from extension.component.containerd import containerd_registries
 from extension.component.objects import provider_status
-from extension.webhook.osc import osc_patch
+from extension.errors import ConfigurationError
+from extension.webhook.osc import ensure_mirror, osc_patch
 
 STATUS = provider_status([("docker.io", "https://10.0.0.1:5000", "https://registry-1.docker.io"),
                           ("ghcr.io", "http://10.0.0.2:5000", "https://ghcr.io")], "ca-extension-registry-cache-bundle")
@@ -34,3 +38,28 @@ def test_idempotent_and_empty_osc():
     assert first is not None
     assert osc_patch({"spec": first}, ENTRIES, "PEM") is None  # already there: no change
     assert osc_patch({}, ENTRIES, None)["files"] == []  # no TLS cache: no bundle file
+
+
+class _Seed:
+    """What ensure_mirror reads of a seed: a Cluster and the Extension."""
+
+    def __init__(self, provider_config):
+        self.objects = {("Cluster", "shoot--dev--x"): {"spec": {"shoot": {"metadata": {"name": "x"}}}},
+                        ("Extension", "registry-mirror"): {"spec": {"providerConfig": provider_config}}}
+
+    def get(self, kind, name, namespace=None):
+        return self.objects.get((kind, name))
+
+
+def test_a_mirror_config_that_does_not_validate_never_names_a_file_outside_the_certs_dir():
+    """The Gardener-mode path (issue 17, item 8): the caCerts and files paths come from the upstream and the host
+    of the providerConfig. Unvalidated, an upstream "../../../dev" named /etc/containerd/certs.d/../../../dev/..."""
+    bad = {"apiVersion": API_VERSION, "kind": "MirrorConfig", "mirrors": [
+        {"upstream": "../../../dev", "hosts": [{"host": "https://m.example"}]}]}
+    osc = {"metadata": {"namespace": "shoot--dev--x", "name": "osc"}, "spec": {}}
+    with pytest.raises(ConfigurationError) as refused:
+        ensure_mirror(_Seed(bad), osc)
+    assert "spec.providerConfig.mirrors[0].upstream" in str(refused.value)
+    good = {**bad, "mirrors": [{"upstream": "docker.io", "hosts": [{"host": "https://m.example"}]}]}
+    patched = ensure_mirror(_Seed(good), osc)
+    assert patched["criConfig"]["containerd"]["registries"][0]["upstream"] == "docker.io"
