@@ -79,7 +79,6 @@ KINDS = {k.kind: k for k in [
     Kind("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings",
          namespaced=False),
     Kind("extensions.gardener.cloud/v1alpha1", "OperatingSystemConfig", "operatingsystemconfigs"),
-    Kind("authorization.k8s.io/v1", "SubjectAccessReview", "subjectaccessreviews", namespaced=False),
     Kind("coordination.k8s.io/v1", "Lease", "leases"),
     Kind("discovery.k8s.io/v1", "EndpointSlice", "endpointslices"),
     Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),

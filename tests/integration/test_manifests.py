@@ -386,7 +386,12 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
                          ("GET", "/api/v1/namespaces/default/configmaps"),
                          ("GET", "/apis/apps/v1/namespaces/default/statefulsets"),
                          ("DELETE", f"/api/v1/namespaces/{garden_ns}"),
-                         ("GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles")]:
+                         ("GET", "/apis/rbac.authorization.k8s.io/v1/clusterroles"),
+                         # nothing makes SubjectAccessReviews any more: the admission policies ask the authorizer
+                         ("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews"),
+                         # the policies it checks by name, and no other
+                         ("GET", "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"),
+                         ("GET", "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/other")]:
         assert _forbidden(controller, method, path), (method, path)
 
 
