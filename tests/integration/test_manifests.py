@@ -29,6 +29,8 @@ CRD_GROUPS = {"extensions.gardener.cloud", "core.gardener.cloud"}  # kinds serve
 CONTROLLER_SA = ("registry-cache", "registry-cache")  # namespace, name
 NODE_AGENT_SA = ("kube-system", "registry-cache-node-agent")
 OWNER = "registry-cache.gardener.cloud/owner"
+GUARD = "controller-writes.registry-cache.extensions.gardener.cloud"  # manifests/controller/guard.yaml
+MIRROR_API = "mirror.extensions.gardener.cloud/v1alpha1"
 
 
 def kubectl() -> str:
@@ -73,6 +75,8 @@ def test_default_renders_crds_controller_and_node_agent(default):
         ("RoleBinding", "kube-system", "registry-cache"),
         ("Role", "registry-cache", "registry-cache-controller"),
         ("RoleBinding", "registry-cache", "registry-cache-controller"),
+        ("ValidatingAdmissionPolicy", "", GUARD),
+        ("ValidatingAdmissionPolicyBinding", "", GUARD),
         ("Deployment", "registry-cache", "registry-cache-controller"),
         ("PodDisruptionBudget", "registry-cache", "registry-cache-controller"),
         ("Service", "registry-cache", "registry-cache-webhook"),
@@ -241,10 +245,15 @@ def test_server_side_dry_run(default, control_plane):
     assert all("serverside-applied (server dry run)" in line for line in lines), done.stdout
 
 
+RBAC_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+              "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
 def _apply_rbac(default: list[dict], kubeconfig: Path) -> None:
-    """Apply (for real) the Namespace, ServiceAccounts and RBAC of manifests/default: not the workloads,
-    which the local control plane (no scheduler, no kubelet) would not run anyway."""
-    kinds = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    """Apply (for real) the Namespace, ServiceAccounts, RBAC and admission policies (the controller's guard, the
+    Shoot policies) of manifests/default: not the workloads, which the local control plane (no scheduler, no
+    kubelet) would not run anyway."""
+    kinds = RBAC_KINDS
     text = yaml.safe_dump_all([o for o in default if o["kind"] in kinds], sort_keys=False)
     done = subprocess.run([kubectl(), "--kubeconfig", str(kubeconfig), "apply", "--server-side",
                            "--field-manager", "test-manifests", "-f", "-"], input=text, capture_output=True,
@@ -268,16 +277,44 @@ def _token_kubeconfig(admin: Kube, kubeconfig: Path, sa: tuple[str, str], path: 
     return path
 
 
+def guard_refusal(kube: Kube, method: str, path: str, body: dict | list | None = None,
+                  content_type: str = "application/json") -> str | None:
+    """The guard's message when it refuses the request (made for real), None when the request went through. A
+    refusal by anything else (RBAC, validation) fails the test: each limit is one RBAC lets through."""
+    try:
+        kube.request(method, path, body=body, content_type=content_type)
+    except ApiError as exc:
+        assert exc.status == 403 and GUARD in exc.message, exc.describe()
+        return exc.message
+    return None
+
+
+def wait_guard_in_force(controller: Kube) -> None:
+    """The API server takes a new policy into force a moment after it is written: until then a write the
+    guard refuses would go through, and a test of it would prove nothing. Probed with a dry run."""
+    probe = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "guard-probe", "namespace": "default"}}
+
+    def refused() -> bool:
+        try:
+            controller.request("POST", "/api/v1/namespaces/default/secrets", body=probe, query=[("dryRun", "All")])
+        except ApiError as exc:
+            return exc.status == 403 and GUARD in exc.message
+        return False
+    wait_for("the guard policy to be in force", refused, timeout=30)
+
+
 @pytest.fixture(scope="module")
 def rbac(default, control_plane, tmp_path_factory):
     admin = Kube(control_plane.api_client(), field_manager="test-manifests")
     _apply_rbac(default, control_plane.kubeconfig)
     workdir = tmp_path_factory.mktemp("rbac")
-    return {
+    out = {
         "admin": admin,
         "controller": _token_kubeconfig(admin, control_plane.kubeconfig, CONTROLLER_SA, workdir / "controller"),
         "node-agent": _token_kubeconfig(admin, control_plane.kubeconfig, NODE_AGENT_SA, workdir / "node-agent"),
     }
+    wait_guard_in_force(Kube.from_kubeconfig(str(out["controller"])))
+    return out
 
 
 def _forbidden(kube: Kube, method: str, path: str) -> bool:
@@ -289,35 +326,58 @@ def _forbidden(kube: Kube, method: str, path: str) -> bool:
 
 
 def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
-    """A Shoot's life in standalone mode, every API call made with the manifests' ServiceAccount: enable
-    (TLS on and off, HA, credentials), remove a cache (with a volume), reconcile, delete the Shoot."""
+    """A Shoot's life in standalone mode, every API call made with the manifests' ServiceAccount under their guard
+    policy: enable both extension types (caches with TLS on and off, HA, credentials, node-auth; a mirror with a
+    private CA bundle), remove a cache (with a volume) and the mirror's private host, reconcile, delete the Shoot.
+    The referenced Secrets are protected while in use and released after."""
+    from extension.component import certs
+
     admin = rbac["admin"]
     project, name = "rbac", f"rbac-{uuid.uuid4().hex[:5]}"
     garden_ns, seed_ns = f"garden-{project}", f"shoot--{project}--{name}"
-    up = {k: f"{k}.{name}.example" for k in ("tls", "plain", "private")}
+    up = {k: f"{k}.{name}.example" for k in ("tls", "plain", "private", "mirrored")}
     admin.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": garden_ns}})
     admin.apply({"apiVersion": "v1", "kind": "Secret", "immutable": True, "type": "Opaque",
                  "metadata": {"name": f"{name}-creds-v1", "namespace": garden_ns},
                  "data": {"username": base64.b64encode(b"robot").decode(),
                           "password": base64.b64encode(b"s3cret").decode()}})
+    admin.apply({"apiVersion": "v1", "kind": "Secret", "immutable": True, "type": "Opaque",
+                 "metadata": {"name": f"{name}-ca-v1", "namespace": garden_ns},
+                 "data": {"bundle.crt": base64.b64encode(certs.generate_ca("rbac-mirror-ca").cert_pem.encode())
+                          .decode()}})
     caches = [{"upstream": up["tls"], "highAvailability": {"enabled": True}},
               {"upstream": up["plain"], "http": {"tls": False}},
               {"upstream": up["private"], "secretReferenceName": "creds"}]
+    hosts = [{"host": f"https://mirror.{up['mirrored']}", "capabilities": ["pull", "resolve"]},
+             {"host": f"https://private.{up['mirrored']}:8443", "caBundleSecretReferenceName": "ca"}]
+
+    def extensions(caches: list[dict], hosts: list[dict]) -> list[dict]:
+        return [{"type": "registry-cache", "providerConfig": {
+                    "apiVersion": "registry.extensions.gardener.cloud/v1alpha3", "kind": "RegistryConfig",
+                    "caches": caches}},
+                {"type": "registry-mirror", "providerConfig": {
+                    "apiVersion": MIRROR_API, "kind": "MirrorConfig",
+                    "mirrors": [{"upstream": up["mirrored"], "hosts": hosts}]}}]
+
+    def reference(ref: str) -> dict:
+        return {"name": ref, "resourceRef": {"apiVersion": "v1", "kind": "Secret", "name": f"{name}-{ref}-v1"}}
+
     shoot = {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
              "metadata": {"name": name, "namespace": garden_ns},
-             "spec": {"extensions": [{"type": "registry-cache", "providerConfig": {
-                 "apiVersion": "registry.extensions.gardener.cloud/v1alpha3", "kind": "RegistryConfig",
-                 "caches": caches}}],
-                 "resources": [{"name": "creds", "resourceRef": {"apiVersion": "v1", "kind": "Secret",
-                                                                 "name": f"{name}-creds-v1"}}],
-                 "provider": {"type": "local", "workers": [{"name": "w", "cri": {"name": "containerd"}}]}}}
+             "spec": {"extensions": extensions(caches, hosts),
+                      "resources": [reference("creds"), reference("ca")],
+                      "provider": {"type": "local", "workers": [{"name": "w", "cri": {"name": "containerd"}}]}}}
     owned = f"{OWNER}={seed_ns}"
 
-    def state():
-        ext = admin.get("Extension", "registry-cache", seed_ns) or {}
+    def state(extension_type: str = "registry-cache"):
+        ext = admin.get("Extension", extension_type, seed_ns) or {}
         last = (ext.get("status") or {}).get("lastOperation") or {}
         return ext, last.get("state"), ext.get("metadata", {}).get("generation") == (
             ext.get("status") or {}).get("observedGeneration")
+
+    def protected(ref: str) -> bool:  # the reference protection's finalizer on a Secret of the Shoot's project
+        secret = admin.get("Secret", f"{name}-{ref}-v1", garden_ns) or {}
+        return "gardener.cloud/reference-protection" in (secret.get("metadata", {}).get("finalizers") or [])
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -334,10 +394,18 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
         admin.apply(shoot)
         ext = wait_for("the Extension to succeed", lambda: (s := state())[1] == "Succeeded" and s[0],
                        timeout=90, log=op.log)
+        wait_for("the mirror's Extension to succeed", lambda: state("registry-mirror")[1] == "Succeeded",
+                 timeout=60, log=op.log)
         assert len(ext["status"]["providerStatus"]["caches"]) == 3
         assert len(admin.list("StatefulSet", "kube-system", label_selector=owned)) == 3
         assert len(admin.list("PodDisruptionBudget", "kube-system", label_selector=owned)) == 1
         assert admin.get("Secret", f"ref-{name}-creds-v1", seed_ns) is not None
+        assert admin.get("Secret", f"ref-{name}-ca-v1", seed_ns) is not None
+        [mirror_config] = admin.list("ConfigMap", "kube-system",
+                                     label_selector=f"app.kubernetes.io/managed-by=registry-mirror,{owned}")
+        assert f"private.{up['mirrored']}" in mirror_config["data"]["registries.yaml"]
+        wait_for("the referenced Secrets to be protected", lambda: protected("creds") and protected("ca"),
+                 log=op.log)
         # --node-auth: per cache credentials in the seed, their headers in the shared Secret, one key each
         assert len(admin.list("Secret", seed_ns, label_selector="registry-cache.gardener.cloud/node-auth")) == 3
         assert len(node_auth_keys()) == 3
@@ -348,11 +416,18 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
                      "metadata": {"name": f"cache-volume-{sts}-0", "namespace": "kube-system",
                                   "labels": {OWNER: seed_ns}},
                      "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
-        shoot["spec"]["extensions"][0]["providerConfig"]["caches"] = caches[1:]
+        # one cache fewer, the mirror without its private host (and so without the CA bundle's reference)
+        shoot["spec"]["extensions"] = extensions(caches[1:], hosts[:1])
+        shoot["spec"]["resources"] = [reference("creds")]
         admin.apply(shoot)
         wait_for("two caches", lambda: len(((state()[0].get("status") or {}).get("providerStatus") or {})
                                            .get("caches", [])) == 2 and state()[1] == "Succeeded", timeout=60,
                  log=op.log)
+        wait_for("the mirror without its private host", lambda: state("registry-mirror")[2] and f"private.{up['mirrored']}"
+                 not in admin.list("ConfigMap", "kube-system", label_selector=f"app.kubernetes.io/managed-by="
+                                   f"registry-mirror,{owned}")[0]["data"]["registries.yaml"], timeout=60, log=op.log)
+        wait_for("the CA bundle's Secret to be released", lambda: not protected("ca"), log=op.log)
+        assert admin.get("Secret", f"ref-{name}-ca-v1", seed_ns) is None
         assert len(admin.list("StatefulSet", "kube-system", label_selector=owned)) == 2
         assert admin.list("PodDisruptionBudget", "kube-system", label_selector=owned) == []
         assert len(node_auth_keys()) == 2  # server-side apply dropped the removed cache's key
@@ -372,13 +447,15 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
         admin.delete("Shoot", name, garden_ns)
         wait_for("the Shoot to be gone", lambda: admin.get("Shoot", name, garden_ns) is None, timeout=90, log=op.log)
         assert admin.get("Extension", "registry-cache", seed_ns) is None
+        assert admin.get("Extension", "registry-mirror", seed_ns) is None
         assert admin.get("Cluster", seed_ns) is None
         for kind in ("StatefulSet", "Service", "Secret", "ConfigMap", "NetworkPolicy"):
             assert admin.list(kind, "kube-system", label_selector=owned) == [], kind
         assert node_auth_keys() == set()
+        wait_for("the credentials' Secret to be released", lambda: not protected("creds"), log=op.log)
         log = op.log()
     admin.delete("ValidatingWebhookConfiguration", "registry-cache.extensions.gardener.cloud")
-    assert not re.search(r"(?<![,.:\d])\b403\b|[Ff]orbidden|Not enough permissions", log), log[-5000:]
+    assert not re.search(r"(?<![,.:\d])\b403\b|[Ff]orbidden|Not enough permissions|denied request", log), log[-5000:]
 
     # and not more than that: a few things the controller's ServiceAccount cannot do
     controller = Kube.from_kubeconfig(str(rbac["controller"]))
@@ -391,8 +468,133 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
                          ("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews"),
                          # the policies it checks by name, and no other
                          ("GET", "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"),
-                         ("GET", "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/other")]:
+                         ("GET", "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/other"),
+                         # its Lease by name
+                         ("GET", "/apis/coordination.k8s.io/v1/namespaces/registry-cache/leases/other")]:
         assert _forbidden(controller, method, path), (method, path)
+
+
+def test_the_guard_refuses_every_write_beyond_the_controllers(rbac):
+    """RBAC grants the controller Secret writes cluster-wide, Service and ConfigMap writes in all of kube-system,
+    Namespaces, Leases and webhook configurations by any name (the limits it cannot express). With the controller's
+    own token each of those is tried for real and must be refused by the guard policy (manifests/controller/
+    guard.yaml); a few writes the controller does make go through, so that the refusals are the guard's limits and
+    not a guard that refuses everything."""
+    admin = rbac["admin"]
+    controller = Kube.from_kubeconfig(str(rbac["controller"]))
+    suffix = uuid.uuid4().hex[:5]
+    garden_ns, shoot_ns = f"garden-guard{suffix}", f"shoot--guard{suffix}--x"
+    merge = "application/merge-patch+json"
+    for ns in (garden_ns, shoot_ns):
+        admin.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    # what a cluster holds that is not the controller's
+    admin.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-proxy", "namespace": "kube-system"},
+                 "data": {"config.conf": "mode: iptables"}})
+    admin.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"coredns-{suffix}",
+                                                                       "namespace": "kube-system"}})
+    admin.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"dns-{suffix}", "namespace": "kube-system"},
+                 "spec": {"ports": [{"port": 53}]}})
+    admin.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"bootstrap-{suffix}",
+                                                                    "namespace": "kube-system"}})
+    admin.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                 "metadata": {"name": f"data-{suffix}", "namespace": "kube-system"},
+                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    admin.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app", "namespace": garden_ns},
+                 "data": {"password": base64.b64encode(b"hunter2").decode()}})
+    admin.apply({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+                 "metadata": {"name": "x", "namespace": garden_ns},
+                 "spec": {"provider": {"type": "local", "workers": [{"name": "w", "cri": {"name": "containerd"}}]}}})
+
+    def secret(name: str, namespace: str, **extra: object) -> dict:
+        return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}, **extra}
+
+    token = {"type": "kubernetes.io/service-account-token"}
+    token_meta = {"annotations": {"kubernetes.io/service-account.name": "registry-cache-node-agent"},
+                  "labels": {"app.kubernetes.io/managed-by": "registry-cache"}}
+    core, ks = "/api/v1/namespaces", "/api/v1/namespaces/kube-system"
+    attempts = [
+        # a ServiceAccount's token, even labelled as the controller's own and in a shoot namespace
+        ("service-account-token Secret in kube-system", "POST", f"{ks}/secrets",
+         {**secret(f"node-agent-token-{suffix}", "kube-system", **token), "metadata": {
+             "name": f"node-agent-token-{suffix}", "namespace": "kube-system", **token_meta}}, None),
+        ("service-account-token Secret in a shoot namespace", "POST", f"{core}/{shoot_ns}/secrets",
+         secret("token", shoot_ns, **token, metadata={"name": "token", "namespace": shoot_ns,
+                                                       "annotations": token_meta["annotations"]}), None),
+        # kube-system: what is not labelled as the controller's
+        ("patch ConfigMap kube-system/kube-proxy", "PATCH", f"{ks}/configmaps/kube-proxy",
+         {"data": {"config.conf": "mode: evil"}}, merge),
+        ("delete ConfigMap kube-system/kube-proxy", "DELETE", f"{ks}/configmaps/kube-proxy", None, None),
+        ("label an unlabelled ConfigMap of kube-system as the controller's", "PATCH",
+         f"{ks}/configmaps/coredns-{suffix}",
+         {"metadata": {"labels": {"app.kubernetes.io/managed-by": "registry-cache"}}}, merge),
+        ("patch an unlabelled Service of kube-system", "PATCH", f"{ks}/services/dns-{suffix}",
+         {"metadata": {"annotations": {"x": "y"}}}, merge),
+        ("delete an unlabelled Service of kube-system", "DELETE", f"{ks}/services/dns-{suffix}", None, None),
+        ("delete an unlabelled volume claim of kube-system", "DELETE", f"{ks}/persistentvolumeclaims/data-{suffix}",
+         None, None),
+        ("patch an unlabelled Secret of kube-system", "PATCH", f"{ks}/secrets/bootstrap-{suffix}",
+         {"data": {"token": base64.b64encode(b"x").decode()}}, merge),
+        # Secrets elsewhere
+        ("create a Secret in default", "POST", f"{core}/default/secrets", secret(f"s-{suffix}", "default"), None),
+        ("create a Secret in its own namespace", "POST", f"{core}/registry-cache/secrets",
+         secret(f"s-{suffix}", "registry-cache"), None),
+        ("change a project Secret's data", "PATCH", f"{core}/{garden_ns}/secrets/app",
+         {"data": {"password": base64.b64encode(b"changed").decode()}}, merge),
+        ("put another finalizer on a project Secret", "PATCH", f"{core}/{garden_ns}/secrets/app",
+         {"metadata": {"finalizers": ["example.com/keep"]}}, merge),
+        ("label a project Secret otherwise", "PATCH", f"{core}/{garden_ns}/secrets/app",
+         {"metadata": {"labels": {"registry-cache.gardener.cloud/referenced": "true", "x": "y"}}}, merge),
+        ("delete a project Secret", "DELETE", f"{core}/{garden_ns}/secrets/app", None, None),
+        # namespaces, Clusters, Extensions, Shoots, Leases, webhook configurations
+        ("label a foreign namespace", "PATCH", "/api/v1/namespaces/default",
+         {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}, merge),
+        ("create a namespace not shoot--*", "POST", "/api/v1/namespaces",
+         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"evil-{suffix}"}}, None),
+        ("create a Cluster not shoot--*", "POST", "/apis/extensions.gardener.cloud/v1alpha1/clusters",
+         {"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Cluster", "metadata": {"name": f"x-{suffix}"},
+          "spec": {"shoot": {}, "seed": {}, "cloudProfile": {}}}, None),
+        ("create an Extension outside a shoot namespace", "POST",
+         f"/apis/extensions.gardener.cloud/v1alpha1/namespaces/{garden_ns}/extensions",
+         {"apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "Extension",
+          "metadata": {"name": "registry-cache", "namespace": garden_ns}, "spec": {"type": "registry-cache"}}, None),
+        ("hibernate a Shoot (its spec)", "PATCH", f"/apis/core.gardener.cloud/v1beta1/namespaces/{garden_ns}/shoots/x",
+         {"spec": {"hibernation": {"enabled": True}}}, merge),
+        ("create another Lease in its namespace", "POST",
+         "/apis/coordination.k8s.io/v1/namespaces/registry-cache/leases",
+         {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": f"other-{suffix}"}}, None),
+        ("create another MutatingWebhookConfiguration", "POST",
+         "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+          "metadata": {"name": f"pods-{suffix}"}, "webhooks": []}, None),
+        ("create another ValidatingWebhookConfiguration", "POST",
+         "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+          "metadata": {"name": f"pods-{suffix}"}, "webhooks": []}, None),
+    ]
+    let_through = [what for what, method, path, body, content_type in attempts
+                   if guard_refusal(controller, method, path, body, content_type or "application/json") is None]
+    assert let_through == [], let_through
+    assert admin.get("ConfigMap", "kube-proxy", "kube-system")["data"] == {"config.conf": "mode: iptables"}
+    assert admin.get("Secret", "app", garden_ns) is not None
+
+    # what the controller does write goes through: the guard is a limit, not a wall
+    allowed = [
+        ("POST", f"{ks}/configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": f"ours-{suffix}", "namespace": "kube-system",
+            "labels": {"app.kubernetes.io/managed-by": "registry-cache"}}}, None),
+        ("DELETE", f"{ks}/configmaps/ours-{suffix}", None, None),
+        ("POST", f"{core}/{shoot_ns}/secrets", secret("tls", shoot_ns), None),
+        ("PATCH", f"{core}/{garden_ns}/secrets/app", {"metadata": {
+            "finalizers": ["gardener.cloud/reference-protection"],
+            "labels": {"registry-cache.gardener.cloud/referenced": "true"}}}, merge),
+        ("PATCH", f"{core}/{garden_ns}/secrets/app", {"metadata": {
+            "finalizers": None, "labels": {"registry-cache.gardener.cloud/referenced": None}}}, merge),
+        ("PATCH", f"/apis/core.gardener.cloud/v1beta1/namespaces/{garden_ns}/shoots/x",
+         {"metadata": {"labels": {"extensions.extensions.gardener.cloud/registry-cache": "true"}}}, merge),
+    ]
+    for method, path, body, content_type in allowed:
+        controller.request(method, path, body=body, content_type=content_type or "application/json")
+    admin.delete("Shoot", "x", garden_ns)
 
 
 def test_the_node_agent_runs_with_its_service_account(rbac, tmp_path):
