@@ -595,6 +595,16 @@ def test_the_guard_refuses_every_write_beyond_the_controllers(rbac):
     for method, path, body, content_type in allowed:
         controller.request(method, path, body=body, content_type=content_type or "application/json")
     admin.delete("Shoot", "x", garden_ns)
+    # behind the webhook Service (as the Deployment runs it): the replicas' shared serving certificate, made once
+    # and issued again for other names (create, then patch), and the look at the Service's endpoints at shutdown
+    from extension.webhook import server
+
+    admin.delete("Secret", "registry-cache-webhook-tls", "registry-cache")
+    first = server.shared_serving_cert(controller, "registry-cache", ["registry-cache-webhook.registry-cache.svc"])
+    again = server.shared_serving_cert(controller, "registry-cache", ["registry-cache-webhook.elsewhere.svc"])
+    assert first.ca_pem == again.ca_pem and first.certfile.read_text() != again.certfile.read_text()
+    assert server.other_replica_serving(controller, "registry-cache", "registry-cache-webhook", "me") is False
+    admin.delete("Secret", "registry-cache-webhook-tls", "registry-cache")
 
 
 def test_the_node_agent_runs_with_its_service_account(rbac, tmp_path):
