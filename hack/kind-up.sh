@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run registry-cache in a kind cluster: a cluster whose containerd reads /etc/containerd/certs.d, the image
-# built from the Dockerfile and loaded into it, manifests/default applied with that image (the CRDs, the
-# controller in standalone mode, the node agent), and the rollout waited for.
+# built from the Dockerfile and loaded into it, manifests/default applied with that image (the CRDs, the Shoot
+# admission policies, the controller in standalone mode with its RBAC and guard policy, the node agent), and the
+# rollout waited for. The same as `helm install registry-cache charts/registry-cache --set mode=standalone`.
 #
 #   hack/kind-up.sh            # then: kubectl --context kind-registry-cache apply -f examples/...
 #   hack/kind-down.sh          # removes the cluster
@@ -77,6 +78,10 @@ EOF
 fi
 kubectl --context "$CONTEXT" cluster-info >/dev/null \
   || die "the cluster ${CLUSTER} does not answer on context ${CONTEXT}"
+# Standalone mode's admission policies (who may reference which Secret, who may configure the nodes; the limits of
+# the controller's own writes) are ValidatingAdmissionPolicies, GA since Kubernetes 1.30.
+kubectl --context "$CONTEXT" get --raw /apis/admissionregistration.k8s.io/v1 | grep -q '"validatingadmissionpolicies"' \
+  || die "the cluster ${CLUSTER} serves no admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (Kubernetes >= 1.30 needed; set KIND_NODE_IMAGE)"
 
 # --- the image ----------------------------------------------------------------------------------------------
 log "building the image from ${REPO}/Dockerfile"

@@ -61,7 +61,7 @@ def default() -> list[dict]:
 
 # --- rendering and schema -------------------------------------------------------------------------------
 
-def test_default_renders_crds_controller_and_node_agent(default):
+def test_default_renders_crds_policies_controller_and_node_agent(default):
     kinds = sorted((o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in default)
     assert kinds == sorted([
         ("CustomResourceDefinition", "", "clusters.extensions.gardener.cloud"),
@@ -77,6 +77,12 @@ def test_default_renders_crds_controller_and_node_agent(default):
         ("RoleBinding", "registry-cache", "registry-cache-controller"),
         ("ValidatingAdmissionPolicy", "", GUARD),
         ("ValidatingAdmissionPolicyBinding", "", GUARD),
+        # standalone mode's Shoot policies (manifests/policies): the bridge acts only while they are in force
+        ("ValidatingAdmissionPolicy", "", "shoot-references.registry-cache.extensions.gardener.cloud"),
+        ("ValidatingAdmissionPolicyBinding", "", "shoot-references.registry-cache.extensions.gardener.cloud"),
+        ("ValidatingAdmissionPolicy", "", "shoot-node-configuration.registry-cache.extensions.gardener.cloud"),
+        ("ValidatingAdmissionPolicyBinding", "", "shoot-node-configuration.registry-cache.extensions.gardener.cloud"),
+        ("ClusterRole", "", "registry-cache:node-configuration"),
         ("Deployment", "registry-cache", "registry-cache-controller"),
         ("PodDisruptionBudget", "registry-cache", "registry-cache-controller"),
         ("Service", "registry-cache", "registry-cache-webhook"),
@@ -237,8 +243,10 @@ def test_server_side_dry_run(default, control_plane):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     text = yaml.safe_dump_all(default, sort_keys=False)
+    # (--force-conflicts: conftest applied the CRDs and Shoot policies already, with another field manager)
     done = subprocess.run([kubectl(), "--kubeconfig", str(control_plane.kubeconfig), "apply", "--server-side",
-                           "--dry-run=server", "-f", "-"], input=text, capture_output=True, text=True, timeout=120)
+                           "--force-conflicts", "--dry-run=server", "-f", "-"], input=text, capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     assert len(lines) == len(default), done.stdout
@@ -255,7 +263,7 @@ def _apply_rbac(default: list[dict], kubeconfig: Path) -> None:
     kubelet) would not run anyway."""
     kinds = RBAC_KINDS
     text = yaml.safe_dump_all([o for o in default if o["kind"] in kinds], sort_keys=False)
-    done = subprocess.run([kubectl(), "--kubeconfig", str(kubeconfig), "apply", "--server-side",
+    done = subprocess.run([kubectl(), "--kubeconfig", str(kubeconfig), "apply", "--server-side", "--force-conflicts",
                            "--field-manager", "test-manifests", "-f", "-"], input=text, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
