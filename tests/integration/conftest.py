@@ -6,6 +6,7 @@
                          started only when a test asks for it; no CRDs.
 ``api_client``           a kubernetes ApiClient (admin) for ``control_plane``.
 ``kubeconfig``           the path of ``control_plane``'s kubeconfig.
+``helm``                 the path of a helm binary (hack/helm-bin.sh builds it with Go; skipped without Go).
 
 The binaries come from hack/control-plane-bins.sh ($KUBEBUILDER_ASSETS, the build cache, or a Go build).
 Without any of them the tests are skipped with the reason; a failing build fails them with the build log
@@ -15,7 +16,9 @@ the last runs stay available; the etcd data is removed at teardown.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -104,6 +107,25 @@ def second_control_plane(control_plane_bin_dir, tmp_path_factory):
         yield cp
     finally:
         _stop(cp)
+
+
+def _go() -> str | None:
+    """The Go toolchain hack/lib/bincache.sh would use."""
+    go = os.environ.get("GO") or shutil.which("go") or "/usr/local/go/bin/go"
+    return go if os.access(go, os.X_OK) else None
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    if _go() is None:
+        pytest.skip("no Go toolchain (go on PATH, $GO or /usr/local/go/bin/go): hack/helm-bin.sh builds helm with it")
+    done = subprocess.run(["bash", str(REPO / "hack" / "helm-bin.sh")], capture_output=True, check=False, text=True,
+                          timeout=1800)
+    if done.returncode != 0:
+        pytest.fail("hack/helm-bin.sh failed:\n" + done.stderr[-3000:], pytrace=False)
+    path = done.stdout.strip().splitlines()[-1]
+    assert os.access(path, os.X_OK), path
+    return path
 
 
 @pytest.fixture(scope="session")

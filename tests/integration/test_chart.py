@@ -3,7 +3,10 @@
 against the Kubernetes schema and `helm lint`, applied by server-side dry run to the local control plane,
 the packed chart rendering exactly like the directory; and the chart's RBAC put to work: the controller in
 seed mode (`run --gardener --webhooks seed`) with a token of the chart's ServiceAccount, the shoot a second
-API server reached through gardenlet's `gardener` kubeconfig Secret."""
+API server reached through gardenlet's `gardener` kubeconfig Secret. Mode standalone: the same objects as
+`kubectl kustomize manifests/default` (Helm's own label and annotations aside), the linked manifests/ files
+packed by `helm package` and hack/controller-deployment.py, a local cluster's values; its RBAC and guard policy at
+work: tests/integration/test_manifests.py (parametrized over both installations)."""
 
 from __future__ import annotations
 
@@ -37,25 +40,6 @@ def kubectl() -> str:
     path = shutil.which("kubectl")
     if path is None:
         pytest.skip("kubectl is not installed (needed for the server-side dry run)")
-    return path
-
-
-def _go() -> str | None:
-    """The Go toolchain hack/lib/bincache.sh would use."""
-    go = os.environ.get("GO") or shutil.which("go") or "/usr/local/go/bin/go"
-    return go if os.access(go, os.X_OK) else None
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    if _go() is None:
-        pytest.skip("no Go toolchain (go on PATH, $GO or /usr/local/go/bin/go): hack/helm-bin.sh builds helm with it")
-    done = subprocess.run(["bash", str(REPO / "hack" / "helm-bin.sh")], capture_output=True, check=False, text=True,
-                          timeout=1800)
-    if done.returncode != 0:
-        pytest.fail("hack/helm-bin.sh failed:\n" + done.stderr[-3000:], pytrace=False)
-    path = done.stdout.strip().splitlines()[-1]
-    assert os.access(path, os.X_OK), path
     return path
 
 
@@ -241,6 +225,182 @@ def test_one_replica_has_no_disruption_budget_and_none_is_refused(helm):
     assert done.returncode != 0 and "replicas must be at least 1" in done.stderr
 
 
+# --- mode standalone: what `kubectl apply -k manifests/default` installs -------------------------------------
+
+STANDALONE_NS = "registry-cache"  # where manifests/default puts the controller
+HELM_LABELS = ("app.kubernetes.io/instance",)  # the release's own label; no other differs from manifests/
+# A local cluster's values: its node's registry, the client CA of its API server, containerd's hosts directory
+# under the cluster's workdir, and what its tests need of the controller
+LOCAL_VALUES = {
+    "image": {"repository": "127.0.0.1:5000/registry-cache/registry-cache", "tag": "0123456789abcdef"},
+    "cacheImage": "127.0.0.1:5000/registry:3.1.1",
+    "nodeAgent": {"hostPath": "/var/lib/registry-cache-local/node/certs.d"},
+    "extraArgs": ["--no-upstream-check", "--dial-timeout", "200ms"],
+}
+
+
+def standalone(helm: str, chart: Path = CHART, *extra: str) -> subprocess.CompletedProcess:
+    return template(helm, chart, None, "--namespace", STANDALONE_NS, "--set", "mode=standalone", *extra)
+
+
+def kustomize(path: Path) -> list[dict]:
+    done = subprocess.run([kubectl(), "kustomize", str(path)], capture_output=True, check=False, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return objects(done.stdout)
+
+
+def key(obj: dict) -> tuple[str, str, str]:
+    return obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+
+
+def without_helms_own(obj: dict) -> dict:
+    """The object without what is Helm's: the release's label, helm.sh/ annotations (the CRDs' resource-policy)."""
+    obj = yaml.safe_load(yaml.safe_dump(obj))
+    meta = obj["metadata"]
+    for name in HELM_LABELS:
+        (meta.get("labels") or {}).pop(name, None)
+    for name in [a for a in meta.get("annotations") or {} if a.startswith("helm.sh/")]:
+        meta["annotations"].pop(name)
+    for field in ("labels", "annotations"):
+        if meta.get(field) == {}:
+            del meta[field]
+    return obj
+
+
+@pytest.fixture(scope="module")
+def standalone_objects(helm) -> list[dict]:
+    done = standalone(helm)
+    assert done.returncode == 0, done.stderr
+    return objects(done.stdout)
+
+
+def test_standalone_renders_what_kustomize_renders(standalone_objects):
+    """`helm install --set mode=standalone` and `kubectl apply -k manifests/default` install the same objects:
+    the same kinds, names, namespaces and everything else, apart from Helm's own label and annotations and the
+    release namespace (which Helm creates, and manifests/default as a Namespace of its own)."""
+    kustomized = {key(o): o for o in kustomize(REPO / "manifests" / "default")}
+    assert kustomized.pop(("Namespace", "", STANDALONE_NS))
+    charted = {key(o): without_helms_own(o) for o in standalone_objects}
+    assert len(charted) == len(standalone_objects)  # no object twice
+    assert sorted(charted) == sorted(kustomized)
+    different = [k for k in kustomized if charted[k] != kustomized[k]]
+    assert not different, "\n".join(
+        f"{k}:\n{yaml.safe_dump(kustomized[k], sort_keys=True)}--- chart:\n{yaml.safe_dump(charted[k], sort_keys=True)}"
+        for k in different[:2])
+    # what was set aside is only that
+    for obj in standalone_objects:
+        if obj["kind"] == "CustomResourceDefinition":
+            assert obj["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"  # kept on uninstall
+
+
+def test_the_chart_links_manifests_files_instead_of_copying_them():
+    """The CRDs, the Shoot policies and the guard are manifests/' files, linked (the chart cannot reach beyond its
+    directory): a copy could drift from them."""
+    files = sorted(p for p in (CHART / "files").rglob("*") if not p.is_dir())
+    assert files and all(p.is_symlink() for p in files), files
+    targets = {p.resolve().relative_to(REPO).as_posix() for p in files}
+    assert targets == {f"manifests/crds/{p.name}" for p in (REPO / "manifests" / "crds").glob("10-crd-*.yaml")} | {
+        "manifests/policies/shoots.yaml", "manifests/controller/guard.yaml"}
+
+
+def test_standalone_from_a_packed_chart_renders_like_the_directory(helm, tmp_path):
+    """`helm package` and hack/controller-deployment.py both put the linked files' content into the archive."""
+    done = subprocess.run([helm, "package", str(CHART), "--destination", str(tmp_path)], capture_output=True,
+                          check=False, text=True, timeout=60, env={**os.environ, "HELM_CACHE_HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    [packaged] = tmp_path.glob("registry-cache-*.tgz")
+    raw = tmp_path / "raw.tgz"
+    done = subprocess.run([sys.executable, str(REPO / "hack" / "controller-deployment.py"), "--tgz", str(raw)],
+                          capture_output=True, check=False, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    expected = standalone(helm)
+    assert expected.returncode == 0, expected.stderr
+    for archive in (packaged, raw):
+        done = standalone(helm, archive)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == expected.stdout, archive.name
+
+
+def test_standalone_with_a_local_clusters_values(helm, tmp_path):
+    """What the local cluster sets: image, the caches' image, the API server's webhook client CA, containerd's
+    hosts directory, extra arguments; the controller's command line is one the CLI accepts."""
+    from extension.cli import build_parser
+    from extension.component import certs
+
+    ca = certs.generate_ca("webhook-client-ca").cert_pem
+    (tmp_path / "ca.crt").write_text(ca)
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(LOCAL_VALUES))
+    done = standalone(helm, CHART, "--values", str(tmp_path / "values.yaml"), "--set-file",
+                      f"webhook.clientCA={tmp_path / 'ca.crt'}")
+    assert done.returncode == 0, done.stderr
+    objs = {key(o): o for o in objects(done.stdout)}
+    image = "127.0.0.1:5000/registry-cache/registry-cache:0123456789abcdef"
+    deployment = objs[("Deployment", STANDALONE_NS, "registry-cache-controller")]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == image
+    args = build_parser().parse_args(container["args"])
+    assert args.command == "run" and args.standalone and args.webhooks == "all" and args.leader_election
+    assert args.webhook_service == f"{STANDALONE_NS}/registry-cache-webhook"
+    assert args.image == "127.0.0.1:5000/registry:3.1.1" and args.no_upstream_check and args.dial_timeout == "200ms"
+    # the client CA: a ConfigMap, mounted, named on the command line
+    config_map = objs[("ConfigMap", STANDALONE_NS, "registry-cache-webhook-client-ca")]
+    assert config_map["data"]["ca.crt"].strip() == ca.strip()
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "webhook-client-ca"]
+    assert args.webhook_client_ca == mount["mountPath"] + "/ca.crt" and mount["readOnly"] is True
+    assert {"name": "webhook-client-ca", "configMap": {"name": config_map["metadata"]["name"]}} in pod["volumes"]
+    assert "priorityClassName" not in pod  # no seed's class in a plain cluster
+    # the node agent: containerd's hosts directory of the node, mounted at its own path
+    daemonset = objs[("DaemonSet", "kube-system", "registry-cache-node-agent")]
+    [agent] = daemonset["spec"]["template"]["spec"]["containers"]
+    host = "/var/lib/registry-cache-local/node/certs.d"
+    assert agent["image"] == image
+    assert build_parser().parse_args(agent["args"]).root == host
+    [volume] = [v for v in daemonset["spec"]["template"]["spec"]["volumes"] if "hostPath" in v]
+    assert volume["hostPath"]["path"] == host
+    assert {"name": volume["name"], "mountPath": host} in agent["volumeMounts"]
+    # the guard names the release's ServiceAccount
+    guard = objs[("ValidatingAdmissionPolicy", "", "controller-writes.registry-cache.extensions.gardener.cloud")]
+    assert guard["spec"]["matchConditions"][0]["expression"] == (
+        f"request.userInfo.username == 'system:serviceaccount:{STANDALONE_NS}:registry-cache'")
+    import kubernetes_validate
+
+    for obj in objs.values():
+        if obj["kind"] != "CustomResourceDefinition":
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_standalone_in_another_namespace_and_its_switches(helm):
+    done = template(helm, CHART, None, "--namespace", "rc", "--set", "mode=standalone", "--set", "crds.enabled=false",
+                    "--set", "replicas=1", "--set", "image.tag=sha256:" + "a" * 64)
+    assert done.returncode == 0, done.stderr
+    objs = {key(o): o for o in objects(done.stdout)}
+    assert not [k for k in objs if k[0] in ("CustomResourceDefinition", "PodDisruptionBudget")]
+    deployment = objs[("Deployment", "rc", "registry-cache-controller")]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "registry-cache@sha256:" + "a" * 64 and deployment["spec"]["replicas"] == 1
+    assert "rc/registry-cache-webhook" in container["args"]
+    guard = objs[("ValidatingAdmissionPolicy", "", "controller-writes.registry-cache.extensions.gardener.cloud")]
+    assert "system:serviceaccount:rc:registry-cache" in guard["spec"]["matchConditions"][0]["expression"]
+    assert {"name": "ownNamespace", "expression": "'rc'"} in guard["spec"]["variables"]
+    for kind, name in [("ClusterRoleBinding", "registry-cache"), ("RoleBinding", "registry-cache")]:
+        [binding] = [o for k, o in objs.items() if k[0] == kind and k[2] == name]
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "registry-cache", "namespace": "rc"}]
+    # Kubernetes before 1.30 serves no ValidatingAdmissionPolicy v1; a mode that does not exist
+    done = standalone(helm, CHART, "--kube-version", "1.29.5")
+    assert done.returncode != 0 and "needs Kubernetes 1.30 or later" in done.stderr
+    done = template(helm, CHART, None, "--set", "mode=seed")
+    assert done.returncode != 0 and "mode must be gardener or standalone" in done.stderr
+
+
+def test_helm_lint_standalone(helm):
+    done = subprocess.run([helm, "lint", "--strict", str(CHART), "--namespace", STANDALONE_NS, "--set",
+                           "mode=standalone"], capture_output=True, check=False, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
 # --- against the local control plane ---------------------------------------------------------------------
 
 def _apply(kubeconfig: Path, text: str, *extra: str) -> subprocess.CompletedProcess:
@@ -263,6 +423,24 @@ def test_server_side_dry_run(rendered, rendered_objects, control_plane):
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     assert len(lines) == len(rendered_objects), done.stdout
     assert all("serverside-applied (server dry run)" in line for line in lines), done.stdout
+
+
+def test_standalone_server_side_dry_run(helm, control_plane, tmp_path):
+    """Mode standalone with a client CA, by server-side dry run (the release namespace made for real first, as
+    `helm install --create-namespace`; --force-conflicts: the session applied the CRDs and Shoot policies already)."""
+    from extension.component import certs
+
+    (tmp_path / "ca.crt").write_text(certs.generate_ca("webhook-client-ca").cert_pem)
+    done = standalone(helm, CHART, "--set-file", f"webhook.clientCA={tmp_path / 'ca.crt'}")
+    assert done.returncode == 0, done.stderr
+    done_ns = _apply(control_plane.kubeconfig, yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace",
+                                                                 "metadata": {"name": STANDALONE_NS}}))
+    assert done_ns.returncode == 0, done_ns.stderr
+    applied = _apply(control_plane.kubeconfig, done.stdout, "--dry-run=server", "--force-conflicts")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    lines = [line for line in applied.stdout.splitlines() if line.strip()]
+    assert len(lines) == len(objects(done.stdout)), applied.stdout
+    assert all("serverside-applied (server dry run)" in line for line in lines), applied.stdout
 
 
 # --- the chart's RBAC at work -------------------------------------------------------------------------------

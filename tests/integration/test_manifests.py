@@ -311,10 +311,31 @@ def wait_guard_in_force(controller: Kube) -> None:
     wait_for("the guard policy to be in force", refused, timeout=30)
 
 
+@pytest.fixture(scope="module", params=["manifests", "chart"])
+def installed(request, default) -> list[dict]:
+    """What is installed: manifests/default, or the Helm chart in mode standalone (release namespace
+    registry-cache, the Namespace of manifests/default standing in for `helm install --create-namespace`)."""
+    if request.param == "manifests":
+        return default
+    helm = request.getfixturevalue("helm")
+    done = subprocess.run([helm, "template", "registry-cache", str(REPO / "charts" / "registry-cache"), "--namespace",
+                           CONTROLLER_SA[0], "--set", "mode=standalone"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "KUBECONFIG": os.devnull})
+    assert done.returncode == 0, done.stderr
+    return by_kind(default, "Namespace") + [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
 @pytest.fixture(scope="module")
-def rbac(default, control_plane, tmp_path_factory):
+def rbac(installed, control_plane, tmp_path_factory):
+    """The ServiceAccounts, RBAC and policies of what is installed, and nothing left of the other: the objects of
+    these kinds are deleted first (both installations name them alike)."""
     admin = Kube(control_plane.api_client(), field_manager="test-manifests")
-    _apply_rbac(default, control_plane.kubeconfig)
+    stale = [o for o in installed if o["kind"] in RBAC_KINDS - {"Namespace", "ServiceAccount"}]
+    done = subprocess.run([kubectl(), "--kubeconfig", str(control_plane.kubeconfig), "delete", "--ignore-not-found",
+                           "--wait", "-f", "-"], input=yaml.safe_dump_all(stale), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    _apply_rbac(installed, control_plane.kubeconfig)
     workdir = tmp_path_factory.mktemp("rbac")
     out = {
         "admin": admin,
