@@ -34,6 +34,7 @@ RELEASE, NAMESPACE = "registry-cache", "extension-registry-cache-test"  # as gar
 IMAGE = "registry.example:5000/gardener/registry-cache:1.2.3"
 WEBHOOK_CONFIGURATION = "registry-cache.extensions.gardener.cloud"
 OWNER = "registry-cache.gardener.cloud/owner"
+SEED_GUARD = "seed-controller-writes.registry-cache.extensions.gardener.cloud"  # manifests/controller/guard.yaml
 
 
 def kubectl() -> str:
@@ -136,12 +137,25 @@ def test_what_the_chart_renders(rendered_objects):
                      ("Deployment", "registry-cache"), ("PodDisruptionBudget", "registry-cache"),
                      ("Role", "extensions.gardener.cloud:registry-cache"),
                      ("RoleBinding", "extensions.gardener.cloud:registry-cache"),
-                     ("Service", "registry-cache-webhook"), ("ServiceAccount", "registry-cache")]
+                     ("Service", "registry-cache-webhook"), ("ServiceAccount", "registry-cache"),
+                     ("ValidatingAdmissionPolicy", SEED_GUARD), ("ValidatingAdmissionPolicyBinding", SEED_GUARD)]
     for obj in rendered_objects:
-        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
+                               "ValidatingAdmissionPolicyBinding"):
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["kind"]
     [binding] = by_kind(rendered_objects, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "registry-cache", "namespace": NAMESPACE}]
+    # the guard for this release's ServiceAccount; only where the seed serves ValidatingAdmissionPolicy v1
+    [guard] = by_kind(rendered_objects, "ValidatingAdmissionPolicy")
+    assert guard["spec"]["matchConditions"][0]["expression"] == (
+        f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:registry-cache'")
+    assert by_kind(rendered_objects, "ValidatingAdmissionPolicyBinding")[0]["spec"]["policyName"] == SEED_GUARD
+
+
+def test_a_seed_before_kubernetes_1_30_gets_no_guard(helm, values_file):
+    done = template(helm, CHART, values_file, "--kube-version", "1.29.5")
+    assert done.returncode == 0, done.stderr
+    assert not [o for o in objects(done.stdout) if o["kind"].startswith("ValidatingAdmissionPolicy")]
 
 
 def test_every_object_validates_against_the_kubernetes_schema(rendered_objects):
@@ -447,11 +461,12 @@ def test_standalone_server_side_dry_run(helm, control_plane, tmp_path):
 
 @pytest.fixture(scope="module")
 def chart_token(rendered_objects, control_plane, tmp_path_factory) -> Path:
-    """The chart's ServiceAccount and RBAC applied for real (not the Deployment: no kubelet here), and a
-    kubeconfig with a token of that ServiceAccount."""
+    """The chart's ServiceAccount, RBAC and guard policy applied for real (not the Deployment: no kubelet here), and
+    a kubeconfig with a token of that ServiceAccount."""
     _ensure_namespace(control_plane.kubeconfig)
     rbac = [o for o in rendered_objects if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
-                                                          "RoleBinding")]
+                                                          "RoleBinding", "ValidatingAdmissionPolicy",
+                                                          "ValidatingAdmissionPolicyBinding")]
     done = _apply(control_plane.kubeconfig, yaml.safe_dump_all(rbac))
     assert done.returncode == 0, done.stdout + done.stderr
     admin = Kube(control_plane.api_client(), field_manager="test-chart")
@@ -466,7 +481,20 @@ def chart_token(rendered_objects, control_plane, tmp_path_factory) -> Path:
         "users": [{"name": "sa", "user": {"token": answer["status"]["token"]}}],
         "contexts": [{"name": "sa", "context": {"cluster": cluster["name"], "user": "sa"}}],
         "current-context": "sa"}))
+    wait_for("the guard policy to be in force", lambda: _guard_refusal(
+        Kube.from_kubeconfig(str(path)), "POST", "/api/v1/namespaces/default/secrets",
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "probe"}}, dry_run=True), timeout=30)
     return path
+
+
+def _guard_refusal(kube: Kube, method: str, path: str, body: dict | None = None, dry_run: bool = False) -> str:
+    """The seed guard's message when it refuses the request, "" when the request went through or something else
+    refused it."""
+    try:
+        kube.request(method, path, body=body, query=[("dryRun", "All")] if dry_run else [])
+    except ApiError as exc:
+        return exc.message if exc.status == 403 and SEED_GUARD in exc.message else ""
+    return ""
 
 
 def _forbidden(kube: Kube, method: str, path: str) -> bool:
@@ -554,3 +582,18 @@ def test_the_seed_controller_runs_with_the_charts_service_account(chart_token, c
                          ("GET", "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"),
                          ("DELETE", f"/apis/extensions.gardener.cloud/v1alpha1/namespaces/{ns}/extensions/x")]:
         assert _forbidden(controller, method, path), (method, path)
+    # what RBAC grants cluster-wide (Secrets, ConfigMaps) and by no name (webhook configurations), the guard limits
+    # to what the controller writes: each of these, made for real, is the guard's refusal
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}
+    token = {**secret, "type": "kubernetes.io/service-account-token", "metadata": {
+        "name": "x", "annotations": {"kubernetes.io/service-account.name": "registry-cache"}}}
+    for method, path, body in [
+            ("POST", "/api/v1/namespaces/kube-system/secrets", secret),
+            ("POST", f"/api/v1/namespaces/{NAMESPACE}/secrets", secret),  # (only registry-cache-webhook-tls)
+            ("POST", f"/api/v1/namespaces/{ns}/secrets", token),  # a shoot namespace, but a ServiceAccount's token
+            ("POST", "/api/v1/namespaces/kube-system/configmaps",
+             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+            ("POST", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+             {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+              "metadata": {"name": "pods.example.com"}, "webhooks": []})]:
+        assert _guard_refusal(controller, method, path, body), (method, path)
