@@ -311,6 +311,52 @@ def wait_guard_in_force(controller: Kube) -> None:
     wait_for("the guard policy to be in force", refused, timeout=30)
 
 
+def _crd(group: str, version: str, kind: str, plural: str) -> dict:
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.{group}", "annotations": {
+                "api-approved.kubernetes.io": "https://github.com/kubernetes/kubernetes/pull/63797"}},
+            "spec": {"group": group, "scope": "Namespaced",
+                     "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+                     "versions": [{"name": version, "served": True, "storage": True,
+                                   "schema": {"openAPIV3Schema": {"type": "object",
+                                                                  "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
+OPTIONAL_CRDS = [_crd("autoscaling.k8s.io", "v1", "VerticalPodAutoscaler", "verticalpodautoscalers"),
+                 _crd("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules"),
+                 _crd("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors")]
+
+
+@pytest.fixture(scope="module")
+def optional_kinds(control_plane):
+    """The kinds the controller delivers only where they are served (a VPA per cache, the caches' PrometheusRule
+    and PodMonitor), served by minimal CRDs for this module, so that those writes go through the RBAC and guard
+    too; the CRDs this module added are removed again (other modules expect the control plane without them)."""
+    from extension.local.controlplane import wait_for_crds_established
+
+    admin = Kube(control_plane.api_client(), field_manager="test-manifests")
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+    def exists(name: str) -> bool:
+        try:
+            admin.request("GET", f"{path}/{name}")
+        except ApiError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
+    added = [o["metadata"]["name"] for o in OPTIONAL_CRDS if not exists(o["metadata"]["name"])]
+    for obj in OPTIONAL_CRDS:
+        admin.request("PATCH", f"{path}/{obj['metadata']['name']}", body=obj, query=[("fieldManager", "test-manifests")],
+                      content_type="application/apply-patch+yaml")
+    wait_for_crds_established(admin.api, [o["metadata"]["name"] for o in OPTIONAL_CRDS], timeout=30)
+    yield
+    for name in added:
+        admin.request("DELETE", f"{path}/{name}")
+    wait_for("the CRDs this module added to be gone", lambda: not any(exists(n) for n in added), timeout=60)
+
+
 @pytest.fixture(scope="module", params=["manifests", "chart"])
 def installed(request, default) -> list[dict]:
     """What is installed: manifests/default, or the Helm chart in mode standalone (release namespace
@@ -354,11 +400,12 @@ def _forbidden(kube: Kube, method: str, path: str) -> bool:
     return False
 
 
-def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
+def test_the_controller_runs_with_its_service_account(rbac, optional_kinds, tmp_path):
     """A Shoot's life in standalone mode, every API call made with the manifests' ServiceAccount under their guard
     policy: enable both extension types (caches with TLS on and off, HA, credentials, node-auth; a mirror with a
     private CA bundle), remove a cache (with a volume) and the mirror's private host, reconcile, delete the Shoot.
-    The referenced Secrets are protected while in use and released after."""
+    The Shoot wants VPA and its caches' monitoring (PrometheusRule, PodMonitor): those kinds are served here. The
+    referenced Secrets are protected while in use and released after."""
     from extension.component import certs
 
     admin = rbac["admin"]
@@ -395,6 +442,7 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
              "metadata": {"name": name, "namespace": garden_ns},
              "spec": {"extensions": extensions(caches, hosts),
                       "resources": [reference("creds"), reference("ca")],
+                      "kubernetes": {"verticalPodAutoscaler": {"enabled": True}},
                       "provider": {"type": "local", "workers": [{"name": "w", "cri": {"name": "containerd"}}]}}}
     owned = f"{OWNER}={seed_ns}"
 
@@ -428,6 +476,10 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
         assert len(ext["status"]["providerStatus"]["caches"]) == 3
         assert len(admin.list("StatefulSet", "kube-system", label_selector=owned)) == 3
         assert len(admin.list("PodDisruptionBudget", "kube-system", label_selector=owned)) == 1
+        assert len(admin.list("VerticalPodAutoscaler", "kube-system", label_selector=owned)) == 3
+        monitors = [(k, o["metadata"]["name"]) for k in ("PrometheusRule", "PodMonitor")
+                    for o in admin.list(k, "kube-system", label_selector="app.kubernetes.io/managed-by=registry-cache")]
+        assert {k for k, _ in monitors} == {"PrometheusRule", "PodMonitor"}, monitors
         assert admin.get("Secret", f"ref-{name}-creds-v1", seed_ns) is not None
         assert admin.get("Secret", f"ref-{name}-ca-v1", seed_ns) is not None
         [mirror_config] = admin.list("ConfigMap", "kube-system",
@@ -459,6 +511,7 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
         assert admin.get("Secret", f"ref-{name}-ca-v1", seed_ns) is None
         assert len(admin.list("StatefulSet", "kube-system", label_selector=owned)) == 2
         assert admin.list("PodDisruptionBudget", "kube-system", label_selector=owned) == []
+        assert len(admin.list("VerticalPodAutoscaler", "kube-system", label_selector=owned)) == 2
         assert len(node_auth_keys()) == 2  # server-side apply dropped the removed cache's key
         pvc = admin.get("PersistentVolumeClaim", f"cache-volume-{sts}-0", "kube-system")
         assert pvc is None or pvc["metadata"].get("deletionTimestamp"), "the removed cache's volume was kept"
@@ -478,8 +531,12 @@ def test_the_controller_runs_with_its_service_account(rbac, tmp_path):
         assert admin.get("Extension", "registry-cache", seed_ns) is None
         assert admin.get("Extension", "registry-mirror", seed_ns) is None
         assert admin.get("Cluster", seed_ns) is None
-        for kind in ("StatefulSet", "Service", "Secret", "ConfigMap", "NetworkPolicy"):
+        for kind in ("StatefulSet", "Service", "Secret", "ConfigMap", "NetworkPolicy", "VerticalPodAutoscaler"):
             assert admin.list(kind, "kube-system", label_selector=owned) == [], kind
+        if not admin.list("StatefulSet", "kube-system", label_selector="app.kubernetes.io/managed-by=registry-cache"):
+            for kind, monitor in monitors:  # shared by the caches of the cluster: removed with the last one
+                wait_for(f"{kind} {monitor} to be removed", lambda: admin.get(kind, monitor, "kube-system") is None,
+                         log=op.log)
         assert node_auth_keys() == set()
         wait_for("the credentials' Secret to be released", lambda: not protected("creds"), log=op.log)
         log = op.log()
