@@ -682,6 +682,10 @@ def test_the_guard_refuses_every_write_beyond_the_controllers(rbac):
             "finalizers": None, "labels": {"registry-cache.gardener.cloud/referenced": None}}}, merge),
         ("PATCH", f"/apis/core.gardener.cloud/v1beta1/namespaces/{garden_ns}/shoots/x",
          {"metadata": {"labels": {"extensions.extensions.gardener.cloud/registry-cache": "true"}}}, merge),
+        # the bridge's entry of status.lastErrors when it refuses a Shoot
+        ("PATCH", f"/apis/core.gardener.cloud/v1beta1/namespaces/{garden_ns}/shoots/x/status",
+         {"status": {"lastErrors": [{"taskID": "registry-cache-bridge", "description": "registry-cache: refused",
+                                     "codes": ["ERR_CONFIGURATION_PROBLEM"]}]}}, merge),
     ]
     # the Warning Event on an object nested too deep to decode, as extension/kube.py records it
     controller.undecodable({"metadata": {"name": "x", "namespace": garden_ns, "uid": suffix, "resourceVersion": "1"}},
