@@ -27,7 +27,7 @@ COPY extension ./extension
 #   docker build --secret id=pip-conf,src=pip.conf --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt .
 RUN --mount=type=secret,id=pip-conf,target=/etc/pip.conf \
     --mount=type=secret,id=pip-ca,target=/etc/pip-ca.crt \
-    mkdir -p manifests/crds manifests/seed-crds examples hack \
+    mkdir -p manifests/crds manifests/seed-crds manifests/policies examples hack \
  && python3 -m venv /opt/pip \
  && /opt/pip/bin/pip wheel --wheel-dir /wheels -c constraints.txt . \
  && cp constraints.txt /wheels/

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from extension.cli.errors import InputError
+from extension.cli.errors import CommandFailed, InputError
+from extension.local.procs import ClusterError
 
 
 def add_parser(sub: Any) -> None:
@@ -27,6 +28,10 @@ def add_parser(sub: Any) -> None:
                                                "examples/local-shoot.yaml; with --no-node the docs example)")
     p.add_argument("--no-node", action="store_true",
                    help="the control plane only (for machines that cannot run containers)")
+    p.add_argument("--host-processes", action="store_true",
+                   help="run the controller and the node agent as processes on the host instead of installing "
+                        "the image with the Helm chart (quicker to iterate on; what it falls back to where the "
+                        "image cannot be built)")
     p.add_argument("--workdir", help="where the cluster, kubeconfig and logs live "
                                      "(default: ./.registry-cache-local)")
     p.add_argument("--no-wait", action="store_true", help="show the result and stop instead of running on")
@@ -37,6 +42,7 @@ def add_parser(sub: Any) -> None:
 
 def cmd_local_up(args: argparse.Namespace) -> int:
     from extension.local import up
+    from extension.local.images import image_unavailable
     from extension.local.node import install_node_packages, node_prerequisites
 
     for path in args.manifest:
@@ -52,5 +58,15 @@ def cmd_local_up(args: argparse.Namespace) -> int:
                   "hack/e2e-deps.sh installs the packages). Falling back to the control plane only (--no-node): "
                   "the caches are delivered but no Pod runs.", file=sys.stderr, flush=True)
             node = False
-    return up.run(Path(args.workdir) if args.workdir else None, [Path(p) for p in args.manifest] or None,
-                  wait=not args.no_wait, timeout=args.timeout, node=node)
+    install = "processes" if args.host_processes else "chart"
+    if node and install == "chart":
+        why = image_unavailable()
+        if why:
+            print(f"The image cannot be built here ({why}). Running the controller and the node agent as processes "
+                  "on the host instead (--host-processes).", file=sys.stderr, flush=True)
+            install = "processes"
+    try:
+        return up.run(Path(args.workdir) if args.workdir else None, [Path(p) for p in args.manifest] or None,
+                      wait=not args.no_wait, timeout=args.timeout, node=node, install=install)
+    except ClusterError as exc:  # a part of the cluster that did not come up: its message says which and why
+        raise CommandFailed(str(exc)) from None

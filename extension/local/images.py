@@ -165,6 +165,21 @@ def checkout_root() -> Path | None:
     return root if (root / "Dockerfile").is_file() and (root / ".dockerignore").is_file() else None
 
 
+def image_unavailable() -> str | None:
+    """Why :func:`product_archive` cannot build the image here (None: it can try): no checkout to build from, or
+    neither buildah nor root with apt-get to install it (what ``hack/image.sh`` exits 3 for)."""
+    env_source = os.environ.get("REGISTRY_CACHE_SOURCE")
+    root = (Path(env_source) if env_source else None) or checkout_root()
+    if root is None or not (root / "Dockerfile").is_file():
+        return "it is built from a checkout of the repository (its Dockerfile and sources), which an installed " \
+               "package does not carry; set REGISTRY_CACHE_SOURCE=/path/to/checkout"
+    if os.geteuid() != 0:
+        return "buildah builds it as root here"
+    if shutil.which("buildah") is None and shutil.which("apt-get") is None:
+        return "neither buildah nor apt-get to install it"
+    return None
+
+
 def product_archive(progress: Callable[[str], None] | None = None, *, source: Path | None = None) -> Path:
     """Run ``hack/image.sh`` (built once per state of the sources, then cached) and return the OCI archive.
 

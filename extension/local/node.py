@@ -77,7 +77,7 @@ _STORAGE_CLASS = {
 }
 
 
-def _bins(script: str, progress: Callable[[str], None] | None) -> Path:
+def bins(script: str, progress: Callable[[str], None] | None) -> Path:
     env = dict(os.environ)
     if not shutil.which("go") and Path("/usr/local/go/bin/go").is_file():
         env["PATH"] = "/usr/local/go/bin:" + env.get("PATH", "")
@@ -265,8 +265,8 @@ class LocalCluster:
         try:
             self.progress("binaries: kube-apiserver, etcd, the node's Kubernetes binaries, distribution, crane")
             cp_bins = resolve_bin_dir(self.progress)
-            self.node_bins = _bins("node-bins.sh", self.progress)
-            reg_bins = _bins("registry-bins.sh", self.progress)  # .../registry-v<distribution version>
+            self.node_bins = bins("node-bins.sh", self.progress)
+            reg_bins = bins("registry-bins.sh", self.progress)  # .../registry-v<distribution version>
             self.registry_bin, self.crane_bin = reg_bins / "registry", reg_bins / "crane"
             self.registry_version = reg_bins.name.removeprefix("registry-v")
             self.progress(f"network namespace {self.network.netns}")

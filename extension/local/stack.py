@@ -1,27 +1,49 @@
-"""The whole extension on a local cluster: the CRDs, the controller in standalone mode with its webhooks (a
-process on the host), and with the one-node cluster the node agent (a process in the node's network
-namespace, writing containerd's ``hosts.toml`` into the node's ``certs.d``). Used by ``registry-cache
-local-up`` (:mod:`.up`) and by the e2e tests (one :class:`Stack` per test session)."""
+"""The whole extension on a local cluster. Used by ``registry-cache local-up`` (:mod:`.up`) and by the e2e tests
+(one :class:`Stack` per test session).
+
+On the one-node cluster it is installed as users install it (``install="chart"``, the default): the product
+image built from the Dockerfile (:func:`extension.local.images.push_product`) and pushed to the node's
+registry, then the Helm chart in mode ``standalone`` (helm from ``hack/helm-bin.sh``): the CRDs and admission
+policies, the controller Deployment (2 replicas, leader election, the webhooks behind their Service, answering
+only the API server's client certificate), the node agent DaemonSet writing containerd's ``hosts.toml`` into the
+node's ``certs.d``, and the shipped RBAC and probes. ``install="processes"`` runs the controller as a process on
+the host and the node agent as one in the node's network namespace instead (quick to iterate on, and the only
+way without the chart's image).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import yaml
 from kubernetes import client as k8s_client
 
 from extension.constants import WEBHOOK_CONFIGURATION_NAME
 from extension.kube import Kube
 from extension.local.assets import asset_dir
 from extension.local.controlplane import apply_manifests, load_manifests, wait_for_crds_established
-from extension.local.node import LocalCluster
-from extension.local.procs import ClusterError, Proc, tail
+from extension.local.images import push_product
+from extension.local.node import IMAGE_REGISTRY, LocalCluster, bins
+from extension.local.procs import ClusterError, Proc, run, tail, wait_for
+
+log = logging.getLogger(__name__)
 
 CRDS = asset_dir("crds")
 POLICIES = asset_dir("policies")
+INSTALLS = ("chart", "processes")
+RELEASE = "registry-cache"
+NAMESPACE = "registry-cache"  # the chart's release namespace: the webhook Service, the Lease
+CONTROLLER_SELECTOR = "app.kubernetes.io/name=registry-cache,app.kubernetes.io/component=controller"
+NODE_AGENT_SELECTOR = "app.kubernetes.io/name=registry-cache,app.kubernetes.io/component=node-agent"
+# What the controller runs with on the local cluster, in either install: its upstream checks would come from
+# where the test upstreams' CA is not trusted (see start_controller)
+CONTROLLER_ARGS = ["--no-upstream-check"]
 
 
 def install_crds(api: k8s_client.ApiClient) -> None:
@@ -69,16 +91,23 @@ def start_controller(kubeconfig: Path, log: Path, image: str | None = None, webh
 
 class Stack:
     """The one-node cluster (:class:`~extension.local.node.LocalCluster`), the CRDs, the controller (rendering
-    the cluster's own cache image) and the node agent. ``start()`` / ``stop()``, or a context."""
+    the cluster's own cache image) and the node agent, installed by ``install`` (see the module).
+    ``start()`` / ``stop()``, or a context."""
 
     def __init__(self, workdir: Path, *, progress: Callable[[str], None] | None = None,
-                 node_agent_interval: float = 1.0):
+                 node_agent_interval: float = 1.0, install: str = "chart"):
+        if install not in INSTALLS:
+            raise ValueError(f"install must be one of {', '.join(INSTALLS)}, not {install!r}")
         self.workdir = Path(workdir).resolve()
         self.cluster = LocalCluster(self.workdir, progress=progress)
         self.progress = self.cluster.progress
         self.node_agent_interval = node_agent_interval
+        self.install = install
         self.controller: Proc | None = None
         self.node_agent: Proc | None = None
+        self.image: str | None = None  # the product image on the node's registry (in-cluster installs)
+        self.helm: Path | None = None
+        self.controller_args = list(CONTROLLER_ARGS)
 
     def __enter__(self) -> Stack:
         return self.start()
@@ -94,24 +123,127 @@ class Stack:
         try:
             self.cluster.start()
             assert self.cluster.cp is not None and self.cluster.images is not None
-            api = self.cluster.cp.api_client()
-            try:
-                install_crds(api)
-            finally:
-                api.close()
-            self.controller = start_controller(self.kubeconfig, self.cluster.logs / "controller.log",
-                                               image=self.cluster.images.registry)
-            self.progress(f"controller running (pid {self.controller.pid}) with its webhooks registered, "
-                          f"log {self.controller.log}")
-            self.start_node_agent()
+            if self.install == "processes":
+                api = self.cluster.cp.api_client()
+                try:
+                    install_crds(api)
+                finally:
+                    api.close()
+                self.controller = start_controller(self.kubeconfig, self.cluster.logs / "controller.log",
+                                                   image=self.cluster.images.registry)
+                self.progress(f"controller running (pid {self.controller.pid}) with its webhooks registered, "
+                              f"log {self.controller.log}")
+                self.start_node_agent()
+            else:
+                self._install_chart()
         except BaseException:
             self.stop()
             raise
         return self
 
+    # -- in the cluster, from the image, with the chart ------------------------------------------------------
+
+    def _install_chart(self) -> None:
+        self.progress("the product image: built from the Dockerfile with buildah (cached by its sources), pushed "
+                      "to the node's registry")
+        t0 = time.monotonic()
+        def said(line: str) -> None:  # the script's own lines; buildah's and pip's go to the log alone
+            (self.progress if line.startswith("image:") else log.debug)(f"  {line}")
+
+        pushed = push_product(self.cluster.crane, IMAGE_REGISTRY, self.workdir / "product-image", progress=said)
+        self.image = pushed.by_digest
+        self.progress(f"image {pushed.reference} ({pushed.digest[:19]}...) in {time.monotonic() - t0:.0f}s")
+        self.helm = bins("helm-bin.sh", self.progress)
+        self._helm_upgrade()
+        self.progress(f"installed with helm: release {RELEASE} in namespace {NAMESPACE}")
+        self.wait_installed()
+
+    def chart_values(self, extra_args: Sequence[str] = ()) -> dict[str, object]:
+        """The values a user of this cluster gives the chart."""
+        assert self.image is not None and self.cluster.images is not None and self.cluster.cp is not None
+        repository, _, digest = self.image.partition("@")
+        return {"mode": "standalone", "image": {"repository": repository, "tag": digest},
+                "cacheImage": self.cluster.images.registry,
+                "webhook": {"clientCA": self.cluster.cp.webhook_client_ca_file.read_text()},
+                "nodeAgent": {"hostPath": str(self.cluster.certs_d)},
+                "extraArgs": [*self.controller_args, *extra_args]}
+
+    def _helm_upgrade(self, extra_args: Sequence[str] = ()) -> None:
+        assert self.helm is not None
+        values = self.workdir / "chart-values.yaml"
+        values.write_text(yaml.safe_dump(self.chart_values(extra_args)))
+        values.chmod(0o600)
+        done = run([str(self.helm), "upgrade", "--install", RELEASE, str(asset_dir("chart")), "--namespace",
+                    NAMESPACE, "--create-namespace", "--values", str(values), "--kubeconfig", str(self.kubeconfig)],
+                   timeout=300).stdout
+        self.progress(done.strip().splitlines()[0] if done.strip() else "helm: installed")
+
+    def wait_installed(self, timeout: float = 240) -> None:
+        """Until the product serves as installed: the controller Deployment rolled out with every replica Ready
+        (its readiness: the webhook serves and, on the leader, the watches are synced), the node agent Ready on
+        the node, and the API server calling the webhooks through their Service (an invalid Shoot, dry run,
+        refused in the Shoot webhook's words). A failure names what is not so, with the Pods' state."""
+        def rolled_out(kind: str, selector: str, namespace: str) -> bool:
+            items = json.loads(self.cluster.kubectl("get", kind, "-n", namespace, "-l", selector, "-o",
+                                                    "json").stdout)["items"]
+            if not items:
+                return False
+            for obj in items:
+                status, generation = obj.get("status") or {}, obj["metadata"].get("generation")
+                if status.get("observedGeneration") != generation:
+                    return False
+                if kind == "deployment":
+                    want = obj["spec"].get("replicas", 1)
+                    if not (status.get("updatedReplicas") == status.get("readyReplicas") ==
+                            status.get("replicas") == want):
+                        return False
+                elif not (status.get("desiredNumberScheduled") == status.get("updatedNumberScheduled") ==
+                          status.get("numberReady") and status.get("desiredNumberScheduled")):
+                    return False
+            return True
+
+        details = self.in_cluster_state
+        wait_for("the controller Deployment to roll out with every replica Ready",
+                 lambda: rolled_out("deployment", CONTROLLER_SELECTOR, NAMESPACE), timeout=timeout,
+                 details=details)
+        wait_for("the node agent DaemonSet to be Ready on the node",
+                 lambda: rolled_out("daemonset", NODE_AGENT_SELECTOR, "kube-system"), timeout=timeout,
+                 details=details)
+        wait_for("the API server to call the Shoot webhook through its Service", self.webhook_answers,
+                 timeout=timeout, details=lambda: details() + "\n" + self.webhook_call_failure())
+
+    _PROBE_SHOOT = {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+                    "metadata": {"name": "webhook-probe", "namespace": "garden"},
+                    "spec": {"extensions": [{"type": "registry-cache"}]}}
+
+    def webhook_call_failure(self) -> str:
+        """What the API server says when it creates (dry run) a Shoot the Shoot webhook must refuse."""
+        self.cluster.kubectl("create", "namespace", "garden", check=False)
+        res = self.cluster.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(self._PROBE_SHOOT),
+                                   check=False)
+        return (res.stdout + res.stderr).strip()
+
+    def webhook_answers(self) -> bool:
+        return "providerConfig is required for the registry-cache extension" in self.webhook_call_failure()
+
+    def in_cluster_state(self) -> str:
+        """The Pods of the product with their state and the last events, for a failure message."""
+        out = [self.cluster.kubectl("get", "pods", "-A", "-l", "app.kubernetes.io/name=registry-cache", "-o",
+                                    "wide", check=False).stdout]
+        for namespace in (NAMESPACE, "kube-system"):
+            events = self.cluster.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp",
+                                          check=False).stdout.splitlines()
+            out.append("\n".join(events[-15:]))
+        return "\n".join(out) + "\n" + self.logs(20)
+
     def restart_controller(self, extra_args: Sequence[str] = ()) -> None:
-        """The controller again, with these flags of ``registry-cache run`` (its log goes on)."""
+        """The controller again, with these flags of ``registry-cache run`` besides its own (in the cluster: a
+        ``helm upgrade`` and a rollout; as a process: its log goes on)."""
         assert self.cluster.images is not None
+        if self.install == "chart":
+            self._helm_upgrade(extra_args)
+            self.wait_installed()
+            return
         if self.controller is not None:
             self.controller.stop()
         self.controller = start_controller(self.kubeconfig, self.cluster.logs / "controller.log",
@@ -131,8 +263,17 @@ class Stack:
 
     def logs(self, lines: int = 40) -> str:
         parts = []
-        for name in ("controller", "node-agent"):
-            parts.append(f"--- {name}\n{tail(self.cluster.logs / f'{name}.log', lines)}")
+        if self.install == "processes":
+            for name in ("controller", "node-agent"):
+                parts.append(f"--- {name}\n{tail(self.cluster.logs / f'{name}.log', lines)}")
+            return "\n".join(parts)
+        for namespace, selector in ((NAMESPACE, CONTROLLER_SELECTOR), ("kube-system", NODE_AGENT_SELECTOR)):
+            pods = json.loads(self.cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json",
+                                                   check=False).stdout or '{"items": []}')["items"]
+            for pod in pods:
+                name = pod["metadata"]["name"]
+                said = self.cluster.kubectl("logs", "-n", namespace, name, f"--tail={lines}", check=False)
+                parts.append(f"--- {namespace}/{name}\n{said.stdout}{said.stderr}")
         return "\n".join(parts)
 
     def stop(self) -> None:

@@ -47,7 +47,7 @@ from extension.local.controlplane import LocalControlPlane, load_manifests
 from extension.local.node import NODE_NAME, PushedImage, push_test_image
 from extension.local.procs import ClusterError, Proc
 from extension.local.registries import CACHE_AGENT, CONTAINERD_AGENT
-from extension.local.stack import Stack, install_crds, start_controller
+from extension.local.stack import CONTROLLER_SELECTOR, NAMESPACE, Stack, install_crds, start_controller
 
 EXAMPLES = asset_dir("examples")
 NODE_EXAMPLE = EXAMPLES / "local-shoot.yaml"
@@ -156,9 +156,9 @@ class _WithNode:
     """The one-node cluster, the controller and the node agent (:class:`~extension.local.stack.Stack`), and two
     test upstreams on the node's bridge."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, install: str = "chart"):
         self.workdir = workdir / "node-cluster"
-        self.stack = Stack(self.workdir, progress=lambda m: _say(f"  {m}"), node_agent_interval=2.0)
+        self.stack = Stack(self.workdir, progress=lambda m: _say(f"  {m}"), node_agent_interval=2.0, install=install)
         self.images: dict[str, PushedImage] = {}
 
     @property
@@ -166,8 +166,10 @@ class _WithNode:
         return self.stack.kubeconfig
 
     @property
-    def controller_log(self) -> Path:
-        return self.stack.cluster.logs / "controller.log"
+    def controller_log(self) -> Path | str:
+        if self.stack.install == "processes":
+            return self.stack.cluster.logs / "controller.log"
+        return f"kubectl logs -n {NAMESPACE} -l {CONTROLLER_SELECTOR} --prefix"
 
     def start(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)  # a fresh cluster every time
@@ -269,10 +271,15 @@ class _WithNode:
 
     def hints(self) -> list[str]:
         cluster = self.stack.cluster
-        return ["  kubectl get nodes -o wide",
+        product = ([f"  kubectl get pods -n {NAMESPACE} -o wide          # the controller (2 replicas, one leads)",
+                    "  kubectl get pods -n kube-system -l app.kubernetes.io/component=node-agent   # the node agent",
+                    f"  kubectl get lease -n {NAMESPACE}                  # who leads"]
+                   if self.stack.install == "chart" else [])
+        processes = ", controller, node-agent" if self.stack.install == "processes" else ""
+        return ["  kubectl get nodes -o wide", *product,
                 f"  kubectl get pods -n {SHOOT_NAMESPACE} -o wide          # the caches",
                 f"  ls {cluster.certs_d}   # the node's containerd hosts directory",
-                f"Logs: {cluster.logs} (controller, node-agent, kubelet, containerd, ...); upstream access logs: "
+                f"Logs: {cluster.logs} (kubelet, containerd, ...{processes}); upstream access logs: "
                 f"{cluster.workdir / 'upstreams'}"]
 
     def check(self) -> None:
@@ -284,11 +291,12 @@ class _WithNode:
 
 
 def run(workdir: Path | None, manifests: list[Path] | None, wait: bool, timeout: float = 180.0,
-        node: bool = True) -> int:
-    """``manifests``: Shoots and Secrets to apply (None: the example, see :func:`default_manifests`)."""
+        node: bool = True, install: str = "chart") -> int:
+    """``manifests``: Shoots and Secrets to apply (None: the example, see :func:`default_manifests`);
+    ``install``: how the product goes onto the node (:data:`extension.local.stack.INSTALLS`)."""
     workdir = (workdir or Path.cwd() / ".registry-cache-local").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    env: _ControlPlaneOnly | _WithNode = _WithNode(workdir) if node else _ControlPlaneOnly(workdir)
+    env: _ControlPlaneOnly | _WithNode = _WithNode(workdir, install) if node else _ControlPlaneOnly(workdir)
     try:
         env.start()
         kube = Kube.from_kubeconfig(str(env.kubeconfig), field_manager="kubectl-client-side-apply")
@@ -381,7 +389,7 @@ def _wait_for_extension(kube: Kube, namespace: str, timeout: float,
     return ext
 
 
-def _show_extension(namespace: str, ext: dict[str, Any] | None, log: Path) -> tuple[int, dict[str, Any]]:
+def _show_extension(namespace: str, ext: dict[str, Any] | None, log: Path | str) -> tuple[int, dict[str, Any]]:
     """Print the Extension's operation and providerStatus; (exit code, providerStatus)."""
     _say()
     if ext is None:

@@ -239,25 +239,42 @@ def test_a_long_invalid_value_is_cut_short(capsys, tmp_path):
 
 
 def test_local_up_with_the_node_by_default_and_the_fallback(capsys, monkeypatch, tmp_path):
-    """local-up runs the one-node cluster unless --no-node; where the node cannot run it says what is missing
-    and falls back to the control plane only (and the docs example instead of the node's)."""
-    from extension.local import node, up
+    """local-up runs the one-node cluster with the product installed by its chart unless --no-node or
+    --host-processes; it installs the node's Debian packages where it can; where the node still cannot run it
+    says what is missing and falls back to the control plane only (and the docs example instead of the node's);
+    where the image cannot be built, to the controller and node agent as processes."""
+    from extension.local import images, node, up
 
     calls = []
-    monkeypatch.setattr(up, "run", lambda workdir, manifests, wait, timeout, node: calls.append(
-        (manifests, wait, timeout, node)) or 0)
+    monkeypatch.setattr(up, "run", lambda workdir, manifests, wait, timeout, node, install: calls.append(
+        (manifests, wait, timeout, node, install)) or 0)
     monkeypatch.setattr(node, "node_prerequisites", lambda: [])
+    monkeypatch.setattr(images, "image_unavailable", lambda: None)
     assert main(["local-up", "--no-wait"]) == 0
-    assert calls.pop() == (None, False, 180.0, True)
+    assert calls.pop() == (None, False, 180.0, True, "chart")
+    assert main(["local-up", "--no-wait", "--host-processes"]) == 0
+    assert calls.pop() == (None, False, 180.0, True, "processes")
     assert main(["local-up", "--no-node", "--timeout", "60"]) == 0
-    assert calls.pop() == (None, True, 60.0, False)
+    assert calls.pop()[:4] == (None, True, 60.0, False)
     assert "Falling back" not in capsys.readouterr().err
 
-    monkeypatch.setattr(node, "node_prerequisites", lambda: ["runc", "kubectl"])
+    monkeypatch.setattr(images, "image_unavailable", lambda: "no buildah")
     assert main(["local-up", "--no-wait"]) == 0
-    assert calls.pop()[3] is False
+    assert calls.pop()[3:] == (True, "processes")
+    assert "The image cannot be built here (no buildah)" in capsys.readouterr().err
+
+    installed = []
+    missing = [["runc", "kubectl"]]
+    monkeypatch.setattr(node, "node_prerequisites", lambda: missing[-1])
+    monkeypatch.setattr(node, "install_node_packages", lambda: installed.append(1) or False)
+    assert main(["local-up", "--no-wait"]) == 0
+    assert installed and calls.pop()[3] is False
     err = capsys.readouterr().err
     assert "missing: runc; kubectl" in err and "Falling back to the control plane only (--no-node)" in err
+    # the packages it installed were what was missing: the node runs
+    monkeypatch.setattr(node, "install_node_packages", lambda: missing.append([]) or True)
+    assert main(["local-up", "--no-wait"]) == 0
+    assert calls.pop()[3] is True
     assert up.default_manifests(True) == [up.EXAMPLES / "local-shoot.yaml"]
     assert [p.name for p in up.default_manifests(False)] == ["quay-credentials-v1.yaml", "shoot.yaml"]
     assert all(p.is_file() for p in up.default_manifests(True) + up.default_manifests(False))
