@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -66,6 +67,8 @@ class Informer(Generic[R]):
         self.watch_seconds = watch_seconds
         self.page_size = page_size
         self.synced = threading.Event()  # the first list is in the store
+        # since when (monotonic) its lists and watches fail without a success in between; None: watching
+        self.failing_since: float | None = None
         self._store: dict[Key, tuple[str, R]] = {}  # key -> (resourceVersion, record)
         self._lock = threading.Lock()
         self._response: urllib3.BaseHTTPResponse | None = None
@@ -93,6 +96,18 @@ class Informer(Generic[R]):
         self._thread.start()
         return self
 
+    def alive(self) -> bool:
+        """Its thread runs (it was started and has not ended)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def _failing(self) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+
     def close(self) -> None:
         """End a watch that is waiting for events (at shutdown)."""
         response = self._response
@@ -109,6 +124,7 @@ class Informer(Generic[R]):
             try:
                 if version is None:
                     version = self._list()
+                    self.failing_since = None
                     self.synced.set()
                     metrics.INFORMER_SYNCED.labels(self.name).set(1)
                 version = self._watch(version, stop)
@@ -119,6 +135,7 @@ class Informer(Generic[R]):
             except (ApiError, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
                 if stop.is_set():
                     break
+                self._failing()
                 if isinstance(exc, ApiError) and exc.status == 410:  # Gone, as the answer to the request itself
                     version = None
                 log.warning("informer %s: %s; again in %.1fs", self.name,
@@ -128,6 +145,7 @@ class Informer(Generic[R]):
             except Exception:  # a bug must not end the watch for good: list again
                 if stop.is_set():
                     break
+                self._failing()
                 log.exception("informer %s failed; listing again in %.1fs", self.name, delay)
                 version = None
                 stop.wait(delay)
@@ -157,6 +175,7 @@ class Informer(Generic[R]):
         response = self.kube.watch(self.kind, version, self.namespace, self.label_selector, self.metadata_only,
                                    timeout_seconds=self.watch_seconds, field_selector=self.field_selector)
         self._response = response
+        self.failing_since = None  # the API server answered the watch: watching
         buffer = b""
         try:
             for chunk in response.stream(65536):

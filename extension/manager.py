@@ -35,7 +35,7 @@ from typing import Any
 
 import kopf
 
-from extension import metrics
+from extension import metrics, probes
 from extension.component.objects import RenderOptions
 from extension.component.registrycache import MONITORING_OPERATOR
 from extension.constants import (
@@ -197,8 +197,10 @@ def registry(runtime: Runtime) -> kopf.OperatorRegistry:
     return reg
 
 
-def run(runtime: Runtime, liveness: str | None = None) -> None:
-    """Run until stopped (SIGINT/SIGTERM): kopf (webhooks, Shoots) here, the controller once leading."""
+def run(runtime: Runtime, liveness: str | None = None, watch_grace: float = probes.WATCH_GRACE_SECONDS,
+        worker_deadline: float = probes.WORKER_DEADLINE_SECONDS) -> None:
+    """Run until stopped (SIGINT/SIGTERM): kopf (webhooks, Shoots) here, the controller once leading; with
+    ``liveness`` (``http://ADDR:PORT/healthz``) the probes (:mod:`.probes`) on that address."""
     workers: list[threading.Thread] = []
     lease_stop = threading.Event()  # set once the work in flight has drained: the elector then releases the Lease
     election: threading.Thread | None = None
@@ -210,6 +212,14 @@ def run(runtime: Runtime, liveness: str | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGUSR1, lambda *_: runtime.resync_now.set())
     shoots = shoot_watch(runtime) if runtime.index is not None else None
+    server = None
+    if liveness:
+        server = probes.ProbeServer(
+            liveness, watches=lambda: [shoots] if shoots is not None else [],
+            leader_watches=runtime.controller.informers, leading=runtime.leading,
+            in_flight=lambda: runtime.controller.in_flight,
+            webhook_port=runtime.webhook.port if runtime.webhook is not None else None,
+            watch_grace=watch_grace, worker_deadline=worker_deadline).start()
     if shoots is not None:  # the index is primed before the webhooks answer from it, and before leading
         started = time.monotonic()
         shoots.start(runtime.stop)
@@ -227,8 +237,7 @@ def run(runtime: Runtime, liveness: str | None = None) -> None:
                                     daemon=True, name="leader-election")
         election.start()
     try:
-        kopf.run(registry=registry(runtime), memo=runtime, clusterwide=True, standalone=True,
-                 liveness_endpoint=liveness)
+        kopf.run(registry=registry(runtime), memo=runtime, clusterwide=True, standalone=True)
     finally:
         runtime.stop.set()
         runtime.controller.queue.close()
@@ -240,6 +249,8 @@ def run(runtime: Runtime, liveness: str | None = None) -> None:
         lease_stop.set()
         if election is not None:
             election.join(RELEASE_SECONDS)
+        if server is not None:
+            server.stop()
 
 
 def _lost_lease() -> None:

@@ -47,7 +47,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-upstream-check", action="store_true",
                    help="never check the upstreams' credentials (no requests to the upstreams from the controller)")
     p.add_argument("--image", default=c.DEFAULT_IMAGE, help=f"the registry image (default {c.DEFAULT_IMAGE})")
-    p.add_argument("--liveness", metavar="URL", help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--liveness", metavar="URL",
+                   help="serve the probes on this address, e.g. http://0.0.0.0:8080/healthz: /healthz (liveness: "
+                        "the watches run, no worker is stuck, the webhook server answers) and /readyz (readiness: "
+                        "the webhook server answers and the watches have listed)")
+    p.add_argument("--probe-watch-grace", type=float, default=60.0, metavar="SECONDS",
+                   help="/healthz fails once a watch has failed this long without a success (default 60)")
+    p.add_argument("--probe-worker-deadline", type=float, default=600.0, metavar="SECONDS",
+                   help="/healthz fails once a worker is on one Extension this long (default 600)")
     p.add_argument("--metrics-address", metavar="HOST:PORT",
                    help="serve the controller's Prometheus metrics at /metrics, e.g. 0.0.0.0:8081")
     p.add_argument("--resync-period", type=float, default=3600.0, metavar="SECONDS",
@@ -170,5 +177,8 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
                                     upstream_check_interval=args.upstream_check_interval,
                                     upstream_checks=not args.no_upstream_check, elector=elector,
                                     workers=args.workers)
-    manager.run(runtime, liveness=args.liveness)
+    if args.probe_watch_grace <= 0 or args.probe_worker_deadline <= 0:
+        raise InputError("--probe-watch-grace and --probe-worker-deadline must be greater than 0")
+    manager.run(runtime, liveness=args.liveness, watch_grace=args.probe_watch_grace,
+                worker_deadline=args.probe_worker_deadline)
     return 0

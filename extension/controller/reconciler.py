@@ -192,6 +192,7 @@ class Controller:
 
     def __post_init__(self) -> None:
         self.queue = WorkQueue()
+        self.in_flight: dict[int, tuple[Key, float]] = {}  # worker thread -> (its Extension, since, monotonic)
         self.informer: Informer[dict[str, Any]] = Informer(self.seed, "Extension", skeleton, on_change=self.observe,
                                                            name="Extension")
         self._checks: set[Key] = set()  # keys to look at even when no operation is asked for
@@ -272,16 +273,20 @@ class Controller:
 
     # --- workers --------------------------------------------------------------------------------------
     def work(self, stop: threading.Event) -> None:
-        """One worker: until ``stop``, take a key and do what its latest state asks for."""
+        """One worker: until ``stop``, take a key and do what its latest state asks for. What each worker is on
+        and since when is in :attr:`in_flight` (the liveness probe's stuck workers)."""
+        me = threading.get_ident()
         while not stop.is_set():
             key = self.queue.get(timeout=0.5)
             if key is None:
                 continue
+            self.in_flight[me] = (key, time.monotonic())  # type: ignore[assignment]  # (the queue's Any)
             try:
                 self.process(key)  # type: ignore[arg-type]
             except Exception:
                 log.exception("%s/%s: failed", *key)  # type: ignore[misc]
             finally:
+                self.in_flight.pop(me, None)
                 self.queue.done(key)
 
     def process(self, key: Key) -> Op | None:

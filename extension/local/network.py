@@ -53,6 +53,7 @@ SERVICES_CHAIN = "RC-UNPROGRAMMED-SERVICES"
 SERVICE_CIDR = SERVICE_CLUSTER_IP_RANGE
 _LOCK = Path("/run/registry-cache-node-network.lock")
 _LINK_NET = "10.200.{}.0/24"
+_LINK_LOCAL_MULTICAST = ipaddress.ip_network("224.0.0.0/24")
 
 
 @dataclass
@@ -224,8 +225,8 @@ class NodeNetwork:
             except ValueError:
                 continue
             if dst in local or dst.is_loopback or str(dst) in (self.host_ip, self.node_ip) \
-                    or dst in ipaddress.ip_network(SERVICE_CIDR):
-                continue
+                    or dst in ipaddress.ip_network(SERVICE_CIDR) or dst in _LINK_LOCAL_MULTICAST:
+                continue  # (link-local multicast, e.g. the bridge's IGMP reports: never forwarded off the link)
             conns.append(line.strip())
         return Egress(packets, conns, services, self._host_packets())
 
