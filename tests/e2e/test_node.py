@@ -283,3 +283,61 @@ def test_a_cache_only_nodes_can_read(cluster, shoots, node_stack):
         scenarios.wait_removed(cluster, [up.host])
     finally:
         node_stack.restart_controller()
+
+
+def _controller_pods(stack: Stack) -> list[dict]:
+    from extension.local.stack import CONTROLLER_SELECTOR, NAMESPACE
+    return json.loads(stack.cluster.kubectl("get", "pods", "-n", NAMESPACE, "-l", CONTROLLER_SELECTOR, "-o",
+                                            "json").stdout)["items"]
+
+
+def test_the_kubelet_acts_on_the_controllers_probes(node_stack):
+    """The product as the chart installs it, its probes called by the real kubelet: the controller's
+    ServiceAccount loses its ClusterRoleBinding (a missing RBAC grant), the leader Pod is deleted, and the replica
+    that starts cannot list Shoots. It is not Ready (no webhook calls to it: its Service endpoint is not ready)
+    and, once its watch has failed past the grace, the kubelet restarts it (the log of the container before says
+    which watch). With the binding back everything is Ready again and the API server calls the webhooks."""
+    from extension.local.stack import NAMESPACE
+    if node_stack.install != "chart":
+        pytest.skip("the product runs as processes here (--host-processes): no kubelet probes it")
+    cluster = node_stack.cluster
+    node_stack.restart_controller(["--probe-watch-grace", "5"])  # (the default, 60 s, makes this slow)
+    bindings = [b for b in json.loads(cluster.kubectl("get", "clusterrolebindings", "-o", "json").stdout)["items"]
+                if any(s.get("kind") == "ServiceAccount" and s.get("namespace") == NAMESPACE
+                       and s.get("name") == "registry-cache" for s in b.get("subjects") or [])]
+    assert bindings, "no ClusterRoleBinding for the controller's ServiceAccount"
+    for binding in bindings:
+        cluster.kubectl("delete", "clusterrolebinding", binding["metadata"]["name"])
+    try:
+        lease = json.loads(cluster.kubectl("get", "lease", "-n", NAMESPACE, "registry-cache-leader-election",
+                                           "-o", "json").stdout)
+        leader = lease["spec"]["holderIdentity"].split("_")[0]
+        cluster.kubectl("delete", "pod", "-n", NAMESPACE, leader, "--wait=false")
+
+        def restarted() -> dict | None:
+            for pod in _controller_pods(node_stack):
+                if pod["metadata"]["name"] != leader and any(
+                        (c.get("restartCount") or 0) > 0 for c in pod["status"].get("containerStatuses") or []):
+                    return pod
+            return None
+        new = scenarios.wait_for("the kubelet to restart a controller that cannot watch", restarted, timeout=300,
+                                 details=node_stack.in_cluster_state)
+        name = new["metadata"]["name"]
+        events = json.loads(cluster.kubectl("get", "events", "-n", NAMESPACE, "--field-selector",
+                                            f"involvedObject.name={name},reason=Unhealthy", "-o", "json").stdout)
+        said = [e["message"] for e in events["items"]]
+        assert any("Liveness probe failed" in m for m in said), said
+        assert any("Readiness probe failed" in m for m in said), said
+        # (the kubelet's Event has the status code; the controller logged why it answered 500)
+        before = cluster.kubectl("logs", "-n", NAMESPACE, name, "--previous", check=False).stdout
+        assert "/healthz: the watch of" in before and "has failed for" in before, before[-2000:]
+        slices = json.loads(cluster.kubectl("get", "endpointslices", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+        ready = {(e.get("targetRef") or {}).get("name"): (e.get("conditions") or {}).get("ready")
+                 for s in slices for e in s.get("endpoints") or []}
+        assert ready.get(name) is not True, ready  # no webhook call goes to it
+    finally:
+        for binding in bindings:
+            binding["metadata"] = {"name": binding["metadata"]["name"], "labels": binding["metadata"].get("labels"),
+                                   "annotations": binding["metadata"].get("annotations")}
+            cluster.kubectl("create", "-f", "-", input=json.dumps(binding))
+        node_stack.restart_controller()  # the default grace, and everything Ready (wait_installed)
