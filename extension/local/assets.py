@@ -11,11 +11,12 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 _IN_CHECKOUT = {"crds": "manifests/crds", "seed_crds": "manifests/seed-crds", "policies": "manifests/policies",
-                "examples": "examples", "hack": "hack", "chart": "charts/registry-cache"}
+                "examples": "examples", "hack": "hack", "chart": "charts/registry-cache", "manifests": "manifests"}
 
 
 def asset_dir(name: str) -> Path:
-    """The folder ``name`` (``crds``, ``seed_crds``, ``policies``, ``examples``, ``hack``, ``chart``)."""
+    """The folder ``name`` (``crds``, ``seed_crds``, ``policies``, ``examples``, ``hack``, ``chart``,
+    ``manifests``)."""
     packaged = _HERE / name
     if packaged.is_dir():
         return packaged

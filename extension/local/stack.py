@@ -8,13 +8,16 @@ policies, the controller Deployment (2 replicas, leader election, the webhooks b
 only the API server's client certificate), the node agent DaemonSet writing containerd's ``hosts.toml`` into the
 node's ``certs.d``, and the shipped RBAC and probes. ``install="processes"`` runs the controller as a process on
 the host and the node agent as one in the node's network namespace instead (quick to iterate on, and the only
-way without the chart's image).
+way without the chart's image). ``install="kustomize"``: the same image with ``kubectl apply -k`` of an overlay of
+``manifests/default`` (what a kustomize user writes: the image, the API server's client CA, the node's hosts
+directory, the cache image).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import sys
 import time
@@ -36,7 +39,7 @@ log = logging.getLogger(__name__)
 
 CRDS = asset_dir("crds")
 POLICIES = asset_dir("policies")
-INSTALLS = ("chart", "processes")
+INSTALLS = ("chart", "kustomize", "processes")
 RELEASE = "registry-cache"
 NAMESPACE = "registry-cache"  # the chart's release namespace: the webhook Service, the Lease
 CONTROLLER_SELECTOR = "app.kubernetes.io/name=registry-cache,app.kubernetes.io/component=controller"
@@ -135,7 +138,7 @@ class Stack:
                               f"log {self.controller.log}")
                 self.start_node_agent()
             else:
-                self._install_chart()
+                self._install_in_cluster()
         except BaseException:
             self.stop()
             raise
@@ -143,7 +146,7 @@ class Stack:
 
     # -- in the cluster, from the image, with the chart ------------------------------------------------------
 
-    def _install_chart(self) -> None:
+    def _install_in_cluster(self) -> None:
         self.progress("the product image: built from the Dockerfile with buildah (cached by its sources), pushed "
                       "to the node's registry")
         t0 = time.monotonic()
@@ -153,10 +156,70 @@ class Stack:
         pushed = push_product(self.cluster.crane, IMAGE_REGISTRY, self.workdir / "product-image", progress=said)
         self.image = pushed.by_digest
         self.progress(f"image {pushed.reference} ({pushed.digest[:19]}...) in {time.monotonic() - t0:.0f}s")
-        self.helm = bins("helm-bin.sh", self.progress)
-        self._helm_upgrade()
-        self.progress(f"installed with helm: release {RELEASE} in namespace {NAMESPACE}")
+        self.reinstall(self.install)
+
+    def reinstall(self, install: str) -> None:
+        """Install the product (again) with ``install`` (chart or kustomize), removing what the other one
+        installed first; until it serves (:meth:`wait_installed`)."""
+        if self.install != install:
+            self.uninstall()
+        self.install = install
+        if install == "chart":
+            self.helm = self.helm or bins("helm-bin.sh", self.progress)
+            self._helm_upgrade()
+            self.progress(f"installed with helm: release {RELEASE} in namespace {NAMESPACE}")
+        else:
+            overlay = self.kustomize_overlay()
+            self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(overlay), timeout=300)
+            self.progress(f"installed with kubectl apply -k {overlay}")
         self.wait_installed()
+
+    def uninstall(self) -> None:
+        """Remove the controller and the node agent (not the CRDs: deleting them would delete every Shoot)."""
+        if self.install == "chart" and self.helm is not None:
+            run([str(self.helm), "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--kubeconfig",
+                 str(self.kubeconfig)], timeout=300, check=False)
+        elif self.install == "kustomize":  # what the overlay applied but the CRDs and the namespace
+            rendered = self.cluster.kubectl("kustomize", str(self.workdir / "kustomize-overlay")).stdout
+            keep = ("CustomResourceDefinition", "Namespace")
+            objects = [o for o in yaml.safe_load_all(rendered) if o and o.get("kind") not in keep]
+            self.cluster.kubectl("delete", "--wait=true", "--ignore-not-found", "-f", "-",
+                                 input=yaml.safe_dump_all(objects), timeout=300)
+
+    def kustomize_overlay(self, extra_args: Sequence[str] = ()) -> Path:
+        """An overlay of ``manifests/default`` for this cluster, as a kustomize user writes one: the image by digest,
+        the API server's client CA (a ConfigMap mounted as ``--webhook-client-ca``), the cache image, the node's
+        containerd hosts directory for the node agent."""
+        assert self.image is not None and self.cluster.images is not None and self.cluster.cp is not None
+        overlay = self.workdir / "kustomize-overlay"
+        overlay.mkdir(exist_ok=True)
+        (overlay / "webhook-client-ca.crt").write_text(self.cluster.cp.webhook_client_ca_file.read_text())
+        repository, _, digest = self.image.partition("@")
+        hosts = str(self.cluster.certs_d)
+        args = ["--webhook-client-ca", "/etc/registry-cache/webhook-client-ca/ca.crt",
+                "--image", self.cluster.images.registry, *self.controller_args, *extra_args]
+        controller = [*({"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": a} for a in args),
+                      {"op": "add", "path": "/spec/template/spec/volumes/-", "value": {
+                          "name": "webhook-client-ca", "configMap": {"name": "registry-cache-webhook-client-ca"}}},
+                      {"op": "add", "path": "/spec/template/spec/containers/0/volumeMounts/-", "value": {
+                          "name": "webhook-client-ca", "mountPath": "/etc/registry-cache/webhook-client-ca",
+                          "readOnly": True}}]
+        agent = [{"op": "replace", "path": "/spec/template/spec/containers/0/args/2", "value": hosts},
+                 {"op": "replace", "path": "/spec/template/spec/containers/0/volumeMounts/0/mountPath", "value": hosts},
+                 {"op": "replace", "path": "/spec/template/spec/volumes/0/hostPath/path", "value": hosts}]
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+            "resources": [os.path.relpath(asset_dir("manifests") / "default", overlay)],
+            "images": [{"name": "registry-cache", "newName": repository, "digest": digest}],
+            "configMapGenerator": [{"name": "registry-cache-webhook-client-ca", "namespace": NAMESPACE,
+                                    "files": ["ca.crt=webhook-client-ca.crt"],
+                                    "options": {"disableNameSuffixHash": True}}],
+            "patches": [{"target": {"kind": "Deployment", "name": "registry-cache-controller"},
+                         "patch": json.dumps(controller)},
+                        {"target": {"kind": "DaemonSet", "name": "registry-cache-node-agent"},
+                         "patch": json.dumps(agent)}]}
+        (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        return overlay
 
     def chart_values(self, extra_args: Sequence[str] = ()) -> dict[str, object]:
         """The values a user of this cluster gives the chart."""
@@ -242,6 +305,11 @@ class Stack:
         assert self.cluster.images is not None
         if self.install == "chart":
             self._helm_upgrade(extra_args)
+            self.wait_installed()
+            return
+        if self.install == "kustomize":
+            self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-k",
+                                 str(self.kustomize_overlay(extra_args)), timeout=300)
             self.wait_installed()
             return
         if self.controller is not None:

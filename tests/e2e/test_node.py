@@ -341,3 +341,80 @@ def test_the_kubelet_acts_on_the_controllers_probes(node_stack):
                                    "annotations": binding["metadata"].get("annotations")}
             cluster.kubectl("create", "-f", "-", input=json.dumps(binding))
         node_stack.restart_controller()  # the default grace, and everything Ready (wait_installed)
+
+
+_FORGERY = r'''
+import json, ssl, sys, urllib.request
+body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+    "uid": "1", "kind": {"group": "core.gardener.cloud", "version": "v1beta1", "kind": "Shoot"},
+    "resource": {"group": "core.gardener.cloud", "version": "v1beta1", "resource": "shoots"},
+    "operation": "CREATE", "namespace": "garden-local", "name": "evil",
+    "userInfo": {"username": "mallory", "groups": ["system:masters"]},
+    "object": {"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+               "metadata": {"name": "evil", "namespace": "garden-local"},
+               "spec": {"resources": [{"name": "c", "resourceRef": {"apiVersion": "v1", "kind": "Secret",
+                                                                        "name": "local-registry-credentials-v1"}}],
+                        "extensions": [{"type": "registry-cache", "providerConfig": {
+                            "apiVersion": "registry.extensions.gardener.cloud/v1alpha3", "kind": "RegistryConfig",
+                            "caches": [{"upstream": "evil.example", "remoteURL": "https://attacker.example",
+                                        "secretReferenceName": "c"}]}}]}}}}
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # whatever the server presents
+for hook in ("validate-shoot", "protect-secret", "mutate-osc"):
+    request = urllib.request.Request(f"https://{sys.argv[1]}/{hook}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+            print(f"{hook}: ANSWERED {answer.status} {answer.read()[:300]!r}")
+    except Exception as exc:
+        print(f"{hook}: refused: {type(exc).__name__}: {exc}")
+'''
+
+
+def test_a_pod_that_forges_an_admission_review_gets_no_answer(cluster, node_stack):
+    """Issue 17's forgery against the deployment the webhooks run in: a Pod in the cluster (the product's own
+    image, so Python and TLS are there) POSTs an AdmissionReview claiming system:masters to the webhook Service.
+    The server asks for the API server's client certificate: every call is refused in the TLS handshake, and
+    nothing it answers could be used."""
+    from extension.local.stack import NAMESPACE
+    if node_stack.install != "chart":
+        pytest.skip("the webhooks run as a host process here (--host-processes), not behind their Service")
+    service = cluster.get("service", "registry-cache-webhook", NAMESPACE)
+    address = f"{service['spec']['clusterIP']}:443"
+    pod = f"forger-{secrets.token_hex(3)}"
+    cluster.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": scenarios.WORKLOAD_NAMESPACE},
+                   "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [{
+                       "name": "forger", "image": node_stack.image,
+                       "command": ["python3", "-c", _FORGERY, address],
+                       "securityContext": {"runAsUser": 65532}}]}})
+    scenarios.wait_for(f"Pod {pod} to end", lambda: ((cluster.get("pod", pod, scenarios.WORKLOAD_NAMESPACE) or {})
+                                                     .get("status") or {}).get("phase") in ("Succeeded", "Failed"),
+                       timeout=180)
+    said = cluster.kubectl("logs", "-n", scenarios.WORKLOAD_NAMESPACE, pod).stdout
+    cluster.delete("pod", pod, scenarios.WORKLOAD_NAMESPACE, wait=False)
+    lines = [line for line in said.splitlines() if ": " in line]
+    assert len(lines) == 3 and all(": refused: " in line for line in lines), said
+    assert any("CERTIFICATE_REQUIRED" in line or "certificate required" in line.lower() for line in lines), said
+
+
+def test_kubectl_apply_k_installs_the_same(cluster, node_stack, shoots):
+    """The product installed with ``kubectl apply -k`` of an overlay of manifests/default (the image, the API
+    server's client CA, the node's hosts directory) instead of the chart: it serves the same way (the API server
+    calls the webhooks through their Service, the controller Deployment and the node agent roll out), and a cache
+    is delivered and pulled through. The chart is installed again afterwards."""
+    if node_stack.install != "chart":
+        pytest.skip("the product runs as processes here (--host-processes)")
+    node_stack.reinstall("kustomize")
+    try:
+        up = cluster.upstream("public")
+        name = "e2e-kustomize"
+        shoots.append(name)
+        cluster.apply(scenarios.shoot_manifest(name, [scenarios.cache(up)]))
+        scenarios.wait_reconciled(cluster, name, [up.host])
+        scenarios.wait_caches_ready(cluster, [up.host])
+        scenarios.verify_registry_cache(cluster, up, "e2e/kustomize")
+        scenarios.delete_shoot(cluster, name)
+        shoots.remove(name)
+        scenarios.wait_removed(cluster, [up.host])
+    finally:
+        node_stack.reinstall("chart")
