@@ -309,7 +309,7 @@ def verify_registry_cache(c: E2ECluster, up: Upstream, repository: str) -> Image
     pod = run_pod(c, image.ref)
     try:
         wait_for(f"{image.ref} in the storage of the cache for {up.host}", lambda: c.cache_holds(up.host, image),
-                 timeout=60)
+                 timeout=60, details=lambda: "\n".join(map(str, up.fetched(mark))) + "\n" + c.logs())
         requests = up.fetched(mark)
         by_cache = {r.path for r in requests if r.status == 200 and r.agent.startswith("Go-http-client/")}
         assert {f"/v2/{image.repository}/blobs/{d}" for d in image.blobs} <= by_cache, \
