@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Leader failover in the cluster: the leader Pod deleted during a burst of Shoot changes, measured.
 
-    python hack/bench_failover.py [--shoots 8] [--changes 80] [--rate 4] [--workdir DIR]
+    python hack/bench_failover.py [--shoots 8] [--changes 80] [--rate 4] [--kill] [--workdir DIR]
 
 Starts the one-node cluster with the product installed by its chart (2 controller replicas with leader election;
 extension.local.stack), creates ``--shoots`` Shoots with one cache each, waits until all are Succeeded, then changes
 one cache's garbage collection TTL ``--changes`` times at ``--rate`` per second, round robin over the Shoots, and a
 third of the way in deletes the leader Pod (``kubectl delete pod``: a graceful stop, as a rollout or a node drain
-does). It prints:
+does; ``--kill``: ``--grace-period=0 --force``, the process killed without a chance to release the Lease, as a
+node that dies). It prints:
 
 - the Lease taken over: from the delete until another replica holds it;
 - the first reconcile by the new leader: from the delete until its log says an operation started;
@@ -37,6 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from api.duration import parse_duration
 from extension.constants import OWNER_LABEL
 from extension.local.stack import CONTROLLER_SELECTOR, NAMESPACE, Stack
 
@@ -128,7 +130,8 @@ def converged(stack: Stack, names: list[str]) -> bool:
 
 
 def delivered_ttl(stack: Stack, name: str) -> str:
-    """The TTL in the config.yml of the cache's config Secret that its StatefulSet mounts now."""
+    """The TTL in the config.yml of the cache's config Secret that its StatefulSet mounts now (as Go prints a
+    duration: ``82h0m0s``)."""
     sts = json.loads(kubectl(stack, "get", "statefulsets", "-n", "kube-system", "-l",
                              f"{OWNER_LABEL}=shoot--bench--{name}", "-o", "json"))["items"]
     volumes = sts[0]["spec"]["template"]["spec"]["volumes"]
@@ -144,11 +147,13 @@ def main() -> int:
     parser.add_argument("--shoots", type=int, default=8)
     parser.add_argument("--changes", type=int, default=80)
     parser.add_argument("--rate", type=float, default=4.0, help="changes per second")
+    parser.add_argument("--kill", action="store_true", help="kill the leader (no graceful stop)")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-failover-"))
     stack = Stack(workdir, progress=lambda m: print(f"  {m}", flush=True))
-    print(f"$ python hack/bench_failover.py --shoots {args.shoots} --changes {args.changes} --rate {args.rate}")
+    print(f"$ python hack/bench_failover.py --shoots {args.shoots} --changes {args.changes} --rate {args.rate}"
+          + (" --kill" if args.kill else ""))
     stack.start()
     logs = Logs(stack)
     try:
@@ -176,7 +181,8 @@ def main() -> int:
             if i == args.changes // 3:
                 deleted_at, deleted_wall = time.monotonic(), time.time()
                 subprocess.Popen(["kubectl", "--kubeconfig", str(stack.kubeconfig), "delete", "pod", "-n", NAMESPACE,
-                                  leader], stdout=subprocess.DEVNULL)
+                                  leader, *(["--grace-period=0", "--force"] if args.kill else [])],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if deleted_at is not None and taken is None:
                 now_holder = holder(stack)
                 if now_holder and now_holder != leader:
@@ -208,11 +214,11 @@ def main() -> int:
                     for ns2, s2, e2 in ops[b]:
                         if ns == ns2 and s1 < (e2 or time.time()) and s2 < (e1 or time.time()):
                             overlaps += 1
-        lost = [n for n in names if delivered_ttl(stack, n) != last[n]]
+        lost = [n for n in names if parse_duration(delivered_ttl(stack, n) or "0s") != parse_duration(last[n])]
         egress = stack.cluster.network.egress()
         print()
-        print(f"changes: {args.changes} at {args.rate}/s over {len(names)} Shoots; the leader Pod {leader} deleted "
-              f"after change {args.changes // 3 + 1}")
+        print(f"changes: {args.changes} at {args.rate}/s over {len(names)} Shoots; the leader Pod {leader} "
+              f"{'killed' if args.kill else 'deleted'} after change {args.changes // 3 + 1}")
         print(f"Lease taken over by {new_leader}: {taken:.2f}s after the delete")
         print("first operation started by the new leader: "
               + (f"{first - deleted_wall:.2f}s after the delete" if first is not None else "none seen"))
