@@ -1,7 +1,7 @@
 """registry-cache installed like any package (``pip install .``), used from a directory that is not the checkout.
 
 The wheel is built from this checkout and installed into a fresh venv that sees the test environment's
-packages (its dependencies) but not the checkout: ``registry-cache render`` and ``registry-cache local-up`` run
+packages (its dependencies, through a .pth file, also when the tests run in a virtualenv) but not the checkout: ``registry-cache render`` and ``registry-cache local-up`` run
 from a temporary directory and find their templates, CRDs, example and build scripts in the package.
 The wheel the Dockerfile builds (only pyproject.toml, README.md, api/ and extension/ in its context) is built
 the same way without Docker, and holds only what runs.
@@ -10,6 +10,7 @@ the same way without Docker, and holds only what runs.
 from __future__ import annotations
 
 import shutil
+import site
 import subprocess
 import sys
 import venv
@@ -36,8 +37,15 @@ def installed(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("installed")
     wheel = _wheel(REPO, root / "dist")
     env_dir = root / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    venv.EnvBuilder(system_site_packages=False, with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
+    # the test environment's packages (the dependencies) behind the venv's own, wherever the tests run: in a
+    # virtualenv, system_site_packages would mean the base interpreter's instead. A path in a .pth file is not
+    # a site directory, so its own .pth files (this checkout's editable install) are not read: the checkout
+    # stays out of sight
+    own = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, timeout=60).stdout.strip()
+    Path(own, "_test_environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
                            str(wheel)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -78,8 +86,9 @@ def test_the_image_wheel_holds_only_what_runs(tmp_path):
     for name in ("api", "extension"):
         shutil.copytree(REPO / name, context / name, ignore=shutil.ignore_patterns("__pycache__"))
     dockerfile = (REPO / "Dockerfile").read_text()
-    mkdir = next(line for line in dockerfile.splitlines() if line.startswith("RUN mkdir -p"))
-    subprocess.run(mkdir.removeprefix("RUN ").split("&&")[0], shell=True, cwd=context, check=True)
+    mkdir = next(line for line in dockerfile.splitlines() if "mkdir -p " in line)  # (in the build stage's RUN)
+    subprocess.run("mkdir -p " + mkdir.split("mkdir -p ", 1)[1].split("&&")[0].rstrip(" \\"), shell=True,
+                   cwd=context, check=True)
     wheel = _wheel(context, tmp_path / "dist")
     names = zipfile.ZipFile(wheel).namelist()
     assert "extension/component/templates/statefulset.yaml.j2" in names
