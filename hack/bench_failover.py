@@ -11,7 +11,8 @@ does; ``--kill``: ``--grace-period=0 --force``, the process killed without a cha
 node that dies). It prints:
 
 - the Lease taken over: from the delete until another replica holds it;
-- the first reconcile by the new leader: from the delete until its log says an operation started;
+- the first reconcile by the new leader: from the delete until its log says an operation started, and the time
+  no replica reconciled (from the old leader's last operation, which goes on during the Pod's preStop, to it);
 - operations that overlapped on one Extension in two replicas (from the logs of every controller Pod, followed
   from the start): must be 0;
 - changes lost: Shoots whose last TTL is not what the cache runs with once all Extensions converged (the config
@@ -206,6 +207,7 @@ def main() -> int:
         ops = logs.operations()
         new_leader = holder(stack)
         first = min((start for ns, start, end in ops.get(new_leader, []) if start >= deleted_wall), default=None)
+        last_old = max((end or start for ns, start, end in ops.get(leader, [])), default=None)
         overlaps = 0
         pods = list(ops)
         for i, a in enumerate(pods):
@@ -222,6 +224,9 @@ def main() -> int:
         print(f"Lease taken over by {new_leader}: {taken:.2f}s after the delete")
         print("first operation started by the new leader: "
               + (f"{first - deleted_wall:.2f}s after the delete" if first is not None else "none seen"))
+        if first is not None and last_old is not None:
+            print(f"no replica reconciling: {max(0.0, first - last_old):.2f}s (from the old leader's last operation "
+                  "to the new leader's first)")
         print("operations per replica: " + ", ".join(f"{p} {len(v)}" for p, v in ops.items()))
         print(f"operations on one Extension by two replicas at once: {overlaps}")
         print(f"changes lost (the cache does not run the Shoot's last TTL): {len(lost)} {lost or ''}")
