@@ -353,6 +353,7 @@ def _cleanup(memo: Runtime, **_: Any) -> None:
     hook, serving = memo.webhook, memo.serving
     if hook is None or serving is None:
         return
+    memo.stop.set()  # first: the registration's upkeep must not put back what goes now
     if hook.service is not None and server.other_replica_serving(memo.seed, *hook.service, pod_name()):
         log.info("another replica serves the webhooks: their configurations stay")
         return
@@ -495,6 +496,27 @@ def _register_when_serving(runtime: Runtime, hook: WebhookSettings, serving: ser
         configurations.append(server.configuration(serving.ca_pem, hook.client, standalone=standalone))
     register_with_retries(runtime.seed.apply, configurations, runtime.stop)
     log.info("admission webhooks serving on %s:%s and registered", hook.listen_address, hook.port)
+    # kept registered: a configuration another replica's shutdown removed meanwhile (a reinstall, where the old
+    # replicas go while the new ones already serve) or someone changed is put back
+    while not runtime.stop.wait(REREGISTER_SECONDS):
+        for configuration in configurations:
+            kind, name = configuration["kind"], configuration["metadata"]["name"]
+            try:
+                current = runtime.seed.get(kind, name)
+                if current is None or _hooks(current) != _hooks(configuration):
+                    log.warning("%s %s was %s: registering it again", kind, name,
+                                "removed" if current is None else "changed")
+                    runtime.seed.apply(configuration)
+            except ApiError as exc:
+                log.warning("could not look at %s %s: %s", kind, name, exc.describe())
+
+
+REREGISTER_SECONDS = 30.0
+
+
+def _hooks(configuration: dict[str, Any]) -> list[tuple[str, Any]]:
+    """What makes the webhooks of a configuration reach this server: their names and client configurations."""
+    return sorted((w.get("name", ""), w.get("clientConfig")) for w in configuration.get("webhooks") or [])
 
 
 def _upstream_check_loop(controller: Controller, stop: threading.Event, interval: float) -> None:

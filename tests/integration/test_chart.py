@@ -175,7 +175,7 @@ def test_the_deployment_runs_the_seed_controller(rendered_objects):
         "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     pod = deployment["spec"]["template"]
     [container] = pod["spec"]["containers"]
-    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhooks"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "healthz"}  # extension/probes.py
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
     assert env == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
     [pdb] = by_kind(rendered_objects, "PodDisruptionBudget")

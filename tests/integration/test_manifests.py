@@ -135,7 +135,7 @@ def test_workloads_are_locked_down(default):
     # two replicas, one leading (a Lease), both serving the webhooks; a rollout never has none ready
     assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"] == {
         "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
-    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhooks"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "healthz"}  # extension/probes.py
     [pdb] = by_kind(default, "PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == 1 and pdb["spec"]["selector"] == deployment["spec"]["selector"]
     [namespace] = by_kind(default, "Namespace")
