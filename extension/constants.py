@@ -177,7 +177,7 @@ SHOOT_POLICIES = (SHOOT_REFERENCES_POLICY, SHOOT_NODE_CONFIGURATION_POLICY)
 
 # --- Events --------------------------------------------------------------------------------------------
 # a Warning Event on an object the controller skips because its JSON nests too deep to decode
-# (extension/jsondecode.py, extension/kube.py)
+# (extension/runtime/jsondecode.py, extension/runtime/kube.py)
 UNDECODABLE_EVENT_REASON = "NestedTooDeep"
 
 # --- leader election (a Lease in the controller's namespace, as controller-runtime's) ---------------------

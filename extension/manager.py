@@ -6,13 +6,13 @@ Two halves:
   call on the parts (:class:`Runtime`), which kopf passes to each handler as ``memo``; nothing is kept in module
   globals and every handler is registered in :func:`registry`, in one place. kopf keeps no state on the objects
   (no annotations, no finalizers of its own) and posts no Kubernetes events.
-- **the Shoot watch** (:mod:`.informer`, on every replica, when there is an index of Secrets in use: the Secret
+- **the Shoot watch** (:mod:`.runtime.informer`, on every replica, when there is an index of Secrets in use: the Secret
   webhook answers from it) feeds the index and, on the leader, the bridge and the protection. It was kopf's
   until a Shoot nested 3,000 levels deep (the API server takes 10,000) made kopf's list raise
   ``RecursionError``: kopf's watcher task failed, its orchestrator re-raised it and ``kopf.run`` ended, at every
-  start. The informer's client skips such an object and names it (:mod:`.jsondecode`, :mod:`.kube`).
-- **the controller** runs on the leader only (:mod:`.leader`; every replica is the leader without
-  ``--leader-election``): its own watches (:mod:`.informer`: Extensions, and what the actuator reads: Clusters,
+  start. The informer's client skips such an object and names it (:mod:`.runtime.jsondecode`, :mod:`.runtime.kube`).
+- **the controller** runs on the leader only (:mod:`.runtime.leader`; every replica is the leader without
+  ``--leader-election``): its own watches (:mod:`.runtime.informer`: Extensions, and what the actuator reads: Clusters,
   Secrets, the delivered objects), its workers, the retries and the periodic resync; in standalone mode the
   bridge and the protection of Secrets in use write only there too. Why not kopf for the Extensions: kopf
   costs about 1 ms of CPU and a task per object per event (measured: 1.5 s of CPU to list 1,000 Extensions,
@@ -54,10 +54,10 @@ from extension.controller.mirror import MirrorActuator
 from extension.controller.reconciler import DEFAULT_RESYNC_SECONDS, Controller
 from extension.controller.upstreams import UpstreamChecks
 from extension.errors import RegistryCacheError
-from extension.informer import Informer, Key, wait_synced
-from extension.kube import ApiError, Kube
-from extension.leader import LeaderElector
 from extension.references import ReferenceIndex
+from extension.runtime.informer import Informer, Key, wait_synced
+from extension.runtime.kube import ApiError, Kube
+from extension.runtime.leader import LeaderElector
 from extension.standalone.bridge import Bridge
 from extension.standalone.policies import PolicyCheck
 from extension.standalone.protection import Protection

@@ -65,7 +65,6 @@ from api.validation import decode_and_default
 from extension.component import certs
 from extension.component.objects import RenderOptions
 from extension.component.registrycache import cert_requests, plan
-from extension.kube import Kube
 from extension.local.assets import asset_dir
 from extension.local.controlplane import (
     LocalControlPlane,
@@ -73,6 +72,7 @@ from extension.local.controlplane import (
     load_manifests,
     wait_for_crds_established,
 )
+from extension.runtime.kube import Kube
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GROUP, VERSION = "extensions.gardener.cloud", "v1alpha1"

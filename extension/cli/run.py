@@ -104,8 +104,8 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     from extension.component.objects import RenderOptions
     from extension.component.registrycache import MONITORING_GARDENER, MONITORING_OPERATOR
     from extension.controller import shoots
-    from extension.kube import Kube
-    from extension.leader import LeaderElector, default_namespace
+    from extension.runtime.kube import Kube
+    from extension.runtime.leader import LeaderElector, default_namespace
     from extension.webhook import server
 
     dial_timeout = parse_dial_timeout(args.dial_timeout)

@@ -2,10 +2,10 @@
 
 Both extension types, ``registry-cache`` and ``registry-mirror``, each with its actuator.
 
-Framework-free: a watch of the Extensions (:mod:`extension.informer`) calls :meth:`Controller.observe` for every
+Framework-free: a watch of the Extensions (:mod:`extension.runtime.informer`) calls :meth:`Controller.observe` for every
 change; the Gardener contract decides whether that change is a reason to act (operation annotation, deletion,
 generation), so status-only updates and the echoes of the controller's own writes cost nothing and are never
-queued. What is to be done is queued by key (:mod:`extension.workqueue`: one worker per Extension at a time,
+queued. What is to be done is queued by key (:mod:`extension.runtime.workqueue`: one worker per Extension at a time,
 a burst of changes is one pass) and carried out by ``workers`` threads on the latest state.
 
 As Gardener does, an Extension whose last operation did not succeed is carried out again (after a restart at
@@ -55,10 +55,10 @@ from extension.controller.actuator import (
 )
 from extension.controller.upstreams import UpstreamChecks
 from extension.errors import ReconcileError
-from extension.informer import Informer, Key
-from extension.kube import ApiError, Kube, NotLeader, TransportError
-from extension.retry import Backoff
-from extension.workqueue import WorkQueue
+from extension.runtime.informer import Informer, Key
+from extension.runtime.kube import ApiError, Kube, NotLeader, TransportError
+from extension.runtime.retry import Backoff
+from extension.runtime.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from kubernetes import config as k8s_config
 
 from extension.constants import ERR_INFRA_DEPENDENCIES, FIELD_MANAGER
 from extension.errors import ReconcileError
-from extension.kube import Kube
+from extension.runtime.kube import Kube
 
 ShootTarget = Callable[[str], Kube]
 

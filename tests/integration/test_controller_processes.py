@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from extension.kube import Kube
+from extension.runtime.kube import Kube
 
 from .operator_process import OperatorProcess, wait_for
 from .test_controller import OWNER, Seed, kube, uniq
@@ -229,7 +229,7 @@ def test_what_is_kept_per_extension_goes_with_it(quiet_control_plane, tmp_path):
     from extension.controller import shoots
     from extension.controller.actuator import Actuator
     from extension.controller.reconciler import Controller
-    from extension.informer import wait_synced
+    from extension.runtime.informer import wait_synced
 
     admin = Kube(quiet_control_plane.api_client(), field_manager="gardenlet-test")
     seed_kube = Kube(quiet_control_plane.api_client())

@@ -19,8 +19,8 @@ import uuid
 import pytest
 
 from extension.component import monitoring
-from extension.kube import Kube
 from extension.local.controlplane import wait_for_crds_established
+from extension.runtime.kube import Kube
 
 from .operator_process import OperatorProcess, wait_for
 

@@ -61,7 +61,7 @@ def test_only_an_unchanged_extension_in_error_waits_for_its_backoff():
 def test_an_extension_in_error_is_retried_after_a_restart_and_then_with_backoff():
     """A fresh controller (a restart: no backoff in memory) carries it out at once; after a failure the next
     event waits for the backoff."""
-    from extension.retry import Backoff
+    from extension.runtime.retry import Backoff
     clock = [100.0]
     backoff = Backoff(clock=lambda: clock[0])
     failed = ext(last=("Reconcile", "Error"))
@@ -85,7 +85,7 @@ def test_transport_errors_are_infrastructure_problems_and_errored_never_raises()
 
     from extension import metrics
     from extension.controller.reconciler import Controller, _describe
-    from extension.kube import Kube, TransportError
+    from extension.runtime.kube import Kube, TransportError
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ is synchronous). One :class:`Informer` per kind and selector:
   (``new`` None: deleted); it must be quick (the controller only queues work there);
 - ``on_object(obj)`` (optional) is called with each object listed or changed, before it is dropped (what
   kopf's ``on.event`` handlers get), on the informer's thread; a deletion comes through ``on_change``;
-- an object nested too deep to decode (:mod:`extension.jsondecode`) is skipped, not a reason to stop: the
+- an object nested too deep to decode (:mod:`extension.runtime.jsondecode`) is skipped, not a reason to stop: the
   client names it (a log line, an Event); its last decoded record, if any, is kept until it changes again,
   and its deletion is still seen.
 
@@ -34,7 +34,7 @@ from typing import Any, Generic, TypeVar
 import urllib3
 
 from extension import metrics
-from extension.kube import ApiError, Kube
+from extension.runtime.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,10 @@
 Server-side apply, get, list, patch and delete as plain JSON over the ``kubernetes`` package's ApiClient
 (its authentication, TLS and kubeconfig handling), with no discovery round trips: every call is one request,
 which keeps the calls of a reconcile few and countable (:attr:`Kube.calls`, by verb: GET, LIST, WATCH, PATCH,
-POST, DELETE). :meth:`Kube.watch` opens a watch stream (:mod:`extension.informer` reads it). A ``fence`` refuses
-writes once this process may no longer make them (leader election: :mod:`extension.leader`).
+POST, DELETE). :meth:`Kube.watch` opens a watch stream (:mod:`extension.runtime.informer` reads it). A ``fence`` refuses
+writes once this process may no longer make them (leader election: :mod:`extension.runtime.leader`).
 
-An object nested deeper than this controller decodes (:mod:`extension.jsondecode`) never stops the others: a
+An object nested deeper than this controller decodes (:mod:`extension.runtime.jsondecode`) never stops the others: a
 List answers without it, a GET or a write raises :class:`Undecodable`, a watch event (:meth:`Kube.watch_event`)
 says so; each time the object is named in a log line and in a Kubernetes Event on it, once per
 resourceVersion.
@@ -29,8 +29,9 @@ import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from extension import jsondecode, metrics
+from extension import metrics
 from extension.constants import FIELD_MANAGER, UNDECODABLE_EVENT_REASON
+from extension.runtime import jsondecode
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ The record and the timing are client-go's:
 - the leader renews every ``retry_period``; it counts as leader only while its last successful renew, timed
   from before the request was sent, is less than ``renew_deadline`` old (:meth:`LeaderElector.leading`); with
   ``renew_deadline`` < ``lease_duration`` it stops writing before anyone else may take the Lease;
-- writes of the controller go through a client fenced with :meth:`leading` (:meth:`extension.kube.Kube.fenced`):
+- writes of the controller go through a client fenced with :meth:`leading` (:meth:`extension.runtime.kube.Kube.fenced`):
   once the renew deadline has passed not one more write is sent, whatever is in flight; then ``on_stopped`` is
   called (the process ends, as controller-runtime's manager does, and is restarted as a follower);
 - on a clean stop the leader keeps renewing while its work in flight drains (the caller stops :meth:`run` only
@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from extension import metrics
-from extension.kube import ApiError, Kube
+from extension.runtime.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,100 @@
+"""The package layout: no import cycles among the modules of ``api/`` and ``extension/``, the runtime layer in a
+room of its own (``extension/runtime/``: imports nothing of the product), and nothing left at the old places.
+
+Read from the source (every ``import`` statement, those under ``TYPE_CHECKING`` and inside functions too), so a
+cycle is found whether or not Python would trip over it at import time."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RUNTIME_MAY_IMPORT = {"extension.constants", "extension.metrics"}
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted([*REPO.glob("api/**/*.py"), *REPO.glob("extension/**/*.py")]):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The modules of ``known`` that ``name`` imports. ``from pkg import sub`` imports ``pkg.sub``, not ``pkg``'s
+    other members (importing a submodule of one's own package is no cycle)."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            prefix = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                sub = f"{prefix}.{alias.name}"
+                found.add(sub if sub in known else prefix)
+    return {m for m in found if m in known and m != name}
+
+
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {name: imports(name, path, known) for name, path in known.items()}
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_runtime_imports_nothing_of_the_product():
+    edges = graph()
+    runtime = [m for m in edges if m == "extension.runtime" or m.startswith("extension.runtime.")]
+    assert {"extension.runtime.kube", "extension.runtime.informer", "extension.runtime.workqueue",
+            "extension.runtime.leader", "extension.runtime.retry", "extension.runtime.jsondecode"} <= set(runtime)
+    for module in runtime:
+        outside = {m for m in edges[module] if not m.startswith("extension.runtime")} - RUNTIME_MAY_IMPORT
+        assert not outside, f"{module} imports {sorted(outside)}"
+
+
+def test_nothing_left_at_the_old_places():
+    for name in ("kube", "informer", "workqueue", "leader", "retry", "jsondecode"):
+        assert not (REPO / "extension" / f"{name}.py").exists()
