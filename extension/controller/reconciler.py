@@ -45,7 +45,7 @@ from extension.constants import (
     State,
     finalizer_for,
 )
-from extension.controller import conditions, health
+from extension.controller import conditions
 from extension.controller.actuator import (
     PROVIDER_STATUS_DIGEST,
     Actuator,
@@ -608,8 +608,8 @@ class Controller:
             return False
         with self._lock_for(_meta(ext)):
             current = self._latest(key) or ext
-            merged = health.merge_condition((current.get("status") or {}).get("conditions") or [],
-                                            status, reason, message)
+            merged = conditions.merge_health((current.get("status") or {}).get("conditions") or [],
+                                             status, reason, message, now_rfc3339())
             if merged is None:
                 return False
             try:

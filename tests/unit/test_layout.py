@@ -85,6 +85,10 @@ def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
+def test_no_import_cycles():
+    assert cycles(graph()) == []
+
+
 def test_the_runtime_imports_nothing_of_the_product():
     edges = graph()
     runtime = [m for m in edges if m == "extension.runtime" or m.startswith("extension.runtime.")]
