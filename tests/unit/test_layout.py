@@ -102,3 +102,32 @@ def test_the_runtime_imports_nothing_of_the_product():
 def test_nothing_left_at_the_old_places():
     for name in ("kube", "informer", "workqueue", "leader", "retry", "jsondecode"):
         assert not (REPO / "extension" / f"{name}.py").exists()
+
+
+# --- packaging: what the runtime needs -------------------------------------------------------------------------
+
+def test_the_product_runs_without_jsonschema():
+    """jsonschema is a test dependency (tests/unit/test_schema.py checks the committed JSON Schema with it): every
+    module of the product imports without it."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, pkgutil, sys\n"
+            "sys.modules['jsonschema'] = None  # import jsonschema raises ImportError\n"
+            "import api, extension\n"
+            "for package in (api, extension):\n"
+            "    for m in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
+            "        if not m.name.endswith('__main__'):\n"
+            "            importlib.import_module(m.name)\n"
+            "from extension.cli.main import main\n"
+            "print('imported')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "imported", done.stderr[-2000:]
+
+
+def test_jsonschema_is_only_a_test_dependency():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("jsonschema")]
+    assert [d for d in project["optional-dependencies"]["test"] if d.startswith("jsonschema")]
