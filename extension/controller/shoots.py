@@ -17,11 +17,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes import config as k8s_config
-
 from extension.constants import ERR_INFRA_DEPENDENCIES, FIELD_MANAGER
 from extension.errors import ReconcileError
-from extension.runtime.kube import Kube
+from extension.runtime.kube import Kube, api_client
 
 ShootTarget = Callable[[str], Kube]
 
@@ -87,7 +85,7 @@ class KubeconfigSecret:
             with tempfile.NamedTemporaryFile("wb", suffix=".kubeconfig") as handle:
                 handle.write(base64.b64decode(secret["data"]["kubeconfig"]))
                 handle.flush()
-                api = k8s_config.new_client_from_config(config_file=handle.name)
+                api = api_client(handle.name)
             kube = Kube(api, field_manager=self.field_manager, fence=self.fence)
             self._clients[namespace] = (version, kube)
             return kube

@@ -160,13 +160,24 @@ class NotLeader(ApiError):
                                            "message": "this replica is no longer the leader; the write was not sent"})
 
 
-def _widen_pool(api: k8s_client.ApiClient, size: int) -> None:
-    """The ApiClient keeps ``connection_pool_maxsize`` (5 per CPU) connections per host; beyond that urllib3
-    opens and drops a connection (a TLS handshake) per request. Pools are made on first use, so this holds
-    when called before the first request."""
-    manager = getattr(getattr(api, "rest_client", None), "pool_manager", None)
-    if manager is not None and manager.connection_pool_kw.get("maxsize", 1) < size:
-        manager.connection_pool_kw["maxsize"] = size
+def api_client(config_file: str | None = None, context: str | None = None, *, persist_config: bool = True,
+               pool_size: int = POOL_SIZE) -> k8s_client.ApiClient:
+    """An ApiClient for a kubeconfig file; without one the Pod's service account, else the default kubeconfig.
+    Its ``connection_pool_maxsize`` (the client's default: 5 per CPU) is ``pool_size`` connections per host: beyond
+    that urllib3 would open and drop a connection (a TLS handshake) per request."""
+    configuration = k8s_client.Configuration()
+    loaded = False
+    if config_file is None:
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+            loaded = True
+        except k8s_config.ConfigException:
+            pass
+    if not loaded:
+        k8s_config.load_kube_config(config_file=config_file, context=context, client_configuration=configuration,
+                                    persist_config=persist_config)
+    configuration.connection_pool_maxsize = pool_size
+    return k8s_client.ApiClient(configuration)
 
 
 class Kube:
@@ -180,7 +191,6 @@ class Kube:
         self.fence = fence  # when set and it returns False, writes are refused (NotLeader) without being sent
         self._lock = threading.Lock()
         self._reported: set[tuple[str, str]] = set()  # (uid, resourceVersion) of undecodable objects named
-        _widen_pool(api_client, POOL_SIZE)
 
     def fenced(self, fence: Callable[[], bool]) -> Kube:
         """The same API server and connections, with writes only while ``fence()`` holds."""
@@ -199,13 +209,9 @@ class Kube:
 
     @classmethod
     def from_kubeconfig(cls, path: str | None = None, context: str | None = None, **kw: Any) -> Kube:
-        if path is None:
-            try:
-                k8s_config.load_incluster_config()
-                return cls(k8s_client.ApiClient(), **kw)
-            except k8s_config.ConfigException:
-                pass
-        return cls(k8s_config.new_client_from_config(config_file=path, context=context), **kw)
+        """A client for a kubeconfig file; without one the Pod's service account, else the default kubeconfig
+        (:func:`api_client`: :data:`POOL_SIZE` connections)."""
+        return cls(api_client(path, context), **kw)
 
     # --- the one place requests are made -------------------------------------------------------------
     def _count(self, verb: str) -> None:
@@ -394,10 +400,11 @@ class Kube:
             header_params={"Accept": METADATA if metadata_only else "application/json"}, body=None,
             auth_settings=["BearerToken"])
         self._count("WATCH")
-        try:
-            response = self.api.rest_client.pool_manager.request(
-                "GET", url, headers=headers, preload_content=False, retries=False,
-                timeout=urllib3.Timeout(connect=10, read=timeout_seconds + 30))
+        try:  # the client reads no answer itself: its RESTResponse holds the stream, not read yet
+            response = self.api.call_api("GET", url, header_params=headers,
+                                         _request_timeout=(10, timeout_seconds + 30)).response
+        except k8s_client.exceptions.ApiException as exc:  # the client's wrapping of a failure on the way
+            raise TransportError("WATCH", path, str(exc.reason or exc)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TransportError("WATCH", path, _cause(exc)) from None
         if response.status >= 400:
