@@ -183,6 +183,10 @@ UNDECODABLE_EVENT_REASON = "NestedTooDeep"
 # --- leader election (a Lease in the controller's namespace, as controller-runtime's) ---------------------
 LEADER_ELECTION_ID = "registry-cache-leader-election"
 
+# --- the Extension controller: its name in controller-runtime's metrics (label controller) and its work queue's
+# (labels name and controller of workqueue_*), one for both extension types
+CONTROLLER_NAME = "extension"
+
 # --- admission webhooks -------------------------------------------------------------------------------
 WEBHOOK_CONFIGURATION_NAME = "registry-cache.extensions.gardener.cloud"
 # with --webhook-service: the webhook server's CA and certificate, shared by the replicas behind that Service

@@ -41,7 +41,9 @@ from extension.component.registrycache import MONITORING_OPERATOR
 from extension.constants import (
     BRIDGE_FINALIZER,
     BRIDGE_LABEL,
+    CONTROLLER_NAME,
     DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS,
+    LEADER_ELECTION_ID,
     OSC_HOOK,
     OSC_MIRROR_HOOK,
     SECRET_HOOK,
@@ -55,6 +57,7 @@ from extension.controller.reconciler import DEFAULT_RESYNC_SECONDS, Controller
 from extension.controller.upstreams import UpstreamChecks
 from extension.errors import RegistryCacheError
 from extension.references import ReferenceIndex
+from extension.runtime import metrics as runtime_metrics
 from extension.runtime.informer import Informer, Key, wait_synced
 from extension.runtime.kube import ApiError, Kube
 from extension.runtime.leader import LeaderElector
@@ -229,8 +232,8 @@ def run(runtime: Runtime, liveness: str | None = None, watch_grace: float = prob
         assert runtime.index is not None
         runtime.index.primed.set()
         log.info("Shoot watch synced in %.1fs: %d Shoots", time.monotonic() - started, len(shoots))
-    if runtime.elector is None:
-        metrics.LEADER.set(1)
+    if runtime.elector is None:  # every replica reconciles: two of them count as two leaders
+        runtime_metrics.leading(LEADER_ELECTION_ID, True)
         start_leading()
     else:
         election = threading.Thread(target=runtime.elector.run, args=(lease_stop, start_leading, _lost_lease),
@@ -284,6 +287,7 @@ def _leading(runtime: Runtime, workers: list[threading.Thread]) -> None:
     """The controller's watches, then (all listed) its workers, the retries and the resync; in standalone mode a
     pass of the bridge over every Shoot and of the protection over every Secret in use."""
     stop, controller = runtime.stop, runtime.controller
+    runtime_metrics.MAX_CONCURRENT_RECONCILES.labels(CONTROLLER_NAME).set(runtime.workers)
     started = time.monotonic()
     informers = controller.informers()
     for informer in informers:

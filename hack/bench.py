@@ -151,7 +151,7 @@ class ControllerProcess:
             text = response.read().decode()
         out: dict[str, float] = {}
         for line in text.splitlines():
-            if line.startswith("registry_cache_") and not line.startswith("#"):
+            if line.startswith(("registry_cache_", "workqueue_")) and not line.startswith("#"):
                 name, _, value = line.rpartition(" ")
                 out[name] = float(value)
         return out
@@ -168,7 +168,7 @@ class ControllerProcess:
         health = m.get("registry_cache_health_condition_writes_total", 0.0)
         requests["PATCH"] -= health
         return Sample(time.monotonic(), self.cpu_seconds(), +requests, operations, checks,
-                      m.get("registry_cache_queue_depth", 0.0), health)
+                      m.get('workqueue_depth{controller="extension",name="extension"}', 0.0), health)
 
     def synced(self) -> tuple[bool, float]:
         """(every watch has listed once, Extensions the controller keeps)."""

@@ -164,7 +164,7 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
                                           seed=args.webhooks in ("all", "seed"), service=service,
                                           client_ca=args.webhook_client_ca)
     if args.metrics_address:
-        from extension import metrics
+        from extension.runtime import metrics
         metrics.serve(args.metrics_address)
     if args.resync_period <= 0:
         raise InputError("--resync-period must be greater than 0")

@@ -20,6 +20,7 @@ from typing import Any
 from extension.constants import ERR_INFRA_DEPENDENCIES, FIELD_MANAGER
 from extension.errors import ReconcileError
 from extension.runtime.kube import Kube, api_client
+from extension.runtime.metrics import SHOOTS_HOST
 
 ShootTarget = Callable[[str], Kube]
 
@@ -86,7 +87,8 @@ class KubeconfigSecret:
                 handle.write(base64.b64decode(secret["data"]["kubeconfig"]))
                 handle.flush()
                 api = api_client(handle.name)
-            kube = Kube(api, field_manager=self.field_manager, fence=self.fence)
+            # one API server per shoot: one host label for all of them (rest_client_*: no label value per Extension)
+            kube = Kube(api, field_manager=self.field_manager, fence=self.fence, metrics_host=SHOOTS_HOST)
             self._clients[namespace] = (version, kube)
             return kube
 

@@ -6,8 +6,8 @@ the process uses to talk to the API servers and to schedule work, and nothing ab
 - :mod:`.informer`: list + watch of one kind, a small record per object;
 - :mod:`.workqueue`: client-go's work queue (a key once, one worker per key);
 - :mod:`.leader`: leader election with a Lease, as client-go's;
-- :mod:`.retry`: the backoff of failed operations.
+- :mod:`.retry`: the backoff of failed operations;
+- :mod:`.metrics`: the metrics of the above, under the names controller-runtime and client-go give them.
 
-It imports nothing of ``extension/`` but :mod:`extension.constants` and :mod:`extension.metrics` (a unit test
-keeps it so).
+It imports nothing of ``extension/`` but :mod:`extension.constants` (a unit test keeps it so).
 """

@@ -21,6 +21,9 @@ is synchronous). One :class:`Informer` per kind and selector:
   and its deletion is still seen.
 
 Records are replaced, never changed in place, so :meth:`get` and :meth:`items` may hand them out without copies.
+
+Metrics (:mod:`extension.runtime.metrics`): ``registry_cache_informer_synced{informer}`` 0 from :meth:`start`
+until the first list is in, then 1; ``registry_cache_informer_objects{informer}`` the records kept.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any, Generic, TypeVar
 
 import urllib3
 
-from extension import metrics
+from extension.runtime import metrics
 from extension.runtime.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,8 @@ class Informer(Generic[R]):
 
     # --- running -------------------------------------------------------------------------------------
     def start(self, stop: threading.Event) -> Informer[R]:
+        if not self.synced.is_set():  # (registry_cache_informer_synced: 0 until the first list is in)
+            metrics.INFORMER_SYNCED.labels(self.name).set(0)
         self._thread = threading.Thread(target=self.run, args=(stop,), daemon=True, name=f"informer-{self.name}")
         self._thread.start()
         return self

@@ -3,13 +3,15 @@
 Server-side apply, get, list, patch and delete as plain JSON over the ``kubernetes`` package's ApiClient
 (its authentication, TLS and kubeconfig handling), with no discovery round trips: every call is one request,
 which keeps the calls of a reconcile few and countable (:attr:`Kube.calls`, by verb: GET, LIST, WATCH, PATCH,
-POST, DELETE). :meth:`Kube.watch` opens a watch stream (:mod:`extension.runtime.informer` reads it). A ``fence`` refuses
-writes once this process may no longer make them (leader election: :mod:`extension.runtime.leader`).
+POST, DELETE; and client-go's ``rest_client_requests_total`` and ``rest_client_request_duration_seconds``:
+:mod:`extension.runtime.metrics`). :meth:`Kube.watch` opens a watch stream (:mod:`extension.runtime.informer`
+reads it). A ``fence`` refuses writes once this process may no longer make them (leader election:
+:mod:`extension.runtime.leader`).
 
-An object nested deeper than this controller decodes (:mod:`extension.runtime.jsondecode`) never stops the others: a
-List answers without it, a GET or a write raises :class:`Undecodable`, a watch event (:meth:`Kube.watch_event`)
-says so; each time the object is named in a log line and in a Kubernetes Event on it, once per
-resourceVersion.
+An object nested deeper than this controller decodes (:mod:`extension.runtime.jsondecode`) never stops the
+others: a List answers without it, a GET or a write raises :class:`Undecodable`, a watch event
+(:meth:`Kube.watch_event`) says so; each time the object is named in a log line and in a Kubernetes Event on it,
+once per resourceVersion.
 """
 
 from __future__ import annotations
@@ -19,19 +21,19 @@ import datetime as dt
 import hashlib
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from extension import metrics
 from extension.constants import FIELD_MANAGER, UNDECODABLE_EVENT_REASON
-from extension.runtime import jsondecode
+from extension.runtime import jsondecode, metrics
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +186,11 @@ class Kube:
     """One API server. Thread-safe for concurrent use (the ApiClient's pool is)."""
 
     def __init__(self, api_client: k8s_client.ApiClient, field_manager: str = FIELD_MANAGER,
-                 fence: Callable[[], bool] | None = None):
+                 fence: Callable[[], bool] | None = None, metrics_host: str | None = None):
         self.api = api_client
         self.field_manager = field_manager
+        # the host label of rest_client_*: the API server's host:port, unless one value stands for many servers
+        self.metrics_host = metrics_host or urlsplit(str(api_client.configuration.host)).netloc or "none"
         self.calls: Counter[str] = Counter()
         self.fence = fence  # when set and it returns False, writes are refused (NotLeader) without being sent
         self._lock = threading.Lock()
@@ -201,7 +205,7 @@ class Kube:
         return self._like(field_manager, self.fence)
 
     def _like(self, field_manager: str, fence: Callable[[], bool] | None) -> Kube:
-        other = Kube(self.api, field_manager, fence)
+        other = Kube(self.api, field_manager, fence, self.metrics_host)
         other.calls = self.calls  # one count per API server
         other._lock = self._lock
         other._reported = self._reported
@@ -219,6 +223,12 @@ class Kube:
             self.calls[verb] += 1
         metrics.API_REQUESTS.labels(verb).inc()
 
+    def _measured(self, method: str, code: str, started: float) -> None:
+        """client-go's metrics of one request: its result (``code`` the HTTP status, ``<error>`` without an
+        answer) and its latency."""
+        metrics.REST_REQUESTS.labels(code, method, self.metrics_host).inc()
+        metrics.REST_LATENCY.labels(method, self.metrics_host).observe(time.monotonic() - started)
+
     def request(self, method: str, path: str, body: Any = None, query: Iterable[tuple[str, str]] = (),
                 content_type: str = "application/json", timeout: float = 30, verb: str | None = None,
                 accept: str = "application/json", kind: Kind | None = None, answer: bool = True) -> Any:
@@ -232,16 +242,21 @@ class Kube:
             method=method, resource_path=path, query_params=list(query), header_params=headers, body=None,
             auth_settings=["BearerToken"])
         self._count(verb or method)
+        started, code = time.monotonic(), "<error>"
         try:
             response = self.api.call_api(method_, url, header_params=headers_, body=body, post_params=post,
                                          _request_timeout=timeout)
+            code = str(response.status)
             response.read()
         except k8s_client.exceptions.ApiException as exc:
             if not exc.status:  # the client's wrapping of a failure on the way
                 raise TransportError(method, path, str(exc.reason or exc)) from None
+            code = str(exc.status)
             raise ApiError(method, path, exc.status, _json(exc.body)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:  # MaxRetryError, ProtocolError, refused, timeout
             raise TransportError(method, path, _cause(exc)) from None
+        finally:
+            self._measured(method_, code, started)
         if response.status >= 400:
             raise ApiError(method, path, response.status, _json(response.data))
         if not answer:
@@ -400,13 +415,17 @@ class Kube:
             header_params={"Accept": METADATA if metadata_only else "application/json"}, body=None,
             auth_settings=["BearerToken"])
         self._count("WATCH")
+        started, code = time.monotonic(), "<error>"
         try:  # the client reads no answer itself: its RESTResponse holds the stream, not read yet
             response = self.api.call_api("GET", url, header_params=headers,
                                          _request_timeout=(10, timeout_seconds + 30)).response
+            code = str(response.status)
         except k8s_client.exceptions.ApiException as exc:  # the client's wrapping of a failure on the way
             raise TransportError("WATCH", path, str(exc.reason or exc)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TransportError("WATCH", path, _cause(exc)) from None
+        finally:  # (the latency of a watch: until the stream is open)
+            self._measured("GET", code, started)
         if response.status >= 400:
             data = _json(response.data)
             response.release_conn()

@@ -51,3 +51,20 @@ def test_no_reaching_into_the_clients_pool_or_private_attributes():
                "other._lock", "other._reported",  # Kube._like: another Kube
                "cp._stop_quietly"}  # ControlPlane: its own class, in its own module
     assert [r for r in reached if r.split(" ", 1)[1] not in allowed] == []
+
+
+def test_the_shoots_api_servers_count_as_one_host(tmp_path):
+    """Under Gardener every shoot has its API server: rest_client_*'s host label would be one value per Extension
+    (1,000 Extensions, 1,000 series per bucket). The clients made from the shoots' kubeconfig Secrets all say
+    ``shoots``; the seed's client its API server."""
+    import base64
+
+    from extension.controller.shoots import KubeconfigSecret
+
+    data = base64.b64encode(Path(kubeconfig(tmp_path)).read_bytes()).decode()
+    seed = Kube.from_kubeconfig(kubeconfig(tmp_path))
+    target = KubeconfigSecret(seed, ["gardener"])
+    target.read = lambda ns, name: {"metadata": {"uid": ns, "resourceVersion": "1"}, "data": {"kubeconfig": data}}
+    assert {target(f"shoot--p--{i}").metrics_host for i in range(3)} == {"shoots"}
+    assert seed.metrics_host == "127.0.0.1:6443"
+    assert seed.fenced(lambda: True).metrics_host == "127.0.0.1:6443"
