@@ -177,11 +177,15 @@ SHOOT_POLICIES = (SHOOT_REFERENCES_POLICY, SHOOT_NODE_CONFIGURATION_POLICY)
 
 # --- Events --------------------------------------------------------------------------------------------
 # a Warning Event on an object the controller skips because its JSON nests too deep to decode
-# (extension/jsondecode.py, extension/kube.py)
+# (extension/runtime/jsondecode.py, extension/runtime/kube.py)
 UNDECODABLE_EVENT_REASON = "NestedTooDeep"
 
 # --- leader election (a Lease in the controller's namespace, as controller-runtime's) ---------------------
 LEADER_ELECTION_ID = "registry-cache-leader-election"
+
+# --- the Extension controller: its name in controller-runtime's metrics (label controller) and its work queue's
+# (labels name and controller of workqueue_*), one for both extension types
+CONTROLLER_NAME = "extension"
 
 # --- admission webhooks -------------------------------------------------------------------------------
 WEBHOOK_CONFIGURATION_NAME = "registry-cache.extensions.gardener.cloud"

@@ -104,8 +104,8 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     from extension.component.objects import RenderOptions
     from extension.component.registrycache import MONITORING_GARDENER, MONITORING_OPERATOR
     from extension.controller import shoots
-    from extension.kube import Kube
-    from extension.leader import LeaderElector, default_namespace
+    from extension.runtime.kube import Kube
+    from extension.runtime.leader import LeaderElector, default_namespace
     from extension.webhook import server
 
     dial_timeout = parse_dial_timeout(args.dial_timeout)
@@ -164,7 +164,7 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
                                           seed=args.webhooks in ("all", "seed"), service=service,
                                           client_ca=args.webhook_client_ca)
     if args.metrics_address:
-        from extension import metrics
+        from extension.runtime import metrics
         metrics.serve(args.metrics_address)
     if args.resync_period <= 0:
         raise InputError("--resync-period must be greater than 0")

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from extension.kube import ApiError, Kube
+from extension.runtime.kube import ApiError, Kube
 
 from .operator_process import OperatorProcess, wait_for
 

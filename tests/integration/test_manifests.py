@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from extension.kube import KINDS, ApiError, Kube
+from extension.runtime.kube import KINDS, ApiError, Kube
 
 from .operator_process import OperatorProcess, wait_for
 
@@ -687,7 +687,7 @@ def test_the_guard_refuses_every_write_beyond_the_controllers(rbac):
          {"status": {"lastErrors": [{"taskID": "registry-cache-bridge", "description": "registry-cache: refused",
                                      "codes": ["ERR_CONFIGURATION_PROBLEM"]}]}}, merge),
     ]
-    # the Warning Event on an object nested too deep to decode, as extension/kube.py records it
+    # the Warning Event on an object nested too deep to decode, as extension/runtime/kube.py records it
     controller.undecodable({"metadata": {"name": "x", "namespace": garden_ns, "uid": suffix, "resourceVersion": "1"}},
                            KINDS["Shoot"])
     assert any(e["involvedObject"]["name"] == "x" for e in admin.request(
