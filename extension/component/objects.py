@@ -27,7 +27,7 @@ from extension import constants as c
 from extension.component.certs import KeyPair
 from extension.component.containerd import containerd_registries, mirror_files, mirror_registries
 from extension.component.nodeauth import NodeCredentials, shoot_key
-from extension.component.templating import b64, parse_yaml, render
+from extension.component.templating import parse_yaml, render
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,12 @@ class RenderedShoot:
 
 
 def secret_checksum(data: Mapping[str, str | bytes]) -> str:
-    """``ComputeSecretChecksum``: sha256 of the JSON of the base64 data, keys sorted."""
-    encoded = {k: b64(v) for k, v in data.items()}
-    return hashlib.sha256(json.dumps(encoded, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """Gardener's ``ComputeSecretChecksum`` (pkg/utils, v1.147): the sha256 of the concatenated sha256 hex digests
+    of the values, keys sorted. Checked against Gardener's own names by tests/integration/test_gardener_rendering.py
+    (this function hashed the JSON of the base64 data before: no name of Gardener's matched)."""
+    digests = "".join(hashlib.sha256(v.encode() if isinstance(v, str) else v).hexdigest()
+                      for _, v in sorted(data.items()))
+    return hashlib.sha256(digests.encode()).hexdigest()
 
 
 def unique_name(base: str, data: Mapping[str, str | bytes]) -> str:
