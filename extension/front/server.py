@@ -43,6 +43,7 @@ HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "proxy-a
 # a request with any of these is not a plain full GET: passed through
 NOT_COALESCED = frozenset(("range", "if-range", "if-match", "if-none-match", "if-modified-since",
                            "if-unmodified-since"))
+_ACCESS_LOCK = threading.Lock()
 REFUSAL_BODY_MAX = 1 << 20  # a non-200 answer to a fetch is read whole up to this size
 
 PENDING, STREAMING, COMPLETE, FAILED, REFUSED = "pending", "streaming", "complete", "failed", "refused"
@@ -103,6 +104,13 @@ def open_spool(directory: str) -> int:
         fd, name = tempfile.mkstemp(dir=directory, prefix=".front-spool-")
         os.unlink(name)
         return fd
+
+
+def coalescible_query(query: str) -> bool:
+    """Whether a blob GET with this query string is the same request as one without: none, or only ``ns``
+    (containerd names the upstream it pulls for, ``?ns=docker.io``, when it asks a mirror; distribution ignores
+    it: a cache serves one upstream)."""
+    return all(part.startswith("ns=") for part in query.split("&")) if query else True
 
 
 class Coalescer:
@@ -273,9 +281,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _access(self, status: int, sent: int, role: str, ttfb: float | None) -> None:
         total = time.monotonic() - self._t0
         agent = self.headers.get("User-Agent", "") if self.headers else ""
-        print(f'{self.client_address[0]} "{self.command} {self.path}" {status} {sent} role={role} '
-              f'ttfb={ttfb if ttfb is None else round(ttfb, 4)} total={total:.4f} agent="{agent}"',
-              file=sys.stdout, flush=True)
+        line = (f'{self.client_address[0]} "{self.command} {self.path}" {status} {sent} role={role} '
+                f'ttfb={ttfb if ttfb is None else round(ttfb, 4)} total={total:.4f} agent="{agent}"\n')
+        with _ACCESS_LOCK:  # one whole line at a time: print() writes the text and its newline apart
+            sys.stdout.write(line)
+            sys.stdout.flush()
 
     def _serve(self) -> None:
         self._t0 = time.monotonic()
@@ -285,7 +295,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._send_simple(200, b"ok\n")
                 self._access(200, 3, "health", 0.0)
                 return
-            m = BLOB_PATH.match(self.path) if self.command == "GET" else None
+            path, _, query = self.path.partition("?")
+            m = BLOB_PATH.match(path) if self.command == "GET" and coalescible_query(query) else None
             if m and not any(h.lower() in NOT_COALESCED for h in self.headers.keys()):
                 key = (m["name"], m["digest"], self.headers.get("Authorization", ""))
                 self._serve_coalesced(key)
