@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -484,6 +485,75 @@ class Crane:
         manifest = json.loads(manifest_text)
         blobs = frozenset([manifest["config"]["digest"], *(lay["digest"] for lay in manifest["layers"])])
         return Image(repository, tag, digest, blobs, manifest_text)
+
+
+class Link:
+    """A TCP forwarder to ``target`` on loopback that carries at most ``rate`` bytes/s towards the client, all its
+    connections together (an upstream's network link); :meth:`cut` closes every connection it carries (an
+    upstream that fails in the middle of a blob), new ones are forwarded again. Address: :attr:`host`."""
+
+    def __init__(self, target: str, rate: int, scheme: str = "http"):
+        self.target = target.rsplit(":", 1)
+        self.rate = rate
+        self.scheme = scheme  # what the target speaks through the link
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.port = self.listener.getsockname()[1]
+        self.socks: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.free_at = 0.0  # when the link has sent everything it was given
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection((self.target[0], int(self.target[1])))
+            with self.lock:
+                self.socks += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, limited: bool) -> None:
+        try:
+            while data := src.recv(64 << 10):
+                if limited:
+                    with self.lock:
+                        self.free_at = max(time.monotonic(), self.free_at) + len(data) / self.rate
+                        until = self.free_at
+                    time.sleep(max(0.0, until - time.monotonic()))
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        with self.lock:
+            socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
 
 
 # --- the coalescing front ---------------------------------------------------------------------------------

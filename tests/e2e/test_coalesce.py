@@ -14,7 +14,6 @@ import hashlib
 import http.client
 import json
 import shutil
-import socket
 import ssl
 import threading
 import time
@@ -24,7 +23,7 @@ import pytest
 
 from extension.component import nodeauth
 
-from .dataplane import CACHE_AGENT, CONTAINERD_AGENT, Image, describe, free_port, transfers
+from .dataplane import CACHE_AGENT, CONTAINERD_AGENT, Image, Link, describe, transfers
 from .figures import report
 from .harness import DataPath
 
@@ -231,76 +230,13 @@ def test_only_nodes_with_the_header_get_a_blob_in_flight(datapath, big):
     assert layer.encode() not in results["anonymous"][2]
 
 
-class Throttle:
-    """A TCP forwarder to ``target`` on loopback at ``rate`` bytes/s per connection; :meth:`cut` closes every
-    connection it carries (an upstream that fails in the middle of a blob), new ones are forwarded again."""
-
-    def __init__(self, target: str, rate: int):
-        self.target = target.rsplit(":", 1)
-        self.rate = rate
-        self.listener = socket.create_server(("127.0.0.1", free_port()))
-        self.port = self.listener.getsockname()[1]
-        self.socks: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection((self.target[0], int(self.target[1])))
-            with self.lock:
-                self.socks += [client, server]
-            threading.Thread(target=self._pipe, args=(client, server, None), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, self.rate), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, rate: int | None) -> None:
-        try:
-            while data := src.recv(64 << 10):
-                dst.sendall(data)
-                if rate:
-                    time.sleep(len(data) / rate)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def cut(self) -> None:
-        with self.lock:
-            socks, self.socks = self.socks, []
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def close(self) -> None:
-        self.listener.close()
-        self.cut()
-
-
 def test_an_upstream_that_fails_mid_blob_leaves_every_puller_short(datapath, big):
     """The upstream breaks off in the middle of a 40 MiB layer: each of the 3 pullers of it (the one whose
     request started the fetch and the two that joined it) gets a response one byte or more short of its
     Content-Length, an error for any HTTP client, never a complete body; the cache stores nothing. The next
     pull fetches the blob again, once, and gets it whole."""
     upstream, image = big
-    throttle = Throttle(upstream.host, rate=20 << 20)
+    throttle = Link(upstream.host, rate=20 << 20)
     try:
         cache = datapath.cache(throttle, None, tls=None, front=True)  # type: ignore[arg-type]
         layer = max(sizes(image).items(), key=lambda kv: kv[1])[0]
