@@ -11,7 +11,7 @@ from typing import Any
 
 from extension import constants as c
 from extension.cli.errors import InputError
-from extension.cli.offline import add_dial_timeout_argument, parse_dial_timeout
+from extension.cli.offline import add_dial_timeout_argument, add_front_image_argument, parse_dial_timeout
 
 
 def add_parser(sub: Any) -> None:
@@ -47,6 +47,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-upstream-check", action="store_true",
                    help="never check the upstreams' credentials (no requests to the upstreams from the controller)")
     p.add_argument("--image", default=c.DEFAULT_IMAGE, help=f"the registry image (default {c.DEFAULT_IMAGE})")
+    add_front_image_argument(p)
     p.add_argument("--liveness", metavar="URL",
                    help="serve the probes on this address, e.g. http://0.0.0.0:8080/healthz: /healthz (liveness: "
                         "the watches run, no worker is stuck, the webhook server answers) and /readyz (readiness: "
@@ -168,7 +169,8 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
         metrics.serve(args.metrics_address)
     if args.resync_period <= 0:
         raise InputError("--resync-period must be greater than 0")
-    options = RenderOptions(image=args.image, dial_timeout=dial_timeout, node_auth=args.node_auth)
+    options = RenderOptions(image=args.image, dial_timeout=dial_timeout, node_auth=args.node_auth,
+                            front_image=args.front_image or None)
     runtime = manager.build_runtime(seed, target, options,
                                     standalone=args.standalone, webhook=webhook,
                                     checkpoint=checkpoint or (lambda point: None),

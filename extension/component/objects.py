@@ -43,6 +43,9 @@ class RenderOptions:
     dial_timeout: str | None = c.DEFAULT_DIAL_TIMEOUT
     # caches only nodes can read (standalone): generated credentials per cache, see component/nodeauth.py
     node_auth: bool = False
+    # the image of the coalescing front (extension/front, the product's own image); None: distribution alone
+    # serves the cache's port, as Gardener's
+    front_image: str | None = None
 
     def labels(self, upstream: str) -> dict[str, str]:
         out = {**names.labels(upstream), c.MANAGED_BY_LABEL: c.MANAGED_BY}
@@ -93,19 +96,29 @@ def unique_name(base: str, data: Mapping[str, str | bytes]) -> str:
     return f"{base}-{secret_checksum(data)[:8]}"
 
 
-def render_config_yml(cache: RegistryCache, node_auth: bool = False) -> str:
+def render_config_yml(cache: RegistryCache, node_auth: bool = False, front: bool = False) -> str:
     """distribution's ``config.yml`` for one cache (no credentials: :func:`config_files`); ``node_auth``: clients
-    must authenticate with the htpasswd file next to it (:mod:`.nodeauth`)."""
+    must authenticate with the htpasswd file next to it (:mod:`.nodeauth`); ``front``: behind the coalescing
+    front, on the Pod's loopback without TLS (the front serves the cache's port and its TLS)."""
     return render(
         "config.yml.j2",
         upstream=cache.upstream,
         server_port=c.SERVER_PORT,
         debug_port=c.DEBUG_PORT,
+        backend_port=c.BACKEND_PORT if front else None,
         tls=tls_enabled(cache),
         remote_url=remote_url(cache),
         ttl=format_duration(gc_ttl_ns(cache)),
         htpasswd_path=c.HTPASSWD_PATH if node_auth else None,
     )
+
+
+def front_args(cache: RegistryCache) -> list[str]:
+    """The coalescing front's arguments (after :data:`~extension.constants.FRONT_COMMAND`) in a cache Pod."""
+    args = [f"--listen=:{c.SERVER_PORT}", f"--backend=127.0.0.1:{c.BACKEND_PORT}", f"--spool-dir={c.CACHE_PATH}"]
+    if tls_enabled(cache):
+        args += [f"--tls-cert={c.FRONT_CERTS_PATH}/tls.crt", f"--tls-key={c.FRONT_CERTS_PATH}/tls.key"]
+    return args
 
 
 def render_credential_helper() -> str:
@@ -120,10 +133,10 @@ def render_upstream_credentials(credentials: Credentials) -> str:
 
 
 def config_files(cache: RegistryCache, credentials: Credentials | None,
-                 node_auth: NodeCredentials | None = None) -> dict[str, str]:
+                 node_auth: NodeCredentials | None = None, front: bool = False) -> dict[str, str]:
     """The files of a cache's config Secret, mounted in ``/etc/distribution``: ``config.yml``, the credential
     helper, the upstream's credentials for it (if any) and the htpasswd file of a cache only nodes can read."""
-    files = {"config.yml": render_config_yml(cache, node_auth is not None),
+    files = {"config.yml": render_config_yml(cache, node_auth is not None, front),
              c.CREDENTIAL_HELPER_KEY: render_credential_helper()}
     if credentials is not None:
         files[c.UPSTREAM_CREDENTIALS_KEY] = render_upstream_credentials(credentials)
@@ -155,7 +168,8 @@ def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: Key
     ns = options.namespace
     common = dict(namespace=ns, server_port=c.SERVER_PORT, debug_port=c.DEBUG_PORT)
 
-    config_data = config_files(cache, credentials, node_auth)
+    front = options.front_image is not None
+    config_data = config_files(cache, credentials, node_auth, front)
     # every key (items select them), the helper executable: distribution runs it (proxy.exec)
     config_items = [(key, c.CREDENTIAL_HELPER_MODE if key == c.CREDENTIAL_HELPER_KEY else None)
                     for key in sorted(config_data)]
@@ -182,6 +196,8 @@ def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: Key
                     "networking.gardener.cloud/to-dns": "allowed",
                     "networking.gardener.cloud/to-public-networks": "allowed"},
         replicas=2 if ha else 1, high_availability=ha, image=options.image,
+        front_image=options.front_image, front_command=list(c.FRONT_COMMAND),
+        front_args=front_args(cache) if front else [], front_scheme="HTTPS" if tls_enabled(cache) else "HTTP",
         priority_class_name=options.priority_class_name, env=env,
         config_secret_name=config_secret.name, config_items=config_items, tls_secret_name=tls_secret_name,
         size=cache.volume.size.canonical() if cache.volume and cache.volume.size else "10Gi",
@@ -194,7 +210,8 @@ def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: Key
                                selector=selector))
     if options.vpa:
         # labelled like the other objects, so that it is pruned when the Shoot no longer wants VPA
-        objects.append(_object("verticalpodautoscaler.yaml.j2", namespace=ns, name=name, labels=labels))
+        objects.append(_object("verticalpodautoscaler.yaml.j2", namespace=ns, name=name, labels=labels,
+                               front=front))
     return objects
 
 

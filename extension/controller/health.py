@@ -77,9 +77,10 @@ def describe_pod(pod: dict[str, Any]) -> str:
         waiting = [c for c in status.get("conditions") or [] if c.get("status") != "True"]
         why = "; ".join(f"{c['type']}: {c.get('reason') or ''} {c.get('message') or ''}".strip() for c in waiting)
         return f"{name}: {status.get('phase', 'Pending')}" + (f" ({why})" if why else "")
-    c = statuses[0]
+    # the first container that is not ready (with the coalescing front a Pod has two: distribution and the front)
+    c = next((s for s in statuses if not s.get("ready")), statuses[0])
     state = c.get("state") or {}
-    parts = []
+    parts = [f"container {c['name']}"] if len(statuses) > 1 and c.get("name") else []
     if "waiting" in state:
         parts.append(state["waiting"].get("reason") or "Waiting")
     elif "running" in state:

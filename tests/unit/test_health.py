@@ -146,3 +146,15 @@ def test_a_cluster_per_shoot_is_asked_per_extension():
     HealthLoop(controller).check_all()
     assert all([kind for kind, _ in c.calls] == ["StatefulSet"] for c in clusters.values())
     assert set(controller.written) == set(clusters)
+
+
+def test_with_the_front_the_container_that_is_not_ready_is_described():
+    """Kubelet lists container statuses by name: the front ("front") comes before distribution ("registry-cache");
+    the message describes the one that is not ready and names it."""
+    pod = crashing_pod("registry-a-0", "panic: Get \"https://10.244.0.2/v2/\": connection refused\n")
+    registry = {**pod["status"]["containerStatuses"][0], "name": "registry-cache", "ready": False}
+    front = {"name": "front", "ready": True, "restartCount": 0, "state": {"running": {}}}
+    pod["status"]["containerStatuses"] = [front, registry]
+    message = describe_pod(pod)
+    assert message.startswith("registry-a-0: container registry-cache, CrashLoopBackOff, restarted 3 times")
+    assert "panic: Get" in message and UNREACHABLE_HINT in message
