@@ -217,7 +217,7 @@ def main() -> int:
                         if ns == ns2 and s1 < (e2 or time.time()) and s2 < (e1 or time.time()):
                             overlaps += 1
         lost = [n for n in names if parse_duration(delivered_ttl(stack, n) or "0s") != parse_duration(last[n])]
-        egress = stack.cluster.network.egress()
+        egress = stack.cluster.egress()
         print()
         print(f"changes: {args.changes} at {args.rate}/s over {len(names)} Shoots; the leader Pod {leader} "
               f"{'killed' if args.kill else 'deleted'} after change {args.changes // 3 + 1}")

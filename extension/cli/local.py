@@ -28,6 +28,9 @@ def add_parser(sub: Any) -> None:
                                                "examples/local-shoot.yaml; with --no-node the docs example)")
     p.add_argument("--no-node", action="store_true",
                    help="the control plane only (for machines that cannot run containers)")
+    p.add_argument("--nodes", type=int, default=1, metavar="N",
+                   help="nodes in the local cluster (default 1, the quickest to start; each has its own network "
+                        "and mount namespaces, containerd, kubelet, kube-proxy and node agent)")
     p.add_argument("--host-processes", action="store_true",
                    help="run the controller and the node agent as processes on the host instead of installing "
                         "the image with the Helm chart (quicker to iterate on; what it falls back to where the "
@@ -48,6 +51,8 @@ def cmd_local_up(args: argparse.Namespace) -> int:
     for path in args.manifest:
         if not Path(path).exists():
             raise InputError(f"{path}: no such file")
+    if not 1 <= args.nodes <= 16:
+        raise InputError(f"--nodes: from 1 to 16, not {args.nodes}")
     node = not args.no_node
     if node:
         missing = node_prerequisites()
@@ -67,6 +72,6 @@ def cmd_local_up(args: argparse.Namespace) -> int:
             install = "processes"
     try:
         return up.run(Path(args.workdir) if args.workdir else None, [Path(p) for p in args.manifest] or None,
-                      wait=not args.no_wait, timeout=args.timeout, node=node, install=install)
+                      wait=not args.no_wait, timeout=args.timeout, node=node, install=install, nodes=args.nodes)
     except ClusterError as exc:  # a part of the cluster that did not come up: its message says which and why
         raise CommandFailed(str(exc)) from None

@@ -169,242 +169,128 @@ def _kubeconfig(path: Path, server: str, ca_file: Path, cert: Path, key: Path) -
     return path
 
 
-class LocalCluster:
-    """One node, one control plane; see the module docstring. ``start()`` / ``stop()``, or a context."""
+PATH_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
-    def __init__(self, workdir: Path, *, progress: Callable[[str], None] | None = None):
-        self.workdir = Path(workdir).resolve()
-        self.progress = progress or (lambda m: log.info("%s", m))
-        self.network = net.NodeNetwork()
-        self.id = self.network.id
-        self.cp: LocalControlPlane | None = None
+
+class Node:
+    """One node of a :class:`LocalCluster`: its network namespace (:class:`~extension.local.network.NodeNetwork`)
+    and mount namespace, its image registry (the cluster's images, on ``127.0.0.1:5000`` as every node sees it),
+    containerd, the kubelet and kube-proxy.
+
+    Every node sees containerd's hosts directory at the same path, :attr:`LocalCluster.certs_path` (containerd's
+    ``config_path``, the node agent DaemonSet's hostPath), as on real nodes: in the node's own mount namespace the
+    node's directory (:attr:`certs_d`, on the host) is bind-mounted there. Everything else of the host's file
+    system is the same for every node (the mount namespace follows the host's: ``--propagation slave``).
+    """
+
+    def __init__(self, cluster: LocalCluster, index: int):
+        self.cluster, self.index = cluster, index
+        self.name = NODE_NAME if index == 0 else f"{NODE_NAME}-{index}"
+        self.network = net.NodeNetwork(cluster.fabric, index)
+        self.suffix = "" if index == 0 else f"-{index}"
+        self.run_dir = cluster.run_dir if index == 0 else cluster.run_dir / f"n{index}"  # sockets: short paths
+        self.workdir = cluster.workdir / ("node" if index == 0 else f"node-{index}")
         self.procs: dict[str, Proc] = {}
-        self.images: Images | None = None
-        self.test_ca: KeyPair | None = None
-        self.registries: list[LocalRegistry] = []
-        self.registry_bin: Path | None = None
-        self.registry_version = ""
-        self.crane_bin: Path | None = None
-        self.node_bins: Path | None = None
-        self._sysctls: dict[str, str] = {}
-        self._made_var_log_containers = False
-        self._made_hostpath_root = False
-        self._hostpath_root_mode: int | None = None
+        self.registry: LocalRegistry | None = None
         self._cgroup_dirs: list[Path] = []
-        self._volume_dirs: list[Path] = []
-        self._run_dir = Path(f"/run/rc-node-{self.id}")  # sockets: short paths
-        self.start_seconds: float | None = None
-        self._upstream_n = 0
+        self.mount_ns: Path | None = None
 
     # -- paths ---------------------------------------------------------------------------------------
 
     @property
-    def kubeconfig(self) -> Path:
-        assert self.cp is not None
-        return self.cp.kubeconfig
-
-    @property
     def certs_d(self) -> Path:
-        """containerd's ``registry.config_path``: where the node agent writes ``hosts.toml``."""
-        return self.workdir / "node" / "certs.d"
-
-    @property
-    def logs(self) -> Path:
-        return self.workdir / "logs"
+        """This node's containerd hosts directory on the host (where the node agent writes ``hosts.toml``)."""
+        return self.workdir / "certs.d"
 
     @property
     def kubelet_root(self) -> Path:
-        return self._run_dir / "kubelet"
+        return self.run_dir / "kubelet"
 
     @property
     def containerd_socket(self) -> Path:
-        return self._run_dir / "containerd.sock"
+        return self.run_dir / "containerd.sock"
 
     @property
     def containerd_log(self) -> Path:
-        return self.logs / "containerd.log"
-
-    @property
-    def test_ca_file(self) -> Path:
-        return self.workdir / "test-ca.crt"
+        return self.log("containerd")
 
     @property
     def cgroup_root(self) -> str:
-        return f"/rc-node-{self.id}"
+        return f"/rc-node-{self.cluster.id}{self.suffix}"
 
-    def node_file(self, path: str | Path) -> str | None:
+    def log(self, name: str) -> Path:
+        return self.cluster.logs / f"{name}{self.suffix}.log"
+
+    def argv(self, argv: list[str]) -> list[str]:
+        """``argv`` run in the node: its network namespace and, once made, its mount namespace."""
+        mount = [f"--mount={self.mount_ns}"] if self.mount_ns is not None else []
+        return ["nsenter", f"--net={self.network.netns_path}", *mount, "--", *argv]
+
+    def file(self, path: str | Path) -> str | None:
+        """A file as this node sees it (its hosts directory at :attr:`LocalCluster.certs_path`), or None."""
+        path = Path(path)
+        certs = self.cluster.certs_path
+        if path == certs or certs in path.parents:
+            path = self.certs_d / path.relative_to(certs)
         try:
-            return Path(path).read_text()
+            return path.read_text()
         except OSError:
             return None
 
-    def in_node(self, argv: list[str]) -> list[str]:
-        return self.network.argv(argv)
+    def ctr(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return run(["ctr", "--address", str(self.containerd_socket), *args], check=check, timeout=timeout)
 
-    # -- lifecycle -----------------------------------------------------------------------------------
-
-    def __enter__(self) -> LocalCluster:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> LocalCluster:
-        missing = node_prerequisites()
-        if missing:
-            raise ClusterError("this machine cannot run the node: missing " + "; ".join(missing)
-                               + " (hack/e2e-deps.sh installs the packages, as root)")
-        t0 = time.monotonic()
-        for gone in sweep_stale_clusters():
-            self.progress(f"removed {gone}")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(exist_ok=True)
-        self._run_dir.mkdir(parents=True, exist_ok=True)
-        self._run_dir.chmod(0o755)
-        (self._run_dir / OWNER_FILE).write_text(f"{os.getpid()} {_process_start(os.getpid())} {self.workdir}\n")
-        try:
-            self.progress("binaries: kube-apiserver, etcd, the node's Kubernetes binaries, distribution, crane")
-            cp_bins = resolve_bin_dir(self.progress)
-            self.node_bins = bins("node-bins.sh", self.progress)
-            reg_bins = bins("registry-bins.sh", self.progress)  # .../registry-v<distribution version>
-            self.registry_bin, self.crane_bin = reg_bins / "registry", reg_bins / "crane"
-            self.registry_version = reg_bins.name.removeprefix("registry-v")
-            self.progress(f"network namespace {self.network.netns}")
-            self.network.setup()
-            assert self.network.host_ip is not None
-            self.progress(f"control plane on {self.network.host_ip}")
-            admin = self.workdir / "control-plane" / "certs" / "admin"
-            self.cp = LocalControlPlane(self.workdir / "control-plane", cp_bins, name=f"node-{self.id}",
-                                        bind_address=self.network.host_ip, service_accounts=True, apiserver_args=[
-                                            "--authorization-mode=Node",  # after the default RBAC: Node,RBAC together
-                                            "--enable-admission-plugins=NodeRestriction",
-                                            "--kubelet-preferred-address-types=InternalIP",
-                                            f"--kubelet-client-certificate={admin}.crt",
-                                            f"--kubelet-client-key={admin}.key",
-                                        ])
-            self.cp.start()
-            assert self.cp.port is not None
-            self.network.allow_apiserver(self.cp.port)  # Pods (the controller, the node agent) reach it
-            self._credentials()
-            self._start_controllers()
-            self._test_ca()
-            self._start_image_registry()
-            self._start_containerd()
-            self._push_images()
-            self._start_kubelet()
-            self._start_kube_proxy()
-            self._apply_storage_class()
-            self._wait_node_ready()
-        except BaseException:
-            self.stop()
-            raise
-        self.start_seconds = time.monotonic() - t0
-        self.progress(f"node {NODE_NAME} Ready ({self.start_seconds:.0f}s)")
-        return self
-
-    def _credentials(self) -> None:
-        assert self.cp is not None
-        certs = self.cp.certs_dir
-        pki = self.workdir / "pki"
-        pki.mkdir(exist_ok=True)
-        pki.chmod(0o700)
-        _client_cert(certs, pki / "kubelet", f"system:node:{NODE_NAME}", "system:nodes")
-        self.kubelet_kubeconfig = _kubeconfig(pki / "kubelet.kubeconfig", self.cp.server, self.cp.ca_file,
-                                              pki / "kubelet.crt", pki / "kubelet.key")
-        admin = (certs / "admin.crt", certs / "admin.key")
-        self.admin_kubeconfig = _kubeconfig(pki / "admin.kubeconfig", self.cp.server, self.cp.ca_file, *admin)
-        # kube-controller-manager runs as VOLUME_USER: its own copy of the credentials it may read
-        # (under /run: the workdir may sit in a directory only root can enter, e.g. pytest's basetemp)
-        self._run_dir.mkdir(parents=True, exist_ok=True)
-        self._run_dir.chmod(0o755)
-        kcm = self._run_dir / "kcm"
-        kcm.mkdir(exist_ok=True)
-        self.kcm_kubeconfig = _kubeconfig(kcm / "kubeconfig", self.cp.server, self.cp.ca_file, *admin)
-        shutil.copy(certs / "sa.key", kcm / "sa.key")
-        shutil.copy(self.cp.ca_file, kcm / "ca.crt")
-        for f in (kcm, kcm / "kubeconfig", kcm / "sa.key", kcm / "ca.crt"):
-            os.chown(f, VOLUME_USER, VOLUME_USER)
-
-    def _spawn(self, name: str, argv: list[str], *, in_node: bool, env: dict | None = None,
-               user: int | None = None) -> Proc:
-        if in_node:
-            argv = self.network.argv(argv)
-        if user is not None:
-            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--", *argv]
-        proc = Proc(name, argv, self.logs / f"{name}.log", env=env, cwd=self.workdir).start()
+    def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> Proc:
+        proc = Proc(f"{name}{self.suffix}", self.argv(argv), self.log(name), env=env, cwd=self.cluster.workdir).start()
         self.procs[name] = proc
         return proc
 
-    def _start_controllers(self) -> None:
-        assert self.cp is not None
-        if not HOSTPATH_PV_ROOT.exists():
-            HOSTPATH_PV_ROOT.mkdir()
-            self._made_hostpath_root = True
-        mode = HOSTPATH_PV_ROOT.stat().st_mode & 0o7777
-        if mode != 0o1777:
-            # the provisioner (as VOLUME_USER) creates one directory per volume in it: world-writable and
-            # sticky like /tmp, so each owner keeps its own (the mode is restored by stop())
-            self._hostpath_root_mode = mode
-            HOSTPATH_PV_ROOT.chmod(0o1777)
-        bins = self.node_bins
-        assert bins is not None
-        self._spawn("kube-controller-manager", [
-            str(bins / "kube-controller-manager"), f"--kubeconfig={self.kcm_kubeconfig}",
-            "--leader-elect=false", "--secure-port=0", "--enable-hostpath-provisioner",
-            f"--service-account-private-key-file={self._run_dir / 'kcm' / 'sa.key'}",
-            "--use-service-account-credentials=false", "--controllers=*,-serviceaccount-token",
-            # the ConfigMap kube-root-ca.crt in every namespace: Pods' projected tokens trust the API server by it
-            f"--root-ca-file={self._run_dir / 'kcm' / 'ca.crt'}",
-            "--node-monitor-grace-period=40s", "--v=1"], in_node=False, user=VOLUME_USER)
-        self._spawn("kube-scheduler", [
-            str(bins / "kube-scheduler"), f"--kubeconfig={self.admin_kubeconfig}", "--leader-elect=false",
-            "--secure-port=0", "--v=1"], in_node=False)
+    # -- start ---------------------------------------------------------------------------------------
 
-    def _test_ca(self) -> None:
-        self.test_ca = generate_ca("registry-cache local test CA")
-        self.test_ca_file.write_text(self.test_ca.cert_pem)
+    def setup_network(self) -> None:
+        self.network.setup()
 
-    def _start_image_registry(self) -> None:
-        assert self.registry_bin is not None
-        host, port = IMAGE_REGISTRY.split(":")
-        reg = LocalRegistry("image-registry", self.registry_bin, self.workdir / "image-registry", host, int(port),
-                            wrap=self.network.argv)
-        self.registries.append(reg.start())
-
-    def crane(self, args: list[str], env: dict | None = None) -> str:
-        """crane inside the node's namespace, trusting the test CA."""
-        assert self.crane_bin is not None
-        full = {"PATH": "/usr/bin:/bin", "HOME": str(self.workdir), "SSL_CERT_FILE": str(self.test_ca_file),
-                "DOCKER_CONFIG": str(self.workdir / "crane"), **(env or {})}
-        return run(self.network.argv([str(self.crane_bin), *args]), env=full, timeout=300).stdout
-
-    def _push_images(self) -> None:
-        assert self.node_bins and self.registry_bin and self.test_ca
-        busybox = static_busybox()
-        assert busybox is not None  # node_prerequisites
-        self.progress("images: pause and the distribution registry, built with crane")
-        self.images = build_and_push(self.crane, self.workdir / "images", IMAGE_REGISTRY,
-                                     pause_bin=self.node_bins / "pause", registry_bin=self.registry_bin,
-                                     registry_tag=self.registry_version, ca_bundle_pem=self.test_ca.cert_pem,
-                                     busybox_bin=busybox)
-
-    def _start_containerd(self) -> None:
-        node = self.workdir / "node"
-        for d in ("containerd", "cni/net.d", "cni/ipam", "opt"):
-            (node / d).mkdir(parents=True, exist_ok=True)
-        self._run_dir.mkdir(parents=True, exist_ok=True)
+    def setup_mounts(self) -> None:
+        """A mount namespace of the node's own (kept in a file under the cluster's run directory), where its hosts
+        directory is bind-mounted at :attr:`LocalCluster.certs_path`."""
         self.certs_d.mkdir(parents=True, exist_ok=True)
         image_registry = self.certs_d / IMAGE_REGISTRY
         image_registry.mkdir(exist_ok=True)
-        (image_registry / "hosts.toml").write_text(f'server = "http://{IMAGE_REGISTRY}"\n\n[host."http://{IMAGE_REGISTRY}"]\n'
-                                      '  capabilities = ["pull", "resolve"]\n')
+        (image_registry / "hosts.toml").write_text(f'server = "http://{IMAGE_REGISTRY}"\n\n'
+                                                   f'[host."http://{IMAGE_REGISTRY}"]\n'
+                                                   '  capabilities = ["pull", "resolve"]\n')
+        holder = self.cluster.mount_dir / f"node{self.index}"
+        holder.touch()
+        run(["unshare", f"--mount={holder}", "--propagation", "slave", "true"])
+        self.mount_ns = holder
+        run(["nsenter", f"--mount={holder}", "--", "mount", "--bind", str(self.certs_d),
+             str(self.cluster.certs_path)])
+
+    def start_image_registry(self) -> None:
+        """The cluster's images on ``127.0.0.1:5000`` in the node: the first node's registry takes the pushes, the
+        others serve the same storage, read-only."""
+        assert self.cluster.registry_bin is not None
+        host, port = IMAGE_REGISTRY.split(":")
+        first = self.index == 0
+        self.registry = LocalRegistry(f"image-registry{self.suffix}", self.cluster.registry_bin,
+                                      self.cluster.workdir / f"image-registry{self.suffix}", host, int(port),
+                                      wrap=self.argv,
+                                      storage=None if first else self.cluster.workdir / "image-registry" / "storage",
+                                      readonly=not first).start()
+
+    def start_containerd(self) -> None:
+        node = self.workdir
+        for d in ("containerd", "cni/net.d", "cni/ipam", "opt"):
+            (node / d).mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         cni_bin = next(p for p in CNI_BIN_DIRS if Path(p, "bridge").is_file())
+        start, end = net.pod_range(self.index)
         (node / "cni/net.d/10-rc-node.conflist").write_text(json.dumps({
             "cniVersion": "0.4.0", "name": "rc-node", "plugins": [
                 {"type": "bridge", "bridge": net.BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
                  "ipam": {"type": "host-local", "dataDir": str(node / "cni/ipam"),
-                          "ranges": [[{"subnet": net.POD_CIDR, "gateway": net.BRIDGE_IP,
-                                       "rangeStart": net.POD_RANGE_START, "rangeEnd": net.POD_RANGE_END}]],
+                          "ranges": [[{"subnet": net.pod_cidr(self.index), "gateway": net.bridge_ip(self.index),
+                                       "rangeStart": start, "rangeEnd": end}]],
                           "routes": [{"dst": "0.0.0.0/0"}]}},
                 {"type": "portmap", "capabilities": {"portMappings": True}}]}, indent=2))
         q = json.dumps
@@ -412,7 +298,7 @@ class LocalCluster:
         config = f"""\
 version = 2
 root = {q(str(node / "containerd"))}
-state = {q(str(self._run_dir / "state"))}
+state = {q(str(self.run_dir / "state"))}
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
 
@@ -437,47 +323,44 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
-        Root = {q(str(self._run_dir / "runc"))}
+        Root = {q(str(self.run_dir / "runc"))}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = {q(cni_bin)}
     conf_dir = {q(str(node / "cni/net.d"))}
   [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = {q(str(self.certs_d))}
+    config_path = {q(str(self.cluster.certs_path))}
 """
         (node / "containerd.toml").write_text(config)
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               # Go's roots for the upstreams containerd falls back to: only the test CA
-               "SSL_CERT_FILE": str(self.test_ca_file)}
-        proc = self._spawn("containerd", ["containerd", "--config", str(node / "containerd.toml")],
-                           in_node=True, env=env)
+        # Go's roots for the upstreams containerd falls back to: only the test CA
+        env = {**PATH_ENV, "SSL_CERT_FILE": str(self.cluster.test_ca_file)}
+        proc = self._spawn("containerd", ["containerd", "--config", str(node / "containerd.toml")], env=env)
+
         def answers() -> bool:
             proc.check()
             return self.ctr("version", check=False).returncode == 0
 
-        wait_for("containerd to answer", answers, timeout=30, details=lambda: tail(proc.log))
+        wait_for(f"containerd of {self.name} to answer", answers, timeout=30, details=lambda: tail(proc.log))
 
-    def ctr(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        return run(["ctr", "--address", str(self.containerd_socket), *args], check=check, timeout=timeout)
-
-    def _start_kubelet(self) -> None:
-        assert self.cp is not None and self.node_bins is not None
+    def start_kubelet(self) -> None:
+        cp, bins_dir = self.cluster.cp, self.cluster.node_bins
+        assert cp is not None and bins_dir is not None
         kubelet = self.workdir / "kubelet"
         # its root holds unix sockets (pod-resources, plugins): a short path, under /run
         self.kubelet_root.mkdir(parents=True, exist_ok=True)
         for d in ("certs", "pod-logs", "volume-plugins"):
             (kubelet / d).mkdir(parents=True, exist_ok=True)
         (kubelet / "resolv.conf").write_text("")  # Pods get no name server: nothing to ask off the machine
-        for key in KUBELET_SYSCTLS:
-            self._sysctls[key] = Path("/proc/sys", key.replace(".", "/")).read_text().strip()
-        if not Path("/var/log/containers").exists():
-            self._made_var_log_containers = True
         self._make_cgroup_root()
+        pki = self.cluster.workdir / "pki"
+        _client_cert(cp.certs_dir, pki / f"kubelet{self.suffix}", f"system:node:{self.name}", "system:nodes")
+        kubeconfig = _kubeconfig(pki / f"kubelet{self.suffix}.kubeconfig", cp.server, cp.ca_file,
+                                 pki / f"kubelet{self.suffix}.crt", pki / f"kubelet{self.suffix}.key")
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
             "address": self.network.node_ip, "port": 10250, "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1", "healthzPort": 10248,
             "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": str(self.cp.certs_dir / "client-ca.crt")}},
+                               "x509": {"clientCAFile": str(cp.certs_dir / "client-ca.crt")}},
             "authorization": {"mode": "Webhook"},
             "cgroupDriver": "cgroupfs", "cgroupRoot": self.cgroup_root, "failSwapOn": False,
             "failCgroupV1": False, "makeIPTablesUtilChains": False,
@@ -493,11 +376,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         }
         (kubelet / "config.yaml").write_text(yaml.safe_dump(config))
         self._spawn("kubelet", [
-            str(self.node_bins / "kubelet"), f"--config={kubelet / 'config.yaml'}",
-            f"--kubeconfig={self.kubelet_kubeconfig}", f"--root-dir={self.kubelet_root}",
-            f"--cert-dir={kubelet / 'certs'}", f"--hostname-override={NODE_NAME}",
-            f"--node-ip={self.network.node_ip}", "--v=1"], in_node=True,
-            env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+            str(bins_dir / "kubelet"), f"--config={kubelet / 'config.yaml'}", f"--kubeconfig={kubeconfig}",
+            f"--root-dir={self.kubelet_root}", f"--cert-dir={kubelet / 'certs'}", f"--hostname-override={self.name}",
+            f"--node-ip={self.network.node_ip}", "--v=1"], env=PATH_ENV)
 
     def _make_cgroup_root(self) -> None:
         if (CGROUP_V1 / "cgroup.controllers").is_file():
@@ -516,23 +397,360 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                         (d / f).write_text((hierarchy / f).read_text())
             self._cgroup_dirs.append(d)
 
-    def _start_kube_proxy(self) -> None:
-        assert self.node_bins is not None
+    def start_kube_proxy(self) -> None:
+        assert self.cluster.node_bins is not None
         config = {
             "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
-            "clientConnection": {"kubeconfig": str(self.admin_kubeconfig)},
-            "mode": "iptables", "hostnameOverride": NODE_NAME, "clusterCIDR": net.POD_CIDR,
+            "clientConnection": {"kubeconfig": str(self.cluster.admin_kubeconfig)},
+            "mode": "iptables", "hostnameOverride": self.name, "clusterCIDR": net.POD_NETWORK,
             "bindAddress": self.network.node_ip,
             "healthzBindAddress": "127.0.0.1:10256", "metricsBindAddress": "127.0.0.1:10249",
-            "nodePortAddresses": [f"{net.BRIDGE_IP}/32"],
+            "nodePortAddresses": [f"{net.bridge_ip(self.index)}/32"],
             # leave the (host-wide) conntrack sysctls alone
             "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
             "iptables": {"syncPeriod": "10s", "minSyncPeriod": "0s"},
         }
         path = self.workdir / "kube-proxy.yaml"
         path.write_text(yaml.safe_dump(config))
-        self._spawn("kube-proxy", [str(self.node_bins / "kube-proxy"), f"--config={path}", "--v=1"], in_node=True,
-                    env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+        self._spawn("kube-proxy", [str(self.cluster.node_bins / "kube-proxy"), f"--config={path}", "--v=1"],
+                    env=PATH_ENV)
+
+    def check(self) -> None:
+        for p in self.procs.values():
+            p.check()
+
+    # -- stop ----------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop the node's processes and remove its containers, namespaces and cgroups (best effort)."""
+        kubelet = self.procs.pop("kubelet", None)
+        if kubelet:
+            kubelet.stop()
+        if self.containerd_socket.exists() and self.procs.get("containerd") and self.procs["containerd"].running:
+            self._remove_containers()
+        for name in ("kube-proxy", "containerd"):
+            p = self.procs.pop(name, None)
+            if p:
+                p.stop()
+        for p in self.procs.values():
+            p.stop()
+        self.procs.clear()
+        self._kill_shims()
+        if self.registry is not None:
+            self.registry.stop()
+            self.registry = None
+        if self.mount_ns is not None:
+            subprocess.run(["umount", "-l", str(self.mount_ns)], capture_output=True)
+            self.mount_ns = None
+        self.network.teardown()
+        for d in reversed(self._cgroup_dirs):
+            for sub in sorted(d.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+                try:
+                    sub.rmdir()
+                except OSError:
+                    pass
+        self._cgroup_dirs.clear()
+
+    def _remove_containers(self) -> None:
+        tasks = self.ctr("-n", "k8s.io", "tasks", "ls", "-q", check=False).stdout.split()
+        for t in tasks:
+            self.ctr("-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", t, check=False)
+        deadline = time.monotonic() + 15
+        for t in tasks:
+            while self.ctr("-n", "k8s.io", "tasks", "delete", t, check=False).returncode != 0 \
+                    and time.monotonic() < deadline:
+                time.sleep(0.3)
+        for c in self.ctr("-n", "k8s.io", "containers", "ls", "-q", check=False).stdout.split():
+            self.ctr("-n", "k8s.io", "containers", "delete", c, check=False)
+
+    def _kill_shims(self) -> None:
+        """containerd-shim-runc-v2 processes of this containerd outlive it (they are started with its
+        address): SIGKILL those, found by the address in their command line."""
+        needle = str(self.containerd_socket).encode()
+        for pid_dir in Path("/proc").iterdir():
+            if not pid_dir.name.isdigit():
+                continue
+            try:
+                cmdline = (pid_dir / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"containerd-shim" in cmdline and needle in cmdline:
+                try:
+                    os.kill(int(pid_dir.name), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+class LocalCluster:
+    """A control plane and ``nodes`` nodes (:class:`Node`); see the module docstring. ``start()`` / ``stop()``, or
+    a context. What a single node had is the first node's (:attr:`network`, :attr:`certs_d`, :meth:`ctr`, ...)."""
+
+    def __init__(self, workdir: Path, *, progress: Callable[[str], None] | None = None, nodes: int = 1):
+        if not 1 <= nodes <= net.MAX_NODES:
+            raise ClusterError(f"--nodes: from 1 to {net.MAX_NODES}, not {nodes}")
+        self.workdir = Path(workdir).resolve()
+        self.progress = progress or (lambda m: log.info("%s", m))
+        self.fabric = net.Fabric()
+        self.id = self.fabric.id
+        self.run_dir = Path(f"/run/rc-node-{self.id}")  # sockets: short paths
+        self.nodes = [Node(self, i) for i in range(nodes)]
+        self.cp: LocalControlPlane | None = None
+        self.procs: dict[str, Proc] = {}  # the cluster's own: kube-controller-manager, kube-scheduler
+        self.images: Images | None = None
+        self.test_ca: KeyPair | None = None
+        self.registries: list[LocalRegistry] = []  # the test upstreams
+        self.registry_bin: Path | None = None
+        self.registry_version = ""
+        self.crane_bin: Path | None = None
+        self.node_bins: Path | None = None
+        self._sysctls: dict[str, str] = {}
+        self._made_var_log_containers = False
+        self._made_hostpath_root = False
+        self._hostpath_root_mode: int | None = None
+        self._volume_dirs: list[Path] = []
+        self.start_seconds: float | None = None
+        self._upstream_n = 0
+
+    # -- paths ---------------------------------------------------------------------------------------
+
+    @property
+    def node(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def network(self) -> net.NodeNetwork:
+        return self.node.network
+
+    @property
+    def kubeconfig(self) -> Path:
+        assert self.cp is not None
+        return self.cp.kubeconfig
+
+    @property
+    def certs_path(self) -> Path:
+        """Where every node sees its containerd hosts directory: containerd's ``registry.config_path``, the node
+        agent's ``--root`` (the chart's ``nodeAgent.hostPath``)."""
+        return self.run_dir / "certs.d"
+
+    @property
+    def mount_dir(self) -> Path:
+        return self.run_dir / "mnt"
+
+    @property
+    def certs_d(self) -> Path:
+        """The first node's hosts directory, on the host (where its node agent writes ``hosts.toml``)."""
+        return self.node.certs_d
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.node.kubelet_root
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.node.containerd_socket
+
+    @property
+    def containerd_log(self) -> Path:
+        return self.node.containerd_log
+
+    @property
+    def test_ca_file(self) -> Path:
+        return self.workdir / "test-ca.crt"
+
+    def node_file(self, path: str | Path, node: int = 0) -> str | None:
+        return self.nodes[node].file(path)
+
+    def in_node(self, argv: list[str], node: int = 0) -> list[str]:
+        return self.nodes[node].argv(argv)
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return self.node.ctr(*args, check=check, timeout=timeout)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalCluster:
+        missing = node_prerequisites()
+        if missing:
+            raise ClusterError("this machine cannot run the node: missing " + "; ".join(missing)
+                               + " (hack/e2e-deps.sh installs the packages, as root)")
+        t0 = time.monotonic()
+        for gone in sweep_stale_clusters():
+            self.progress(f"removed {gone}")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.chmod(0o755)
+        (self.run_dir / OWNER_FILE).write_text(f"{os.getpid()} {_process_start(os.getpid())} {self.workdir}\n")
+        try:
+            self.progress("binaries: kube-apiserver, etcd, the node's Kubernetes binaries, distribution, crane")
+            cp_bins = resolve_bin_dir(self.progress)
+            self.node_bins = bins("node-bins.sh", self.progress)
+            reg_bins = bins("registry-bins.sh", self.progress)  # .../registry-v<distribution version>
+            self.registry_bin, self.crane_bin = reg_bins / "registry", reg_bins / "crane"
+            self.registry_version = reg_bins.name.removeprefix("registry-v")
+            self.fabric.setup()
+            self._setup_mount_dir()
+            for node in self.nodes:
+                node.setup_network()
+            self._route_between_nodes()
+            self.progress(f"{len(self.nodes)} node(s) in network namespaces "
+                          + ", ".join(n.network.netns for n in self.nodes)
+                          + f"; control plane on {self.fabric.host_ip}")
+            admin = self.workdir / "control-plane" / "certs" / "admin"
+            self.cp = LocalControlPlane(self.workdir / "control-plane", cp_bins, name=f"node-{self.id}",
+                                        bind_address=self.fabric.host_ip, service_accounts=True, apiserver_args=[
+                                            "--authorization-mode=Node",  # after the default RBAC: Node,RBAC together
+                                            "--enable-admission-plugins=NodeRestriction",
+                                            "--kubelet-preferred-address-types=InternalIP",
+                                            f"--kubelet-client-certificate={admin}.crt",
+                                            f"--kubelet-client-key={admin}.key",
+                                        ])
+            self.cp.start()
+            assert self.cp.port is not None
+            for node in self.nodes:
+                node.network.allow_apiserver(self.cp.port)  # Pods (the controller, the node agent) reach it
+            self._credentials()
+            self._start_controllers()
+            self._test_ca()
+            self._record_host_sysctls()
+            self.node.setup_mounts()
+            self.node.start_image_registry()
+            self.node.start_containerd()
+            self._push_images()
+            for node in self.nodes[1:]:
+                node.setup_mounts()
+                node.start_image_registry()
+                node.start_containerd()
+            for node in self.nodes:
+                node.start_kubelet()
+                node.start_kube_proxy()
+            self._apply_storage_class()
+            self._wait_nodes_ready(self.nodes)
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - t0
+        self.progress(f"{len(self.nodes)} node(s) Ready ({self.start_seconds:.0f}s): "
+                      + ", ".join(n.name for n in self.nodes))
+        return self
+
+    def add_node(self) -> Node:
+        """One more node, started and Ready (a node pool scaling out)."""
+        assert self.cp is not None and self.cp.port is not None
+        node = Node(self, len(self.nodes))
+        self.nodes.append(node)
+        node.setup_network()
+        self._route_between_nodes()
+        node.network.allow_apiserver(self.cp.port)
+        node.setup_mounts()
+        node.start_image_registry()
+        node.start_containerd()
+        node.start_kubelet()
+        node.start_kube_proxy()
+        self._wait_nodes_ready([node])
+        self.progress(f"node {node.name} Ready")
+        return node
+
+    def _route_between_nodes(self) -> None:
+        for node in self.nodes:
+            for other in self.nodes:
+                if other is not node:
+                    node.network.route_to(other.network)
+
+    def _setup_mount_dir(self) -> None:
+        """A private mount for the nodes' mount namespaces' files, and the hosts directory's path, which every node
+        has its own directory bind-mounted on."""
+        self.mount_dir.mkdir(parents=True, exist_ok=True)
+        self.certs_path.mkdir(parents=True, exist_ok=True)
+        run(["mount", "--bind", str(self.mount_dir), str(self.mount_dir)])
+        run(["mount", "--make-private", str(self.mount_dir)])
+
+    def _record_host_sysctls(self) -> None:
+        """The host-wide things the kubelets change, put back by :meth:`stop`."""
+        for key in KUBELET_SYSCTLS:
+            self._sysctls[key] = Path("/proc/sys", key.replace(".", "/")).read_text().strip()
+        if not Path("/var/log/containers").exists():
+            self._made_var_log_containers = True
+
+    def _credentials(self) -> None:
+        assert self.cp is not None
+        certs = self.cp.certs_dir
+        pki = self.workdir / "pki"
+        pki.mkdir(exist_ok=True)
+        pki.chmod(0o700)
+        admin = (certs / "admin.crt", certs / "admin.key")
+        self.admin_kubeconfig = _kubeconfig(pki / "admin.kubeconfig", self.cp.server, self.cp.ca_file, *admin)
+        # kube-controller-manager runs as VOLUME_USER: its own copy of the credentials it may read
+        # (under /run: the workdir may sit in a directory only root can enter, e.g. pytest's basetemp)
+        kcm = self.run_dir / "kcm"
+        kcm.mkdir(exist_ok=True)
+        self.kcm_kubeconfig = _kubeconfig(kcm / "kubeconfig", self.cp.server, self.cp.ca_file, *admin)
+        shutil.copy(certs / "sa.key", kcm / "sa.key")
+        shutil.copy(self.cp.ca_file, kcm / "ca.crt")
+        for f in (kcm, kcm / "kubeconfig", kcm / "sa.key", kcm / "ca.crt"):
+            os.chown(f, VOLUME_USER, VOLUME_USER)
+
+    def _spawn(self, name: str, argv: list[str], *, env: dict | None = None, user: int | None = None) -> Proc:
+        if user is not None:
+            argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--", *argv]
+        proc = Proc(name, argv, self.logs / f"{name}.log", env=env, cwd=self.workdir).start()
+        self.procs[name] = proc
+        return proc
+    def _start_controllers(self) -> None:
+        assert self.cp is not None
+        if not HOSTPATH_PV_ROOT.exists():
+            HOSTPATH_PV_ROOT.mkdir()
+            self._made_hostpath_root = True
+        mode = HOSTPATH_PV_ROOT.stat().st_mode & 0o7777
+        if mode != 0o1777:
+            # the provisioner (as VOLUME_USER) creates one directory per volume in it: world-writable and
+            # sticky like /tmp, so each owner keeps its own (the mode is restored by stop())
+            self._hostpath_root_mode = mode
+            HOSTPATH_PV_ROOT.chmod(0o1777)
+        bins = self.node_bins
+        assert bins is not None
+        self._spawn("kube-controller-manager", [
+            str(bins / "kube-controller-manager"), f"--kubeconfig={self.kcm_kubeconfig}",
+            "--leader-elect=false", "--secure-port=0", "--enable-hostpath-provisioner",
+            f"--service-account-private-key-file={self.run_dir / 'kcm' / 'sa.key'}",
+            "--use-service-account-credentials=false", "--controllers=*,-serviceaccount-token",
+            # the ConfigMap kube-root-ca.crt in every namespace: Pods' projected tokens trust the API server by it
+            f"--root-ca-file={self.run_dir / 'kcm' / 'ca.crt'}",
+            "--node-monitor-grace-period=40s", "--v=1"], user=VOLUME_USER)
+        self._spawn("kube-scheduler", [
+            str(bins / "kube-scheduler"), f"--kubeconfig={self.admin_kubeconfig}", "--leader-elect=false",
+            "--secure-port=0", "--v=1"])
+
+    def _test_ca(self) -> None:
+        self.test_ca = generate_ca("registry-cache local test CA")
+        self.test_ca_file.write_text(self.test_ca.cert_pem)
+
+    def crane(self, args: list[str], env: dict | None = None) -> str:
+        """crane inside the first node, trusting the test CA."""
+        assert self.crane_bin is not None
+        full = {"PATH": "/usr/bin:/bin", "HOME": str(self.workdir), "SSL_CERT_FILE": str(self.test_ca_file),
+                "DOCKER_CONFIG": str(self.workdir / "crane"), **(env or {})}
+        return run(self.node.argv([str(self.crane_bin), *args]), env=full, timeout=300).stdout
+
+    def _push_images(self) -> None:
+        assert self.node_bins and self.registry_bin and self.test_ca
+        busybox = static_busybox()
+        assert busybox is not None  # node_prerequisites
+        self.progress("images: pause and the distribution registry, built with crane")
+        self.images = build_and_push(self.crane, self.workdir / "images", IMAGE_REGISTRY,
+                                     pause_bin=self.node_bins / "pause", registry_bin=self.registry_bin,
+                                     registry_tag=self.registry_version, ca_bundle_pem=self.test_ca.cert_pem,
+                                     busybox_bin=busybox)
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 120) -> subprocess.CompletedProcess:
@@ -542,18 +760,41 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _apply_storage_class(self) -> None:
         self.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(_STORAGE_CLASS))
 
-    def _wait_node_ready(self, timeout: float = 180) -> None:
+    def _wait_nodes_ready(self, nodes: list[Node], timeout: float = 180) -> None:
         def ready() -> bool:
-            for p in self.procs.values():
-                p.check()
-            res = self.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
-            if res.returncode != 0:
-                return False
-            conds = {c["type"]: c["status"] for c in json.loads(res.stdout)["status"].get("conditions", [])}
-            return conds.get("Ready") == "True"
+            self.check()
+            for node in nodes:
+                res = self.kubectl("get", "node", node.name, "-o", "json", check=False)
+                if res.returncode != 0:
+                    return False
+                conds = {c["type"]: c["status"] for c in json.loads(res.stdout)["status"].get("conditions", [])}
+                if conds.get("Ready") != "True":
+                    return False
+            return True
 
-        wait_for(f"node {NODE_NAME} to be Ready", ready, timeout=timeout, interval=1,
-                 details=lambda: tail(self.logs / "kubelet.log", 40))
+        wait_for("node(s) " + ", ".join(n.name for n in nodes) + " to be Ready", ready, timeout=timeout, interval=1,
+                 details=lambda: "\n".join(tail(n.log("kubelet"), 20) for n in nodes))
+
+    def check(self) -> None:
+        """Raise when a process of the cluster has ended."""
+        for p in self.procs.values():
+            p.check()
+        for node in self.nodes:
+            node.check()
+
+    def egress(self) -> net.Egress:
+        """What tried to leave the cluster: every node's count and the host's."""
+        total = net.Egress(0, [], [], self.fabric.host_packets())
+        for node in self.nodes:
+            if node.network.created:
+                total = total + node.network.egress()
+        return total
+
+    def reset_egress(self) -> None:
+        for node in self.nodes:
+            if node.network.created:
+                node.network.reset_egress()
+        self.fabric.reset()
 
     # -- test registries -------------------------------------------------------------------------------
 
@@ -565,7 +806,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self._upstream_n += 1
         cert = generate_server_cert(self.test_ca, name, [name], [address])
         reg = LocalRegistry(name, self.registry_bin, self.workdir / "upstreams" / f"{address}-{name}", address, 443,
-                            wrap=self.network.argv, tls=(cert.cert_pem, cert.key_pem), ca_file=self.test_ca_file,
+                            wrap=self.node.argv, tls=(cert.cert_pem, cert.key_pem), ca_file=self.test_ca_file,
                             users=users)
         self.registries.append(reg.start())
         return reg
@@ -576,51 +817,44 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         """Stop everything and leave the host as it was (idempotent, best effort, reports nothing)."""
         if self.cp is not None and self.cp.running:
             self.volume_dirs()
-        kubelet = self.procs.pop("kubelet", None)
-        if kubelet:
-            kubelet.stop()
-        if self.containerd_socket.exists() and self.procs.get("containerd") and self.procs["containerd"].running:
-            self._remove_containers()
-        for name in ("kube-proxy", "containerd", "kube-scheduler", "kube-controller-manager"):
+        for node in self.nodes:
+            kubelet = node.procs.pop("kubelet", None)
+            if kubelet:
+                kubelet.stop()
+        for name in ("kube-scheduler", "kube-controller-manager"):
             p = self.procs.pop(name, None)
             if p:
                 p.stop()
         for p in self.procs.values():
             p.stop()
         self.procs.clear()
-        self._kill_shims()
         for reg in self.registries:
             reg.stop()
         self.registries.clear()
+        for node in reversed(self.nodes):
+            node.stop()
         if self.cp is not None:
             self.cp.stop()
         self._unmount_all()
-        self.network.teardown()
-        for d in reversed(self._cgroup_dirs):
-            for sub in sorted(d.glob("**/"), key=lambda p: len(p.parts), reverse=True):
-                try:
-                    sub.rmdir()
-                except OSError:
-                    pass
-        self._cgroup_dirs.clear()
+        self.fabric.teardown()
         for key, value in self._sysctls.items():
             try:
                 Path("/proc/sys", key.replace(".", "/")).write_text(value)
             except OSError as e:
                 log.warning("cannot restore %s=%s: %s", key, value, e)
         self._sysctls.clear()
-        logs = self.workdir / "kubelet" / "pod-logs"
         containers = Path("/var/log/containers")
         if containers.is_dir():
+            logs = [str(n.workdir / "kubelet" / "pod-logs") for n in self.nodes]
             for link in containers.iterdir():
-                if link.is_symlink() and os.readlink(link).startswith(str(logs)):
+                if link.is_symlink() and os.readlink(link).startswith(tuple(logs)):
                     link.unlink(missing_ok=True)
             if self._made_var_log_containers:
                 try:
                     containers.rmdir()
                 except OSError:
                     pass
-        shutil.rmtree(self._run_dir, ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         self._release_volumes()
 
     def _release_volumes(self) -> None:
@@ -653,37 +887,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 self._volume_dirs.append(d)
         return dirs
 
-    def _remove_containers(self) -> None:
-        tasks = self.ctr("-n", "k8s.io", "tasks", "ls", "-q", check=False).stdout.split()
-        for t in tasks:
-            self.ctr("-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", t, check=False)
-        deadline = time.monotonic() + 15
-        for t in tasks:
-            while self.ctr("-n", "k8s.io", "tasks", "delete", t, check=False).returncode != 0 \
-                    and time.monotonic() < deadline:
-                time.sleep(0.3)
-        for c in self.ctr("-n", "k8s.io", "containers", "ls", "-q", check=False).stdout.split():
-            self.ctr("-n", "k8s.io", "containers", "delete", c, check=False)
-
-    def _kill_shims(self) -> None:
-        """containerd-shim-runc-v2 processes of this containerd outlive it (they are started with its
-        address): SIGKILL those, found by the address in their command line."""
-        needle = str(self.containerd_socket).encode()
-        for pid_dir in Path("/proc").iterdir():
-            if not pid_dir.name.isdigit():
-                continue
-            try:
-                cmdline = (pid_dir / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"containerd-shim" in cmdline and needle in cmdline:
-                try:
-                    os.kill(int(pid_dir.name), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
     def _unmount_all(self) -> None:
-        roots = (str(self.workdir) + "/", str(self._run_dir) + "/")
+        roots = (str(self.workdir) + "/", str(self.run_dir) + "/")
         for _ in range(3):
             mounts = []
             with open("/proc/self/mountinfo") as f:
@@ -734,13 +939,22 @@ def stale_clusters(run_root: Path = RUN_ROOT) -> list[tuple[str, Path | None]]:
     return stale
 
 
+def _namespaces(cluster_id: str) -> list[str]:
+    """The network namespaces of a cluster: its nodes' and its fabric's."""
+    names = run(["ip", "netns", "list"], check=False).stdout.split()
+    return [n for n in names if n in (f"rc-node-{cluster_id}", f"rc-fab-{cluster_id}")
+            or n.startswith(f"rc-node-{cluster_id}-")]
+
+
 def _pids(cluster_id: str, workdir: Path | None) -> set[int]:
     """The processes of a cluster: in its network namespace or its cgroups, or naming its /run directory or
     workdir on their command line."""
     pids: set[int] = set()
-    listed = run(["ip", "netns", "pids", f"rc-node-{cluster_id}"], check=False)
-    pids.update(int(p) for p in listed.stdout.split() if p.isdigit())
-    for procs in CGROUP_V1.glob(f"*/rc-node-{cluster_id}/**/cgroup.procs"):
+    for netns in _namespaces(cluster_id):
+        listed = run(["ip", "netns", "pids", netns], check=False)
+        pids.update(int(p) for p in listed.stdout.split() if p.isdigit())
+    for procs in [*CGROUP_V1.glob(f"*/rc-node-{cluster_id}/**/cgroup.procs"),
+                  *CGROUP_V1.glob(f"*/rc-node-{cluster_id}-*/**/cgroup.procs")]:
         try:
             pids.update(int(p) for p in procs.read_text().split())
         except OSError:
@@ -772,16 +986,18 @@ def sweep_stale_clusters(run_root: Path = RUN_ROOT) -> list[str]:
                 except ProcessLookupError:
                     pass
             time.sleep(0.5)
-        roots = tuple(f"{r}/" for r in (run_dir, workdir, f"/run/netns/rc-node-{cluster_id}") if r)
+        namespaces = _namespaces(cluster_id)
+        roots = tuple(f"{r}/" for r in (run_dir, workdir, *(f"/run/netns/{n}" for n in namespaces)) if r)
         with open("/proc/self/mountinfo") as f:
             points = [p for p in (line.split()[4].encode().decode("unicode_escape") for line in f)
-                      if p.startswith(roots) or p == f"/run/netns/rc-node-{cluster_id}"]
+                      if p.startswith(roots) or p in {f"/run/netns/{n}" for n in namespaces} or p == str(run_dir)]
         for point in sorted(set(points), key=len, reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True)
-        run(["ip", "netns", "del", f"rc-node-{cluster_id}"], check=False)
+        for netns in namespaces:
+            run(["ip", "netns", "del", netns], check=False)
         run(["ip", "link", "del", f"rcn{cluster_id}"], check=False)  # and the host's routes through it
         net.remove_host_chain(net.HOST_CHAIN.format(cluster_id))
-        for top in CGROUP_V1.glob(f"*/rc-node-{cluster_id}"):
+        for top in [*CGROUP_V1.glob(f"*/rc-node-{cluster_id}"), *CGROUP_V1.glob(f"*/rc-node-{cluster_id}-*")]:
             for sub in sorted(top.glob("**/"), key=lambda p: len(p.parts), reverse=True):
                 try:
                     sub.rmdir()

@@ -83,12 +83,16 @@ class LocalRegistry:
 
     def __init__(self, name: str, binary: Path, workdir: Path, address: str, port: int, *,
                  wrap: Callable[[list[str]], list[str]], tls: tuple[str, str] | None = None,
-                 ca_file: Path | None = None, users: Mapping[str, str] | None = None):
+                 ca_file: Path | None = None, users: Mapping[str, str] | None = None, storage: Path | None = None,
+                 readonly: bool = False):
+        """``storage``: another registry's (default: its own under ``workdir``), served ``readonly`` (no pushes,
+        no purging of uploads: the other registry writes there)."""
         self.name, self.binary, self.workdir = name, binary, workdir
         self.address, self.port, self.wrap = address, port, wrap
         self.tls, self.ca_file = tls, ca_file
         self.users = dict(users or {})
-        self.storage = workdir / "storage"
+        self.storage = storage or workdir / "storage"
+        self.readonly = readonly
         self.log = workdir / "registry.log"
         self.proc: Proc | None = None
 
@@ -106,7 +110,9 @@ class LocalRegistry:
         cfg: dict = {
             "version": 0.1,
             "log": {"level": "info", "fields": {"service": self.name}},
-            "storage": {"filesystem": {"rootdirectory": str(self.storage)}, "delete": {"enabled": True}},
+            "storage": {"filesystem": {"rootdirectory": str(self.storage)}, "delete": {"enabled": not self.readonly},
+                        **({"maintenance": {"readonly": {"enabled": True},
+                                            "uploadpurging": {"enabled": False}}} if self.readonly else {})},
             "http": {"addr": f"{self.address}:{self.port}"},
         }
         if self.tls:

@@ -98,16 +98,17 @@ class Stack:
     ``start()`` / ``stop()``, or a context."""
 
     def __init__(self, workdir: Path, *, progress: Callable[[str], None] | None = None,
-                 node_agent_interval: float = 1.0, install: str = "chart"):
+                 node_agent_interval: float = 1.0, install: str = "chart", nodes: int = 1):
         if install not in INSTALLS:
             raise ValueError(f"install must be one of {', '.join(INSTALLS)}, not {install!r}")
         self.workdir = Path(workdir).resolve()
-        self.cluster = LocalCluster(self.workdir, progress=progress)
+        self.cluster = LocalCluster(self.workdir, progress=progress, nodes=nodes)
         self.progress = self.cluster.progress
         self.node_agent_interval = node_agent_interval
         self.install = install
         self.controller: Proc | None = None
         self.node_agent: Proc | None = None
+        self.node_agents: list[Proc] = []
         self.image: str | None = None  # the product image on the node's registry (in-cluster installs)
         self.helm: Path | None = None
         self.controller_args = list(CONTROLLER_ARGS)
@@ -195,7 +196,7 @@ class Stack:
         overlay.mkdir(exist_ok=True)
         (overlay / "webhook-client-ca.crt").write_text(self.cluster.cp.webhook_client_ca_file.read_text())
         repository, _, digest = self.image.partition("@")
-        hosts = str(self.cluster.certs_d)
+        hosts = str(self.cluster.certs_path)
         args = ["--webhook-client-ca", "/etc/registry-cache/webhook-client-ca/ca.crt",
                 "--image", self.cluster.images.registry, *self.controller_args, *extra_args]
         controller = [*({"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": a} for a in args),
@@ -228,7 +229,7 @@ class Stack:
         return {"mode": "standalone", "image": {"repository": repository, "tag": digest},
                 "cacheImage": self.cluster.images.registry,
                 "webhook": {"clientCA": self.cluster.cp.webhook_client_ca_file.read_text()},
-                "nodeAgent": {"hostPath": str(self.cluster.certs_d)},
+                "nodeAgent": {"hostPath": str(self.cluster.certs_path)},
                 "extraArgs": [*self.controller_args, *extra_args]}
 
     def _helm_upgrade(self, extra_args: Sequence[str] = ()) -> None:
@@ -318,14 +319,17 @@ class Stack:
                                            image=self.cluster.images.registry, extra_args=extra_args)
 
     def start_node_agent(self) -> None:
-        self.node_agent = Proc("node-agent", self.cluster.in_node([
+        """One node agent per node, as a process in the node (its network and mount namespaces)."""
+        self.node_agents = [Proc(f"node-agent{node.suffix}", node.argv([
             sys.executable, "-m", "extension.cli", "node-agent", "--kubeconfig", str(self.kubeconfig),
-            "--root", str(self.cluster.certs_d), "--interval", str(self.node_agent_interval)]),
-            self.cluster.logs / "node-agent.log").start()
-        self.progress(f"node agent running in the node's network namespace, writing {self.cluster.certs_d}")
+            "--root", str(self.cluster.certs_path), "--interval", str(self.node_agent_interval)]),
+            node.log("node-agent")).start() for node in self.cluster.nodes]
+        self.node_agent = self.node_agents[0]
+        self.progress(f"node agent running in each node, writing {self.cluster.certs_path} there")
 
     def check(self) -> None:
-        for p in (self.controller, self.node_agent):
+        self.cluster.check()
+        for p in (self.controller, *self.node_agents):
             if p is not None:
                 p.check()
 
@@ -345,7 +349,7 @@ class Stack:
         return "\n".join(parts)
 
     def stop(self) -> None:
-        for p in (self.node_agent, self.controller):
+        for p in (*self.node_agents, self.controller):
             if p is not None:
                 p.stop()
         self.cluster.stop()

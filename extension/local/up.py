@@ -156,9 +156,10 @@ class _WithNode:
     """The one-node cluster, the controller and the node agent (:class:`~extension.local.stack.Stack`), and two
     test upstreams on the node's bridge."""
 
-    def __init__(self, workdir: Path, install: str = "chart"):
+    def __init__(self, workdir: Path, install: str = "chart", nodes: int = 1):
         self.workdir = workdir / "node-cluster"
-        self.stack = Stack(self.workdir, progress=lambda m: _say(f"  {m}"), node_agent_interval=2.0, install=install)
+        self.stack = Stack(self.workdir, progress=lambda m: _say(f"  {m}"), node_agent_interval=2.0, install=install,
+                           nodes=nodes)
         self.images: dict[str, PushedImage] = {}
 
     @property
@@ -291,12 +292,12 @@ class _WithNode:
 
 
 def run(workdir: Path | None, manifests: list[Path] | None, wait: bool, timeout: float = 180.0,
-        node: bool = True, install: str = "chart") -> int:
+        node: bool = True, install: str = "chart", nodes: int = 1) -> int:
     """``manifests``: Shoots and Secrets to apply (None: the example, see :func:`default_manifests`);
     ``install``: how the product goes onto the node (:data:`extension.local.stack.INSTALLS`)."""
     workdir = (workdir or Path.cwd() / ".registry-cache-local").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    env: _ControlPlaneOnly | _WithNode = _WithNode(workdir, install) if node else _ControlPlaneOnly(workdir)
+    env: _ControlPlaneOnly | _WithNode = _WithNode(workdir, install, nodes) if node else _ControlPlaneOnly(workdir)
     try:
         env.start()
         kube = Kube.from_kubeconfig(str(env.kubeconfig), field_manager="kubectl-client-side-apply")

@@ -64,7 +64,7 @@ class NodeCluster(E2ECluster):
 
     def __init__(self, stack: Stack):
         self.stack = stack
-        self.certs_dir = str(stack.cluster.certs_d)
+        self.certs_dir = str(stack.cluster.certs_path)  # where every node sees its hosts directory
         assert stack.cluster.images is not None
         self.cache_image = stack.cluster.images.registry  # distribution as hack/registry-bins.sh builds it
         self._upstreams: dict[str, NodeUpstream] = {}
@@ -74,10 +74,11 @@ class NodeCluster(E2ECluster):
         return ["kubectl", "--kubeconfig", str(self.stack.kubeconfig), *args]
 
     def nodes(self) -> list[str]:
-        return ["local-node"]
+        return [n.name for n in self.stack.cluster.nodes]
 
     def node_file(self, node: str, path: str) -> str | None:
-        return self.stack.cluster.node_file(path)
+        [index] = [n.index for n in self.stack.cluster.nodes if n.name == node]
+        return self.stack.cluster.node_file(path, index)
 
     def upstream(self, role: str) -> NodeUpstream:
         if role not in self._upstreams:
@@ -175,10 +176,10 @@ class NodeCluster(E2ECluster):
         self._frozen = []
 
     def reset_egress(self) -> None:
-        self.stack.cluster.network.reset_egress()
+        self.stack.cluster.reset_egress()
 
     def egress(self):
-        return self.stack.cluster.network.egress()
+        return self.stack.cluster.egress()
 
     def containerd_log(self) -> str | None:
         return self.stack.cluster.containerd_log.read_text(errors="replace")

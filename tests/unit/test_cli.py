@@ -246,7 +246,7 @@ def test_local_up_with_the_node_by_default_and_the_fallback(capsys, monkeypatch,
     from extension.local import images, node, up
 
     calls = []
-    monkeypatch.setattr(up, "run", lambda workdir, manifests, wait, timeout, node, install: calls.append(
+    monkeypatch.setattr(up, "run", lambda workdir, manifests, wait, timeout, node, install, nodes: calls.append(
         (manifests, wait, timeout, node, install)) or 0)
     monkeypatch.setattr(node, "node_prerequisites", lambda: [])
     monkeypatch.setattr(images, "image_unavailable", lambda: None)
