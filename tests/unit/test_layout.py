@@ -132,3 +132,16 @@ def test_jsonschema_is_only_a_test_dependency():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert not [d for d in project["dependencies"] if d.startswith("jsonschema")]
     assert [d for d in project["optional-dependencies"]["test"] if d.startswith("jsonschema")]
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject.toml lists the packages (some are folders of the repository mapped into extension.local): a
+    package missing there is missing in the wheel and the image (the front once was)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for top in ("api", "extension")
+             for p in (root / top).rglob("__init__.py") if "__pycache__" not in p.parts}
+    assert found - listed == set(), f"packages not in pyproject.toml: {sorted(found - listed)}"
