@@ -28,7 +28,7 @@ CACHE_AGENT = re.compile(r"^Go-http-client/")
 CONTAINERD_AGENT = re.compile(r"^containerd/")
 
 _ACCESS = re.compile(r'^(?P<remote>\S+) \S+ (?P<user>\S+) \[[^\]]*\] "(?P<method>\S+) (?P<uri>\S+) [^"]*" '
-                     r'(?P<status>\d{3}) \S+ "[^"]*" "(?P<agent>[^"]*)"')
+                     r'(?P<status>\d{3}) (?P<size>\S+) "[^"]*" "(?P<agent>[^"]*)"')
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Request:
     uri: str
     status: int
     agent: str
+    size: int = 0  # bytes of the answer's body
 
     @property
     def path(self) -> str:
@@ -53,7 +54,8 @@ def parse_access_log(text: str) -> list[Request]:
     for line in text.splitlines():
         m = _ACCESS.match(line)
         if m:
-            out.append(Request(m["remote"], m["user"], m["method"], m["uri"], int(m["status"]), m["agent"]))
+            size = int(m["size"]) if m["size"].isdigit() else 0
+            out.append(Request(m["remote"], m["user"], m["method"], m["uri"], int(m["status"]), m["agent"], size))
     return out
 
 

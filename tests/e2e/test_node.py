@@ -1,4 +1,5 @@
-"""Gardener's e2e scenarios (tests/e2e/scenarios.py) on the one-node cluster from processes on this machine.
+"""Gardener's e2e scenarios (tests/e2e/scenarios.py) on the local cluster from processes on this machine, with 3
+nodes (``REGISTRY_CACHE_E2E_NODES``); every scenario checks ``hosts.toml`` on every node.
 
 The cluster (extension/local: etcd, kube-apiserver, kube-controller-manager, kube-scheduler on the host;
 containerd, kubelet, kube-proxy in the node's own network namespace), the controller in standalone mode with
@@ -36,6 +37,10 @@ from .scenarios import *  # noqa: F403 - the scenarios, run on this cluster
 from .scenarios import E2ECluster, Image
 
 pytestmark = pytest.mark.e2e
+
+# Nodes of the cluster the scenarios run on: several, so that pulls, caches and hosts.toml are shown on every node
+# (REGISTRY_CACHE_E2E_NODES=1: the quickest to start)
+NODES = int(os.environ.get("REGISTRY_CACHE_E2E_NODES", "3"))
 
 class NodeUpstream:
     def __init__(self, cluster: NodeCluster, registry: LocalRegistry, auth: tuple[str, str] | None):
@@ -134,12 +139,16 @@ class NodeCluster(E2ECluster):
         up.registry.start()
 
     def forget_image(self, image: Image) -> None:
-        ctr = self.stack.cluster.ctr
+        """Remove the image from every node that has it (the next Pod pulls it again, wherever it runs)."""
         repository = image.ref.rsplit(":", 1)[0]
-        refs = [r for r in ctr("-n", "k8s.io", "images", "ls", "-q").stdout.split()
-                if r == image.ref or r.startswith(repository + "@") or r in image.blobs]  # CRI: tag, digest, id
-        assert refs, f"{image.ref} is not on the node"
-        ctr("-n", "k8s.io", "images", "rm", "--sync", *refs)
+        found = False
+        for node in self.stack.cluster.nodes:
+            refs = [r for r in node.ctr("-n", "k8s.io", "images", "ls", "-q").stdout.split()
+                    if r == image.ref or r.startswith(repository + "@") or r in image.blobs]  # CRI: tag, digest, id
+            if refs:
+                found = True
+                node.ctr("-n", "k8s.io", "images", "rm", "--sync", *refs)
+        assert found, f"{image.ref} is on no node"
 
     def _cache_pids(self, upstream: str) -> list[int]:
         from api import names
@@ -182,7 +191,9 @@ class NodeCluster(E2ECluster):
         return self.stack.cluster.egress()
 
     def containerd_log(self) -> str | None:
-        return self.stack.cluster.containerd_log.read_text(errors="replace")
+        """Every node's containerd log."""
+        return "\n".join(n.containerd_log.read_text(errors="replace") for n in self.stack.cluster.nodes
+                         if n.containerd_log.exists())
 
     def controller_manager_log(self) -> str | None:
         return (self.stack.cluster.logs / "kube-controller-manager.log").read_text(errors="replace")
@@ -198,7 +209,7 @@ def node_stack(tmp_path_factory) -> Stack:
         pytest.skip("the one-node cluster needs " + "; ".join(missing)
                     + " (as root, hack/e2e-deps.sh installs the packages)")
     workdir = tmp_path_factory.mktemp("node")
-    stack = Stack(workdir)
+    stack = Stack(workdir, nodes=NODES)
     t0 = time.monotonic()
     try:
         stack.start()
@@ -259,12 +270,14 @@ def test_a_cache_only_nodes_can_read(cluster, shoots, node_stack):
         path = Path(cluster.certs_dir) / up.host / "hosts.toml"
 
         def written() -> dict | None:
-            text = cluster.node_file("node", str(path))
+            text = cluster.node_file(cluster.nodes()[0], str(path))
             return tomllib.loads(text)["host"].get(endpoint) if text else None
 
         scenarios.wait_for(f"{path} with the Authorization header", lambda: (written() or {}).get("header") ==
                            {"Authorization": header()}, details=cluster.logs)
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.stat().st_uid == 0
+        for node in node_stack.cluster.nodes:  # (each node's own directory, as the host sees it)
+            real = node.certs_d / up.host / "hosts.toml"
+            assert stat.S_IMODE(real.stat().st_mode) == 0o600 and real.stat().st_uid == 0, node.name
         scenarios.verify_registry_cache(cluster, up, "e2e/node-auth")  # the node pulls through it
 
         pod = f"no-credentials-{secrets.token_hex(3)}"
