@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Many nodes, one fetch: the figures a user buys a cache for, on the local cluster with several nodes.
 
-    python hack/bench_nodes.py [--nodes 3] [--layers 5] [--layer-mib 40] [--workdir DIR]
+    python hack/bench_nodes.py [--nodes 3] [--layers 5] [--layer-mib 40] [--containerd 2|1.6] [--workdir DIR]
 
 Starts the local cluster with ``--nodes`` nodes (extension.local.stack: the product installed with its chart,
 the caches run with the coalescing front), a test upstream on the first node's bridge (distribution, TLS from the
@@ -77,7 +77,7 @@ def random_image(stack: Stack, upstream: LocalRegistry, repository: str, layers:
 def pull(stack: Stack, node: Node, ref: str, hosts: bool = True, timeout: float = 600) -> tuple[float, bool, str]:
     """``ctr images pull`` in ``node`` (with its hosts directory, or none: direct); (seconds, ok, output)."""
     hosts_dir = str(stack.cluster.certs_path) if hosts else tempfile.mkdtemp(prefix="no-hosts-")
-    argv = node.argv(["ctr", "--address", str(node.containerd_socket), "-n", "bench", "images", "pull",
+    argv = node.argv([stack.cluster.ctr_bin, "--address", str(node.containerd_socket), "-n", "bench", "images", "pull",
                       "--hosts-dir", hosts_dir, ref])
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SSL_CERT_FILE": str(stack.cluster.test_ca_file)}
     t0 = time.monotonic()
@@ -158,11 +158,14 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--layers", type=int, default=5)
     parser.add_argument("--layer-mib", type=int, default=40)
+    parser.add_argument("--containerd", choices=["1.6", "2"], default="2",
+                        help="the nodes' containerd: 2.x built from its module (default), or Debian's 1.6")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     print("$ python hack/bench_nodes.py " + shlex.join(sys.argv[1:]), flush=True)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-nodes-"))
-    stack = Stack(workdir, progress=lambda m: print(f"  {m}", flush=True), nodes=args.nodes)
+    stack = Stack(workdir, progress=lambda m: print(f"  {m}", flush=True), nodes=args.nodes,
+                  containerd=args.containerd)
     available = _available()
     t0 = time.monotonic()
     stack.start()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Ensure containerd 2.x and its ctr (built from their Go module) exist and print the directory that holds them.
+# Ensure containerd 2.x, its ctr and its runc shim (built from their Go module) exist and print the directory that
+# holds them.
 #
-#   dir=$(hack/containerd-bins.sh | tail -n1)     # -> $dir/containerd, $dir/ctr
+#   dir=$(hack/containerd-bins.sh | tail -n1)     # -> $dir/containerd, $dir/ctr, $dir/containerd-shim-runc-v2
 #
 # The LAST line of stdout is the directory; all progress goes to stderr.
 #
@@ -37,7 +38,7 @@ out="${cache_root}/containerd-${CONTAINERD2_VERSION}"
 recipe="v1 CGO_ENABLED=0 -trimpath -s -w"
 module=github.com/containerd/containerd/v2
 
-binaries=(containerd ctr)
+binaries=(containerd ctr containerd-shim-runc-v2)  # the shim: the nodes run containers with it
 stamp_of() { printf '%s/cmd/%s@%s %s\n' "${module}" "$1" "${CONTAINERD2_VERSION}" "${recipe}"; }
 
 # shellcheck source=lib/bincache.sh
@@ -58,7 +59,9 @@ build_one() { # binary name
   (cd "${tmp}" && GOBIN="${tmp}/bin" "${GO}" install -trimpath -ldflags="${ldflags}" "${pkg}" >&2) \
     || die "building ${name} failed (see the go output above)"
   [[ -x "${tmp}/bin/${name}" ]] || die "go install did not produce ${tmp}/bin/${name}"
-  "${tmp}/bin/${name}" --version >/dev/null 2>&1 || die "built ${name} does not run"
+  local version_flag=--version
+  [[ "${name}" == containerd-shim-runc-v2 ]] && version_flag=-v  # (the shim's flags are Go's flag package)
+  "${tmp}/bin/${name}" "${version_flag}" >/dev/null 2>&1 || die "built ${name} does not run"
   bincache_publish "${tmp}/bin/${name}" "${name}" "${t0}"
 }
 

@@ -170,6 +170,8 @@ def _kubeconfig(path: Path, server: str, ca_file: Path, cert: Path, key: Path) -
 
 
 PATH_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+# the nodes' containerd: Debian's (1.6: no dial_timeout per host) or 2.x built from its module (hack/containerd-bins.sh)
+CONTAINERD_VERSIONS = ("1.6", "2")
 
 
 class Node:
@@ -238,7 +240,8 @@ class Node:
             return None
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        return run(["ctr", "--address", str(self.containerd_socket), *args], check=check, timeout=timeout)
+        return run([self.cluster.ctr_bin, "--address", str(self.containerd_socket), *args], check=check,
+                   timeout=timeout)
 
     def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> Proc:
         proc = Proc(f"{name}{self.suffix}", self.argv(argv), self.log(name), env=env, cwd=self.cluster.workdir).start()
@@ -331,9 +334,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     config_path = {q(str(self.cluster.certs_path))}
 """
         (node / "containerd.toml").write_text(config)
-        # Go's roots for the upstreams containerd falls back to: only the test CA
-        env = {**PATH_ENV, "SSL_CERT_FILE": str(self.cluster.test_ca_file)}
-        proc = self._spawn("containerd", ["containerd", "--config", str(node / "containerd.toml")], env=env)
+        # Go's roots for the upstreams containerd falls back to: only the test CA; containerd 2.x finds its own
+        # shim first (the config's version 2 it converts itself)
+        path = f"{self.cluster.containerd_dir}:{PATH_ENV['PATH']}" if self.cluster.containerd_dir else PATH_ENV["PATH"]
+        env = {"PATH": path, "SSL_CERT_FILE": str(self.cluster.test_ca_file)}
+        proc = self._spawn("containerd", [self.cluster.containerd_bin, "--config", str(node / "containerd.toml")],
+                           env=env)
 
         def answers() -> bool:
             proc.check()
@@ -485,9 +491,14 @@ class LocalCluster:
     """A control plane and ``nodes`` nodes (:class:`Node`); see the module docstring. ``start()`` / ``stop()``, or
     a context. What a single node had is the first node's (:attr:`network`, :attr:`certs_d`, :meth:`ctr`, ...)."""
 
-    def __init__(self, workdir: Path, *, progress: Callable[[str], None] | None = None, nodes: int = 1):
+    def __init__(self, workdir: Path, *, progress: Callable[[str], None] | None = None, nodes: int = 1,
+                 containerd: str = "1.6"):
         if not 1 <= nodes <= net.MAX_NODES:
             raise ClusterError(f"--nodes: from 1 to {net.MAX_NODES}, not {nodes}")
+        if containerd not in CONTAINERD_VERSIONS:
+            raise ClusterError(f"containerd: one of {', '.join(CONTAINERD_VERSIONS)}, not {containerd}")
+        self.containerd = containerd
+        self.containerd_dir: Path | None = None  # containerd 2.x's binaries (hack/containerd-bins.sh)
         self.workdir = Path(workdir).resolve()
         self.progress = progress or (lambda m: log.info("%s", m))
         self.fabric = net.Fabric()
@@ -516,6 +527,14 @@ class LocalCluster:
     @property
     def node(self) -> Node:
         return self.nodes[0]
+
+    @property
+    def containerd_bin(self) -> str:
+        return str(self.containerd_dir / "containerd") if self.containerd_dir else "containerd"
+
+    @property
+    def ctr_bin(self) -> str:
+        return str(self.containerd_dir / "ctr") if self.containerd_dir else "ctr"
 
     @property
     def network(self) -> net.NodeNetwork:
@@ -598,6 +617,8 @@ class LocalCluster:
             reg_bins = bins("registry-bins.sh", self.progress)  # .../registry-v<distribution version>
             self.registry_bin, self.crane_bin = reg_bins / "registry", reg_bins / "crane"
             self.registry_version = reg_bins.name.removeprefix("registry-v")
+            if self.containerd == "2":
+                self.containerd_dir = bins("containerd-bins.sh", self.progress)
             self.fabric.setup()
             self._setup_mount_dir()
             for node in self.nodes:

@@ -98,11 +98,12 @@ class Stack:
     ``start()`` / ``stop()``, or a context."""
 
     def __init__(self, workdir: Path, *, progress: Callable[[str], None] | None = None,
-                 node_agent_interval: float = 1.0, install: str = "chart", nodes: int = 1):
+                 node_agent_interval: float = 1.0, install: str = "chart", nodes: int = 1,
+                 containerd: str = "1.6"):
         if install not in INSTALLS:
             raise ValueError(f"install must be one of {', '.join(INSTALLS)}, not {install!r}")
         self.workdir = Path(workdir).resolve()
-        self.cluster = LocalCluster(self.workdir, progress=progress, nodes=nodes)
+        self.cluster = LocalCluster(self.workdir, progress=progress, nodes=nodes, containerd=containerd)
         self.progress = self.cluster.progress
         self.node_agent_interval = node_agent_interval
         self.install = install
@@ -199,7 +200,10 @@ class Stack:
         hosts = str(self.cluster.certs_path)
         args = ["--webhook-client-ca", "/etc/registry-cache/webhook-client-ca/ca.crt",
                 "--image", self.cluster.images.registry, *self.controller_args, *extra_args]
-        controller = [*({"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": a} for a in args),
+        # the caches' coalescing front runs the product's image too (the argument after --front-image)
+        controller = [{"op": "test", "path": "/spec/template/spec/containers/0/args/12", "value": "--front-image"},
+                      {"op": "replace", "path": "/spec/template/spec/containers/0/args/13", "value": self.image},
+                      *({"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": a} for a in args),
                       {"op": "add", "path": "/spec/template/spec/volumes/-", "value": {
                           "name": "webhook-client-ca", "configMap": {"name": "registry-cache-webhook-client-ca"}}},
                       {"op": "add", "path": "/spec/template/spec/containers/0/volumeMounts/-", "value": {

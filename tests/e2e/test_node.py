@@ -269,12 +269,13 @@ def test_a_cache_only_nodes_can_read(cluster, shoots, node_stack):
         scenarios.wait_for("the cache's node credentials in the shared Secret", lambda: header() is not None)
         path = Path(cluster.certs_dir) / up.host / "hosts.toml"
 
-        def written() -> dict | None:
-            text = cluster.node_file(cluster.nodes()[0], str(path))
+        def written(node: str) -> dict | None:
+            text = cluster.node_file(node, str(path))
             return tomllib.loads(text)["host"].get(endpoint) if text else None
 
-        scenarios.wait_for(f"{path} with the Authorization header", lambda: (written() or {}).get("header") ==
-                           {"Authorization": header()}, details=cluster.logs)
+        for node in cluster.nodes():  # every node's agent (a Pod may run on any node)
+            scenarios.wait_for(f"{path} with the Authorization header on {node}", lambda: (
+                written(node) or {}).get("header") == {"Authorization": header()}, details=cluster.logs)
         for node in node_stack.cluster.nodes:  # (each node's own directory, as the host sees it)
             real = node.certs_d / up.host / "hosts.toml"
             assert stat.S_IMODE(real.stat().st_mode) == 0o600 and real.stat().st_uid == 0, node.name
@@ -327,7 +328,8 @@ def test_the_kubelet_acts_on_the_controllers_probes(node_stack):
         lease = json.loads(cluster.kubectl("get", "lease", "-n", NAMESPACE, "registry-cache-leader-election",
                                            "-o", "json").stdout)
         leader = lease["spec"]["holderIdentity"].split("_")[0]
-        [follower] = [p["metadata"]["name"] for p in _controller_pods(node_stack) if p["metadata"]["name"] != leader]
+        follower = next(p["metadata"]["name"] for p in _controller_pods(node_stack)
+                        if p["metadata"]["name"] != leader and not p["metadata"].get("deletionTimestamp"))
         cluster.kubectl("delete", "pod", "-n", NAMESPACE, leader, "--wait=false")
         # The follower takes the Lease and starts the controller's watches, which the API server now refuses.
         # (The Pod that replaces the leader cannot even read the webhook's certificate Secret: it ends at start
