@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 from api import shoot as shootlib
 from api.admission import resolve_credentials
+from api.credentials import UpstreamAuth
 from api.field import Path, ValidationFailed
 from api.secrets import Credentials, SecretData, secret_from_manifest
 from api.v1alpha3 import RegistryConfig
@@ -232,7 +233,7 @@ class Actuator:
 
     # --- operations -----------------------------------------------------------------------------------
     def _resolve(self, extension: dict[str, Any], seed_versions: dict[tuple[str, str, str], str] | None = None) \
-            -> tuple[dict[str, Any], RegistryConfig, Mapping[str, Credentials]] | None:
+            -> tuple[dict[str, Any], RegistryConfig, Mapping[str, UpstreamAuth]] | None:
         """The Shoot, the validated config and the credentials per upstream; None when the shoot is hibernated.
         ``seed_versions`` gets the resourceVersions of the Cluster and the Secrets read."""
         namespace = extension["metadata"]["namespace"]
@@ -257,10 +258,11 @@ class Actuator:
             raise ConfigurationError(str(exc)) from None
         return shoot_spec, config, credentials
 
-    def _set_targets(self, namespace: str, config: RegistryConfig, credentials: Mapping[str, Credentials]) -> None:
+    def _set_targets(self, namespace: str, config: RegistryConfig, credentials: Mapping[str, UpstreamAuth]) -> None:
         if self.upstreams is not None:
-            self.upstreams.set_targets(namespace, [Target(c.upstream, remote_url(c), credentials[c.upstream])
-                                                   for c in config.caches if c.upstream in credentials])
+            self.upstreams.set_targets(namespace, [
+                Target(c.upstream, remote_url(c), auth) for c in config.caches
+                if isinstance(auth := credentials.get(c.upstream), Credentials)])
 
     def reconcile(self, extension: dict[str, Any], dry_run: bool = False) -> Outcome:
         """Deliver the caches (nothing while the shoot is hibernated); hand the upstreams with credentials to
