@@ -19,11 +19,14 @@ fixture's finalizer). The caches are configured only by the project's own code:
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from api import names
+from api.credential_provider import CredentialProvider
+from api.credentials import UpstreamAuth, credential_errors, upstream_auth
 from api.field import Path as FieldPath
 from api.secrets import Credentials, credentials_of, secret_from_manifest, validate_upstream_secret
 from api.v1alpha3 import RegistryCache
@@ -35,6 +38,8 @@ from extension.component.objects import config_files, endpoint, provider_status
 from extension.constants import (
     CREDENTIAL_HELPER_KEY,
     CREDENTIAL_HELPER_MODE,
+    CREDENTIAL_PROVIDER_CONFIG_KEY,
+    CREDENTIALS_FILE_MODE,
     DEFAULT_DIAL_TIMEOUT,
     HTPASSWD_KEY,
     SHOOT_NAMESPACE,
@@ -59,7 +64,16 @@ def credentials_from_secret(manifest: dict[str, Any], reference_name: str) -> Cr
     return credentials_of(secret)
 
 
-def decode_cache(upstream: Registry, *, tls: bool | None, secret_reference: str | None) -> RegistryCache:
+def auth_from_secret(manifest: dict[str, Any], upstream: str, reference_name: str) -> UpstreamAuth:
+    """What a cache authenticates with, from a Secret in any accepted format (a credential provider plugin's
+    too), checked as the webhook checks it."""
+    secret = secret_from_manifest(manifest)
+    errors = credential_errors(secret, upstream, FieldPath("spec", "resources"), reference_name)
+    assert not errors, f"the test's Secret does not validate: {errors}"
+    return upstream_auth(secret, upstream)
+
+
+def decode_cache(upstream: Any, *, tls: bool | None, secret_reference: str | None) -> RegistryCache:
     """One providerConfig cache entry for ``upstream``, decoded and defaulted (``tls=None``: leave ``http``
     out, i.e. the default, TLS on)."""
     entry: dict[str, Any] = {"upstream": upstream.host, "remoteURL": upstream.url}
@@ -79,9 +93,10 @@ class Cache:
     """A running cache and what it was made from."""
 
     model: RegistryCache
-    credentials: Credentials | None
+    credentials: UpstreamAuth | None
     config_text: str  # exactly the config.yml config_files rendered
     registry: Registry
+    plugin_state: Path | None = None  # a plugin cache's state directory (the Pod's in-memory emptyDir)
 
     @property
     def endpoint(self) -> str:
@@ -120,19 +135,44 @@ class DataPath:
         """Push a test image as ``user`` (None: anonymously, to a public upstream)."""
         return self.crane.push_test_image(upstream, repository, tag, (user, upstream.users[user]) if user else None)
 
-    def cache(self, upstream: Registry, credentials: Credentials | None, *, tls: bool | None,
-              secret_reference: str | None = "upstream-credentials", node_auth: NodeCredentials | None = None) -> Cache:
+    def cache(self, upstream: Any, credentials: UpstreamAuth | None, *, tls: bool | None,
+              secret_reference: str | None = "upstream-credentials", node_auth: NodeCredentials | None = None,
+              plugin: Path | None = None, workdir: Path | None = None) -> Cache:
         """A cache for ``upstream`` started from exactly the rendered ``config.yml`` (and, for a cache only
-        nodes can read, the htpasswd file of its config Secret, at the path config.yml names on a node)."""
+        nodes can read, the htpasswd file of its config Secret, at the path config.yml names on a node).
+
+        With a credential provider plugin (``credentials``), its binary ``plugin`` is put where the init
+        container copies it (None: nothing is copied), its state directory made as the Pod's emptyDir, and the
+        helper runs under busybox's sh, as in the cache image. ``workdir``: a cache's directory again (its
+        storage, as a Pod's volume outlives the Pod), with the files rendered now."""
         model = decode_cache(upstream, tls=tls, secret_reference=secret_reference if credentials else None)
         files = config_files(model, credentials, node_auth)
         text = files.pop("config.yml")
-        workdir = self._dir("cache")
+        workdir = workdir or self._dir("cache")
         workdir.mkdir(parents=True, exist_ok=True)
         for name, content in files.items():  # the other files of its config Secret, beside each other
             (workdir / name).write_text(content, encoding="utf-8")
         (workdir / CREDENTIAL_HELPER_KEY).chmod(CREDENTIAL_HELPER_MODE)
         extra_env = {"REGISTRY_PROXY_EXEC_COMMAND": str(workdir / CREDENTIAL_HELPER_KEY)}
+        state = None
+        if isinstance(credentials, CredentialProvider):
+            (workdir / CREDENTIAL_PROVIDER_CONFIG_KEY).chmod(CREDENTIALS_FILE_MODE)
+            bin_dir, state = workdir / "credential-provider" / "bin", workdir / "credential-provider" / "state"
+            shutil.rmtree(bin_dir, ignore_errors=True)  # a new Pod: its emptyDirs are new
+            shutil.rmtree(state, ignore_errors=True)
+            bin_dir.mkdir(parents=True)
+            state.mkdir()
+            state.chmod(0o777)  # as an emptyDir is made
+            if plugin is not None:  # the init container's cp
+                shutil.copy(plugin, bin_dir / credentials.name)
+            busybox = shutil.which("busybox")
+            assert busybox, "busybox (the cache image's sh) runs the plugin cache's helper"
+            wrapper = workdir / "helper-under-busybox"
+            wrapper.write_text(f'#!{busybox} sh\nexec {busybox} sh {workdir / CREDENTIAL_HELPER_KEY} "$@"\n')
+            wrapper.chmod(0o755)
+            extra_env = {"REGISTRY_PROXY_EXEC_COMMAND": str(wrapper),
+                         "REGISTRY_CACHE_CREDENTIAL_PROVIDER_BIN_DIR": str(bin_dir),
+                         "REGISTRY_CACHE_CREDENTIAL_PROVIDER_STATE_DIR": str(state)}
         if node_auth is not None:
             extra_env["REGISTRY_AUTH_HTPASSWD_PATH"] = str(workdir / HTPASSWD_KEY)
         keypair = None
@@ -145,7 +185,7 @@ class DataPath:
                        extra_env=extra_env)
         self._registries.append(reg)
         reg.start()
-        return Cache(model, credentials, text, reg)
+        return Cache(model, credentials, text, reg, state)
 
     # --- containerd ---
 
