@@ -51,6 +51,7 @@ from extension.constants import (
 from extension.controller.actuator import Actuator, ShootTarget
 from extension.controller.health import HealthLoop
 from extension.controller.mirror import MirrorActuator
+from extension.controller.providers import PluginChecks
 from extension.controller.reconciler import DEFAULT_RESYNC_SECONDS, Controller
 from extension.controller.upstreams import UpstreamChecks
 from extension.errors import RegistryCacheError
@@ -129,7 +130,7 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
     (see :func:`writer`)."""
     fence = elector.leading if elector is not None else None
     writes = seed.fenced(fence) if fence is not None else seed
-    upstreams = UpstreamChecks() if upstream_checks else None
+    upstreams = UpstreamChecks(plugin_checker=PluginChecks(shoot_target)) if upstream_checks else None
     actuator = Actuator(writes, shoot_target, options, checkpoint=checkpoint, monitoring=monitoring,
                         upstreams=upstreams)
     controller = Controller(writes, actuator, mirror=MirrorActuator(writes, shoot_target, options, readers=actuator),

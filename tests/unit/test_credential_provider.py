@@ -36,6 +36,7 @@ from extension.component.objects import (
     render_provider_helper,
 )
 from extension.component.quoting import sh_quote
+from extension.controller.providers import parse_lines
 
 P = FieldPath("spec", "extensions").index(0).child("providerConfig", "caches").index(0).child("secretReferenceName")
 HEAD = 'spec.extensions[0].providerConfig.caches[0].secretReferenceName: Invalid value: "ecr": '
@@ -327,7 +328,12 @@ class Helper:
         return done
 
     def lines(self, done: subprocess.CompletedProcess) -> list[dict[str, str]]:
-        return [_logfmt(x) for x in done.stderr.splitlines() if f"component={c.CREDENTIAL_PROVIDER_LOG_COMPONENT}" in x]
+        """The helper's lines on stderr; the controller reads each of them (extension/controller/providers.py)."""
+        out = [_logfmt(x) for x in done.stderr.splitlines() if f"component={c.CREDENTIAL_PROVIDER_LOG_COMPONENT}" in x]
+        read = parse_lines(done.stderr, ECR)
+        assert [(x.event, x.reason, x.message, x.expires) for x in read] == \
+            [(x["event"], x.get("reason", ""), x["msg"][:300], x.get("expires", "")) for x in out]
+        return out
 
 
 def _logfmt(line: str) -> dict[str, str]:
