@@ -165,6 +165,7 @@ CONFIG_FILE_MODES = {
     c.CREDENTIAL_HELPER_KEY: (c.CREDENTIAL_HELPER_MODE, "distribution runs it (proxy.exec)"),
     c.CREDENTIAL_PROVIDER_CONFIG_KEY: (c.CREDENTIALS_FILE_MODE, "the plugin's arguments and environment: the "
                                                                 "cache's group only"),
+    c.UPSTREAM_CREDENTIALS_KEY: (c.CREDENTIALS_FILE_MODE, "the upstream's credentials: the cache's group only"),
 }
 
 

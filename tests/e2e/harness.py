@@ -34,12 +34,9 @@ from api.validation import decode_and_default, remote_url, tls_enabled, validate
 from extension.component.certs import KeyPair, generate_server_cert, service_dns_names
 from extension.component.containerd import hosts_toml_for_status
 from extension.component.nodeauth import NodeCredentials
-from extension.component.objects import config_files, endpoint, provider_status
+from extension.component.objects import CONFIG_FILE_MODES, config_files, endpoint, provider_status
 from extension.constants import (
     CREDENTIAL_HELPER_KEY,
-    CREDENTIAL_HELPER_MODE,
-    CREDENTIAL_PROVIDER_CONFIG_KEY,
-    CREDENTIALS_FILE_MODE,
     DEFAULT_DIAL_TIMEOUT,
     HTPASSWD_KEY,
     SHOOT_NAMESPACE,
@@ -152,11 +149,11 @@ class DataPath:
         workdir.mkdir(parents=True, exist_ok=True)
         for name, content in files.items():  # the other files of its config Secret, beside each other
             (workdir / name).write_text(content, encoding="utf-8")
-        (workdir / CREDENTIAL_HELPER_KEY).chmod(CREDENTIAL_HELPER_MODE)
+            if name in CONFIG_FILE_MODES:  # with the modes of the Pod's mount
+                (workdir / name).chmod(CONFIG_FILE_MODES[name][0])
         extra_env = {"REGISTRY_PROXY_EXEC_COMMAND": str(workdir / CREDENTIAL_HELPER_KEY)}
         state = None
         if isinstance(credentials, CredentialProvider):
-            (workdir / CREDENTIAL_PROVIDER_CONFIG_KEY).chmod(CREDENTIALS_FILE_MODE)
             bin_dir, state = workdir / "credential-provider" / "bin", workdir / "credential-provider" / "state"
             shutil.rmtree(bin_dir, ignore_errors=True)  # a new Pod: its emptyDirs are new
             shutil.rmtree(state, ignore_errors=True)
