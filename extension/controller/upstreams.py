@@ -36,13 +36,19 @@ PluginChecker = Callable[[str, Sequence[PluginTarget]], list[CheckResult]]
 
 class UpstreamChecks:
     def __init__(self, timeout: float = REQUEST_TIMEOUT_SECONDS, deadline: float = DEADLINE_SECONDS,
-                 checker: Checker = check_all, plugin_checker: PluginChecker | None = None):
+                 checker: Checker = check_all, plugin_checker: PluginChecker | None = None,
+                 contact_upstreams: bool = True):
+        """``contact_upstreams`` False (``run --no-upstream-check``): no request to any upstream, only what the
+        caches with a credential provider plugin report (read from their shoot's API server)."""
         self.timeout, self.deadline, self._checker = timeout, deadline, checker
         self.plugin_checker = plugin_checker  # set where the shoots are known (the manager)
+        self.contact_upstreams = contact_upstreams
         self._targets: dict[str, list[Target | PluginTarget]] = {}  # by seed namespace
         self._lock = threading.Lock()
 
     def set_targets(self, namespace: str, targets: Sequence[Target | PluginTarget]) -> None:
+        if not self.contact_upstreams:
+            targets = [t for t in targets if isinstance(t, PluginTarget)]
         with self._lock:
             before = {t.upstream for t in self._targets.get(namespace, [])}
             self._targets[namespace] = list(targets)
