@@ -124,12 +124,7 @@ class ShortLivedUpstream:
 
     # --- what happened -------------------------------------------------------------------------------------
     def requests(self, since: float = 0) -> list[FrontRequest]:
-        out = []
-        for record in _records(self.front_log):
-            if "method" in record and record["time"] >= since:
-                out.append(FrontRequest(record["time"], record["method"], record["path"], record["status"],
-                                        record["agent"], record.get("refused"), record.get("jti"), record["left"]))
-        return out
+        return front_requests(self.front_log, since)
 
     def issued(self) -> list[dict[str, Any]]:
         """The tokens the endpoint handed out: jti, expiresAt, time."""
@@ -139,11 +134,25 @@ class ShortLivedUpstream:
         return sum(1 for r in _records(self.token_log) if r.get("refused") == "identity")
 
     def logs(self) -> str:
-        parts = []
-        for path in (self.front_log, self.token_log, self.workdir / "front.err", self.workdir / "tokens.err"):
-            if path.exists():
-                parts.append(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-20:]))
-        return "\n".join(parts)
+        return tails(self.front_log, self.token_log, self.workdir / "front.err", self.workdir / "tokens.err")
+
+
+def front_requests(log: Path, since: float = 0) -> list[FrontRequest]:
+    """What the front answered, from ``since`` (seconds since the epoch)."""
+    out = []
+    for record in _records(log):
+        if "method" in record and record["time"] >= since:
+            out.append(FrontRequest(record["time"], record["method"], record["path"], record["status"],
+                                    record["agent"], record.get("refused"), record.get("jti"), record["left"]))
+    return out
+
+
+def tails(*paths: Path, lines: int = 20) -> str:
+    parts = []
+    for path in paths:
+        if path.exists():
+            parts.append(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+    return "\n".join(parts)
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -168,3 +177,98 @@ def provider_secret(name: str, endpoint: str, client_id: str, secret: str, image
             "type": "registry-cache.gardener.cloud/credential-provider", "immutable": True,
             "stringData": {"name": PLUGIN_NAME, "image": image, "binaryPath": f"/bin/{PLUGIN_NAME}",
                            "args": json.dumps(["get-credentials"]), "env": json.dumps(env), **extra}}
+
+
+# --- in the one-node cluster ------------------------------------------------------------------------------------
+
+class ServedShortLived:
+    """The same on an address of the one-node cluster's bridge, in the node's network namespace (``wrap``), all
+    over TLS from the cluster's test CA (which the cache image trusts, so the plugin in the cache Pod does too):
+    the front on ``address`` (443, what caches name as their upstream), the token endpoint on ``address:8443``, the
+    registry behind the front on ``address:5443`` (where images are pushed). Processes of ``extension.local`` (they
+    stop with the cluster); ``identities`` the token endpoint accepts, changed by :meth:`set_identities`."""
+
+    def __init__(self, registry_bin: Path, workdir: Path, address: str, wrap: Any, cert: tuple[str, str],
+                 ca_file: Path, validity: float, identities: dict[str, str],
+                 ports: tuple[int, int, int] = (443, 8443, 5443), register: Any = None):
+        """``register(name, proc)``: each process started, for the cluster to stop it with its own."""
+        from extension.local.registries import LocalRegistry
+
+        self.register = register or (lambda name, proc: None)
+        self.workdir, self.address, self.wrap, self.ca_file = workdir, address, wrap, ca_file
+        self.validity, self.identities = validity, dict(identities)
+        self.port, self.token_port, backend_port = ports
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "tls.crt").write_text(cert[0])
+        (workdir / "tls.key").write_text(cert[1])
+        (workdir / "tls.key").chmod(0o600)
+        self.key = secrets.token_hex(32)
+        self.backend = LocalRegistry("short-lived-backend", registry_bin, workdir / "registry", address, backend_port,
+                                     wrap=wrap, tls=cert, ca_file=ca_file)
+        self.front_log, self.token_log = workdir / "front.log", workdir / "tokens.log"
+        self.procs: dict[str, Any] = {}
+
+    @property
+    def host(self) -> str:
+        return self.address if self.port == 443 else f"{self.address}:{self.port}"
+
+    @property
+    def remote_url(self) -> str:
+        return f"https://{self.host}"
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"https://{self.address}:{self.token_port}/credentials"
+
+    def _start(self, role: str, port: int, **env: str) -> None:
+        from extension.local.procs import Proc
+
+        log = self.front_log if role == "front" else self.token_log
+        before = log.read_text(errors="replace").count('"listening"') if log.exists() else 0
+        full = {"PATH": "/usr/bin:/bin", "TOKEN_KEY": self.key, "TOKEN_USERNAME": USERNAME,
+                "TLS_CERT": str(self.workdir / "tls.crt"), "TLS_KEY": str(self.workdir / "tls.key"), **env}
+        proc = Proc(f"short-lived-{role}-{self.address}",
+                    self.wrap(["python3", str(SERVER), role, self.address, str(port)]), log, env=full).start()
+        self.procs[role] = proc
+        self.register(proc.name, proc)
+        # (the log is appended to across restarts: this start's own line)
+        wait_for(lambda: proc.check() is None and log.read_text(errors="replace").count('"listening"') > before,
+                 20, f"the short-lived {role} on {self.address}:{port}")
+
+    def start(self) -> ServedShortLived:
+        self.backend.start()
+        self._start("front", self.port, FRONT_BACKEND=self.backend.url, FRONT_BACKEND_CA=str(self.ca_file))
+        self.start_tokens()
+        return self
+
+    def start_tokens(self) -> None:
+        self._start("tokens", self.token_port, TOKEN_VALIDITY_SECONDS=str(self.validity),
+                    TOKEN_IDENTITIES=json.dumps(self.identities))
+
+    def stop_tokens(self) -> None:
+        proc = self.procs.pop("tokens", None)
+        if proc is not None:
+            proc.stop()
+
+    def set_identities(self, identities: dict[str, str]) -> None:
+        self.stop_tokens()
+        self.identities = dict(identities)
+        self.start_tokens()
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
+        self.procs.clear()
+        self.backend.stop()
+
+    def requests(self, since: float = 0) -> list[FrontRequest]:
+        return front_requests(self.front_log, since)
+
+    def issued(self) -> list[dict[str, Any]]:
+        return [r for r in _records(self.token_log) if r.get("status") == 200]
+
+    def refused_identities(self) -> int:
+        return sum(1 for r in _records(self.token_log) if r.get("refused") == "identity")
+
+    def logs(self) -> str:
+        return tails(self.front_log, self.token_log, self.backend.log)

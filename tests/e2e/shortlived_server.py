@@ -2,14 +2,16 @@
 Python's standard library alone (here and inside the one-node cluster's network namespace).
 
 ``tokens``
-    The token endpoint, what ECR's GetAuthorizationToken is: ``POST /credentials`` with the long-lived identity
-    (``TOKEN_CLIENT_ID``, ``TOKEN_CLIENT_SECRET`` as basic auth) answers ``{"username", "token", "expiresAt",
+    The token endpoint, what ECR's GetAuthorizationToken is: ``POST /credentials`` with a long-lived identity
+    (``TOKEN_CLIENT_ID`` and ``TOKEN_CLIENT_SECRET``, or any of ``TOKEN_IDENTITIES``, a JSON map of id to secret;
+    as basic auth) answers ``{"username", "token", "expiresAt",
     "expiresIn"}``: a token valid ``TOKEN_VALIDITY_SECONDS``. A token is the expiry and a random id, signed with
     ``TOKEN_KEY`` (HMAC-SHA256), so the front checks it without asking back.
 ``front``
     The registry as its clients see it: every request needs basic auth with username ``TOKEN_USERNAME`` and an
     unexpired token as the password (ECR's ``AWS`` and authorization token), else 401 with a basic challenge;
-    what passes is relayed to the registry behind it (``FRONT_BACKEND``, distribution without auth).
+    what passes is relayed to the registry behind it (``FRONT_BACKEND``, distribution without auth; over https
+    trusting ``FRONT_BACKEND_CA``).
 
 Both log one JSON line per request on stdout (never a token or a secret): the front's ``time``, ``method``,
 ``path``, ``status``, ``agent``, ``refused`` (``expired``, ``invalid``, ``missing``: why a 401) and the token's
@@ -87,7 +89,9 @@ def basic(header: str | None) -> tuple[str, str] | None:
 class Tokens(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     validity = float(os.environ.get("TOKEN_VALIDITY_SECONDS", "60"))
-    identity = (os.environ.get("TOKEN_CLIENT_ID", ""), os.environ.get("TOKEN_CLIENT_SECRET", ""))
+    identities: dict[str, str] = {**json.loads(os.environ.get("TOKEN_IDENTITIES") or "{}"),
+                                  **({os.environ["TOKEN_CLIENT_ID"]: os.environ.get("TOKEN_CLIENT_SECRET", "")}
+                                     if os.environ.get("TOKEN_CLIENT_ID") else {})}
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -95,11 +99,12 @@ class Tokens(BaseHTTPRequestHandler):
         if urlsplit(self.path).path != "/credentials":
             return self.answer(404, {"error": "not found"})
         given = basic(self.headers.get("Authorization"))
-        if given is None or not all(hmac.compare_digest(a, b) for a, b in zip(given, self.identity)):
+        known = self.identities.get(given[0]) if given is not None else None
+        if given is None or known is None or not hmac.compare_digest(known, given[1]):
             log({"role": "tokens", "status": 401, "refused": "identity"})
             return self.answer(401, {"error": "unknown identity"})
         token, jti, expires = issue(self.validity)
-        log({"role": "tokens", "status": 200, "jti": jti, "expiresAt": round(expires, 3)})
+        log({"role": "tokens", "status": 200, "client": given[0], "jti": jti, "expiresAt": round(expires, 3)})
         self.answer(200, {"username": USERNAME, "token": token, "expiresAt": expires, "expiresIn": self.validity})
 
     do_GET = do_POST
@@ -146,7 +151,12 @@ class Front(BaseHTTPRequestHandler):
             log({**record, "status": 401, "refused": refused})
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
-        conn = http.client.HTTPConnection(self.backend.hostname, self.backend.port, timeout=60)
+        conn: http.client.HTTPConnection
+        if self.backend.scheme == "https":
+            context = ssl.create_default_context(cafile=os.environ.get("FRONT_BACKEND_CA") or None)
+            conn = http.client.HTTPSConnection(self.backend.hostname, self.backend.port, timeout=60, context=context)
+        else:
+            conn = http.client.HTTPConnection(self.backend.hostname, self.backend.port, timeout=60)
         try:
             conn.request(self.command, self.path, body=body, headers=headers)
             resp = conn.getresponse()
