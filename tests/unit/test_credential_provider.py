@@ -441,6 +441,7 @@ def test_a_failing_plugin_is_named_and_the_credentials_of_before_are_used_while_
     ("no-key-type", "InvalidAnswer", "the answer is not a CredentialProviderResponse: no cacheKeyType"),
     ("other-registry", "NoCredentials", "the answer has 1 auth entries, none for " + ECR),
     ("too-large", "InvalidAnswer", "the plugin's answer is larger than 64 KiB"),
+    ("no-conf", "PluginFailed", "cannot read the plugin's arguments and environment ({config}/credential-provider.conf)"),
 ])
 def test_each_failure_is_named_without_the_answer(helper, case, reason, says):
     if case == "missing":
@@ -459,9 +460,11 @@ def test_each_failure_is_named_without_the_answer(helper, case, reason, says):
         helper.tell("response.json", response(key="quay.io"))
     elif case == "too-large":
         helper.tell("response.json", response(padding="x" * 70000))
+    elif case == "no-conf":
+        (helper.config / "credential-provider.conf").unlink()
     done = helper.get()
     assert done.returncode == 1
-    message = says.format(bin=helper.bin)
+    message = says.format(bin=helper.bin, config=helper.config)
     assert done.stdout == f"credential-helper: {message}\n"
     [line] = helper.lines(done)
     assert (line["level"], line["event"], line["reason"], line["msg"]) == ("error", "failed", reason, message)
