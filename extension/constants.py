@@ -93,6 +93,7 @@ HA_LABEL = "high-availability-config.resources.gardener.cloud/type"
 NETWORK_POLICY_NAME = "gardener.cloud--allow-registry-cache"
 CONTAINER_NAME = "registry-cache"
 VOLUME_NAME = "cache-volume"  # the claim template: PVCs are <VOLUME_NAME>-<statefulset>-<ordinal>
+CACHE_PATH = "/var/lib/registry"  # where the volume is mounted: distribution's storage (and the front's spool)
 SERVER_PORT = 5000
 DEBUG_PORT = 5001  # /debug/health and /metrics
 # distribution 3.1.1 pinned by digest, as Gardener's extension v0.24.0 pins it (imagevector/images.yaml; its copy
@@ -100,6 +101,15 @@ DEBUG_PORT = 5001  # /debug/health and /metrics
 # rebuilt under the same tag. hack/registry-bins.sh builds the same version for the tests.
 DEFAULT_IMAGE = ("docker.io/library/registry:3.1.1"
                  "@sha256:1be55279f18a2fe1a74edf2664cac61c1bea305b7b4642dab412e7affdcb3e33")
+# The coalescing front (extension/front) in the cache Pod, when the controller is given an image for it
+# (`run --front-image`, the product's own image: the front is Python): it serves SERVER_PORT (TLS with the
+# cache's certificate) and makes concurrent GETs of one blob one GET to distribution, which then listens on the
+# Pod's loopback only, on BACKEND_PORT, without TLS. The debug port stays distribution's.
+FRONT_CONTAINER_NAME = "front"
+FRONT_COMMAND = ("python", "-m", "extension.front")
+BACKEND_PORT = 5002
+FRONT_CERTS_PATH = "/etc/registry-cache-front/certs"
+FRONT_HEALTH_PATH = "/healthz"
 # Service annotations, as Gardener's
 SERVICE_UPSTREAM_ANNOTATION = "upstream"
 SERVICE_REMOTE_URL_ANNOTATION = "remote-url"
@@ -200,11 +210,15 @@ SHOOT_POLICIES = (SHOOT_REFERENCES_POLICY, SHOOT_NODE_CONFIGURATION_POLICY)
 
 # --- Events --------------------------------------------------------------------------------------------
 # a Warning Event on an object the controller skips because its JSON nests too deep to decode
-# (extension/jsondecode.py, extension/kube.py)
+# (extension/runtime/jsondecode.py, extension/runtime/kube.py)
 UNDECODABLE_EVENT_REASON = "NestedTooDeep"
 
 # --- leader election (a Lease in the controller's namespace, as controller-runtime's) ---------------------
 LEADER_ELECTION_ID = "registry-cache-leader-election"
+
+# --- the Extension controller: its name in controller-runtime's metrics (label controller) and its work queue's
+# (labels name and controller of workqueue_*), one for both extension types
+CONTROLLER_NAME = "extension"
 
 # --- admission webhooks -------------------------------------------------------------------------------
 WEBHOOK_CONFIGURATION_NAME = "registry-cache.extensions.gardener.cloud"

@@ -6,13 +6,13 @@ Two halves:
   call on the parts (:class:`Runtime`), which kopf passes to each handler as ``memo``; nothing is kept in module
   globals and every handler is registered in :func:`registry`, in one place. kopf keeps no state on the objects
   (no annotations, no finalizers of its own) and posts no Kubernetes events.
-- **the Shoot watch** (:mod:`.informer`, on every replica, when there is an index of Secrets in use: the Secret
+- **the Shoot watch** (:mod:`.runtime.informer`, on every replica, when there is an index of Secrets in use: the Secret
   webhook answers from it) feeds the index and, on the leader, the bridge and the protection. It was kopf's
   until a Shoot nested 3,000 levels deep (the API server takes 10,000) made kopf's list raise
   ``RecursionError``: kopf's watcher task failed, its orchestrator re-raised it and ``kopf.run`` ended, at every
-  start. The informer's client skips such an object and names it (:mod:`.jsondecode`, :mod:`.kube`).
-- **the controller** runs on the leader only (:mod:`.leader`; every replica is the leader without
-  ``--leader-election``): its own watches (:mod:`.informer`: Extensions, and what the actuator reads: Clusters,
+  start. The informer's client skips such an object and names it (:mod:`.runtime.jsondecode`, :mod:`.runtime.kube`).
+- **the controller** runs on the leader only (:mod:`.runtime.leader`; every replica is the leader without
+  ``--leader-election``): its own watches (:mod:`.runtime.informer`: Extensions, and what the actuator reads: Clusters,
   Secrets, the delivered objects), its workers, the retries and the periodic resync; in standalone mode the
   bridge and the protection of Secrets in use write only there too. Why not kopf for the Extensions: kopf
   costs about 1 ms of CPU and a task per object per event (measured: 1.5 s of CPU to list 1,000 Extensions,
@@ -41,7 +41,9 @@ from extension.component.registrycache import MONITORING_OPERATOR
 from extension.constants import (
     BRIDGE_FINALIZER,
     BRIDGE_LABEL,
+    CONTROLLER_NAME,
     DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS,
+    LEADER_ELECTION_ID,
     OSC_HOOK,
     OSC_MIRROR_HOOK,
     SECRET_HOOK,
@@ -55,10 +57,11 @@ from extension.controller.providers import PluginChecks
 from extension.controller.reconciler import DEFAULT_RESYNC_SECONDS, Controller
 from extension.controller.upstreams import UpstreamChecks
 from extension.errors import RegistryCacheError
-from extension.informer import Informer, Key, wait_synced
-from extension.kube import ApiError, Kube
-from extension.leader import LeaderElector
 from extension.references import ReferenceIndex
+from extension.runtime import metrics as runtime_metrics
+from extension.runtime.informer import Informer, Key, wait_synced
+from extension.runtime.kube import ApiError, Kube
+from extension.runtime.leader import LeaderElector
 from extension.standalone.bridge import Bridge
 from extension.standalone.policies import PolicyCheck
 from extension.standalone.protection import Protection
@@ -233,8 +236,8 @@ def run(runtime: Runtime, liveness: str | None = None, watch_grace: float = prob
         assert runtime.index is not None
         runtime.index.primed.set()
         log.info("Shoot watch synced in %.1fs: %d Shoots", time.monotonic() - started, len(shoots))
-    if runtime.elector is None:
-        metrics.LEADER.set(1)
+    if runtime.elector is None:  # every replica reconciles: two of them count as two leaders
+        runtime_metrics.leading(LEADER_ELECTION_ID, True)
         start_leading()
     else:
         election = threading.Thread(target=runtime.elector.run, args=(lease_stop, start_leading, _lost_lease),
@@ -288,6 +291,7 @@ def _leading(runtime: Runtime, workers: list[threading.Thread]) -> None:
     """The controller's watches, then (all listed) its workers, the retries and the resync; in standalone mode a
     pass of the bridge over every Shoot and of the protection over every Secret in use."""
     stop, controller = runtime.stop, runtime.controller
+    runtime_metrics.MAX_CONCURRENT_RECONCILES.labels(CONTROLLER_NAME).set(runtime.workers)
     started = time.monotonic()
     informers = controller.informers()
     for informer in informers:
@@ -357,6 +361,7 @@ def _cleanup(memo: Runtime, **_: Any) -> None:
     hook, serving = memo.webhook, memo.serving
     if hook is None or serving is None:
         return
+    memo.stop.set()  # first: the registration's upkeep must not put back what goes now
     if hook.service is not None and server.other_replica_serving(memo.seed, *hook.service, pod_name()):
         log.info("another replica serves the webhooks: their configurations stay")
         return
@@ -499,6 +504,27 @@ def _register_when_serving(runtime: Runtime, hook: WebhookSettings, serving: ser
         configurations.append(server.configuration(serving.ca_pem, hook.client, standalone=standalone))
     register_with_retries(runtime.seed.apply, configurations, runtime.stop)
     log.info("admission webhooks serving on %s:%s and registered", hook.listen_address, hook.port)
+    # kept registered: a configuration another replica's shutdown removed meanwhile (a reinstall, where the old
+    # replicas go while the new ones already serve) or someone changed is put back
+    while not runtime.stop.wait(REREGISTER_SECONDS):
+        for configuration in configurations:
+            kind, name = configuration["kind"], configuration["metadata"]["name"]
+            try:
+                current = runtime.seed.get(kind, name)
+                if current is None or _hooks(current) != _hooks(configuration):
+                    log.warning("%s %s was %s: registering it again", kind, name,
+                                "removed" if current is None else "changed")
+                    runtime.seed.apply(configuration)
+            except ApiError as exc:
+                log.warning("could not look at %s %s: %s", kind, name, exc.describe())
+
+
+REREGISTER_SECONDS = 30.0
+
+
+def _hooks(configuration: dict[str, Any]) -> list[tuple[str, Any]]:
+    """What makes the webhooks of a configuration reach this server: their names and client configurations."""
+    return sorted((w.get("name", ""), w.get("clientConfig")) for w in configuration.get("webhooks") or [])
 
 
 def _upstream_check_loop(controller: Controller, stop: threading.Event, interval: float) -> None:

@@ -1,19 +1,16 @@
-"""The controller's own Prometheus metrics (``run --metrics-address``).
+"""The controller's own Prometheus metrics (``run --metrics-address``), those of the product: what has no
+equivalent in controller-runtime. The runtime layer's (the REST client, the work queue, the reconciles, leader
+election, the informers) are in :mod:`extension.runtime.metrics`, under controller-runtime's names.
 
-- ``registry_cache_operations_total{operation, result}``: Extension operations (Create, Reconcile, Delete,
-  Migrate, Restore) by result (Succeeded, Error);
+- ``registry_cache_operations_total{operation, result}``: Extension operations of Gardener's contract (Create,
+  Reconcile, Delete, Migrate, Restore) by result (Succeeded, Error); ``controller_runtime_reconcile_total`` counts
+  every key a worker processed, these only what was carried out;
 - ``registry_cache_operation_duration_seconds{operation}``: how long they took;
-- ``registry_cache_api_requests_total{verb}``: requests to the API servers (seed and shoots) by verb (GET, LIST,
-  WATCH, PATCH, PUT, POST, DELETE);
 - ``registry_cache_webhook_refusals_total{webhook}``: admission requests refused;
-- ``registry_cache_informer_objects{informer}`` and ``registry_cache_informer_synced{informer}``: what each watch
-  keeps in memory, and whether it has listed once (after a start or a takeover: all synced = all seen);
 - ``registry_cache_checks_total{result}``: Extensions looked at without an operation asked for (the periodic
   resync, a delivered object or an input that changed): ``in-sync`` (nothing written) or ``reconciled``;
-- ``registry_cache_queue_depth``: Extensions waiting for a worker;
 - ``registry_cache_health_condition_writes_total``: conditions ``SystemComponentsHealthy`` written (a write
-  happens only when the caches' state changed; its PATCH is also in the requests above);
-- ``registry_cache_leader``: 1 while this replica holds the leader lease (or runs without leader election);
+  happens only when the caches' state changed; its PATCH is also in ``rest_client_requests_total``);
 - ``registry_cache_extension_error{namespace, name, type}``: 1 while the last operation of an Extension ended
   in Error, 0 once one succeeded (the alert ``RegistryCacheExtensionError`` fires after 15 minutes of 1);
 - ``registry_cache_upstream_credentials_valid{namespace, upstream}``: 1 when the upstream accepted a cache's
@@ -26,19 +23,14 @@ from __future__ import annotations
 
 import threading
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 OPERATIONS = Counter("registry_cache_operations", "Extension operations by result", ["operation", "result"])
 OPERATION_SECONDS = Histogram("registry_cache_operation_duration_seconds", "Duration of Extension operations",
                               ["operation"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-API_REQUESTS = Counter("registry_cache_api_requests", "Requests to the Kubernetes API servers", ["verb"])
 WEBHOOK_REFUSALS = Counter("registry_cache_webhook_refusals", "Admission requests refused", ["webhook"])
-INFORMER_OBJECTS = Gauge("registry_cache_informer_objects", "Objects an informer keeps", ["informer"])
-INFORMER_SYNCED = Gauge("registry_cache_informer_synced", "Whether an informer has listed once", ["informer"])
 CHECKS = Counter("registry_cache_checks", "Extensions checked without an operation asked for", ["result"])
 HEALTH_WRITES = Counter("registry_cache_health_condition_writes", "SystemComponentsHealthy conditions written")
-QUEUE_DEPTH = Gauge("registry_cache_queue_depth", "Extensions waiting for a worker")
-LEADER = Gauge("registry_cache_leader", "1 while this replica reconciles (holds the leader lease)")
 EXTENSION_ERROR = Gauge("registry_cache_extension_error",
                         "1 while the last operation of the Extension ended in Error, else 0",
                         ["namespace", "name", "type"])
@@ -65,11 +57,3 @@ def forget_extension(namespace: str, name: str) -> None:
         extension_type = _types.pop((namespace, name), None)
         if extension_type is not None:
             EXTENSION_ERROR.remove(namespace, name, extension_type)
-
-
-
-
-def serve(address: str) -> None:
-    """Serve /metrics on ``host:port`` in a background thread."""
-    host, _, port = address.rpartition(":")
-    start_http_server(int(port), addr=host or "0.0.0.0")

@@ -65,7 +65,6 @@ from api.validation import decode_and_default
 from extension.component import certs
 from extension.component.objects import RenderOptions
 from extension.component.registrycache import cert_requests, plan
-from extension.kube import Kube
 from extension.local.assets import asset_dir
 from extension.local.controlplane import (
     LocalControlPlane,
@@ -73,6 +72,7 @@ from extension.local.controlplane import (
     load_manifests,
     wait_for_crds_established,
 )
+from extension.runtime.kube import Kube
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GROUP, VERSION = "extensions.gardener.cloud", "v1alpha1"
@@ -151,7 +151,7 @@ class ControllerProcess:
             text = response.read().decode()
         out: dict[str, float] = {}
         for line in text.splitlines():
-            if line.startswith("registry_cache_") and not line.startswith("#"):
+            if line.startswith(("registry_cache_", "workqueue_")) and not line.startswith("#"):
                 name, _, value = line.rpartition(" ")
                 out[name] = float(value)
         return out
@@ -168,7 +168,7 @@ class ControllerProcess:
         health = m.get("registry_cache_health_condition_writes_total", 0.0)
         requests["PATCH"] -= health
         return Sample(time.monotonic(), self.cpu_seconds(), +requests, operations, checks,
-                      m.get("registry_cache_queue_depth", 0.0), health)
+                      m.get('workqueue_depth{controller="extension",name="extension"}', 0.0), health)
 
     def synced(self) -> tuple[bool, float]:
         """(every watch has listed once, Extensions the controller keeps)."""

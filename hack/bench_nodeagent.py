@@ -49,8 +49,8 @@ sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
 
-from extension.kube import Kube  # noqa: E402
 from extension.local.controlplane import LocalControlPlane, apply_manifests  # noqa: E402
+from extension.runtime.kube import Kube  # noqa: E402
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "registry-cache-node-agent"

@@ -117,6 +117,18 @@ images:
 - name: registry-cache
   newName: ${IMAGE%:*}
   newTag: ${IMAGE##*:}
+patches:
+# the cache Pods' coalescing front runs the same image (--front-image, the argument after it)
+- target:
+    kind: Deployment
+    name: registry-cache-controller
+  patch: |-
+    - op: test
+      path: /spec/template/spec/containers/0/args/12
+      value: --front-image
+    - op: replace
+      path: /spec/template/spec/containers/0/args/13
+      value: ${IMAGE}
 EOF
 log "applying manifests/default with image ${IMAGE}"
 kubectl --context "$CONTEXT" apply --server-side --field-manager registry-cache-kind-up -k "$WORK/overlay"

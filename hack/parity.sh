@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# Build the Gardener parity harness (hack/go/parity) once and print the path of the binary.
+# Build one of the Gardener harnesses once and print the path of the binary:
 #
-# The harness links the real validation code of github.com/gardener/gardener-extension-registry-cache at the
-# tag pinned in hack/go/parity/go.mod; tests/integration/test_gardener_parity.py runs it beside api/.
+#   bash hack/parity.sh          -> hack/go/parity: the real validation code of
+#                                   github.com/gardener/gardener-extension-registry-cache at the tag pinned in its
+#                                   go.mod; tests/integration/test_gardener_parity*.py run it beside api/
+#   bash hack/parity.sh render   -> hack/go/render: the real rendering (the components' Deploy into a fake client,
+#                                   the OperatingSystemConfig ensurers); tests/integration/test_gardener_rendering.py
+#                                   runs it beside the controller
 #
-#   bash hack/parity.sh          -> builds if needed; the LAST line of stdout is the binary path
-#
-# The binary lands in ${REGISTRY_CACHE_BIN_CACHE:-$HOME/.cache/registry-cache/bin}/parity-<tag>/gardener-parity
-# and is reused as long as the harness sources are unchanged (a stamp of their sha256 sits beside it).
+# The LAST line of stdout is the binary path. The binary lands in
+# ${REGISTRY_CACHE_BIN_CACHE:-$HOME/.cache/registry-cache/bin}/<harness>-<tag>/gardener-<harness> and is reused as
+# long as the harness sources are unchanged (a stamp of their sha256 sits beside it).
 # No go.sum is kept in the repository: the module is copied to a temporary directory and `go mod tidy`
 # resolves it there through the Go module proxy. Progress goes to stderr.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-src="$here/go/parity"
+harness="${1:-parity}"
+case "$harness" in
+  parity | render) ;;
+  *) printf 'usage: %s [parity|render]\n' "$0" >&2; exit 2 ;;
+esac
+src="$here/go/$harness"
 export GOTOOLCHAIN=local
 
-log() { printf 'parity: %s\n' "$*" >&2; }
+log() { printf '%s: %s\n' "$harness" "$*" >&2; }
 
 go_bin="$(command -v go || true)"
 if [[ -z "$go_bin" && -x /usr/local/go/bin/go ]]; then
@@ -34,8 +42,8 @@ if [[ -z "$tag" ]]; then
 fi
 
 cache_root="${REGISTRY_CACHE_BIN_CACHE:-$HOME/.cache/registry-cache/bin}"
-dest_dir="$cache_root/parity-$tag"
-dest="$dest_dir/gardener-parity"
+dest_dir="$cache_root/$harness-$tag"
+dest="$dest_dir/gardener-$harness"
 stamp_file="$dest_dir/sources.sha256"
 stamp="$(cd "$src" && cat go.mod main.go | sha256sum | cut -d' ' -f1) $("$go_bin" env GOVERSION)"
 
@@ -46,7 +54,7 @@ if [[ -x "$dest" && -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp" ]]; t
 fi
 
 mkdir -p "$dest_dir"
-work="$(mktemp -d "${TMPDIR:-/tmp}/gardener-parity.XXXXXX")"
+work="$(mktemp -d "${TMPDIR:-/tmp}/gardener-$harness.XXXXXX")"
 trap 'rm -rf "$work"; rm -f "$dest.tmp.$$"' EXIT
 cp "$src/go.mod" "$src/main.go" "$work/"
 

@@ -182,7 +182,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 def _create(manifest: dict[str, Any], kubeconfig: str | None, upstream: str, source: str) -> int:
     from kubernetes.config import ConfigException
 
-    from extension.kube import ApiError, Kube
+    from extension.runtime.kube import ApiError, Kube
 
     meta = manifest["metadata"]
     where = f"{meta['namespace']}/{meta['name']}"

@@ -58,7 +58,7 @@ def _error(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None, *, checkpoint: Callable[[str], None] | None = None) -> int:
     """Run one command; ``checkpoint`` is a test seam handed to ``run`` (see the actuator)."""
-    from extension.kube import ApiError
+    from extension.runtime.kube import ApiError
 
     args = build_parser().parse_args(argv)
     try:

@@ -14,8 +14,8 @@ from extension.nodeagent.plan import MARKER
 
 
 def cmd_node_agent(args: argparse.Namespace) -> int:
-    from extension.kube import Kube
     from extension.nodeagent.agent import NodeAgent
+    from extension.runtime.kube import Kube
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

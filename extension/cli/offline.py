@@ -62,11 +62,20 @@ def add_parsers(sub: Any, exit_codes: str) -> None:
     p.add_argument("--endpoint", action="append", default=[], metavar="UPSTREAM=URL",
                    help="the URL nodes reach a cache at, e.g. docker.io=https://10.4.0.12:5000 (repeatable)")
     p.add_argument("--image", default=c.DEFAULT_IMAGE, help=f"the registry image (default {c.DEFAULT_IMAGE})")
+    add_front_image_argument(p)
     p.add_argument("--vpa", action="store_true",
                    help="render a VerticalPodAutoscaler per cache (default: when the Shoot wants VPA, "
                         "spec.kubernetes.verticalPodAutoscaler.enabled)")
     add_dial_timeout_argument(p)
     p.set_defaults(func=cmd_render)
+
+
+def add_front_image_argument(p: argparse.ArgumentParser) -> None:
+    """``--front-image``, shared by ``render`` and ``run``."""
+    p.add_argument("--front-image", metavar="IMAGE",
+                   help="run the coalescing front in every cache Pod from this image (registry-cache's own: "
+                        "`python -m extension.front`): one upstream fetch per blob however many nodes pull it at "
+                        "once. Default: none, distribution alone serves the cache's port, as under Gardener")
 
 
 def add_dial_timeout_argument(p: argparse.ArgumentParser) -> None:
@@ -209,7 +218,8 @@ def _render_caches(args: argparse.Namespace, inputs: Inputs, config: RegistryCon
     namespace = (inputs.shoot.get("metadata") or {}).get("namespace") or ""
     credentials = resolve_credentials(inputs.shoot, config, inputs.secret_getter(), namespace,
                                       extension_path.child("providerConfig"))
-    options = RenderOptions(image=args.image, vpa=args.vpa or shootlib.wants_vpa(inputs.shoot), dial_timeout=timeout)
+    options = RenderOptions(image=args.image, vpa=args.vpa or shootlib.wants_vpa(inputs.shoot), dial_timeout=timeout,
+                            front_image=args.front_image or None)
     endpoints, notes = _endpoints(config, given, options.namespace)
 
     ca = certs.generate_ca()

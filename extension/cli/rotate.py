@@ -37,7 +37,7 @@ from extension.constants import (
     SHOOT_GENERATION_ANNOTATION,
     State,
 )
-from extension.kube import ApiError, Kube, TransportError
+from extension.runtime.kube import ApiError, Kube, TransportError
 
 T = TypeVar("T")
 

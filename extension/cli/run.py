@@ -11,7 +11,7 @@ from typing import Any
 
 from extension import constants as c
 from extension.cli.errors import InputError
-from extension.cli.offline import add_dial_timeout_argument, parse_dial_timeout
+from extension.cli.offline import add_dial_timeout_argument, add_front_image_argument, parse_dial_timeout
 
 
 def add_parser(sub: Any) -> None:
@@ -48,6 +48,7 @@ def add_parser(sub: Any) -> None:
                    help="never check the upstreams' credentials (no requests to the upstreams from the controller); "
                         "what caches with a credential provider plugin report is still read from their Pods")
     p.add_argument("--image", default=c.DEFAULT_IMAGE, help=f"the registry image (default {c.DEFAULT_IMAGE})")
+    add_front_image_argument(p)
     p.add_argument("--liveness", metavar="URL",
                    help="serve the probes on this address, e.g. http://0.0.0.0:8080/healthz: /healthz (liveness: "
                         "the watches run, no worker is stuck, the webhook server answers) and /readyz (readiness: "
@@ -105,8 +106,8 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
     from extension.component.objects import RenderOptions
     from extension.component.registrycache import MONITORING_GARDENER, MONITORING_OPERATOR
     from extension.controller import shoots
-    from extension.kube import Kube
-    from extension.leader import LeaderElector, default_namespace
+    from extension.runtime.kube import Kube
+    from extension.runtime.leader import LeaderElector, default_namespace
     from extension.webhook import server
 
     dial_timeout = parse_dial_timeout(args.dial_timeout)
@@ -165,11 +166,12 @@ def cmd_run(args: argparse.Namespace, checkpoint: Callable[[str], None] | None =
                                           seed=args.webhooks in ("all", "seed"), service=service,
                                           client_ca=args.webhook_client_ca)
     if args.metrics_address:
-        from extension import metrics
+        from extension.runtime import metrics
         metrics.serve(args.metrics_address)
     if args.resync_period <= 0:
         raise InputError("--resync-period must be greater than 0")
-    options = RenderOptions(image=args.image, dial_timeout=dial_timeout, node_auth=args.node_auth)
+    options = RenderOptions(image=args.image, dial_timeout=dial_timeout, node_auth=args.node_auth,
+                            front_image=args.front_image or None)
     runtime = manager.build_runtime(seed, target, options,
                                     standalone=args.standalone, webhook=webhook,
                                     checkpoint=checkpoint or (lambda point: None),

@@ -47,6 +47,12 @@ CACHE_RULES_GROUP = "registry-cache.rules"
 CONTROLLER_RULES_GROUP = "registry-cache-controller.rules"
 # what is kept of a cache's metrics (Gardener: monitoringutils.StandardMetricRelabelConfig("registry_proxy_.+"))
 KEPT_METRICS = "^(registry_proxy_.+)$"
+# what is kept of the controller's: its own, controller-runtime's and client-go's names, and the process' CPU and
+# memory (extension/metrics.py, extension/runtime/metrics.py)
+CONTROLLER_KEPT_METRICS = ("^(registry_cache_.+|controller_runtime_.+|workqueue_.+|rest_client_.+|leader_election_.+"
+                           "|process_.+)$")
+# the controller's alerts and panels select its job: workqueue_depth and the others are every controller's names
+CONTROLLER_SELECTOR = f'job="{CONTROLLER_JOB}"'
 # Gardener's shoot Prometheus reaches the shoot's API server as kube-apiserver:443 with this token
 GARDENER_API_SERVER = "kube-apiserver:443"
 GARDENER_TOKEN_SECRET = "shoot-access-prometheus-shoot"
@@ -116,7 +122,72 @@ def _controller_labels(severity: str) -> dict[str, str]:
 def controller_rules() -> list[dict[str, Any]]:
     """The rules about the controller's own metrics: an Extension whose operations keep failing, and the caches'
     upstream credential checks (every cache with credentials, at each reconcile and every
-    ``--upstream-check-interval``: ``registry_cache_upstream_credentials_valid`` and ``..._reachable``)."""
+    ``--upstream-check-interval``: ``registry_cache_upstream_credentials_valid`` and ``..._reachable``); then the
+    controller itself (:func:`runtime_rules`)."""
+    return _extension_rules() + runtime_rules()
+
+
+def runtime_rules() -> list[dict[str, Any]]:
+    """The controller's runtime, from controller-runtime's and client-go's metrics of its job:
+
+    - ``RegistryCacheControllerInformerNotSynced``: a watch whose first list has not come in for 10 minutes (the
+      process ends after 2 minutes without it, :data:`extension.manager.CACHE_SYNC_TIMEOUT`, and starts again: only
+      zeros in the window, whatever the restarts);
+    - ``RegistryCacheControllerNoLeader``: replicas report the lease and none holds it, for 5 minutes (a takeover
+      takes the lease duration, 15 s);
+    - ``RegistryCacheControllerTwoLeaders``: more than one replica reports holding the same lease, for 2 minutes
+      (replicas without ``--leader-election`` each count as its holder);
+    - ``RegistryCacheControllerQueueGrowing``: a work queue not empty once in 15 minutes whose depth kept rising
+      over them, for 15 minutes."""
+    sel = CONTROLLER_SELECTOR
+    return [
+        {"alert": "RegistryCacheControllerInformerNotSynced",
+         "expr": f"max by (namespace, pod, informer) (max_over_time(registry_cache_informer_synced{{{sel}}}[10m])) "
+                 "== 0",
+         "for": "5m",
+         "labels": _controller_labels("warning"),
+         "annotations": {
+             "description": "The {{ $labels.informer }} watch of {{ $labels.pod }} ({{ $labels.namespace }}) has not "
+                            "listed once in 10 minutes: the controller does not see those objects. The process ends "
+                            "when its watches do not list within 2 minutes and starts again; its log says why (the "
+                            "API server away, RBAC).",
+             "summary": "A watch of the registry-cache controller does not sync."}},
+        {"alert": "RegistryCacheControllerNoLeader",
+         "expr": f"max by (namespace, name) (leader_election_master_status{{{sel}}}) == 0",
+         "for": "5m",
+         "labels": _controller_labels("critical"),
+         "annotations": {
+             "description": "No replica of the registry-cache controller in {{ $labels.namespace }} has held the "
+                            "leader lease {{ $labels.name }} for 5 minutes: no Extension is reconciled (the webhooks "
+                            "still answer). The replicas' logs say why they do not take it (the API server away, "
+                            "RBAC on Leases).",
+             "summary": "The registry-cache controller has no leader."}},
+        {"alert": "RegistryCacheControllerTwoLeaders",
+         "expr": f"sum by (namespace, name) (leader_election_master_status{{{sel}}}) > 1",
+         "for": "2m",
+         "labels": _controller_labels("critical"),
+         "annotations": {
+             "description": "{{ $value }} replicas of the registry-cache controller in {{ $labels.namespace }} report "
+                            "holding the lease {{ $labels.name }}: they reconcile the same Extensions at once. "
+                            "Replicas without --leader-election each count as its holder: run more than one only "
+                            "with it.",
+             "summary": "The registry-cache controller has more than one leader."}},
+        {"alert": "RegistryCacheControllerQueueGrowing",
+         "expr": f"workqueue_depth{{{sel}}}\n  and\nderiv(workqueue_depth{{{sel}}}[15m]) > 0\n  and\n"
+                 f"min_over_time(workqueue_depth{{{sel}}}[15m]) > 0",
+         "for": "15m",
+         "labels": _controller_labels("warning"),
+         "annotations": {
+             "description": "The work queue {{ $labels.name }} of {{ $labels.pod }} ({{ $labels.namespace }}) has not "
+                            "been empty and has kept growing for at least 15 minutes ({{ $value }} keys now): the "
+                            "workers do not keep up. Stuck workers show in "
+                            "workqueue_longest_running_processor_seconds, a slow API server in "
+                            "rest_client_request_duration_seconds.",
+             "summary": "A work queue of the registry-cache controller keeps growing."}},
+    ]
+
+
+def _extension_rules() -> list[dict[str, Any]]:
     return [
         {"alert": "RegistryCacheExtensionError",
          "expr": "max by (namespace, name, type) (registry_cache_extension_error) == 1",
@@ -286,10 +357,58 @@ def _graph(title: str, description: str, targets: list[dict[str, Any]], unit: st
             "fieldConfig": {"defaults": {}, "overrides": []}}
 
 
-def dashboard() -> dict[str, Any]:
+def controller_panels(y: int, first_id: int) -> list[dict[str, Any]]:
+    """A row of the controller's own panels from ``y`` on: the work queue, the reconciles (rate by result, errors,
+    latency), the requests to the API servers (rate by code, latency by verb), the leader, the watches, CPU and
+    memory; from the metrics of its job (controller-runtime's and client-go's names)."""
+    sel = CONTROLLER_SELECTOR
+    rate = "[$__rate_interval]"
+    specs: list[tuple[str, str, list[tuple[str, str]], str]] = [
+        ("Work queue depth", "Keys waiting for a worker (workqueue_depth), and the longest a worker has been on one",
+         [(f"sum by (pod, name) (workqueue_depth{{{sel}}})", "{{pod}} {{name}}"),
+          (f"max by (pod, name) (workqueue_longest_running_processor_seconds{{{sel}}})",
+           "longest running (s) {{pod}}")], "short"),
+        ("Reconciles", "Reconciles per second by result, and retries of failed keys "
+                       "(controller_runtime_reconcile_total, workqueue_retries_total)",
+         [(f"sum by (controller, result) (rate(controller_runtime_reconcile_total{{{sel}}}{rate}))",
+           "{{controller}} {{result}}"),
+          (f"sum by (name) (rate(workqueue_retries_total{{{sel}}}{rate}))", "retries {{name}}")], "ops"),
+        ("Reconcile latency", "controller_runtime_reconcile_time_seconds, and the time a key waits in the queue",
+         [(f"histogram_quantile(0.5, sum by (le) (rate(controller_runtime_reconcile_time_seconds_bucket{{{sel}}}"
+           f"{rate})))", "p50"),
+          (f"histogram_quantile(0.99, sum by (le) (rate(controller_runtime_reconcile_time_seconds_bucket{{{sel}}}"
+           f"{rate})))", "p99"),
+          (f"histogram_quantile(0.99, sum by (le) (rate(workqueue_queue_duration_seconds_bucket{{{sel}}}{rate})))",
+           "p99 in the queue")], "s"),
+        ("API requests by code", "Requests to the API servers per second (rest_client_requests_total); <error>: no "
+                                 "answer",
+         [(f"sum by (code, method) (rate(rest_client_requests_total{{{sel}}}{rate}))", "{{code}} {{method}}")],
+         "reqps"),
+        ("API request latency", "rest_client_request_duration_seconds, p99 by verb (a watch: until it is open)",
+         [(f"histogram_quantile(0.99, sum by (le, verb) (rate(rest_client_request_duration_seconds_bucket{{{sel}}}"
+           f"{rate})))", "p99 {{verb}}")], "s"),
+        ("Leader", "leader_election_master_status per replica: 1 holds the lease",
+         [(f"max by (pod, name) (leader_election_master_status{{{sel}}})", "{{pod}} {{name}}")], "short"),
+        ("Watches", "Objects each watch keeps, and whether it has listed (registry_cache_informer_*)",
+         [(f"max by (informer) (registry_cache_informer_objects{{{sel}}})", "{{informer}}"),
+          (f"min by (informer) (registry_cache_informer_synced{{{sel}}})", "synced {{informer}}")], "short"),
+        ("CPU and memory", "The controller process: CPU cores used and resident memory",
+         [(f"sum by (pod) (rate(process_cpu_seconds_total{{{sel}}}{rate}))", "cpu {{pod}}"),
+          (f"sum by (pod) (process_resident_memory_bytes{{{sel}}}) / 2^30", "GiB {{pod}}")], "short"),
+    ]
+    panels = [_row("Controller", y, first_id)]
+    for i, (title, description, targets, unit) in enumerate(specs):
+        refs = [_target(expr, legend, chr(ord("A") + j)) for j, (expr, legend) in enumerate(targets)]
+        panels.append(_graph(title, description, refs, unit, 12 * (i % 2), y + 1 + 8 * (i // 2), first_id + 1 + i))
+    return panels
+
+
+def dashboard(controller: bool = False) -> dict[str, Any]:
     """The dashboard of the caches (Grafana, and Plutono under Gardener): pulled from the upstreams and pushed
     to clients (totals, rates, delta), hits and misses, the volumes' size and free space; per upstream, chosen
-    with the variable ``upstream_host``."""
+    with the variable ``upstream_host``. With ``controller`` (manifests/monitoring/dashboard.json, for a Prometheus
+    that scrapes the controller) a row of the controller's panels below (:func:`controller_panels`); not in the
+    shoot's dashboard under Gardener: the shoot's Prometheus does not scrape the controller."""
     pvc = 'persistentvolumeclaim=~"^cache-volume-registry-(${upstream_host:pipe})-0$"'
     panels = [
         _row("Aggregation", 0, 1),
@@ -330,6 +449,8 @@ def dashboard() -> dict[str, Any]:
                [_target(f"sum by (persistentvolumeclaim) (kubelet_volume_stats_available_bytes{{{pvc}}})",
                         "{{persistentvolumeclaim}}", "A")], "bytes", 12, 25, 13),
     ]
+    if controller:
+        panels += controller_panels(33, 14)
     variable: dict[str, Any] = {
         "name": "upstream_host", "label": "Registry", "description": "The upstream of a pull-through cache",
         "type": "query", "datasource": None, "includeAll": True, "multi": True, "allValue": None,
@@ -345,8 +466,8 @@ def dashboard() -> dict[str, Any]:
             "templating": {"list": [variable]}, "annotations": {"list": []}, "links": [], "panels": panels}
 
 
-def dashboard_json() -> str:
-    return json.dumps(dashboard(), indent=2, sort_keys=True) + "\n"
+def dashboard_json(controller: bool = False) -> str:
+    return json.dumps(dashboard(controller), indent=2, sort_keys=True) + "\n"
 
 
 # --- the files of manifests/monitoring ---------------------------------------------------------------------------
@@ -401,7 +522,7 @@ def prometheus_file() -> str:
          "action": "keep", "regex": f"{c.APP_NAME};controller;metrics"},
         {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
         {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-    ], "^(registry_cache_.+)$")
+    ], CONTROLLER_KEPT_METRICS)
     config = {"global": {"scrape_interval": "30s", "evaluation_interval": "30s"},
               "rule_files": [RULES_FILE], "scrape_configs": [caches, controller]}
     return _header("registry-cache: a Prometheus configuration (or the parts to merge into yours) scraping the "
@@ -415,10 +536,13 @@ def operator_file() -> str:
     monitor = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
                "metadata": {"name": CONTROLLER_JOB, "namespace": "registry-cache", "labels": labels},
                "spec": {"selector": {"matchLabels": labels},
-                        "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics",
-                                                 "metricRelabelings": [{"sourceLabels": ["__name__"],
-                                                                        "action": "keep",
-                                                                        "regex": "^(registry_cache_.+)$"}]}]}}
+                        "podMetricsEndpoints": [{
+                            "port": "metrics", "path": "/metrics",
+                            # the job the controller's alerts select (the operator's default: namespace/name)
+                            "relabelings": [{"action": "replace", "replacement": CONTROLLER_JOB,
+                                             "targetLabel": "job"}],
+                            "metricRelabelings": [{"sourceLabels": ["__name__"], "action": "keep",
+                                                   "regex": CONTROLLER_KEPT_METRICS}]}]}}
     rule = prometheus_rule(CONTROLLER_JOB, "registry-cache", labels,
                            [{"name": CONTROLLER_RULES_GROUP, "rules": controller_rules()}])
     return _header("registry-cache: the controller's PodMonitor and PrometheusRule, for a Prometheus Operator.") + \
@@ -427,7 +551,7 @@ def operator_file() -> str:
 
 def files() -> dict[str, str]:
     """manifests/monitoring/: file name -> content."""
-    return {RULES_FILE: rules_file(), PROMETHEUS_FILE: prometheus_file(), DASHBOARD_FILE: dashboard_json(),
+    return {RULES_FILE: rules_file(), PROMETHEUS_FILE: prometheus_file(), DASHBOARD_FILE: dashboard_json(True),
             OPERATOR_FILE: operator_file()}
 
 

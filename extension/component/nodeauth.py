@@ -32,7 +32,7 @@ from extension.constants import (
     NODE_AUTH_USERNAME,
 )
 from extension.errors import WouldWrite
-from extension.kube import Kube
+from extension.runtime.kube import Kube
 
 if TYPE_CHECKING:
     from extension.component.tls import SecretStore

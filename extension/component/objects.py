@@ -29,7 +29,7 @@ from extension import constants as c
 from extension.component.certs import KeyPair
 from extension.component.containerd import containerd_registries, mirror_files, mirror_registries
 from extension.component.nodeauth import NodeCredentials, shoot_key
-from extension.component.templating import b64, parse_yaml, render
+from extension.component.templating import parse_yaml, render
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class RenderOptions:
     dial_timeout: str | None = c.DEFAULT_DIAL_TIMEOUT
     # caches only nodes can read (standalone): generated credentials per cache, see component/nodeauth.py
     node_auth: bool = False
+    # the image of the coalescing front (extension/front, the product's own image); None: distribution alone
+    # serves the cache's port, as Gardener's
+    front_image: str | None = None
 
     def labels(self, upstream: str) -> dict[str, str]:
         out = {**names.labels(upstream), c.MANAGED_BY_LABEL: c.MANAGED_BY}
@@ -82,9 +85,12 @@ class RenderedShoot:
 
 
 def secret_checksum(data: Mapping[str, str | bytes]) -> str:
-    """``ComputeSecretChecksum``: sha256 of the JSON of the base64 data, keys sorted."""
-    encoded = {k: b64(v) for k, v in data.items()}
-    return hashlib.sha256(json.dumps(encoded, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """Gardener's ``ComputeSecretChecksum`` (pkg/utils, v1.147): the sha256 of the concatenated sha256 hex digests
+    of the values, keys sorted. Checked against Gardener's own names by tests/integration/test_gardener_rendering.py
+    (this function hashed the JSON of the base64 data before: no name of Gardener's matched)."""
+    digests = "".join(hashlib.sha256(v.encode() if isinstance(v, str) else v).hexdigest()
+                      for _, v in sorted(data.items()))
+    return hashlib.sha256(digests.encode()).hexdigest()
 
 
 def unique_name(base: str, data: Mapping[str, str | bytes]) -> str:
@@ -92,21 +98,32 @@ def unique_name(base: str, data: Mapping[str, str | bytes]) -> str:
     return f"{base}-{secret_checksum(data)[:8]}"
 
 
-def render_config_yml(cache: RegistryCache, node_auth: bool = False, provider: bool = False) -> str:
+def render_config_yml(cache: RegistryCache, node_auth: bool = False, front: bool = False,
+                      provider: bool = False) -> str:
     """distribution's ``config.yml`` for one cache (no credentials: :func:`config_files`); ``node_auth``: clients
-    must authenticate with the htpasswd file next to it (:mod:`.nodeauth`); ``provider``: the credentials come
-    from a credential provider plugin, and distribution asks its helper again every few seconds."""
+    must authenticate with the htpasswd file next to it (:mod:`.nodeauth`); ``front``: behind the coalescing
+    front, on the Pod's loopback without TLS (the front serves the cache's port and its TLS); ``provider``: the
+    credentials come from a credential provider plugin, and distribution asks its helper again every few seconds."""
     return render(
         "config.yml.j2",
         upstream=cache.upstream,
         server_port=c.SERVER_PORT,
         debug_port=c.DEBUG_PORT,
+        backend_port=c.BACKEND_PORT if front else None,
         tls=tls_enabled(cache),
         remote_url=remote_url(cache),
         ttl=format_duration(gc_ttl_ns(cache)),
         htpasswd_path=c.HTPASSWD_PATH if node_auth else None,
         exec_lifetime=f"{c.CREDENTIAL_PROVIDER_LIFETIME_SECONDS}s" if provider else None,
     )
+
+
+def front_args(cache: RegistryCache) -> list[str]:
+    """The coalescing front's arguments (after :data:`~extension.constants.FRONT_COMMAND`) in a cache Pod."""
+    args = [f"--listen=:{c.SERVER_PORT}", f"--backend=127.0.0.1:{c.BACKEND_PORT}", f"--spool-dir={c.CACHE_PATH}"]
+    if tls_enabled(cache):
+        args += [f"--tls-cert={c.FRONT_CERTS_PATH}/tls.crt", f"--tls-key={c.FRONT_CERTS_PATH}/tls.key"]
+    return args
 
 
 def render_credential_helper() -> str:
@@ -141,12 +158,12 @@ def render_provider_parser() -> str:
 
 
 def config_files(cache: RegistryCache, credentials: UpstreamAuth | None,
-                 node_auth: NodeCredentials | None = None) -> dict[str, str]:
+                 node_auth: NodeCredentials | None = None, front: bool = False) -> dict[str, str]:
     """The files of a cache's config Secret, mounted in ``/etc/distribution``: ``config.yml``, the credential
     helper, the upstream's credentials for it (if any) or what runs its credential provider plugin, and the
-    htpasswd file of a cache only nodes can read."""
+    htpasswd file of a cache only nodes can read. ``front``: distribution behind the coalescing front."""
     provider = credentials if isinstance(credentials, CredentialProvider) else None
-    files = {"config.yml": render_config_yml(cache, node_auth is not None, provider is not None)}
+    files = {"config.yml": render_config_yml(cache, node_auth is not None, front, provider is not None)}
     if provider is not None:
         files[c.CREDENTIAL_HELPER_KEY] = render_provider_helper(cache.upstream, provider)
         files[c.CREDENTIAL_PROVIDER_CONFIG_KEY] = render_provider_config(provider)
@@ -192,7 +209,8 @@ def render_cache(cache: RegistryCache, credentials: UpstreamAuth | None, tls: Ke
     ns = options.namespace
     common = dict(namespace=ns, server_port=c.SERVER_PORT, debug_port=c.DEBUG_PORT)
 
-    config_data = config_files(cache, credentials, node_auth)
+    front = options.front_image is not None
+    config_data = config_files(cache, credentials, node_auth, front)
     # every key (items select them), the helper executable (distribution runs it), credentials not for everyone
     config_items = [(key, *CONFIG_FILE_MODES.get(key, (None, None))) for key in sorted(config_data)]
     config_secret = _secret(unique_name(f"{name}-config", config_data), ns, labels, config_data)
@@ -218,6 +236,8 @@ def render_cache(cache: RegistryCache, credentials: UpstreamAuth | None, tls: Ke
                     "networking.gardener.cloud/to-dns": "allowed",
                     "networking.gardener.cloud/to-public-networks": "allowed"},
         replicas=2 if ha else 1, high_availability=ha, image=options.image,
+        front_image=options.front_image, front_command=list(c.FRONT_COMMAND),
+        front_args=front_args(cache) if front else [], front_scheme="HTTPS" if tls_enabled(cache) else "HTTP",
         priority_class_name=options.priority_class_name, env=env,
         config_secret_name=config_secret.name, config_items=config_items, tls_secret_name=tls_secret_name,
         provider=credentials if isinstance(credentials, CredentialProvider) else None,
@@ -231,7 +251,8 @@ def render_cache(cache: RegistryCache, credentials: UpstreamAuth | None, tls: Ke
                                selector=selector))
     if options.vpa:
         # labelled like the other objects, so that it is pruned when the Shoot no longer wants VPA
-        objects.append(_object("verticalpodautoscaler.yaml.j2", namespace=ns, name=name, labels=labels))
+        objects.append(_object("verticalpodautoscaler.yaml.j2", namespace=ns, name=name, labels=labels,
+                               front=front))
     return objects
 
 

@@ -65,7 +65,7 @@ from extension.component.shootview import (
     live_record,
 )
 from extension.errors import ConfigurationError, ReconcileError, WouldWrite
-from extension.kube import Kube
+from extension.runtime.kube import Kube
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from extension.component.objects import RenderedObject, RenderOptions, render_mi
 from extension.component.registrycache import as_delivered, rendered_hash, with_hash
 from extension.component.shootview import live_record
 from extension.errors import WouldWrite
-from extension.kube import Kube
+from extension.runtime.kube import Kube
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 from extension import constants as c
 from extension.errors import ReconcileError
-from extension.informer import Informer, Key
-from extension.kube import Kube
+from extension.runtime.informer import Informer, Key
+from extension.runtime.kube import Kube
 
 PRUNED_KINDS = ("StatefulSet", "Secret", "Service", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap")
 # kinds a shoot may or may not serve (CRDs): watched or listed only where they are served

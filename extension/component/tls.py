@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from extension.component import certs
 from extension.constants import CA_BUNDLE_SECRET, CA_NAME, MANAGED_BY, MANAGED_BY_LABEL, TLS_SECRET_LABEL
 from extension.errors import WouldWrite
-from extension.kube import Kube
+from extension.runtime.kube import Kube
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,8 @@ from extension.controller.seedcache import SeedCache
 from extension.controller.shoots import KubeconfigSecret, shared_cluster
 from extension.controller.upstreams import UpstreamChecks
 from extension.errors import ConfigurationError, ReconcileError, WouldWrite
-from extension.informer import Informer
-from extension.kube import Kube
+from extension.runtime.informer import Informer
+from extension.runtime.kube import Kube
 from extension.upstreamcheck import PluginTarget, Target
 
 log = logging.getLogger(__name__)

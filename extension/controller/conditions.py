@@ -1,12 +1,15 @@
-"""Pure: the Extension's ``status.conditions`` from the upstream credential checks (Gardener's Condition:
-type, status, lastTransitionTime, lastUpdateTime, reason, message, codes).
+"""Pure: the Extension's ``status.conditions`` (Gardener's Condition: type, status, lastTransitionTime,
+lastUpdateTime, reason, message, codes) from the upstream credential checks and from the caches' health.
 
-One condition per cache with credentials, type ``UpstreamCredentialsValid-<upstream>``: ``True`` when the
-upstream accepted them, ``False`` when it refused them (401/403), ``Unknown`` when it could not be asked
-(unreachable, or an answer no registry gives). The message names the upstream, what was asked and the HTTP
+Upstream credentials: one condition per cache with credentials, type ``UpstreamCredentialsValid-<upstream>``:
+``True`` when the upstream accepted them, ``False`` when it refused them (401/403), ``Unknown`` when it could
+not be asked (unreachable, or an answer no registry gives). The message names the upstream, what was asked and the HTTP
 status; never a credential. For a cache with a credential provider plugin: ``True`` while the plugin answers,
 ``False`` naming what its cache reports (the plugin missing, failing, answering nothing usable), ``Unknown``
 before it was asked.
+
+The caches' health: ``SystemComponentsHealthy`` (:func:`merge_health`; what it says is
+:func:`extension.controller.health.caches_condition`'s).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from extension.constants import (
     ERR_CONFIGURATION_PROBLEM,
     ERR_INFRA_DEPENDENCIES,
     ERR_INFRA_UNAUTHORIZED,
+    SYSTEM_COMPONENTS_HEALTHY_CONDITION,
     UPSTREAM_CREDENTIALS_CONDITION,
 )
 from extension.upstreamcheck import (
@@ -102,3 +106,16 @@ def same_state(a: Iterable[Mapping[str, Any]] | None, b: Iterable[Mapping[str, A
     def strip(cs: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
         return [{k: v for k, v in c.items() if k != "lastUpdateTime"} for c in (cs or [])]
     return strip(a) == strip(b)
+
+
+def merge_health(conditions: list[dict[str, Any]], status: str, reason: str, message: str,
+                 now: str) -> list[dict[str, Any]] | None:
+    """The conditions with ``SystemComponentsHealthy`` set; None when nothing changed (no write needed)."""
+    kind = SYSTEM_COMPONENTS_HEALTHY_CONDITION
+    old = next((c for c in conditions if c.get("type") == kind), None)
+    if old and (old.get("status"), old.get("reason"), old.get("message")) == (status, reason, message):
+        return None
+    new = {"type": kind, "status": status, "reason": reason, "message": message, "lastUpdateTime": now,
+           "lastTransitionTime": old["lastTransitionTime"] if old and old.get("status") == status
+           and old.get("lastTransitionTime") else now}
+    return [c for c in conditions if c.get("type") != kind] + [new]

@@ -18,22 +18,21 @@ the condition when it changed:
 Only the first line that says why (``panic: ...`` or the last line) is taken, cut to 300 characters; a
 cache's configuration never appears (distribution does not print its credentials).
 
-:func:`caches_condition` and :func:`merge_condition` are pure; :class:`HealthLoop` does the reading, the
-controller the writing (:meth:`~extension.controller.reconciler.Controller.write_health`, under the
-Extension's lock, merged into its latest conditions). The Extensions come from the controller's watch. Where
-one cluster receives every Extension's caches (standalone, one ``--shoot-kubeconfig``), a round makes one LIST
-of the cache StatefulSets there for all Extensions, and one of the cache Pods only when a cache is not ready;
-under Gardener (a cluster per shoot) one LIST of StatefulSets per Extension, and of Pods only for one not
-ready. Nothing is written while nothing changed.
+:func:`caches_condition` is pure; :class:`HealthLoop` does the reading, the controller the writing
+(:meth:`~extension.controller.reconciler.Controller.write_health`, under the Extension's lock, merged into its
+latest conditions by :func:`extension.controller.conditions.merge_health`). The Extensions come from the
+controller's watch. Where one cluster receives every Extension's caches (standalone, one
+``--shoot-kubeconfig``), a round makes one LIST of the cache StatefulSets there for all Extensions, and one of
+the cache Pods only when a cache is not ready; under Gardener (a cluster per shoot) one LIST of StatefulSets per
+Extension, and of Pods only for one not ready. Nothing is written while nothing changed.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from api import shoot as shootlib
 from extension.constants import (
@@ -49,10 +48,8 @@ from extension.constants import (
     SYSTEM_COMPONENTS_HEALTHY_CONDITION,
 )
 from extension.controller.actuator import PROVIDER_STATUS_DIGEST
+from extension.controller.reconciler import Controller
 from extension.controller.shoots import shared_cluster
-
-if TYPE_CHECKING:
-    from extension.controller.reconciler import Controller
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +62,6 @@ PLUGIN_HINT = ("it copies the credential provider plugin from the image the cred
 UNREACHABLE_HINT = ("distribution asked its upstream at start and exited while the upstream could not be reached "
                     "(a config with proxy.username/password, not the credential helper the controller renders); "
                     "it restarts with backoff and serves again once the upstream answers")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _reason_line(message: str) -> str:
@@ -88,12 +81,13 @@ def describe_pod(pod: dict[str, Any]) -> str:
         waiting = [c for c in status.get("conditions") or [] if c.get("status") != "True"]
         why = "; ".join(f"{c['type']}: {c.get('reason') or ''} {c.get('message') or ''}".strip() for c in waiting)
         return f"{name}: {status.get('phase', 'Pending')}" + (f" ({why})" if why else "")
-    c = statuses[0]
+    # the first container that is not ready (with the coalescing front a Pod has two: distribution and the front)
+    c = next((s for s in statuses if not s.get("ready")), statuses[0])
     state = c.get("state") or {}
     init = _init_problem(status)
     if init is not None and "running" not in state:
         return f"{name}: {init}"
-    parts = []
+    parts = [f"container {c['name']}"] if len(statuses) > 1 and c.get("name") else []
     if "waiting" in state:
         parts.append(state["waiting"].get("reason") or "Waiting")
     elif "running" in state:
@@ -157,20 +151,6 @@ def caches_condition(statefulsets: list[dict[str, Any]],
     if bad:
         return "False", "CachesNotReady", "Registry caches not ready: " + " | ".join(bad)
     return "True", "CachesReady", f"All {len(statefulsets)} registry caches are ready."
-
-
-def merge_condition(conditions: list[dict[str, Any]], status: str, reason: str, message: str,
-                    now: str | None = None) -> list[dict[str, Any]] | None:
-    """The conditions with ours set; None when nothing changed (no write needed)."""
-    now = now or _now()
-    kind = SYSTEM_COMPONENTS_HEALTHY_CONDITION
-    old = next((c for c in conditions if c.get("type") == kind), None)
-    if old and (old.get("status"), old.get("reason"), old.get("message")) == (status, reason, message):
-        return None
-    new = {"type": kind, "status": status, "reason": reason, "message": message, "lastUpdateTime": now,
-           "lastTransitionTime": old["lastTransitionTime"] if old and old.get("status") == status
-           and old.get("lastTransitionTime") else now}
-    return [c for c in conditions if c.get("type") != kind] + [new]
 
 
 class HealthLoop:

@@ -23,7 +23,7 @@ from extension.component.registrymirror import RegistryMirrors
 from extension.constants import REFERENCED_RESOURCE_PREFIX
 from extension.controller.actuator import Actuator, Outcome, ShootTarget, decode_provider_config
 from extension.errors import ConfigurationError, WouldWrite
-from extension.kube import Kube
+from extension.runtime.kube import Kube
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from extension.constants import (
     CREDENTIAL_PROVIDER_LOG_COMPONENT,
     SHOOT_NAMESPACE,
 )
-from extension.kube import ApiError, Kube
+from extension.runtime.kube import ApiError, Kube
 from extension.upstreamcheck import (
     PLUGIN_ANSWERED,
     PLUGIN_FAILED,

@@ -2,10 +2,10 @@
 
 Both extension types, ``registry-cache`` and ``registry-mirror``, each with its actuator.
 
-Framework-free: a watch of the Extensions (:mod:`extension.informer`) calls :meth:`Controller.observe` for every
+Framework-free: a watch of the Extensions (:mod:`extension.runtime.informer`) calls :meth:`Controller.observe` for every
 change; the Gardener contract decides whether that change is a reason to act (operation annotation, deletion,
 generation), so status-only updates and the echoes of the controller's own writes cost nothing and are never
-queued. What is to be done is queued by key (:mod:`extension.workqueue`: one worker per Extension at a time,
+queued. What is to be done is queued by key (:mod:`extension.runtime.workqueue`: one worker per Extension at a time,
 a burst of changes is one pass) and carried out by ``workers`` threads on the latest state.
 
 As Gardener does, an Extension whose last operation did not succeed is carried out again (after a restart at
@@ -32,6 +32,7 @@ from typing import Any
 
 from extension import metrics
 from extension.constants import (
+    CONTROLLER_NAME,
     ERR_INFRA_DEPENDENCIES,
     EXTENSION_NAME,
     EXTENSION_TYPE,
@@ -45,7 +46,7 @@ from extension.constants import (
     State,
     finalizer_for,
 )
-from extension.controller import conditions, health
+from extension.controller import conditions
 from extension.controller.actuator import (
     PROVIDER_STATUS_DIGEST,
     Actuator,
@@ -55,10 +56,11 @@ from extension.controller.actuator import (
 )
 from extension.controller.upstreams import UpstreamChecks
 from extension.errors import ReconcileError
-from extension.informer import Informer, Key
-from extension.kube import ApiError, Kube, NotLeader, TransportError
-from extension.retry import Backoff
-from extension.workqueue import WorkQueue
+from extension.runtime import metrics as runtime_metrics
+from extension.runtime.informer import Informer, Key
+from extension.runtime.kube import ApiError, Kube, NotLeader, TransportError
+from extension.runtime.retry import Backoff
+from extension.runtime.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +193,12 @@ class Controller:
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.queue = WorkQueue()
+        self.queue = WorkQueue(CONTROLLER_NAME)
         self.in_flight: dict[int, tuple[Key, float]] = {}  # worker thread -> (its Extension, since, monotonic)
+        for result in ("success", "error"):  # (every series there from the start, as controller-runtime does)
+            runtime_metrics.RECONCILE_TOTAL.labels(CONTROLLER_NAME, result)
+        runtime_metrics.RECONCILE_ERRORS.labels(CONTROLLER_NAME)
+        runtime_metrics.ACTIVE_WORKERS.labels(CONTROLLER_NAME).set_function(lambda: len(self.in_flight))
         self.informer: Informer[dict[str, Any]] = Informer(self.seed, "Extension", skeleton, on_change=self.observe,
                                                            name="Extension")
         self._checks: set[Key] = set()  # keys to look at even when no operation is asked for
@@ -290,29 +296,39 @@ class Controller:
                 self.queue.done(key)
 
     def process(self, key: Key) -> Op | None:
+        """One reconcile: do what the latest state of the Extension ``key`` asks for; the operation carried out,
+        if any. Counted in controller-runtime's metrics (``controller_runtime_reconcile_total``: ``error`` when
+        the operation ended in Error or the reconcile raised)."""
+        started, ok = time.monotonic(), False
+        try:
+            op, ok = self._process(key)
+            return op
+        finally:
+            runtime_metrics.reconciled(CONTROLLER_NAME, ok, time.monotonic() - started)
+
+    def _process(self, key: Key) -> tuple[Op | None, bool]:
         with self._guard:
             look = key in self._checks
             self._checks.discard(key)
         ext = self.current(key)
         if ext is None:
-            return None
+            return None, True
         op = decide(ext)
         if op is not None and is_retry(ext) and self.backoff.waiting(_key(ext)):
-            return None
+            return None, True
         if op is None:
             self._learn_upstreams(ext)
         if op is None and not (look and checkable(ext)):
-            return None
+            return None, True
         with self._lock_for(_meta(ext)):
             ext = {**ext, "metadata": dict(_meta(ext))}  # the watch's record is never changed in place
             if op is None:
                 if self.actuators[ext["spec"]["type"]].in_sync(ext):
                     metrics.CHECKS.labels("in-sync").inc()
-                    return None
+                    return None, True
                 metrics.CHECKS.labels("reconciled").inc()
                 op = Op.RECONCILE
-            self._run(op, ext)
-            return op
+            return op, self._run(op, ext)
 
     # --- entry points ---------------------------------------------------------------------------------
     def handle(self, ext: dict[str, Any]) -> Op | None:
@@ -346,7 +362,7 @@ class Controller:
             if self.informer.get(key) is None:
                 self.backoff.succeeded(f"{key[0]}/{key[1]}")  # gone meanwhile
             else:
-                self.queue.add(key)
+                self.queue.add(key, retry=True)
         return len(due)
 
     def retry(self, namespace: str, name: str) -> Op | None:
@@ -443,7 +459,8 @@ class Controller:
         except ApiError:
             return False
 
-    def _run(self, op: Op, ext: dict[str, Any]) -> None:
+    def _run(self, op: Op, ext: dict[str, Any]) -> bool:
+        """Carry out ``op``; whether it succeeded (False: it ended in Error, or stopped: no longer the leader)."""
         meta = _meta(ext)
         ns, name = meta["namespace"], meta["name"]
         key = f"{ns}/{name}"
@@ -477,14 +494,16 @@ class Controller:
             self.backoff.succeeded(key)
             metrics.OPERATIONS.labels(op.value, State.SUCCEEDED.value).inc()
             log.info("%s: %s succeeded in %.2fs", key, op.value, time.monotonic() - started)
+            return True
         except NotLeader:
             log.warning("%s: %s stopped: this replica is no longer the leader", key, op.value)
+            return False
         except Exception as exc:  # every failure ends in Error on the Extension, never in a crash
             if op == Op.DELETE and isinstance(exc, ApiError) and exc.not_found and self._gone(ns, name):
                 # deleted meanwhile (its finalizer removed by someone else): nothing to report, nothing to retry
                 log.info("%s: %s: the Extension is gone already", key, op.value)
                 self.backoff.succeeded(key)
-                return
+                return True
             message, codes = _describe(exc)
             if isinstance(exc, (ReconcileError, ApiError)):
                 log.warning("%s: %s failed: %s", key, op.value, message)
@@ -493,6 +512,7 @@ class Controller:
             metrics.extension_state(ns, name, ext["spec"]["type"], error=True)
             metrics.OPERATIONS.labels(op.value, State.ERROR.value).inc()
             self._errored(ns, name, op, ext, message, codes)
+            return False
         finally:
             metrics.OPERATION_SECONDS.labels(op.value).observe(time.monotonic() - started)
 
@@ -608,8 +628,8 @@ class Controller:
             return False
         with self._lock_for(_meta(ext)):
             current = self._latest(key) or ext
-            merged = health.merge_condition((current.get("status") or {}).get("conditions") or [],
-                                            status, reason, message)
+            merged = conditions.merge_health((current.get("status") or {}).get("conditions") or [],
+                                             status, reason, message, now_rfc3339())
             if merged is None:
                 return False
             try:

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from extension.constants import NODE_AUTH_SECRET_LABEL, REFERENCED_RESOURCE_PREFIX, TLS_SECRET_LABEL
-from extension.informer import Informer, Key
-from extension.kube import Kube
+from extension.runtime.informer import Informer, Key
+from extension.runtime.kube import Kube
 
 Versions = dict[tuple[str, str, str], str]  # (kind, namespace, name) -> resourceVersion
 

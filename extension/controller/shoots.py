@@ -17,11 +17,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes import config as k8s_config
-
 from extension.constants import ERR_INFRA_DEPENDENCIES, FIELD_MANAGER
 from extension.errors import ReconcileError
-from extension.kube import Kube
+from extension.runtime.kube import Kube, api_client
+from extension.runtime.metrics import SHOOTS_HOST
 
 ShootTarget = Callable[[str], Kube]
 
@@ -87,8 +86,9 @@ class KubeconfigSecret:
             with tempfile.NamedTemporaryFile("wb", suffix=".kubeconfig") as handle:
                 handle.write(base64.b64decode(secret["data"]["kubeconfig"]))
                 handle.flush()
-                api = k8s_config.new_client_from_config(config_file=handle.name)
-            kube = Kube(api, field_manager=self.field_manager, fence=self.fence)
+                api = api_client(handle.name)
+            # one API server per shoot: one host label for all of them (rest_client_*: no label value per Extension)
+            kube = Kube(api, field_manager=self.field_manager, fence=self.fence, metrics_host=SHOOTS_HOST)
             self._clients[namespace] = (version, kube)
             return kube
 

@@ -678,10 +678,9 @@ class LocalControlPlane:
 
     def api_client(self):
         """A new ``kubernetes.client.ApiClient`` for the admin kubeconfig (the caller closes it)."""
-        from kubernetes import config as kconfig
+        from extension.runtime.kube import api_client
 
-        return kconfig.new_client_from_config(config_file=str(self.kubeconfig), context=CONTEXT_NAME,
-                                              persist_config=False)
+        return api_client(str(self.kubeconfig), CONTEXT_NAME, persist_config=False)
 
     def stop(self) -> None:
         """Stop kube-apiserver, then etcd (each: SIGTERM, up to 30 s, then SIGKILL); remove an owned temp

@@ -28,12 +28,12 @@ import yaml
 from kubernetes import client as k8s_client
 
 from extension.constants import WEBHOOK_CONFIGURATION_NAME
-from extension.kube import Kube
 from extension.local.assets import asset_dir
 from extension.local.controlplane import apply_manifests, load_manifests, wait_for_crds_established
 from extension.local.images import push_product
 from extension.local.node import IMAGE_REGISTRY, LocalCluster, bins
 from extension.local.procs import ClusterError, Proc, run, tail, wait_for
+from extension.runtime.kube import Kube
 
 log = logging.getLogger(__name__)
 

@@ -41,13 +41,13 @@ from extension.constants import (
     SHOOT_NAMESPACE,
     State,
 )
-from extension.kube import ApiError, Kube
 from extension.local.assets import asset_dir
 from extension.local.controlplane import LocalControlPlane, load_manifests
 from extension.local.node import NODE_NAME, PushedImage, push_test_image
 from extension.local.procs import ClusterError, Proc
 from extension.local.registries import CACHE_AGENT, CONTAINERD_AGENT
 from extension.local.stack import CONTROLLER_SELECTOR, NAMESPACE, Stack, install_crds, start_controller
+from extension.runtime.kube import ApiError, Kube
 
 EXAMPLES = asset_dir("examples")
 NODE_EXAMPLE = EXAMPLES / "local-shoot.yaml"

@@ -1,7 +1,7 @@
 """What the node agent reads of the API server when it runs for good: watched, not polled.
 
 The ConfigMaps: one LIST by label (``registry-cache.gardener.cloud/node-config=true``), then a WATCH from its
-resourceVersion (:class:`extension.informer.Informer`: bookmarks; a watch the server ends after its timeout is
+resourceVersion (:class:`extension.runtime.informer.Informer`: bookmarks; a watch the server ends after its timeout is
 started again from the last resourceVersion seen; 410 Gone lists again, and what went meanwhile is seen as
 deleted; the API server away: again after 0.5 s, doubling up to 30 s). Every change wakes the agent.
 
@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from extension.constants import NODE_AUTH_SHOOT_SECRET, NODE_CONFIG_LABEL
-from extension.informer import Informer
-from extension.kube import Kube
 from extension.nodeagent.agent import NodeAgent, secret_strings
+from extension.runtime.informer import Informer
+from extension.runtime.kube import Kube
 
 log = logging.getLogger("registry-cache.node-agent")
 

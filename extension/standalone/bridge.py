@@ -43,9 +43,9 @@ from extension.constants import (
     extension_shoot_label,
 )
 from extension.controller.reconciler import now_rfc3339
-from extension.kube import ApiError, Kube, Undecodable
 from extension.references import ReferenceIndex, claim_refusal
-from extension.retry import Backoff
+from extension.runtime.kube import ApiError, Kube, Undecodable
+from extension.runtime.retry import Backoff
 from extension.standalone.policies import PolicyCheck
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from extension.constants import SHOOT_POLICIES
-from extension.kube import Kube
+from extension.runtime.kube import Kube
 
 POLICY_MANIFEST = "manifests/policies/shoots.yaml"
 CHECK_SECONDS = 30.0  # how long an answer is reused (each Shoot sync asks)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 
 from extension.constants import PROTECTION_FINALIZER, REFERENCED_LABEL
-from extension.kube import ApiError, Kube
 from extension.references import ReferenceIndex
-from extension.retry import Backoff
+from extension.runtime.kube import ApiError, Kube
+from extension.runtime.retry import Backoff
 
 log = logging.getLogger(__name__)
 

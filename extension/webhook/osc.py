@@ -27,7 +27,7 @@ from extension.component import tls
 from extension.component.containerd import ca_file, containerd_registries, mirror_files, mirror_registries
 from extension.constants import CA_BUNDLE_PATH, EXTENSION_NAME, MIRROR_EXTENSION_NAME, REFERENCED_RESOURCE_PREFIX
 from extension.errors import ConfigurationError
-from extension.kube import Kube
+from extension.runtime.kube import Kube
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ from extension.constants import (
     WEBHOOK_CONFIGURATION_NAME,
     extension_shoot_label,
 )
-from extension.kube import ApiError, Kube
+from extension.runtime.kube import ApiError, Kube
 
 SHOOT_WEBHOOK = "shoots.registry-cache.extensions.gardener.cloud"
 

@@ -10,6 +10,7 @@ Nothing here reaches beyond 127.0.0.1.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import io
 import json
@@ -20,8 +21,10 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -119,6 +122,29 @@ class AccessLog:
 
     def since(self, mark: int = 0) -> list[Request]:
         return parse_access_log(self._text()[mark:])
+
+
+# gorilla's combined format: the size of the body sent follows the status
+_TRANSFER = re.compile(r'^\S+ \S+ \S+ \[[^\]]*\] "(?P<method>\S+) (?P<uri>\S+) [^"]*" (?P<status>\d{3}) (?P<bytes>\d+|-) ')
+
+
+@dataclass(frozen=True)
+class Transfer:
+    method: str
+    path: str
+    status: int
+    bytes: int
+
+
+def transfers(log: AccessLog, mark: int = 0) -> list[Transfer]:
+    """Method, path, status and body bytes of every request in ``log`` since ``mark``."""
+    out = []
+    for line in log._text()[mark:].splitlines():
+        m = _TRANSFER.match(line)
+        if m:
+            out.append(Transfer(m["method"], m["uri"].split("?", 1)[0], int(m["status"]),
+                                0 if m["bytes"] == "-" else int(m["bytes"])))
+    return out
 
 
 def describe(requests: Iterable[Request]) -> str:
@@ -431,6 +457,174 @@ class Crane:
         manifest = json.loads(manifest_text)
         blobs = frozenset([manifest["config"]["digest"], *(lay["digest"] for lay in manifest["layers"])])
         return Image(repository, tag, digest, blobs, manifest_text)
+
+
+    def push_random_image(self, registry: Registry, repository: str, tag: str, layers: int = 5,
+                          layer_mib: int = 40) -> Image:
+        """A fresh image of ``layers`` layers of ``layer_mib`` MiB of random (incompressible) bytes each, pushed
+        anonymously: each layer a tarball of one random file, gzipped without compression (level 0, so it is
+        made quickly and its blob is as large as its data), platform linux/amd64."""
+        token = os.urandom(6).hex()
+        files = []
+        try:
+            for i in range(layers):
+                path = self.workdir / f"random-{token}-{i}.tar.gz"
+                with gzip.open(path, "wb", compresslevel=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+                    info = tarfile.TarInfo(f"registry-cache-e2e/random-{i}.bin")
+                    info.size, info.mode, info.mtime = layer_mib << 20, 0o644, 0
+                    tar.addfile(info, io.BytesIO(os.urandom(layer_mib << 20)))
+                files.append(path)
+            ref = f"{registry.host}/{repository}:{tag}"
+            self.run("append", *(arg for f in files for arg in ("-f", str(f))), "-t", ref, timeout=600)
+            self.run("mutate", ref, "--set-platform", "linux/amd64", "-t", ref)
+        finally:
+            for f in files:
+                f.unlink(missing_ok=True)
+        digest = self.run("digest", ref).stdout.strip()
+        manifest_text = self.run("manifest", ref).stdout
+        manifest = json.loads(manifest_text)
+        blobs = frozenset([manifest["config"]["digest"], *(lay["digest"] for lay in manifest["layers"])])
+        return Image(repository, tag, digest, blobs, manifest_text)
+
+
+class Link:
+    """A TCP forwarder to ``target`` on loopback that carries at most ``rate`` bytes/s towards the client, all its
+    connections together (an upstream's network link); :meth:`cut` closes every connection it carries (an
+    upstream that fails in the middle of a blob), new ones are forwarded again. Address: :attr:`host`."""
+
+    def __init__(self, target: str, rate: int, scheme: str = "http"):
+        self.target = target.rsplit(":", 1)
+        self.rate = rate
+        self.scheme = scheme  # what the target speaks through the link
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.port = self.listener.getsockname()[1]
+        self.socks: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.free_at = 0.0  # when the link has sent everything it was given
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection((self.target[0], int(self.target[1])))
+            with self.lock:
+                self.socks += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, limited: bool) -> None:
+        try:
+            while data := src.recv(64 << 10):
+                if limited:
+                    with self.lock:
+                        self.free_at = max(time.monotonic(), self.free_at) + len(data) / self.rate
+                        until = self.free_at
+                    time.sleep(max(0.0, until - time.monotonic()))
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        with self.lock:
+            socks, self.socks = self.socks, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+# --- the coalescing front ---------------------------------------------------------------------------------
+
+class Front:
+    """The coalescing front (``python -m extension.front``) with exactly the arguments a cache Pod's front
+    container is rendered with, only its addresses and paths mapped onto this machine (``mapping``: rendered
+    argument -> the one used here; each must be among the rendered arguments)."""
+
+    def __init__(self, workdir: Path, command: list[str], args: list[str], mapping: Mapping[str, str],
+                 port: int, ca_file: Path | None):
+        from extension.constants import FRONT_COMMAND
+        assert tuple(command) == FRONT_COMMAND, command
+        missing = [k for k in mapping if k not in args]
+        assert not missing, f"the rendered front has none of {missing}: {args}"
+        self.rendered_args = list(args)
+        self.argv = [sys.executable, *command[1:], *(mapping.get(a, a) for a in args)]
+        self.workdir = workdir
+        self.port = port
+        self.tls = any(a.startswith("--tls-cert=") for a in args)
+        self.ca_file = ca_file
+        self.process: Process | None = None
+
+    @property
+    def host(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "front.log"
+
+    def start(self, timeout: float = 20.0) -> Front:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.workdir), "PYTHONUNBUFFERED": "1"}
+        self.process = Process("front", self.argv, env, self.log_path, self.workdir / "front.err", self.workdir)
+        self.process.start()
+
+        def healthy() -> bool:
+            if not self.process or not self.process.running:
+                raise E2EError(f"the front exited\n{self.log_tail()}")
+            try:
+                return http_get(f"{self.url}/healthz", ca_file=self.ca_file, timeout=1)[0] == 200
+            except (OSError, urllib.error.URLError):
+                return False
+
+        wait_for(healthy, timeout, f"the front on {self.url}")
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return self.process.log_tail(lines) if self.process else ""
+
+    def access(self, mark: int = 0) -> list[dict[str, str]]:
+        """The front's access lines since ``mark`` (bytes of its log): method, path, status, bytes, role, ttfb,
+        total, agent."""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")[mark:] if self.log_path.exists() else ""
+        return [m.groupdict() for m in _FRONT_LINE.finditer(text)]
+
+    def mark(self) -> int:
+        return len(self.log_path.read_text(encoding="utf-8", errors="replace")) if self.log_path.exists() else 0
+
+
+_FRONT_LINE = re.compile(r'^(?P<client>\S+) "(?P<method>\S+) (?P<path>\S+)" (?P<status>\d{3}) (?P<bytes>\d+) '
+                         r'role=(?P<role>\S+) ttfb=(?P<ttfb>\S+) total=(?P<total>\S+) agent="(?P<agent>[^"]*)"$',
+                         re.M)
 
 
 # --- containerd -----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ fixture's finalizer). The caches are configured only by the project's own code:
 
 from __future__ import annotations
 
+import base64
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +35,39 @@ from api.validation import decode_and_default, remote_url, tls_enabled, validate
 from extension.component.certs import KeyPair, generate_server_cert, service_dns_names
 from extension.component.containerd import hosts_toml_for_status
 from extension.component.nodeauth import NodeCredentials
-from extension.component.objects import CONFIG_FILE_MODES, config_files, endpoint, provider_status
+from extension.component.objects import (
+    CONFIG_FILE_MODES,
+    RenderOptions,
+    config_files,
+    endpoint,
+    provider_status,
+    render_cache,
+)
 from extension.constants import (
+    BACKEND_PORT,
+    CACHE_PATH,
+    CONTAINER_NAME,
     CREDENTIAL_HELPER_KEY,
     DEFAULT_DIAL_TIMEOUT,
+    FRONT_CERTS_PATH,
+    FRONT_CONTAINER_NAME,
     HTPASSWD_KEY,
+    SERVER_PORT,
     SHOOT_NAMESPACE,
 )
 
-from .dataplane import LOOPBACK, Containerd, Crane, Image, Registry, Tools, Upstream, write_hosts_dir
+from .dataplane import (
+    LOOPBACK,
+    Containerd,
+    Crane,
+    Front,
+    Image,
+    Registry,
+    Tools,
+    Upstream,
+    free_port,
+    write_hosts_dir,
+)
 
 API_VERSION = "registry.extensions.gardener.cloud/v1alpha3"
 CA_SECRET_NAME = "ca-extension-registry-cache-bundle"
@@ -87,18 +112,41 @@ def decode_cache(upstream: Any, *, tls: bool | None, secret_reference: str | Non
 
 @dataclass
 class Cache:
-    """A running cache and what it was made from."""
+    """A running cache and what it was made from; with ``front``, as a cache Pod with the coalescing front runs:
+    the front serves the cache's port, distribution listens behind it on loopback without TLS."""
 
     model: RegistryCache
     credentials: UpstreamAuth | None
     config_text: str  # exactly the config.yml config_files rendered
     registry: Registry
     plugin_state: Path | None = None  # a plugin cache's state directory (the Pod's in-memory emptyDir)
+    front: Front | None = None
+
+    @property
+    def host(self) -> str:
+        """Where clients reach the cache."""
+        return self.front.host if self.front else self.registry.host
 
     @property
     def endpoint(self) -> str:
         """The endpoint the controller would report (``<scheme>://<clusterIP>:<port>``)."""
+        if self.front:
+            return endpoint("https" if self.front.tls else "http", LOOPBACK, self.front.port)
         return endpoint(self.registry.scheme, LOOPBACK, self.registry.port)
+
+
+def rendered_front_container(model: RegistryCache, credentials: UpstreamAuth | None, keypair: tuple[str, str] | None,
+                             node_auth: NodeCredentials | None, config_text: str) -> dict[str, Any]:
+    """The front container of the cache's StatefulSet as the controller renders it with a front image; also
+    checks that the config Secret it renders beside it holds ``config_text`` as distribution's config.yml."""
+    tls = KeyPair(*keypair) if keypair else None
+    objects = render_cache(model, credentials, tls, RenderOptions(front_image="registry-cache:e2e"), node_auth)
+    secret = next(o.obj for o in objects if o.kind == "Secret" and "config.yml" in o.obj["data"])
+    assert base64.b64decode(secret["data"]["config.yml"]).decode("utf-8") == config_text
+    sts = next(o.obj for o in objects if o.kind == "StatefulSet")
+    containers = {c["name"]: c for c in sts["spec"]["template"]["spec"]["containers"]}
+    assert set(containers) == {CONTAINER_NAME, FRONT_CONTAINER_NAME}, containers
+    return containers[FRONT_CONTAINER_NAME]
 
 
 class DataPath:
@@ -113,7 +161,7 @@ class DataPath:
             self.ca_bundle = workdir / "ca-bundle.pem"
             self.ca_bundle.write_text(ca.cert_pem, encoding="utf-8")
         self.crane = Crane(tools.crane, workdir / "crane")
-        self._registries: list[Registry] = []
+        self._registries: list[Registry | Front] = []
         self._containerds: list[Containerd] = []
         self._n = 0
 
@@ -134,16 +182,23 @@ class DataPath:
 
     def cache(self, upstream: Any, credentials: UpstreamAuth | None, *, tls: bool | None,
               secret_reference: str | None = "upstream-credentials", node_auth: NodeCredentials | None = None,
-              plugin: Path | None = None, workdir: Path | None = None) -> Cache:
+              plugin: Path | None = None, workdir: Path | None = None, front: bool = False,
+              env: dict[str, str] | None = None) -> Cache:
         """A cache for ``upstream`` started from exactly the rendered ``config.yml`` (and, for a cache only
         nodes can read, the htpasswd file of its config Secret, at the path config.yml names on a node).
 
         With a credential provider plugin (``credentials``), its binary ``plugin`` is put where the init
         container copies it (None: nothing is copied), its state directory made as the Pod's emptyDir, and the
         helper runs under busybox's sh, as in the cache image. ``workdir``: a cache's directory again (its
-        storage, as a Pod's volume outlives the Pod), with the files rendered now."""
+        storage, as a Pod's volume outlives the Pod), with the files rendered now.
+
+        ``front``: as the cache Pod runs with the coalescing front (``run --front-image``): the rendered
+        StatefulSet's front container (its command and arguments, only addresses and paths mapped onto this
+        machine: the spool in distribution's storage directory, as both mount the cache's volume) in front of
+        distribution from the rendered ``config.yml`` for that Pod (loopback, no TLS of its own). ``env``: more
+        environment for distribution (e.g. ``SSL_CERT_FILE`` for an upstream with TLS)."""
         model = decode_cache(upstream, tls=tls, secret_reference=secret_reference if credentials else None)
-        files = config_files(model, credentials, node_auth)
+        files = config_files(model, credentials, node_auth, front)
         text = files.pop("config.yml")
         workdir = workdir or self._dir("cache")
         workdir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +206,7 @@ class DataPath:
             (workdir / name).write_text(content, encoding="utf-8")
             if name in CONFIG_FILE_MODES:  # with the modes of the Pod's mount
                 (workdir / name).chmod(CONFIG_FILE_MODES[name][0])
-        extra_env = {"REGISTRY_PROXY_EXEC_COMMAND": str(workdir / CREDENTIAL_HELPER_KEY)}
+        extra_env = {**(env or {}), "REGISTRY_PROXY_EXEC_COMMAND": str(workdir / CREDENTIAL_HELPER_KEY)}
         state = None
         if isinstance(credentials, CredentialProvider):
             bin_dir, state = workdir / "credential-provider" / "bin", workdir / "credential-provider" / "state"
@@ -167,9 +222,9 @@ class DataPath:
             wrapper = workdir / "helper-under-busybox"
             wrapper.write_text(f'#!{busybox} sh\nexec {busybox} sh {workdir / CREDENTIAL_HELPER_KEY} "$@"\n')
             wrapper.chmod(0o755)
-            extra_env = {"REGISTRY_PROXY_EXEC_COMMAND": str(wrapper),
-                         "REGISTRY_CACHE_CREDENTIAL_PROVIDER_BIN_DIR": str(bin_dir),
-                         "REGISTRY_CACHE_CREDENTIAL_PROVIDER_STATE_DIR": str(state)}
+            extra_env.update({"REGISTRY_PROXY_EXEC_COMMAND": str(wrapper),
+                              "REGISTRY_CACHE_CREDENTIAL_PROVIDER_BIN_DIR": str(bin_dir),
+                              "REGISTRY_CACHE_CREDENTIAL_PROVIDER_STATE_DIR": str(state)})
         if node_auth is not None:
             extra_env["REGISTRY_AUTH_HTPASSWD_PATH"] = str(workdir / HTPASSWD_KEY)
         keypair = None
@@ -178,11 +233,31 @@ class DataPath:
             name = names.resource_name(model.upstream)
             server = generate_server_cert(self.ca, name, service_dns_names(name, SHOOT_NAMESPACE), [LOOPBACK])
             keypair = (server.cert_pem, server.key_pem)
-        reg = Registry(self.tools.registry, "cache", workdir, text, tls=keypair, ca_file=self.ca_bundle,
-                       extra_env=extra_env)
+        if not front:
+            reg = Registry(self.tools.registry, "cache", workdir, text, tls=keypair, ca_file=self.ca_bundle,
+                           extra_env=extra_env)
+            self._registries.append(reg)
+            reg.start()
+            return Cache(model, credentials, text, reg, plugin_state=state)
+        reg = Registry(self.tools.registry, "cache", workdir, text, extra_env=extra_env)
         self._registries.append(reg)
         reg.start()
-        return Cache(model, credentials, text, reg, state)
+        container = rendered_front_container(model, credentials, keypair, node_auth, text)
+        mapping = {f"--listen=:{SERVER_PORT}": f"--listen={LOOPBACK}:{free_port()}",
+                   f"--backend=127.0.0.1:{BACKEND_PORT}": f"--backend={reg.host}",
+                   f"--spool-dir={CACHE_PATH}": f"--spool-dir={reg.storage}"}
+        if keypair:
+            (workdir / "front-tls.crt").write_text(keypair[0], encoding="utf-8")
+            (workdir / "front-tls.key").write_text(keypair[1], encoding="utf-8")
+            (workdir / "front-tls.key").chmod(0o600)
+            mapping[f"--tls-cert={FRONT_CERTS_PATH}/tls.crt"] = f"--tls-cert={workdir / 'front-tls.crt'}"
+            mapping[f"--tls-key={FRONT_CERTS_PATH}/tls.key"] = f"--tls-key={workdir / 'front-tls.key'}"
+        port = int(mapping[f"--listen=:{SERVER_PORT}"].rsplit(":", 1)[1])
+        fr = Front(workdir, container["command"], container["args"], mapping, port,
+                   self.ca_bundle if keypair else None)
+        self._registries.append(fr)  # stopped with the registries
+        fr.start()
+        return Cache(model, credentials, text, reg, plugin_state=state, front=fr)
 
     # --- containerd ---
 

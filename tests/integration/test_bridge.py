@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from extension.constants import WEBHOOK_CONFIGURATION_NAME as CONFIGURATION_NAME
-from extension.kube import ApiError, Kube
+from extension.runtime.kube import ApiError, Kube
 
 from .operator_process import OperatorProcess, wait_for
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from extension.kube import Kube
+from extension.runtime.kube import Kube
 
 from .operator_process import OperatorProcess, wait_for
 from .test_bridge import example_shoot

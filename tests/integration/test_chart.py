@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from extension.kube import ApiError, Kube
+from extension.runtime.kube import ApiError, Kube
 
 from .operator_process import OperatorProcess, wait_for
 
@@ -175,7 +175,7 @@ def test_the_deployment_runs_the_seed_controller(rendered_objects):
         "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     pod = deployment["spec"]["template"]
     [container] = pod["spec"]["containers"]
-    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhooks"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "healthz"}  # extension/probes.py
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
     assert env == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
     [pdb] = by_kind(rendered_objects, "PodDisruptionBudget")
@@ -597,3 +597,27 @@ def test_the_seed_controller_runs_with_the_charts_service_account(chart_token, c
              {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
               "metadata": {"name": "pods.example.com"}, "webhooks": []})]:
         assert _guard_refusal(controller, method, path, body), (method, path)
+
+
+def test_the_caches_coalescing_front_runs_the_charts_own_image(helm, values_file, rendered_objects):
+    """`front.enabled` (the default) gives the controller `--front-image` with the chart's own image (the front is
+    `python -m extension.front` of the product); `front.image` names another; `front.enabled=false` leaves the cache
+    Pods as Gardener's (distribution alone)."""
+    from extension.cli import build_parser
+
+    def front_image(objs: list[dict]) -> str | None:
+        [deployment] = by_kind(objs, "Deployment")
+        args = build_parser().parse_args(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+        return args.front_image
+
+    assert front_image(rendered_objects) == IMAGE
+    other = template(helm, CHART, values_file, "--set", "front.image=example.org/front:1")
+    assert other.returncode == 0, other.stderr
+    assert front_image(objects(other.stdout)) == "example.org/front:1"
+    off = template(helm, CHART, values_file, "--set", "front.enabled=false")
+    assert off.returncode == 0, off.stderr
+    assert front_image(objects(off.stdout)) is None
+    done = standalone(helm)
+    assert done.returncode == 0, done.stderr
+    controller = [o for o in objects(done.stdout) if o["kind"] == "Deployment" and "controller" in o["metadata"]["name"]]
+    assert front_image(controller) == "registry-cache:0.1.0"  # what manifests/default runs, image and front alike

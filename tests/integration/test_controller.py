@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from extension.constants import FINALIZER
-from extension.kube import Kube
+from extension.runtime.kube import Kube
 
 from .operator_process import OperatorProcess, wait_for
 

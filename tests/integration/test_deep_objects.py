@@ -15,8 +15,8 @@ import json
 import pytest
 
 from extension.constants import UNDECODABLE_EVENT_REASON
-from extension.jsondecode import MAX_DEPTH, decode_object
-from extension.kube import KINDS, Kube
+from extension.runtime.jsondecode import MAX_DEPTH, decode_object
+from extension.runtime.kube import KINDS, Kube
 
 from .operator_process import OperatorProcess, wait_for
 from .test_bridge import free_port

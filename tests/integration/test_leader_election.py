@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from extension.kube import Kube
-from extension.leader import LeaderElector
+from extension.runtime.kube import Kube
+from extension.runtime.leader import LeaderElector
 
 from .operator_process import OperatorProcess, wait_for
 from .tcp_proxy import TcpProxy

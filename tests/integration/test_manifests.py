@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from extension.kube import KINDS, ApiError, Kube
+from extension.runtime.kube import KINDS, ApiError, Kube
 
 from .operator_process import OperatorProcess, wait_for
 
@@ -135,7 +135,7 @@ def test_workloads_are_locked_down(default):
     # two replicas, one leading (a Lease), both serving the webhooks; a rollout never has none ready
     assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"] == {
         "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
-    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhooks"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "healthz"}  # extension/probes.py
     [pdb] = by_kind(default, "PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == 1 and pdb["spec"]["selector"] == deployment["spec"]["selector"]
     [namespace] = by_kind(default, "Namespace")
@@ -694,7 +694,7 @@ def test_the_guard_refuses_every_write_beyond_the_controllers(rbac):
          {"status": {"lastErrors": [{"taskID": "registry-cache-bridge", "description": "registry-cache: refused",
                                      "codes": ["ERR_CONFIGURATION_PROBLEM"]}]}}, merge),
     ]
-    # the Warning Event on an object nested too deep to decode, as extension/kube.py records it
+    # the Warning Event on an object nested too deep to decode, as extension/runtime/kube.py records it
     controller.undecodable({"metadata": {"name": "x", "namespace": garden_ns, "uid": suffix, "resourceVersion": "1"}},
                            KINDS["Shoot"])
     assert any(e["involvedObject"]["name"] == "x" for e in admin.request(

@@ -16,9 +16,9 @@ import yaml
 
 from extension.component import certs
 from extension.constants import MIRROR_FINALIZER, WEBHOOK_CONFIGURATION_NAME
-from extension.kube import ApiError, Kube
 from extension.local.controlplane import apply_manifests, wait_for_crds_established
 from extension.nodeagent.agent import NodeAgent
+from extension.runtime.kube import ApiError, Kube
 
 from .operator_process import OperatorProcess, wait_for
 

@@ -5,7 +5,8 @@
 - ``promtool check config`` on manifests/monitoring/prometheus.yml (scrape jobs with Kubernetes SD, the rule file);
 - ``promtool test rules`` of every alert and recording rule against sample series
   (tests/integration/monitoring/registry-cache.rules.test.yaml), and the same tests failing on rules changed in
-  the ways a mistake would change them (a threshold, a ``for``, a label, a regex): the tests can fail.
+  the ways a mistake would change them (a threshold, a ``for``, a label, a regex, a job selector, an aggregation):
+  the tests can fail.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def run(promtool: str, *args: str, cwd: Path | None = None) -> subprocess.Comple
 def test_the_rule_file_checks(promtool):
     done = run(promtool, "check", "rules", str(MONITORING / monitoring.RULES_FILE))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 8 rules found" in done.stdout + done.stderr
+    assert "SUCCESS: 12 rules found" in done.stdout + done.stderr
 
 
 def test_the_rules_the_controller_delivers_check(promtool, tmp_path):
@@ -88,8 +89,21 @@ def test_every_alert_and_recording_rule_against_sample_series(promtool):
     ("severity: info", "severity: warning"),  # an unreachable upstream as loud as refused credentials
     ("max by (namespace, upstream) (registry_cache_upstream_reachable) == 0",
      "max by (upstream) (registry_cache_upstream_reachable) == 0"),  # the shoot namespace lost
+    # the controller's runtime
+    ("max by (namespace, pod, informer) (max_over_time(registry_cache_informer_synced",
+     "max by (namespace, pod, informer) (min_over_time(registry_cache_informer_synced"),  # a restart's zero fires
+    ("max by (namespace, name) (leader_election_master_status",
+     "min by (namespace, name) (leader_election_master_status"),  # a follower's zero is no leader
+    ('leader_election_master_status{job="registry-cache-controller"}) > 1',
+     "leader_election_master_status) > 1"),  # kube-controller-manager's leaders are not ours
+    ("for: 2m", "for: 0m"),  # a handover's overlap of one scrape as two leaders
+    ('deriv(workqueue_depth{job="registry-cache-controller"}[15m]) > 0',
+     'deriv(workqueue_depth{job="registry-cache-controller"}[15m]) >= 0'),  # a queue stuck at a plateau
+    ('min_over_time(workqueue_depth{job="registry-cache-controller"}[15m]) > 0',
+     'max_over_time(workqueue_depth{job="registry-cache-controller"}[15m]) > 0'),  # a queue that empties
 ], ids=["threshold", "for", "horizon", "statefulset-regex", "label", "recording-grouping", "credentials-for",
-        "credentials-expr", "unreachable-severity", "unreachable-grouping"])
+        "credentials-expr", "unreachable-severity", "unreachable-grouping", "informer-restart", "no-leader-follower",
+        "two-leaders-job", "two-leaders-for", "queue-plateau", "queue-empties"])
 def test_the_rule_tests_fail_on_a_changed_rule(promtool, tmp_path, change):
     rules = (MONITORING / monitoring.RULES_FILE).read_text()
     assert change[0] in rules

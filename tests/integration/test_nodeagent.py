@@ -34,9 +34,9 @@ from api.v1alpha3 import RegistryStatus
 from extension.component import certs
 from extension.component.containerd import hosts_toml_for_entry, hosts_toml_for_status
 from extension.constants import CA_BUNDLE_FILE, CA_BUNDLE_PATH, DEFAULT_DIAL_TIMEOUT, NODE_CONFIG_LABEL
-from extension.kube import Kube
 from extension.nodeagent.agent import probe
 from extension.nodeagent.plan import CA_MARKER, MARKER, desired_state
+from extension.runtime.kube import Kube
 
 from .operator_process import OperatorProcess, wait_for
 

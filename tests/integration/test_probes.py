@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extension.kube import Kube
+from extension.runtime.kube import Kube
 
 from .operator_process import OperatorProcess, wait_for
 from .tcp_proxy import TcpProxy

@@ -15,7 +15,7 @@ import yaml
 from extension.component import certs
 from extension.constants import PROTECTION_FINALIZER
 from extension.constants import WEBHOOK_CONFIGURATION_NAME as CONFIGURATION_NAME
-from extension.kube import ApiError, Kube
+from extension.runtime.kube import ApiError, Kube
 
 from .operator_process import OperatorProcess, wait_for
 

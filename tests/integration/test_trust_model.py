@@ -25,7 +25,7 @@ import pytest
 
 from extension.component import certs
 from extension.constants import SHOOT_REFERENCES_POLICY, WEBHOOK_CONFIGURATION_NAME
-from extension.kube import ApiError, Kube
+from extension.runtime.kube import ApiError, Kube
 
 from .operator_process import OperatorProcess, wait_for
 

@@ -61,7 +61,7 @@ def _sample(text: str, name: str, namespace: str, upstream: str) -> str | None:
 
 def test_credential_failures_are_visible(control_plane, kube, registry_bin, tmp_path):
     password = uuid.uuid4().hex
-    up = TokenUpstream(registry_bin, tmp_path / "upstream", USER, password)
+    up = TokenUpstream(registry_bin, tmp_path / "upstream", USER, password, same_origin=True)
     up.start()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from extension.constants import WEBHOOK_CONFIGURATION_NAME as CONFIGURATION_NAME
-from extension.kube import ApiError, Kube
+from extension.runtime.kube import ApiError, Kube
 
 from .operator_process import OperatorProcess, wait_for
 from .test_references import free_port

@@ -21,9 +21,9 @@ from extension.constants import DEFAULT_DIAL_TIMEOUT, MIRROR_FINALIZER, NODE_CON
 from extension.controller.actuator import Outcome
 from extension.controller.reconciler import Controller, Op
 from extension.controller.upstreams import UpstreamChecks
-from extension.kube import ApiError
 from extension.nodeagent.agent import NodeAgent
 from extension.nodeagent.plan import desired_state
+from extension.runtime.kube import ApiError
 from extension.upstreamcheck import VALID, CheckResult, Target
 
 from .helpers import PC

@@ -638,7 +638,7 @@ class FakeKube:
 
 
 def test_cli_creates_the_secret_without_printing_the_password(monkeypatch, capsys):
-    from extension import kube
+    from extension.runtime import kube
 
     fake = FakeKube()
     seen = []

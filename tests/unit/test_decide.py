@@ -61,7 +61,7 @@ def test_only_an_unchanged_extension_in_error_waits_for_its_backoff():
 def test_an_extension_in_error_is_retried_after_a_restart_and_then_with_backoff():
     """A fresh controller (a restart: no backoff in memory) carries it out at once; after a failure the next
     event waits for the backoff."""
-    from extension.retry import Backoff
+    from extension.runtime.retry import Backoff
     clock = [100.0]
     backoff = Backoff(clock=lambda: clock[0])
     failed = ext(last=("Reconcile", "Error"))
@@ -82,10 +82,11 @@ def test_transport_errors_are_infrastructure_problems_and_errored_never_raises()
     import socket
 
     from kubernetes import client
+    from prometheus_client import REGISTRY
 
     from extension import metrics
     from extension.controller.reconciler import Controller, _describe
-    from extension.kube import Kube, TransportError
+    from extension.runtime.kube import Kube, TransportError
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -100,6 +101,11 @@ def test_transport_errors_are_infrastructure_problems_and_errored_never_raises()
     assert codes == ["ERR_INFRA_DEPENDENCIES"]
     assert message.startswith("the API server could not be reached for GET /apis/extensions.gardener.cloud/")
     assert "Connection refused" in message and "object at 0x" not in message
+    # client-go's count of a request that got no answer
+    assert REGISTRY.get_sample_value("rest_client_requests_total", {
+        "code": "<error>", "method": "GET", "host": f"127.0.0.1:{port}"}) == 1
+    assert REGISTRY.get_sample_value("rest_client_request_duration_seconds_count",
+                                     {"verb": "GET", "host": f"127.0.0.1:{port}"}) == 1
 
     class Unused:  # an actuator never reached: the seed is away before it acts
         extension_type = "registry-cache"
@@ -113,4 +119,19 @@ def test_transport_errors_are_infrastructure_problems_and_errored_never_raises()
     controller._run(Op.RECONCILE, obj)  # every write fails: no exception escapes
     assert errors._value.get() == before + 1
     assert controller.backoff.waiting("shoot--a--b/registry-cache")
+    # a reconcile of the queue (a key processed) whose operation ended in Error: controller-runtime's error result
+    reconciles = {result: REGISTRY.get_sample_value("controller_runtime_reconcile_total",
+                                                    {"controller": "extension", "result": result})
+                  for result in ("success", "error")}
+    failed = REGISTRY.get_sample_value("controller_runtime_reconcile_errors_total", {"controller": "extension"})
+    controller.backoff.succeeded("shoot--a--b/registry-cache")
+    controller.informer._event({"type": "ADDED", "object": obj}, "1")
+    assert controller.process(("shoot--a--b", "registry-cache")) == Op.RECONCILE
+    assert REGISTRY.get_sample_value("controller_runtime_reconcile_total",
+                                     {"controller": "extension", "result": "error"}) == reconciles["error"] + 1
+    assert REGISTRY.get_sample_value("controller_runtime_reconcile_errors_total",
+                                     {"controller": "extension"}) == failed + 1
+    assert controller.process(("shoot--a--b", "other")) is None  # nothing there: a reconcile that succeeded
+    assert REGISTRY.get_sample_value("controller_runtime_reconcile_total",
+                                     {"controller": "extension", "result": "success"}) == reconciles["success"] + 1
     assert controller.retry("shoot--a--b", "registry-cache") is None  # the seed still away: scheduled again

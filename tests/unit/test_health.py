@@ -2,7 +2,8 @@
 objects."""
 
 from extension.constants import SYSTEM_COMPONENTS_HEALTHY_CONDITION as CONDITION
-from extension.controller.health import UNREACHABLE_HINT, caches_condition, describe_pod, merge_condition
+from extension.controller.conditions import merge_health
+from extension.controller.health import UNREACHABLE_HINT, caches_condition, describe_pod
 
 
 def sts(name, ready, replicas=1):
@@ -53,13 +54,13 @@ def test_pending_pod_says_why():
 
 
 def test_merge_writes_only_changes_and_keeps_the_transition_time():
-    first = merge_condition([], "False", "CachesNotReady", "m", now="t1")
+    first = merge_health([], "False", "CachesNotReady", "m", now="t1")
     assert first == [{"type": CONDITION, "status": "False", "reason": "CachesNotReady", "message": "m",
                       "lastUpdateTime": "t1", "lastTransitionTime": "t1"}]
-    assert merge_condition(first, "False", "CachesNotReady", "m", now="t2") is None
-    changed = merge_condition(first, "False", "CachesNotReady", "m2", now="t3")
+    assert merge_health(first, "False", "CachesNotReady", "m", now="t2") is None
+    changed = merge_health(first, "False", "CachesNotReady", "m2", now="t3")
     assert changed[0]["lastTransitionTime"] == "t1" and changed[0]["lastUpdateTime"] == "t3"
-    healthy = merge_condition(changed + [{"type": "Other"}], "True", "CachesReady", "ok", now="t4")
+    healthy = merge_health(changed + [{"type": "Other"}], "True", "CachesReady", "ok", now="t4")
     assert healthy[0] == {"type": "Other"} and healthy[1]["lastTransitionTime"] == "t4"
 
 
@@ -145,3 +146,15 @@ def test_a_cluster_per_shoot_is_asked_per_extension():
     HealthLoop(controller).check_all()
     assert all([kind for kind, _ in c.calls] == ["StatefulSet"] for c in clusters.values())
     assert set(controller.written) == set(clusters)
+
+
+def test_with_the_front_the_container_that_is_not_ready_is_described():
+    """Kubelet lists container statuses by name: the front ("front") comes before distribution ("registry-cache");
+    the message describes the one that is not ready and names it."""
+    pod = crashing_pod("registry-a-0", "panic: Get \"https://10.244.0.2/v2/\": connection refused\n")
+    registry = {**pod["status"]["containerStatuses"][0], "name": "registry-cache", "ready": False}
+    front = {"name": "front", "ready": True, "restartCount": 0, "state": {"running": {}}}
+    pod["status"]["containerStatuses"] = [front, registry]
+    message = describe_pod(pod)
+    assert message.startswith("registry-a-0: container registry-cache, CrashLoopBackOff, restarted 3 times")
+    assert "panic: Get" in message and UNREACHABLE_HINT in message

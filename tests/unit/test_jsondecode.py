@@ -1,4 +1,4 @@
-"""extension/jsondecode.py: what the API server may store (nesting up to 10,000 levels) never makes a decode
+"""extension/runtime/jsondecode.py: what the API server may store (nesting up to 10,000 levels) never makes a decode
 raise RecursionError, a List keeps every item but the one nested too deep, and nothing else changes."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extension.jsondecode import MAX_DEPTH, TooDeep, decode_event, decode_list, decode_object, depth, loads
+from extension.runtime.jsondecode import MAX_DEPTH, TooDeep, decode_event, decode_list, decode_object, depth, loads
 
 # strings that look like JSON structure (brackets, quotes, backslashes) must not count as structure
 _strings = st.text(alphabet=st.sampled_from('{}[]"\\:,ab é\n\u2028'), max_size=8)

@@ -86,3 +86,52 @@ def test_the_dashboard_shows_what_gardeners_shows():
         assert metric in exprs
     assert [v["name"] for v in dashboard["templating"]["list"]] == ["upstream_host"]
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_the_controller_panels_are_in_the_manifests_dashboard_only():
+    """manifests/monitoring/dashboard.json has a row of the controller's panels below the caches'; the dashboard a
+    shoot gets under Gardener (its Prometheus does not scrape the controller) has not."""
+    full = json.loads(monitoring.dashboard_json(controller=True))
+    shoot = json.loads(monitoring.dashboards_configmap("shoot--dev--a")["data"]["registry-cache.dashboard.json"])
+    assert shoot == json.loads(monitoring.dashboard_json())
+    assert full["panels"][:len(shoot["panels"])] == shoot["panels"]
+    titles = [p["title"] for p in full["panels"][len(shoot["panels"]):]]
+    assert titles == ["Controller", "Work queue depth", "Reconciles", "Reconcile latency", "API requests by code",
+                      "API request latency", "Leader", "Watches", "CPU and memory"]
+    assert len({p["id"] for p in full["panels"]}) == len(full["panels"])
+    exprs = " ".join(t["expr"] for p in full["panels"][len(shoot["panels"]):] for t in p.get("targets", []))
+    for metric in ("workqueue_depth", "controller_runtime_reconcile_total", "controller_runtime_reconcile_time_seconds",
+                   "rest_client_requests_total", "rest_client_request_duration_seconds", "leader_election_master_status",
+                   "registry_cache_informer_synced"):
+        assert metric in exprs
+    assert "sum by (code, method) (rate(rest_client_requests_total" in exprs  # the REST client's rate by code
+    bottoms = [p["gridPos"]["y"] + p["gridPos"]["h"] for p in shoot["panels"]]
+    assert min(p["gridPos"]["y"] for p in full["panels"][len(shoot["panels"]):]) >= max(bottoms)
+
+
+def test_every_controller_metric_the_rules_and_panels_name_is_served_and_kept():
+    """Each metric the controller's alerts and panels read is one the controller serves (extension/metrics.py,
+    extension/runtime/metrics.py), kept by the scrape job's and the PodMonitor's relabeling, and selected by the
+    controller's job (the runtime's names are every controller-runtime manager's)."""
+    import re
+
+    from prometheus_client import REGISTRY
+
+    import extension.metrics
+    import extension.runtime.metrics
+
+    served = set()
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+    for family in REGISTRY.collect():  # (a family without samples yet is served all the same)
+        served.update(family.name + suffix for suffix in suffixes.get(family.type, [""]))
+    served.update({"process_cpu_seconds_total", "process_resident_memory_bytes"})  # (Linux: the process collector)
+    panels = monitoring.controller_panels(0, 1)
+    exprs = [r["expr"] for r in monitoring.runtime_rules()] + [t["expr"] for p in panels for t in p.get("targets", [])]
+    kept = re.compile(monitoring.CONTROLLER_KEPT_METRICS)
+    for expr in exprs:
+        names = set(re.findall(r"\b([a-z_]+)\{", expr))
+        assert names, expr
+        for name in names:
+            assert name in served, f"{name} ({expr}) is not served"
+            assert kept.match(name), name
+        assert expr.count("{") == expr.count(monitoring.CONTROLLER_SELECTOR), expr

@@ -13,7 +13,7 @@ from extension.controller import conditions
 from extension.controller.health import PLUGIN_HINT, caches_condition
 from extension.controller.providers import PluginChecks, parse_lines
 from extension.controller.upstreams import UpstreamChecks
-from extension.kube import ApiError
+from extension.runtime.kube import ApiError
 from extension.upstreamcheck import (
     PLUGIN_ANSWERED,
     PLUGIN_FAILED,

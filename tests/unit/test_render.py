@@ -78,6 +78,70 @@ def test_golden_hosts_toml():
         check_golden(f"hosts/{upstream}/hosts.toml", text)
 
 
+GOLDEN_FRONT = Path(__file__).parent / "golden" / "docs-example-front"
+FRONT_IMAGE = "registry.example.org/registry-cache:0.1.0"
+
+
+def test_golden_with_the_front():
+    """The docs example as `run --front-image` renders it: distribution's config.yml for the loopback behind the
+    front, and the StatefulSet with the front container."""
+    cfg = docs_config()
+    for cache in cfg.caches:
+        check_golden(f"../{GOLDEN_FRONT.name}/config/{cache.upstream}.yml", render_config_yml(cache, front=True))
+    out = render_shoot(cfg, CREDS, {c.upstream: FAKE_TLS for c in cfg.caches},
+                       RenderOptions(front_image=FRONT_IMAGE, vpa=True))
+    check_golden(f"../{GOLDEN_FRONT.name}/shoot-objects.yaml", "---\n".join(o.text for o in out.objects))
+
+
+def test_the_front_serves_the_caches_port_and_distribution_only_loopback():
+    cfg = docs_config()
+    out = render_shoot(cfg, CREDS, {c.upstream: FAKE_TLS for c in cfg.caches}, RenderOptions(front_image=FRONT_IMAGE))
+    sts = {s["metadata"]["name"]: s for s in out.by_kind("StatefulSet")}
+    pod = sts["registry-docker-io"]["spec"]["template"]["spec"]
+    registry, front = pod["containers"]
+    assert (registry["name"], front["name"]) == ("registry-cache", "front")
+    assert front["image"] == FRONT_IMAGE and registry["image"] == RenderOptions().image
+    assert front["command"] == ["python", "-m", "extension.front"]
+    assert front["args"] == ["--listen=:5000", "--backend=127.0.0.1:5002", "--spool-dir=/var/lib/registry",
+                             "--tls-cert=/etc/registry-cache-front/certs/tls.crt",
+                             "--tls-key=/etc/registry-cache-front/certs/tls.key"]
+    # the Service's target port (by name) is the front's; distribution keeps only its debug port
+    assert front["ports"] == [{"name": "registry-cache", "containerPort": 5000, "protocol": "TCP"}]
+    assert registry["ports"] == [{"name": "debug", "containerPort": 5001, "protocol": "TCP"}]
+    service = next(s for s in out.by_kind("Service") if s["metadata"]["name"] == "registry-docker-io")
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"registry-cache", "debug"}
+    # distribution's probes, health and metrics are as without the front; the front has its own probes
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert registry[probe]["httpGet"] == {"path": "/debug/health", "port": 5001, "scheme": "HTTP"}
+        assert front[probe]["httpGet"] == {"path": "/healthz", "port": 5000, "scheme": "HTTPS"}
+    assert pod["containers"][0]["securityContext"] == front["securityContext"]
+    # the certificate goes to the front only; both mount the cache's volume (storage, spool)
+    assert {m["name"]: m["mountPath"] for m in front["volumeMounts"]} == {
+        "cache-volume": "/var/lib/registry", "certs-volume": "/etc/registry-cache-front/certs"}
+    assert {m["name"]: m["mountPath"] for m in registry["volumeMounts"]} == {
+        "cache-volume": "/var/lib/registry", "config-volume": "/etc/distribution"}
+    config_yml = yaml.safe_load(render_config_yml(cfg.caches[0], front=True))
+    assert config_yml["http"]["addr"] == "127.0.0.1:5002" and "tls" not in config_yml["http"]
+    assert config_yml["http"]["debug"] == {"addr": ":5001", "prometheus": {"enabled": True, "path": "/metrics"}}
+    secret = next(s for s in out.by_kind("Secret") if s["metadata"]["name"].startswith("registry-docker-io-config-"))
+    assert base64.b64decode(secret["data"]["config.yml"]).decode() == render_config_yml(cfg.caches[0], front=True)
+    # TLS off: the front serves plain HTTP, its probes too
+    plain = decode_and_default(config({"upstream": "a.io", "http": {"tls": False}}), PC)
+    pod = render_shoot(plain, options=RenderOptions(front_image=FRONT_IMAGE)).by_kind("StatefulSet")[0]
+    front = pod["spec"]["template"]["spec"]["containers"][1]
+    assert not [a for a in front["args"] if a.startswith("--tls")]
+    assert front["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
+    assert [m["name"] for m in front["volumeMounts"]] == ["cache-volume"]
+
+
+def test_without_a_front_image_the_pod_is_gardeners():
+    cfg = docs_config()
+    out = render_shoot(cfg, CREDS, {c.upstream: FAKE_TLS for c in cfg.caches})
+    for sts in out.by_kind("StatefulSet"):
+        assert [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]] == ["registry-cache"]
+    assert yaml.safe_load(render_config_yml(cfg.caches[0]))["http"]["addr"] == ":5000"
+
+
 def test_config_yml_content():
     cfg, _ = rendered()
     by_upstream = {c.upstream: yaml.safe_load(render_config_yml(c)) for c in cfg.caches}

@@ -9,7 +9,7 @@ from extension.component.shootview import Live, live_record
 from extension.constants import FIELD_MANAGER, FINALIZER, OWNER_LABEL, RENDERED_HASH_ANNOTATION
 from extension.controller.actuator import status_digest
 from extension.controller.reconciler import checkable, decide, skeleton
-from extension.workqueue import WorkQueue
+from extension.runtime.workqueue import WorkQueue
 
 
 def test_a_key_is_queued_once_processed_by_one_worker_and_again_when_added_meanwhile():

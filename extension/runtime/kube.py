@@ -3,13 +3,15 @@
 Server-side apply, get, list, patch and delete as plain JSON over the ``kubernetes`` package's ApiClient
 (its authentication, TLS and kubeconfig handling), with no discovery round trips: every call is one request,
 which keeps the calls of a reconcile few and countable (:attr:`Kube.calls`, by verb: GET, LIST, WATCH, PATCH,
-POST, DELETE). :meth:`Kube.watch` opens a watch stream (:mod:`extension.informer` reads it). A ``fence`` refuses
-writes once this process may no longer make them (leader election: :mod:`extension.leader`).
+POST, DELETE; and client-go's ``rest_client_requests_total`` and ``rest_client_request_duration_seconds``:
+:mod:`extension.runtime.metrics`). :meth:`Kube.watch` opens a watch stream (:mod:`extension.runtime.informer`
+reads it). A ``fence`` refuses writes once this process may no longer make them (leader election:
+:mod:`extension.runtime.leader`).
 
-An object nested deeper than this controller decodes (:mod:`extension.jsondecode`) never stops the others: a
-List answers without it, a GET or a write raises :class:`Undecodable`, a watch event (:meth:`Kube.watch_event`)
-says so; each time the object is named in a log line and in a Kubernetes Event on it, once per
-resourceVersion.
+An object nested deeper than this controller decodes (:mod:`extension.runtime.jsondecode`) never stops the
+others: a List answers without it, a GET or a write raises :class:`Undecodable`, a watch event
+(:meth:`Kube.watch_event`) says so; each time the object is named in a log line and in a Kubernetes Event on it,
+once per resourceVersion.
 """
 
 from __future__ import annotations
@@ -19,18 +21,19 @@ import datetime as dt
 import hashlib
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from extension import jsondecode, metrics
 from extension.constants import FIELD_MANAGER, UNDECODABLE_EVENT_REASON
+from extension.runtime import jsondecode, metrics
 
 log = logging.getLogger(__name__)
 
@@ -159,27 +162,39 @@ class NotLeader(ApiError):
                                            "message": "this replica is no longer the leader; the write was not sent"})
 
 
-def _widen_pool(api: k8s_client.ApiClient, size: int) -> None:
-    """The ApiClient keeps ``connection_pool_maxsize`` (5 per CPU) connections per host; beyond that urllib3
-    opens and drops a connection (a TLS handshake) per request. Pools are made on first use, so this holds
-    when called before the first request."""
-    manager = getattr(getattr(api, "rest_client", None), "pool_manager", None)
-    if manager is not None and manager.connection_pool_kw.get("maxsize", 1) < size:
-        manager.connection_pool_kw["maxsize"] = size
+def api_client(config_file: str | None = None, context: str | None = None, *, persist_config: bool = True,
+               pool_size: int = POOL_SIZE) -> k8s_client.ApiClient:
+    """An ApiClient for a kubeconfig file; without one the Pod's service account, else the default kubeconfig.
+    Its ``connection_pool_maxsize`` (the client's default: 5 per CPU) is ``pool_size`` connections per host: beyond
+    that urllib3 would open and drop a connection (a TLS handshake) per request."""
+    configuration = k8s_client.Configuration()
+    loaded = False
+    if config_file is None:
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+            loaded = True
+        except k8s_config.ConfigException:
+            pass
+    if not loaded:
+        k8s_config.load_kube_config(config_file=config_file, context=context, client_configuration=configuration,
+                                    persist_config=persist_config)
+    configuration.connection_pool_maxsize = pool_size
+    return k8s_client.ApiClient(configuration)
 
 
 class Kube:
     """One API server. Thread-safe for concurrent use (the ApiClient's pool is)."""
 
     def __init__(self, api_client: k8s_client.ApiClient, field_manager: str = FIELD_MANAGER,
-                 fence: Callable[[], bool] | None = None):
+                 fence: Callable[[], bool] | None = None, metrics_host: str | None = None):
         self.api = api_client
         self.field_manager = field_manager
+        # the host label of rest_client_*: the API server's host:port, unless one value stands for many servers
+        self.metrics_host = metrics_host or urlsplit(str(api_client.configuration.host)).netloc or "none"
         self.calls: Counter[str] = Counter()
         self.fence = fence  # when set and it returns False, writes are refused (NotLeader) without being sent
         self._lock = threading.Lock()
         self._reported: set[tuple[str, str]] = set()  # (uid, resourceVersion) of undecodable objects named
-        _widen_pool(api_client, POOL_SIZE)
 
     def fenced(self, fence: Callable[[], bool]) -> Kube:
         """The same API server and connections, with writes only while ``fence()`` holds."""
@@ -190,7 +205,7 @@ class Kube:
         return self._like(field_manager, self.fence)
 
     def _like(self, field_manager: str, fence: Callable[[], bool] | None) -> Kube:
-        other = Kube(self.api, field_manager, fence)
+        other = Kube(self.api, field_manager, fence, self.metrics_host)
         other.calls = self.calls  # one count per API server
         other._lock = self._lock
         other._reported = self._reported
@@ -198,19 +213,21 @@ class Kube:
 
     @classmethod
     def from_kubeconfig(cls, path: str | None = None, context: str | None = None, **kw: Any) -> Kube:
-        if path is None:
-            try:
-                k8s_config.load_incluster_config()
-                return cls(k8s_client.ApiClient(), **kw)
-            except k8s_config.ConfigException:
-                pass
-        return cls(k8s_config.new_client_from_config(config_file=path, context=context), **kw)
+        """A client for a kubeconfig file; without one the Pod's service account, else the default kubeconfig
+        (:func:`api_client`: :data:`POOL_SIZE` connections)."""
+        return cls(api_client(path, context), **kw)
 
     # --- the one place requests are made -------------------------------------------------------------
     def _count(self, verb: str) -> None:
         with self._lock:
             self.calls[verb] += 1
         metrics.API_REQUESTS.labels(verb).inc()
+
+    def _measured(self, method: str, code: str, started: float) -> None:
+        """client-go's metrics of one request: its result (``code`` the HTTP status, ``<error>`` without an
+        answer) and its latency."""
+        metrics.REST_REQUESTS.labels(code, method, self.metrics_host).inc()
+        metrics.REST_LATENCY.labels(method, self.metrics_host).observe(time.monotonic() - started)
 
     def request(self, method: str, path: str, body: Any = None, query: Iterable[tuple[str, str]] = (),
                 content_type: str = "application/json", timeout: float = 30, verb: str | None = None,
@@ -226,16 +243,21 @@ class Kube:
             method=method, resource_path=path, query_params=list(query), header_params=headers, body=None,
             auth_settings=["BearerToken"])
         self._count(verb or method)
+        started, code = time.monotonic(), "<error>"
         try:
             response = self.api.call_api(method_, url, header_params=headers_, body=body, post_params=post,
                                          _request_timeout=timeout)
+            code = str(response.status)
             response.read()
         except k8s_client.exceptions.ApiException as exc:
             if not exc.status:  # the client's wrapping of a failure on the way
                 raise TransportError(method, path, str(exc.reason or exc)) from None
+            code = str(exc.status)
             raise ApiError(method, path, exc.status, _json(exc.body)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:  # MaxRetryError, ProtocolError, refused, timeout
             raise TransportError(method, path, _cause(exc)) from None
+        finally:
+            self._measured(method_, code, started)
         if response.status >= 400:
             raise ApiError(method, path, response.status, _json(response.data))
         if not answer:
@@ -396,12 +418,17 @@ class Kube:
             header_params={"Accept": METADATA if metadata_only else "application/json"}, body=None,
             auth_settings=["BearerToken"])
         self._count("WATCH")
-        try:
-            response = self.api.rest_client.pool_manager.request(
-                "GET", url, headers=headers, preload_content=False, retries=False,
-                timeout=urllib3.Timeout(connect=10, read=timeout_seconds + 30))
+        started, code = time.monotonic(), "<error>"
+        try:  # the client reads no answer itself: its RESTResponse holds the stream, not read yet
+            response = self.api.call_api("GET", url, header_params=headers,
+                                         _request_timeout=(10, timeout_seconds + 30)).response
+            code = str(response.status)
+        except k8s_client.exceptions.ApiException as exc:  # the client's wrapping of a failure on the way
+            raise TransportError("WATCH", path, str(exc.reason or exc)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TransportError("WATCH", path, _cause(exc)) from None
+        finally:  # (the latency of a watch: until the stream is open)
+            self._measured("GET", code, started)
         if response.status >= 400:
             data = _json(response.data)
             response.release_conn()

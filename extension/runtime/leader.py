@@ -20,13 +20,16 @@ The record and the timing are client-go's:
 - the leader renews every ``retry_period``; it counts as leader only while its last successful renew, timed
   from before the request was sent, is less than ``renew_deadline`` old (:meth:`LeaderElector.leading`); with
   ``renew_deadline`` < ``lease_duration`` it stops writing before anyone else may take the Lease;
-- writes of the controller go through a client fenced with :meth:`leading` (:meth:`extension.kube.Kube.fenced`):
+- writes of the controller go through a client fenced with :meth:`leading` (:meth:`extension.runtime.kube.Kube.fenced`):
   once the renew deadline has passed not one more write is sent, whatever is in flight; then ``on_stopped`` is
   called (the process ends, as controller-runtime's manager does, and is restarted as a follower);
 - on a clean stop the leader keeps renewing while its work in flight drains (the caller stops :meth:`run` only
   then), and then releases the Lease (holder empty, duration 1 s, as client-go's ``ReleaseOnCancel``, which
   controller-runtime's manager triggers once its runnables have stopped), so that the other replica takes over
   at once instead of after ``lease_duration`` (a rollout).
+
+``leader_election_master_status{name}`` (:mod:`extension.runtime.metrics`) is 0 while waiting for the Lease, 1
+while leading, 0 again once it is lost or released.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from extension import metrics
-from extension.kube import ApiError, Kube
+from extension.runtime import metrics
+from extension.runtime.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +157,7 @@ class LeaderElector:
                 log.warning("could not release the leader lease: %s", exc.describe())
             finally:
                 self._renewed_at = None
-                metrics.LEADER.set(0)
+                metrics.leading(self.name, False)
 
     # --- the loop ------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, on_started: Callable[[], None], on_stopped: Callable[[], None]) -> None:
@@ -162,6 +165,7 @@ class LeaderElector:
         (``on_stopped``). On ``stop`` the Lease is released (client-go's ``ReleaseOnCancel``): the caller sets it
         once its work has drained, and until then it is renewed, so that the work in flight may still write."""
         log.info("waiting for the leader lease %s/%s as %s", self.namespace, self.name, self.identity)
+        metrics.leading(self.name, False)  # (leader_election_master_status: 0 while waiting)
         while not stop.is_set():
             if self.try_acquire_or_renew():
                 break
@@ -169,13 +173,13 @@ class LeaderElector:
         if stop.is_set():
             return
         log.info("leading (lease %s/%s, %s)", self.namespace, self.name, self.identity)
-        metrics.LEADER.set(1)
+        metrics.leading(self.name, True)
         on_started()
         while not stop.wait(self.retry_period):
             if self.try_acquire_or_renew():
                 continue
             if not self.leading():
-                metrics.LEADER.set(0)
+                metrics.leading(self.name, False)
                 log.error("lost the leader lease %s/%s: no renewal within %.0fs", self.namespace, self.name,
                           self.renew_deadline)
                 on_stopped()

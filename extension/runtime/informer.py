@@ -16,11 +16,14 @@ is synchronous). One :class:`Informer` per kind and selector:
   (``new`` None: deleted); it must be quick (the controller only queues work there);
 - ``on_object(obj)`` (optional) is called with each object listed or changed, before it is dropped (what
   kopf's ``on.event`` handlers get), on the informer's thread; a deletion comes through ``on_change``;
-- an object nested too deep to decode (:mod:`extension.jsondecode`) is skipped, not a reason to stop: the
+- an object nested too deep to decode (:mod:`extension.runtime.jsondecode`) is skipped, not a reason to stop: the
   client names it (a log line, an Event); its last decoded record, if any, is kept until it changes again,
   and its deletion is still seen.
 
 Records are replaced, never changed in place, so :meth:`get` and :meth:`items` may hand them out without copies.
+
+Metrics (:mod:`extension.runtime.metrics`): ``registry_cache_informer_synced{informer}`` 0 from :meth:`start`
+until the first list is in, then 1; ``registry_cache_informer_objects{informer}`` the records kept.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from typing import Any, Generic, TypeVar
 
 import urllib3
 
-from extension import metrics
-from extension.kube import ApiError, Kube
+from extension.runtime import metrics
+from extension.runtime.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,8 @@ class Informer(Generic[R]):
 
     # --- running -------------------------------------------------------------------------------------
     def start(self, stop: threading.Event) -> Informer[R]:
+        if not self.synced.is_set():  # (registry_cache_informer_synced: 0 until the first list is in)
+            metrics.INFORMER_SYNCED.labels(self.name).set(0)
         self._thread = threading.Thread(target=self.run, args=(stop,), daemon=True, name=f"informer-{self.name}")
         self._thread.start()
         return self
