@@ -28,6 +28,7 @@ from api.field import Path as FieldPath
 from api.secrets import Credentials, SecretData
 from api.validation import decode_and_default
 from extension import constants as c
+from extension.component.certs import generate_ca, generate_server_cert
 from extension.component.objects import (
     RenderOptions,
     config_files,
@@ -225,6 +226,54 @@ def test_what_a_plugin_cache_is_made_of():
     for name, text in files.items():
         assert (SECRET_VALUE in text) == (name == "credential-provider.conf"), name
     assert f"export AWS_SECRET_ACCESS_KEY={sh_quote(SECRET_VALUE)}" in files["credential-provider.conf"]
+
+
+@pytest.mark.parametrize("tls", [True, False])
+def test_a_plugin_cache_behind_the_front(tls):
+    """`run --front-image` and a plugin Secret in one Pod: the plugin is distribution's (the init container, its
+    two emptyDirs mounted in the registry-cache container, the helper in proxy.exec with its lifetime); the front
+    serves the cache's port (with the cache's certificate when TLS is on) and mounts neither the plugin's
+    directories nor the config Secret. distribution listens on the Pod's loopback only, without TLS."""
+    provider = upstream_auth(provider_secret(ECR_DATA), ECR)
+    cache = _cache(tls=tls)
+    keypair = generate_server_cert(generate_ca(), "registry-x", ["registry-x"], ["10.0.0.1"]) if tls else None
+    objects = render_cache(cache, provider, keypair, RenderOptions(front_image="registry-cache:front"))
+    secret = next(o.obj for o in objects if o.kind == "Secret" and "config.yml" in o.obj["data"])
+    files = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert sorted(files) == ["config.yml", "credential-helper", "credential-provider.awk", "credential-provider.conf"]
+    assert files["config.yml"] == render_config_yml(cache, front=True, provider=True)
+    config_yml = yaml.safe_load(files["config.yml"])
+    assert config_yml["http"]["addr"] == f"127.0.0.1:{c.BACKEND_PORT}" and "tls" not in config_yml["http"]
+    assert config_yml["proxy"]["exec"] == {"command": c.CREDENTIAL_HELPER_PATH, "lifetime": "5s"}
+    assert files["credential-helper"] == render_provider_helper(ECR, provider)
+
+    pod = next(o.obj for o in objects if o.kind == "StatefulSet")["spec"]["template"]["spec"]
+    assert [x["name"] for x in pod["initContainers"]] == [c.CREDENTIAL_PROVIDER_INIT_CONTAINER]
+    registry, front = pod["containers"]
+    assert (registry["name"], front["name"]) == (c.CONTAINER_NAME, c.FRONT_CONTAINER_NAME)
+    assert {m["name"]: m["mountPath"] for m in registry["volumeMounts"]} == {
+        c.VOLUME_NAME: c.CACHE_PATH, "config-volume": "/etc/distribution",
+        c.CREDENTIAL_PROVIDER_BIN_VOLUME: c.CREDENTIAL_PROVIDER_BIN_DIR,
+        c.CREDENTIAL_PROVIDER_STATE_VOLUME: c.CREDENTIAL_PROVIDER_STATE_DIR}
+    assert {m["name"]: m["mountPath"] for m in front["volumeMounts"]} == (
+        {c.VOLUME_NAME: c.CACHE_PATH, "certs-volume": c.FRONT_CERTS_PATH} if tls else {c.VOLUME_NAME: c.CACHE_PATH})
+    assert [p["containerPort"] for p in front["ports"]] == [c.SERVER_PORT]
+    assert [p["containerPort"] for p in registry["ports"]] == [c.DEBUG_PORT]
+    assert bool([a for a in front["args"] if a.startswith("--tls-")]) == tls
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert set(volumes) == {"config-volume", c.CREDENTIAL_PROVIDER_BIN_VOLUME, c.CREDENTIAL_PROVIDER_STATE_VOLUME,
+                            *(["certs-volume"] if tls else [])}
+    items = {i["key"]: i.get("mode") for i in volumes["config-volume"]["secret"]["items"]}
+    assert items == {"config.yml": None, "credential-helper": 0o755, "credential-provider.awk": None,
+                     "credential-provider.conf": 0o440}
+    for obj in objects:  # the plugin's secrets stay in the config Secret's 0440 file
+        if obj.kind != "Secret":
+            assert SECRET_VALUE not in obj.text
+    # the same plugin cache without the front differs only by what the front changes
+    alone = render_cache(cache, provider, keypair, RenderOptions())
+    alone_pod = next(o.obj for o in alone if o.kind == "StatefulSet")["spec"]["template"]["spec"]
+    assert alone_pod["initContainers"] == pod["initContainers"]
+    assert [c_["name"] for c_ in alone_pod["containers"]] == [c.CONTAINER_NAME]
 
 
 def test_a_cache_with_a_username_and_password_is_rendered_as_before():
