@@ -14,8 +14,10 @@ refused after (tests/e2e/shortlived.py, ECR's shape: the token is the basic-auth
 
 from __future__ import annotations
 
+import json
 import re
 import stat
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -261,3 +263,94 @@ def test_plugin_failures_are_named_in_the_cache_log(datapath, plugin, short_live
     assert [x["event"] for x in helper_lines(cache, mark)][:1] == ["renewed"]
     report("plugin failures in the cache's log: " + "; ".join(
         f"{x['reason']}: {x['msg']}" for x in (gone, line, down[0])))
+
+
+def _pull_at_once(datapath: DataPath, ref: str, n: int, tag: str) -> list[Path]:
+    """``n`` crane pulls of ``ref`` (OCI layouts) started at the same moment; every one must succeed."""
+    barrier = threading.Barrier(n)
+    out = [datapath.workdir / f"pull-{tag}-{i}" for i in range(n)]
+    errors: list[str] = []
+
+    def pull(i: int) -> None:
+        barrier.wait()
+        done = datapath.crane.run("pull", "--format", "oci", ref, str(out[i]), ca_file=datapath.ca_bundle,
+                                  check=False, timeout=300)
+        if done.returncode != 0:
+            errors.append(done.stderr)
+
+    threads = [threading.Thread(target=pull, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    return out
+
+
+def test_a_plugin_cache_behind_the_coalescing_front(datapath, plugin, short_lived):
+    """A plugin cache as its Pod runs with `run --front-image`, TLS on (the default): the front serves the cache's
+    port with its certificate, distribution (from the config.yml rendered for that Pod: loopback, no TLS, the
+    plugin's helper with its lifetime) behind it. Concurrent pulls of a fresh image make one upstream fetch per
+    blob, sent with the plugin's token; fresh pulls go on through token expiries with no failure; no token or
+    identity in any log, the front's included."""
+    up = short_lived(validity=12.0)
+    auth = auth_from_secret(provider_secret("short-lived-v1", up.token_endpoint, *IDENTITY_A), up.host, REFERENCE)
+    assert isinstance(auth, CredentialProvider)
+    cache = datapath.cache(up, auth, tls=None, secret_reference=REFERENCE, plugin=plugin, front=True)
+    assert cache.front is not None and cache.front.tls
+    assert cache.config_text == render_config_yml(cache.model, front=True, provider=True)
+    assert cache.registry.config_path.read_bytes() == cache.config_text.encode()
+
+    # concurrent cold pulls: one upstream GET per blob, each with a valid token
+    started = time.time()
+    image = datapath.crane.push_random_image(up.backend, "team/big", uuid.uuid4().hex[:10], layers=3, layer_mib=8)
+    front_mark = cache.front.mark()
+    for layout in _pull_at_once(datapath, image.ref(cache.host), 3, "cold"):
+        index = json.loads((layout / "index.json").read_text())
+        assert [m["digest"] for m in index["manifests"]] == [image.digest]
+        assert {f"sha256:{f.name}" for f in (layout / "blobs" / "sha256").iterdir()} >= image.all_digests
+    by_cache = [r for r in up.requests(started) if CACHE_AGENT.match(r.agent)]
+    blob_gets = [r for r in by_cache if r.method == "GET" and "/blobs/" in r.path]
+    assert sorted(r.path.rsplit("/", 1)[1] for r in blob_gets) == sorted(image.blobs), blob_gets
+    assert all(r.status == 200 and r.jti for r in blob_gets), blob_gets
+    roles = [a for a in cache.front.access(front_mark) if "/blobs/" in a["path"] and a["method"] == "GET"]
+    for digest in image.blobs:
+        mine = sorted(a["role"] for a in roles if a["path"].endswith(digest))
+        assert mine.count("fetch") == 1 and len(mine) == 3, (digest, mine)
+
+    # fresh pulls through the front while tokens expire
+    pulls: list[tuple[float, bool, str]] = []
+    tokens: set[str] = set()
+    while time.time() - started < 2.5 * up.validity:
+        fresh = push(datapath, up, "team/app")
+        t0 = time.time()
+        done = datapath.crane.run("pull", fresh.ref(cache.host), str(datapath.workdir / "pulled.tar"),
+                                  ca_file=datapath.ca_bundle, check=False)
+        pulls.append((t0, done.returncode == 0 and fresh.all_digests <= cache.registry.blob_digests(),
+                      fresh.ref(cache.host)))
+        if token := kept_token(cache):
+            tokens.add(token)
+        time.sleep(0.5)
+    ended = time.time()
+    failed = [ref for _, ok, ref in pulls if not ok]
+    assert not failed, f"{len(failed)} of {len(pulls)} pulls failed: {failed[:3]}\n{up.logs()}\n" \
+                       f"{cache.registry.log_tail()}\n{cache.front.log_tail()}"
+    by_cache = [r for r in up.requests(started) if CACHE_AGENT.match(r.agent)]
+    assert all(r.path == "/v2/" and r.refused == "missing" for r in by_cache if r.status == 401), by_cache
+    issued = {t["jti"]: t["expiresAt"] for t in up.issued()}
+    last = max(t for t, _, _ in pulls)
+    expired = sorted({issued[r.jti] for r in by_cache if r.status < 400 and r.jti in issued
+                      and issued[r.jti] < last})
+    assert len(expired) >= 2, f"only {len(expired)} tokens the cache used expired while pulls went on"
+    for expiry in expired:  # and pulls went on after each of them
+        assert [t for t, ok, _ in pulls if t > expiry and ok], f"no pull after the expiry at {expiry}"
+    assert {x["event"] for x in helper_lines(cache)} <= {"renewed", "cached"}
+    assert cache.registry.running and cache.front.process and cache.front.process.running
+
+    assert_private_state(cache)
+    assert_nothing_leaks([cache.registry.workdir / "registry.log", cache.registry.access_log.path,
+                          cache.front.log_path, cache.front.workdir / "front.err", up.front_log, up.token_log],
+                         tokens | {IDENTITY_A[1]})
+    report(f"plugin cache behind the front (TLS), tokens valid {up.validity:.0f}s: 3 concurrent cold pulls of "
+           f"{len(image.blobs)} blobs, {len(blob_gets)} upstream blob GETs; then {len(pulls)} fresh pulls over "
+           f"{ended - started:.0f}s, {len(failed)} failed, {len(expired)} tokens the cache used expired meanwhile")
