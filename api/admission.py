@@ -18,7 +18,7 @@ from typing import Any
 
 from api import field
 from api import shoot as shootlib
-from api.credentials import credential_errors, extract_credentials
+from api.credentials import UpstreamAuth, credential_errors, upstream_auth
 from api.field import FieldError, Path, ValidationFailed
 from api.mirror_v1alpha1 import MirrorConfig
 from api.mirror_validation import (
@@ -27,7 +27,7 @@ from api.mirror_validation import (
     validate_ca_bundle_secret,
     validate_mirror_config,
 )
-from api.secrets import Credentials, SecretData
+from api.secrets import SecretData
 from api.v1alpha3 import RegistryConfig
 from api.validation import decode_and_default, validate_registry_config, validate_registry_config_update
 
@@ -84,15 +84,16 @@ def referenced_secret_name(shoot: dict[str, Any], reference: str) -> str | None:
 def check_credentials(shoot: dict[str, Any], config: RegistryConfig, path: Path, get_secret: SecretGetter | None,
                       namespace: str | None = None, name_prefix: str = "",
                       require_immutable: bool = True,
-                      read_secrets: bool = True) -> tuple[dict[str, Credentials], list[FieldError]]:
+                      read_secrets: bool = True) -> tuple[dict[str, UpstreamAuth], list[FieldError]]:
     """Follow every ``secretReferenceName`` through ``spec.resources`` to its Secret and check it (not
     ``read_secrets``: only that ``spec.resources`` has the entry).
 
     ``get_secret(namespace, name)`` is asked for ``name_prefix + resourceRef.name`` in ``namespace`` (the
-    Shoot's by default; the seed namespace and ``ref-`` for gardenlet's copies). Returns the credentials per
-    upstream and the errors, Gardener's words, each on the cache's ``secretReferenceName``.
+    Shoot's by default; the seed namespace and ``ref-`` for gardenlet's copies). Returns the credentials (a
+    username and password, or the credential provider plugin that gets them) per upstream and the errors,
+    Gardener's words, each on the cache's ``secretReferenceName``.
     """
-    credentials: dict[str, Credentials] = {}
+    credentials: dict[str, UpstreamAuth] = {}
     errs: list[FieldError] = []
     if namespace is None:
         namespace = (shoot.get("metadata") or {}).get("namespace") or ""
@@ -119,7 +120,7 @@ def check_credentials(shoot: dict[str, Any], config: RegistryConfig, path: Path,
         if problems:
             errs += problems
         else:
-            credentials[cache.upstream] = extract_credentials(secret, cache.upstream)
+            credentials[cache.upstream] = upstream_auth(secret, cache.upstream)
     return credentials, errs
 
 
@@ -165,8 +166,9 @@ def validate_shoot(shoot: dict[str, Any], old_shoot: dict[str, Any] | None = Non
 
 def resolve_credentials(shoot: dict[str, Any], config: RegistryConfig, get_secret: SecretGetter,
                         namespace: str, config_path: Path | None = None,
-                        name_prefix: str = "") -> dict[str, Credentials]:
-    """Credentials per upstream for every cache with a ``secretReferenceName``, read from ``namespace``
+                        name_prefix: str = "") -> dict[str, UpstreamAuth]:
+    """Credentials (or the credential provider plugin) per upstream for every cache with a
+    ``secretReferenceName``, read from ``namespace``
     (in the seed: gardenlet's copies, ``name_prefix`` ``ref-``, whose immutability is not the user's to set).
     Raises :class:`ValidationFailed` naming the reference when it cannot be followed or the Secret is unusable.
     """

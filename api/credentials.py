@@ -10,7 +10,9 @@ Secrets referenced through ``secretReferenceName``
   - ``kubernetes.io/dockerconfigjson`` (key ``.dockerconfigjson``, ``{"auths": {REGISTRY: ENTRY}}``) and
     ``kubernetes.io/dockercfg`` (key ``.dockercfg``, the legacy form whose top level is the auths map);
   - the KEP "Arbitrary image pull secrets" shape (``kubernetes.io/regcredentials``: ``serverAddress``,
-    ``username``, ``password``, ``identityToken``, ``registryToken``).
+    ``username``, ``password``, ``identityToken``, ``registryToken``);
+  - no username and password at all but a kubelet credential provider plugin that gets short-lived ones
+    (``registry-cache.gardener.cloud/credential-provider``, :mod:`api.credential_provider`): the cache runs it.
 
 Files on disk (pure readers taking bytes; :mod:`extension.cli.credentials` does the I/O)
   Docker's ``config.json`` and a legacy ``.dockercfg`` here (the Secrets hold the same documents); an rkt
@@ -58,6 +60,7 @@ from dataclasses import field as dc_field
 from typing import Any
 
 from api import field, secrets
+from api.credential_provider import CredentialProvider, is_credential_provider, provider_errors, read_provider
 from api.errors import RegistryCacheError
 from api.field import FieldError, Path
 from api.secrets import (
@@ -86,6 +89,10 @@ FORMAT_OPAQUE = "opaque"
 FORMAT_DOCKERCONFIGJSON = "dockerconfigjson"
 FORMAT_DOCKERCFG = "dockercfg"
 FORMAT_KEP = "regcredentials"
+FORMAT_CREDENTIAL_PROVIDER = "credential-provider"
+
+# What a cache authenticates to its upstream with: a username and password, or a plugin that gets them.
+UpstreamAuth = Credentials | CredentialProvider
 
 # Docker credential helpers answer with this username when the secret is an identity token.
 TOKEN_USERNAME = "<token>"
@@ -414,6 +421,8 @@ def secret_format(secret: SecretData) -> str:
         return FORMAT_DOCKERCFG
     if secret.type == TYPE_REGCREDENTIALS:
         return FORMAT_KEP
+    if is_credential_provider(secret):
+        return FORMAT_CREDENTIAL_PROVIDER
     keys = set(secret.data)
     if DOCKERCONFIGJSON_KEY in keys:
         return FORMAT_DOCKERCONFIGJSON
@@ -512,6 +521,8 @@ def credential_errors(secret: SecretData, upstream: str, path: Path, reference_n
     Gardener's opaque Secret gets exactly :func:`api.secrets.validate_upstream_secret`'s errors; the other
     formats the same immutability and content rules. ``require_immutable`` as there (False for gardenlet's
     ``ref-`` copy)."""
+    if is_credential_provider(secret):
+        return provider_errors(secret, path, reference_name, require_immutable=require_immutable)
     fmt, _, details = _analyse(secret, upstream)
     if fmt == FORMAT_OPAQUE:
         return validate_upstream_secret(secret, path, reference_name, require_immutable=require_immutable)
@@ -533,3 +544,15 @@ def extract_credentials(secret: SecretData, upstream: str) -> Credentials:
     if details or creds is None:
         raise CredentialsError("; ".join(details) or f"no credentials in the referenced secret {_q(secret.key)}")
     return creds
+
+
+def upstream_auth(secret: SecretData, upstream: str) -> UpstreamAuth:
+    """What the cache for ``upstream`` authenticates with: the credential provider plugin of a Secret of that
+    type, else the username and password of :func:`extract_credentials`. Raises :class:`CredentialsError` (all
+    problems, no values) when :func:`credential_errors` would report any other than immutability."""
+    if is_credential_provider(secret):
+        try:
+            return read_provider(secret)
+        except ValueError as exc:
+            raise CredentialsError(str(exc)) from None
+    return extract_credentials(secret, upstream)

@@ -139,6 +139,29 @@ CREDENTIAL_HELPER_KEY = "credential-helper"
 CREDENTIAL_HELPER_PATH = f"/etc/distribution/{CREDENTIAL_HELPER_KEY}"
 CREDENTIAL_HELPER_MODE = 0o755
 UPSTREAM_CREDENTIALS_KEY = "upstream-credentials"
+# Files of the config Secret that hold credentials (the upstream's, a plugin's arguments and environment): readable
+# by the cache's group (fsGroup) only, not by every user of the container.
+CREDENTIALS_FILE_MODE = 0o440
+
+# --- short-lived upstream credentials: a kubelet credential provider plugin per cache (api/credential_provider.py)
+# An init container copies the plugin's binary from its image into an emptyDir mounted at BIN_DIR; the cache's
+# credential helper (its own template) runs it with a CredentialProviderRequest, keeps its answer for the
+# cacheDuration in STATE_DIR (an emptyDir in memory) and asks it again before that time is up.
+CREDENTIAL_PROVIDER_INIT_CONTAINER = "credential-provider"
+CREDENTIAL_PROVIDER_BIN_VOLUME = "credential-provider-bin"
+CREDENTIAL_PROVIDER_STATE_VOLUME = "credential-provider-state"
+CREDENTIAL_PROVIDER_BIN_DIR = "/credential-provider/bin"
+CREDENTIAL_PROVIDER_STATE_DIR = "/credential-provider/state"
+CREDENTIAL_PROVIDER_CONFIG_KEY = "credential-provider.conf"  # the plugin's args and env (sourced by the helper)
+CREDENTIAL_PROVIDER_PARSER_KEY = "credential-provider.awk"  # reads the plugin's CredentialProviderResponse
+# distribution's proxy.exec.lifetime for such a cache: how long it keeps an answer of the helper before it asks
+# again. Short, so that what the helper renews reaches distribution soon; the helper answers from memory.
+CREDENTIAL_PROVIDER_LIFETIME_SECONDS = 5
+CREDENTIAL_PROVIDER_TIMEOUT_SECONDS = 30  # a plugin run (the kubelet allows a minute; distribution waits on it)
+CREDENTIAL_PROVIDER_HEARTBEAT_SECONDS = 60  # while in use, a line in the cache's log at least this often
+# The helper's lines in the cache's log (logfmt): component=<this>, event renewed | cached | failed, reason on
+# failures; the controller reads them (extension/controller/providers.py).
+CREDENTIAL_PROVIDER_LOG_COMPONENT = "registry-cache-credential-provider"
 # In the shoot's kube-system: ONE Secret for every Extension (each owns its keys by server-side apply with
 # a field manager of its own), so that the node agent may read exactly this Secret by name (RBAC
 # resourceNames) and no other. Key: the cache's resource name; value: the Authorization header nodes send.

@@ -53,6 +53,7 @@ from extension.constants import (
 from extension.controller.actuator import Actuator, ShootTarget
 from extension.controller.health import HealthLoop
 from extension.controller.mirror import MirrorActuator
+from extension.controller.providers import PluginChecks
 from extension.controller.reconciler import DEFAULT_RESYNC_SECONDS, Controller
 from extension.controller.upstreams import UpstreamChecks
 from extension.errors import RegistryCacheError
@@ -127,12 +128,15 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
     protection of Secrets in use (gardenlet and Gardener do both otherwise); with ``webhook`` the admission
     webhooks and, for the Secret webhook, the index of Secrets in use. ``monitoring``: where the caches'
     monitoring goes (see :class:`~extension.controller.actuator.Actuator`). ``upstream_checks``: the caches'
-    upstream credential checks, also every ``upstream_check_interval`` seconds (the mirrors have no credentials).
+    upstream credential checks, also every ``upstream_check_interval`` seconds (the mirrors have no credentials);
+    without them, only what caches with a credential provider plugin report is read (no upstream is asked).
     ``checkpoint`` is a test seam. With ``elector``, ``shoot_target`` must write through clients fenced by it
     (see :func:`writer`)."""
     fence = elector.leading if elector is not None else None
     writes = seed.fenced(fence) if fence is not None else seed
-    upstreams = UpstreamChecks() if upstream_checks else None
+    # (without upstream checks, what caches with a credential provider plugin report is read all the same: that
+    # asks only the shoot's API server)
+    upstreams = UpstreamChecks(plugin_checker=PluginChecks(shoot_target), contact_upstreams=upstream_checks)
     actuator = Actuator(writes, shoot_target, options, checkpoint=checkpoint, monitoring=monitoring,
                         upstreams=upstreams)
     controller = Controller(writes, actuator, mirror=MirrorActuator(writes, shoot_target, options, readers=actuator),
@@ -149,7 +153,7 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
     if bridge is not None:
         controller.on_deleted = lambda ext: _extension_deleted(bridge, ext)
     return Runtime(
-        controller, threading.Event(), seed, upstream_check_interval if upstream_checks else 0.0,
+        controller, threading.Event(), seed, upstream_check_interval,
         bridge=bridge, index=index, protection=protection, webhook=webhook,
         serving=serving_cert(seed, webhook) if webhook is not None else None,
         resync_seconds=resync_seconds, elector=elector, workers=workers)

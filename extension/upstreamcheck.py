@@ -14,6 +14,12 @@ The result is :data:`VALID`, :data:`INVALID` (the upstream or its token service 
 :data:`UNEXPECTED` (an answer no registry gives, e.g. a redirect or a 401 without a challenge), with the
 HTTP status and a detail that never holds the credentials or a token.
 
+A cache whose credentials come from a credential provider plugin (:class:`PluginTarget`) is not checked here:
+the controller has no credentials for it and never runs a plugin (its image is a Shoot author's choice). What its
+cache says about the plugin is read by :mod:`extension.controller.providers`, with the results
+:data:`PLUGIN_ANSWERED`, :data:`PLUGIN_FAILED`, :data:`PLUGIN_MISSING`, :data:`PLUGIN_INVALID_ANSWER`,
+:data:`PLUGIN_NO_CREDENTIALS` and :data:`PLUGIN_NOT_ASKED`.
+
 Every request has ``timeout`` seconds; :func:`check_all` runs the upstreams concurrently and returns after
 ``deadline`` seconds at the latest (what has not answered by then is unreachable), so that a reconcile is
 never held up for long. Redirects are not followed (a credential is never sent to a host it was not meant
@@ -45,6 +51,14 @@ from publicsuffixlist import PublicSuffixList
 from api.secrets import Credentials
 
 VALID, INVALID, UNREACHABLE, UNEXPECTED = "Valid", "Invalid", "Unreachable", "Unexpected"
+# a cache with a credential provider plugin, as its helper reports (extension/controller/providers.py)
+PLUGIN_ANSWERED = "PluginAnswered"
+PLUGIN_FAILED = "PluginFailed"  # it exited non-zero or did not answer in time (e.g. its token endpoint is down)
+PLUGIN_MISSING = "PluginMissing"  # not in the cache Pod: its image cannot be pulled, holds no such file, ...
+PLUGIN_INVALID_ANSWER = "InvalidAnswer"  # it answered something that is not a CredentialProviderResponse
+PLUGIN_NO_CREDENTIALS = "NoCredentials"  # its answer has no credentials for the upstream
+PLUGIN_NOT_ASKED = "PluginNotAsked"  # nothing known yet: no request of the cache needed credentials
+PLUGIN_FAILURES = (PLUGIN_FAILED, PLUGIN_MISSING, PLUGIN_INVALID_ANSWER, PLUGIN_NO_CREDENTIALS)
 REQUEST_TIMEOUT_SECONDS = 3.0
 DEADLINE_SECONDS = 5.0
 USER_AGENT = "registry-cache-credentials-check"
@@ -63,6 +77,16 @@ class Target:
     upstream: str
     remote_url: str
     credentials: Credentials
+
+
+@dataclass(frozen=True)
+class PluginTarget:
+    """A cache whose credentials come from a credential provider plugin: told by its StatefulSet's Pods."""
+
+    upstream: str
+    provider: str  # the plugin's name
+    image: str  # the image its init container copies it from
+    statefulset: str
 
 
 # --- pure: challenges --------------------------------------------------------------------------------------

@@ -45,7 +45,8 @@ def add_parser(sub: Any) -> None:
                         "the Extension's UpstreamCredentialsValid-<upstream> conditions and as metrics. 0: only at "
                         f"reconciles (default {c.DEFAULT_UPSTREAM_CHECK_INTERVAL_SECONDS:g})")
     p.add_argument("--no-upstream-check", action="store_true",
-                   help="never check the upstreams' credentials (no requests to the upstreams from the controller)")
+                   help="never check the upstreams' credentials (no requests to the upstreams from the controller); "
+                        "what caches with a credential provider plugin report is still read from their Pods")
     p.add_argument("--image", default=c.DEFAULT_IMAGE, help=f"the registry image (default {c.DEFAULT_IMAGE})")
     add_front_image_argument(p)
     p.add_argument("--liveness", metavar="URL",

@@ -18,7 +18,8 @@ kept with Gardener's names, expressions and words; beside them ``RegistryCacheNo
 ready replicas than wanted, from kube-state-metrics) and, for the controller, ``RegistryCacheExtensionError``
 (an Extension in Error for 15 minutes, from ``registry_cache_extension_error``),
 ``RegistryCacheUpstreamCredentialsInvalid`` and ``RegistryCacheUpstreamUnreachable`` (the caches' upstream
-credential checks, :mod:`extension.controller.upstreams`). Pure: dicts and text only.
+credential checks, :mod:`extension.controller.upstreams`; for a cache with a credential provider plugin what its
+Pods report, :mod:`extension.controller.providers`). Pure: dicts and text only.
 """
 
 from __future__ import annotations
@@ -204,11 +205,13 @@ def _extension_rules() -> list[dict[str, Any]]:
          "labels": _controller_labels("warning"),
          "annotations": {
              "description": "The credentials of the registry cache for {{ $labels.upstream }} in "
-                            "{{ $labels.namespace }} are refused by the upstream: the cache cannot pull private "
+                            "{{ $labels.namespace }} are refused by the upstream, or its credential provider plugin "
+                            "gets none (missing, failing, its token endpoint away): the cache cannot pull private "
                             "images (it answers 404) and nodes fall back to the upstream. The Extension's condition "
-                            "UpstreamCredentialsValid-{{ $labels.upstream }} has the HTTP status; update the "
-                            "credentials Secret the cache's secretReferenceName points at.",
-             "summary": "The upstream {{ $labels.upstream }} refuses the registry cache's credentials."}},
+                            "UpstreamCredentialsValid-{{ $labels.upstream }} has the HTTP status or what the cache "
+                            "reports about its plugin; update the credentials Secret the cache's "
+                            "secretReferenceName points at, or fix the plugin.",
+             "summary": "The registry cache for {{ $labels.upstream }} has no credentials its upstream accepts."}},
         # the controller got no registry answer from the upstream: nothing is known about the credentials
         {"alert": "RegistryCacheUpstreamUnreachable",
          "expr": "max by (namespace, upstream) (registry_cache_upstream_reachable) == 0",

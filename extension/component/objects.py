@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from api import names
+from api.credential_provider import CredentialProvider
+from api.credentials import UpstreamAuth
 from api.duration import format_duration
 from api.mirror_v1alpha1 import MirrorConfig
 from api.secrets import Credentials
@@ -96,10 +98,12 @@ def unique_name(base: str, data: Mapping[str, str | bytes]) -> str:
     return f"{base}-{secret_checksum(data)[:8]}"
 
 
-def render_config_yml(cache: RegistryCache, node_auth: bool = False, front: bool = False) -> str:
+def render_config_yml(cache: RegistryCache, node_auth: bool = False, front: bool = False,
+                      provider: bool = False) -> str:
     """distribution's ``config.yml`` for one cache (no credentials: :func:`config_files`); ``node_auth``: clients
     must authenticate with the htpasswd file next to it (:mod:`.nodeauth`); ``front``: behind the coalescing
-    front, on the Pod's loopback without TLS (the front serves the cache's port and its TLS)."""
+    front, on the Pod's loopback without TLS (the front serves the cache's port and its TLS); ``provider``: the
+    credentials come from a credential provider plugin, and distribution asks its helper again every few seconds."""
     return render(
         "config.yml.j2",
         upstream=cache.upstream,
@@ -110,6 +114,7 @@ def render_config_yml(cache: RegistryCache, node_auth: bool = False, front: bool
         remote_url=remote_url(cache),
         ttl=format_duration(gc_ttl_ns(cache)),
         htpasswd_path=c.HTPASSWD_PATH if node_auth else None,
+        exec_lifetime=f"{c.CREDENTIAL_PROVIDER_LIFETIME_SECONDS}s" if provider else None,
     )
 
 
@@ -132,17 +137,53 @@ def render_upstream_credentials(credentials: Credentials) -> str:
     return json.dumps({"Username": credentials.username, "Secret": credentials.password}) + "\n"
 
 
-def config_files(cache: RegistryCache, credentials: Credentials | None,
+def render_provider_helper(upstream: str, provider: CredentialProvider,
+                           timeout: int = c.CREDENTIAL_PROVIDER_TIMEOUT_SECONDS) -> str:
+    """The credential helper of a cache whose credentials come from a credential provider plugin: it runs the
+    plugin (at most ``timeout`` seconds), keeps its answer for the cacheDuration and renews it before
+    (``credential-provider-helper.sh.j2``)."""
+    return render("credential-provider-helper.sh.j2", upstream=upstream, provider=provider,
+                  lifetime=c.CREDENTIAL_PROVIDER_LIFETIME_SECONDS, timeout=timeout,
+                  heartbeat=c.CREDENTIAL_PROVIDER_HEARTBEAT_SECONDS)
+
+
+def render_provider_config(provider: CredentialProvider) -> str:
+    """The plugin's arguments and environment as shell words, sourced by the helper (may hold secrets)."""
+    return render("credential-provider.conf.j2", provider=provider)
+
+
+def render_provider_parser() -> str:
+    """The awk program with which the helper reads the plugin's CredentialProviderResponse."""
+    return render("credential-provider.awk.j2")
+
+
+def config_files(cache: RegistryCache, credentials: UpstreamAuth | None,
                  node_auth: NodeCredentials | None = None, front: bool = False) -> dict[str, str]:
     """The files of a cache's config Secret, mounted in ``/etc/distribution``: ``config.yml``, the credential
-    helper, the upstream's credentials for it (if any) and the htpasswd file of a cache only nodes can read."""
-    files = {"config.yml": render_config_yml(cache, node_auth is not None, front),
-             c.CREDENTIAL_HELPER_KEY: render_credential_helper()}
-    if credentials is not None:
-        files[c.UPSTREAM_CREDENTIALS_KEY] = render_upstream_credentials(credentials)
+    helper, the upstream's credentials for it (if any) or what runs its credential provider plugin, and the
+    htpasswd file of a cache only nodes can read. ``front``: distribution behind the coalescing front."""
+    provider = credentials if isinstance(credentials, CredentialProvider) else None
+    files = {"config.yml": render_config_yml(cache, node_auth is not None, front, provider is not None)}
+    if provider is not None:
+        files[c.CREDENTIAL_HELPER_KEY] = render_provider_helper(cache.upstream, provider)
+        files[c.CREDENTIAL_PROVIDER_CONFIG_KEY] = render_provider_config(provider)
+        files[c.CREDENTIAL_PROVIDER_PARSER_KEY] = render_provider_parser()
+    else:
+        files[c.CREDENTIAL_HELPER_KEY] = render_credential_helper()
+        if isinstance(credentials, Credentials):
+            files[c.UPSTREAM_CREDENTIALS_KEY] = render_upstream_credentials(credentials)
     if node_auth is not None:
         files[c.HTPASSWD_KEY] = node_auth.htpasswd
     return files
+
+
+# the modes of the config Secret's files that are not the default (0644), and why
+CONFIG_FILE_MODES = {
+    c.CREDENTIAL_HELPER_KEY: (c.CREDENTIAL_HELPER_MODE, "distribution runs it (proxy.exec)"),
+    c.CREDENTIAL_PROVIDER_CONFIG_KEY: (c.CREDENTIALS_FILE_MODE, "the plugin's arguments and environment: the "
+                                                                "cache's group only"),
+    c.UPSTREAM_CREDENTIALS_KEY: (c.CREDENTIALS_FILE_MODE, "the upstream's credentials: the cache's group only"),
+}
 
 
 def _object(template: str, **values: Any) -> RenderedObject:
@@ -155,7 +196,7 @@ def _secret(name: str, namespace: str, labels: dict[str, str], data: Mapping[str
                    labels={**labels, c.GC_REFERENCE_LABEL: "true"}, data=data)
 
 
-def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: KeyPair | None,
+def render_cache(cache: RegistryCache, credentials: UpstreamAuth | None, tls: KeyPair | None,
                  options: RenderOptions = RenderOptions(),
                  node_auth: NodeCredentials | None = None) -> list[RenderedObject]:
     """The objects of one cache: config Secret, TLS Secret, StatefulSet, Service, PDB, VPA. With
@@ -170,9 +211,8 @@ def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: Key
 
     front = options.front_image is not None
     config_data = config_files(cache, credentials, node_auth, front)
-    # every key (items select them), the helper executable: distribution runs it (proxy.exec)
-    config_items = [(key, c.CREDENTIAL_HELPER_MODE if key == c.CREDENTIAL_HELPER_KEY else None)
-                    for key in sorted(config_data)]
+    # every key (items select them), the helper executable (distribution runs it), credentials not for everyone
+    config_items = [(key, *CONFIG_FILE_MODES.get(key, (None, None))) for key in sorted(config_data)]
     config_secret = _secret(unique_name(f"{name}-config", config_data), ns, labels, config_data)
     objects = [config_secret]
     tls_secret_name = None
@@ -200,6 +240,7 @@ def render_cache(cache: RegistryCache, credentials: Credentials | None, tls: Key
         front_args=front_args(cache) if front else [], front_scheme="HTTPS" if tls_enabled(cache) else "HTTP",
         priority_class_name=options.priority_class_name, env=env,
         config_secret_name=config_secret.name, config_items=config_items, tls_secret_name=tls_secret_name,
+        provider=credentials if isinstance(credentials, CredentialProvider) else None,
         size=cache.volume.size.canonical() if cache.volume and cache.volume.size else "10Gi",
         storage_class_name=cache.volume.storage_class_name if cache.volume else None,
         claim_labels={**selector, c.OWNER_LABEL: options.owner} if options.owner else selector,
@@ -225,7 +266,7 @@ def render_service(cache: RegistryCache, options: RenderOptions = RenderOptions(
     )
 
 
-def render_shoot(config: RegistryConfig, credentials: Mapping[str, Credentials] | None = None,
+def render_shoot(config: RegistryConfig, credentials: Mapping[str, UpstreamAuth] | None = None,
                  tls: Mapping[str, KeyPair] | None = None,
                  options: RenderOptions = RenderOptions(),
                  node_auth: Mapping[str, NodeCredentials] | None = None) -> RenderedShoot:

@@ -1,7 +1,7 @@
 """Quoting filters for the Jinja templates.
 
-Every value that comes from a user (a URL, a username, a password, a name) is written into YAML and TOML
-through one of these filters, so that no value can change the structure of the rendered document: it
+Every value that comes from a user (a URL, a username, a password, a name) is written into YAML, TOML and
+shell scripts through one of these filters, so that no value can change the structure of the rendered document: it
 always comes back byte for byte when the document is parsed.
 """
 
@@ -69,3 +69,12 @@ def toml_quote(value: Any) -> str:
 
 def toml_array(values: list[Any]) -> str:
     return "[" + ", ".join(toml_quote(v) for v in values) + "]"
+
+
+def sh_quote(value: Any) -> str:
+    """A POSIX shell word holding ``str(value)`` exactly: single-quoted, each ``'`` as ``'\\''``. (No NUL:
+    a shell variable cannot hold one; the callers refuse such values.)"""
+    text = value if isinstance(value, str) else str(value)
+    if "\0" in text:
+        raise ValueError("a shell word cannot hold a NUL character")
+    return "'" + text.replace("'", "'\\''") + "'"

@@ -37,8 +37,8 @@ from typing import Any
 import yaml
 
 from api import names
+from api.credentials import UpstreamAuth
 from api.field import Path, ValidationFailed
-from api.secrets import Credentials
 from api.urls import is_ip_address
 from api.v1alpha3 import RegistryCache, RegistryConfig, RegistryStatus
 from api.validation import decode_and_default, remote_url, tls_enabled
@@ -109,7 +109,7 @@ class Plan:
         return [*self.objects, self.node_config]
 
 
-def plan(config: RegistryConfig, credentials: Mapping[str, Credentials], endpoints: Mapping[str, str],
+def plan(config: RegistryConfig, credentials: Mapping[str, UpstreamAuth], endpoints: Mapping[str, str],
          server_certs: Mapping[str, KeyPair], ca_bundle: str | None, options: RenderOptions,
          node_auth: Mapping[str, NodeCredentials] | None = None) -> Plan:
     """Pure: the objects for the shoot and the provider status. ``endpoints`` is where nodes reach each
@@ -272,7 +272,7 @@ class RegistryCaches:
         return live_record(obj) if obj is not None else None
 
     # --- deploy ----------------------------------------------------------------------------------------
-    def deploy(self, config: RegistryConfig, credentials: Mapping[str, Credentials],
+    def deploy(self, config: RegistryConfig, credentials: Mapping[str, UpstreamAuth],
                check_update: UpdateCheck | None = None, record: Delivery | None = None,
                dry_run: bool = False, monitor: bool = True) -> tuple[RegistryStatus, Delivery]:
         """Deliver the caches; ``monitor``: also their monitoring (Gardener's ``MonitoringEnabled``).

@@ -14,7 +14,7 @@ import jinja2
 import yaml
 
 from extension import constants
-from extension.component.quoting import toml_array, toml_quote, yaml_quote
+from extension.component.quoting import sh_quote, toml_array, toml_quote, yaml_quote
 
 
 def b64(value: str | bytes) -> str:
@@ -27,7 +27,7 @@ _env = jinja2.Environment(
     keep_trailing_newline=True,
     autoescape=False,
 )
-_env.filters.update(yaml_quote=yaml_quote, toml_quote=toml_quote, toml_array=toml_array, b64=b64)
+_env.filters.update(yaml_quote=yaml_quote, toml_quote=toml_quote, toml_array=toml_array, sh_quote=sh_quote, b64=b64)
 _env.globals["c"] = constants
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~20x faster, same results

@@ -24,8 +24,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
+from api import names
 from api import shoot as shootlib
 from api.admission import resolve_credentials
+from api.credential_provider import CredentialProvider
+from api.credentials import UpstreamAuth
 from api.field import Path, ValidationFailed
 from api.secrets import Credentials, SecretData, secret_from_manifest
 from api.v1alpha3 import RegistryConfig
@@ -40,7 +43,7 @@ from extension.controller.upstreams import UpstreamChecks
 from extension.errors import ConfigurationError, ReconcileError, WouldWrite
 from extension.runtime.informer import Informer
 from extension.runtime.kube import Kube
-from extension.upstreamcheck import Target
+from extension.upstreamcheck import PluginTarget, Target
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +235,7 @@ class Actuator:
 
     # --- operations -----------------------------------------------------------------------------------
     def _resolve(self, extension: dict[str, Any], seed_versions: dict[tuple[str, str, str], str] | None = None) \
-            -> tuple[dict[str, Any], RegistryConfig, Mapping[str, Credentials]] | None:
+            -> tuple[dict[str, Any], RegistryConfig, Mapping[str, UpstreamAuth]] | None:
         """The Shoot, the validated config and the credentials per upstream; None when the shoot is hibernated.
         ``seed_versions`` gets the resourceVersions of the Cluster and the Secrets read."""
         namespace = extension["metadata"]["namespace"]
@@ -257,10 +260,17 @@ class Actuator:
             raise ConfigurationError(str(exc)) from None
         return shoot_spec, config, credentials
 
-    def _set_targets(self, namespace: str, config: RegistryConfig, credentials: Mapping[str, Credentials]) -> None:
-        if self.upstreams is not None:
-            self.upstreams.set_targets(namespace, [Target(c.upstream, remote_url(c), credentials[c.upstream])
-                                                   for c in config.caches if c.upstream in credentials])
+    def _set_targets(self, namespace: str, config: RegistryConfig, credentials: Mapping[str, UpstreamAuth]) -> None:
+        if self.upstreams is None:
+            return
+        targets: list[Target | PluginTarget] = []
+        for cache in config.caches:
+            auth = credentials.get(cache.upstream)
+            if isinstance(auth, Credentials):
+                targets.append(Target(cache.upstream, remote_url(cache), auth))
+            elif isinstance(auth, CredentialProvider):
+                targets.append(PluginTarget(cache.upstream, auth.name, auth.image, names.resource_name(cache.upstream)))
+        self.upstreams.set_targets(namespace, targets)
 
     def reconcile(self, extension: dict[str, Any], dry_run: bool = False) -> Outcome:
         """Deliver the caches (nothing while the shoot is hibernated); hand the upstreams with credentials to

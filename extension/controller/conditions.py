@@ -4,7 +4,9 @@ lastUpdateTime, reason, message, codes) from the upstream credential checks and 
 Upstream credentials: one condition per cache with credentials, type ``UpstreamCredentialsValid-<upstream>``:
 ``True`` when the upstream accepted them, ``False`` when it refused them (401/403), ``Unknown`` when it could
 not be asked (unreachable, or an answer no registry gives). The message names the upstream, what was asked and the HTTP
-status; never a credential.
+status; never a credential. For a cache with a credential provider plugin: ``True`` while the plugin answers,
+``False`` naming what its cache reports (the plugin missing, failing, answering nothing usable), ``Unknown``
+before it was asked.
 
 The caches' health: ``SystemComponentsHealthy`` (:func:`merge_health`; what it says is
 :func:`extension.controller.health.caches_condition`'s).
@@ -16,21 +18,50 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from extension.constants import (
+    ERR_CONFIGURATION_PROBLEM,
     ERR_INFRA_DEPENDENCIES,
     ERR_INFRA_UNAUTHORIZED,
     SYSTEM_COMPONENTS_HEALTHY_CONDITION,
     UPSTREAM_CREDENTIALS_CONDITION,
 )
-from extension.upstreamcheck import INVALID, UNREACHABLE, VALID, CheckResult
+from extension.upstreamcheck import (
+    INVALID,
+    PLUGIN_ANSWERED,
+    PLUGIN_FAILED,
+    PLUGIN_INVALID_ANSWER,
+    PLUGIN_MISSING,
+    PLUGIN_NO_CREDENTIALS,
+    PLUGIN_NOT_ASKED,
+    UNREACHABLE,
+    VALID,
+    CheckResult,
+)
 
-_STATUS = {VALID: "True", INVALID: "False"}
-_REASON = {VALID: "CredentialsAccepted", INVALID: "CredentialsRefused", UNREACHABLE: "UpstreamUnreachable"}
-_CODES = {INVALID: [ERR_INFRA_UNAUTHORIZED], UNREACHABLE: [ERR_INFRA_DEPENDENCIES]}
+_STATUS = {VALID: "True", INVALID: "False", PLUGIN_ANSWERED: "True", PLUGIN_FAILED: "False", PLUGIN_MISSING: "False",
+           PLUGIN_INVALID_ANSWER: "False", PLUGIN_NO_CREDENTIALS: "False"}
+_REASON = {VALID: "CredentialsAccepted", INVALID: "CredentialsRefused", UNREACHABLE: "UpstreamUnreachable",
+           PLUGIN_ANSWERED: "CredentialProviderAnswered", PLUGIN_FAILED: "CredentialProviderFailed",
+           PLUGIN_MISSING: "CredentialProviderMissing", PLUGIN_INVALID_ANSWER: "CredentialProviderInvalidAnswer",
+           PLUGIN_NO_CREDENTIALS: "CredentialProviderNoCredentials", PLUGIN_NOT_ASKED: "CredentialProviderNotAsked"}
+_CODES = {INVALID: [ERR_INFRA_UNAUTHORIZED], UNREACHABLE: [ERR_INFRA_DEPENDENCIES],
+          PLUGIN_FAILED: [ERR_INFRA_DEPENDENCIES], PLUGIN_MISSING: [ERR_CONFIGURATION_PROBLEM],
+          PLUGIN_INVALID_ANSWER: [ERR_CONFIGURATION_PROBLEM], PLUGIN_NO_CREDENTIALS: [ERR_CONFIGURATION_PROBLEM]}
+_PLUGIN_DOWN = ("the cache gets no new credentials: once those it has expire it cannot pull private images (it "
+                "answers 404) and nodes fall back to the upstream")
 _CONSEQUENCE = {
     VALID: "the upstream accepts this cache's credentials",
     INVALID: "the upstream refuses this cache's credentials: the cache cannot pull private images (it answers "
              "404) and nodes fall back to the upstream; update the credentials Secret",
     UNREACHABLE: "the upstream could not be reached from the controller; nothing is known about the credentials",
+    PLUGIN_ANSWERED: "the cache's credential provider plugin gives it credentials",
+    PLUGIN_FAILED: _PLUGIN_DOWN + "; the plugin's own words are above, its token endpoint may be away",
+    PLUGIN_MISSING: _PLUGIN_DOWN + "; the plugin's image must hold the binary at binaryPath and a cp, and be "
+                                   "pullable by the nodes",
+    PLUGIN_INVALID_ANSWER: _PLUGIN_DOWN + "; the plugin does not answer as a kubelet credential provider (check its "
+                                          "apiVersion in the Secret)",
+    PLUGIN_NO_CREDENTIALS: _PLUGIN_DOWN + "; the plugin's answer holds no auth entry that matches the upstream",
+    PLUGIN_NOT_ASKED: "nothing is known yet: the cache runs its credential provider plugin when a pull needs "
+                      "credentials",
 }
 
 

@@ -10,9 +10,10 @@ the condition when it changed:
 
 - ``True``/``CachesReady`` when every cache has its replicas ready;
 - ``False``/``CachesNotReady`` naming each cache that is not, with what its Pod shows: the waiting reason
-  (``CrashLoopBackOff``, ``ImagePullBackOff``, ...), the restarts and the last line the container printed
-  before it exited (its termination message, kept by ``terminationMessagePolicy: FallbackToLogsOnError``),
-  with a hint when it is distribution's start-up check of an unreachable upstream.
+  (``CrashLoopBackOff``, ``ImagePullBackOff``, ...; of the init container that copies a credential provider plugin
+  while that one has not done so), the restarts and the last line the container printed before it exited (its
+  termination message, kept by ``terminationMessagePolicy: FallbackToLogsOnError``), with a hint when it is
+  distribution's start-up check of an unreachable upstream, or the plugin's image.
 
 Only the first line that says why (``panic: ...`` or the last line) is taken, cut to 300 characters; a
 cache's configuration never appears (distribution does not print its credentials).
@@ -37,6 +38,7 @@ from api import shoot as shootlib
 from extension.constants import (
     APP_NAME,
     APP_NAME_LABEL,
+    CREDENTIAL_PROVIDER_INIT_CONTAINER,
     EXTENSION_TYPE,
     HEALTH_CHECK_INTERVAL_SECONDS,
     MANAGED_BY,
@@ -55,6 +57,8 @@ log = logging.getLogger(__name__)
 # of 500 the controller's RSS peak at 1,000 Extensions was 165 MiB, with 100 141 MiB: hack/bench.py)
 HEALTH_PAGE = 100
 
+PLUGIN_HINT = ("it copies the credential provider plugin from the image the credentials Secret names: that image "
+               "must be pullable by the nodes and hold a cp and the plugin at binaryPath")
 UNREACHABLE_HINT = ("distribution asked its upstream at start and exited while the upstream could not be reached "
                     "(a config with proxy.username/password, not the credential helper the controller renders); "
                     "it restarts with backoff and serves again once the upstream answers")
@@ -80,6 +84,9 @@ def describe_pod(pod: dict[str, Any]) -> str:
     # the first container that is not ready (with the coalescing front a Pod has two: distribution and the front)
     c = next((s for s in statuses if not s.get("ready")), statuses[0])
     state = c.get("state") or {}
+    init = _init_problem(status)
+    if init is not None and "running" not in state:
+        return f"{name}: {init}"
     parts = [f"container {c['name']}"] if len(statuses) > 1 and c.get("name") else []
     if "waiting" in state:
         parts.append(state["waiting"].get("reason") or "Waiting")
@@ -97,6 +104,29 @@ def describe_pod(pod: dict[str, Any]) -> str:
         if "panic:" in line and "/v2/" in line:
             text += f" ({UNREACHABLE_HINT})"
     return text
+
+
+def _init_problem(status: dict[str, Any]) -> str | None:
+    """An init container (the one that copies a credential provider plugin) that has not completed: what it shows."""
+    for c in status.get("initContainerStatuses") or []:
+        state = c.get("state") or {}
+        if (state.get("terminated") or {}).get("exitCode") == 0 or "running" in state:
+            continue
+        waiting = state.get("waiting") or {}
+        parts = [waiting.get("reason") or "not started"]
+        if waiting.get("message") and "Image" in (waiting.get("reason") or ""):
+            parts[0] += f" ({waiting['message'][:200]})"
+        if c.get("restartCount"):
+            parts.append(f"restarted {c['restartCount']} times")
+        last = (c.get("lastState") or {}).get("terminated") or state.get("terminated")
+        text = f"init container {c.get('name')}: " + ", ".join(parts)
+        if last:
+            line = _reason_line(last.get("message") or "")
+            text += f"; last exit {last.get('exitCode')}" + (f": {line}" if line else "")
+        if c.get("name") == CREDENTIAL_PROVIDER_INIT_CONTAINER:
+            text += f" ({PLUGIN_HINT})"
+        return text
+    return None
 
 
 def caches_condition(statefulsets: list[dict[str, Any]],
@@ -190,7 +220,8 @@ def _slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
     """What :func:`describe_pod` reads of a Pod."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     return {"metadata": {k: meta[k] for k in ("name", "deletionTimestamp") if k in meta},
-            "status": {k: status[k] for k in ("phase", "conditions", "containerStatuses") if k in status}}
+            "status": {k: status[k] for k in ("phase", "conditions", "containerStatuses", "initContainerStatuses")
+                       if k in status}}
 
 
 def _once(read: Callable[[], list[dict[str, Any]]]) -> Callable[[], list[dict[str, Any]]]:

@@ -142,6 +142,38 @@ def build_and_push(crane: Callable[[list[str]], str], workdir: Path, registry_ho
     return Images(pause=pause, registry=registry)
 
 
+# --- a credential provider plugin's image (for the scenarios of short-lived upstream credentials) -------------
+
+PLUGIN_REPOSITORY = "registry-cache/test-credential-provider"
+
+
+def plugin_layer(path: Path, plugin_bin: Path, busybox_bin: Path) -> Path:
+    """What a user's plugin image holds for the cache Pod's init container: the plugin at ``/bin/<name>`` and a
+    ``cp`` (a static busybox, ``/bin/cp`` linking to it)."""
+    with tarfile.open(path, "w") as tar:
+        _add_dir(tar, "bin")
+        _add_file(tar, f"bin/{plugin_bin.name}", plugin_bin)
+        _add_file(tar, "bin/busybox", busybox_bin)
+        cp = tarfile.TarInfo("bin/cp")
+        cp.type, cp.linkname, cp.mode, cp.mtime = tarfile.SYMTYPE, "busybox", 0o777, 0
+        tar.addfile(cp)
+    return path
+
+
+def push_plugin_image(crane: Callable[[list[str]], str], workdir: Path, registry_host: str, plugin_bin: Path,
+                      busybox_bin: Path) -> str:
+    """Build the plugin's image into ``registry_host`` (plain HTTP), tagged by the plugin's hash; its reference."""
+    import hashlib
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    tag = hashlib.sha256(plugin_bin.read_bytes()).hexdigest()[:12]
+    ref = f"{registry_host}/{PLUGIN_REPOSITORY}:{tag}"
+    crane(["append", "--insecure", "-f", str(plugin_layer(workdir / "plugin.tar", plugin_bin, busybox_bin)), "-t", ref])
+    crane(["mutate", "--insecure", ref, "--env", "PATH=/bin", "--entrypoint", f"/bin/{plugin_bin.name}",
+           "--set-platform", "linux/amd64", "-t", ref])
+    return ref
+
+
 # --- the product image ------------------------------------------------------------------------------------
 
 class ImageUnavailable(ClusterError):

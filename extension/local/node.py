@@ -819,12 +819,17 @@ class LocalCluster:
 
     # -- test registries -------------------------------------------------------------------------------
 
+    def allocate_address(self) -> str:
+        """The next free IP literal of the node's bridge, for a test server (each once)."""
+        address = net.REGISTRY_IPS[self._upstream_n]
+        self._upstream_n += 1
+        return address
+
     def upstream(self, name: str, users: dict[str, str] | None = None) -> LocalRegistry:
         """A new upstream registry on the next free IP literal of the node's bridge, port 443, TLS from the
         test CA; private (basic auth) with ``users``."""
         assert self.registry_bin is not None and self.test_ca is not None
-        address = net.REGISTRY_IPS[self._upstream_n]
-        self._upstream_n += 1
+        address = self.allocate_address()
         cert = generate_server_cert(self.test_ca, name, [name], [address])
         reg = LocalRegistry(name, self.registry_bin, self.workdir / "upstreams" / f"{address}-{name}", address, 443,
                             wrap=self.node.argv, tls=(cert.cert_pem, cert.key_pem), ca_file=self.test_ca_file,

@@ -231,10 +231,11 @@ class Kube:
 
     def request(self, method: str, path: str, body: Any = None, query: Iterable[tuple[str, str]] = (),
                 content_type: str = "application/json", timeout: float = 30, verb: str | None = None,
-                accept: str = "application/json", kind: Kind | None = None, answer: bool = True) -> Any:
-        """One request; the decoded answer (``answer=False``: None, not read). ``kind``: what the answer holds
-        (named when it cannot be decoded); with ``verb="LIST"`` the answer is a List, whose items nested too deep
-        are left out."""
+                accept: str = "application/json", kind: Kind | None = None, answer: bool = True,
+                text: bool = False) -> Any:
+        """One request; the decoded answer (``answer=False``: None, not read; ``text``: the answer as text, not
+        decoded). ``kind``: what the answer holds (named when it cannot be decoded); with ``verb="LIST"`` the answer
+        is a List, whose items nested too deep are left out."""
         if method in WRITE_VERBS and self.fence is not None and not self.fence():
             raise NotLeader(method, path)
         headers = {"Accept": accept, "Content-Type": content_type}
@@ -261,6 +262,8 @@ class Kube:
             raise ApiError(method, path, response.status, _json(response.data))
         if not answer:
             return None
+        if text:
+            return _text(response.data) or ""
         return self._decode(method, path, response.data, verb == "LIST", kind)
 
     def _decode(self, method: str, path: str, raw: Any, listing: bool, kind: Kind | None) -> Any:
@@ -431,6 +434,18 @@ class Kube:
             response.release_conn()
             raise ApiError("WATCH", path, response.status, data)
         return response
+
+    def pod_log(self, namespace: str, name: str, container: str, tail_lines: int | None = None,
+                limit_bytes: int | None = None) -> str:
+        """The log of a Pod's container as the kubelet keeps it (``pods/log``): its last ``tail_lines`` lines, at
+        most ``limit_bytes`` of them."""
+        query = [("container", container)]
+        if tail_lines is not None:
+            query.append(("tailLines", str(tail_lines)))
+        if limit_bytes is not None:
+            query.append(("limitBytes", str(limit_bytes)))
+        return self.request("GET", KINDS["Pod"].path(namespace, name, "log"), query=query, accept="text/plain",
+                            text=True)
 
     def apply(self, obj: dict[str, Any], force: bool = True, subresource: str | None = None) -> dict[str, Any]:
         """Server-side apply with this client's field manager."""

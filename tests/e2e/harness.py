@@ -20,11 +20,14 @@ fixture's finalizer). The caches are configured only by the project's own code:
 from __future__ import annotations
 
 import base64
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from api import names
+from api.credential_provider import CredentialProvider
+from api.credentials import UpstreamAuth, credential_errors, upstream_auth
 from api.field import Path as FieldPath
 from api.secrets import Credentials, credentials_of, secret_from_manifest, validate_upstream_secret
 from api.v1alpha3 import RegistryCache
@@ -32,13 +35,19 @@ from api.validation import decode_and_default, remote_url, tls_enabled, validate
 from extension.component.certs import KeyPair, generate_server_cert, service_dns_names
 from extension.component.containerd import hosts_toml_for_status
 from extension.component.nodeauth import NodeCredentials
-from extension.component.objects import RenderOptions, config_files, endpoint, provider_status, render_cache
+from extension.component.objects import (
+    CONFIG_FILE_MODES,
+    RenderOptions,
+    config_files,
+    endpoint,
+    provider_status,
+    render_cache,
+)
 from extension.constants import (
     BACKEND_PORT,
     CACHE_PATH,
     CONTAINER_NAME,
     CREDENTIAL_HELPER_KEY,
-    CREDENTIAL_HELPER_MODE,
     DEFAULT_DIAL_TIMEOUT,
     FRONT_CERTS_PATH,
     FRONT_CONTAINER_NAME,
@@ -77,7 +86,16 @@ def credentials_from_secret(manifest: dict[str, Any], reference_name: str) -> Cr
     return credentials_of(secret)
 
 
-def decode_cache(upstream: Registry, *, tls: bool | None, secret_reference: str | None) -> RegistryCache:
+def auth_from_secret(manifest: dict[str, Any], upstream: str, reference_name: str) -> UpstreamAuth:
+    """What a cache authenticates with, from a Secret in any accepted format (a credential provider plugin's
+    too), checked as the webhook checks it."""
+    secret = secret_from_manifest(manifest)
+    errors = credential_errors(secret, upstream, FieldPath("spec", "resources"), reference_name)
+    assert not errors, f"the test's Secret does not validate: {errors}"
+    return upstream_auth(secret, upstream)
+
+
+def decode_cache(upstream: Any, *, tls: bool | None, secret_reference: str | None) -> RegistryCache:
     """One providerConfig cache entry for ``upstream``, decoded and defaulted (``tls=None``: leave ``http``
     out, i.e. the default, TLS on)."""
     entry: dict[str, Any] = {"upstream": upstream.host, "remoteURL": upstream.url}
@@ -98,9 +116,10 @@ class Cache:
     the front serves the cache's port, distribution listens behind it on loopback without TLS."""
 
     model: RegistryCache
-    credentials: Credentials | None
+    credentials: UpstreamAuth | None
     config_text: str  # exactly the config.yml config_files rendered
     registry: Registry
+    plugin_state: Path | None = None  # a plugin cache's state directory (the Pod's in-memory emptyDir)
     front: Front | None = None
 
     @property
@@ -116,7 +135,7 @@ class Cache:
         return endpoint(self.registry.scheme, LOOPBACK, self.registry.port)
 
 
-def rendered_front_container(model: RegistryCache, credentials: Credentials | None, keypair: tuple[str, str] | None,
+def rendered_front_container(model: RegistryCache, credentials: UpstreamAuth | None, keypair: tuple[str, str] | None,
                              node_auth: NodeCredentials | None, config_text: str) -> dict[str, Any]:
     """The front container of the cache's StatefulSet as the controller renders it with a front image; also
     checks that the config Secret it renders beside it holds ``config_text`` as distribution's config.yml."""
@@ -161,11 +180,17 @@ class DataPath:
         """Push a test image as ``user`` (None: anonymously, to a public upstream)."""
         return self.crane.push_test_image(upstream, repository, tag, (user, upstream.users[user]) if user else None)
 
-    def cache(self, upstream: Registry, credentials: Credentials | None, *, tls: bool | None,
+    def cache(self, upstream: Any, credentials: UpstreamAuth | None, *, tls: bool | None,
               secret_reference: str | None = "upstream-credentials", node_auth: NodeCredentials | None = None,
-              front: bool = False, env: dict[str, str] | None = None) -> Cache:
+              plugin: Path | None = None, workdir: Path | None = None, front: bool = False,
+              env: dict[str, str] | None = None) -> Cache:
         """A cache for ``upstream`` started from exactly the rendered ``config.yml`` (and, for a cache only
         nodes can read, the htpasswd file of its config Secret, at the path config.yml names on a node).
+
+        With a credential provider plugin (``credentials``), its binary ``plugin`` is put where the init
+        container copies it (None: nothing is copied), its state directory made as the Pod's emptyDir, and the
+        helper runs under busybox's sh, as in the cache image. ``workdir``: a cache's directory again (its
+        storage, as a Pod's volume outlives the Pod), with the files rendered now.
 
         ``front``: as the cache Pod runs with the coalescing front (``run --front-image``): the rendered
         StatefulSet's front container (its command and arguments, only addresses and paths mapped onto this
@@ -175,12 +200,31 @@ class DataPath:
         model = decode_cache(upstream, tls=tls, secret_reference=secret_reference if credentials else None)
         files = config_files(model, credentials, node_auth, front)
         text = files.pop("config.yml")
-        workdir = self._dir("cache")
+        workdir = workdir or self._dir("cache")
         workdir.mkdir(parents=True, exist_ok=True)
         for name, content in files.items():  # the other files of its config Secret, beside each other
             (workdir / name).write_text(content, encoding="utf-8")
-        (workdir / CREDENTIAL_HELPER_KEY).chmod(CREDENTIAL_HELPER_MODE)
+            if name in CONFIG_FILE_MODES:  # with the modes of the Pod's mount
+                (workdir / name).chmod(CONFIG_FILE_MODES[name][0])
         extra_env = {**(env or {}), "REGISTRY_PROXY_EXEC_COMMAND": str(workdir / CREDENTIAL_HELPER_KEY)}
+        state = None
+        if isinstance(credentials, CredentialProvider):
+            bin_dir, state = workdir / "credential-provider" / "bin", workdir / "credential-provider" / "state"
+            shutil.rmtree(bin_dir, ignore_errors=True)  # a new Pod: its emptyDirs are new
+            shutil.rmtree(state, ignore_errors=True)
+            bin_dir.mkdir(parents=True)
+            state.mkdir()
+            state.chmod(0o777)  # as an emptyDir is made
+            if plugin is not None:  # the init container's cp
+                shutil.copy(plugin, bin_dir / credentials.name)
+            busybox = shutil.which("busybox")
+            assert busybox, "busybox (the cache image's sh) runs the plugin cache's helper"
+            wrapper = workdir / "helper-under-busybox"
+            wrapper.write_text(f'#!{busybox} sh\nexec {busybox} sh {workdir / CREDENTIAL_HELPER_KEY} "$@"\n')
+            wrapper.chmod(0o755)
+            extra_env.update({"REGISTRY_PROXY_EXEC_COMMAND": str(wrapper),
+                              "REGISTRY_CACHE_CREDENTIAL_PROVIDER_BIN_DIR": str(bin_dir),
+                              "REGISTRY_CACHE_CREDENTIAL_PROVIDER_STATE_DIR": str(state)})
         if node_auth is not None:
             extra_env["REGISTRY_AUTH_HTPASSWD_PATH"] = str(workdir / HTPASSWD_KEY)
         keypair = None
@@ -194,7 +238,7 @@ class DataPath:
                            extra_env=extra_env)
             self._registries.append(reg)
             reg.start()
-            return Cache(model, credentials, text, reg)
+            return Cache(model, credentials, text, reg, plugin_state=state)
         reg = Registry(self.tools.registry, "cache", workdir, text, extra_env=extra_env)
         self._registries.append(reg)
         reg.start()
@@ -213,7 +257,7 @@ class DataPath:
                    self.ca_bundle if keypair else None)
         self._registries.append(fr)  # stopped with the registries
         fr.start()
-        return Cache(model, credentials, text, reg, fr)
+        return Cache(model, credentials, text, reg, plugin_state=state, front=fr)
 
     # --- containerd ---
 

@@ -159,6 +159,18 @@ class E2ECluster:
     def start_upstream(self, up: Upstream) -> None:
         raise NotImplementedError
 
+    def short_lived_upstream(self, validity: float, identities: dict[str, str]) -> Any | None:
+        """A registry whose tokens live ``validity`` seconds and the endpoint that hands them out for one of
+        ``identities`` (tests/e2e/shortlived.py), reachable from the nodes and the cache Pods; an :class:`Upstream`
+        with ``token_endpoint``, ``issued()``, ``requests(since)``, ``set_identities()``, ``logs()``. None where
+        this cluster has none."""
+        return None
+
+    def plugin_image(self) -> str | None:
+        """An image the nodes can pull that holds the tests' credential provider plugin at
+        ``/bin/test-credential-provider`` and a ``cp``; None where this cluster has none."""
+        return None
+
     def freeze_cache(self, upstream: str) -> bool:
         """SIGSTOP the cache's registry process (so it is unready but still takes connections)."""
         return False
@@ -948,3 +960,250 @@ def test_a_cache_that_cannot_start_is_named_on_the_extension(cluster, shoots):
     delete_shoot(cluster, name)
     shoots.remove(name)
     wait_removed(cluster, [public.host, second.host])
+
+
+# --- short-lived upstream credentials: a kubelet credential provider plugin per cache ----------------------------
+
+PLUGIN_VALIDITY = 60.0  # how long a token of the short-lived-token upstream lives (tests/e2e/shortlived.py)
+PLUGIN_RUN_SECONDS = 300.0  # the node pulls fresh images through the plugin cache this long
+PLUGIN_EXPIRIES = 4  # at least this many tokens the cache used expire meanwhile
+PLUGIN_REFERENCE = "plugin-credentials"
+
+
+@dataclass
+class Pull:
+    """One fresh image the node pulled for a Pod: when, how long the kubelet says the pull took, and why it
+    failed (a Pod not Ready in time, or a ``Failed`` pull event before it was)."""
+
+    started: float
+    pod: str
+    seconds: float | None = None
+    failed: str | None = None
+
+
+def pull_fresh(c: E2ECluster, up: Upstream, repository: str, timeout: float = 180) -> Pull:
+    image = up.push(repository, uuid.uuid4().hex[:10])
+    pull = Pull(time.time(), f"pull-{uuid.uuid4().hex[:8]}")
+    try:
+        run_pod(c, image.ref, name=pull.pod, timeout=timeout)
+        pull.seconds = pull_seconds(c, pull.pod)
+    except AssertionError as exc:
+        pull.failed = str(exc).splitlines()[0][:300]
+    events = json.loads(c.kubectl("get", "events", "-n", WORKLOAD_NAMESPACE, "--field-selector",
+                                  f"involvedObject.name={pull.pod},reason=Failed", "-o", "json").stdout)["items"]
+    if events and pull.failed is None:
+        pull.failed = "; ".join(e.get("message", "")[:200] for e in events)
+    c.delete("pod", pull.pod, WORKLOAD_NAMESPACE, wait=False)
+    return pull
+
+
+class PullLoad:
+    """Pulls fresh images through a cache, one Pod after the other, in a thread, until :meth:`stop`."""
+
+    def __init__(self, c: E2ECluster, up: Upstream, repository: str):
+        import threading
+        self.c, self.up, self.repository = c, up, repository
+        self.pulls: list[Pull] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="pull-load")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.pulls.append(pull_fresh(self.c, self.up, self.repository))
+            except Exception as exc:  # a push or kubectl failure ends the load: the test reports it
+                self.errors.append(f"{type(exc).__name__}: {exc}"[:500])
+                return
+
+    def __enter__(self) -> PullLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(300)
+
+
+def cache_pods(c: E2ECluster, upstream: str) -> dict[str, tuple[str, int]]:
+    """The cache's Pods: name -> (uid, restarts of its containers, the init container's included)."""
+    out = {}
+    for pod in c.select("pods", "kube-system", f"upstream-host={names.upstream_label_value(upstream)}"):
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        statuses += (pod.get("status") or {}).get("initContainerStatuses") or []
+        out[pod["metadata"]["name"]] = (pod["metadata"]["uid"], sum(s.get("restartCount", 0) for s in statuses))
+    return out
+
+
+def upstream_condition(c: E2ECluster, shoot: str, upstream: str) -> dict | None:
+    ext = c.get(EXTENSION, "registry-cache", seed_namespace(shoot)) or {}
+    return next((x for x in (ext.get("status") or {}).get("conditions") or []
+                 if x.get("type") == f"UpstreamCredentialsValid-{upstream}"), None)
+
+
+def wait_rolled(c: E2ECluster, upstream: str, replicas: int, timeout: float = 300) -> dict:
+    """The cache's StatefulSet has its latest spec rolled out to ``replicas`` Ready Pods."""
+    name = names.resource_name(upstream)
+
+    def rolled() -> dict | None:
+        sts = c.get("statefulset", name, "kube-system")
+        s = (sts or {}).get("status") or {}
+        ok = bool(sts) and s.get("observedGeneration") == sts["metadata"].get("generation") and \
+            s.get("readyReplicas") == replicas and s.get("updatedReplicas") == replicas and \
+            s.get("currentRevision") == s.get("updateRevision")
+        return sts if ok else None
+
+    return wait_for(f"cache {name} rolled out to {replicas} Ready Pods", rolled, timeout=timeout,
+                    details=lambda: c.kubectl("describe", "pods", "-n", "kube-system", "-l",
+                                              f"upstream-host={names.upstream_label_value(upstream)}",
+                                              check=False).stdout[-4000:] + c.logs())
+
+
+def _plugin_cluster(c: E2ECluster, identities: dict[str, str]) -> tuple[Any, str]:
+    up = c.short_lived_upstream(PLUGIN_VALIDITY, identities)
+    image = c.plugin_image()
+    if up is None or image is None:
+        pytest.skip(f"{c.name}: no short-lived-token upstream and plugin image here (the one-node cluster has them)")
+    return up, image
+
+
+def _plugin_secret(name: str, up: Any, image: str, identity: tuple[str, str]) -> dict:
+    from .shortlived import provider_secret
+
+    secret = provider_secret(name, up.token_endpoint, *identity, image=image)
+    secret["metadata"]["namespace"] = PROJECT_NAMESPACE
+    return secret
+
+
+def _resources(secret: str) -> list[dict]:
+    return [{"name": PLUGIN_REFERENCE, "resourceRef": {"apiVersion": "v1", "kind": "Secret", "name": secret}}]
+
+
+def test_short_lived_credentials_from_a_plugin(cluster, shoots):
+    """The issue's scenario: a cache whose credentials Secret names the tests' credential provider plugin (its
+    image in the cluster's registry), in front of an upstream whose tokens live a minute. For five minutes the node
+    pulls fresh images through it, one Pod after the other: at least four tokens the cache used expire meanwhile,
+    and no pull fails, the cache Pod is neither restarted nor replaced, and the node never falls back to the
+    upstream (it has no credentials for it; the front logs who asked). The Extension says the plugin answers."""
+    identity = ("robot-a", uuid.uuid4().hex)
+    up, image = _plugin_cluster(cluster, dict([identity]))
+    name = "e2e-cache-plugin"
+    shoots.append(name)
+    secret = _plugin_secret(f"{name}-v1", up, image, identity)
+    cluster.apply(secret)
+    cluster.apply(shoot_manifest(name, [cache(up, secretReferenceName=PLUGIN_REFERENCE)],
+                                 _resources(secret["metadata"]["name"])))
+    ext = wait_reconciled(cluster, name, [up.host])
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    verify_registry_cache(cluster, up, "e2e/plugin-first")
+    pods_before = cache_pods(cluster, up.host)
+
+    started = time.time()
+    pulls: list[Pull] = []
+    while time.time() - started < PLUGIN_RUN_SECONDS:
+        pulls.append(pull_fresh(cluster, up, "e2e/plugin"))
+    ended = time.time()
+
+    failed = [p for p in pulls if p.failed]
+    longest = max((p.seconds or 0.0) for p in pulls)
+    pods_after = cache_pods(cluster, up.host)
+    restarts = sum(r for _, r in pods_after.values()) - sum(r for _, r in pods_before.values())
+    requests = up.requests(started)
+    fallbacks = [r for r in requests if r.agent.startswith("containerd/")]
+    by_cache = [r for r in requests if r.agent.startswith("Go-http-client/")]
+    refused = [r for r in by_cache if r.status == 401 and not (r.path == "/v2/" and r.refused == "missing")]
+    issued = {t["jti"]: t["expiresAt"] for t in up.issued()}
+    used = {r.jti for r in by_cache if r.status < 400}
+    expired = sorted(issued[j] for j in used if j in issued and issued[j] < ended)
+    replaced = sorted(k for k in set(pods_before) | set(pods_after)
+                      if pods_before.get(k, ("",))[0] != pods_after.get(k, ("",))[0])
+    FIGURES.append(f"{cluster.name}: plugin cache, tokens valid {PLUGIN_VALIDITY:.0f}s, {ended - started:.0f}s of "
+                   f"fresh pulls: {len(pulls)} pulls, {len(failed)} failed, longest pull {longest:.2f}s, cache "
+                   f"restarts {restarts}, Pods replaced {len(replaced)}, "
+                   f"fallbacks to the upstream {len(fallbacks)}; {len(expired)} tokens the cache used expired, "
+                   f"{len(issued)} issued")
+    print(FIGURES[-1])
+    assert not failed, "pulls failed:\n" + "\n".join(f"{p.pod}: {p.failed}" for p in failed[:5]) + "\n" + up.logs()
+    assert pods_after == pods_before, f"the cache Pod restarted or was replaced: {pods_before} -> {pods_after}"
+    assert not fallbacks, "the node fell back to the upstream:\n" + "\n".join(map(str, fallbacks[:5]))
+    assert not refused, "the upstream refused the cache's token:\n" + "\n".join(map(str, refused[:5]))
+    assert len(expired) >= PLUGIN_EXPIRIES, f"only {len(expired)} tokens the cache used expired in the run"
+    for expiry in expired:
+        assert [p for p in pulls if p.started > expiry and not p.failed], f"no pull after the expiry at {expiry}"
+    assert_no_egress(cluster)
+
+    # the Extension: the cache's helper reports the plugin answers (read from its log at a reconcile)
+    cluster.kubectl("annotate", EXTENSION, "registry-cache", "-n", seed_namespace(name), f"{OPERATION}=reconcile",
+                    "--overwrite")
+    cond = wait_for("UpstreamCredentialsValid True from the plugin's reports", lambda: (
+        (x := upstream_condition(cluster, name, up.host)) and x.get("status") == "True" and x), timeout=120,
+        details=cluster.logs)
+    assert cond["reason"] == "CredentialProviderAnswered", cond
+    assert identity[1] not in json.dumps(cluster.get(EXTENSION, "registry-cache", seed_namespace(name)))
+
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    wait_removed(cluster, [up.host])
+    cluster.delete("secret", secret["metadata"]["name"], PROJECT_NAMESPACE)
+
+
+def test_swapping_the_plugin_secret_under_load(cluster, shoots):
+    """Rotation by reference for a plugin cache, with the node pulling all the while: Secret v2 with a new
+    identity, the Shoot's reference pointed at it (the cache rolls: a new config Secret), v1 deleted and its
+    identity revoked at the token endpoint; then a token lifetime more of pulls with the new identity alone. Two
+    replicas (highAvailability), so that one serves while the other rolls. No pull fails; figures: the longest
+    pull, container restarts, fallbacks to the upstream."""
+    old, new = ("robot-a", uuid.uuid4().hex), ("robot-b", uuid.uuid4().hex)
+    up, image = _plugin_cluster(cluster, dict([old, new]))
+    name = "e2e-cache-plugin-swap"
+    shoots.append(name)
+    v1, v2 = _plugin_secret(f"{name}-v1", up, image, old), _plugin_secret(f"{name}-v2", up, image, new)
+    entry = cache(up, secretReferenceName=PLUGIN_REFERENCE, highAvailability={"enabled": True})
+    cluster.apply(v1)
+    cluster.apply(shoot_manifest(name, [entry], _resources(v1["metadata"]["name"])))
+    ext = wait_reconciled(cluster, name, [up.host])
+    sts_before = wait_rolled(cluster, up.host, 2)
+    wait_applied(cluster, ext)
+    restarts_before = sum(r for _, r in cache_pods(cluster, up.host).values())
+
+    started = time.time()
+    with PullLoad(cluster, up, "e2e/plugin-swap") as load:
+        time.sleep(30)
+        cluster.apply(v2)
+        swapped_at = time.time()
+        cluster.apply(shoot_manifest(name, [entry], _resources(v2["metadata"]["name"])))
+        wait_reconciled(cluster, name, [up.host], extra=lambda e: (
+            cluster.get("statefulset", names.resource_name(up.host), "kube-system") or {}).get("spec") !=
+            sts_before["spec"])
+        wait_rolled(cluster, up.host, 2)
+        rolled_at = time.time()
+        cluster.delete("secret", v1["metadata"]["name"], PROJECT_NAMESPACE)
+        up.set_identities(dict([new]))  # the old identity revoked
+        time.sleep(PLUGIN_VALIDITY + 30)  # every token of the old identity expired, the new one in use
+    ended = time.time()
+
+    failed = [p for p in load.pulls if p.failed]
+    longest = max((p.seconds or 0.0) for p in load.pulls) if load.pulls else 0.0
+    restarts = sum(r for _, r in cache_pods(cluster, up.host).values()) - restarts_before
+    requests = up.requests(started)
+    fallbacks = [r for r in requests if r.agent.startswith("containerd/")]
+    late = [t for t in up.issued() if t["time"] > rolled_at + 5]
+    FIGURES.append(f"{cluster.name}: plugin cache (2 replicas), reference swapped under load: {len(load.pulls)} "
+                   f"pulls over {ended - started:.0f}s (roll {rolled_at - swapped_at:.0f}s), {len(failed)} failed, "
+                   f"longest pull {longest:.2f}s, container restarts {restarts}, fallbacks to the upstream "
+                   f"{len(fallbacks)}")
+    print(FIGURES[-1])
+    assert not load.errors, load.errors
+    assert not failed, "pulls failed:\n" + "\n".join(f"{p.pod}: {p.failed}" for p in failed[:5]) + "\n" + up.logs()
+    assert [p for p in load.pulls if p.started > rolled_at + PLUGIN_VALIDITY], "no pulls after the old tokens expired"
+    assert late and {t["client"] for t in late} == {new[0]}, late
+    assert restarts == 0, f"{restarts} container restarts"
+
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    wait_removed(cluster, [up.host])
+    cluster.delete("secret", v2["metadata"]["name"], PROJECT_NAMESPACE)

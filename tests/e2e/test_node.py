@@ -25,8 +25,10 @@ from pathlib import Path
 
 import pytest
 
+from extension.component.certs import generate_server_cert
 from extension.local import network as net
-from extension.local.node import PushedImage, node_prerequisites, push_test_image
+from extension.local.images import push_plugin_image, static_busybox
+from extension.local.node import IMAGE_REGISTRY, PushedImage, node_prerequisites, push_test_image
 from extension.local.procs import ClusterError
 from extension.local.registries import LocalRegistry
 from extension.local.stack import Stack
@@ -35,6 +37,7 @@ from . import scenarios
 from .figures import CLUSTER_TIMINGS
 from .scenarios import *  # noqa: F403 - the scenarios, run on this cluster
 from .scenarios import E2ECluster, Image
+from .shortlived import ServedShortLived, build_plugin
 
 pytestmark = pytest.mark.e2e
 
@@ -62,6 +65,28 @@ class NodeUpstream:
     def users_of_blob_fetches(self, since: int) -> set[str]:
         return {user for user, uri, agent in self.registry.authorized(since)
                 if "/blobs/" in uri and agent.startswith("Go-http-client/")}
+
+
+class NodeShortLived:
+    """The short-lived-token upstream on the node's bridge (tests/e2e/shortlived.py), as scenarios use an upstream:
+    images are pushed to the registry behind the front, the node and the caches read them through the front."""
+
+    def __init__(self, cluster: NodeCluster, served: ServedShortLived):
+        self.cluster, self.served = cluster, served
+        self.host, self.remote_url = served.host, served.remote_url
+
+    def push(self, repository: str, tag: str) -> Image:
+        pushed: PushedImage = push_test_image(self.cluster.stack.cluster, self.served.backend, repository, tag)
+        return Image(f"{self.host}/{repository}:{tag}", repository, pushed.digest, pushed.blobs)
+
+    def mark(self) -> float:
+        return time.time()
+
+    def fetched(self, since: float):
+        return self.served.requests(since)
+
+    def __getattr__(self, name: str):  # token_endpoint, issued, set_identities, stop_tokens, logs, ...
+        return getattr(self.served, name)
 
 
 class NodeCluster(E2ECluster):
@@ -183,6 +208,30 @@ class NodeCluster(E2ECluster):
             except ProcessLookupError:
                 pass
         self._frozen = []
+
+    def short_lived_upstream(self, validity: float, identities: dict[str, str]) -> NodeShortLived:
+        lc = self.stack.cluster
+        assert lc.registry_bin is not None and lc.test_ca is not None
+        address = lc.allocate_address()
+        cert = generate_server_cert(lc.test_ca, "short-lived", ["short-lived"], [address])
+
+        def register(name: str, proc) -> None:  # stopped with the cluster
+            lc.procs[name] = proc
+
+        served = ServedShortLived(lc.registry_bin, lc.workdir / "upstreams" / f"{address}-short-lived", address,
+                                  lc.network.argv, (cert.cert_pem, cert.key_pem), lc.test_ca_file, validity,
+                                  identities, register=register)
+        lc.registries.append(served.backend)
+        return NodeShortLived(self, served.start())
+
+    def plugin_image(self) -> str:
+        if getattr(self, "_plugin_image", None) is None:
+            busybox = static_busybox()
+            assert busybox is not None  # node_prerequisites
+            lc = self.stack.cluster
+            self._plugin_image = push_plugin_image(lc.crane, lc.workdir / "images", IMAGE_REGISTRY, build_plugin(),
+                                                   busybox)
+        return self._plugin_image
 
     def reset_egress(self) -> None:
         self.stack.cluster.reset_egress()

@@ -124,3 +124,71 @@ def test_credential_failures_are_visible(control_plane, kube, registry_bin, tmp_
                 assert secret not in str(ext) and secret not in op.log() and secret not in text
     finally:
         up.stop()
+
+
+def test_a_plugin_cache_is_delivered_and_what_its_pod_shows_is_named(control_plane, kube, tmp_path):
+    """A cache whose credentials Secret names a credential provider plugin: delivered (its StatefulSet with the
+    init container that copies the plugin, accepted by the real API server), the controller contacts nothing for it
+    and runs no plugin; its condition says nothing is known while no Pod reports; a Pod whose init container cannot
+    copy the plugin (as the kubelet reports it) makes it False, CredentialProviderMissing, and the metric the alert
+    reads 0. The plugin's secret environment is in no object but the config Secret, nor in the log."""
+    from tests.e2e.shortlived import provider_secret
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    seed = Seed(kube, f"plugin-{uuid.uuid4().hex[:6]}")
+    secret_value = "identity-" + uuid.uuid4().hex
+    manifest = provider_secret(f"plugin-v1-{seed.name}", "https://tokens.invalid/credentials", "robot", secret_value)
+    manifest["metadata"] = {"name": f"ref-plugin-v1-{seed.name}", "namespace": seed.ns}
+    seed.add_credentials("plugin", f"plugin-v1-{seed.name}", "unused", "unused")  # the namespace, the reference
+    kube.delete("Secret", f"ref-plugin-v1-{seed.name}", seed.ns)
+    kube.apply({**manifest, "immutable": False, "data": {}, "stringData": manifest["stringData"]})
+    upstream = "10.255.255.1:5000"  # nowhere: nothing may ask it
+    kind = f"UpstreamCredentialsValid-{upstream}"
+
+    def condition():
+        ext = seed.ext() or {}
+        return next((c for c in (ext.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
+
+    with OperatorProcess(control_plane.kubeconfig, tmp_path / "op.log", "--metrics-address", f"127.0.0.1:{port}",
+                         "--upstream-check-interval", "1", upstream_check=True) as op:
+        seed.create({"upstream": upstream, "secretReferenceName": "plugin", "http": {"tls": False}})
+        ext = seed.wait_done("Create", op.log)
+        assert ext["status"]["lastOperation"]["state"] == "Succeeded", ext["status"]
+        owned = f"registry-cache.gardener.cloud/owner={seed.ns}"
+        [sts] = kube.list("StatefulSet", "kube-system", label_selector=owned)
+        pod_spec = sts["spec"]["template"]["spec"]
+        assert [(c["name"], c["image"], c["command"]) for c in pod_spec["initContainers"]] == [
+            ("credential-provider", "registry.local/plugin:v1",
+             ["cp", "/bin/test-credential-provider", "/credential-provider/bin/test-credential-provider"])]
+        cond = wait_for("a condition for the plugin cache", condition, timeout=30, log=op.log)
+        assert (cond["status"], cond["reason"]) == ("Unknown", "CredentialProviderNotAsked"), cond
+
+        name = sts["metadata"]["name"]
+        labels = sts["spec"]["template"]["metadata"]["labels"]
+        kube.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-0", "namespace": "kube-system",
+                                                                      "labels": labels},
+                     "spec": {"initContainers": pod_spec["initContainers"], "containers": pod_spec["containers"],
+                              "volumes": [*pod_spec["volumes"], {"name": "cache-volume", "emptyDir": {}}]}})
+        try:
+            kube.patch("Pod", f"{name}-0", {"status": {"phase": "Pending", "initContainerStatuses": [{
+                "name": "credential-provider", "image": "registry.local/plugin:v1", "imageID": "", "ready": False,
+                "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message":
+                    "cp: can't stat '/bin/test-credential-provider': No such file or directory\n"}}}]}},
+                "kube-system", subresource="status")
+            cond = wait_for("the condition to name the missing plugin", lambda: (c := condition())
+                            and c["status"] == "False" and c, timeout=30, log=op.log)
+            assert cond["reason"] == "CredentialProviderMissing" and cond["codes"] == ["ERR_CONFIGURATION_PROBLEM"]
+            assert "cp: can't stat '/bin/test-credential-provider': No such file or directory" in cond["message"]
+            assert _sample(_metrics(port), "registry_cache_upstream_credentials_valid", seed.ns, upstream) == "0.0"
+            assert _sample(_metrics(port), "registry_cache_upstream_reachable", seed.ns, upstream) is None
+        finally:
+            kube.delete("Pod", f"{name}-0", "kube-system")
+        for obj in [seed.ext(), *kube.list("StatefulSet", "kube-system", label_selector=owned),
+                    *kube.list("Service", "kube-system", label_selector=owned)]:
+            assert secret_value not in str(obj)
+        assert secret_value not in op.log()
+        assert [s for s in kube.list("Secret", "kube-system", label_selector=owned)
+                if "credential-provider.conf" in (s.get("data") or {})]

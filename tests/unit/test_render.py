@@ -423,8 +423,10 @@ def test_every_cache_gets_the_credential_helper(node_auth, with_credentials):
         assert "upstream-credentials" not in secret["data"]
     volume = _config_volume(next(o.obj for o in objects if o.kind == "StatefulSet"))
     assert volume["secretName"] == secret["metadata"]["name"]
-    # every key of the Secret (items select), the helper executable for the group fsGroup gives the cache
-    assert volume["items"] == [{"key": k, "path": k, **({"mode": 0o755} if k == "credential-helper" else {})}
+    # every key of the Secret (items select), the helper executable for the group fsGroup gives the cache, the
+    # upstream's credentials readable by that group only (not by every user of the container)
+    modes = {"credential-helper": 0o755, "upstream-credentials": 0o440}
+    assert volume["items"] == [{"key": k, "path": k, **({"mode": modes[k]} if k in modes else {})}
                                for k in sorted(secret["data"])]
     assert ("htpasswd" in secret["data"]) is node_auth
 
