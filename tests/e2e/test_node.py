@@ -44,6 +44,8 @@ pytestmark = pytest.mark.e2e
 # Nodes of the cluster the scenarios run on: several, so that pulls, caches and hosts.toml are shown on every node
 # (REGISTRY_CACHE_E2E_NODES=1: the quickest to start)
 NODES = int(os.environ.get("REGISTRY_CACHE_E2E_NODES", "3"))
+# the nodes' containerd: Debian's 1.6, or 2.x built from its module (REGISTRY_CACHE_E2E_CONTAINERD=2)
+CONTAINERD = os.environ.get("REGISTRY_CACHE_E2E_CONTAINERD", "1.6")
 
 class NodeUpstream:
     def __init__(self, cluster: NodeCluster, registry: LocalRegistry, auth: tuple[str, str] | None):
@@ -258,7 +260,7 @@ def node_stack(tmp_path_factory) -> Stack:
         pytest.skip("the one-node cluster needs " + "; ".join(missing)
                     + " (as root, hack/e2e-deps.sh installs the packages)")
     workdir = tmp_path_factory.mktemp("node")
-    stack = Stack(workdir, nodes=NODES)
+    stack = Stack(workdir, nodes=NODES, containerd=CONTAINERD)
     t0 = time.monotonic()
     try:
         stack.start()
