@@ -263,6 +263,9 @@ class NodeNetwork:
         self.iptables("-t", "mangle", "-N", EGRESS_CHAIN)
         # remember where they went (xt_recent by destination, per namespace: /proc/net/xt_recent/rc-egress)
         self.iptables("-t", "mangle", "-A", EGRESS_CHAIN, "-m", "recent", "--set", "--rdest", "--name", "rc-egress")
+        # ... and who sent them (a Pod's address, or the node's own)
+        self.iptables("-t", "mangle", "-A", EGRESS_CHAIN, "-m", "recent", "--set", "--rsource", "--name",
+                      "rc-egress-from")
         self.iptables("-t", "mangle", "-A", EGRESS_CHAIN, "-j", "DROP")
         # A ClusterIP kube-proxy has not programmed (yet, or any more: a Service just made or deleted, probed
         # by the node agent or containerd in that moment) also takes the default route; such a packet is
@@ -296,25 +299,24 @@ class NodeNetwork:
 
     def reset_egress(self) -> None:
         """Start counting anew (each test asserts on what happened during itself)."""
-        for chain, name in ((EGRESS_CHAIN, "rc-egress"), (SERVICES_CHAIN, "rc-services")):
+        for chain in (EGRESS_CHAIN, SERVICES_CHAIN):
             self.iptables("-t", "mangle", "-Z", chain)
+        for name in ("rc-egress", "rc-egress-from", "rc-services"):
             run(self.argv(["sh", "-c", f"echo / > /proc/net/xt_recent/{name}"]), check=False)
 
     def egress(self) -> Egress:
         """What tried to leave the node so far (packets dropped by RC-EGRESS, and conntrack's entries whose
         destination is neither the cluster's Pods, its registries, its Services nor its link network)."""
         packets = _counted(self.iptables("-t", "mangle", "-L", EGRESS_CHAIN, "-v", "-n", "-x"))
-        conns = []
-        recent = run(self.argv(["cat", "/proc/net/xt_recent/rc-egress"]), check=False).stdout
-        for line in recent.splitlines():
-            m = re.match(r"src=(\S+)", line)
-            if m:
-                conns.append(f"{self.netns}: to {m.group(1)}")
-        services = []
-        for line in run(self.argv(["cat", "/proc/net/xt_recent/rc-services"]), check=False).stdout.splitlines():
-            m = re.match(r"src=(\S+)", line)
-            if m:
-                services.append(m.group(1))
+        conns: list[str] = []
+        def recent(name: str) -> list[str]:  # the addresses a recent list holds
+            listed = run(self.argv(["cat", f"/proc/net/xt_recent/{name}"]), check=False).stdout
+            return [m.group(1) for m in (re.match(r"src=(\S+)", line) for line in listed.splitlines()) if m]
+
+        senders = ", ".join(recent("rc-egress-from"))
+        conns.extend(f"{self.netns}: to {to}" + (f" (sent by {senders})" if senders else "")
+                     for to in recent("rc-egress"))
+        services = recent("rc-services")
         res = run(self.argv(["conntrack", "-L", "-o", "extended"]), check=False)
         local = [ipaddress.ip_network(POD_NETWORK), ipaddress.ip_network(SERVICE_CIDR), _LINK_LOCAL_MULTICAST]
         if self.fabric.subnet is not None:

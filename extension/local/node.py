@@ -37,6 +37,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -962,6 +963,13 @@ def stale_clusters(run_root: Path = RUN_ROOT) -> list[tuple[str, Path | None]]:
         if len(parts) == 3 and parts[0].isdigit() and _process_start(int(parts[0])) == parts[1]:
             continue  # its starter runs
         stale.append((d.name.removeprefix("rc-node-"), Path(parts[2].strip()) if len(parts) == 3 else None))
+    # namespaces without their /run directory (a reboot emptied /run but kept the bind mounts' names): nobody owns them
+    known = {d.name.removeprefix("rc-node-") for d in run_root.glob("rc-node-*")}
+    for name in run(["ip", "netns", "list"], check=False).stdout.split():
+        m = re.fullmatch(r"rc-(?:node|fab)-([0-9a-f]+)(?:-\d+)?", name)
+        if m and m.group(1) not in known:
+            known.add(m.group(1))
+            stale.append((m.group(1), None))
     return stale
 
 
