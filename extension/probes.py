@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import socketserver
 import ssl
 import threading
 import time
@@ -29,6 +30,16 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+
+class LocalHTTPServer(ThreadingHTTPServer):
+    """http.server's threading server without the reverse DNS lookup of its own address at bind time
+    (``HTTPServer.server_bind`` calls ``socket.getfqdn``: a DNS query wherever /etc/hosts does not name the address,
+    for a name nobody uses)."""
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +126,7 @@ class ProbeServer:
         self.watches, self.leader_watches, self.leading = watches, leader_watches, leading
         self.in_flight, self.webhook_port = in_flight, webhook_port
         self.watch_grace, self.worker_deadline, self.clock = watch_grace, worker_deadline, clock
-        self._server: ThreadingHTTPServer | None = None
+        self._server: LocalHTTPServer | None = None
         self._served = False  # the webhook server has answered once (before that it is starting, not broken)
 
     def webhook_answers(self) -> bool | None:
@@ -160,7 +171,7 @@ class ProbeServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # the kubelet asks every few seconds: a failing answer is logged above
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server = LocalHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True, name="probes").start()
         return self

@@ -606,6 +606,7 @@ class LocalCluster:
         t0 = time.monotonic()
         for gone in sweep_stale_clusters():
             self.progress(f"removed {gone}")
+        self._forget_previous_run()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -696,6 +697,16 @@ class LocalCluster:
         self.certs_path.mkdir(parents=True, exist_ok=True)
         run(["mount", "--bind", str(self.mount_dir), str(self.mount_dir)])
         run(["mount", "--make-private", str(self.mount_dir)])
+
+    def _forget_previous_run(self) -> None:
+        """A workdir a previous cluster ran in (``local-up`` again with the same ``--workdir``) starts afresh: that
+        cluster's etcd (its Nodes, Pods and Services), the API server's serving certificate (for that run's address:
+        the link network differs per cluster), the nodes' state, the test upstreams and the logs go. Kept: what only
+        saves time (the built images, the product image) and the credentials the next start writes again."""
+        for name in ("logs", "upstreams", "control-plane/etcd-data", "control-plane/apiserver-certs"):
+            shutil.rmtree(self.workdir / name, ignore_errors=True)
+        for d in [*self.workdir.glob("node"), *self.workdir.glob("node-[0-9]*"), *self.workdir.glob("image-registry*")]:
+            shutil.rmtree(d, ignore_errors=True)
 
     def _record_host_sysctls(self) -> None:
         """The host-wide things the kubelets change, put back by :meth:`stop`."""

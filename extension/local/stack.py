@@ -270,10 +270,19 @@ class Stack:
                     return False
             return True
 
+        def old_replicas_gone() -> bool:
+            """No controller Pod of the previous rollout is still terminating: one that still leads may reconcile
+            with its old flags until its process ends (a Shoot made right after a restart would be delivered twice,
+            its caches replaced)."""
+            pods = json.loads(self.cluster.kubectl("get", "pods", "-n", NAMESPACE, "-l", CONTROLLER_SELECTOR, "-o",
+                                                   "json").stdout)["items"]
+            return not any(p["metadata"].get("deletionTimestamp") for p in pods)
+
         details = self.in_cluster_state
         wait_for("the controller Deployment to roll out with every replica Ready",
                  lambda: rolled_out("deployment", CONTROLLER_SELECTOR, NAMESPACE), timeout=timeout,
                  details=details)
+        wait_for("the controller's previous replicas to end", old_replicas_gone, timeout=timeout, details=details)
         wait_for("the node agent DaemonSet to be Ready on the node",
                  lambda: rolled_out("daemonset", NODE_AGENT_SELECTOR, "kube-system"), timeout=timeout,
                  details=details)

@@ -28,6 +28,7 @@ import http.client
 import json
 import os
 import secrets
+import socketserver
 import ssl
 import sys
 import threading
@@ -184,9 +185,18 @@ class Front(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    """Without HTTPServer's reverse DNS lookup of the address at bind time (socket.getfqdn): in the one-node
+    cluster's network namespace that query would head off the machine (the egress check counts it)."""
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+
 def main() -> None:
     role, address, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    server = ThreadingHTTPServer((address, port), {"tokens": Tokens, "front": Front}[role])
+    server = Server((address, port), {"tokens": Tokens, "front": Front}[role])
     server.daemon_threads = True
     if os.environ.get("TLS_CERT"):
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -80,3 +80,36 @@ def test_a_tls_server_answers_also_when_it_wants_a_client_certificate(tmp_path):
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     assert not tls_answers(closed, timeout=0.5)
+
+
+def test_the_probe_server_binds_without_a_dns_query(monkeypatch):
+    """http.server's HTTPServer looks its own address up (socket.getfqdn) when it binds: a reverse DNS query, sent
+    off the machine wherever /etc/hosts does not name the address. The probes' server answers without it."""
+    import http.client
+    from http.server import BaseHTTPRequestHandler
+
+    from extension.probes import LocalHTTPServer
+
+    def no_dns(*args):
+        raise AssertionError(f"a DNS lookup: getfqdn{args}")
+
+    monkeypatch.setattr(socket, "getfqdn", no_dns)
+
+    class Hello(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = LocalHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=5)
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 204
+        assert server.server_name == "127.0.0.1"
+    finally:
+        server.shutdown()
+        server.server_close()
