@@ -143,8 +143,10 @@ class ProbeServer:
                                  self.watch_grace, self.worker_deadline)
 
     def ready(self) -> list[str]:
-        return readiness_problems([watch_state(i) for i in self.watches()], self.leading(),
-                                  [watch_state(i) for i in self.leader_watches()], self.webhook_answers())
+        leading = self.leading()  # (a follower's leader watches are not asked for: it makes none)
+        return readiness_problems([watch_state(i) for i in self.watches()], leading,
+                                  [watch_state(i) for i in self.leader_watches()] if leading else [],
+                                  self.webhook_answers())
 
     def start(self) -> ProbeServer:
         probes = self

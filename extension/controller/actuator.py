@@ -152,20 +152,23 @@ class Actuator:
         self._lock = threading.Lock()
         self.view: WatchedView | None = None  # when one cluster receives every Extension's caches
         self._watching = False
+        # the watches are made once: the leader's start and the readiness probe (another thread) both ask for them
+        self._watches_lock = threading.Lock()
 
     # --- watching --------------------------------------------------------------------------------------
     def informers(self) -> list[Informer[Any]]:
         """What to watch for the seed cache and, where one cluster receives every Extension's caches, the view
         of that cluster (the caller starts them, waits for them to list, and calls :meth:`started`)."""
-        self._watching = True
-        informers = self.cache.informers()
-        shared = shared_cluster(self.shoot_target)
-        if shared is not None:
-            if self.view is None:
-                self.view = WatchedView(shared, self.options.namespace, PRUNED_KINDS + tuple(
-                    k for k in OPTIONAL_KINDS if k in self._served(shared)), on_change=self._shoot_changed)
-            informers = informers + list(self.view.informers)
-        return informers
+        with self._watches_lock:
+            self._watching = True
+            informers = self.cache.informers()
+            shared = shared_cluster(self.shoot_target)
+            if shared is not None:
+                if self.view is None:
+                    self.view = WatchedView(shared, self.options.namespace, PRUNED_KINDS + tuple(
+                        k for k in OPTIONAL_KINDS if k in self._served(shared)), on_change=self._shoot_changed)
+                informers = informers + list(self.view.informers)
+            return informers
 
     def started(self, stop: threading.Event) -> None:
         """The watches run: kinds a shoot serves later are watched from when they are wanted (with ``stop``)."""

@@ -1141,7 +1141,7 @@ def test_short_lived_credentials_from_a_plugin(cluster, shoots):
                     "--overwrite")
     cond = wait_for("UpstreamCredentialsValid True from the plugin's reports", lambda: (
         (x := upstream_condition(cluster, name, up.host)) and x.get("status") == "True" and x), timeout=120,
-        details=cluster.logs)
+        details=lambda: f"the condition: {upstream_condition(cluster, name, up.host)}\n" + cluster.logs())
     assert cond["reason"] == "CredentialProviderAnswered", cond
     assert identity[1] not in json.dumps(cluster.get(EXTENSION, "registry-cache", seed_namespace(name)))
 
