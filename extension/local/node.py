@@ -974,6 +974,8 @@ def stale_clusters(run_root: Path = RUN_ROOT) -> list[tuple[str, Path | None]]:
         if len(parts) == 3 and parts[0].isdigit() and _process_start(int(parts[0])) == parts[1]:
             continue  # its starter runs
         stale.append((d.name.removeprefix("rc-node-"), Path(parts[2].strip()) if len(parts) == 3 else None))
+    if run_root != RUN_ROOT:  # (the namespaces are the host's: only its own /run says which are owned)
+        return stale
     # namespaces without their /run directory (a reboot emptied /run but kept the bind mounts' names): nobody owns them
     known = {d.name.removeprefix("rc-node-") for d in run_root.glob("rc-node-*")}
     for name in run(["ip", "netns", "list"], check=False).stdout.split():
