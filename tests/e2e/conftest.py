@@ -114,7 +114,7 @@ def pytest_terminal_summary(terminalreporter):
         for line in FIGURES:
             terminalreporter.write_line(line)
     if CLUSTER_TIMINGS or CLUSTER_FIGURES:
-        terminalreporter.section("one-node cluster e2e")
+        terminalreporter.section("node cluster e2e")
         for name, seconds in CLUSTER_TIMINGS.items():
             terminalreporter.write_line(f"{name}: {seconds:.1f}s")
         for line in CLUSTER_FIGURES:

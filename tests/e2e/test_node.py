@@ -270,7 +270,7 @@ def node_stack(tmp_path_factory) -> Stack:
         failure = ""
     if failure:
         pytest.fail(failure, pytrace=False)
-    CLUSTER_TIMINGS["one-node cluster start (with the controller and node agent)"] = time.monotonic() - t0
+    CLUSTER_TIMINGS[f"{NODES}-node cluster start (with the controller and node agents)"] = time.monotonic() - t0
     CLUSTER_TIMINGS["  of which the cluster itself"] = stack.cluster.start_seconds or 0
     yield stack
     try:  # Pods came and went: the bridge kept its address (else Pods talk to a gateway that is gone for ~30 s)
@@ -279,7 +279,7 @@ def node_stack(tmp_path_factory) -> Stack:
         t0 = time.monotonic()
         stack.stop()
     assert bridge == net.BRIDGE_MAC, f"the Pods' bridge changed its address to {bridge}"
-    CLUSTER_TIMINGS["one-node cluster stop"] = time.monotonic() - t0
+    CLUSTER_TIMINGS[f"{NODES}-node cluster stop"] = time.monotonic() - t0
 
 
 @pytest.fixture(scope="session")
