@@ -444,8 +444,10 @@ class Kube:
             query.append(("tailLines", str(tail_lines)))
         if limit_bytes is not None:
             query.append(("limitBytes", str(limit_bytes)))
-        return self.request("GET", KINDS["Pod"].path(namespace, name, "log"), query=query, accept="text/plain",
-                            text=True)
+        # (kube-apiserver negotiates the log as its other answers: Accept text/plain alone is 406 Not Acceptable;
+        # kubectl sends */* too)
+        return self.request("GET", KINDS["Pod"].path(namespace, name, "log"), query=query,
+                            accept="text/plain, */*", text=True)
 
     def apply(self, obj: dict[str, Any], force: bool = True, subresource: str | None = None) -> dict[str, Any]:
         """Server-side apply with this client's field manager."""
