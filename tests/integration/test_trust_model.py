@@ -270,12 +270,14 @@ def dry_run_refusal(kube: Kube, obj: dict) -> str:
     return ""
 
 
-def _creates(kube: Kube, obj: dict) -> bool:
+def _creates(kube: Kube, obj: dict, not_yet: str = "may not use") -> bool:
+    """Create ``obj``; False while the refusal still says ``not_yet`` (what the API server or the webhook learns a
+    moment late: RBAC's caches, the webhook's index of claims)."""
     try:
         kube.create(obj)
     except ApiError as exc:
-        if "may not use" in exc.message:
-            return False  # RBAC's caches take a moment
+        if not_yet in exc.message:
+            return False
         raise
     return True
 
@@ -297,8 +299,10 @@ def test_an_upstream_has_one_owner_across_shoots_and_types(kube, operator):
     # once the owner lets go, the upstream is free
     kube.delete("Shoot", "owner", NS)
     wait_for("the owner gone", lambda: kube.get("Shoot", "owner", NS) is None, timeout=60, log=operator.log)
+    # (the webhook's index learns of the delete from its watch, a moment later)
     wait_for("the upstream free", lambda: _creates(kube, shoot("thief", OTHER_NS,
-                                                               caches=[{"upstream": "claimed.example"}])),
+                                                               caches=[{"upstream": "claimed.example"}]),
+                                                   not_yet="is already cached by"),
              log=operator.log)
     kube.delete("Shoot", "thief", OTHER_NS)
     wait_for("the thief gone", lambda: kube.get("Shoot", "thief", OTHER_NS) is None, timeout=60, log=operator.log)
