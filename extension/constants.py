@@ -110,6 +110,16 @@ FRONT_COMMAND = ("python", "-m", "extension.front")
 BACKEND_PORT = 5002
 FRONT_CERTS_PATH = "/etc/registry-cache-front/certs"
 FRONT_HEALTH_PATH = "/healthz"
+# Stopping a cache Pod without failing a pull: the Pod's endpoints leave the Service (EndpointSlice, then
+# kube-proxy on every node) a few seconds after it is marked terminating, and until then connections still come.
+# So whatever serves the cache's port keeps serving that long after the Pod is told to stop: the front for
+# FRONT_SHUTDOWN_DELAY_SECONDS after its SIGTERM (then it stops accepting and drains), distribution by a preStop
+# pause before its SIGTERM (then it drains for DRAIN_SECONDS, its http.draintimeout). Behind a front,
+# distribution's pause is the longer: it keeps serving the front's requests until the front stops accepting.
+FRONT_SHUTDOWN_DELAY_SECONDS = 5
+DRAIN_SECONDS = 25
+CACHE_PRESTOP_PAUSE_SECONDS = 5
+CACHE_PRESTOP_PAUSE_BEHIND_FRONT_SECONDS = 10
 # Service annotations, as Gardener's
 SERVICE_UPSTREAM_ANNOTATION = "upstream"
 SERVICE_REMOTE_URL_ANNOTATION = "remote-url"

@@ -115,12 +115,14 @@ def render_config_yml(cache: RegistryCache, node_auth: bool = False, front: bool
         ttl=format_duration(gc_ttl_ns(cache)),
         htpasswd_path=c.HTPASSWD_PATH if node_auth else None,
         exec_lifetime=f"{c.CREDENTIAL_PROVIDER_LIFETIME_SECONDS}s" if provider else None,
+        drain_seconds=c.DRAIN_SECONDS,
     )
 
 
 def front_args(cache: RegistryCache) -> list[str]:
     """The coalescing front's arguments (after :data:`~extension.constants.FRONT_COMMAND`) in a cache Pod."""
-    args = [f"--listen=:{c.SERVER_PORT}", f"--backend=127.0.0.1:{c.BACKEND_PORT}", f"--spool-dir={c.CACHE_PATH}"]
+    args = [f"--listen=:{c.SERVER_PORT}", f"--backend=127.0.0.1:{c.BACKEND_PORT}", f"--spool-dir={c.CACHE_PATH}",
+            f"--shutdown-delay={c.FRONT_SHUTDOWN_DELAY_SECONDS}", f"--drain={c.DRAIN_SECONDS}"]
     if tls_enabled(cache):
         args += [f"--tls-cert={c.FRONT_CERTS_PATH}/tls.crt", f"--tls-key={c.FRONT_CERTS_PATH}/tls.key"]
     return args
@@ -229,6 +231,9 @@ def render_cache(cache: RegistryCache, credentials: UpstreamAuth | None, tls: Ke
     if cache.proxy is not None and cache.proxy.https_proxy is not None:
         env.append({"name": "HTTPS_PROXY", "value": cache.proxy.https_proxy})
     ha = ha_enabled(cache)
+    # distribution's pause before its SIGTERM (c.CACHE_PRESTOP_PAUSE_SECONDS): the kubelet's grace covers it, the
+    # drain after it and a margin
+    pause = c.CACHE_PRESTOP_PAUSE_BEHIND_FRONT_SECONDS if front else c.CACHE_PRESTOP_PAUSE_SECONDS
     workload_labels = {**labels, c.HA_LABEL: "server"} if ha else labels
     objects.append(_object(
         "statefulset.yaml.j2", **common, name=name, selector=selector, workload_labels=workload_labels,
@@ -238,6 +243,7 @@ def render_cache(cache: RegistryCache, credentials: UpstreamAuth | None, tls: Ke
         replicas=2 if ha else 1, high_availability=ha, image=options.image,
         front_image=options.front_image, front_command=list(c.FRONT_COMMAND),
         front_args=front_args(cache) if front else [], front_scheme="HTTPS" if tls_enabled(cache) else "HTTP",
+        prestop_pause=pause, termination_grace_period=pause + c.DRAIN_SECONDS + 5,
         priority_class_name=options.priority_class_name, env=env,
         config_secret_name=config_secret.name, config_items=config_items, tls_secret_name=tls_secret_name,
         provider=credentials if isinstance(credentials, CredentialProvider) else None,

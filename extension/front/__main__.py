@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a kept connection may idle, and a send to a client may take (default 120)")
     p.add_argument("--max-connections", type=int, default=512,
                    help="client connections served at once; more wait in the listen queue (default 512)")
+    p.add_argument("--shutdown-delay", type=float, default=5.0,
+                   help="seconds to keep serving after SIGTERM, while the Pod leaves the Service's endpoints "
+                        "(default 5)")
     p.add_argument("--drain", type=float, default=25.0,
                    help="seconds to finish requests in progress after SIGTERM (default 25, distribution's)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -84,10 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serving %s on %s:%d, distribution at %s:%d, spool in %s", "https" if tls else "http",
         args.listen[0] or "*", server.server_address[1], *args.backend, args.spool_dir)
     stop.wait()
+    log = logging.getLogger("registry-cache.front")
+    log.info("stopping: serving %gs more, then draining for up to %gs", args.shutdown_delay, args.drain)
+    time.sleep(args.shutdown_delay)  # connections still come until kube-proxy has seen the Pod go
     server.shutdown()  # no new connections
     server.server_close()
     drained = server.drain(args.drain)
-    logging.getLogger("registry-cache.front").info("stopped (%s)", "drained" if drained else "drain timed out")
+    log.info("stopped (%s)", "drained" if drained else "drain timed out")
     return 0
 
 

@@ -7,8 +7,9 @@
   binary on ``PATH``, ``registry serve /etc/distribution/config.yml``, ``OTEL_TRACES_EXPORTER=none``,
   ``/var/lib/registry`` as its storage; ``/etc/ssl/certs/ca-certificates.crt`` holds the roots the image
   trusts (here the test CA of the local upstreams, as a public image holds the public roots); ``/bin/sh``
-  as the official (Alpine) image has it, for the credential helper of a cache without credentials: a static
-  busybox (Debian's ``busybox-static``) as ``/bin/busybox`` and ``/bin/sh``.
+  and ``/bin/sleep`` as the official (Alpine) image has them, for the credential helper of a cache without
+  credentials and the cache's preStop pause: a static busybox (Debian's ``busybox-static``) as ``/bin/busybox``,
+  ``/bin/sh`` and ``/bin/sleep``.
 
 Each image is one layer tarball made with :mod:`tarfile`, appended by ``crane append`` onto crane's empty
 base, its config set with ``crane mutate`` (entrypoint, cmd, env, platform linux/amd64), and pushed to the
@@ -54,6 +55,12 @@ class Images:
 def _add_dir(tar: tarfile.TarFile, name: str, mode: int = 0o755) -> None:
     info = tarfile.TarInfo(name)
     info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, 0
+    tar.addfile(info)
+
+
+def _add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, target, 0o777, 0
     tar.addfile(info)
 
 
@@ -109,9 +116,8 @@ def registry_layer(path: Path, registry_bin: Path, ca_bundle_pem: str, busybox_b
         _add_dir(tar, "var/lib/registry", 0o755)
         _add_file(tar, "bin/registry", registry_bin)
         _add_file(tar, "bin/busybox", busybox_bin)
-        sh = tarfile.TarInfo("bin/sh")
-        sh.type, sh.linkname, sh.mode, sh.mtime = tarfile.SYMTYPE, "busybox", 0o777, 0
-        tar.addfile(sh)
+        for applet in ("sh", "sleep"):  # the credential helper's shell, the cache's preStop pause
+            _add_symlink(tar, f"bin/{applet}", "busybox")
         _add_bytes(tar, "etc/ssl/certs/ca-certificates.crt", ca_bundle_pem.encode())
         # what a container without a user database needs for user 65532 (distroless' "nonroot")
         _add_bytes(tar, "etc/passwd", b"root:x:0:0:root:/root:/sbin/nologin\n"
@@ -154,9 +160,7 @@ def plugin_layer(path: Path, plugin_bin: Path, busybox_bin: Path) -> Path:
         _add_dir(tar, "bin")
         _add_file(tar, f"bin/{plugin_bin.name}", plugin_bin)
         _add_file(tar, "bin/busybox", busybox_bin)
-        cp = tarfile.TarInfo("bin/cp")
-        cp.type, cp.linkname, cp.mode, cp.mtime = tarfile.SYMTYPE, "busybox", 0o777, 0
-        tar.addfile(cp)
+        _add_symlink(tar, "bin/cp", "busybox")
     return path
 
 

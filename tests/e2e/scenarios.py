@@ -1153,13 +1153,6 @@ def test_short_lived_credentials_from_a_plugin(cluster, shoots):
     cluster.delete("secret", secret["metadata"]["name"], PROJECT_NAMESPACE)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known, intermittent (on the three-node cluster 1 failed pull of 44 and 1 of 36 in two runs, 0 of 49 in a third): "
-    "while the swap rolls the 2 replicas, a pull that reaches the replica being stopped gets an error status "
-    "(both containers get SIGTERM at once: distribution stops while the front still drains and kube-proxy still "
-    "sends connections), and containerd falls back to the upstream, which refuses the node. The fix to make: "
-    "preStop pauses in the cache Pod, distribution's the longer (a rendering change: "
-    "docs/differences-rendering.yaml)"))
 def test_swapping_the_plugin_secret_under_load(cluster, shoots):
     """Rotation by reference for a plugin cache, with the node pulling all the while: Secret v2 with a new
     identity, the Shoot's reference pointed at it (the cache rolls: a new config Secret), v1 deleted and its

@@ -93,6 +93,33 @@ def test_golden_with_the_front():
     check_golden(f"../{GOLDEN_FRONT.name}/shoot-objects.yaml", "---\n".join(o.text for o in out.objects))
 
 
+def _stopping(options: RenderOptions) -> tuple[dict, list[dict]]:
+    out = render_shoot(docs_config(), CREDS, {c.upstream: FAKE_TLS for c in docs_config().caches}, options)
+    pod = next(iter(out.by_kind("StatefulSet")))["spec"]["template"]["spec"]
+    return pod, pod["containers"]
+
+
+def _flag(container: dict, name: str) -> float:
+    return float(next(a.split("=", 1)[1] for a in container["args"] if a.startswith(f"--{name}=")))
+
+
+def test_a_stopping_cache_pod_serves_until_it_has_left_the_service():
+    """Both containers of a stopping Pod get the signal at once; what serves the cache's port keeps serving while
+    the Pod leaves the Service's endpoints, distribution keeps serving the front until the front stops accepting,
+    and the kubelet's grace covers the pause and distribution's drain."""
+    pod, (registry,) = _stopping(RenderOptions())
+    pause = int(registry["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert registry["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(pause)] and pause >= 5
+    assert pod["terminationGracePeriodSeconds"] >= pause + 25  # distribution's draintimeout
+    assert "draintimeout: 25s" in render_config_yml(docs_config().caches[0])
+
+    pod, (registry, front) = _stopping(RenderOptions(front_image=FRONT_IMAGE))
+    pause = int(registry["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert "lifecycle" not in front  # the front's own --shutdown-delay
+    assert _flag(front, "shutdown-delay") >= 5 and pause > _flag(front, "shutdown-delay")
+    assert pod["terminationGracePeriodSeconds"] >= max(pause + 25, _flag(front, "shutdown-delay") + _flag(front, "drain"))
+
+
 def test_the_front_serves_the_caches_port_and_distribution_only_loopback():
     cfg = docs_config()
     out = render_shoot(cfg, CREDS, {c.upstream: FAKE_TLS for c in cfg.caches}, RenderOptions(front_image=FRONT_IMAGE))
@@ -103,7 +130,7 @@ def test_the_front_serves_the_caches_port_and_distribution_only_loopback():
     assert front["image"] == FRONT_IMAGE and registry["image"] == RenderOptions().image
     assert front["command"] == ["python", "-m", "extension.front"]
     assert front["args"] == ["--listen=:5000", "--backend=127.0.0.1:5002", "--spool-dir=/var/lib/registry",
-                             "--tls-cert=/etc/registry-cache-front/certs/tls.crt",
+                             "--shutdown-delay=5", "--drain=25", "--tls-cert=/etc/registry-cache-front/certs/tls.crt",
                              "--tls-key=/etc/registry-cache-front/certs/tls.key"]
     # the Service's target port (by name) is the front's; distribution keeps only its debug port
     assert front["ports"] == [{"name": "registry-cache", "containerPort": 5000, "protocol": "TCP"}]
