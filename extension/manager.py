@@ -110,9 +110,14 @@ class Runtime:
     elector: LeaderElector | None = None
     workers: int = 8
     resync_now: threading.Event = field(default_factory=threading.Event)  # SIGUSR1: a resync at once
+    health: HealthLoop | None = None  # the caches' condition SystemComponentsHealthy (made by build_runtime)
 
     def leading(self) -> bool:
         return self.elector is None or self.elector.leading()
+
+    def leader_informers(self) -> list[Informer[Any]]:
+        """Every watch of the leader: the controller's, and the caches' Pods for their health condition."""
+        return [*self.controller.informers(), *(self.health.informers() if self.health is not None else [])]
 
 
 def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions, standalone: bool,
@@ -152,7 +157,7 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
         controller, threading.Event(), seed, upstream_check_interval if upstream_checks else 0.0,
         bridge=bridge, index=index, protection=protection, webhook=webhook,
         serving=serving_cert(seed, webhook) if webhook is not None else None,
-        resync_seconds=resync_seconds, elector=elector, workers=workers)
+        resync_seconds=resync_seconds, elector=elector, workers=workers, health=HealthLoop(controller))
 
 
 def shoot_watch(runtime: Runtime) -> Informer[bool]:
@@ -219,7 +224,7 @@ def run(runtime: Runtime, liveness: str | None = None, watch_grace: float = prob
     if liveness:
         server = probes.ProbeServer(
             liveness, watches=lambda: [shoots] if shoots is not None else [],
-            leader_watches=runtime.controller.informers, leading=runtime.leading,
+            leader_watches=runtime.leader_informers, leading=runtime.leading,
             in_flight=lambda: runtime.controller.in_flight,
             webhook_port=runtime.webhook.port if runtime.webhook is not None else None,
             watch_grace=watch_grace, worker_deadline=worker_deadline).start()
@@ -247,7 +252,9 @@ def run(runtime: Runtime, liveness: str | None = None, watch_grace: float = prob
         deadline = time.monotonic() + DRAIN_SECONDS
         for worker in list(workers):  # the operations in flight end (the lease still renewed) before it is released
             worker.join(max(0.0, deadline - time.monotonic()))
-        for informer in [*runtime.controller.informers(), *([shoots] if shoots is not None else [])]:
+        if runtime.health is not None and runtime.leading():
+            runtime.health.flush()  # what they changed is reported now, not by the next process at its start
+        for informer in [*runtime.leader_informers(), *([shoots] if shoots is not None else [])]:
             informer.close()
         lease_stop.set()
         if election is not None:
@@ -289,7 +296,7 @@ def _leading(runtime: Runtime, workers: list[threading.Thread]) -> None:
     stop, controller = runtime.stop, runtime.controller
     runtime_metrics.MAX_CONCURRENT_RECONCILES.labels(CONTROLLER_NAME).set(runtime.workers)
     started = time.monotonic()
-    informers = controller.informers()
+    informers = runtime.leader_informers()
     for informer in informers:
         informer.start(stop)
     if not wait_synced(informers, stop, timeout=CACHE_SYNC_TIMEOUT):
@@ -312,9 +319,9 @@ def _leading(runtime: Runtime, workers: list[threading.Thread]) -> None:
         threading.Thread(target=_upstream_check_loop, args=(runtime.controller, runtime.stop,
                                                             runtime.upstream_check_interval),
                          daemon=True, name="upstream-check").start()
-    # the caches' health (condition SystemComponentsHealthy), every HEALTH_CHECK_INTERVAL_SECONDS
-    threading.Thread(target=HealthLoop(runtime.controller).run, args=(runtime.stop,), daemon=True,
-                     name="health").start()
+    # the caches' health (condition SystemComponentsHealthy): as their StatefulSets and Pods change, or polled
+    if runtime.health is not None:
+        threading.Thread(target=runtime.health.run, args=(runtime.stop,), daemon=True, name="health").start()
     if runtime.bridge is not None:
         try:  # every Shoot once: those listed at start, and what happened while another replica led
             for shoot in runtime.seed.list("Shoot"):
