@@ -108,6 +108,7 @@ class Runtime:
     workers: int = 8
     resync_now: threading.Event = field(default_factory=threading.Event)  # SIGUSR1: a resync at once
     health: HealthLoop | None = None  # the caches' condition SystemComponentsHealthy (made by build_runtime)
+    first_pass: FirstPass = field(default_factory=lambda: FirstPass())  # the bridge's pass at leading start
 
     def leading(self) -> bool:
         return self.elector is None or self.elector.leading()
@@ -155,6 +156,43 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
         bridge=bridge, index=index, protection=protection, webhook=webhook,
         serving=serving_cert(seed, webhook) if webhook is not None else None,
         resync_seconds=resync_seconds, elector=elector, workers=workers, health=HealthLoop(controller))
+
+
+class FirstPass:
+    """The Shoots the bridge looks at when this process starts leading (those it found at its start, and what
+    changed while another replica led), kept from the Shoot watch until then: Shoots are listed once, by the watch.
+    Only Shoots the bridge has something to do with (:meth:`Bridge.concerns`), without managedFields and of the
+    status only ``lastErrors``; dropped once taken."""
+
+    def __init__(self) -> None:
+        self._shoots: dict[Key, dict[str, Any]] | None = {}
+        self._lock = threading.Lock()
+
+    def offer(self, shoot: dict[str, Any], concerns: bool) -> bool:
+        """Keep (or drop) a Shoot listed or changed; False once the pass was made (the caller handles it)."""
+        meta = shoot.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        with self._lock:
+            if self._shoots is None:
+                return False
+            if concerns:
+                self._shoots[key] = {**{k: v for k, v in shoot.items() if k != "status"},
+                                     "metadata": {k: v for k, v in meta.items() if k != "managedFields"},
+                                     "status": {"lastErrors": (shoot.get("status") or {}).get("lastErrors")}}
+            else:
+                self._shoots.pop(key, None)
+            return True
+
+    def drop(self, key: Key) -> None:
+        with self._lock:
+            if self._shoots is not None:
+                self._shoots.pop(key, None)
+
+    def take(self) -> list[dict[str, Any]]:
+        """The Shoots to look at; from now on each change is the caller's at once."""
+        with self._lock:
+            shoots, self._shoots = self._shoots or {}, None
+        return list(shoots.values())
 
 
 def shoot_watch(runtime: Runtime) -> Informer[bool]:
@@ -338,8 +376,8 @@ def _leading(runtime: Runtime, workers: list[threading.Thread]) -> None:
     if runtime.health is not None:
         threading.Thread(target=runtime.health.run, args=(runtime.stop,), daemon=True, name="health").start()
     if runtime.bridge is not None:
-        try:  # every Shoot once: those listed at start, and what happened while another replica led
-            for shoot in runtime.seed.list("Shoot"):
+        try:  # every Shoot once: those the watch listed at start, and what happened while another replica led
+            for shoot in runtime.first_pass.take():
                 runtime.bridge.handle(shoot)
         except Exception:
             log.exception("the bridge's pass over the Shoots failed; its retries follow")
@@ -398,15 +436,18 @@ def _on_shoot(runtime: Runtime, shoot: dict[str, Any]) -> None:
     """A Shoot listed or changed (the Shoot watch's thread)."""
     assert runtime.index is not None
     changed = runtime.index.update(shoot)
+    # before the leader's first pass the Shoot is kept for it; after, handled here
+    later = runtime.bridge is not None and runtime.first_pass.offer(shoot, runtime.bridge.concerns(shoot))
     if not runtime.leading() or not runtime.index.primed.is_set():
         return  # the index is every replica's; writing is the leader's, which starts with a pass over all
     _protect(runtime, changed)
-    if runtime.bridge is not None:
+    if runtime.bridge is not None and not later:
         runtime.bridge.handle(shoot)
 
 
 def _on_shoot_deleted(runtime: Runtime, key: Key) -> None:
     assert runtime.index is not None
+    runtime.first_pass.drop(key)
     changed = runtime.index.remove(*key)
     if runtime.leading():
         _protect(runtime, changed)
