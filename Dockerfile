@@ -4,7 +4,8 @@
 #   hack/image.sh        # the same without a Docker engine (buildah), with a base built from Debian
 #                        # packages where the default base cannot be pulled (see the README)
 #
-# Only the package and its runtime dependencies end up in the image: no tests, no hack/, no build tools.
+# Only the package and its runtime dependencies end up in the image: no tests, no hack/, no build tools, none of
+# local-up (extension/local/: the distribution registry-cache-local, left out of the build context).
 # The base image is pinned by digest (python:3.11.10-slim-bookworm) and every runtime dependency by
 # constraints.txt, so that the same source builds the same image. Any BASE with `python3` (3.11+, with its
 # venv module), `groupadd` and `useradd` works: hack/image.sh passes a Debian bookworm root file system with
@@ -19,16 +20,13 @@ WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY api ./api
 COPY extension ./extension
-# pyproject.toml maps the CRDs, examples and build scripts of local-up into the package; none of it runs in
-# the image, so those folders stay empty here.
 # Behind a TLS-inspecting proxy or with a package index of your own, give pip a configuration and the CA
 # bundle it names (`cert = /etc/pip-ca.crt`) as build secrets, which stay in no layer (hack/image.sh does
 # this with the host's CA bundle):
 #   docker build --secret id=pip-conf,src=pip.conf --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt .
 RUN --mount=type=secret,id=pip-conf,target=/etc/pip.conf \
     --mount=type=secret,id=pip-ca,target=/etc/pip-ca.crt \
-    mkdir -p manifests/crds manifests/seed-crds manifests/policies examples hack \
- && python3 -m venv /opt/pip \
+    python3 -m venv /opt/pip \
  && /opt/pip/bin/pip wheel --wheel-dir /wheels -c constraints.txt . \
  && cp constraints.txt /wheels/
 

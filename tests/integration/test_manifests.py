@@ -207,6 +207,7 @@ def test_the_dockerfile_ships_only_what_runs():
     ignore = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert ignore[0] == "*"  # everything is excluded but the few things listed
     assert {"!pyproject.toml", "!README.md", "!constraints.txt", "!api/", "!extension/"} <= set(ignore)
+    assert ignore.index("extension/local/") > ignore.index("!extension/")  # local-up: registry-cache-local's
     assert not any(x in line for line in ignore for x in ("tests", "hack", "manifests") if line.startswith("!"))
 
 
