@@ -215,14 +215,12 @@ class HealthLoop:
                             for (kind, name), live in view.objects(ns).items()
                             if kind == "StatefulSet" and live.replicas is not None]
             pods = [p for sts in statefulsets for p in unready.get(sts["metadata"]["name"], [])]
-            self._report(ns, *caches_condition(statefulsets, pods), hibernation_first=False)
+            self._report(ns, *caches_condition(statefulsets, pods))
 
-    def _report(self, ns: str, status: str, reason: str, message: str, hibernation_first: bool = True) -> None:
+    def _report(self, ns: str, status: str, reason: str, message: str) -> None:
+        """Write the condition when it changed, unless the shoot is hibernated (asked only then)."""
         try:
-            if hibernation_first and self._hibernated(ns):
-                return
-            if self.controller.write_health(ns, status, reason, message,
-                                            skip=None if hibernation_first else lambda: self._hibernated(ns)):
+            if self.controller.write_health(ns, status, reason, message, skip=lambda: self._hibernated(ns)):
                 (log.info if status == "True" else log.warning)(
                     "%s: %s %s: %s", ns, SYSTEM_COMPONENTS_HEALTHY_CONDITION, status, message)
         except Exception as exc:  # noqa: BLE001 - one shoot must not stop the others
@@ -248,7 +246,7 @@ class HealthLoop:
             except Exception as exc:  # noqa: BLE001 - one shoot must not stop the others
                 log.warning("%s: health check failed: %s", ns, exc)
                 continue
-            self._report(ns, status, reason, message, hibernation_first=False)
+            self._report(ns, status, reason, message)
 
     def run(self, stop: threading.Event) -> None:
         if self.shared is None:
