@@ -1,11 +1,11 @@
 """Wiring: what runs, on which replica, and which watch event or admission request calls what. Thin on purpose.
 
-Two halves:
+Three parts, all on threads of this process, with one client (:mod:`.runtime.kube`) and one way of watching
+(:mod:`.runtime.informer`):
 
-- **kopf** serves the admission webhooks on every replica. Every handler only translates a kopf request into a
-  call on the parts (:class:`Runtime`), which kopf passes to each handler as ``memo``; nothing is kept in module
-  globals and every handler is registered in :func:`registry`, in one place. kopf keeps no state on the objects
-  (no annotations, no finalizers of its own) and posts no Kubernetes events.
+- **the admission webhooks** (:mod:`.webhook.admission`, on every replica): every hook only translates an
+  AdmissionReview's request into a call on the parts (:class:`Runtime`); every hook is listed in :func:`hooks`,
+  in one place. They were kopf's until issue 22 (why not any more: the README, "Deploying").
 - **the Shoot watch** (:mod:`.runtime.informer`, on every replica, when there is an index of Secrets in use: the Secret
   webhook answers from it) feeds the index and, on the leader, the bridge and the protection. It was kopf's
   until a Shoot nested 3,000 levels deep (the API server takes 10,000) made kopf's list raise
@@ -26,14 +26,11 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import kopf
 
 from extension import metrics, probes
 from extension.component.objects import RenderOptions
@@ -66,6 +63,7 @@ from extension.standalone.bridge import Bridge
 from extension.standalone.policies import PolicyCheck
 from extension.standalone.protection import Protection
 from extension.webhook import osc, server
+from extension.webhook.admission import AdmissionServer, Hook, Refusal, replace_spec_fields
 from extension.webhook.secret import secret_delete_refusal
 from extension.webhook.shoot import shoot_errors
 
@@ -93,10 +91,9 @@ class WebhookSettings:
 
 @dataclass(frozen=True)
 class Runtime:
-    """The parts the handlers call; kopf hands it to every handler as ``memo`` (a shallow copy per object,
-    so nothing here is reassigned after :func:`build_runtime`). ``seed`` is the client of the webhooks and their
-    registration (every replica); the controller's, the bridge's and the protection's writes are fenced by the
-    leader lease."""
+    """The parts the hooks and watches call (nothing here is reassigned after :func:`build_runtime`). ``seed`` is the
+    client of the webhooks and their registration (every replica); the controller's, the bridge's and the
+    protection's writes are fenced by the leader lease."""
 
     controller: Controller
     stop: threading.Event
@@ -111,9 +108,15 @@ class Runtime:
     elector: LeaderElector | None = None
     workers: int = 8
     resync_now: threading.Event = field(default_factory=threading.Event)  # SIGUSR1: a resync at once
+    health: HealthLoop | None = None  # the caches' condition SystemComponentsHealthy (made by build_runtime)
+    first_pass: FirstPass = field(default_factory=lambda: FirstPass())  # the bridge's pass at leading start
 
     def leading(self) -> bool:
         return self.elector is None or self.elector.leading()
+
+    def leader_informers(self) -> list[Informer[Any]]:
+        """Every watch of the leader: the controller's, and the caches' Pods for their health condition."""
+        return [*self.controller.informers(), *(self.health.informers() if self.health is not None else [])]
 
 
 def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions, standalone: bool,
@@ -156,7 +159,44 @@ def build_runtime(seed: Kube, shoot_target: ShootTarget, options: RenderOptions,
         controller, threading.Event(), seed, upstream_check_interval,
         bridge=bridge, index=index, protection=protection, webhook=webhook,
         serving=serving_cert(seed, webhook) if webhook is not None else None,
-        resync_seconds=resync_seconds, elector=elector, workers=workers)
+        resync_seconds=resync_seconds, elector=elector, workers=workers, health=HealthLoop(controller))
+
+
+class FirstPass:
+    """The Shoots the bridge looks at when this process starts leading (those it found at its start, and what
+    changed while another replica led), kept from the Shoot watch until then: Shoots are listed once, by the watch.
+    Only Shoots the bridge has something to do with (:meth:`Bridge.concerns`), without managedFields and of the
+    status only ``lastErrors``; dropped once taken."""
+
+    def __init__(self) -> None:
+        self._shoots: dict[Key, dict[str, Any]] | None = {}
+        self._lock = threading.Lock()
+
+    def offer(self, shoot: dict[str, Any], concerns: bool) -> bool:
+        """Keep (or drop) a Shoot listed or changed; False once the pass was made (the caller handles it)."""
+        meta = shoot.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        with self._lock:
+            if self._shoots is None:
+                return False
+            if concerns:
+                self._shoots[key] = {**{k: v for k, v in shoot.items() if k != "status"},
+                                     "metadata": {k: v for k, v in meta.items() if k != "managedFields"},
+                                     "status": {"lastErrors": (shoot.get("status") or {}).get("lastErrors")}}
+            else:
+                self._shoots.pop(key, None)
+            return True
+
+    def drop(self, key: Key) -> None:
+        with self._lock:
+            if self._shoots is not None:
+                self._shoots.pop(key, None)
+
+    def take(self) -> list[dict[str, Any]]:
+        """The Shoots to look at; from now on each change is the caller's at once."""
+        with self._lock:
+            shoots, self._shoots = self._shoots or {}, None
+        return list(shoots.values())
 
 
 def shoot_watch(runtime: Runtime) -> Informer[bool]:
@@ -185,29 +225,27 @@ def writer(seed: Kube, elector: LeaderElector | None) -> Kube:
     return seed.fenced(elector.leading) if elector is not None else seed
 
 
-def registry(runtime: Runtime) -> kopf.OperatorRegistry:
-    """Every handler, registered for what ``runtime`` runs."""
-    reg = kopf.OperatorRegistry()
-    kopf.on.startup(registry=reg)(_configure)
-    kopf.on.cleanup(registry=reg)(_cleanup)
-    kopf.on.login(registry=reg)(_login)
+def hooks(runtime: Runtime) -> list[Hook]:
+    """Every admission webhook served for what ``runtime`` runs (the paths of :mod:`.webhook.server`'s
+    configurations)."""
+    out = []
     if runtime.webhook is not None and runtime.webhook.garden:
-        kopf.on.validate("core.gardener.cloud", "v1beta1", "shoots", id=SHOOT_HOOK, registry=reg,
-                         operations=["CREATE", "UPDATE"])(_validate_shoot)
-        kopf.on.validate("", "v1", "secrets", id=SECRET_HOOK, operations=["DELETE"], registry=reg,
-                         ignore_failures=True)(_protect_secret)
+        out += [Hook(SHOOT_HOOK, ("core.gardener.cloud", "shoots"), ("CREATE", "UPDATE"),
+                     lambda request: _validate_shoot(runtime, request)),
+                Hook(SECRET_HOOK, ("", "secrets"), ("DELETE",), lambda request: _protect_secret(runtime, request))]
     if runtime.webhook is not None and runtime.webhook.seed:
-        kopf.on.mutate("extensions.gardener.cloud", "v1alpha1", "operatingsystemconfigs", id=OSC_HOOK,
-                       registry=reg, operations=["CREATE", "UPDATE"])(_mutate_osc)
-        kopf.on.mutate("extensions.gardener.cloud", "v1alpha1", "operatingsystemconfigs", id=OSC_MIRROR_HOOK,
-                       registry=reg, operations=["CREATE", "UPDATE"])(_mutate_osc_mirror)
-    return reg
+        out += [Hook(OSC_HOOK, ("extensions.gardener.cloud", "operatingsystemconfigs"), ("CREATE", "UPDATE"),
+                     lambda request: _mutate_osc(runtime, request)),
+                Hook(OSC_MIRROR_HOOK, ("extensions.gardener.cloud", "operatingsystemconfigs"), ("CREATE", "UPDATE"),
+                     lambda request: _mutate_osc_mirror(runtime, request))]
+    return out
 
 
 def run(runtime: Runtime, liveness: str | None = None, watch_grace: float = probes.WATCH_GRACE_SECONDS,
         worker_deadline: float = probes.WORKER_DEADLINE_SECONDS) -> None:
-    """Run until stopped (SIGINT/SIGTERM): kopf (webhooks, Shoots) here, the controller once leading; with
-    ``liveness`` (``http://ADDR:PORT/healthz``) the probes (:mod:`.probes`) on that address."""
+    """Run until stopped (SIGINT/SIGTERM, or :attr:`Runtime.stop` set): the webhooks and the Shoot watch, the
+    controller once leading; with ``liveness`` (``http://ADDR:PORT/healthz``) the probes (:mod:`.probes`) on that
+    address."""
     workers: list[threading.Thread] = []
     lease_stop = threading.Event()  # set once the work in flight has drained: the elector then releases the Lease
     election: threading.Thread | None = None
@@ -218,12 +256,14 @@ def run(runtime: Runtime, liveness: str | None = None, watch_grace: float = prob
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGUSR1, lambda *_: runtime.resync_now.set())
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop_signal, lambda number, _: _stopping(runtime, number))
     shoots = shoot_watch(runtime) if runtime.index is not None else None
     server = None
     if liveness:
         server = probes.ProbeServer(
             liveness, watches=lambda: [shoots] if shoots is not None else [],
-            leader_watches=runtime.controller.informers, leading=runtime.leading,
+            leader_watches=runtime.leader_informers, leading=runtime.leading,
             in_flight=lambda: runtime.controller.in_flight,
             webhook_port=runtime.webhook.port if runtime.webhook is not None else None,
             watch_grace=watch_grace, worker_deadline=worker_deadline).start()
@@ -231,6 +271,11 @@ def run(runtime: Runtime, liveness: str | None = None, watch_grace: float = prob
         started = time.monotonic()
         shoots.start(runtime.stop)
         if not wait_synced([shoots], runtime.stop, timeout=CACHE_SYNC_TIMEOUT):
+            if runtime.stop.is_set():  # stopped while it listed
+                shoots.close()
+                if server is not None:
+                    server.stop()
+                return
             runtime.stop.set()
             raise RuntimeError(f"the Shoot watch did not list within {CACHE_SYNC_TIMEOUT:.0f}s")
         assert runtime.index is not None
@@ -243,21 +288,36 @@ def run(runtime: Runtime, liveness: str | None = None, watch_grace: float = prob
         election = threading.Thread(target=runtime.elector.run, args=(lease_stop, start_leading, _lost_lease),
                                     daemon=True, name="leader-election")
         election.start()
+    admission = None
     try:
-        kopf.run(registry=registry(runtime), memo=runtime, clusterwide=True, standalone=True)
+        admission = _serve_webhooks(runtime)
+        while not runtime.stop.wait(3600):
+            pass
     finally:
         runtime.stop.set()
+        _unregister(runtime)
+        if admission is not None:
+            admission.stop()
         runtime.controller.queue.close()
         deadline = time.monotonic() + DRAIN_SECONDS
         for worker in list(workers):  # the operations in flight end (the lease still renewed) before it is released
             worker.join(max(0.0, deadline - time.monotonic()))
-        for informer in [*runtime.controller.informers(), *([shoots] if shoots is not None else [])]:
+        if runtime.health is not None and runtime.leading():
+            runtime.health.flush()  # what they changed is reported now, not by the next process at its start
+        for informer in [*runtime.leader_informers(), *([shoots] if shoots is not None else [])]:
             informer.close()
         lease_stop.set()
         if election is not None:
             election.join(RELEASE_SECONDS)
         if server is not None:
             server.stop()
+
+
+def _stopping(runtime: Runtime, number: int) -> None:
+    """(In the main thread, between two of its bytecodes: perhaps inside ``runtime.stop.wait``, holding the lock
+    that ``set`` takes. So it is set from another thread.)"""
+    log.info("%s received: stopping", signal.Signals(number).name)
+    threading.Thread(target=runtime.stop.set, daemon=True, name="stopping").start()
 
 
 def _lost_lease() -> None:
@@ -293,7 +353,7 @@ def _leading(runtime: Runtime, workers: list[threading.Thread]) -> None:
     stop, controller = runtime.stop, runtime.controller
     runtime_metrics.MAX_CONCURRENT_RECONCILES.labels(CONTROLLER_NAME).set(runtime.workers)
     started = time.monotonic()
-    informers = controller.informers()
+    informers = runtime.leader_informers()
     for informer in informers:
         informer.start(stop)
     if not wait_synced(informers, stop, timeout=CACHE_SYNC_TIMEOUT):
@@ -316,74 +376,54 @@ def _leading(runtime: Runtime, workers: list[threading.Thread]) -> None:
         threading.Thread(target=_upstream_check_loop, args=(runtime.controller, runtime.stop,
                                                             runtime.upstream_check_interval),
                          daemon=True, name="upstream-check").start()
-    # the caches' health (condition SystemComponentsHealthy), every HEALTH_CHECK_INTERVAL_SECONDS
-    threading.Thread(target=HealthLoop(runtime.controller).run, args=(runtime.stop,), daemon=True,
-                     name="health").start()
+    # the caches' health (condition SystemComponentsHealthy): as their StatefulSets and Pods change, or polled
+    if runtime.health is not None:
+        threading.Thread(target=runtime.health.run, args=(runtime.stop,), daemon=True, name="health").start()
     if runtime.bridge is not None:
-        try:  # every Shoot once: those listed at start, and what happened while another replica led
-            for shoot in runtime.seed.list("Shoot"):
+        try:  # every Shoot once: those the watch listed at start, and what happened while another replica led
+            for shoot in runtime.first_pass.take():
                 runtime.bridge.handle(shoot)
         except Exception:
             log.exception("the bridge's pass over the Shoots failed; its retries follow")
     _retry_loop(runtime)
 
 
-# --- operator-level handlers -------------------------------------------------------------------------------
+# --- the webhook server -------------------------------------------------------------------------------
 
-def _configure(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
-    settings.posting.enabled = False  # logs stay logs: no Events with texts that could carry details
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per watch event
-    logging.getLogger("kopf.objects").addFilter(_RefusalsAreNotErrors())
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    hook, serving = memo.webhook, memo.serving
-    if hook is not None and serving is not None:
-        if hook.authenticated:  # only a caller with a client certificate of this CA (the API server) gets an answer
-            settings.admission.server = kopf.WebhookServer(
-                addr=hook.listen_address, port=hook.port, certfile=str(serving.certfile),
-                pkeyfile=str(serving.keyfile), verify_mode=ssl.CERT_REQUIRED, verify_cafile=hook.client_ca)
-        else:
-            log.warning("the webhooks answer any caller that reaches port %s (no --webhook-client-ca): they read no "
-                        "Secret and name no other Shoot in their answers", hook.port)
-            settings.admission.server = kopf.WebhookServer(
-                addr=hook.listen_address, port=hook.port, certfile=str(serving.certfile),
-                pkeyfile=str(serving.keyfile))
-        settings.admission.managed = None  # the configuration is ours: service references, selectors, policies
-        threading.Thread(target=_register_when_serving, args=(memo, hook, serving), daemon=True,
-                         name="webhook-registration").start()
+def _serve_webhooks(runtime: Runtime) -> AdmissionServer | None:
+    """The admission webhooks served on their port, then registered (and kept registered) once they answer."""
+    hook, serving = runtime.webhook, runtime.serving
+    if hook is None or serving is None:
+        return None
+    if not hook.authenticated:
+        log.warning("the webhooks answer any caller that reaches port %s (no --webhook-client-ca): they read no "
+                    "Secret and name no other Shoot in their answers", hook.port)
+    admission = AdmissionServer(hook.listen_address, hook.port, serving.certfile, serving.keyfile, hooks(runtime),
+                                client_ca=hook.client_ca).start()
+    threading.Thread(target=_register_when_serving, args=(runtime, hook, serving), daemon=True,
+                     name="webhook-registration").start()
+    return admission
 
 
-def _cleanup(memo: Runtime, **_: Any) -> None:
+def _unregister(runtime: Runtime) -> None:
     """On a clean shutdown the Shoot webhook goes (failurePolicy Fail must not block Shoots while we are
     away); the Secret webhook stays (it ignores failures, the finalizer covers for it). Behind a Service, only
-    the last replica removes them: while another one is a ready endpoint (a rollout), they stay."""
-    hook, serving = memo.webhook, memo.serving
+    the last replica removes them: while another one is a ready endpoint (a rollout), they stay. (runtime.stop is
+    set before: the registration's upkeep must not put back what goes now.)"""
+    hook, serving = runtime.webhook, runtime.serving
     if hook is None or serving is None:
         return
-    memo.stop.set()  # first: the registration's upkeep must not put back what goes now
-    if hook.service is not None and server.other_replica_serving(memo.seed, *hook.service, pod_name()):
+    if hook.service is not None and server.other_replica_serving(runtime.seed, *hook.service, pod_name()):
         log.info("another replica serves the webhooks: their configurations stay")
         return
     try:
         if hook.garden:
-            memo.seed.apply(server.configuration(serving.ca_pem, hook.client, shoot_hook=False,
-                                                 standalone=memo.bridge is not None))
+            runtime.seed.apply(server.configuration(serving.ca_pem, hook.client, shoot_hook=False,
+                                                    standalone=runtime.bridge is not None))
         if hook.seed:
-            memo.seed.delete("MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION_NAME)
+            runtime.seed.delete("MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION_NAME)
     except Exception:
         log.exception("could not remove the Shoot and OperatingSystemConfig webhooks")
-
-
-def _login(memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
-    """kopf talks to the API server with exactly the credentials of the controller's own client."""
-    cfg = memo.seed.api.configuration
-    auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken") or ""
-    scheme, _sep, token = auth.partition(" ")
-    return kopf.ConnectionInfo(
-        server=cfg.host, ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
-        certificate_path=cfg.cert_file, private_key_path=cfg.key_file,
-        scheme=scheme or None, token=token or None, expiration=None)
 
 
 # --- watches ---------------------------------------------------------------------------------------------
@@ -400,15 +440,18 @@ def _on_shoot(runtime: Runtime, shoot: dict[str, Any]) -> None:
     """A Shoot listed or changed (the Shoot watch's thread)."""
     assert runtime.index is not None
     changed = runtime.index.update(shoot)
+    # before the leader's first pass the Shoot is kept for it; after, handled here
+    later = runtime.bridge is not None and runtime.first_pass.offer(shoot, runtime.bridge.concerns(shoot))
     if not runtime.leading() or not runtime.index.primed.is_set():
         return  # the index is every replica's; writing is the leader's, which starts with a pass over all
     _protect(runtime, changed)
-    if runtime.bridge is not None:
+    if runtime.bridge is not None and not later:
         runtime.bridge.handle(shoot)
 
 
 def _on_shoot_deleted(runtime: Runtime, key: Key) -> None:
     assert runtime.index is not None
+    runtime.first_pass.drop(key)
     changed = runtime.index.remove(*key)
     if runtime.leading():
         _protect(runtime, changed)
@@ -422,64 +465,43 @@ def _protect(runtime: Runtime, secrets: set[tuple[str, str]]) -> None:
 
 # --- admission -------------------------------------------------------------------------------------------
 
-def _validate_shoot(*, memo: Runtime, new: Any = None, old: Any = None, **_: Any) -> None:
-    seed, hook = memo.seed, memo.webhook
+def _validate_shoot(runtime: Runtime, request: dict[str, Any]) -> None:
+    seed, hook = runtime.seed, runtime.webhook
     authenticated = hook is not None and hook.authenticated
-    new_shoot, old_shoot = _plain(new), (_plain(old) if old else None)
-    claims = memo.index if memo.bridge is not None else None  # standalone: every Shoot shares the nodes
-    errors = shoot_errors(new_shoot, old_shoot, lambda ns, name: seed.get("Secret", name, ns), claims,
-                          authenticated)
+    new, old = request.get("object") or {}, request.get("oldObject")
+    claims = runtime.index if runtime.bridge is not None else None  # standalone: every Shoot shares the nodes
+    errors = shoot_errors(new, old or None, lambda ns, name: seed.get("Secret", name, ns), claims, authenticated)
     if errors:
-        meta = (new or {}).get("metadata") or {}
+        meta = new.get("metadata") or {}
         log.info("refused Shoot %s/%s: %d errors", meta.get("namespace"), meta.get("name"), len(errors))
         metrics.WEBHOOK_REFUSALS.labels(SHOOT_HOOK).inc()
-        raise kopf.AdmissionError("\n".join(errors), code=422)
+        raise Refusal("\n".join(errors), code=422)
 
 
-def _protect_secret(*, memo: Runtime, old: Any = None, **_: Any) -> None:
-    assert memo.index is not None
-    meta = (old or {}).get("metadata") or {}
-    refusal = secret_delete_refusal(memo.index, meta.get("namespace", ""), meta.get("name", ""),
-                                    named=memo.webhook is not None and memo.webhook.authenticated)
+def _protect_secret(runtime: Runtime, request: dict[str, Any]) -> None:
+    assert runtime.index is not None
+    meta = (request.get("oldObject") or {}).get("metadata") or {}
+    refusal = secret_delete_refusal(runtime.index, meta.get("namespace", ""), meta.get("name", ""),
+                                    named=runtime.webhook is not None and runtime.webhook.authenticated)
     if refusal:
         log.info("refused DELETE of Secret %s/%s: in use", meta.get("namespace"), meta.get("name"))
         metrics.WEBHOOK_REFUSALS.labels(SECRET_HOOK).inc()
-        raise kopf.AdmissionError(refusal, code=403)
+        raise Refusal(refusal, code=403)
 
 
-def _mutate_osc(body: Any, patch: Any, memo: Runtime, **_: Any) -> None:
-    new_spec = osc.ensure(memo.seed, _plain(body))
-    if new_spec is not None:
-        patch.spec["criConfig"] = new_spec["criConfig"]
-        patch.spec["files"] = new_spec["files"]
+def _mutate_osc(runtime: Runtime, request: dict[str, Any]) -> list[dict[str, Any]]:
+    body = request.get("object") or {}
+    new_spec = osc.ensure(runtime.seed, body)
+    return replace_spec_fields(body, new_spec) if new_spec is not None else []
 
 
-def _mutate_osc_mirror(body: Any, patch: Any, memo: Runtime, **_: Any) -> None:
+def _mutate_osc_mirror(runtime: Runtime, request: dict[str, Any]) -> list[dict[str, Any]]:
+    body = request.get("object") or {}
     try:
-        new_spec = osc.ensure_mirror(memo.seed, _plain(body))
+        new_spec = osc.ensure_mirror(runtime.seed, body)
     except RegistryCacheError as exc:
-        raise kopf.AdmissionError(str(exc), code=500) from None
-    if new_spec is not None:
-        patch.spec["criConfig"] = new_spec["criConfig"]
-        patch.spec["files"] = new_spec["files"]
-
-
-# --- helpers ---------------------------------------------------------------------------------------------
-
-def _plain(body: Any) -> Any:
-    """kopf's body as plain dicts and lists."""
-    if hasattr(body, "items") and not isinstance(body, (str, bytes)):
-        return {k: _plain(v) for k, v in body.items()}
-    if isinstance(body, list):
-        return [_plain(v) for v in body]
-    return body
-
-
-class _RefusalsAreNotErrors(logging.Filter):
-    """A webhook that refuses a request did its job: kopf reports that as an error, we log it ourselves."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.getMessage().startswith("Webhook ") and "failed permanently" in record.getMessage())
+        raise Refusal(str(exc), code=500) from None
+    return replace_spec_fields(body, new_spec) if new_spec is not None else []
 
 
 def _register_when_serving(runtime: Runtime, hook: WebhookSettings, serving: server.ServingCert) -> None:

@@ -2,6 +2,7 @@
 """Benchmark of the real controller process at scale, against its floor. Prints its figures; asserts nothing.
 
     python hack/bench.py [--extensions 100,300,1000] [--create-rate 50] [--change-rate 2] [--changes 60]
+                         [--restarts 3] [--idle 60] [--before DIR [--before-python PYTHON]]
 
 For each N it starts a fresh local control plane (etcd + kube-apiserver), runs ``registry-cache run`` as a
 separate process (as the Deployment does; its metrics on a loopback port) and, as gardenlet would, creates N
@@ -17,10 +18,16 @@ shoot namespaces, each with its Cluster and a ``ref-`` credentials Secret, then 
 - **no-op reconcile**: every Extension annotated ``gardener.cloud/operation: reconcile`` (what gardenlet does
   on each Shoot reconcile) with nothing changed: time for all, and what each reconcile costs (the contract's
   writes: the annotation removed, Processing, Succeeded; their echoes must cost nothing);
-- **restart**: the controller stopped and started again with N Succeeded Extensions: time until every watch has
-  listed and the Extension watch holds all N (its ``registry_cache_informer_*`` metrics) and nothing is queued,
-  the operations it started and the writes it made meanwhile; then its first resync (nothing in memory yet:
-  read, rendered and compared, not written);
+- **restart**, ``--restarts`` times: the controller stopped and started again with N Succeeded Extensions: time
+  until every watch has listed and the Extension watch holds all N (its ``registry_cache_informer_*`` metrics)
+  and nothing is queued, the operations it started and the writes it made meanwhile; the Extensions written in
+  the 45 s after each start, counted apart from the controller's own metrics (every Extension's resourceVersion
+  before the stop against 45 s after the start: whoever wrote, the health condition included); the LIST requests
+  of each start by resource (kube-apiserver's ``apiserver_request_total``);
+- **idle**: then ``--idle`` seconds with nothing changing: the controller's CPU (share of one core) and the
+  requests and writes it made;
+- the **first resync** after the last restart (nothing in memory yet: read, rendered and compared, not
+  written);
 - controller **CPU seconds** and **API requests by verb** per operation (its ``/metrics``), **RSS** idle and peak
   (``/proc``);
 - the **floor**: a minimal client doing only the writes a reconcile needs (server-side apply of the rendered
@@ -30,6 +37,10 @@ shoot namespaces, each with its Cluster and a ``ref-`` credentials Secret, then 
 
 Each figure is printed with the target of issue 11 where there is one; at the end a table of all N, with the
 load average at the start of each N (the figures are only comparable on a quiet machine).
+
+``--before DIR``: the same, in the same run, first for the controller of another checkout (``DIR``, e.g. a git
+worktree of main: its ``extension`` package, run with ``--before-python``, default this interpreter), then for
+this one; the table has a column for each.
 
 Everything runs on loopback; nothing is left behind (``--workdir`` keeps logs and data).
 """
@@ -104,17 +115,18 @@ def free_port() -> int:
 class ControllerProcess:
     """``registry-cache run`` as the Deployment runs it; CPU and memory from /proc, counters from /metrics."""
 
-    def __init__(self, kubeconfig: Path, log: Path):
+    def __init__(self, kubeconfig: Path, log: Path, variant: Variant):
         self.port = free_port()
-        self.kubeconfig, self.log = kubeconfig, log
+        self.kubeconfig, self.log, self.variant = kubeconfig, log, variant
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ControllerProcess:
         handle = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "extension.cli", "run", "--kubeconfig", str(self.kubeconfig),
+            [self.variant.python, "-m", "extension.cli", "run", "--kubeconfig", str(self.kubeconfig),
              "--metrics-address", f"127.0.0.1:{self.port}", "--no-upstream-check"], stdout=handle,
-            stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stderr=subprocess.STDOUT, start_new_session=True, cwd=self.variant.source,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(self.variant.source)})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -179,6 +191,15 @@ class ControllerProcess:
     def resync(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGUSR1)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Which controller: the ``extension`` package of ``source``, run by ``python``."""
+
+    name: str
+    source: Path
+    python: str
 
 
 @dataclass
@@ -332,6 +353,7 @@ def floor(kube: Kube, sample: int) -> tuple[float, Counter]:
 class Result:
     n: int
     load: str = ""
+    variant: str = "after"
     figures: list[tuple[str, str, str]] = field(default_factory=list)
 
     def add(self, what: str, value: str, target: str = "") -> None:
@@ -362,6 +384,38 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+RESTART_WINDOW = 45.0  # seconds after a start in which the Extensions written are counted
+
+
+def extension_versions(kube: Kube) -> dict[str, str]:
+    """namespace -> resourceVersion of every Extension."""
+    return {e["metadata"]["namespace"]: e["metadata"]["resourceVersion"] for e in kube.list("Extension")}
+
+
+def changed_versions(before: dict[str, str], after: dict[str, str]) -> int:
+    return sum(1 for ns, version in after.items() if before.get(ns) != version)
+
+
+def written_namespaces(before: dict[str, str], kube: Kube, most: int = 5) -> list[str]:
+    after = extension_versions(kube)
+    return sorted(ns for ns, version in after.items() if before.get(ns) != version)[:most]
+
+
+def apiserver_lists(kube: Kube) -> Counter:
+    """kube-apiserver's LIST requests so far, by resource (``apiserver_request_total``, every client)."""
+    method, url, headers, _, _ = kube.api.param_serialize(method="GET", resource_path="/metrics",
+                                                          header_params={"Accept": "text/plain"},
+                                                          auth_settings=["BearerToken"])
+    response = kube.api.call_api(method, url, header_params=headers)
+    response.read()
+    out: Counter = Counter()
+    for line in response.data.decode().splitlines():
+        if line.startswith("apiserver_request_total{") and 'verb="LIST"' in line:
+            resource = re.search(r'resource="([^"]*)"', line)
+            out[resource.group(1) if resource else ""] += float(line.rpartition(" ")[2])
+    return out
+
+
 def wait_checks(controller: ControllerProcess, before: Sample, n: int, timeout: float) -> Sample:
     """Until the resync has looked at all n Extensions and nothing is queued (and the operations it started
     ended)."""
@@ -376,9 +430,10 @@ def wait_checks(controller: ControllerProcess, before: Sample, n: int, timeout: 
     return controller.sample()
 
 
-def bench(n: int, args: argparse.Namespace, workdir: Path) -> Result:
-    result = Result(n, load=loadavg())
-    print(f"\n== N = {n} (load average {result.load})", flush=True)
+def bench(n: int, args: argparse.Namespace, workdir: Path, variant: Variant) -> Result:
+    result = Result(n, load=loadavg(), variant=variant.name)
+    print(f"\n== {variant.name}: N = {n} (load average {result.load})", flush=True)
+    workdir = workdir / variant.name
     # two Services per Extension: the local control plane's /24 of cluster IPs holds 126 Extensions
     cp = LocalControlPlane(workdir=workdir / f"n{n}" / "control-plane",
                            apiserver_args=["--service-cluster-ip-range=10.0.0.0/16"])
@@ -400,7 +455,7 @@ def bench(n: int, args: argparse.Namespace, workdir: Path) -> Result:
                    f"{sum(floor_calls.values()) / sample:.0f} requests each)")
 
         namespaces = gardenlet_setup(kube, n)
-        controller = ControllerProcess(cp.kubeconfig, workdir / f"n{n}" / "controller.log").start()
+        controller = ControllerProcess(cp.kubeconfig, workdir / f"n{n}" / "controller.log", variant).start()
         time.sleep(2)
         rss_idle, _ = controller.memory_mib()
         watcher = Successes(cp.api_client())
@@ -492,36 +547,67 @@ def bench(n: int, args: argparse.Namespace, workdir: Path) -> Result:
                    f"<= 150 MiB: {mark(rss_peak <= 150)}")
         result.rss_peak = rss_peak  # type: ignore[attr-defined]
 
-        # restart with N Succeeded
-        controller.stop()
-        controller = ControllerProcess(cp.kubeconfig, workdir / f"n{n}" / "controller-2.log")
-        t0 = time.monotonic()
-        controller.start()
-        synced_at = None
-        while time.monotonic() - t0 < args.timeout:
-            synced, seen = controller.synced()
-            if synced and seen >= n and controller.sample().queued == 0:
-                synced_at = time.monotonic() - t0
-                break
-            time.sleep(0.1)
-        quiet_since, last = time.monotonic(), controller.sample()
-        while time.monotonic() - t0 < args.timeout:
-            time.sleep(0.5)
-            now = controller.sample()
-            if now.requests != last.requests or now.operations != last.operations:
-                quiet_since = time.monotonic()
-            last = now
-            if time.monotonic() - quiet_since >= 5:
-                break
-        settled = max(synced_at or 0.0, quiet_since - t0)
-        writes = last.writes()
-        result.add("restart with all Succeeded: settled (all watches synced, all seen, nothing queued) after",
-                   f"{settled:.1f} s (synced at {synced_at or float('nan'):.1f} s); {last.operations:.0f} operations "
-                   f"started, {writes:.0f} writes, {last.cpu:.1f} s CPU; requests {dict(last.requests)}",
-                   f"<= 30 s, no write: {mark(settled <= 30 and writes == 0 and last.operations == 0)}")
+        # restarts with N Succeeded: what each start writes, counted by the API server's resourceVersions
+        watcher.stop()  # (its own LISTs are not the controller's)
+        for r in range(1, args.restarts + 1):
+            controller.stop()
+            versions = extension_versions(kube)
+            lists = apiserver_lists(kube)
+            controller = ControllerProcess(cp.kubeconfig, workdir / f"n{n}" / f"controller-{r + 1}.log",
+                                           variant)
+            t0 = time.monotonic()
+            controller.start()
+            synced_at = None
+            while time.monotonic() - t0 < args.timeout:
+                synced, seen = controller.synced()
+                if synced and seen >= n and controller.sample().queued == 0:
+                    synced_at = time.monotonic() - t0
+                    break
+                time.sleep(0.1)
+            quiet_since, last = time.monotonic(), controller.sample()
+            while time.monotonic() - t0 < args.timeout:
+                time.sleep(0.5)
+                now = controller.sample()
+                if now.requests != last.requests or now.operations != last.operations:
+                    quiet_since = time.monotonic()
+                last = now
+                if time.monotonic() - quiet_since >= 5:
+                    break
+            settled = max(synced_at or 0.0, quiet_since - t0)
+            listed = {k: v for k, v in (apiserver_lists(kube) - lists).items() if v}
+            time.sleep(max(0.0, t0 + RESTART_WINDOW - time.monotonic()))
+            last = controller.sample()
+            writes = last.writes()
+            written = changed_versions(versions, extension_versions(kube))
+            result.add(f"restart {r} with all Succeeded: settled (all watches synced, all seen, nothing queued) "
+                       f"after; in the {RESTART_WINDOW:.0f} s after the start", f"{settled:.1f} s (synced at "
+                       f"{synced_at or float('nan'):.1f} s); {last.operations:.0f} operations started, {writes:.0f} "
+                       f"writes (+{last.health_writes:.0f} health), {last.cpu:.1f} s CPU; requests "
+                       f"{dict(last.requests)}",
+                       f"<= 30 s, no write: {mark(settled <= 30 and writes == 0 and last.operations == 0)}")
+            result.add(f"restart {r}: Extensions written in the {RESTART_WINDOW:.0f} s after the start (their "
+                       "resourceVersions)", f"{written}" + (f" ({', '.join(written_namespaces(versions, kube))})"
+                                                             if written else ""),
+                       f"0: {mark(written == 0)}")
+            result.add(f"restart {r}: LIST requests of the start (until settled) by resource (kube-apiserver)",
+                       ", ".join(f"{k} {v:.0f}" for k, v in sorted(listed.items())) or "none")
+
+        # idle: nothing changes
+        rss_settled, _ = controller.memory_mib()
+        before = controller.sample()
+        versions = extension_versions(kube)
+        time.sleep(args.idle)
+        after = controller.sample()
+        delta = after.minus(before)
+        written = changed_versions(versions, extension_versions(kube))
+        share = delta.cpu / delta.at
+        result.add(f"idle for {args.idle:.0f} s with {n} Succeeded: controller CPU; requests; Extensions written",
+                   f"{share:.1%} of a core ({delta.cpu:.2f} s); "
+                   f"{', '.join(f'{v} {c:.0f}' for v, c in sorted(delta.requests.items())) or 'none'}; {written}",
+                   f"<= 2%, no write: {mark(share <= 0.02 and written == 0)}")
+        result.idle_cpu = share  # type: ignore[attr-defined]
 
         # the first resync after the restart: nothing in memory, so read, rendered and compared
-        rss_settled, _ = controller.memory_mib()
         before = controller.sample()
         controller.resync()
         after = wait_checks(controller, before, n, args.timeout)
@@ -550,20 +636,40 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=60, help="changes in the steady-state phase (default 60)")
     parser.add_argument("--floor-sample", type=int, default=0,
                         help="Extensions the floor client writes (default: N, the same burst as the controller's)")
+    parser.add_argument("--restarts", type=int, default=3, help="restarts with all Succeeded (default 3)")
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds measured idle (default 60)")
+    parser.add_argument("--before", metavar="DIR",
+                        help="also measure the controller of this checkout first, in the same run")
+    parser.add_argument("--before-python", default=sys.executable, metavar="PYTHON",
+                        help="the interpreter for --before (default: this one)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds any phase may take (default 1800)")
     parser.add_argument("--workdir", help="keep logs and data here (default: a temp dir, removed at the end)")
     args = parser.parse_args()
+    if args.restarts < 1:
+        parser.error("--restarts must be at least 1")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="registry-cache-bench-"))
-    results = [bench(int(n), args, workdir) for n in args.extensions.split(",")]
-    peaks = {r.n: getattr(r, "rss_peak", None) for r in results}
+    variants = [Variant("after", Path(__file__).resolve().parent.parent, sys.executable)]
+    if args.before:
+        variants.insert(0, Variant("before", Path(args.before).resolve(), args.before_python))
+    results = {(v.name, int(n)): bench(int(n), args, workdir, v) for n in args.extensions.split(",") for v in variants}
     print("\n== summary")
-    print("| N (load) | what | figure | target |\n| --- | --- | --- | --- |")
-    for r in results:
-        for what, value, target in r.figures:
-            print(f"| {r.n} ({r.load}) | {what} | {value} | {target} |")
-    if peaks.get(1000) and peaks.get(100):
-        flat = peaks[1000] / peaks[100]  # type: ignore[operator]
-        print(f"| 100 -> 1000 | RSS peak at 1,000 / at 100 | {flat:.2f} | <= 1.5: {mark(flat <= 1.5)} |")
+    names = [v.name for v in variants]
+    print(f"| N | what | {' | '.join(names)} | target |\n| --- | --- | {' | '.join('---' for _ in names)} | --- |")
+    for n in [int(n) for n in args.extensions.split(",")]:
+        rows: dict[str, dict[str, str]] = {}
+        targets: dict[str, str] = {}
+        for name in names:
+            for what, value, target in results[(name, n)].figures:
+                rows.setdefault(what, {})[name] = value
+                targets[what] = target
+        print(f"| {n} | load average at the start | {' | '.join(results[(name, n)].load for name in names)} | |")
+        for what, values in rows.items():
+            print(f"| {n} | {what} | {' | '.join(values.get(name, '') for name in names)} | {targets[what]} |")
+    for name in names:
+        peaks = {n: getattr(r, "rss_peak", None) for (v, n), r in results.items() if v == name}
+        if peaks.get(1000) and peaks.get(100):
+            flat = peaks[1000] / peaks[100]  # type: ignore[operator]
+            print(f"| 100 -> 1000 | {name}: RSS peak at 1,000 / at 100 | {flat:.2f} | <= 1.5: {mark(flat <= 1.5)} |")
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     else:

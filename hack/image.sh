@@ -7,12 +7,13 @@
 # The LAST line of stdout is the archive's path; all progress goes to stderr.
 #
 # The archive is named after a sha256 of its sources: exactly the build context that .dockerignore lets
-# through (pyproject.toml, README.md, constraints.txt, api/, extension/ without __pycache__, *.pyc,
-# *.egg-info), the Dockerfile and .dockerignore themselves, the identity of the base and this script's
+# through (pyproject.toml, README.md, constraints.txt, api/, extension/ without extension/local/, __pycache__,
+# *.pyc, *.egg-info), the Dockerfile and .dockerignore themselves, the identity of the base and this script's
 # recipe. A second call with unchanged sources prints the cached archive at once and runs no buildah.
 # buildah receives the very files that were hashed: the context is a deterministic tar of them, unpacked
 # into a temporary directory. Only this subset of the .dockerignore syntax is understood (anything else is
-# an error): `*` first, then `!PATH` lines, then `**/GLOB` lines.
+# an error): `*` first, then `!PATH` lines, then `PATH/` lines (a folder of those left out again), then
+# `**/GLOB` lines.
 #
 # The base: the Dockerfile's default (ARG BASE, python:slim pinned by digest) is pulled where a registry
 # can be reached (one try, with a short timeout). Where it cannot, a base is built here from Debian
@@ -79,6 +80,7 @@ done
 
 # --- the build context, as .dockerignore has it -----------------------------------------------------------
 includes=()
+excluded_paths=()
 excludes=()
 parse_dockerignore() {
   local line state=start
@@ -88,8 +90,9 @@ parse_dockerignore() {
     case "${state}:${line}" in
       start:\*) state=include ;;
       include:\!*) includes+=("${line#!}") ;;
-      include:\*\*/*|exclude:\*\*/*) state=exclude; excludes+=("${line#\*\*/}") ;;
-      *) die ".dockerignore line '${line}' is not in the form this script understands ('*' first, then '!PATH' lines, then '**/GLOB' lines); extend parse_dockerignore in ${BASH_SOURCE[0]}" ;;
+      include:*/|paths:*/) state=paths; excluded_paths+=("${line%/}") ;;
+      include:\*\*/*|paths:\*\*/*|exclude:\*\*/*) state=exclude; excludes+=("${line#\*\*/}") ;;
+      *) die ".dockerignore line '${line}' is not in the form this script understands ('*' first, then '!PATH' lines, then 'PATH/' lines, then '**/GLOB' lines); extend parse_dockerignore in ${BASH_SOURCE[0]}" ;;
     esac
   done <"${src}/.dockerignore"
   [[ "${state}" != start ]] || die ".dockerignore must start with '*' (exclude everything, then list what the image needs)"
@@ -99,6 +102,7 @@ parse_dockerignore
 context_files() { # NUL-separated, sorted, relative to ${src}
   local inc prune=(-false) g
   for g in "${excludes[@]+"${excludes[@]}"}"; do prune+=(-o -name "${g}"); done
+  for g in "${excluded_paths[@]+"${excluded_paths[@]}"}"; do prune+=(-o -path "${g}"); done
   (
     cd "${src}"
     printf '%s\0' Dockerfile .dockerignore

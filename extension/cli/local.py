@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from extension.cli.errors import CommandFailed, InputError
-from extension.local.procs import ClusterError
+
+LOCAL_PARTS_MISSING = ("local-up needs the local parts (the control plane, the one-node cluster, their CRDs, chart, "
+                       "examples and build scripts), which come as a distribution of their own: "
+                       "pip install 'registry-cache[local]'")
 
 
 def add_parser(sub: Any) -> None:
@@ -44,9 +47,15 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_local_up(args: argparse.Namespace) -> int:
-    from extension.local import up
-    from extension.local.images import image_unavailable
-    from extension.local.node import install_node_packages, node_prerequisites
+    try:
+        from extension.local import up
+        from extension.local.images import image_unavailable
+        from extension.local.node import install_node_packages, node_prerequisites
+        from extension.local.procs import ClusterError
+    except ModuleNotFoundError as exc:  # registry-cache without registry-cache-local (the image, a plain install)
+        if (exc.name or "").startswith("extension.local"):
+            raise CommandFailed(LOCAL_PARTS_MISSING) from None
+        raise
 
     for path in args.manifest:
         if not Path(path).exists():

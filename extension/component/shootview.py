@@ -4,8 +4,9 @@ Two ways to know it, one interface (:meth:`objects`, :meth:`owner_of`):
 
 - :class:`WatchedView` when one cluster receives the caches of every Extension (the seed itself, or one
   ``--shoot-kubeconfig``): a watch per kind on the target namespace, selected by the managed-by label (volume
-  claims by the owner label), metadata only (Services whole, for their cluster IP). Nothing is listed per
-  reconcile; a change made by someone else reaches :attr:`on_change` at once.
+  claims by the owner label), metadata only (Services whole, for their cluster IP; StatefulSets whole, for the
+  replicas they want and have ready: the caches' health condition is computed from the records). Nothing is
+  listed per reconcile; a change made by someone else reaches :attr:`on_change` at once.
 - :class:`ListedView` when each shoot is its own cluster (Gardener): one LIST per kind of that cluster's
   managed objects, metadata only, per reconcile (only that shoot's own objects are there).
 
@@ -41,17 +42,29 @@ class Live:
     rendered: str | None  # the rendered-hash annotation
     foreign: bool  # changed by another field manager (not only its status)
     cluster_ip: str | None = None  # Services
+    replicas: int | None = None  # StatefulSets: spec.replicas
+    ready: int | None = None  # StatefulSets: status.readyReplicas
 
 
 def live_record(obj: dict[str, Any], field_manager: str = c.FIELD_MANAGER) -> Live:
     meta = obj.get("metadata") or {}
     foreign = any(entry.get("manager") != field_manager and not entry.get("subresource")
                   for entry in meta.get("managedFields") or ())
-    cluster_ip = (obj.get("spec") or {}).get("clusterIP")  # only Services are watched whole
+    spec = obj.get("spec") or {}  # only Services and StatefulSets are watched whole
+    cluster_ip = spec.get("clusterIP")
+    replicas = ready = None
+    if obj.get("kind") == "StatefulSet" and spec:
+        replicas = spec.get("replicas", 1)
+        ready = (obj.get("status") or {}).get("readyReplicas") or 0
     return Live(owner=sys.intern((meta.get("labels") or {}).get(c.OWNER_LABEL, "")),
                 version=str(meta.get("resourceVersion", "")),
                 rendered=(meta.get("annotations") or {}).get(c.RENDERED_HASH_ANNOTATION), foreign=foreign,
-                cluster_ip=cluster_ip if isinstance(cluster_ip, str) else None)
+                cluster_ip=cluster_ip if isinstance(cluster_ip, str) else None,
+                replicas=replicas if isinstance(replicas, int) else None,
+                ready=ready if isinstance(ready, int) else None)
+
+
+WHOLE_KINDS = ("Service", "StatefulSet")  # watched whole, not as metadata
 
 
 def _selector(kind: str) -> str:
@@ -99,7 +112,7 @@ class WatchedView:
 
     def _informer(self, kind: str) -> Informer[Live]:
         return Informer(self.kube, kind, live_record, namespace=self.namespace, label_selector=_selector(kind),
-                        metadata_only=kind != "Service", on_change=self._changed(kind), name=f"shoot-{kind}")
+                        metadata_only=kind not in WHOLE_KINDS, on_change=self._changed(kind), name=f"shoot-{kind}")
 
     def start(self, stop: threading.Event) -> None:
         """Remember ``stop`` for the watches started later (the caller starts :attr:`informers`)."""

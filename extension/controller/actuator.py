@@ -141,6 +141,7 @@ class Actuator:
         self.options = options
         self.monitoring = monitoring
         self.on_change = on_change
+        self.on_workload: Callable[[str], None] | None = None  # a StatefulSet of this namespace changed (watched)
         self._checkpoint = checkpoint  # a test seam, see RegistryCaches
         self._served = ServedKinds(OPTIONAL_KINDS)
         self._seed_served = ServedKinds(("PrometheusRule", "ScrapeConfig"))
@@ -187,6 +188,8 @@ class Actuator:
     def _shoot_changed(self, owner: str, kind: str, name: str, live: Live | None) -> None:
         """An object of ``owner`` changed in the shoot: look again unless it is as the last delivery left it or
         being written by it right now."""
+        if kind == "StatefulSet" and self.on_workload is not None:
+            self.on_workload(owner)  # (its replicas wanted or ready: the health condition)
         if self.on_change is None:
             return
         with self._lock:

@@ -20,18 +20,25 @@ cache's configuration never appears (distribution does not print its credentials
 
 :func:`caches_condition` is pure; :class:`HealthLoop` does the reading, the controller the writing
 (:meth:`~extension.controller.reconciler.Controller.write_health`, under the Extension's lock, merged into its
-latest conditions by :func:`extension.controller.conditions.merge_health`). The Extensions come from the
-controller's watch. Where one cluster receives every Extension's caches (standalone, one
-``--shoot-kubeconfig``), a round makes one LIST of the cache StatefulSets there for all Extensions, and one of
-the cache Pods only when a cache is not ready; under Gardener (a cluster per shoot) one LIST of StatefulSets per
-Extension, and of Pods only for one not ready. Nothing is written while nothing changed.
+latest conditions by :func:`extension.controller.conditions.merge_health`). Nothing is written while nothing
+changed. What is read depends on where the caches are:
+
+- where one cluster receives every Extension's caches (standalone, one ``--shoot-kubeconfig``) nothing is polled:
+  the StatefulSets come from the actuator's watch of that cluster (whole: the replicas wanted and ready), and a
+  watch of the cache Pods keeps the Pods that are not ready (ready ones are not kept). An Extension is looked at
+  again when one of its StatefulSets or of its Pods that are not ready changed, and after each of its operations
+  that succeeded; at the start every delivered Extension once, from memory. An idle controller reads and
+  computes nothing, however many Extensions there are; a restart finds the conditions as the last process left
+  them and writes nothing (the condition follows a change at once, so there is no round that a stop cuts off);
+- under Gardener (a cluster per shoot) every ``interval`` seconds one LIST of StatefulSets per Extension, and of
+  Pods only for one not ready (a watch per shoot cluster is not kept).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from api import shoot as shootlib
@@ -39,10 +46,9 @@ from extension.constants import (
     APP_NAME,
     APP_NAME_LABEL,
     CREDENTIAL_PROVIDER_INIT_CONTAINER,
+    EXTENSION_NAME,
     EXTENSION_TYPE,
     HEALTH_CHECK_INTERVAL_SECONDS,
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
     OWNER_LABEL,
     SHOOT_NAMESPACE,
     SYSTEM_COMPONENTS_HEALTHY_CONDITION,
@@ -50,12 +56,12 @@ from extension.constants import (
 from extension.controller.actuator import PROVIDER_STATUS_DIGEST
 from extension.controller.reconciler import Controller
 from extension.controller.shoots import shared_cluster
+from extension.runtime.informer import Informer, Key
 
 log = logging.getLogger(__name__)
 
-# objects per page of the health check's LISTs: a round holds one page of whole objects at a time (with pages
-# of 500 the controller's RSS peak at 1,000 Extensions was 165 MiB, with 100 141 MiB: hack/bench.py)
-HEALTH_PAGE = 100
+# where the caches are watched: how long changes are gathered before the Extensions they concern are looked at
+HEALTH_SETTLE_SECONDS = 0.5
 
 PLUGIN_HINT = ("it copies the credential provider plugin from the image the credentials Secret names: that image "
                "must be pullable by the nodes and hold a cp and the plugin at binaryPath")
@@ -153,67 +159,169 @@ def caches_condition(statefulsets: list[dict[str, Any]],
     return "True", "CachesReady", f"All {len(statefulsets)} registry caches are ready."
 
 
+def _ready(pod: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def unready_pod(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The record the Pod watch keeps: what :func:`describe_pod` reads of a cache Pod that is not ready, and the
+    ``app`` label that names its StatefulSet; None for a ready Pod (nothing to say about it)."""
+    if _ready(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    record = _slim_pod(pod)
+    app = ((pod.get("metadata") or {}).get("labels") or {}).get("app")
+    if app:
+        record["metadata"]["app"] = app
+    return record
+
+
 class HealthLoop:
-    """Every ``interval`` seconds: the condition of each registry-cache Extension whose caches this controller
-    delivered (read where the actuator delivers them)."""
+    """The condition of each registry-cache Extension whose caches this controller delivered (read where the
+    actuator delivers them): event-driven where one cluster receives every Extension's caches, every ``interval``
+    seconds otherwise. Where it watches, :meth:`informers` are started and synced with the controller's (before
+    :meth:`run`)."""
 
-    def __init__(self, controller: Controller, interval: float = HEALTH_CHECK_INTERVAL_SECONDS):
-        self.controller, self.interval = controller, interval
+    def __init__(self, controller: Controller, interval: float = HEALTH_CHECK_INTERVAL_SECONDS,
+                 settle: float = HEALTH_SETTLE_SECONDS):
+        self.controller, self.interval, self.settle = controller, interval, settle
+        actuator = controller.actuator
+        self.shared = shared_cluster(actuator.shoot_target)
+        self._dirty: set[str] = set()
+        self._lock = threading.Lock()
+        self._checking = threading.Lock()  # one look at a time (the loop's, or the last one at a stop)
+        self._wake = threading.Event()
+        self._running = False  # run() started: the watches have listed, what they hold can be reported
+        self.pods: Informer[dict[str, Any]] | None = None
+        if self.shared is not None:
+            self.pods = Informer(self.shared, "Pod", unready_pod, namespace=SHOOT_NAMESPACE,
+                                 label_selector=f"{APP_NAME_LABEL}={APP_NAME}", on_change=self._pod_changed,
+                                 name="shoot-Pod")
+            actuator.on_workload = self.changed
+            controller.on_succeeded = self.changed
 
+    def informers(self) -> list[Informer[Any]]:
+        return [self.pods] if self.pods is not None else []
+
+    # --- what changed ----------------------------------------------------------------------------------
+    def changed(self, namespace: str) -> None:
+        """Look at this namespace's Extension again (a StatefulSet of it changed, or an operation succeeded)."""
+        with self._lock:
+            self._dirty.add(namespace)
+        self._wake.set()
+
+    def _pod_changed(self, key: Key, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        view = self.controller.actuator.view
+        app = ((new or old or {}).get("metadata") or {}).get("app")
+        owner = view.owner_of("StatefulSet", app) if view is not None and app else None
+        if owner:
+            self.changed(owner)
+
+    def _delivered(self) -> list[str]:
+        return [ns for (ns, name), ext in self.controller.informer.items() if name == EXTENSION_NAME
+                and _delivered(ext)]
+
+    # --- looking -----------------------------------------------------------------------------------------
     def check_all(self) -> None:
-        actuator = self.controller.actuator
-        extensions = [ext for _, ext in self.controller.informer.items()
-                      if (ext.get("spec") or {}).get("type") == EXTENSION_TYPE
-                      and not ext["metadata"].get("deletionTimestamp")
-                      and PROVIDER_STATUS_DIGEST in (ext.get("status") or {})]  # delivered
-        if not extensions:
+        """Every delivered Extension (the polled round; where the caches are watched, from memory)."""
+        if self.shared is not None and self.controller.actuator.view is not None:
+            self.check(self._delivered())
             return
-        shared = shared_cluster(actuator.shoot_target)
-        by_owner: dict[str, list[dict[str, Any]]] | None = None
-        shared_pods: Callable[[], list[dict[str, Any]]] | None = None
-        if shared is not None:  # one LIST for all, page by page, only what the condition reads kept
-            by_owner = {}
-            for page, _ in shared.pages("StatefulSet", SHOOT_NAMESPACE, limit=HEALTH_PAGE,
-                                        label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}"):
-                for sts in page:
-                    owner = (sts["metadata"].get("labels") or {}).get(OWNER_LABEL)
-                    if owner:
-                        by_owner.setdefault(owner, []).append(_slim(sts))
-            shared_pods = _once(lambda: [_slim_pod(pod) for page, _ in shared.pages(
-                "Pod", SHOOT_NAMESPACE, limit=HEALTH_PAGE, label_selector=f"{APP_NAME_LABEL}={APP_NAME}")
-                for pod in page])
-        for ext in extensions:
+        self._poll()
+
+    def check(self, namespaces: Iterable[str]) -> None:
+        """These namespaces' Extensions, from the watched StatefulSets and Pods (no request unless a condition
+        changed: then whether the shoot is hibernated, from the seed cache)."""
+        view = self.controller.actuator.view
+        assert view is not None and self.pods is not None
+        unready: dict[str, list[dict[str, Any]]] = {}
+        for _, pod in self.pods.items():
+            unready.setdefault(pod["metadata"].get("app", ""), []).append(pod)
+        for ns in namespaces:
+            ext = self.controller.current((ns, EXTENSION_NAME))
+            if ext is None or not _delivered(ext):
+                continue
+            statefulsets = [_statefulset(name, live.replicas, live.ready)
+                            for (kind, name), live in view.objects(ns).items()
+                            if kind == "StatefulSet" and live.replicas is not None]
+            pods = [p for sts in statefulsets for p in unready.get(sts["metadata"]["name"], [])]
+            self._report(ns, *caches_condition(statefulsets, pods))
+
+    def _report(self, ns: str, status: str, reason: str, message: str) -> None:
+        """Write the condition when it changed, unless the shoot is hibernated (asked only then)."""
+        try:
+            if self.controller.write_health(ns, status, reason, message, skip=lambda: self._hibernated(ns)):
+                (log.info if status == "True" else log.warning)(
+                    "%s: %s %s: %s", ns, SYSTEM_COMPONENTS_HEALTHY_CONDITION, status, message)
+        except Exception as exc:  # noqa: BLE001 - one shoot must not stop the others
+            log.warning("%s: health check failed: %s", ns, exc)
+
+    def _hibernated(self, ns: str) -> bool:
+        """The shoot's cluster is asleep: nothing to ask, nothing new to say."""
+        return shootlib.is_hibernated(self.controller.actuator.cluster_shoot(ns)[1])
+
+    def _poll(self) -> None:
+        """A cluster per shoot: one LIST of StatefulSets per delivered Extension, of Pods only for one not ready."""
+        actuator = self.controller.actuator
+        for ext in [ext for _, ext in self.controller.informer.items() if _delivered(ext)]:
             ns = ext["metadata"]["namespace"]
             try:
-                if shootlib.is_hibernated(actuator.cluster_shoot(ns)[1]):
-                    continue  # the shoot's cluster is asleep: nothing to ask, nothing new to say
-                if by_owner is not None and shared_pods is not None:
-                    statefulsets, pods = by_owner.get(ns, []), shared_pods
-                else:
-                    target = actuator.shoot_target(ns)
-                    statefulsets = target.list("StatefulSet", SHOOT_NAMESPACE, label_selector=f"{OWNER_LABEL}={ns}")
-                    pods = _once(lambda target=target: target.list(  # type: ignore[misc]
-                        "Pod", SHOOT_NAMESPACE, label_selector=f"{APP_NAME_LABEL}={APP_NAME}"))
+                if self._hibernated(ns):
+                    continue
+                target = actuator.shoot_target(ns)
+                statefulsets = target.list("StatefulSet", SHOOT_NAMESPACE, label_selector=f"{OWNER_LABEL}={ns}")
+                pods = _once(lambda target=target: target.list(  # type: ignore[misc]
+                    "Pod", SHOOT_NAMESPACE, label_selector=f"{APP_NAME_LABEL}={APP_NAME}"))
                 status, reason, message = caches_condition(statefulsets, pods)
-                if self.controller.write_health(ns, status, reason, message):
-                    (log.info if status == "True" else log.warning)(
-                        "%s: %s %s: %s", ns, SYSTEM_COMPONENTS_HEALTHY_CONDITION, status, message)
             except Exception as exc:  # noqa: BLE001 - one shoot must not stop the others
                 log.warning("%s: health check failed: %s", ns, exc)
+                continue
+            self._report(ns, status, reason, message)
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.interval):
+        if self.shared is None:
+            while not stop.wait(self.interval):
+                try:
+                    self._poll()
+                except Exception:
+                    log.exception("health checks failed")
+            return
+        with self._lock:  # at the start every delivered Extension once; then what changed
+            self._dirty.update(self._delivered())
+        self._running = True
+        self._wake.set()
+        while not stop.is_set():
+            if not self._wake.wait(5.0):
+                continue
+            if stop.wait(self.settle):  # changes come in bursts (a rollout, a create): one look for a burst
+                return
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Look at what changed since the last look (also at a stop, once the operations in flight ended: what
+        they changed is reported by this process, not written by the next one at its start)."""
+        if self.shared is None or not self._running:
+            return
+        with self._checking:
+            with self._lock:
+                dirty, self._dirty = self._dirty, set()
+            if not dirty:
+                return
             try:
-                self.check_all()
+                self.check(sorted(dirty))
             except Exception:
                 log.exception("health checks failed")
 
 
-def _slim(sts: dict[str, Any]) -> dict[str, Any]:
-    """What :func:`caches_condition` reads of a StatefulSet."""
-    return {"metadata": {"name": sts["metadata"]["name"]},
-            "spec": {"replicas": (sts.get("spec") or {}).get("replicas", 1)},
-            "status": {"readyReplicas": (sts.get("status") or {}).get("readyReplicas") or 0}}
+def _statefulset(name: str, replicas: int | None, ready: int | None) -> dict[str, Any]:
+    """What :func:`caches_condition` reads of a StatefulSet, from the watch's record."""
+    return {"metadata": {"name": name}, "spec": {"replicas": replicas}, "status": {"readyReplicas": ready or 0}}
+
+
+def _delivered(ext: dict[str, Any]) -> bool:
+    return (ext.get("spec") or {}).get("type") == EXTENSION_TYPE and not ext["metadata"].get("deletionTimestamp") \
+        and PROVIDER_STATUS_DIGEST in (ext.get("status") or {})
 
 
 def _slim_pod(pod: dict[str, Any]) -> dict[str, Any]:

@@ -187,6 +187,8 @@ class Controller:
     upstreams: UpstreamChecks | None = None  # the credential checks of the caches (None: none)
     backoff: Backoff = field(default_factory=Backoff)
     on_deleted: Callable[[dict[str, Any]], None] | None = None  # an Extension is gone (the bridge finishes up)
+    # a registry-cache Extension's Create, Reconcile or Restore succeeded (the health condition follows), by namespace
+    on_succeeded: Callable[[str], None] | None = None
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     # resourceVersions this controller wrote, per uid, in order: their watch events are echoes, not changes
     _own_versions: dict[str, list[str]] = field(default_factory=dict)
@@ -487,6 +489,8 @@ class Controller:
                 if actuator is self.actuator and outcome.provider_status is not None:  # delivered, not hibernated
                     new_conditions = self._upstream_conditions(ext)
             self._succeeded(ext, op, outcome, new_conditions)
+            if outcome.provider_status is not None and actuator is self.actuator and self.on_succeeded is not None:
+                self.on_succeeded(ns)
             # before the finalizer goes: once it has, the watch may tell the Extension's deletion (forget()) any time
             metrics.extension_state(ns, name, ext["spec"]["type"], error=False)
             if op in (Op.DELETE, Op.MIGRATE):
@@ -618,10 +622,12 @@ class Controller:
                 return False
             return True
 
-    def write_health(self, namespace: str, status: str, reason: str, message: str) -> bool:
+    def write_health(self, namespace: str, status: str, reason: str, message: str,
+                     skip: Callable[[], bool] | None = None) -> bool:
         """Condition ``SystemComponentsHealthy`` of one namespace's registry-cache Extension (from
         :class:`~extension.controller.health.HealthLoop`), merged into its latest conditions under its lock;
-        written only when status, reason or message changed. True when it wrote it."""
+        written only when status, reason or message changed, and then not when ``skip()`` says so. True when it
+        wrote it."""
         key = (namespace, EXTENSION_NAME)
         ext = self._latest(key)
         if ext is None or _meta(ext).get("deletionTimestamp") or (ext.get("spec") or {}).get("type") != EXTENSION_TYPE:
@@ -630,7 +636,7 @@ class Controller:
             current = self._latest(key) or ext
             merged = conditions.merge_health((current.get("status") or {}).get("conditions") or [],
                                              status, reason, message, now_rfc3339())
-            if merged is None:
+            if merged is None or (skip is not None and skip()):
                 return False
             try:
                 self._status_patch(namespace, EXTENSION_NAME, {"conditions": merged})

@@ -104,6 +104,15 @@ class Bridge:
             else:
                 self.handle(shoot)
 
+    @staticmethod
+    def concerns(shoot: dict[str, Any]) -> bool:
+        """Whether :meth:`sync` has anything to do with this Shoot: it enables an extension type, or carries the
+        bridge's finalizer or one of Gardener's extension labels (to be removed). Any other Shoot is "nothing"."""
+        meta = shoot.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        return any(shootlib.find_extension(shoot, t) is not None or extension_shoot_label(t) in labels
+                   for t in EXTENSION_TYPES) or BRIDGE_FINALIZER in (meta.get("finalizers") or [])
+
     # --- one Shoot ------------------------------------------------------------------------------------------
     def sync(self, shoot: dict[str, Any]) -> str:
         """Bring the seed side in line with the Shoot. Returns what it did, for logs and tests."""

@@ -1,6 +1,6 @@
 """The admission webhooks' server side: their serving certificate and their configurations.
 
-kopf serves them (HTTPS with a CA and certificate made here by ``cryptography``); :mod:`.shoot`,
+:mod:`.admission` serves them (HTTPS with a CA and certificate made here by ``cryptography``); :mod:`.shoot`,
 :mod:`.secret` and :mod:`.osc` decide what they answer. This module owns the
 ``ValidatingWebhookConfiguration`` and the ``MutatingWebhookConfiguration``:
 

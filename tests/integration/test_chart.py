@@ -214,7 +214,7 @@ def test_the_rbac_is_for_a_seed(rendered_objects):
     assert not any("*" in (g, r, v) for g, r, v, _ in granted)
     resources = {r for _, r, _, _ in granted}
     assert resources == {"extensions", "extensions/status", "clusters", "secrets",
-                         "mutatingwebhookconfigurations", "customresourcedefinitions",
+                         "mutatingwebhookconfigurations",
                          "configmaps", "prometheusrules", "scrapeconfigs",  # (the caches' monitoring)
                          "events"}  # (on an object nested too deep to decode)
     assert {v for g, r, v, n in granted if r == "events"} == {"create"}

@@ -5,6 +5,8 @@ Kept apart from test_controller.py, whose module-wide controller would otherwise
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from extension.runtime.kube import Kube
@@ -180,6 +182,9 @@ def test_a_resync_with_nothing_changed_writes_nothing(quiet_control_plane, tmp_p
         seed.create({"upstream": f"a.{seed.name}.example", "secretReferenceName": "c"},
                     {"upstream": f"b.{seed.name}.example", "http": {"tls": False}})
         seed.wait_done("Create", op.log)
+        # the caches' health condition follows the Create on its own (written once, not by a resync)
+        wait_for("the health condition", lambda: any(c["type"] == "SystemComponentsHealthy" for c in (
+            (seed.ext() or {}).get("status") or {}).get("conditions") or []), log=op.log)
         checks = 'registry_cache_checks_total{result="in-sync"}'
         wait_for("a resync", lambda: _metrics(port).get(checks, 0) >= 1, log=op.log)
         before = _metrics(port)
@@ -282,3 +287,43 @@ def test_what_is_kept_per_extension_goes_with_it(quiet_control_plane, tmp_path):
         controller.queue.close()
         for informer in informers:
             informer.close()
+
+
+def test_a_restart_writes_nothing(quiet_control_plane, tmp_path):
+    """Issue 22: a controller restarted with every Extension Succeeded and nothing changing writes no Extension.
+    Before, the caches' health condition followed a change only at its next round (every 10 s): a controller stopped
+    within a round of a change (here: a cache added, stopped as soon as the Reconcile succeeded) left it stale, and
+    the next one wrote it at its first round. Counted by the API server: every Extension's resourceVersion, from
+    before the stop to 15 s (more than a round) after the restarted controller listed; twice."""
+    kube = Kube(quiet_control_plane.api_client(), field_manager="gardenlet-test")
+    seeds = [Seed(kube, uniq("restart")) for _ in range(3)]
+
+    def versions() -> dict[str, str]:
+        return {e["metadata"]["namespace"]: e["metadata"]["resourceVersion"] for e in kube.list("Extension")}
+
+    def healthy_condition(seed: Seed) -> str:
+        conditions = ((seed.ext() or {}).get("status") or {}).get("conditions") or []
+        return next((c["message"] for c in conditions if c["type"] == "SystemComponentsHealthy"), "")
+
+    log = tmp_path / "op.log"
+    with OperatorProcess(quiet_control_plane.kubeconfig, log) as op:
+        for seed in seeds:
+            seed.create({"upstream": f"a.{seed.name}.example"})
+        for seed in seeds:
+            seed.wait_done("Create", op.log)
+            wait_for("the health condition", lambda seed=seed: "registry-a-" in healthy_condition(seed), log=op.log)
+        seeds[0].set_caches({"upstream": f"a.{seeds[0].name}.example"}, {"upstream": f"b.{seeds[0].name}.example"})
+        seeds[0].wait_done("Reconcile", op.log)  # and stopped at once
+    assert "registry-b-" in healthy_condition(seeds[0]), op.log()[-3000:]  # reported by the process that changed it
+    for restart in range(2):
+        before = versions()
+        with OperatorProcess(quiet_control_plane.kubeconfig, log) as op:
+            wait_for("the restart to list", lambda: op.log().count("watches synced") >= restart + 2, log=op.log)
+            time.sleep(15)
+            after = versions()
+            if restart == 1:
+                for seed in seeds:
+                    kube.delete("Extension", "registry-cache", seed.ns)
+                wait_for("the Extensions gone", lambda: not any(seed.ext() for seed in seeds), log=op.log)
+        written = sorted(ns for ns, version in after.items() if before.get(ns) != version)
+        assert written == [], op.log()[-3000:]

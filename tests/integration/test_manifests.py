@@ -192,9 +192,11 @@ def test_the_dockerfile_ships_only_what_runs():
     assert re.fullmatch(r"python:3\.11[.\w-]*-slim[\w-]*@sha256:[0-9a-f]{64}", base), base  # pinned by digest
     assert re.findall(r"^COPY (?!--from)(.+)$", text, re.M) == [
         "pyproject.toml README.md constraints.txt ./", "api ./api", "extension ./extension"]
-    assert "pip wheel --wheel-dir /wheels -c constraints.txt ." in text
+    # the dependencies by their hashes, the project's own wheel apart
+    assert "pip wheel --wheel-dir /wheels --require-hashes -r constraints.txt" in text
+    assert "pip wheel --wheel-dir /wheels --no-deps ." in text
     runtime = text.split("FROM ${BASE}\n", 1)[1]
-    assert "-c /wheels/constraints.txt" in runtime
+    assert "--require-hashes -r /wheels/constraints.txt" in runtime and "--no-deps registry-cache" in runtime
     assert "USER 65532:65532" in runtime
     assert 'ENTRYPOINT ["registry-cache"]' in runtime and 'CMD ["run"]' in runtime
     assert "pip install --no-index" in runtime  # no network, no test extras in the runtime stage
@@ -207,22 +209,33 @@ def test_the_dockerfile_ships_only_what_runs():
     ignore = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert ignore[0] == "*"  # everything is excluded but the few things listed
     assert {"!pyproject.toml", "!README.md", "!constraints.txt", "!api/", "!extension/"} <= set(ignore)
+    assert ignore.index("extension/local/") > ignore.index("!extension/")  # local-up: registry-cache-local's
     assert not any(x in line for line in ignore for x in ("tests", "hack", "manifests") if line.startswith("!"))
 
 
 def test_the_constraints_pin_every_runtime_dependency_within_the_floors():
-    """constraints.txt pins each runtime dependency (and what they need) to one version, allowed by pyproject."""
+    """constraints.txt pins each runtime dependency (and what they need) to one version, allowed by pyproject, with
+    the hashes of its files (pip's --require-hashes)."""
     import tomllib
 
     def numbers(version: str) -> tuple[int, ...]:
         return tuple(int(x) for x in re.findall(r"\d+", version)[:3])
 
-    pins = {}
+    pins: dict[str, str] = {}
+    hashes: dict[str, int] = {}
+    name = ""
     for line in (REPO / "constraints.txt").read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            assert version, line
-            pins[name.lower().replace("_", "-")] = version
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line.startswith(" "):  # a requirement's continuation: its hashes
+            assert re.fullmatch(r"\s+--hash=sha256:[0-9a-f]{64}( \\)?", line), line
+            hashes[name] += 1
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)==([\w.]+)( \\)?", line)
+        assert match, line
+        name = match.group(1).lower().replace("_", "-")
+        pins[name], hashes[name] = match.group(2), 0
+    assert all(hashes.values()), hashes
     for dependency in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]:
         name = re.match(r"[A-Za-z0-9_.-]+", dependency).group(0).lower().replace("_", "-")
         assert name in pins, name

@@ -84,58 +84,87 @@ class _Lists:
 
 
 class _Controller:
-    def __init__(self, target, namespaces):
+    def __init__(self, target, namespaces, view=None):
         from types import SimpleNamespace
 
         from extension.constants import EXTENSION_TYPE
         from extension.controller.actuator import PROVIDER_STATUS_DIGEST
-        exts = [((ns, "registry-cache"), {"metadata": {"namespace": ns, "name": "registry-cache"},
-                                          "spec": {"type": EXTENSION_TYPE}, "status": {PROVIDER_STATUS_DIGEST: "x"}})
-                for ns in namespaces]
-        self.informer = SimpleNamespace(items=lambda: exts)
-        self.actuator = SimpleNamespace(shoot_target=target, cluster_shoot=lambda ns: ("1", {"spec": {}}))
+        self.exts = {(ns, "registry-cache"): {"metadata": {"namespace": ns, "name": "registry-cache"},
+                                              "spec": {"type": EXTENSION_TYPE},
+                                              "status": {PROVIDER_STATUS_DIGEST: "x"}} for ns in namespaces}
+        self.informer = SimpleNamespace(items=lambda: list(self.exts.items()))
+        self.hibernated = set()
+        self.actuator = SimpleNamespace(shoot_target=target, view=view, on_workload=None, cluster_shoot=lambda ns: (
+            "1", {"spec": {"hibernation": {"enabled": ns in self.hibernated}}}))
+        self.on_succeeded = None
         self.written = {}
 
-    def write_health(self, namespace, status, reason, message):
+    def current(self, key):
+        return self.exts.get(key)
+
+    def write_health(self, namespace, status, reason, message, skip=None):
+        if self.written.get(namespace) == (status, reason, message) or (skip is not None and skip()):
+            return False
         self.written[namespace] = (status, reason, message)
         return True
+
+
+class _NoRequests:
+    """A cluster that must not be asked anything."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"asked the cluster: {name}")
 
 
 def _cache(owner, name, ready):
     from extension.constants import MANAGED_BY, MANAGED_BY_LABEL, OWNER_LABEL
     obj = sts(name, ready)
-    obj["metadata"]["labels"] = {MANAGED_BY_LABEL: MANAGED_BY, OWNER_LABEL: owner}
+    obj["metadata"].update(labels={MANAGED_BY_LABEL: MANAGED_BY, OWNER_LABEL: owner}, resourceVersion="1")
+    obj["kind"] = "StatefulSet"
     return obj
 
 
-def test_one_cluster_for_all_shoots_is_listed_once_per_round_and_pods_only_for_a_cache_not_ready():
-    """Standalone at scale: a round over N Extensions is one LIST of StatefulSets (not N), and no LIST of Pods
-    while every cache is ready."""
+def test_one_cluster_for_all_shoots_is_watched_and_an_idle_check_asks_nothing():
+    """Standalone at scale: the StatefulSets come from the actuator's watch, the Pods that are not ready from the
+    health's own; a look at every Extension asks the cluster nothing, writes only what changed, and a change
+    marks only its Extension."""
+    from extension.component.shootview import WatchedView, live_record
     from extension.constants import APP_NAME, APP_NAME_LABEL
     from extension.controller.health import HealthLoop
     from extension.controller.shoots import OneCluster
 
+    cluster = _NoRequests()
+    view = WatchedView(cluster, "kube-system", kinds=("StatefulSet",))  # (not started: fed below)
+    on_sts = view._changed("StatefulSet")
     namespaces = [f"shoot--p--s{i}" for i in range(50)]
-    cluster = _Lists({"StatefulSet": [_cache(ns, f"registry-{i}", 1) for i, ns in enumerate(namespaces)],
-                      "Pod": []})
-    controller = _Controller(OneCluster(cluster), namespaces)
-    HealthLoop(controller).check_all()
-    assert [kind for kind, _ in cluster.calls] == ["StatefulSet"]
+    for i, ns in enumerate(namespaces):
+        on_sts(("kube-system", f"registry-{i}"), None, live_record(_cache(ns, f"registry-{i}", 1)))
+    controller = _Controller(OneCluster(cluster), namespaces, view)
+    health = HealthLoop(controller)
+    assert controller.actuator.on_workload == health.changed and controller.on_succeeded == health.changed
+    health.check_all()
     assert set(controller.written) == set(namespaces)
     assert all(v == ("True", "CachesReady", "All 1 registry caches are ready.") for v in controller.written.values())
 
-    cluster.objects["StatefulSet"][3]["status"]["readyReplicas"] = 0
-    cluster.objects["StatefulSet"][7]["status"]["readyReplicas"] = 0
+    # a cache not ready, with a crashing Pod: the watch's records tell, and only its Extension is marked
+    view.on_change = lambda owner, kind, name, live: controller.actuator.on_workload(owner)  # (the actuator's)
+    on_sts(("kube-system", "registry-3"), None, live_record(_cache(namespaces[3], "registry-3", 0)))
     pod = crashing_pod("registry-3-0", "panic: oops")
-    pod["metadata"]["labels"] = {APP_NAME_LABEL: APP_NAME}
-    cluster.objects["Pod"] = [pod]
-    cluster.calls.clear()
-    HealthLoop(controller).check_all()
-    assert [kind for kind, _ in cluster.calls] == ["StatefulSet", "Pod"]  # the Pods once, for both
+    pod["metadata"].update(labels={APP_NAME_LABEL: APP_NAME, "app": "registry-3"}, resourceVersion="2")
+    health.pods._apply("ADDED", pod)
+    assert health._dirty == {namespaces[3]}
+    ready = {**pod, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    ready["metadata"] = {**pod["metadata"], "resourceVersion": "3"}
+    assert [p for _, p in health.pods.items()] and not health.pods.transform(ready)  # ready Pods are not kept
+    health.check(sorted(health._dirty))
     assert controller.written[namespaces[3]][:2] == ("False", "CachesNotReady")
     assert "registry-3-0: CrashLoopBackOff" in controller.written[namespaces[3]][2]
-    assert "registry-7 has 0/1 ready (no Pod yet)" in controller.written[namespaces[7]][2]
     assert controller.written[namespaces[0]][0] == "True"
+    # a hibernated shoot's condition stays as it was
+    controller.hibernated.add(namespaces[7])
+    on_sts(("kube-system", "registry-7"), None, live_record(_cache(namespaces[7], "registry-7", 0)))
+    health.check([namespaces[7]])
+    assert controller.written[namespaces[7]][0] == "True"
 
 
 def test_a_cluster_per_shoot_is_asked_per_extension():
