@@ -135,13 +135,15 @@ def test_jsonschema_is_only_a_test_dependency():
 
 
 def test_every_package_is_in_the_wheel():
-    """pyproject.toml lists the packages (some are folders of the repository mapped into extension.local): a
-    package missing there is missing in the wheel and the image (the front once was)."""
+    """pyproject.toml lists the product's packages, local/pyproject.toml local-up's (extension.local, and folders
+    of the repository mapped into it): a package missing there is missing in the wheels and the image (the front
+    once was)."""
     import tomllib
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    listed = {package for pyproject in ("pyproject.toml", "local/pyproject.toml")
+              for package in tomllib.loads((root / pyproject).read_text())["tool"]["setuptools"]["packages"]}
     found = {".".join(p.parent.relative_to(root).parts) for top in ("api", "extension")
              for p in (root / top).rglob("__init__.py") if "__pycache__" not in p.parts}
     assert found - listed == set(), f"packages not in pyproject.toml: {sorted(found - listed)}"
