@@ -2,7 +2,7 @@
 #
 #   docker build -t registry-cache:0.1.0 .
 #   hack/image.sh        # the same without a Docker engine (buildah), with a base built from Debian
-#                        # packages where the default base cannot be pulled (see the README)
+#                        # packages where the default base cannot be pulled (see docs/operations/deploying.md)
 #
 # Only the package and its runtime dependencies end up in the image: no tests, no hack/, no build tools, none of
 # local-up (extension/local/: the distribution registry-cache-local, left out of the build context).

@@ -4,8 +4,8 @@ Three parts, all on threads of this process, with one client (:mod:`.runtime.kub
 (:mod:`.runtime.informer`):
 
 - **the admission webhooks** (:mod:`.webhook.admission`, on every replica): every hook only translates an
-  AdmissionReview's request into a call on the parts (:class:`Runtime`); every hook is listed in :func:`hooks`,
-  in one place. They were kopf's until issue 22 (why not any more: the README, "Deploying").
+  AdmissionReview's request into a call on the parts (:class:`Runtime`); every hook is listed in :func:`hooks`, in one
+  place. They were kopf's until issue 22 (why not any more: docs/operations/deploying.md, "The webhooks without kopf").
 - **the Shoot watch** (:mod:`.runtime.informer`, on every replica, when there is an index of Secrets in use: the Secret
   webhook answers from it) feeds the index and, on the leader, the bridge and the protection. It was kopf's
   until a Shoot nested 3,000 levels deep (the API server takes 10,000) made kopf's list raise

@@ -151,7 +151,7 @@ def mirror_registries(config: MirrorConfig) -> list[dict[str, Any]]:
     makes them: ``server`` the upstream's default URL, one host per mirror in order with its capabilities, the
     CA bundle file of a private mirror and ``overridePath`` when set; no readiness probe. No ``dialTimeout``:
     a mirror is a registry that is meant to answer, and containerd's own dial timeout (30s) applies to it, as
-    under Gardener (see the README, "dial_timeout")."""
+    under Gardener (see docs/operations/beyond-gardener.md, "Failover in under a second")."""
     entries = []
     for mirror in config.mirrors:
         hosts = []

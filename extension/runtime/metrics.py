@@ -24,7 +24,7 @@ them, so that the dashboards and alerts written for any controller-runtime manag
   ``registry_cache_api_requests_total{verb}``, the requests by Kubernetes verb (GET, LIST, WATCH, PATCH, PUT,
   POST, DELETE), which client-go's count by HTTP method cannot tell apart (hack/bench.py reports them).
 
-Kept for one release under their old names, then removed (the README's Monitoring section says so):
+Kept for one release under their old names, then removed (docs/usage/monitoring.md says so):
 ``registry_cache_queue_depth`` (``workqueue_depth``) and ``registry_cache_leader``
 (``leader_election_master_status``).
 

@@ -1,9 +1,9 @@
 """The admission webhooks' HTTPS server: AdmissionReview in, AdmissionReview out, on threads.
 
-kopf served them until issue 22. What it gave here (a TLS server, an AdmissionReview parsed and answered, a JSON
-patch for the mutating hooks) is what this module does with the standard library, as :mod:`extension.probes`
-serves the probes; what it cost is in the README ("Deploying"): aiohttp and its dependencies, a second login
-path, an asyncio loop in the main thread beside the controller's threads, log filters that undo its error
+kopf served them until issue 22. What it gave here (a TLS server, an AdmissionReview parsed and answered, a JSON patch
+for the mutating hooks) is what this module does with the standard library, as :mod:`extension.probes` serves the
+probes; what it cost is in docs/operations/deploying.md ("The webhooks without kopf"): aiohttp and its dependencies, a
+second login path, an asyncio loop in the main thread beside the controller's threads, log filters that undo its error
 reports, and about 16 MiB of the controller's memory.
 
 - TLS with the serving certificate of :mod:`.server`; with ``client_ca`` (``--webhook-client-ca``) only a caller

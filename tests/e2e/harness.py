@@ -74,7 +74,7 @@ CA_SECRET_NAME = "ca-extension-registry-cache-bundle"
 
 
 def credentials_secret(name: str, username: str, password: str) -> dict[str, Any]:
-    """The immutable Secret a user creates for a private upstream (README, "Credentials")."""
+    """The immutable Secret a user creates for a private upstream (docs/usage/credentials.md)."""
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "garden-e2e"},
             "type": "Opaque", "immutable": True, "stringData": {"username": username, "password": password}}
 

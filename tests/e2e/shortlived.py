@@ -169,8 +169,8 @@ def _records(path: Path) -> list[dict[str, Any]]:
 
 def provider_secret(name: str, endpoint: str, client_id: str, secret: str, image: str = "registry.local/plugin:v1",
                     **extra: str) -> dict[str, Any]:
-    """The Secret a user makes for a cache whose credentials come from the tests' plugin (README, "Short-lived
-    credentials")."""
+    """The Secret a user makes for a cache whose credentials come from the tests' plugin (docs/usage/credentials.md,
+    "Short-lived credentials")."""
     env = [{"name": "TOKEN_ENDPOINT", "value": endpoint}, {"name": "TOKEN_CLIENT_ID", "value": client_id},
            {"name": "TOKEN_CLIENT_SECRET", "value": secret}]
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "garden-e2e"},

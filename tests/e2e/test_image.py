@@ -102,7 +102,8 @@ def _unpack(archive: Path, root: Path) -> Image:
 
 
 def _report_figures(image: Image) -> None:
-    """The sizes, the number of files and the biggest directories, for the README (terminal summary)."""
+    """The sizes, the number of files and the biggest directories, for docs/operations/deploying.md (terminal
+    summary)."""
     files = {n: m.size for n, m in image.entries.items() if m.isfile()}
     dirs: dict[str, int] = {}
     for name, size in files.items():

@@ -1,4 +1,4 @@
-"""Credentials rotation on the data path (README, "To rotate").
+"""Credentials rotation on the data path (docs/usage/credentials.md, "Rotation in one command").
 
 The upstream first knows only user1; the cache rendered from Secret v1 pulls through it. Then the upstream
 revokes user1 and knows only user2 (a new htpasswd, the upstream restarted on the same address and

@@ -1,8 +1,8 @@
 """Where issue 13's additions (dial_timeout, node-only caches, upstream credential checks) meet issue 12's
-registry-mirror extension: each is the caches' alone. A mirror's hosts get neither ``dial_timeout`` nor an
-Authorization header (README, "Failover in under a second": a mirror is a registry meant to answer), the
-registry-mirror Extension gets no credential conditions and is never checked, and the reconciler's 409 retry of
-its finalizer patch holds for both types."""
+registry-mirror extension: each is the caches' alone. A mirror's hosts get neither ``dial_timeout`` nor an Authorization
+header (docs/operations/beyond-gardener.md, "Failover in under a second": a mirror is a registry meant to answer), the
+registry-mirror Extension gets no credential conditions and is never checked, and the reconciler's 409 retry of its
+finalizer patch holds for both types."""
 
 from __future__ import annotations
 
