@@ -13,7 +13,8 @@ from extension.cli.errors import CommandFailed, InputError
 
 LOCAL_PARTS_MISSING = ("local-up needs the local parts (the control plane, the one-node cluster, their CRDs, chart, "
                        "examples and build scripts), which come as a distribution of their own: "
-                       "pip install 'registry-cache[local]'")
+                       "pip install 'registry-cache[local]' where it is published; from a checkout of the "
+                       "repository pip install ./local beside pip install . (pip install -e . has them already)")
 
 
 def add_parser(sub: Any) -> None:
