@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a completed fetch still serves new requests from its spool (default 10)")
     p.add_argument("--backend-timeout", type=float, default=300.0,
                    help="seconds without an answer or a byte from distribution before a request fails (default 300)")
+    p.add_argument("--answer-timeout", type=float, default=30.0,
+                   help="seconds distribution may take to answer a request (status and headers) before the client "
+                        "gets 502 and the node falls back to the upstream (default 30)")
     p.add_argument("--client-timeout", type=float, default=120.0,
                    help="seconds a kept connection may idle, and a send to a client may take (default 120)")
     p.add_argument("--max-connections", type=int, default=512,
@@ -71,8 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot load the TLS certificate and key: {exc}", file=sys.stderr)
         return 2
     options = Options(backend_host=args.backend[0], backend_port=args.backend[1], spool_dir=args.spool_dir,
-                      linger=args.linger, backend_timeout=args.backend_timeout, client_timeout=args.client_timeout,
-                      max_connections=args.max_connections)
+                      linger=args.linger, backend_timeout=args.backend_timeout, answer_timeout=args.answer_timeout,
+                      client_timeout=args.client_timeout, max_connections=args.max_connections)
     server = FrontServer(args.listen, options, tls)
     stop = threading.Event()
 

@@ -56,6 +56,9 @@ class Options:
     spool_dir: str
     linger: float = 10.0  # seconds a completed fetch keeps serving new requests from its spool
     backend_timeout: float = 300.0  # seconds without a byte from distribution before a request fails
+    # seconds distribution may take to answer a request (its status line and headers): a frozen or hung
+    # distribution is answered 502 after that, so the node falls back to the upstream instead of waiting
+    answer_timeout: float = 30.0
     client_timeout: float = 120.0  # idle keep-alive, and the longest a send to a client may take
     max_connections: int = 512
 
@@ -173,7 +176,7 @@ class Coalescer:
             for k, v in headers:
                 conn.putheader(k, v)
             conn.endheaders()
-            resp = conn.getresponse()
+            resp = _answer(conn, o)
             if resp.status != 200:
                 body = resp.read(REFUSAL_BODY_MAX + 1)
                 if len(body) > REFUSAL_BODY_MAX:
@@ -349,7 +352,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                             raise Aborted("the client's body ended early")
                         self.backend.send(data)
                         left -= len(data)
-                return self.backend.getresponse()
+                return _answer(self.backend, o)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 self.backend.close()
                 self.backend = None
@@ -422,7 +425,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _stream(self, f: Fetch, role: str) -> None:
         timeout = self.server.options.backend_timeout
         with f.cond:
-            if not f.cond.wait_for(lambda: f.state != PENDING, timeout):
+            if not f.cond.wait_for(lambda: f.state != PENDING, self.server.options.answer_timeout):
                 f_state = "timeout"
             else:
                 f_state = f.state
@@ -570,6 +573,16 @@ class FrontServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.draining = True
         with self._busy_lock:
             return self._busy_lock.wait_for(lambda: self._busy == 0, seconds)
+
+
+def _answer(conn: http.client.HTTPConnection, o: Options) -> http.client.HTTPResponse:
+    """distribution's answer to the request just sent on ``conn``: its status line and headers within
+    ``o.answer_timeout``, then up to ``o.backend_timeout`` between bytes of the body."""
+    assert conn.sock is not None
+    conn.sock.settimeout(o.answer_timeout)
+    resp = conn.getresponse()
+    conn.sock.settimeout(o.backend_timeout)
+    return resp
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
