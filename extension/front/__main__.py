@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a completed fetch still serves new requests from its spool (default 10)")
     p.add_argument("--backend-timeout", type=float, default=300.0,
                    help="seconds without an answer or a byte from distribution before a request fails (default 300)")
-    p.add_argument("--answer-timeout", type=float, default=30.0,
+    p.add_argument("--answer-timeout", type=float, default=20.0,
                    help="seconds distribution may take to answer a request (status and headers) before the client "
-                        "gets 502 and the node falls back to the upstream (default 30)")
+                        "gets 502 and the node falls back to the upstream (default 20: a pull makes two requests "
+                        "that wait it out, about containerd 1.6's 40 s for a cache that does not answer)")
     p.add_argument("--client-timeout", type=float, default=120.0,
                    help="seconds a kept connection may idle, and a send to a client may take (default 120)")
     p.add_argument("--max-connections", type=int, default=512,

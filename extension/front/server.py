@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -58,7 +58,7 @@ class Options:
     backend_timeout: float = 300.0  # seconds without a byte from distribution before a request fails
     # seconds distribution may take to answer a request (its status line and headers): a frozen or hung
     # distribution is answered 502 after that, so the node falls back to the upstream instead of waiting
-    answer_timeout: float = 30.0
+    answer_timeout: float = 20.0
     client_timeout: float = 120.0  # idle keep-alive, and the longest a send to a client may take
     max_connections: int = 512
 
@@ -116,9 +116,51 @@ def coalescible_query(query: str) -> bool:
     return all(part.startswith("ns=") for part in query.split("&")) if query else True
 
 
+class Backend:
+    """Whether distribution answers. Once a request has waited ``answer_timeout`` for its answer in vain,
+    distribution counts as hung: other requests get 502 at once instead of each waiting as long, and one request
+    per ``answer_timeout`` tries again; the first answer ends it. A frozen distribution so costs a pull one wait,
+    not one per request (containerd makes several)."""
+
+    def __init__(self, answer_timeout: float, clock: Callable[[], float] = time.monotonic):
+        self.answer_timeout = answer_timeout
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._hung_since: float | None = None
+        self._last_try = 0.0
+
+    def may_try(self) -> bool:
+        with self._lock:
+            if self._hung_since is None:
+                return True
+            now = self.clock()
+            if now - self._last_try < self.answer_timeout:
+                return False
+            self._last_try = now
+            return True
+
+    def hung(self) -> None:
+        with self._lock:
+            if self._hung_since is None:
+                log.warning("distribution did not answer within %gs: answering 502 at once until it does",
+                            self.answer_timeout)
+                self._hung_since = self._last_try = self.clock()
+
+    def answered(self) -> None:
+        with self._lock:
+            if self._hung_since is not None:
+                log.info("distribution answers again (after %.1fs)", self.clock() - self._hung_since)
+                self._hung_since = None
+
+
+class BackendHung(OSError):
+    """Not sent: distribution did not answer the last request in time."""
+
+
 class Coalescer:
-    def __init__(self, options: Options):
+    def __init__(self, options: Options, backend: Backend):
         self.options = options
+        self.backend = backend
         self.lock = threading.Lock()
         self.fetches: dict[tuple[str, str, str], Fetch] = {}
         self.stats = {"fetch": 0, "wait": 0, "linger": 0}
@@ -172,11 +214,13 @@ class Coalescer:
         o = self.options
         conn = http.client.HTTPConnection(o.backend_host, o.backend_port, timeout=o.backend_timeout)
         try:
+            if not self.backend.may_try():
+                raise BackendHung("distribution did not answer the last request in time")
             conn.putrequest("GET", f.path, skip_host=True, skip_accept_encoding=True)
             for k, v in headers:
                 conn.putheader(k, v)
             conn.endheaders()
-            resp = _answer(conn, o)
+            resp = _answer(conn, o, self.backend)
             if resp.status != 200:
                 body = resp.read(REFUSAL_BODY_MAX + 1)
                 if len(body) > REFUSAL_BODY_MAX:
@@ -328,6 +372,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         o = self.server.options
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
         length = int(self.headers.get("Content-Length") or 0)
+        if not self.server.backend.may_try():
+            raise BackendHung("distribution did not answer the last request in time")
         for attempt in (0, 1):
             reused = self.backend is not None
             if self.backend is None:
@@ -352,7 +398,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                             raise Aborted("the client's body ended early")
                         self.backend.send(data)
                         left -= len(data)
-                return _answer(self.backend, o)
+                return _answer(self.backend, o, self.server.backend)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 self.backend.close()
                 self.backend = None
@@ -519,7 +565,8 @@ class FrontServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.address_family = socket.AF_INET6 if ":" in host or (host == "" and socket.has_ipv6) else socket.AF_INET
         self.options = options
         self.tls = tls
-        self.coalescer = Coalescer(options)
+        self.backend = Backend(options.answer_timeout)
+        self.coalescer = Coalescer(options, self.backend)
         self.slots = threading.BoundedSemaphore(options.max_connections)
         self.draining = False
         self._busy = 0
@@ -575,12 +622,17 @@ class FrontServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             return self._busy_lock.wait_for(lambda: self._busy == 0, seconds)
 
 
-def _answer(conn: http.client.HTTPConnection, o: Options) -> http.client.HTTPResponse:
+def _answer(conn: http.client.HTTPConnection, o: Options, backend: Backend) -> http.client.HTTPResponse:
     """distribution's answer to the request just sent on ``conn``: its status line and headers within
     ``o.answer_timeout``, then up to ``o.backend_timeout`` between bytes of the body."""
     assert conn.sock is not None
     conn.sock.settimeout(o.answer_timeout)
-    resp = conn.getresponse()
+    try:
+        resp = conn.getresponse()
+    except TimeoutError:
+        backend.hung()
+        raise
+    backend.answered()
     conn.sock.settimeout(o.backend_timeout)
     return resp
 

@@ -1,4 +1,5 @@
-"""The coalescing front's rules that need no process: which requests are coalesced, what readers may send."""
+"""The coalescing front's rules that need no process: which requests are coalesced, what readers may send, when a
+hung distribution is tried again."""
 
 from extension.front.server import BLOB_PATH, COMPLETE, FAILED, STREAMING, Fetch, coalescible_query
 
@@ -32,3 +33,19 @@ def test_readers_get_the_last_byte_only_once_the_digest_is_checked():
     assert empty.sendable() == 0
     unknown = Fetch(("a", DIGEST, ""), "/", state=STREAMING, size=None, written=7)  # chunked: the end withheld
     assert unknown.sendable() == 7
+
+
+def test_a_hung_distribution_is_tried_once_per_answer_timeout_until_it_answers():
+    from extension.front.server import Backend
+
+    now = [100.0]
+    backend = Backend(20.0, clock=lambda: now[0])
+    assert backend.may_try() and backend.may_try()  # answering: every request goes
+    backend.hung()
+    now[0] += 5
+    assert not backend.may_try()  # within the timeout of the wait that failed: 502 at once
+    now[0] += 16
+    assert backend.may_try()  # one trial
+    assert not backend.may_try()  # the others still get 502
+    backend.answered()
+    assert backend.may_try() and backend.may_try()
