@@ -65,6 +65,7 @@ NODE_NAME = "local-node"
 IMAGE_REGISTRY = "127.0.0.1:5000"  # in the node's network namespace
 KUBELET_SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
 CGROUP_V1 = Path("/sys/fs/cgroup")
+KUBELET_DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")  # hard-coded in the kubelet (pluginapi)
 HOSTPATH_PV_ROOT = Path("/tmp/hostpath_pv")  # hard-coded in Kubernetes' host-path provisioner
 VOLUME_USER = 65532  # who owns the provisioned volumes: the user the caches run as
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
@@ -256,7 +257,8 @@ class Node:
 
     def setup_mounts(self) -> None:
         """A mount namespace of the node's own (kept in a file under the cluster's run directory), where its hosts
-        directory is bind-mounted at :attr:`LocalCluster.certs_path`."""
+        directory is bind-mounted at :attr:`LocalCluster.certs_path`, and a directory of its own at the kubelet's
+        fixed device plugin path."""
         self.certs_d.mkdir(parents=True, exist_ok=True)
         image_registry = self.certs_d / IMAGE_REGISTRY
         image_registry.mkdir(exist_ok=True)
@@ -269,6 +271,13 @@ class Node:
         self.mount_ns = holder
         run(["nsenter", f"--mount={holder}", "--", "mount", "--bind", str(self.certs_d),
              str(self.cluster.certs_path)])
+        # the kubelet's device plugin socket has a fixed path (not under --root-dir): each node's kubelet its own,
+        # or kubelets starting together take each other's socket and one exits ("address already in use")
+        device_plugins = self.kubelet_root.parent / "device-plugins"
+        device_plugins.mkdir(parents=True, exist_ok=True)
+        KUBELET_DEVICE_PLUGINS.mkdir(parents=True, exist_ok=True)
+        run(["nsenter", f"--mount={holder}", "--", "mount", "--bind", str(device_plugins),
+             str(KUBELET_DEVICE_PLUGINS)])
 
     def start_image_registry(self) -> None:
         """The cluster's images on ``127.0.0.1:5000`` in the node: the first node's registry takes the pushes, the
