@@ -30,6 +30,7 @@ import base64
 import datetime as dt
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -236,6 +237,8 @@ def main() -> int:
     finally:
         logs.close()
         stack.stop()
+        if args.workdir is None:  # its own temporary workdir: the cluster's volumes and logs, gigabytes
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

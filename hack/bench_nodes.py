@@ -33,6 +33,7 @@ import argparse
 import json
 import secrets
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -268,6 +269,8 @@ def main() -> int:
         return 0
     finally:
         stack.stop()
+        if args.workdir is None:  # its own temporary workdir: the cluster's volumes and images, gigabytes
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
