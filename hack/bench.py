@@ -79,6 +79,7 @@ from extension.component.registrycache import cert_requests, plan
 from extension.local.assets import asset_dir
 from extension.local.controlplane import (
     LocalControlPlane,
+    apiserver_requests,
     apply_manifests,
     load_manifests,
     wait_for_crds_established,
@@ -401,21 +402,6 @@ def written_namespaces(before: dict[str, str], kube: Kube, most: int = 5) -> lis
     return sorted(ns for ns, version in after.items() if before.get(ns) != version)[:most]
 
 
-def apiserver_lists(kube: Kube) -> Counter:
-    """kube-apiserver's LIST requests so far, by resource (``apiserver_request_total``, every client)."""
-    method, url, headers, _, _ = kube.api.param_serialize(method="GET", resource_path="/metrics",
-                                                          header_params={"Accept": "text/plain"},
-                                                          auth_settings=["BearerToken"])
-    response = kube.api.call_api(method, url, header_params=headers)
-    response.read()
-    out: Counter = Counter()
-    for line in response.data.decode().splitlines():
-        if line.startswith("apiserver_request_total{") and 'verb="LIST"' in line:
-            resource = re.search(r'resource="([^"]*)"', line)
-            out[resource.group(1) if resource else ""] += float(line.rpartition(" ")[2])
-    return out
-
-
 def wait_checks(controller: ControllerProcess, before: Sample, n: int, timeout: float) -> Sample:
     """Until the resync has looked at all n Extensions and nothing is queued (and the operations it started
     ended)."""
@@ -552,7 +538,7 @@ def bench(n: int, args: argparse.Namespace, workdir: Path, variant: Variant) -> 
         for r in range(1, args.restarts + 1):
             controller.stop()
             versions = extension_versions(kube)
-            lists = apiserver_lists(kube)
+            lists = Counter(apiserver_requests(kube))
             controller = ControllerProcess(cp.kubeconfig, workdir / f"n{n}" / f"controller-{r + 1}.log",
                                            variant)
             t0 = time.monotonic()
@@ -574,7 +560,7 @@ def bench(n: int, args: argparse.Namespace, workdir: Path, variant: Variant) -> 
                 if time.monotonic() - quiet_since >= 5:
                     break
             settled = max(synced_at or 0.0, quiet_since - t0)
-            listed = {k: v for k, v in (apiserver_lists(kube) - lists).items() if v}
+            listed = {k: v for k, v in (Counter(apiserver_requests(kube)) - lists).items() if v}
             time.sleep(max(0.0, t0 + RESTART_WINDOW - time.monotonic()))
             last = controller.sample()
             writes = last.writes()

@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -833,3 +834,15 @@ def wait_for_crds_established(api_client, names: Iterable[str], timeout: float =
             raise TimeoutError(f"CRDs not established after {timeout:.0f}s: "
                                + "; ".join(f"{n}: {state[n]}" for n in sorted(pending)))
         time.sleep(0.1)
+
+
+def apiserver_requests(kube: Any, verb: str = "LIST") -> dict[str, float]:
+    """kube-apiserver's requests of ``verb`` so far, by resource (its ``apiserver_request_total``, every client):
+    what a start or a benchmark phase cost the API server, as the difference of two readings."""
+    counts: dict[str, float] = {}
+    for line in kube.request("GET", "/metrics", accept="text/plain", text=True).splitlines():
+        if line.startswith("apiserver_request_total{") and f'verb="{verb}"' in line:
+            resource = re.search(r'resource="([^"]*)"', line)
+            key = resource.group(1) if resource else ""
+            counts[key] = counts.get(key, 0.0) + float(line.rpartition(" ")[2])
+    return counts

@@ -16,10 +16,12 @@ the last runs stay available; the etcd data is removed at teardown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,25 @@ def _stop(cp: LocalControlPlane) -> None:
     _TIMINGS.setdefault(cp.name, {})["stop"] = cp.stop_seconds or 0.0
     if cp.workdir is not None:
         shutil.rmtree(cp.workdir / "etcd-data", ignore_errors=True)
+
+
+@contextlib.contextmanager
+def own_control_plane(name: str, bin_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+                      policies: bool = False) -> Iterator[LocalControlPlane]:
+    """A control plane of a module's own, with the CRDs (and the admission policies): request counts that no
+    other test's objects add to."""
+    from extension.local.controlplane import apply_manifests, wait_for_crds_established
+
+    cp = _start(name, bin_dir, tmp_path_factory)
+    try:
+        api = cp.api_client()
+        apply_manifests(api, [CRD_DIR])
+        wait_for_crds_established(api, crd_names(), timeout=60)
+        if policies:
+            apply_manifests(api, [POLICY_DIR])
+        yield cp
+    finally:
+        _stop(cp)
 
 
 @pytest.fixture(scope="session")

@@ -157,17 +157,9 @@ WRITES = ("PATCH", "POST", "PUT", "DELETE")
 @pytest.fixture(scope="module")
 def quiet_control_plane(control_plane_bin_dir, tmp_path_factory):
     """A control plane of its own: no other test's Extensions (some in Error, retried) in the request counts."""
-    from extension.local.controlplane import apply_manifests, wait_for_crds_established
-
-    from .conftest import CRD_DIR, _start, _stop, crd_names
-    cp = _start("quiet", control_plane_bin_dir, tmp_path_factory)
-    try:
-        api = cp.api_client()
-        apply_manifests(api, [CRD_DIR])
-        wait_for_crds_established(api, crd_names(), timeout=60)
+    from .conftest import own_control_plane
+    with own_control_plane("quiet", control_plane_bin_dir, tmp_path_factory) as cp:
         yield cp
-    finally:
-        _stop(cp)
 
 
 def test_a_resync_with_nothing_changed_writes_nothing(quiet_control_plane, tmp_path):
