@@ -65,7 +65,7 @@ from extension.component.shootview import (
     live_record,
 )
 from extension.errors import ConfigurationError, ReconcileError, WouldWrite
-from extension.runtime.kube import Kube
+from extension.runtime.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +353,12 @@ class RegistryCaches:
                 out.objects[key] = (digest, live.version if live is not None else "")
                 continue
             write(*key)
-            applied = self.shoot.apply(with_hash(obj.obj, digest))
+            try:
+                applied = self.shoot.apply(with_hash(obj.obj, digest))
+            except ApiError as exc:
+                if obj.kind != "StatefulSet" or exc.status != 422 or live is not None:
+                    raise
+                applied = self._take_over(with_hash(obj.obj, digest), exc)
             self.on_write(applied)
             out.objects[key] = (digest, str(applied["metadata"].get("resourceVersion", "")))
         self._checkpoint("after-apply")
@@ -366,6 +371,43 @@ class RegistryCaches:
         if out.renew_at is None:
             out.renew_at = dt.datetime.max.replace(tzinfo=dt.UTC)
         return planned.status, out
+
+    def _take_over(self, sts: dict[str, Any], refused: ApiError) -> dict[str, Any]:
+        """A StatefulSet of this name that no Extension's owner label claims refused the apply (422): another
+        controller delivered it, Gardener's extension in a switch to this one. Its volume claim templates cannot
+        change, so it is replaced: deleted with orphan propagation (its Pods keep running,
+        its volume claims stay), its claims labelled as this Extension's, and this StatefulSet created, which
+        adopts the Pods and rolls them onto the same claims: every cached blob is kept. Only a StatefulSet with
+        the selector of this cache (the labels Gardener's extension gives it too) is replaced."""
+        name, namespace = sts["metadata"]["name"], self.options.namespace
+        found = self.shoot.get("StatefulSet", name, namespace)
+        if found is None:
+            raise refused
+        owner = ((found.get("metadata") or {}).get("labels") or {}).get(c.OWNER_LABEL)
+        if owner:  # this Extension's (the view is behind) or another's (refused above): not to be replaced
+            raise refused
+        if (found.get("spec") or {}).get("selector") != sts["spec"]["selector"]:
+            raise ConfigurationError(f"StatefulSet {namespace}/{name} is there and is no registry cache (its selector "
+                                     f"is not {json.dumps(sts['spec']['selector']['matchLabels'])}); it is left "
+                                     f"alone: delete it, or use another upstream. {refused.message[:200]}")
+        log.warning("%s: StatefulSet %s/%s was delivered by another controller (%s); replacing it, its Pods and "
+                    "volume claims kept", self.owner, namespace, name, refused.message[:200])
+        # the claims first: a stop after the delete finds the StatefulSet gone, and creates its own without this
+        labels = sts["spec"]["volumeClaimTemplates"][0]["metadata"]["labels"]
+        for claim in self.shoot.list("PersistentVolumeClaim", namespace):
+            claim_name = claim["metadata"]["name"]
+            if claim_name.startswith(f"{c.VOLUME_NAME}-") and claim_statefulset(claim_name) == name:
+                self.shoot.patch("PersistentVolumeClaim", claim_name, {"metadata": {"labels": labels}}, namespace)
+        uid = found["metadata"]["uid"]
+        self.shoot.delete("StatefulSet", name, namespace, propagation="Orphan", uid=uid)
+        deadline = time.monotonic() + STATEFULSET_GONE_TIMEOUT_SECONDS
+        while (left := self.shoot.get("StatefulSet", name, namespace, metadata_only=True)) is not None \
+                and left["metadata"]["uid"] == uid:
+            if time.monotonic() >= deadline:
+                raise ReconcileError(f"StatefulSet {namespace}/{name} of another controller is still being deleted "
+                                     "(orphaning its Pods and volume claims); it is replaced once it is gone")
+            time.sleep(STATEFULSET_GONE_POLL_SECONDS)
+        return self.shoot.apply(sts)
 
     def _node_auth(self, credentials: Mapping[str, NodeCredentials], record: Delivery | None, out: Delivery,
                    dry_run: bool) -> None:

@@ -474,11 +474,13 @@ class Kube:
         return self.request("POST", kind.path(obj["metadata"].get("namespace")), body=obj, kind=kind)
 
     def delete(self, kind: str, name: str, namespace: str | None = None,
-               propagation: str = "Background") -> bool:
-        """Delete; False when it was already gone."""
+               propagation: str = "Background", uid: str | None = None) -> bool:
+        """Delete (only the object of ``uid``, if given: else 409); False when it was already gone."""
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        if uid is not None:
+            options["preconditions"] = {"uid": uid}
         try:
-            self.request("DELETE", KINDS[kind].path(namespace, name), answer=False,
-                         body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation})
+            self.request("DELETE", KINDS[kind].path(namespace, name), answer=False, body=options)
             return True
         except ApiError as exc:
             if exc.not_found:

@@ -1209,3 +1209,105 @@ def test_swapping_the_plugin_secret_under_load(cluster, shoots):
     shoots.remove(name)
     wait_removed(cluster, [up.host])
     cluster.delete("secret", v2["metadata"]["name"], PROJECT_NAMESPACE)
+
+
+def test_switch_from_gardeners_extension_and_back_keeps_every_blob(cluster, shoots):
+    """The switch of docs/usage/switching-from-gardener.md, both ways. Gardener's extension (its own rendering,
+    hack/go/render, put in as gardener-resource-manager puts it) delivers a Shoot's cache, and the cache fetches an
+    image. Then this controller gets the Extension (the Shoot, as the bridge hands it over): it replaces the
+    StatefulSet (orphaning its Pod and claim) and rolls the Pod onto the same claim. The claim is the same object
+    (UID), the blobs are on its volume, and a node pulls the image by digest with no request for it at the upstream.
+    Then back: the Extension migrated (this controller leaves everything), Gardener's objects put in again (the
+    StatefulSet merged, its claim templates kept), the same checks. Then restored to this controller and deleted:
+    nothing of either is left."""
+    from . import gardener
+
+    binary = gardener.render_binary()
+    up = cluster.upstream("switch")
+    name = "e2e-switch"
+    namespace, sts_name = seed_namespace(name), names.resource_name(up.host)
+    claim_name = f"cache-volume-{sts_name}-0"
+    manifest = shoot_manifest(name, [cache(up, http={"tls": False})])
+
+    # 1. Gardener's extension delivers the cache: its Services first (the certificates and the status name their
+    #    cluster IPs; the first rendering is given a placeholder), then the rest
+    first = gardener.render(binary, namespace, manifest, {sts_name: "192.0.2.1"})
+    services = [o for o in gardener.shoot_objects(first, cluster.cache_image) if o["kind"] == "Service"]
+    gardener.deliver(cluster, services)
+    cluster_ips = {s["metadata"]["name"]: cluster.get("service", s["metadata"]["name"], "kube-system")["spec"]
+                   ["clusterIP"] for s in services}
+    answer = gardener.render(binary, namespace, manifest, cluster_ips)
+    gardeners = gardener.shoot_objects(answer, cluster.cache_image)
+    gardener.deliver(cluster, gardeners)
+    endpoint = f"http://{cluster_ips[sts_name]}:5000"
+    assert [cache["endpoint"] for cache in answer["status"]["caches"]] == [endpoint], answer["status"]
+    wait_caches_ready(cluster, [up.host])
+    gardeners_sts = cluster.get("statefulset", sts_name, "kube-system")
+    assert OWNER not in (gardeners_sts["metadata"].get("labels") or {}), gardeners_sts["metadata"]
+
+    image = up.push("e2e/switch", uuid.uuid4().hex[:8])
+    said = gardener.fetch_through(cluster, endpoint, image.repository, image.digest, image.blobs, WORKLOAD_NAMESPACE,
+                                  cluster.cache_image)
+    assert "fetched" in said and said.endswith("Succeeded"), said
+    wait_for(f"{image.ref} in the storage of Gardener's cache", lambda: cluster.cache_holds(up.host, image),
+             timeout=60)
+    claim = cluster.get("pvc", claim_name, "kube-system")
+    by_digest = f"{up.host}/{image.repository}@{image.digest}"
+
+    def pulled_from_the_cache_alone(step: str) -> None:
+        """The claim is the one Gardener's extension made, the blobs are still on its volume, and a node pulls the
+        image by digest without a request for it at the upstream."""
+        now = cluster.get("pvc", claim_name, "kube-system")
+        assert now["metadata"]["uid"] == claim["metadata"]["uid"], f"{step}: the volume claim was made again"
+        assert now["spec"]["volumeName"] == claim["spec"]["volumeName"], step
+        assert cluster.cache_holds(up.host, image), f"{step}: the blobs are gone from the volume"
+        mark = up.mark()
+        pod = run_pod(cluster, by_digest)
+        cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
+        asked = [r for r in up.fetched(mark) if f"/v2/{image.repository}/" in r.path]
+        assert not asked, f"{step}: the upstream was asked for the image:\n" + "\n".join(map(str, asked))
+        assert_no_egress(cluster)
+
+    # 2. this controller takes the Extension over
+    shoots.append(name)
+    cluster.apply(manifest)
+    ext = wait_reconciled(cluster, name, [up.host])
+    wait_caches_ready(cluster, [up.host])
+    wait_applied(cluster, ext)
+    ours = cluster.get("statefulset", sts_name, "kube-system")
+    assert ours["metadata"]["uid"] != gardeners_sts["metadata"]["uid"]
+    assert ours["metadata"]["labels"][OWNER] == namespace
+    assert [s["endpoint"] for s in ext["status"]["providerStatus"]["caches"]] == [endpoint]  # the same Service
+    assert cluster.get("pvc", claim_name, "kube-system")["metadata"]["labels"][OWNER] == namespace
+    pulled_from_the_cache_alone("taken over by this controller")
+
+    # 3. and back to Gardener's extension: migrated here, delivered there
+    cluster.patch(EXTENSION, "registry-cache", {"metadata": {"annotations": {OPERATION: "migrate"}}}, namespace)
+
+    def migrated() -> bool:
+        ext = cluster.get(EXTENSION, "registry-cache", namespace) or {}
+        last = (ext.get("status") or {}).get("lastOperation") or {}
+        return last.get("type") == "Migrate" and last.get("state") == "Succeeded"
+    wait_for("the Extension migrated", migrated, details=cluster.logs)
+    gardener.deliver(cluster, gardeners)
+    wait_caches_ready(cluster, [up.host])
+    back = cluster.get("statefulset", sts_name, "kube-system")
+    volumes = {v["name"]: v for v in back["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config-volume"]["secret"]["secretName"] == next(
+        o["metadata"]["name"] for o in gardeners if o["kind"] == "Secret" and "-config-" in o["metadata"]["name"])
+    cluster.forget_image(Image(by_digest, image.repository, image.digest, image.blobs))
+    pulled_from_the_cache_alone("handed back to Gardener's extension")
+
+    # 4. restored to this controller, then the Shoot deleted: its cache and volume go; Gardener's leftovers (the
+    #    objects it names differently) are deleted as the docs say
+    cluster.patch(EXTENSION, "registry-cache", {"metadata": {"annotations": {OPERATION: "restore"}}}, namespace)
+    wait_reconciled(cluster, name, [up.host], extra=lambda e: e["status"]["lastOperation"]["type"] == "Restore")
+    wait_caches_ready(cluster, [up.host])
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    for obj in gardeners:
+        if cluster.get(gardener.RESOURCES[obj["kind"]], obj["metadata"]["name"], "kube-system") is not None:
+            assert OWNER not in (obj["metadata"].get("labels") or {})
+            cluster.delete(gardener.RESOURCES[obj["kind"]], obj["metadata"]["name"], "kube-system")
+    assert_nothing_left(cluster, name, [up.host])
+    wait_removed(cluster, [up.host])

@@ -607,6 +607,19 @@ def test_the_guard_refuses_every_write_beyond_the_controllers(rbac):
                  "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
     admin.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app", "namespace": garden_ns},
                  "data": {"password": base64.b64encode(b"hunter2").decode()}})
+    # a cache as Gardener's extension labels it (taken over in a switch), and one that only borrows its labels
+    gardeners = {"app": f"registry-g{suffix}", "upstream-host": f"g{suffix}.example.com"}
+    for name in (f"registry-g{suffix}", f"db-{suffix}"):
+        admin.apply({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {
+            "name": name, "namespace": "kube-system", "labels": gardeners}, "spec": {
+            "selector": {"matchLabels": gardeners}, "serviceName": "", "template": {
+                "metadata": {"labels": gardeners}, "spec": {"containers": [{"name": "c", "image": "registry"}]}}}})
+    for name in (f"cache-volume-registry-g{suffix}-0", f"data-registry-g{suffix}-0"):
+        admin.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {
+            "name": name, "namespace": "kube-system", "labels": gardeners},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    admin.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {
+        "name": f"registry-g{suffix}", "namespace": "kube-system", "labels": gardeners}})
     admin.apply({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
                  "metadata": {"name": "x", "namespace": garden_ns},
                  "spec": {"provider": {"type": "local", "workers": [{"name": "w", "cri": {"name": "containerd"}}]}}})
@@ -640,6 +653,19 @@ def test_the_guard_refuses_every_write_beyond_the_controllers(rbac):
          None, None),
         ("patch an unlabelled Secret of kube-system", "PATCH", f"{ks}/secrets/bootstrap-{suffix}",
          {"data": {"token": base64.b64encode(b"x").decode()}}, merge),
+        ("label an unlabelled volume claim of kube-system as a cache's", "PATCH",
+         f"{ks}/persistentvolumeclaims/data-{suffix}",
+         {"metadata": {"labels": {"registry-cache.gardener.cloud/owner": shoot_ns}}}, merge),
+        # Gardener's labels on something not named as that cache: no switch takes it over
+        ("delete a StatefulSet with a cache's labels, not named after it", "DELETE",
+         f"/apis/apps/v1/namespaces/kube-system/statefulsets/db-{suffix}", None, None),
+        ("label a volume claim with a cache's labels, not named after it, as the controller's", "PATCH",
+         f"{ks}/persistentvolumeclaims/data-registry-g{suffix}-0",
+         {"metadata": {"labels": {"registry-cache.gardener.cloud/owner": shoot_ns}}}, merge),
+        ("delete a Secret with Gardener's cache labels", "DELETE", f"{ks}/secrets/registry-g{suffix}", None, None),
+        ("change Gardener's volume claim without making it the controller's", "PATCH",
+         f"{ks}/persistentvolumeclaims/cache-volume-registry-g{suffix}-0",
+         {"metadata": {"annotations": {"x": "y"}}}, merge),
         # Secrets elsewhere
         ("create a Secret in default", "POST", f"{core}/default/secrets", secret(f"s-{suffix}", "default"), None),
         ("create a Secret in its own namespace", "POST", f"{core}/registry-cache/secrets",
@@ -702,6 +728,12 @@ def test_the_guard_refuses_every_write_beyond_the_controllers(rbac):
             "finalizers": None, "labels": {"registry-cache.gardener.cloud/referenced": None}}}, merge),
         ("PATCH", f"/apis/core.gardener.cloud/v1beta1/namespaces/{garden_ns}/shoots/x",
          {"metadata": {"labels": {"extensions.extensions.gardener.cloud/registry-cache": "true"}}}, merge),
+        # the switch from Gardener's extension: its cache's claim labelled as the controller's, its StatefulSet
+        # deleted (extension/component/registrycache.py, _take_over: with orphan propagation, which this API server
+        # without a garbage collector would never finish)
+        ("PATCH", f"{ks}/persistentvolumeclaims/cache-volume-registry-g{suffix}-0",
+         {"metadata": {"labels": {"registry-cache.gardener.cloud/owner": shoot_ns}}}, merge),
+        ("DELETE", f"/apis/apps/v1/namespaces/kube-system/statefulsets/registry-g{suffix}", None, None),
         # the bridge's entry of status.lastErrors when it refuses a Shoot
         ("PATCH", f"/apis/core.gardener.cloud/v1beta1/namespaces/{garden_ns}/shoots/x/status",
          {"status": {"lastErrors": [{"taskID": "registry-cache-bridge", "description": "registry-cache: refused",
