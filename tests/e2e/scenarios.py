@@ -1270,9 +1270,11 @@ def test_switch_from_gardeners_extension_and_back_keeps_every_blob(cluster, shoo
 
     # 2. this controller takes the Extension over
     shoots.append(name)
+    started = time.monotonic()
     cluster.apply(manifest)
     ext = wait_reconciled(cluster, name, [up.host])
     wait_caches_ready(cluster, [up.host])
+    taken_over = time.monotonic() - started
     wait_applied(cluster, ext)
     ours = cluster.get("statefulset", sts_name, "kube-system")
     assert ours["metadata"]["uid"] != gardeners_sts["metadata"]["uid"]
@@ -1289,19 +1291,26 @@ def test_switch_from_gardeners_extension_and_back_keeps_every_blob(cluster, shoo
         last = (ext.get("status") or {}).get("lastOperation") or {}
         return last.get("type") == "Migrate" and last.get("state") == "Succeeded"
     wait_for("the Extension migrated", migrated, details=cluster.logs)
+    started = time.monotonic()
     gardener.deliver(cluster, gardeners)
     wait_caches_ready(cluster, [up.host])
+    handed_back = time.monotonic() - started
     back = cluster.get("statefulset", sts_name, "kube-system")
     volumes = {v["name"]: v for v in back["spec"]["template"]["spec"]["volumes"]}
     assert volumes["config-volume"]["secret"]["secretName"] == next(
         o["metadata"]["name"] for o in gardeners if o["kind"] == "Secret" and "-config-" in o["metadata"]["name"])
     cluster.forget_image(Image(by_digest, image.repository, image.digest, image.blobs))
     pulled_from_the_cache_alone("handed back to Gardener's extension")
+    FIGURES.append(f"{cluster.name}: switch from Gardener's extension: taken over and rolled in {taken_over:.1f}s, "
+                   f"handed back and rolled in {handed_back:.1f}s; the same volume claim, 0 upstream requests for "
+                   "the image after each")
+    print(FIGURES[-1])
 
     # 4. restored to this controller, then the Shoot deleted: its cache and volume go; Gardener's leftovers (the
     #    objects it names differently) are deleted as the docs say
     cluster.patch(EXTENSION, "registry-cache", {"metadata": {"annotations": {OPERATION: "restore"}}}, namespace)
-    wait_reconciled(cluster, name, [up.host], extra=lambda e: e["status"]["lastOperation"]["type"] == "Restore")
+    # (Restore, then a Reconcile: the StatefulSet is not as this controller delivered it)
+    wait_reconciled(cluster, name, [up.host], extra=lambda e: e["status"]["lastOperation"]["type"] != "Migrate")
     wait_caches_ready(cluster, [up.host])
     delete_shoot(cluster, name)
     shoots.remove(name)
