@@ -90,6 +90,11 @@ OWNER_LABEL = "registry-cache.gardener.cloud/owner"
 RENDERED_HASH_ANNOTATION = "registry-cache.gardener.cloud/rendered-hash"
 GC_REFERENCE_LABEL = "resources.gardener.cloud/garbage-collectable-reference"
 HA_LABEL = "high-availability-config.resources.gardener.cloud/type"
+# a Service per replica of a cache with high availability (with the front): the address at which the other replica's
+# front fetches the blobs this one owns (extension/front/server.py); its label value is the ordinal
+REPLICA_LABEL = "registry-cache.gardener.cloud/replica"
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"  # the StatefulSet controller's, on each of its Pods
+HA_REPLICAS = 2
 NETWORK_POLICY_NAME = "gardener.cloud--allow-registry-cache"
 CONTAINER_NAME = "registry-cache"
 VOLUME_NAME = "cache-volume"  # the claim template: PVCs are <VOLUME_NAME>-<statefulset>-<ordinal>

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,13 +119,38 @@ def render_config_yml(cache: RegistryCache, node_auth: bool = False, front: bool
     )
 
 
-def front_args(cache: RegistryCache) -> list[str]:
-    """The coalescing front's arguments (after :data:`~extension.constants.FRONT_COMMAND`) in a cache Pod."""
+def front_args(cache: RegistryCache, peers: Sequence[str] = ()) -> list[str]:
+    """The coalescing front's arguments (after :data:`~extension.constants.FRONT_COMMAND`) in a cache Pod;
+    ``peers``: the cluster IPs of the replicas' Services by ordinal (high availability)."""
     args = [f"--listen=:{c.SERVER_PORT}", f"--backend=127.0.0.1:{c.BACKEND_PORT}", f"--spool-dir={c.CACHE_PATH}",
             f"--shutdown-delay={c.FRONT_SHUTDOWN_DELAY_SECONDS}", f"--drain={c.DRAIN_SECONDS}"]
     if tls_enabled(cache):
         args += [f"--tls-cert={c.FRONT_CERTS_PATH}/tls.crt", f"--tls-key={c.FRONT_CERTS_PATH}/tls.key"]
+    if peers:
+        args.append("--peers=" + ",".join(endpoint("", ip).removeprefix("://") for ip in peers))
     return args
+
+
+def replica_service_name(name: str, ordinal: int) -> str:
+    """The Service of one replica of the cache ``name`` (a StatefulSet): ``<name>-replica-<n>``, shortened with a
+    hash of the name where that is longer than a Service name may be (63)."""
+    suffix = f"-replica-{ordinal}"
+    if len(name) + len(suffix) <= 63:
+        return name + suffix
+    return f"{name[:63 - len(suffix) - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}{suffix}"
+
+
+def render_replica_services(cache: RegistryCache, options: RenderOptions = RenderOptions()) -> list[RenderedObject]:
+    """A Service per replica of a cache with high availability behind the front, selecting that one Pod: where
+    the other replica's front fetches the blobs this one owns (``--peers``). None for any other cache."""
+    if options.front_image is None or not ha_enabled(cache):
+        return []
+    name = names.resource_name(cache.upstream)
+    return [_object("replica-service.yaml.j2", namespace=options.namespace, name=replica_service_name(name, n),
+                    labels={**options.labels(cache.upstream), c.REPLICA_LABEL: str(n)},
+                    selector={**names.labels(cache.upstream), c.POD_NAME_LABEL: f"{name}-{n}"},
+                    server_port=c.SERVER_PORT)
+            for n in range(c.HA_REPLICAS)]
 
 
 def render_credential_helper() -> str:
@@ -200,8 +225,9 @@ def _secret(name: str, namespace: str, labels: dict[str, str], data: Mapping[str
 
 def render_cache(cache: RegistryCache, credentials: UpstreamAuth | None, tls: KeyPair | None,
                  options: RenderOptions = RenderOptions(),
-                 node_auth: NodeCredentials | None = None) -> list[RenderedObject]:
-    """The objects of one cache: config Secret, TLS Secret, StatefulSet, Service, PDB, VPA. With
+                 node_auth: NodeCredentials | None = None, peers: Sequence[str] = ()) -> list[RenderedObject]:
+    """The objects of one cache: config Secret, TLS Secret, StatefulSet, Service, PDB, VPA, and with high
+    availability behind the front a Service per replica (``peers``: their cluster IPs by ordinal). With
     ``node_auth`` the config Secret holds the htpasswd file too and the cache requires it."""
     if tls_enabled(cache) and tls is None:
         raise ValueError(f"cache {cache.upstream}: TLS is on but no server certificate was given")
@@ -240,9 +266,10 @@ def render_cache(cache: RegistryCache, credentials: UpstreamAuth | None, tls: Ke
         pod_labels={**selector, c.APP_NAME_LABEL: c.APP_NAME,
                     "networking.gardener.cloud/to-dns": "allowed",
                     "networking.gardener.cloud/to-public-networks": "allowed"},
-        replicas=2 if ha else 1, high_availability=ha, image=options.image,
+        replicas=c.HA_REPLICAS if ha else 1, high_availability=ha, image=options.image,
         front_image=options.front_image, front_command=list(c.FRONT_COMMAND),
-        front_args=front_args(cache) if front else [], front_scheme="HTTPS" if tls_enabled(cache) else "HTTP",
+        front_args=front_args(cache, peers if ha else ()) if front else [],
+        front_scheme="HTTPS" if tls_enabled(cache) else "HTTP",
         prestop_pause=pause, termination_grace_period=pause + c.DRAIN_SECONDS + 5,
         priority_class_name=options.priority_class_name, env=env,
         config_secret_name=config_secret.name, config_items=config_items, tls_secret_name=tls_secret_name,
@@ -252,6 +279,7 @@ def render_cache(cache: RegistryCache, credentials: UpstreamAuth | None, tls: Ke
         claim_labels={**selector, c.OWNER_LABEL: options.owner} if options.owner else selector,
     ))
     objects.append(render_service(cache, options))
+    objects += render_replica_services(cache, options)
     if ha:
         objects.append(_object("poddisruptionbudget.yaml.j2", namespace=ns, name=name, labels=labels,
                                selector=selector))
@@ -275,9 +303,10 @@ def render_service(cache: RegistryCache, options: RenderOptions = RenderOptions(
 def render_shoot(config: RegistryConfig, credentials: Mapping[str, UpstreamAuth] | None = None,
                  tls: Mapping[str, KeyPair] | None = None,
                  options: RenderOptions = RenderOptions(),
-                 node_auth: Mapping[str, NodeCredentials] | None = None) -> RenderedShoot:
+                 node_auth: Mapping[str, NodeCredentials] | None = None,
+                 peers: Mapping[str, Sequence[str]] | None = None) -> RenderedShoot:
     """Everything delivered to the shoot for a defaulted config: the shared NetworkPolicy, then per cache
-    its objects. ``credentials``, ``tls`` and ``node_auth`` are keyed by upstream."""
+    its objects. ``credentials``, ``tls``, ``node_auth`` and ``peers`` are keyed by upstream."""
     credentials = credentials or {}
     tls = tls or {}
     node_auth = node_auth or {}
@@ -287,7 +316,7 @@ def render_shoot(config: RegistryConfig, credentials: Mapping[str, UpstreamAuth]
                                server_port=c.SERVER_PORT, debug_port=c.DEBUG_PORT))
     for cache in config.caches:
         out.objects += render_cache(cache, credentials.get(cache.upstream), tls.get(cache.upstream), options,
-                                    node_auth.get(cache.upstream))
+                                    node_auth.get(cache.upstream), (peers or {}).get(cache.upstream, ()))
     return out
 
 

@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -52,6 +52,7 @@ from extension.component.objects import (
     endpoint,
     provider_status,
     render_node_config,
+    render_replica_services,
     render_service,
     render_shoot,
 )
@@ -111,14 +112,16 @@ class Plan:
 
 def plan(config: RegistryConfig, credentials: Mapping[str, UpstreamAuth], endpoints: Mapping[str, str],
          server_certs: Mapping[str, KeyPair], ca_bundle: str | None, options: RenderOptions,
-         node_auth: Mapping[str, NodeCredentials] | None = None) -> Plan:
+         node_auth: Mapping[str, NodeCredentials] | None = None,
+         peers: Mapping[str, Sequence[str]] | None = None) -> Plan:
     """Pure: the objects for the shoot and the provider status. ``endpoints`` is where nodes reach each
     cache (per upstream), ``server_certs`` the TLS key pair of each TLS cache, ``ca_bundle`` what nodes trust,
-    ``node_auth`` the credentials of the caches only nodes may read."""
+    ``node_auth`` the credentials of the caches only nodes may read, ``peers`` the cluster IPs of the replicas'
+    Services of the caches with high availability."""
     status = provider_status(
         [(cache.upstream, endpoints[cache.upstream], remote_url(cache)) for cache in config.caches],
         c.CA_BUNDLE_SECRET if server_certs else None)
-    rendered = render_shoot(config, credentials, server_certs, options, node_auth)
+    rendered = render_shoot(config, credentials, server_certs, options, node_auth, peers)
     return Plan(rendered.objects, render_node_config(status, ca_bundle, options, node_auth or {}), status)
 
 
@@ -289,8 +292,10 @@ class RegistryCaches:
                 raise WouldWrite(f"{kind} {options.namespace}/{name}")
 
         services = [render_service(cache, options) for cache in config.caches]
+        replicas = {cache.upstream: render_replica_services(cache, options) for cache in config.caches}
         taken = sorted(f"{kind} {options.namespace}/{name} (of {owner})"
                        for kind, name in [("Service", s.name) for s in services]
+                       + [("Service", s.name) for rs in replicas.values() for s in rs]
                        + [("StatefulSet", names.resource_name(cache.upstream)) for cache in config.caches]
                        if (owner := self.view.owner_of(kind, name)) and owner != self.owner)
         if taken:  # several shoots delivered into one cluster: never take over another Extension's cache
@@ -300,24 +305,26 @@ class RegistryCaches:
         if check_update is not None and not dry_run:  # (a dry run looks at what the last operation accepted)
             check_update(_as_config(self._delivered_caches(config, ours, record)), config)
 
-        # 1. Services first: the API server assigns the cluster IPs the certificates and endpoints need.
-        cluster_ips: dict[str, str] = {}
-        for cache, service in zip(config.caches, services):
+        # 1. Services first: the API server assigns the cluster IPs the certificates, endpoints and the replicas'
+        #    fronts need.
+        def cluster_ip(service: RenderedObject) -> str:
             key = ("Service", service.name)
             digest = rendered_hash(service.obj)
             live = ours.get(key)
             if as_delivered(live, digest, recorded.get(key)) and live is not None and live.cluster_ip:
-                cluster_ips[cache.upstream] = live.cluster_ip
                 out.objects[key] = (digest, live.version)
-                continue
+                return live.cluster_ip
             write(*key)
             applied = self.shoot.apply(with_hash(service.obj, digest))
             self.on_write(applied)
-            cluster_ip = (applied.get("spec") or {}).get("clusterIP")
-            if not cluster_ip or cluster_ip == "None":
+            ip = (applied.get("spec") or {}).get("clusterIP")
+            if not ip or ip == "None":
                 raise ReconcileError(f"Service {applied['metadata']['name']} has no cluster IP yet")
-            cluster_ips[cache.upstream] = cluster_ip
             out.objects[key] = (digest, str(applied["metadata"].get("resourceVersion", "")))
+            return str(ip)
+
+        cluster_ips = {cache.upstream: cluster_ip(service) for cache, service in zip(config.caches, services)}
+        peers = {upstream: [cluster_ip(s) for s in rs] for upstream, rs in replicas.items() if rs}
         self._checkpoint("after-services")
 
         # 2. TLS material, reused while it is valid for the Service's names and address.
@@ -339,7 +346,7 @@ class RegistryCaches:
         # 4. Everything else, then prune what this Extension delivered before and no longer renders.
         endpoints = {cache.upstream: endpoint(scheme(cache), cluster_ips[cache.upstream]) for cache in config.caches}
         planned = plan(config, credentials, endpoints, material.server if material else {},
-                       material.bundle if material else None, options, node_auth)
+                       material.bundle if material else None, options, node_auth, peers)
         if node_auth is not None:  # nodes get the header before the caches require it
             self._node_auth(node_auth, record, out, dry_run)
         for obj in planned.delivered:

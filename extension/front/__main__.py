@@ -9,13 +9,14 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from extension.front.server import FrontServer, Options, tls_context
+from extension.front.server import FrontServer, Options, own_certificate, tls_context
 
 
 def address(value: str) -> tuple[str, int]:
@@ -55,8 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 5)")
     p.add_argument("--drain", type=float, default=25.0,
                    help="seconds to finish requests in progress after SIGTERM (default 25, distribution's)")
+    p.add_argument("--peers", type=peers, default=(),
+                   help="HOST:PORT,...: the front of every replica of this cache by ordinal, this one's too (a "
+                        "cache with high availability: each blob is fetched by the replica that owns it)")
+    p.add_argument("--ordinal", type=int,
+                   help="this replica's ordinal in --peers (default: the number at the end of the host name, as a "
+                        "StatefulSet names its Pods)")
+    p.add_argument("--peer-timeout", type=float, default=5.0,
+                   help="seconds another replica may take to connect and answer before this one fetches the blob "
+                        "itself (default 5)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
+
+
+def peers(value: str) -> tuple[tuple[str, int], ...]:
+    return tuple(address(item) for item in value.split(",") if item)
+
+
+def host_ordinal(hostname: str) -> int | None:
+    """``registry-docker-io-1`` -> 1: the ordinal a StatefulSet gives the Pod (its host name)."""
+    _, _, tail = hostname.rpartition("-")
+    return int(tail) if tail.isdigit() else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,9 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: cannot load the TLS certificate and key: {exc}", file=sys.stderr)
         return 2
+    ordinal = args.ordinal if args.ordinal is not None else host_ordinal(socket.gethostname())
+    if args.peers and (ordinal is None or not 0 <= ordinal < len(args.peers)):
+        print(f"error: --peers names {len(args.peers)} replicas, and this one's ordinal ({ordinal}, from --ordinal "
+              f"or the host name {socket.gethostname()!r}) is not among them", file=sys.stderr)
+        return 2
     options = Options(backend_host=args.backend[0], backend_port=args.backend[1], spool_dir=args.spool_dir,
                       linger=args.linger, backend_timeout=args.backend_timeout, answer_timeout=args.answer_timeout,
-                      client_timeout=args.client_timeout, max_connections=args.max_connections)
+                      client_timeout=args.client_timeout, max_connections=args.max_connections,
+                      peers=args.peers, ordinal=ordinal if args.peers else None, peer_timeout=args.peer_timeout,
+                      peer_cert=own_certificate(args.tls_cert) if args.peers and tls else None)
     server = FrontServer(args.listen, options, tls)
     stop = threading.Event()
 

@@ -11,6 +11,15 @@ Roles of a blob GET, as the access log names them (one line per request on stdou
 
 A fetch never depends on its first client: it runs to its end in its own thread even when every reader has
 gone, so the blob lands in distribution's storage.
+
+Replicas (a cache with high availability): each blob has one owner among the replicas (rendezvous hashing of its
+digest over their ordinals, ``--peers``). A replica asked for a blob another owns fetches it from that replica's
+front (which fetches it once from its distribution, and so from the upstream) instead of from its own
+distribution, so that the replicas together fetch each blob from the upstream once. The request to the owner carries
+``X-Registry-Cache-Peer`` and is served there as any other, never passed on. A replica that cannot reach the owner
+(not ready, gone, not answering within ``peer_timeout``) fetches from its own distribution, as a single replica does,
+and asks that owner again only after ``answer_timeout``. With TLS the owner must present this front's own
+certificate (the replicas share it): nothing else is trusted.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from typing import Any, BinaryIO
 
 log = logging.getLogger("registry-cache.front")
 
+PEER_HEADER = "X-Registry-Cache-Peer"  # a request from another replica's front: served here, never passed on
 BLOB_PATH = re.compile(r"^/v2/(?P<name>[a-z0-9][a-z0-9._/-]*)/blobs/(?P<digest>sha256:[a-f0-9]{64})$")
 CHUNK = 256 << 10  # bytes per read from distribution and per send to a client (a buffer per connection)
 # headers of one connection, not of the message (RFC 9110 7.6.1), never forwarded
@@ -61,6 +71,16 @@ class Options:
     answer_timeout: float = 20.0
     client_timeout: float = 120.0  # idle keep-alive, and the longest a send to a client may take
     max_connections: int = 512
+    peers: tuple[tuple[str, int], ...] = ()  # every replica's front by ordinal (this one's too); () alone
+    ordinal: int | None = None  # this replica's place in ``peers``
+    peer_timeout: float = 5.0  # seconds another replica may take to connect and answer before this one fetches
+    peer_cert: bytes | None = None  # DER of the certificate the other replicas must present (TLS), this one's
+
+
+def owner_of(digest: str, replicas: int) -> int:
+    """The replica that fetches ``digest`` (rendezvous hashing: the ordinal with the highest hash of
+    ordinal and digest; a change in the number of replicas moves only the blobs of the replicas added or gone)."""
+    return max(range(replicas), key=lambda i: hashlib.sha256(f"{i}/{digest}".encode()).digest())
 
 
 @dataclass(eq=False)
@@ -69,6 +89,7 @@ class Fetch:
 
     key: tuple[str, str, str]  # (repository, digest, Authorization)
     path: str
+    peer: int | None = None  # the replica it is fetched from first, None: this one's distribution
     cond: threading.Condition = field(default_factory=threading.Condition)
     state: str = PENDING
     status_line: tuple[int, str] = (0, "")
@@ -163,10 +184,22 @@ class Coalescer:
         self.backend = backend
         self.lock = threading.Lock()
         self.fetches: dict[tuple[str, str, str], Fetch] = {}
-        self.stats = {"fetch": 0, "wait": 0, "linger": 0}
+        self.stats = {"fetch": 0, "wait": 0, "linger": 0, "peer": 0, "peer-failed": 0}
+        # the other replicas, as this one's distribution: one that did not answer in time is not asked for a while
+        self.peers = {i: Backend(options.answer_timeout) for i in range(len(options.peers)) if i != options.ordinal}
 
-    def join(self, key: tuple[str, str, str], path: str, headers: list[tuple[str, str]]) -> tuple[Fetch, str]:
-        """The fetch this request reads from and its role: a new one (``fetch``) or one in flight or lingering."""
+    def owner(self, digest: str) -> int | None:
+        """The other replica to fetch ``digest`` from, None to fetch it from this one's distribution."""
+        o = self.options
+        if o.ordinal is None or len(o.peers) < 2:
+            return None
+        owner = owner_of(digest, len(o.peers))
+        return owner if owner != o.ordinal and self.peers[owner].may_try() else None
+
+    def join(self, key: tuple[str, str, str], path: str, headers: list[tuple[str, str]],
+             peer: int | None = None) -> tuple[Fetch, str]:
+        """The fetch this request reads from and its role: a new one (``fetch``, from replica ``peer`` first) or
+        one in flight or lingering."""
         with self.lock:
             f = self.fetches.get(key)
             if f is not None and f.state not in (FAILED, REFUSED):
@@ -174,7 +207,7 @@ class Coalescer:
                 role = "linger" if f.state == COMPLETE else "wait"
                 self.stats[role] += 1
                 return f, role
-            f = Fetch(key, path, readers=1)
+            f = Fetch(key, path, peer=peer, readers=1)
             self.fetches[key] = f
             self.stats["fetch"] += 1
         threading.Thread(target=self._fetch, args=(f, headers), name=f"fetch-{key[1][7:19]}", daemon=True).start()
@@ -210,17 +243,59 @@ class Coalescer:
         else:
             self._forget(f)
 
+    def _from_peer(self, f: Fetch, headers: list[tuple[str, str]]) \
+            -> tuple[http.client.HTTPConnection, http.client.HTTPResponse] | None:
+        """The blob's GET at the replica that owns it: its answer when it is 200, else None (this replica fetches
+        it itself)."""
+        o = self.options
+        assert f.peer is not None
+        host, port = o.peers[f.peer]
+        conn = _peer_connection(host, port, o)
+        try:
+            conn.connect()
+            if o.peer_cert is not None and (not isinstance(conn.sock, ssl.SSLSocket)
+                                            or conn.sock.getpeercert(binary_form=True) != o.peer_cert):
+                raise ssl.SSLError("the replica presented another certificate than this cache's")
+            conn.putrequest("GET", f.path, skip_host=True, skip_accept_encoding=True)
+            for k, v in headers:
+                conn.putheader(k, v)
+            conn.putheader(PEER_HEADER, str(o.ordinal))
+            conn.endheaders()
+            resp = conn.getresponse()
+            self.peers[f.peer].answered()
+            if resp.status == 200:
+                if conn.sock is not None:  # (None: the answer closes the connection, its timeout stays)
+                    conn.sock.settimeout(o.backend_timeout)
+                with self.lock:
+                    self.stats["peer"] += 1
+                return conn, resp
+            log.info("replica %d answered %d for %s: fetching it here", f.peer, resp.status, f.path)
+        except (OSError, http.client.HTTPException) as exc:
+            if isinstance(exc, TimeoutError):
+                self.peers[f.peer].hung()
+            log.warning("replica %d (%s:%d) did not serve %s: %s; fetching it here", f.peer, host, port, f.path,
+                        exc)
+        with self.lock:
+            self.stats["peer-failed"] += 1
+        conn.close()
+        return None
+
     def _fetch(self, f: Fetch, headers: list[tuple[str, str]]) -> None:
         o = self.options
         conn = http.client.HTTPConnection(o.backend_host, o.backend_port, timeout=o.backend_timeout)
         try:
-            if not self.backend.may_try():
-                raise BackendHung("distribution did not answer the last request in time")
-            conn.putrequest("GET", f.path, skip_host=True, skip_accept_encoding=True)
-            for k, v in headers:
-                conn.putheader(k, v)
-            conn.endheaders()
-            resp = _answer(conn, o, self.backend)
+            answered = self._from_peer(f, headers) if f.peer is not None else None
+            if answered is not None:
+                conn.close()
+                conn, resp = answered
+            else:
+                if not self.backend.may_try():
+                    raise BackendHung("distribution did not answer the last request in time")
+                conn.putrequest("GET", f.path, skip_host=True, skip_accept_encoding=True)
+                for k, v in headers:
+                    conn.putheader(k, v)
+                conn.endheaders()
+                resp = _answer(conn, o, self.backend)
             if resp.status != 200:
                 body = resp.read(REFUSAL_BODY_MAX + 1)
                 if len(body) > REFUSAL_BODY_MAX:
@@ -346,7 +421,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             m = BLOB_PATH.match(path) if self.command == "GET" and coalescible_query(query) else None
             if m and not any(h.lower() in NOT_COALESCED for h in self.headers.keys()):
                 key = (m["name"], m["digest"], self.headers.get("Authorization", ""))
-                self._serve_coalesced(key)
+                peer = None if PEER_HEADER in self.headers else self.server.coalescer.owner(m["digest"])
+                self._serve_coalesced(key, peer)
             else:
                 self._pass("pass")
         finally:
@@ -460,9 +536,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # --- coalesced ---
 
-    def _serve_coalesced(self, key: tuple[str, str, str]) -> None:
+    def _serve_coalesced(self, key: tuple[str, str, str], peer: int | None) -> None:
         coalescer = self.server.coalescer
-        f, role = coalescer.join(key, self.path, self._forward_headers())
+        f, role = coalescer.join(key, self.path, self._forward_headers(), peer)
         try:
             self._stream(f, role)
         finally:
@@ -633,8 +709,29 @@ def _answer(conn: http.client.HTTPConnection, o: Options, backend: Backend) -> h
         backend.hung()
         raise
     backend.answered()
-    conn.sock.settimeout(o.backend_timeout)
+    if conn.sock is not None:  # (None: the answer closes the connection, its timeout stays)
+        conn.sock.settimeout(o.backend_timeout)
     return resp
+
+
+def _peer_connection(host: str, port: int, o: Options) -> http.client.HTTPConnection:
+    """A connection to another replica's front: TLS when this one serves TLS (its certificate is compared with
+    this one's after the handshake: the replicas share it, so no CA or name is needed), else plain."""
+    if o.peer_cert is None:
+        return http.client.HTTPConnection(host, port, timeout=o.peer_timeout)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # pinned instead: the exact certificate, checked before anything is read
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    return http.client.HTTPSConnection(host, port, timeout=o.peer_timeout, context=ctx)
+
+
+def own_certificate(cert: str) -> bytes:
+    """The DER of the first certificate of the PEM file ``cert`` (the leaf)."""
+    text = open(cert, encoding="ascii").read()
+    end = "-----END CERTIFICATE-----"
+    return ssl.PEM_cert_to_DER_cert(text[:text.index(end) + len(end)])
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

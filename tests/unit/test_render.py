@@ -120,6 +120,36 @@ def test_a_stopping_cache_pod_serves_until_it_has_left_the_service():
     assert pod["terminationGracePeriodSeconds"] >= max(pause + 25, _flag(front, "shutdown-delay") + _flag(front, "drain"))
 
 
+def test_replicas_of_a_cache_reach_each_other_through_a_service_each():
+    """High availability behind the front: a Service per replica selects that one Pod (the StatefulSet
+    controller's pod-name label), and each front gets every replica's address by ordinal (--peers), so that the
+    replica that owns a blob fetches it for both. No such Service without HA or without the front."""
+    cfg = decode_and_default(config({"upstream": "a.io", "highAvailability": {"enabled": True}},
+                                    {"upstream": "b.io"}), PC)
+    tls = {c.upstream: FAKE_TLS for c in cfg.caches}
+    out = render_shoot(cfg, {}, tls, RenderOptions(front_image=FRONT_IMAGE, owner="shoot--p--s"),
+                       peers={"a.io": ["10.0.0.7", "fd00::8"]})
+    replicas = [s for s in out.by_kind("Service") if "registry-cache.gardener.cloud/replica" in s["metadata"]["labels"]]
+    assert [s["metadata"]["name"] for s in replicas] == ["registry-a-io-replica-0", "registry-a-io-replica-1"]
+    for n, service in enumerate(replicas):
+        assert service["spec"]["selector"] == {"app": "registry-a-io", "upstream-host": "a.io",
+                                               "statefulset.kubernetes.io/pod-name": f"registry-a-io-{n}"}
+        assert service["spec"]["ports"] == [{"name": "registry-cache", "port": 5000, "protocol": "TCP",
+                                             "targetPort": "registry-cache"}]
+        assert service["metadata"]["labels"]["registry-cache.gardener.cloud/owner"] == "shoot--p--s"
+    sts = {s["metadata"]["name"]: s for s in out.by_kind("StatefulSet")}
+    front = sts["registry-a-io"]["spec"]["template"]["spec"]["containers"][1]
+    assert "--peers=10.0.0.7:5000,[fd00::8]:5000" in front["args"]
+    assert not [a for a in sts["registry-b-io"]["spec"]["template"]["spec"]["containers"][1]["args"]
+                if a.startswith("--peers")]
+    assert not [s for s in render_shoot(cfg, {}, tls).by_kind("Service") if "replica" in s["metadata"]["name"]]
+    long = "a" * 40 + ".example.com"
+    long_cfg = decode_and_default(config({"upstream": long, "highAvailability": {"enabled": True}}), PC)
+    names = [s["metadata"]["name"] for s in render_shoot(long_cfg, {}, {long: FAKE_TLS},
+                                                         RenderOptions(front_image=FRONT_IMAGE)).by_kind("Service")]
+    assert all(len(n) <= 63 for n in names) and len(set(names)) == 3, names
+
+
 def test_the_front_serves_the_caches_port_and_distribution_only_loopback():
     cfg = docs_config()
     out = render_shoot(cfg, CREDS, {c.upstream: FAKE_TLS for c in cfg.caches}, RenderOptions(front_image=FRONT_IMAGE))
