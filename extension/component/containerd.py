@@ -103,13 +103,19 @@ def _cache_host(url: str, ca_path: str | None, dial_timeout: str | None = None) 
 
 
 def containerd_registries(status: RegistryStatus, ca_path: str | None = CA_BUNDLE_PATH,
-                          dial_timeout: str | None = None) -> list[dict[str, Any]]:
+                          dial_timeout: str | None = None,
+                          replicas: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
     """Gardener's OperatingSystemConfig ``criConfig.containerd.registries`` entries for a status: try the cache
     (its CA for an https endpoint), fall back to the remote URL; nodes wait until the cache answers.
 
     ``dial_timeout`` adds ``dialTimeout`` to each host: not part of Gardener's ``RegistryHost`` (the
-    OperatingSystemConfig cannot carry it), only for the node agent's ConfigMap."""
-    return [{"upstream": c.upstream, "server": c.remote_url, "hosts": [_cache_host(c.endpoint, ca_path, dial_timeout)],
+    OperatingSystemConfig cannot carry it), only for the node agent's ConfigMap. ``replicas``: per upstream the
+    endpoints of a cache's replicas, tried after the cache's Service and before the upstream (the node agent's
+    ConfigMap: a replica on a node that stopped is still among the Service's endpoints until the node is marked
+    unready, and a connection the Service sends there goes to the next replica instead of the upstream)."""
+    replicas = replicas or {}
+    return [{"upstream": c.upstream, "server": c.remote_url,
+             "hosts": [_cache_host(url, ca_path, dial_timeout) for url in (c.endpoint, *replicas.get(c.upstream, ()))],
              "readinessProbe": True} for c in status.caches]
 
 
@@ -120,9 +126,12 @@ def hosts_toml_for_entry(entry: Mapping[str, Any], headers: Mapping[str, Mapping
 
 
 def hosts_toml_for_status(status: RegistryStatus, ca_path: str | None = CA_BUNDLE_PATH,
-                          dial_timeout: str | None = None) -> dict[str, str]:
-    """Per upstream, the ``hosts.toml`` that points containerd at the cache the status reports."""
-    return {e["upstream"]: hosts_toml_for_entry(e) for e in containerd_registries(status, ca_path, dial_timeout)}
+                          dial_timeout: str | None = None,
+                          replicas: Mapping[str, Sequence[str]] | None = None) -> dict[str, str]:
+    """Per upstream, the ``hosts.toml`` that points containerd at the cache the status reports (and its
+    replicas, ``replicas``)."""
+    return {e["upstream"]: hosts_toml_for_entry(e)
+            for e in containerd_registries(status, ca_path, dial_timeout, replicas)}
 
 
 # --- mirrors ---------------------------------------------------------------------------------------------------

@@ -350,14 +350,18 @@ def _node_config_name(base: str, options: RenderOptions) -> str:
 
 
 def render_node_config(status: RegistryStatus, ca_bundle: str | None,
-                       options: RenderOptions = RenderOptions(), node_auth: Iterable[str] = ()) -> RenderedObject:
+                       options: RenderOptions = RenderOptions(), node_auth: Iterable[str] = (),
+                       replicas: Mapping[str, Sequence[str]] | None = None) -> RenderedObject:
     """The ConfigMap the node agent reads: the caches' registry entries and the CA bundle nodes trust. Each
     cache host carries ``options.dial_timeout``; for the upstreams in ``node_auth`` the host names its key in
-    the node-auth Secret (never the credentials)."""
-    entries = containerd_registries(status, dial_timeout=options.dial_timeout)
+    the node-auth Secret (never the credentials). ``replicas``: per upstream the endpoints of the cache's
+    replicas, hosts after the cache's own (:func:`containerd_registries`)."""
+    node_auth = set(node_auth)
+    entries = containerd_registries(status, dial_timeout=options.dial_timeout, replicas=replicas)
     for entry in entries:
         if entry["upstream"] in node_auth:
-            entry["hosts"][0][c.HOST_NODE_AUTH_FIELD] = shoot_key(entry["upstream"])
+            for host in entry["hosts"]:
+                host[c.HOST_NODE_AUTH_FIELD] = shoot_key(entry["upstream"])
     registries = yaml.safe_dump({"registries": entries}, sort_keys=False, allow_unicode=False)
     return _object("node-config.yaml.j2", name=_node_config_name(c.NODE_CONFIG_NAME, options),
                    namespace=options.namespace, owner=options.owner, managed_by=c.MANAGED_BY,

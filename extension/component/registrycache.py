@@ -122,7 +122,9 @@ def plan(config: RegistryConfig, credentials: Mapping[str, UpstreamAuth], endpoi
         [(cache.upstream, endpoints[cache.upstream], remote_url(cache)) for cache in config.caches],
         c.CA_BUNDLE_SECRET if server_certs else None)
     rendered = render_shoot(config, credentials, server_certs, options, node_auth, peers)
-    return Plan(rendered.objects, render_node_config(status, ca_bundle, options, node_auth or {}), status)
+    schemes = {cache.upstream: scheme(cache) for cache in config.caches}
+    replicas = {upstream: [endpoint(schemes[upstream], ip) for ip in ips] for upstream, ips in (peers or {}).items()}
+    return Plan(rendered.objects, render_node_config(status, ca_bundle, options, node_auth or {}, replicas), status)
 
 
 def delivered_caches(config: RegistryConfig, statefulsets: Mapping[str, dict[str, Any]],
@@ -328,7 +330,9 @@ class RegistryCaches:
         self._checkpoint("after-services")
 
         # 2. TLS material, reused while it is valid for the Service's names and address.
-        requests = cert_requests(config, options.namespace, {u: [ip] for u, ip in cluster_ips.items()})
+        #    (the replicas' Services' addresses too: nodes try them after the cache's)
+        addresses = {u: [ip, *peers.get(u, ())] for u, ip in cluster_ips.items()}
+        requests = cert_requests(config, options.namespace, addresses)
         material = tls.ensure(self.seed, self.owner, requests, self.store, dry_run) if requests else None
         if material is None:
             tls.remove_all(self.seed, self.owner, self.store, dry_run)

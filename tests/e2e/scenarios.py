@@ -31,7 +31,8 @@ import yaml
 from api import names
 from api.v1alpha3 import RegistryStatus
 from extension.component.containerd import hosts_toml_for_status
-from extension.constants import CONTAINER_NAME, DEFAULT_DIAL_TIMEOUT, DEFAULT_IMAGE
+from extension.component.objects import endpoint
+from extension.constants import CONTAINER_NAME, DEFAULT_DIAL_TIMEOUT, DEFAULT_IMAGE, REPLICA_LABEL
 from extension.local.registries import parse_access_log
 from extension.nodeagent.plan import ca_certificates
 
@@ -274,8 +275,17 @@ def wait_applied(c: E2ECluster, ext: dict, timeout: float = 120) -> None:
     """Every node has each upstream's hosts.toml as the controller means it, and the CA bundle for TLS
     caches (WaitUntilRegistryCacheConfigurationsAreApplied, VerifyHostsTOMLFilesCreatedForAllNodes)."""
     status = RegistryStatus.model_validate(ext["status"]["providerStatus"])
-    # as the node agent writes them for the controller's default --dial-timeout
-    wanted = hosts_toml_for_status(status, ca_path=f"{c.certs_dir}/ca-bundle.pem", dial_timeout=DEFAULT_DIAL_TIMEOUT)
+    # as the node agent writes them for the controller's default --dial-timeout (the replicas' Services of a cache
+    # with high availability after the cache's own)
+    replicas = {}
+    for cache in status.caches:
+        services = c.select("service", "kube-system", f"{REPLICA_LABEL},app={names.resource_name(cache.upstream)}")
+        services.sort(key=lambda s: int(s["metadata"]["labels"][REPLICA_LABEL]))
+        if services:
+            replicas[cache.upstream] = [endpoint(cache.endpoint.split("://")[0], s["spec"]["clusterIP"])
+                                        for s in services]
+    wanted = hosts_toml_for_status(status, ca_path=f"{c.certs_dir}/ca-bundle.pem", dial_timeout=DEFAULT_DIAL_TIMEOUT,
+                                   replicas=replicas)
     bundle = None
     if status.ca_secret_name:
         secret = c.get("secret", status.ca_secret_name, ext["metadata"]["namespace"])

@@ -363,6 +363,28 @@ def test_node_config_for_the_node_agent():
         "http://10.0.0.2:5000": {"capabilities": ["pull", "resolve"]}}
 
 
+def test_nodes_try_the_replicas_after_the_cache_and_before_the_upstream():
+    """A replica on a node that stopped stays among the Service's endpoints until the node is marked unready: a
+    connection the Service sends there times out (dial_timeout), and containerd tries the next host. The replicas'
+    own Services come next, so that is the other replica, not the upstream. With node auth every cache host
+    carries the key."""
+    from extension.component.containerd import hosts_toml_for_entry
+    from extension.component.objects import render_node_config
+    from extension.component.registrycache import plan
+    cfg = decode_and_default(config({"upstream": "a.io", "highAvailability": {"enabled": True}}), PC)
+    planned = plan(cfg, {}, {"a.io": "https://10.0.0.1:5000"}, {"a.io": FAKE_TLS}, "PEM",
+                   RenderOptions(front_image=FRONT_IMAGE), peers={"a.io": ["10.0.0.7", "10.0.0.8"]})
+    [entry] = yaml.safe_load(planned.node_config.obj["data"]["registries.yaml"])["registries"]
+    assert [h["url"] for h in entry["hosts"]] == ["https://10.0.0.1:5000", "https://10.0.0.7:5000",
+                                                   "https://10.0.0.8:5000"]
+    assert all(h["dialTimeout"] == "100ms" and h["caCerts"] for h in entry["hosts"])
+    hosts = tomllib.loads(hosts_toml_for_entry(entry))
+    assert hosts["server"] == "https://a.io" and list(hosts["host"]) == [h["url"] for h in entry["hosts"]]
+    cm = render_node_config(planned.status, "PEM", node_auth=["a.io"], replicas={"a.io": ["https://10.0.0.7:5000"]})
+    [entry] = yaml.safe_load(cm.obj["data"]["registries.yaml"])["registries"]
+    assert len(entry["hosts"]) == 2 and all(h["nodeAuth"] for h in entry["hosts"])
+
+
 def test_node_auth_config_secret_and_node_config():
     from extension.component import nodeauth
     from extension.component.objects import render_node_config
