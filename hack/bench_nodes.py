@@ -243,8 +243,8 @@ def main() -> int:
         mark = ha.mark()
         stopped = time.monotonic()
         victim.stop()
-        print(f"   stopped {victim.name} (one replica's node); pulling fresh images through the cache from "
-              f"{survivor.name} every second ...", flush=True)
+        print(f"   stopped {victim.name} (one replica's node; the stop took {time.monotonic() - stopped:.1f}s); "
+              f"pulling fresh images through the cache from {survivor.name} every second ...", flush=True)
         outcomes = []
         first_ok = None
         while time.monotonic() - stopped < 120:

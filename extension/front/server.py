@@ -44,6 +44,9 @@ from typing import Any, BinaryIO
 
 log = logging.getLogger("registry-cache.front")
 
+# seconds to connect to another replica: inside a cluster a connection is made in milliseconds, and one to a
+# replica on a node that stopped (still among its Service's endpoints for a while) never is
+PEER_CONNECT_TIMEOUT = 1.0
 PEER_HEADER = "X-Registry-Cache-Peer"  # a request from another replica's front: served here, never passed on
 BLOB_PATH = re.compile(r"^/v2/(?P<name>[a-z0-9][a-z0-9._/-]*)/blobs/(?P<digest>sha256:[a-f0-9]{64})$")
 CHUNK = 256 << 10  # bytes per read from distribution and per send to a client (a buffer per connection)
@@ -253,6 +256,8 @@ class Coalescer:
         conn = _peer_connection(host, port, o)
         try:
             conn.connect()
+            assert conn.sock is not None
+            conn.sock.settimeout(o.peer_timeout)
             if o.peer_cert is not None and (not isinstance(conn.sock, ssl.SSLSocket)
                                             or conn.sock.getpeercert(binary_form=True) != o.peer_cert):
                 raise ssl.SSLError("the replica presented another certificate than this cache's")
@@ -717,14 +722,15 @@ def _answer(conn: http.client.HTTPConnection, o: Options, backend: Backend) -> h
 def _peer_connection(host: str, port: int, o: Options) -> http.client.HTTPConnection:
     """A connection to another replica's front: TLS when this one serves TLS (its certificate is compared with
     this one's after the handshake: the replicas share it, so no CA or name is needed), else plain."""
+    timeout = min(o.peer_timeout, PEER_CONNECT_TIMEOUT)  # (the answer's: _from_peer sets peer_timeout after)
     if o.peer_cert is None:
-        return http.client.HTTPConnection(host, port, timeout=o.peer_timeout)
+        return http.client.HTTPConnection(host, port, timeout=timeout)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # pinned instead: the exact certificate, checked before anything is read
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["http/1.1"])
-    return http.client.HTTPSConnection(host, port, timeout=o.peer_timeout, context=ctx)
+    return http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
 
 
 def own_certificate(cert: str) -> bytes:

@@ -1330,3 +1330,47 @@ def test_switch_from_gardeners_extension_and_back_keeps_every_blob(cluster, shoo
             cluster.delete(gardener.RESOURCES[obj["kind"]], obj["metadata"]["name"], "kube-system")
     assert_nothing_left(cluster, name, [up.host])
     wait_removed(cluster, [up.host])
+
+
+def test_a_cache_with_two_replicas_fetches_each_blob_once(cluster, shoots):
+    """highAvailability: two replicas, each with its own volume. Every node pulls a fresh image at the same moment
+    (a Pod pinned to each), and the Service spreads them over both replicas; the replica that does not own a blob
+    fetches it from the one that does (extension/front/server.py). The upstream serves each blob once, and no
+    node falls back to it."""
+    up = cluster.upstream("public")
+    name = "e2e-cache-replicas"
+    shoots.append(name)
+    cluster.apply(shoot_manifest(name, [cache(up, highAvailability={"enabled": True})]))
+    ext = wait_reconciled(cluster, name, [up.host])
+    wait_rolled(cluster, up.host, 2)
+    wait_applied(cluster, ext)
+
+    image = up.push("e2e/replicas", uuid.uuid4().hex[:8])
+    mark = up.mark()
+    pods = [f"replicas-{n}-{uuid.uuid4().hex[:4]}" for n in range(len(cluster.nodes()))]
+    cluster.apply(*({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": WORKLOAD_NAMESPACE},
+                     "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
+                              "containers": [{"name": "c", "image": image.ref, "imagePullPolicy": "IfNotPresent"}]}}
+                    for pod, node in zip(pods, cluster.nodes())))
+    try:
+        for pod in pods:
+            wait_for(f"Pod {pod} running", lambda: ((cluster.get("pod", pod, WORKLOAD_NAMESPACE) or {})
+                                                    .get("status") or {}).get("phase") == "Running", timeout=180,
+                     details=lambda: cluster.kubectl("describe", "pod", pod, "-n", WORKLOAD_NAMESPACE,
+                                                     check=False).stdout)
+    finally:
+        for pod in pods:
+            cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
+    requests = up.fetched(mark)
+    fetches = {d: [r for r in requests if r.path == f"/v2/{image.repository}/blobs/{d}" and r.status == 200
+                   and r.agent.startswith("Go-http-client/")] for d in image.blobs}
+    by_node = [r for r in requests if r.agent.startswith("containerd/")]
+    FIGURES.append(f"{cluster.name}: {len(pods)} nodes pull at once through a cache with 2 replicas: upstream GETs "
+                   f"per blob {sorted({len(f) for f in fetches.values()})}, fallbacks to the upstream {len(by_node)}")
+    print(FIGURES[-1])
+    assert all(len(f) == 1 for f in fetches.values()), fetches
+    assert not by_node, "the nodes fell back to the upstream:\n" + "\n".join(map(str, by_node))
+    assert_no_egress(cluster)
+    delete_shoot(cluster, name)
+    shoots.remove(name)
+    wait_removed(cluster, [up.host])
