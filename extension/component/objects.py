@@ -127,7 +127,7 @@ def front_args(cache: RegistryCache, peers: Sequence[str] = ()) -> list[str]:
     if tls_enabled(cache):
         args += [f"--tls-cert={c.FRONT_CERTS_PATH}/tls.crt", f"--tls-key={c.FRONT_CERTS_PATH}/tls.key"]
     if peers:
-        args.append("--peers=" + ",".join(endpoint("", ip).removeprefix("://") for ip in peers))
+        args.append("--peers=" + ",".join(host_port(ip) for ip in peers))
     return args
 
 
@@ -320,15 +320,19 @@ def render_shoot(config: RegistryConfig, credentials: Mapping[str, UpstreamAuth]
     return out
 
 
-def endpoint(scheme: str, cluster_ip: str, port: int = c.SERVER_PORT) -> str:
-    """``<scheme>://<clusterIP>:5000``, IPv6 addresses in brackets (``net.JoinHostPort``)."""
-    host = cluster_ip
+def host_port(address: str, port: int = c.SERVER_PORT) -> str:
+    """``<address>:5000``, IPv6 addresses in brackets (``net.JoinHostPort``)."""
     try:
-        if ipaddress.ip_address(cluster_ip).version == 6:
-            host = f"[{cluster_ip}]"
+        if ipaddress.ip_address(address).version == 6:
+            return f"[{address}]:{port}"
     except ValueError:
         pass
-    return f"{scheme}://{host}:{port}"
+    return f"{address}:{port}"
+
+
+def endpoint(scheme: str, cluster_ip: str, port: int = c.SERVER_PORT) -> str:
+    """``<scheme>://<clusterIP>:5000``."""
+    return f"{scheme}://{host_port(cluster_ip, port)}"
 
 
 def provider_status(caches: Iterable[tuple[str, str, str]], ca_secret_name: str | None) -> RegistryStatus:
