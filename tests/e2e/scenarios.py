@@ -1362,8 +1362,8 @@ def test_a_cache_with_two_replicas_fetches_each_blob_once(cluster, shoots):
         for pod in pods:
             cluster.delete("pod", pod, WORKLOAD_NAMESPACE, wait=False)
     requests = up.fetched(mark)
-    fetches = {d: [r for r in requests if r.path == f"/v2/{image.repository}/blobs/{d}" and r.status == 200
-                   and r.agent.startswith("Go-http-client/")] for d in image.blobs}
+    fetches = {d: [r for r in requests if r.method == "GET" and r.path == f"/v2/{image.repository}/blobs/{d}"
+                   and r.status == 200 and r.agent.startswith("Go-http-client/")] for d in image.blobs}
     by_node = [r for r in requests if r.agent.startswith("containerd/")]
     FIGURES.append(f"{cluster.name}: {len(pods)} nodes pull at once through a cache with 2 replicas: upstream GETs "
                    f"per blob {sorted({len(f) for f in fetches.values()})}, fallbacks to the upstream {len(by_node)}")
