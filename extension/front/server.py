@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 log = logging.getLogger("registry-cache.front")
@@ -190,6 +191,7 @@ class Coalescer:
         self.stats = {"fetch": 0, "wait": 0, "linger": 0, "peer": 0, "peer-failed": 0}
         # the other replicas, as this one's distribution: one that did not answer in time is not asked for a while
         self.peers = {i: Backend(options.answer_timeout) for i in range(len(options.peers)) if i != options.ordinal}
+        self.peer_tls = peer_tls_context() if options.peer_cert is not None else None
 
     def owner(self, digest: str) -> int | None:
         """The other replica to fetch ``digest`` from, None to fetch it from this one's distribution."""
@@ -253,30 +255,23 @@ class Coalescer:
         o = self.options
         assert f.peer is not None
         host, port = o.peers[f.peer]
-        conn = _peer_connection(host, port, o)
+        timeout = min(o.peer_timeout, PEER_CONNECT_TIMEOUT)  # to connect; the answer's is set by _answer
+        conn = http.client.HTTPConnection(host, port, timeout=timeout) if self.peer_tls is None else \
+            http.client.HTTPSConnection(host, port, timeout=timeout, context=self.peer_tls)
         try:
             conn.connect()
-            assert conn.sock is not None
-            conn.sock.settimeout(o.peer_timeout)
             if o.peer_cert is not None and (not isinstance(conn.sock, ssl.SSLSocket)
                                             or conn.sock.getpeercert(binary_form=True) != o.peer_cert):
                 raise ssl.SSLError("the replica presented another certificate than this cache's")
-            conn.putrequest("GET", f.path, skip_host=True, skip_accept_encoding=True)
-            for k, v in headers:
-                conn.putheader(k, v)
-            conn.putheader(PEER_HEADER, str(o.ordinal))
-            conn.endheaders()
-            resp = conn.getresponse()
-            self.peers[f.peer].answered()
+            _send_get(conn, f.path, [*headers, (PEER_HEADER, str(o.ordinal))])
+            resp = _answer(conn, o, self.peers[f.peer], o.peer_timeout)
             if resp.status == 200:
-                if conn.sock is not None:  # (None: the answer closes the connection, its timeout stays)
-                    conn.sock.settimeout(o.backend_timeout)
                 with self.lock:
                     self.stats["peer"] += 1
                 return conn, resp
             log.info("replica %d answered %d for %s: fetching it here", f.peer, resp.status, f.path)
         except (OSError, http.client.HTTPException) as exc:
-            if isinstance(exc, TimeoutError):
+            if isinstance(exc, TimeoutError):  # (no connection within PEER_CONNECT_TIMEOUT)
                 self.peers[f.peer].hung()
             log.warning("replica %d (%s:%d) did not serve %s: %s; fetching it here", f.peer, host, port, f.path,
                         exc)
@@ -296,10 +291,7 @@ class Coalescer:
             else:
                 if not self.backend.may_try():
                     raise BackendHung("distribution did not answer the last request in time")
-                conn.putrequest("GET", f.path, skip_host=True, skip_accept_encoding=True)
-                for k, v in headers:
-                    conn.putheader(k, v)
-                conn.endheaders()
+                _send_get(conn, f.path, headers)
                 resp = _answer(conn, o, self.backend)
             if resp.status != 200:
                 body = resp.read(REFUSAL_BODY_MAX + 1)
@@ -703,11 +695,20 @@ class FrontServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
             return self._busy_lock.wait_for(lambda: self._busy == 0, seconds)
 
 
-def _answer(conn: http.client.HTTPConnection, o: Options, backend: Backend) -> http.client.HTTPResponse:
-    """distribution's answer to the request just sent on ``conn``: its status line and headers within
-    ``o.answer_timeout``, then up to ``o.backend_timeout`` between bytes of the body."""
+def _send_get(conn: http.client.HTTPConnection, path: str, headers: list[tuple[str, str]]) -> None:
+    conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+    for k, v in headers:
+        conn.putheader(k, v)
+    conn.endheaders()
+
+
+def _answer(conn: http.client.HTTPConnection, o: Options, backend: Backend,
+            answer_timeout: float | None = None) -> http.client.HTTPResponse:
+    """The answer to the request just sent on ``conn`` (to distribution, or to the replica ``backend`` stands for):
+    its status line and headers within ``answer_timeout`` (default ``o.answer_timeout``), then up to
+    ``o.backend_timeout`` between bytes of the body."""
     assert conn.sock is not None
-    conn.sock.settimeout(o.answer_timeout)
+    conn.sock.settimeout(o.answer_timeout if answer_timeout is None else answer_timeout)
     try:
         resp = conn.getresponse()
     except TimeoutError:
@@ -719,23 +720,20 @@ def _answer(conn: http.client.HTTPConnection, o: Options, backend: Backend) -> h
     return resp
 
 
-def _peer_connection(host: str, port: int, o: Options) -> http.client.HTTPConnection:
-    """A connection to another replica's front: TLS when this one serves TLS (its certificate is compared with
-    this one's after the handshake: the replicas share it, so no CA or name is needed), else plain."""
-    timeout = min(o.peer_timeout, PEER_CONNECT_TIMEOUT)  # (the answer's: _from_peer sets peer_timeout after)
-    if o.peer_cert is None:
-        return http.client.HTTPConnection(host, port, timeout=timeout)
+def peer_tls_context() -> ssl.SSLContext:
+    """TLS to another replica's front: its certificate is compared with this one's after the handshake (the
+    replicas share it), so no CA or name is checked."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # pinned instead: the exact certificate, checked before anything is read
+    ctx.verify_mode = ssl.CERT_NONE  # pinned instead: the exact certificate, checked before anything is sent
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["http/1.1"])
-    return http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+    return ctx
 
 
 def own_certificate(cert: str) -> bytes:
     """The DER of the first certificate of the PEM file ``cert`` (the leaf)."""
-    text = open(cert, encoding="ascii").read()
+    text = Path(cert).read_text(encoding="ascii")
     end = "-----END CERTIFICATE-----"
     return ssl.PEM_cert_to_DER_cert(text[:text.index(end) + len(end)])
 

@@ -17,9 +17,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _healthy(port: int) -> bool:
+def _healthy(port: int, scheme: str = "http") -> bool:
+    import ssl
+    context = ssl._create_unverified_context() if scheme == "https" else None
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+        with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/healthz", timeout=1, context=context) as answer:
             return answer.status == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -142,24 +144,12 @@ def _replica(tmp_path, ordinal: int, ports: list[int], backend: int, *flags: str
                               f"--ordinal={ordinal}", "--shutdown-delay=0", "--linger=0", *flags],
                              stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 15
-    while not _healthy_at(scheme, ports[ordinal]):
+    while not _healthy(ports[ordinal], scheme):
         if front.poll() is not None or time.monotonic() > deadline:
             front.kill()
             raise AssertionError(f"the front did not come up: {front.communicate()[1][-2000:]}")
         time.sleep(0.05)
     return front
-
-
-def _healthy_at(scheme: str, port: int) -> bool:
-    if scheme == "http":
-        return _healthy(port)
-    import ssl
-    try:
-        with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", timeout=1,
-                                    context=ssl._create_unverified_context()) as answer:
-            return answer.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _get(scheme: str, port: int, digest: str) -> bytes:
